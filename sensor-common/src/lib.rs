@@ -1,0 +1,41 @@
+//! Types shared by the leakwatch XDP program (`sensor-ebpf`) and its userspace
+//! (`sensor-user`). Every type that crosses the kernel/user boundary is declared
+//! here once, `#[repr(C)]`, with its byte offsets documented and asserted by tests.
+//!
+//! | module      | holds                                                          |
+//! |-------------|----------------------------------------------------------------|
+//! | [`record`]  | ring-buffer record header, record kinds and flags, `SNAPLEN`   |
+//! | [`flow`]    | direction-normalised flow key, per-flow kernel state            |
+//! | [`config`]  | the sampling policy userspace writes into the `CONFIG` map      |
+//! | [`counters`]| names of the per-CPU counters, one per exit path                |
+//! | [`parse`]   | L2–L4 header parser over any byte source (kernel or pcap)       |
+//! | [`policy`]  | the sampling decision for one packet of a flow                  |
+//! | [`maps`]    | map names, sizes and LPM key types                              |
+#![no_std]
+
+pub mod config;
+pub mod counters;
+pub mod flow;
+pub mod maps;
+pub mod parse;
+pub mod policy;
+pub mod record;
+
+#[cfg(feature = "user")]
+mod pod {
+    //! Userspace: these types travel through aya maps as plain old data.
+    use crate::{
+        config::Config,
+        flow::{FlowKey, FlowState},
+        record::RecordHeader,
+    };
+
+    // SAFETY: repr(C), no padding holes (layout tests), every bit pattern valid.
+    unsafe impl aya::Pod for FlowKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for FlowState {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for Config {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for RecordHeader {}
+}

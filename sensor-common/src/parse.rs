@@ -1,0 +1,403 @@
+//! L2–L4 header parser shared by the XDP program and userspace.
+//!
+//! Generic over [`PacketBytes`], so the kernel reads the frame through bounds-checked
+//! packet pointers and userspace (pcap replay, tests) through a slice, with one
+//! parsing logic. Every failure names the [`Counter`] the packet is counted under.
+
+use crate::{
+    counters::Counter,
+    flow::{FAMILY_V4, FAMILY_V6, IPPROTO_TCP, IPPROTO_UDP},
+};
+
+pub const ETH_HLEN: usize = 14;
+pub const ETH_P_IPV4: u16 = 0x0800;
+pub const ETH_P_IPV6: u16 = 0x86dd;
+pub const ETH_P_8021Q: u16 = 0x8100;
+pub const ETH_P_8021AD: u16 = 0x88a8;
+pub const VLAN_HLEN: usize = 4;
+/// VLAN tags followed (802.1ad outer + 802.1Q inner).
+pub const MAX_VLAN_TAGS: usize = 2;
+/// IPv6 extension headers followed before giving up.
+pub const MAX_IPV6_EXT: usize = 6;
+
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
+pub const TCP_ACK: u8 = 0x10;
+
+const IPV6_HOPOPTS: u8 = 0;
+const IPV6_ROUTING: u8 = 43;
+const IPV6_FRAGMENT: u8 = 44;
+const IPV6_AH: u8 = 51;
+const IPV6_DSTOPTS: u8 = 60;
+
+/// Read access to a frame.
+pub trait PacketBytes {
+    /// Whole frame length (all fragments of a multi-buffer frame).
+    fn frame_len(&self) -> usize;
+    /// `N` header bytes at `off`, or `None` if they are not all readable. The kernel
+    /// reads only the linear part here: headers live there.
+    fn header<const N: usize>(&self, off: usize) -> Option<[u8; N]>;
+    /// `N` bytes at `off` anywhere in the frame (payload peeks; frags-aware).
+    fn peek<const N: usize>(&self, off: usize) -> Option<[u8; N]> {
+        self.header(off)
+    }
+}
+
+impl PacketBytes for [u8] {
+    fn frame_len(&self) -> usize {
+        self.len()
+    }
+
+    fn header<const N: usize>(&self, off: usize) -> Option<[u8; N]> {
+        let end = off.checked_add(N)?;
+        self.get(off..end)?.try_into().ok()
+    }
+}
+
+/// What the parser learned about a frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Parsed {
+    pub family: u8,
+    pub proto: u8,
+    /// Addresses in network order; IPv4 in the first 4 bytes.
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub sport: u16,
+    pub dport: u16,
+    pub l3_off: u16,
+    pub l4_off: u16,
+    pub payload_off: u16,
+    /// IP datagram length (header and payload) per the IP header.
+    pub l3_len: u32,
+    /// L4 payload length per the IP and L4 headers.
+    pub payload_len: u32,
+    pub tcp_flags: u8,
+    pub tcp_seq: u32,
+    pub tcp_ack: u32,
+    /// The frame had at least one VLAN tag.
+    pub vlan: bool,
+    /// First fragment of a fragmented datagram (more fragments follow).
+    pub first_fragment: bool,
+}
+
+impl Parsed {
+    pub fn is_tcp(&self) -> bool {
+        self.proto == IPPROTO_TCP
+    }
+}
+
+#[inline(always)]
+fn be16(b: [u8; 2]) -> u16 {
+    u16::from_be_bytes(b)
+}
+
+impl Parsed {
+    pub const fn zeroed() -> Self {
+        Self {
+            family: 0,
+            proto: 0,
+            src: [0; 16],
+            dst: [0; 16],
+            sport: 0,
+            dport: 0,
+            l3_off: 0,
+            l4_off: 0,
+            payload_off: 0,
+            l3_len: 0,
+            payload_len: 0,
+            tcp_flags: 0,
+            tcp_seq: 0,
+            tcp_ack: 0,
+            vlan: false,
+            first_fragment: false,
+        }
+    }
+}
+
+/// Parses Ethernet, up to two VLAN tags, IPv4/IPv6, TCP/UDP.
+pub fn parse<P: PacketBytes + ?Sized>(p: &P) -> Result<Parsed, Counter> {
+    let mut out = Parsed::zeroed();
+    parse_into(p, &mut out)?;
+    Ok(out)
+}
+
+/// [`parse`] writing into `out` (the kernel keeps it in a per-CPU slot: its stack
+/// is 512 bytes). Every field of `out` is written on success.
+#[inline(always)]
+pub fn parse_into<P: PacketBytes + ?Sized>(p: &P, out: &mut Parsed) -> Result<(), Counter> {
+    let eth: [u8; ETH_HLEN] = p.header(0).ok_or(Counter::ShortEthernet)?;
+    let mut ethertype = be16([eth[12], eth[13]]);
+    let mut off = ETH_HLEN;
+    let mut vlan = false;
+    // Bounded: at most MAX_VLAN_TAGS iterations.
+    for _ in 0..MAX_VLAN_TAGS {
+        if ethertype != ETH_P_8021Q && ethertype != ETH_P_8021AD {
+            break;
+        }
+        let tag: [u8; VLAN_HLEN] = p.header(off).ok_or(Counter::ShortEthernet)?;
+        ethertype = be16([tag[2], tag[3]]);
+        off += VLAN_HLEN;
+        vlan = true;
+    }
+    if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
+        return Err(Counter::VlanTooDeep);
+    }
+    out.src = [0; 16];
+    out.dst = [0; 16];
+    out.sport = 0;
+    out.dport = 0;
+    out.tcp_flags = 0;
+    out.tcp_seq = 0;
+    out.tcp_ack = 0;
+    out.first_fragment = false;
+    out.vlan = vlan;
+    out.l3_off = off as u16;
+    // l3_off ≤ 14 + 2·4 = 22 here, so every offset below stays small and bounded.
+    let (l4_off, l3_end) = match ethertype {
+        ETH_P_IPV4 => ipv4(p, off, out)?,
+        ETH_P_IPV6 => ipv6(p, off, out)?,
+        _ => return Err(Counter::NotIp),
+    };
+    out.l4_off = l4_off as u16;
+    let l4_hlen = match out.proto {
+        IPPROTO_TCP => {
+            let t: [u8; 20] = p.header(l4_off).ok_or(Counter::BadL4)?;
+            let doff = ((t[12] >> 4) as usize) * 4;
+            if doff < 20 {
+                return Err(Counter::BadL4);
+            }
+            out.sport = be16([t[0], t[1]]);
+            out.dport = be16([t[2], t[3]]);
+            out.tcp_seq = u32::from_be_bytes([t[4], t[5], t[6], t[7]]);
+            out.tcp_ack = u32::from_be_bytes([t[8], t[9], t[10], t[11]]);
+            out.tcp_flags = t[13];
+            doff
+        }
+        IPPROTO_UDP => {
+            let u: [u8; 8] = p.header(l4_off).ok_or(Counter::BadL4)?;
+            out.sport = be16([u[0], u[1]]);
+            out.dport = be16([u[2], u[3]]);
+            8
+        }
+        _ => return Err(Counter::NotTcpUdp),
+    };
+    let payload_off = l4_off + l4_hlen;
+    if payload_off > l3_end {
+        return Err(Counter::BadL4);
+    }
+    out.payload_off = payload_off as u16;
+    out.payload_len = (l3_end - payload_off) as u32;
+    Ok(())
+}
+
+/// Returns (L4 offset, end of the IP datagram).
+#[inline(always)]
+fn ipv4<P: PacketBytes + ?Sized>(
+    p: &P,
+    off: usize,
+    out: &mut Parsed,
+) -> Result<(usize, usize), Counter> {
+    let h: [u8; 20] = p.header(off).ok_or(Counter::BadIpv4)?;
+    let ihl = ((h[0] & 0x0f) as usize) * 4;
+    let total = be16([h[2], h[3]]) as usize;
+    if h[0] >> 4 != 4 || ihl < 20 || total < ihl || off + total > p.frame_len() {
+        return Err(Counter::BadIpv4);
+    }
+    let frag = be16([h[6], h[7]]);
+    if frag & 0x1fff != 0 {
+        return Err(Counter::Ipv4Fragment);
+    }
+    out.first_fragment = frag & 0x2000 != 0;
+    out.family = FAMILY_V4;
+    out.proto = h[9];
+    out.src[..4].copy_from_slice(&h[12..16]);
+    out.dst[..4].copy_from_slice(&h[16..20]);
+    out.l3_len = total as u32;
+    Ok((off + ihl, off + total))
+}
+
+#[inline(always)]
+fn ipv6<P: PacketBytes + ?Sized>(
+    p: &P,
+    off: usize,
+    out: &mut Parsed,
+) -> Result<(usize, usize), Counter> {
+    // Read in pieces: the kernel's stack is 512 bytes.
+    let h: [u8; 8] = p.header(off).ok_or(Counter::BadIpv6)?;
+    let plen = be16([h[4], h[5]]) as usize;
+    let end = off + 40 + plen;
+    if h[0] >> 4 != 6 || end > p.frame_len() {
+        return Err(Counter::BadIpv6);
+    }
+    out.family = FAMILY_V6;
+    out.src = p.header(off + 8).ok_or(Counter::BadIpv6)?;
+    out.dst = p.header(off + 24).ok_or(Counter::BadIpv6)?;
+    out.l3_len = (40 + plen) as u32;
+    let mut next = h[6];
+    let mut cur = off + 40;
+    // Bounded: at most MAX_IPV6_EXT headers, each at most 2 KiB, so `cur` stays
+    // below 22 + 40 + 6·2048: a bounded offset for the verifier.
+    for _ in 0..MAX_IPV6_EXT {
+        match next {
+            IPV6_HOPOPTS | IPV6_ROUTING | IPV6_DSTOPTS => {
+                let e: [u8; 2] = p.header(cur).ok_or(Counter::BadIpv6)?;
+                next = e[0];
+                cur += (e[1] as usize + 1) * 8;
+            }
+            IPV6_AH => {
+                let e: [u8; 2] = p.header(cur).ok_or(Counter::BadIpv6)?;
+                next = e[0];
+                cur += (e[1] as usize + 2) * 4;
+            }
+            IPV6_FRAGMENT => {
+                let e: [u8; 8] = p.header(cur).ok_or(Counter::BadIpv6)?;
+                let fo = be16([e[2], e[3]]);
+                if fo & 0xfff8 != 0 {
+                    return Err(Counter::Ipv6Fragment);
+                }
+                out.first_fragment = fo & 1 != 0;
+                next = e[0];
+                cur += 8;
+            }
+            _ => {
+                out.proto = next;
+                if cur > end {
+                    return Err(Counter::BadIpv6);
+                }
+                return Ok((cur, end));
+            }
+        }
+    }
+    Err(Counter::Ipv6ExtTooDeep)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn eth(ethertype: u16) -> [u8; 64] {
+        let mut f = [0u8; 64];
+        f[12..14].copy_from_slice(&ethertype.to_be_bytes());
+        f
+    }
+
+    fn ipv4_tcp(options: usize, frag: u16, payload: &[u8]) -> ([u8; 256], usize) {
+        let mut f = [0u8; 256];
+        f[12..14].copy_from_slice(&ETH_P_IPV4.to_be_bytes());
+        let ihl = 20 + options;
+        let total = ihl + 20 + payload.len();
+        f[14] = 0x40 | (ihl / 4) as u8;
+        f[16..18].copy_from_slice(&(total as u16).to_be_bytes());
+        f[20..22].copy_from_slice(&frag.to_be_bytes());
+        f[23] = IPPROTO_TCP;
+        f[26..30].copy_from_slice(&[192, 0, 2, 1]);
+        f[30..34].copy_from_slice(&[198, 51, 100, 2]);
+        let t = 14 + ihl;
+        f[t..t + 2].copy_from_slice(&40000u16.to_be_bytes());
+        f[t + 2..t + 4].copy_from_slice(&80u16.to_be_bytes());
+        f[t + 4..t + 8].copy_from_slice(&7u32.to_be_bytes());
+        f[t + 12] = 5 << 4;
+        f[t + 13] = TCP_ACK;
+        f[t + 20..t + 20 + payload.len()].copy_from_slice(payload);
+        (f, 14 + total)
+    }
+
+    #[test]
+    fn ipv4_tcp_with_and_without_options() {
+        for opts in [0, 4, 40] {
+            let (f, len) = ipv4_tcp(opts, 0, b"GET / HTTP/1.1\r\n");
+            let p = parse(&f[..len]).unwrap();
+            assert_eq!(p.family, FAMILY_V4);
+            assert_eq!((p.sport, p.dport, p.tcp_seq), (40000, 80, 7));
+            assert_eq!(p.l4_off as usize, 14 + 20 + opts);
+            assert_eq!(p.payload_len, 16);
+            assert_eq!(&p.src[..4], &[192, 0, 2, 1]);
+            assert!(!p.first_fragment);
+        }
+    }
+
+    #[test]
+    fn ethernet_padding_is_not_payload() {
+        let (f, len) = ipv4_tcp(0, 0, b"");
+        assert_eq!(parse(&f[..len + 6]).unwrap().payload_len, 0);
+    }
+
+    #[test]
+    fn fragments() {
+        let (f, len) = ipv4_tcp(0, 0x2000, b"x");
+        assert!(parse(&f[..len]).unwrap().first_fragment);
+        let (f, len) = ipv4_tcp(0, 0x0010, b"x");
+        assert_eq!(parse(&f[..len]), Err(Counter::Ipv4Fragment));
+    }
+
+    #[test]
+    fn truncated_and_garbage() {
+        let (f, len) = ipv4_tcp(0, 0, b"abc");
+        assert_eq!(parse(&f[..len - 1]), Err(Counter::BadIpv4));
+        assert_eq!(parse(&f[..10]), Err(Counter::ShortEthernet));
+        assert_eq!(parse(&f[..14 + 20 + 10]), Err(Counter::BadIpv4));
+        let mut g = f;
+        g[14 + 20 + 12] = 4 << 4; // TCP data offset 16 bytes
+        assert_eq!(parse(&g[..len]), Err(Counter::BadL4));
+        let mut g = f;
+        g[14] = 0x44; // IHL 16
+        assert_eq!(parse(&g[..len]), Err(Counter::BadIpv4));
+        assert_eq!(parse(&eth(0x0806)[..]), Err(Counter::NotIp));
+    }
+
+    #[test]
+    fn vlan_depth() {
+        let (inner, len) = ipv4_tcp(0, 0, b"x");
+        let tagged = |tags: &[u16]| {
+            let mut f = [0u8; 300];
+            let mut off = 12;
+            for t in tags {
+                f[off..off + 2].copy_from_slice(&t.to_be_bytes());
+                f[off + 2..off + 4].copy_from_slice(&[0, 10]);
+                off += 4;
+            }
+            f[off..off + len - 12].copy_from_slice(&inner[12..len]);
+            (f, off + len - 12)
+        };
+        let (f, n) = tagged(&[ETH_P_8021Q]);
+        let p = parse(&f[..n]).unwrap();
+        assert!(p.vlan);
+        assert_eq!(p.l3_off, 18);
+        let (f, n) = tagged(&[ETH_P_8021AD, ETH_P_8021Q]);
+        assert_eq!(parse(&f[..n]).unwrap().l3_off, 22);
+        let (f, n) = tagged(&[ETH_P_8021AD, ETH_P_8021Q, ETH_P_8021Q]);
+        assert_eq!(parse(&f[..n]), Err(Counter::VlanTooDeep));
+    }
+
+    #[test]
+    fn ipv6_extension_headers() {
+        let mut f = [0u8; 200];
+        f[12..14].copy_from_slice(&ETH_P_IPV6.to_be_bytes());
+        f[14] = 0x60;
+        // hop-by-hop (8) → fragment (8, first with M) → UDP (8) + 4 payload
+        f[18..20].copy_from_slice(&28u16.to_be_bytes());
+        f[20] = IPV6_HOPOPTS;
+        f[22] = 0x20;
+        f[54] = IPV6_FRAGMENT;
+        f[62] = IPPROTO_UDP;
+        f[64..66].copy_from_slice(&1u16.to_be_bytes());
+        f[70..72].copy_from_slice(&53u16.to_be_bytes());
+        let p = parse(&f[..54 + 28]).unwrap();
+        assert_eq!((p.family, p.proto, p.sport), (FAMILY_V6, IPPROTO_UDP, 53));
+        assert_eq!((p.l4_off, p.payload_len), (70, 4));
+        assert!(p.first_fragment);
+        f[64..66].copy_from_slice(&0x0008u16.to_be_bytes());
+        assert_eq!(parse(&f[..54 + 28]), Err(Counter::Ipv6Fragment));
+        // A chain longer than MAX_IPV6_EXT.
+        let mut g = [0u8; 200];
+        g[12..14].copy_from_slice(&ETH_P_IPV6.to_be_bytes());
+        g[14] = 0x60;
+        g[18..20].copy_from_slice(&64u16.to_be_bytes());
+        g[20] = IPV6_DSTOPTS;
+        for i in 0..8 {
+            g[54 + i * 8] = IPV6_DSTOPTS;
+        }
+        assert_eq!(parse(&g[..54 + 64]), Err(Counter::Ipv6ExtTooDeep));
+    }
+}

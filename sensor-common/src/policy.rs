@@ -1,0 +1,358 @@
+//! The sampling policy: what of a packet goes to userspace. Pure functions over
+//! [`Config`] and [`FlowState`], used by the XDP program and the offline replay.
+
+use crate::{
+    config::{Config, config_flags},
+    counters::Counter,
+    flow::{FlowState, IPPROTO_UDP, flow_flags},
+    parse::{Parsed, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
+    record::{RecordKind, flags},
+};
+
+pub const DNS_PORT: u16 = 53;
+
+/// What to do with a packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Nothing goes to userspace; count the packet under this outcome.
+    Skip(Counter),
+    /// Send a record of `kind` with `flags`; on success count it under `counter`.
+    Record {
+        kind: RecordKind,
+        flags: u16,
+        counter: Counter,
+    },
+}
+
+/// Length of the TLS handshake record starting a payload (header included), if
+/// these first five payload bytes are one: content type 22, version 3.0–3.4.
+#[inline(always)]
+pub fn tls_handshake_len(first: [u8; 5]) -> Option<u32> {
+    if first[0] == 0x16 && first[1] == 0x03 && first[2] <= 0x04 {
+        Some(u16::from_be_bytes([first[3], first[4]]) as u32 + 5)
+    } else {
+        None
+    }
+}
+
+/// Whether a packet is a DNS answer to hand up: from port 53 with payload; for UDP
+/// the QR bit (byte 2, top bit) must say "response" so server-to-server queries
+/// from port 53 are left alone. TCP segments go up as they are (length-prefixed
+/// messages may span segments; userspace reassembles).
+#[inline(always)]
+pub fn is_dns_answer(cfg: &Config, p: &Parsed, peek3: impl FnOnce() -> Option<[u8; 3]>) -> bool {
+    if cfg.flags & config_flags::DNS == 0 || p.sport != DNS_PORT || p.payload_len == 0 {
+        return false;
+    }
+    if p.proto != IPPROTO_UDP {
+        return true;
+    }
+    match peek3() {
+        Some(h) => h[2] & 0x80 != 0,
+        None => false,
+    }
+}
+
+/// Direction index (0/1) in which the client of a new flow sends, from the packet
+/// that created it travelling in `dir`.
+#[inline(always)]
+pub fn client_dir(p: &Parsed, dir: u8, src_watched: bool, dst_watched: bool) -> u8 {
+    if p.is_tcp() && p.tcp_flags & TCP_SYN != 0 {
+        // SYN comes from the client, SYN+ACK from the server.
+        return if p.tcp_flags & TCP_ACK != 0 {
+            dir ^ 1
+        } else {
+            dir
+        };
+    }
+    // Mid-stream: the watched endpoint is the service, else the lower port serves.
+    if dst_watched != src_watched {
+        return if dst_watched { dir } else { dir ^ 1 };
+    }
+    if p.dport <= p.sport { dir } else { dir ^ 1 }
+}
+
+#[inline(always)]
+fn pick<T: Copy>(a: &[T; 2], d: u8) -> T {
+    // Constant indices: no bounds-check branch that could reach a panic.
+    if d == 0 { a[0] } else { a[1] }
+}
+
+#[inline(always)]
+fn slot<T>(a: &mut [T; 2], d: u8) -> &mut T {
+    if d == 0 { &mut a[0] } else { &mut a[1] }
+}
+
+/// Updates a watched flow's state with one packet travelling in `dir` and decides
+/// what userspace gets. `peek5` reads the first five payload bytes; it is called at
+/// most once, for the first payload packet of a direction.
+#[inline(always)]
+pub fn watched_packet(
+    cfg: &Config,
+    st: &mut FlowState,
+    dir: u8,
+    p: &Parsed,
+    now_ns: u64,
+    peek5: impl FnOnce() -> Option<[u8; 5]>,
+) -> Decision {
+    let dir = dir & 1;
+    st.last_ns = now_ns;
+    *slot(&mut st.bytes, dir) += p.l3_len as u64;
+    *slot(&mut st.pkts, dir) += 1;
+
+    let mut f = 0u16;
+    if dir == st.client_dir {
+        f |= flags::FROM_CLIENT;
+    }
+    let control = p.is_tcp() && p.tcp_flags & (TCP_SYN | TCP_FIN | TCP_RST) != 0;
+    if p.payload_len == 0 {
+        return if control {
+            Decision::Record {
+                kind: RecordKind::Meta,
+                flags: f,
+                counter: Counter::Control,
+            }
+        } else {
+            Decision::Skip(Counter::WatchedNoPayload)
+        };
+    }
+
+    let seen = if dir == 0 {
+        flow_flags::PAYLOAD_SEEN_A
+    } else {
+        flow_flags::PAYLOAD_SEEN_B
+    };
+    let first = st.flags & seen == 0;
+    if first {
+        st.flags |= seen;
+        f |= flags::FIRST_PAYLOAD;
+        let hello = peek5().and_then(tls_handshake_len);
+        if p.is_tcp() && dir == st.client_dir && hello.is_some() {
+            st.flags |= flow_flags::TLS;
+        }
+        // A TLS flow samples each direction's first record (the hello, even when it
+        // spans segments); cleartext flows get the configured head.
+        let budget = if st.flags & flow_flags::TLS != 0 {
+            match hello {
+                Some(len) if len < cfg.head_bytes => len,
+                Some(_) => cfg.head_bytes,
+                None => 0,
+            }
+        } else {
+            cfg.head_bytes
+        };
+        *slot(&mut st.budget, dir) = budget;
+    }
+    let tls = st.flags & flow_flags::TLS != 0;
+    if tls {
+        f |= flags::TLS;
+    }
+
+    let sampled = pick(&st.sampled, dir);
+    if first || sampled < pick(&st.budget, dir) {
+        *slot(&mut st.sampled, dir) = sampled.saturating_add(p.payload_len);
+        return Decision::Record {
+            kind: RecordKind::Sample,
+            flags: f,
+            counter: Counter::SampledHead,
+        };
+    }
+    let every = cfg.tail_every;
+    if every != 0 && pick(&st.pkts, dir) % every as u64 == 0 {
+        f |= flags::TAIL;
+        return if tls {
+            Decision::Record {
+                kind: RecordKind::Meta,
+                flags: f,
+                counter: Counter::TlsMeta,
+            }
+        } else {
+            Decision::Record {
+                kind: RecordKind::Sample,
+                flags: f,
+                counter: Counter::SampledTail,
+            }
+        };
+    }
+    if control {
+        Decision::Record {
+            kind: RecordKind::Meta,
+            flags: f,
+            counter: Counter::Control,
+        }
+    } else {
+        Decision::Skip(Counter::OverBudget)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::{FAMILY_V4, IPPROTO_TCP};
+
+    fn pkt(payload_len: u32, tcp_flags: u8) -> Parsed {
+        Parsed {
+            family: FAMILY_V4,
+            proto: IPPROTO_TCP,
+            src: [0; 16],
+            dst: [0; 16],
+            sport: 40000,
+            dport: 80,
+            l3_off: 14,
+            l4_off: 34,
+            payload_off: 54,
+            l3_len: 40 + payload_len,
+            payload_len,
+            tcp_flags,
+            tcp_seq: 0,
+            tcp_ack: 0,
+            vlan: false,
+            first_fragment: false,
+        }
+    }
+
+    fn cfg(head: u32, every: u32) -> Config {
+        Config {
+            head_bytes: head,
+            tail_every: every,
+            ..Config::default()
+        }
+    }
+
+    fn kind(d: Decision) -> Option<(RecordKind, Counter)> {
+        match d {
+            Decision::Record { kind, counter, .. } => Some((kind, counter)),
+            Decision::Skip(_) => None,
+        }
+    }
+
+    #[test]
+    fn head_then_one_in_k() {
+        let c = cfg(3000, 4);
+        let mut st = FlowState::new(1, 0, 0);
+        let http = || Some(*b"GET /");
+        let mut got = [None; 8];
+        for g in &mut got {
+            *g = kind(watched_packet(&c, &mut st, 0, &pkt(1000, TCP_ACK), 0, http));
+        }
+        // 3 × 1000 bytes fill the head; then packets 4 and 8 of the direction.
+        let head = Some((RecordKind::Sample, Counter::SampledHead));
+        let tail = Some((RecordKind::Sample, Counter::SampledTail));
+        assert_eq!(got, [head, head, head, tail, None, None, None, tail]);
+        assert_eq!((st.bytes[0], st.pkts[0], st.sampled[0]), (8320, 8, 3000));
+        assert_eq!(st.flags & flow_flags::TLS, 0);
+    }
+
+    #[test]
+    fn directions_have_their_own_budget() {
+        let c = cfg(100, 0);
+        let mut st = FlowState::new(1, 0, 0);
+        let http = || Some(*b"HTTP/");
+        assert!(kind(watched_packet(&c, &mut st, 0, &pkt(150, TCP_ACK), 0, http)).is_some());
+        assert_eq!(
+            watched_packet(&c, &mut st, 0, &pkt(10, TCP_ACK), 0, http),
+            Decision::Skip(Counter::OverBudget)
+        );
+        assert!(kind(watched_packet(&c, &mut st, 1, &pkt(10, TCP_ACK), 0, http)).is_some());
+    }
+
+    #[test]
+    fn tls_flow_sends_hello_then_metadata() {
+        let c = cfg(16384, 2);
+        let mut st = FlowState::new(1, 0, 0);
+        // ClientHello record of 600 bytes + 5 header, split over two segments.
+        let ch = || Some([0x16, 0x03, 0x01, 0x02, 0x58]);
+        let d = watched_packet(&c, &mut st, 0, &pkt(400, TCP_ACK | 0x08), 0, ch);
+        assert!(
+            matches!(d, Decision::Record { kind: RecordKind::Sample, flags, .. }
+            if flags & (flags::TLS | flags::FIRST_PAYLOAD | flags::FROM_CLIENT) == flags::TLS | flags::FIRST_PAYLOAD | flags::FROM_CLIENT)
+        );
+        assert_eq!(st.budget[0], 605);
+        let never = || -> Option<[u8; 5]> { panic!("peeked after the first payload") };
+        assert_eq!(
+            kind(watched_packet(&c, &mut st, 0, &pkt(205, TCP_ACK), 0, never)),
+            Some((RecordKind::Sample, Counter::SampledHead))
+        );
+        // Application data: 1 in 2 as metadata only.
+        assert_eq!(
+            watched_packet(&c, &mut st, 0, &pkt(500, TCP_ACK), 0, never),
+            Decision::Skip(Counter::OverBudget)
+        );
+        assert_eq!(
+            kind(watched_packet(&c, &mut st, 0, &pkt(500, TCP_ACK), 0, never)),
+            Some((RecordKind::Meta, Counter::TlsMeta))
+        );
+        // The server's first record (ServerHello) is sampled too.
+        let sh = || Some([0x16, 0x03, 0x03, 0x00, 0x7a]);
+        assert_eq!(
+            kind(watched_packet(&c, &mut st, 1, &pkt(1400, TCP_ACK), 0, sh)),
+            Some((RecordKind::Sample, Counter::SampledHead))
+        );
+        assert_eq!(st.budget[1], 127);
+        assert_eq!(
+            watched_packet(&c, &mut st, 1, &pkt(1400, TCP_ACK), 0, never),
+            Decision::Skip(Counter::OverBudget)
+        );
+    }
+
+    #[test]
+    fn tls_from_the_server_side_does_not_mark_the_flow() {
+        let c = cfg(100, 0);
+        let mut st = FlowState::new(1, 1, 0);
+        watched_packet(&c, &mut st, 0, &pkt(10, TCP_ACK), 0, || {
+            Some([0x16, 3, 1, 0, 5])
+        });
+        assert_eq!(st.flags & flow_flags::TLS, 0);
+    }
+
+    #[test]
+    fn control_packets_are_reported() {
+        let c = cfg(0, 0);
+        let mut st = FlowState::new(1, 0, 0);
+        assert_eq!(
+            kind(watched_packet(&c, &mut st, 0, &pkt(0, TCP_SYN), 0, || None)),
+            Some((RecordKind::Meta, Counter::Control))
+        );
+        assert_eq!(
+            watched_packet(&c, &mut st, 0, &pkt(0, TCP_ACK), 0, || None),
+            Decision::Skip(Counter::WatchedNoPayload)
+        );
+        // head 0: only the first payload packet goes up, a FIN past it as metadata.
+        assert!(kind(watched_packet(&c, &mut st, 0, &pkt(5, TCP_ACK), 0, || None)).is_some());
+        assert_eq!(
+            kind(watched_packet(
+                &c,
+                &mut st,
+                0,
+                &pkt(5, TCP_FIN | TCP_ACK),
+                0,
+                || None
+            )),
+            Some((RecordKind::Meta, Counter::Control))
+        );
+    }
+
+    #[test]
+    fn client_direction() {
+        assert_eq!(client_dir(&pkt(0, TCP_SYN), 1, false, true), 1);
+        assert_eq!(client_dir(&pkt(0, TCP_SYN | TCP_ACK), 1, true, false), 0);
+        assert_eq!(client_dir(&pkt(10, TCP_ACK), 0, false, true), 0);
+        assert_eq!(client_dir(&pkt(10, TCP_ACK), 0, true, false), 1);
+        // Neither or both watched: the lower port (80 < 40000) is the server.
+        assert_eq!(client_dir(&pkt(10, TCP_ACK), 0, true, true), 0);
+    }
+
+    #[test]
+    fn dns_answers() {
+        let c = Config::default();
+        let mut p = pkt(30, 0);
+        p.proto = IPPROTO_UDP;
+        p.sport = 53;
+        assert!(is_dns_answer(&c, &p, || Some([0, 1, 0x81])));
+        assert!(!is_dns_answer(&c, &p, || Some([0, 1, 0x01])));
+        p.proto = IPPROTO_TCP;
+        assert!(is_dns_answer(&c, &p, || None));
+        p.sport = 5353;
+        assert!(!is_dns_answer(&c, &p, || Some([0, 1, 0x81])));
+    }
+}

@@ -1,0 +1,210 @@
+//! Ring-buffer records: a fixed [`RecordHeader`] followed by `cap_len` bytes of
+//! the frame, starting at its Ethernet header.
+
+use crate::flow::FlowKey;
+
+/// Record format version; bump on any layout or meaning change.
+pub const RECORD_VERSION: u8 = 1;
+
+/// Most frame bytes copied into one record. A power of two: the XDP program clamps
+/// copy lengths with `((n - 1) & (SNAPLEN - 1)) + 1`, which the verifier can bound.
+/// 2048 covers a full 1500-byte MTU frame with two VLAN tags.
+pub const SNAPLEN: usize = 2048;
+const _: () = assert!(SNAPLEN.is_power_of_two());
+
+/// Why a record was handed to userspace.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RecordKind {
+    /// A packet of a watched flow, within the sampling policy, with frame bytes.
+    Sample = 1,
+    /// Header only (`cap_len == 0`): a watched flow's SYN/FIN/RST without sampled
+    /// payload, or a TLS flow's 1-in-K metadata after its handshake.
+    Meta = 2,
+    /// A DNS answer (UDP or TCP from port 53), whatever the address.
+    Dns = 3,
+    /// The first client payload of a new TCP flow to a probe port whose address is
+    /// not yet watched, so userspace can attribute it by SNI or Host.
+    Probe = 4,
+}
+
+impl RecordKind {
+    pub const fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            1 => Some(Self::Sample),
+            2 => Some(Self::Meta),
+            3 => Some(Self::Dns),
+            4 => Some(Self::Probe),
+            _ => None,
+        }
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Sample => "sample",
+            Self::Meta => "meta",
+            Self::Dns => "dns",
+            Self::Probe => "probe",
+        }
+    }
+}
+
+/// Bits of [`RecordHeader::flags`].
+pub mod flags {
+    /// The frame was longer than `SNAPLEN`; only the first `cap_len` bytes follow.
+    pub const TRUNCATED: u16 = 1 << 0;
+    /// The flow's first client payload was a TLS record.
+    pub const TLS: u16 = 1 << 1;
+    /// The packet travels from the flow's client to its server.
+    pub const FROM_CLIENT: u16 = 1 << 2;
+    /// The first payload packet seen in this direction of the flow.
+    pub const FIRST_PAYLOAD: u16 = 1 << 3;
+    /// Sampled by the 1-in-K rule after the head budget was spent.
+    pub const TAIL: u16 = 1 << 4;
+    /// First fragment of a fragmented IP datagram: the L4 payload is incomplete.
+    pub const IP_FRAGMENT: u16 = 1 << 5;
+    /// The frame carried at least one VLAN tag.
+    pub const VLAN: u16 = 1 << 6;
+}
+
+/// Header of every ring-buffer record. Offsets in bytes; all integers in host order
+/// except addresses inside [`FlowKey`] (network order).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordHeader {
+    /// 0: [`RECORD_VERSION`].
+    pub version: u8,
+    /// 1: [`RecordKind`] as u8.
+    pub kind: u8,
+    /// 2: [`flags`] bits.
+    pub flags: u16,
+    /// 4: ingress interface index.
+    pub ifindex: u32,
+    /// 8: `bpf_ktime_get_ns()` (CLOCK_MONOTONIC, ns) when the packet was seen.
+    pub ts_ns: u64,
+    /// 16: direction-normalised flow key (40 bytes).
+    pub flow: FlowKey,
+    /// 56: service id of the watched address (0: none, e.g. DNS and probe records).
+    pub service: u32,
+    /// 60: 0 when the packet goes from `flow.addr_a` to `flow.addr_b`, 1 otherwise.
+    pub direction: u8,
+    /// 61: TCP flags byte (FIN 0x01, SYN 0x02, RST 0x04, PSH 0x08, ACK 0x10); 0 for UDP.
+    pub tcp_flags: u8,
+    /// 62: offset of the IP header in the frame bytes.
+    pub l3_off: u16,
+    /// 64: offset of the TCP/UDP header.
+    pub l4_off: u16,
+    /// 66: offset of the L4 payload.
+    pub payload_off: u16,
+    /// 68: TCP sequence number (0 for UDP).
+    pub tcp_seq: u32,
+    /// 72: TCP acknowledgement number (0 for UDP).
+    pub tcp_ack: u32,
+    /// 76: whole frame length, all XDP fragments included.
+    pub pkt_len: u32,
+    /// 80: frame bytes that follow this header (0 for [`RecordKind::Meta`]).
+    pub cap_len: u32,
+    /// 84: L4 payload length according to the IP and L4 headers.
+    pub payload_len: u32,
+    /// 88: L3 bytes seen in this direction of the flow, this packet included
+    /// (watched flows only, else 0).
+    pub dir_bytes: u64,
+    /// 96: packets seen in this direction of the flow, this packet included.
+    pub dir_pkts: u64,
+}
+
+/// Size of [`RecordHeader`]; frame bytes start at this offset in a record.
+pub const HEADER_LEN: usize = core::mem::size_of::<RecordHeader>();
+
+impl RecordHeader {
+    pub const fn zeroed() -> Self {
+        Self {
+            version: 0,
+            kind: 0,
+            flags: 0,
+            ifindex: 0,
+            ts_ns: 0,
+            flow: FlowKey::zeroed(),
+            service: 0,
+            direction: 0,
+            tcp_flags: 0,
+            l3_off: 0,
+            l4_off: 0,
+            payload_off: 0,
+            tcp_seq: 0,
+            tcp_ack: 0,
+            pkt_len: 0,
+            cap_len: 0,
+            payload_len: 0,
+            dir_bytes: 0,
+            dir_pkts: 0,
+        }
+    }
+
+    /// Reads a header from the start of `bytes` (no alignment needed).
+    pub fn read_from(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() < HEADER_LEN {
+            return None;
+        }
+        // SAFETY: length checked; RecordHeader is plain old data, every bit pattern valid.
+        Some(unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast::<Self>()) })
+    }
+
+    /// The header's bytes, e.g. for building records in userspace.
+    pub fn as_bytes(&self) -> &[u8; HEADER_LEN] {
+        // SAFETY: repr(C) with no padding (asserted in tests), so every byte is initialised.
+        unsafe { &*(self as *const Self).cast::<[u8; HEADER_LEN]>() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::{offset_of, size_of};
+
+    #[test]
+    fn header_layout_is_versioned() {
+        assert_eq!(size_of::<RecordHeader>(), 104);
+        assert_eq!(offset_of!(RecordHeader, ifindex), 4);
+        assert_eq!(offset_of!(RecordHeader, ts_ns), 8);
+        assert_eq!(offset_of!(RecordHeader, flow), 16);
+        assert_eq!(offset_of!(RecordHeader, service), 56);
+        assert_eq!(offset_of!(RecordHeader, direction), 60);
+        assert_eq!(offset_of!(RecordHeader, tcp_flags), 61);
+        assert_eq!(offset_of!(RecordHeader, l3_off), 62);
+        assert_eq!(offset_of!(RecordHeader, payload_off), 66);
+        assert_eq!(offset_of!(RecordHeader, tcp_seq), 68);
+        assert_eq!(offset_of!(RecordHeader, pkt_len), 76);
+        assert_eq!(offset_of!(RecordHeader, cap_len), 80);
+        assert_eq!(offset_of!(RecordHeader, payload_len), 84);
+        assert_eq!(offset_of!(RecordHeader, dir_bytes), 88);
+        assert_eq!(offset_of!(RecordHeader, dir_pkts), 96);
+        // 8-byte multiple: ring-buffer records and the scratch slot stay aligned.
+        assert_eq!(HEADER_LEN % 8, 0);
+    }
+
+    #[test]
+    fn header_round_trips_through_bytes() {
+        let mut h = RecordHeader::zeroed();
+        h.version = RECORD_VERSION;
+        h.kind = RecordKind::Dns as u8;
+        h.cap_len = 77;
+        h.dir_pkts = 3;
+        let bytes = *h.as_bytes();
+        assert_eq!(RecordHeader::read_from(&bytes), Some(h));
+        assert_eq!(RecordHeader::read_from(&bytes[..10]), None);
+    }
+
+    #[test]
+    fn kinds_round_trip() {
+        for k in [
+            RecordKind::Sample,
+            RecordKind::Meta,
+            RecordKind::Dns,
+            RecordKind::Probe,
+        ] {
+            assert_eq!(RecordKind::from_u8(k as u8), Some(k));
+        }
+        assert_eq!(RecordKind::from_u8(0), None);
+    }
+}

@@ -1,0 +1,286 @@
+//! Loads the XDP program, sizes and fills its maps, and attaches it to interfaces
+//! through bpf_link, so the kernel detaches it when this process dies.
+
+use std::{ffi::CString, fmt, io};
+
+use aya::{
+    Ebpf, EbpfError, EbpfLoader,
+    maps::{Array, MapData, MapError, PerCpuArray, RingBuf},
+    programs::{ProgramError, Xdp, XdpMode, xdp::XdpLinkId},
+};
+use sensor_common::{config::Config, maps};
+
+use super::{stats::Stats, watch::WatchMaps};
+
+/// The XDP program object, built by build.rs.
+pub static XDP_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/leakwatch-xdp"));
+
+/// An XDP program that only passes packets: the benchmarks' floor.
+pub static NULL_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdp-null"));
+
+/// How to attach: `auto` tries the driver (native) first, then generic.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AttachMode {
+    #[default]
+    Auto,
+    Native,
+    Generic,
+}
+
+impl fmt::Display for AttachMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Auto => "auto",
+            Self::Native => "native",
+            Self::Generic => "generic",
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(
+        "leakwatch needs CAP_BPF (or CAP_SYS_ADMIN) and CAP_NET_ADMIN to load and attach XDP \
+         programs: run it as root"
+    )]
+    NotPrivileged,
+    #[error("interface {0:?} does not exist (see `ip link`)")]
+    NoSuchInterface(String),
+    #[error(
+        "interface {iface}: another XDP program is already attached; detach it \
+         (`ip link set dev {iface} xdp off`) or choose another interface"
+    )]
+    AlreadyAttached { iface: String },
+    #[error("interface {iface}: attaching XDP in {mode} mode failed: {source}")]
+    Attach {
+        iface: String,
+        mode: AttachMode,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("loading the XDP object: {0}")]
+    Object(#[from] EbpfError),
+    #[error("the kernel rejected the XDP program: {0}")]
+    Program(#[source] ProgramError),
+    #[error("map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: MapError,
+    },
+    #[error("the XDP object has no {0} (built from another sensor-ebpf?)")]
+    Missing(&'static str),
+}
+
+/// Map sizes chosen at load time.
+#[derive(Clone, Debug)]
+pub struct MapSizes {
+    /// Ring buffer bytes (power of two, multiple of the page size).
+    pub ring_bytes: u32,
+    pub flow_entries: u32,
+    pub watch_entries: u32,
+    pub probe_entries: u32,
+}
+
+impl Default for MapSizes {
+    fn default() -> Self {
+        Self {
+            ring_bytes: maps::DEFAULT_RING_BYTES,
+            flow_entries: maps::DEFAULT_FLOW_ENTRIES,
+            watch_entries: maps::DEFAULT_WATCH_ENTRIES,
+            probe_entries: maps::DEFAULT_PROBE_ENTRIES,
+        }
+    }
+}
+
+/// One interface the program is attached to.
+#[derive(Debug)]
+pub struct Attachment {
+    pub iface: String,
+    pub ifindex: u32,
+    /// The mode the kernel accepted.
+    pub mode: AttachMode,
+    link: XdpLinkId,
+}
+
+/// The loaded program and its maps. Dropping it detaches every link.
+pub struct Sensor {
+    ebpf: Ebpf,
+    config: Array<MapData, Config>,
+    attached: Vec<Attachment>,
+}
+
+/// Interface index of `iface`, or a clear error.
+pub fn ifindex(iface: &str) -> Result<u32, LoadError> {
+    let name = CString::new(iface).map_err(|_| LoadError::NoSuchInterface(iface.to_owned()))?;
+    // SAFETY: name is a valid NUL-terminated string.
+    match unsafe { libc::if_nametoindex(name.as_ptr()) } {
+        0 => Err(LoadError::NoSuchInterface(iface.to_owned())),
+        i => Ok(i),
+    }
+}
+
+impl Sensor {
+    /// Loads `object` (normally [`XDP_OBJECT`]) into the kernel, where the verifier
+    /// checks it, and writes `config`. Nothing is attached yet.
+    pub fn load(object: &[u8], sizes: &MapSizes, config: &Config) -> Result<Self, LoadError> {
+        if !super::privilege::can_load_xdp() {
+            return Err(LoadError::NotPrivileged);
+        }
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(maps::EVENTS, sizes.ring_bytes)
+            .map_max_entries(maps::FLOWS, sizes.flow_entries)
+            .map_max_entries(maps::WATCH_V4, sizes.watch_entries)
+            .map_max_entries(maps::WATCH_V6, sizes.watch_entries)
+            .map_max_entries(maps::PROBE_PENDING, sizes.probe_entries)
+            .load(object)?;
+        let prog: &mut Xdp = ebpf
+            .program_mut(maps::PROGRAM)
+            .ok_or(LoadError::Missing(maps::PROGRAM))?
+            .try_into()
+            .map_err(LoadError::Program)?;
+        prog.load().map_err(LoadError::Program)?;
+        let config_map = take(&mut ebpf, maps::CONFIG)?;
+        let mut sensor = Self {
+            ebpf,
+            config: config_map,
+            attached: Vec::new(),
+        };
+        sensor.set_config(config)?;
+        Ok(sensor)
+    }
+
+    /// Replaces the sampling policy; the program uses it from its next packet on.
+    pub fn set_config(&mut self, config: &Config) -> Result<(), LoadError> {
+        self.config
+            .set(0, config, 0)
+            .map_err(|source| LoadError::Map {
+                name: maps::CONFIG,
+                source,
+            })
+    }
+
+    /// Attaches to `iface`. With [`AttachMode::Auto`], native first, then generic.
+    pub fn attach(&mut self, iface: &str, mode: AttachMode) -> Result<&Attachment, LoadError> {
+        let ifindex = ifindex(iface)?;
+        let tries: &[AttachMode] = match mode {
+            AttachMode::Auto => &[AttachMode::Native, AttachMode::Generic],
+            AttachMode::Native => &[AttachMode::Native],
+            AttachMode::Generic => &[AttachMode::Generic],
+        };
+        let prog = self.program_mut()?;
+        let mut last = None;
+        for &m in tries {
+            let xdp_mode = if m == AttachMode::Native {
+                XdpMode::Driver
+            } else {
+                XdpMode::Skb
+            };
+            match prog.attach_to_if_index(ifindex, xdp_mode) {
+                Ok(link) => {
+                    self.attached.push(Attachment {
+                        iface: iface.to_owned(),
+                        ifindex,
+                        mode: m,
+                        link,
+                    });
+                    return Ok(self.attached.last().expect("just pushed"));
+                }
+                Err(e) if is_busy(&e) => {
+                    return Err(LoadError::AlreadyAttached {
+                        iface: iface.to_owned(),
+                    });
+                }
+                Err(e) => {
+                    log::debug!("interface {iface}: {m} XDP attach failed: {e}");
+                    last = Some((m, e));
+                }
+            }
+        }
+        let (mode, source) = last.expect("at least one mode tried");
+        Err(LoadError::Attach {
+            iface: iface.to_owned(),
+            mode,
+            source,
+        })
+    }
+
+    /// Detaches from every interface (also done on drop, and by the kernel when the
+    /// process dies).
+    pub fn detach_all(&mut self) {
+        let links: Vec<_> = self.attached.drain(..).collect();
+        if let Ok(prog) = self.program_mut() {
+            for a in links {
+                if let Err(e) = prog.detach(a.link) {
+                    log::warn!("interface {}: detaching XDP: {e}", a.iface);
+                }
+            }
+        }
+    }
+
+    pub fn attachments(&self) -> &[Attachment] {
+        &self.attached
+    }
+
+    /// The program, e.g. for BPF_PROG_TEST_RUN.
+    pub fn program(&self) -> Result<&Xdp, LoadError> {
+        self.ebpf
+            .program(maps::PROGRAM)
+            .ok_or(LoadError::Missing(maps::PROGRAM))?
+            .try_into()
+            .map_err(LoadError::Program)
+    }
+
+    fn program_mut(&mut self) -> Result<&mut Xdp, LoadError> {
+        self.ebpf
+            .program_mut(maps::PROGRAM)
+            .ok_or(LoadError::Missing(maps::PROGRAM))?
+            .try_into()
+            .map_err(LoadError::Program)
+    }
+
+    /// The ring buffer, for [`super::ring::RingReader`]. Once.
+    pub fn take_ring(&mut self) -> Result<RingBuf<MapData>, LoadError> {
+        take(&mut self.ebpf, maps::EVENTS)
+    }
+
+    /// The per-CPU counters. Once.
+    pub fn take_stats(&mut self) -> Result<Stats, LoadError> {
+        let map: PerCpuArray<MapData, u64> = take(&mut self.ebpf, maps::STATS)?;
+        Ok(Stats::new(map))
+    }
+
+    /// The watched-prefix tries. Once.
+    pub fn take_watch(&mut self) -> Result<WatchMaps, LoadError> {
+        Ok(WatchMaps::new(
+            take(&mut self.ebpf, maps::WATCH_V4)?,
+            take(&mut self.ebpf, maps::WATCH_V6)?,
+        ))
+    }
+}
+
+impl Drop for Sensor {
+    fn drop(&mut self) {
+        self.detach_all();
+    }
+}
+
+fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, LoadError>
+where
+    T: TryFrom<aya::maps::Map, Error = MapError>,
+{
+    let map = ebpf.take_map(name).ok_or(LoadError::Missing(name))?;
+    T::try_from(map).map_err(|source| LoadError::Map { name, source })
+}
+
+/// The kernel answers EBUSY (link over an attached program) or EEXIST (native and
+/// generic at once) when another XDP program holds the interface.
+fn is_busy(e: &ProgramError) -> bool {
+    let io = match e {
+        ProgramError::SyscallError(s) => Some(&s.io_error),
+        _ => None,
+    };
+    io.and_then(io::Error::raw_os_error)
+        .is_some_and(|c| c == libc::EBUSY || c == libc::EEXIST)
+}

@@ -1,0 +1,17 @@
+//! Capture: the XDP program in the kernel and what comes out of it.
+//!
+//! | module     | holds                                                           |
+//! |------------|-----------------------------------------------------------------|
+//! | `loader`   | loading the program, sizing maps, config, attaching to interfaces|
+//! | `privilege`| the capability check done before touching the kernel             |
+//! | `record`   | decoding ring-buffer records                                     |
+//! | `ring`     | the async ring reader                                            |
+//! | `stats`    | reading the per-CPU counters                                     |
+//! | `watch`    | the watched-prefix tries                                         |
+
+pub mod loader;
+pub mod privilege;
+pub mod record;
+pub mod ring;
+pub mod stats;
+pub mod watch;

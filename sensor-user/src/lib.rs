@@ -1,0 +1,25 @@
+//! leakwatch: a passive sensor that finds streaming apps leaking credentials,
+//! session tokens, password hashes and personal data in cleartext.
+//!
+//! ```text
+//!  NIC/veth ─► XDP `leakwatch` (sensor-ebpf) ─ parse L2–L4, watched? sample ─┐
+//!                                                                             │ ring buffer
+//!  capture::ring ◄────────────────────────────────────────────────────────────┘
+//!     │ Record (header + frame bytes)
+//!     ▼
+//!  pipeline thread ─► (flows → proto → matcher → findings) ─► sinks
+//!                                                              ├─ metrics (/metrics, /healthz)
+//!                                                              └─ records (--dump-records)
+//! ```
+//!
+//! | module      | holds                                                       |
+//! |-------------|-------------------------------------------------------------|
+//! | [`capture`] | XDP loader, attach, ring reader, kernel counters, tries      |
+//! | [`targets`] | service ids and watched prefixes                            |
+//! | [`sinks`]   | Prometheus metrics and endpoint, record log                 |
+//! | [`fixtures`]| frame builders for tests and benchmarks                     |
+
+pub mod capture;
+pub mod fixtures;
+pub mod sinks;
+pub mod targets;

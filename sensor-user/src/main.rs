@@ -1,0 +1,311 @@
+//! `leakwatch`: the sensor daemon. The binary edge: argument parsing, anyhow errors
+//! with context, signals. The work happens in the `sensor_user` library.
+
+use std::{fs::File, io::Write, net::SocketAddr, path::PathBuf, sync::Arc, thread};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use sensor_common::{
+    config::{Config, DEFAULT_HEAD_BYTES, DEFAULT_TAIL_EVERY, MAX_PROBE_PORTS, config_flags},
+    maps::{DEFAULT_FLOW_ENTRIES, DEFAULT_RING_BYTES},
+};
+use sensor_user::{
+    capture::{
+        loader::{self, AttachMode, MapSizes, Sensor, XDP_OBJECT},
+        ring::{RecordResult, RingReader},
+    },
+    sinks::{
+        metrics::{AttachLabels, KindLabels, Metrics, ReasonLabels},
+        records::{RecordLine, RecordLog},
+    },
+    targets::{ServiceIds, StaticWatch},
+};
+use tokio::sync::{mpsc, watch};
+
+#[derive(Parser)]
+#[command(
+    name = "leakwatch",
+    version,
+    about = "Finds streaming apps leaking credentials and personal data on the wire"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Attach the XDP sensor to interfaces and watch live traffic.
+    Run(RunArgs),
+}
+
+#[derive(Clone, Copy, Debug, Default, ValueEnum)]
+enum XdpModeArg {
+    /// Native (driver) XDP, falling back to generic.
+    #[default]
+    Auto,
+    Native,
+    Generic,
+}
+
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// Interface to attach to (repeat for several: a gateway's LAN and WAN sides).
+    #[arg(long = "iface", value_name = "IF", required = true)]
+    ifaces: Vec<String>,
+    #[arg(long, value_enum, default_value_t)]
+    xdp_mode: XdpModeArg,
+    /// Watch a prefix as a service, e.g. 198.51.100.0/24=qobuz (repeatable).
+    #[arg(long = "watch", value_name = "CIDR=SERVICE")]
+    watch: Vec<StaticWatch>,
+    /// Payload bytes sampled at the start of each direction of a watched flow.
+    #[arg(long, default_value_t = DEFAULT_HEAD_BYTES)]
+    head_bytes: u32,
+    /// After the head, sample 1 in K packets per direction (0: none).
+    #[arg(long, default_value_t = DEFAULT_TAIL_EVERY, value_name = "K")]
+    tail_every: u32,
+    /// TCP ports whose new flows are probed for SNI/Host even when unwatched.
+    #[arg(long, value_delimiter = ',', default_values_t = [80u16, 443, 8080])]
+    probe_ports: Vec<u16>,
+    /// Do not hand DNS answers to userspace.
+    #[arg(long)]
+    no_dns: bool,
+    /// Do not probe new flows on the probe ports.
+    #[arg(long)]
+    no_probe: bool,
+    /// Ring buffer size in bytes (a power of two, at least one page).
+    #[arg(long, default_value_t = DEFAULT_RING_BYTES)]
+    ring_bytes: u32,
+    /// Watched flows the kernel tracks at once (LRU).
+    #[arg(long, default_value_t = DEFAULT_FLOW_ENTRIES)]
+    flow_table_size: u32,
+    /// Where /metrics and /healthz are served.
+    #[arg(long, default_value = "127.0.0.1:9477")]
+    metrics_addr: SocketAddr,
+    /// Write one JSON line per ring record (metadata only, no payload) to PATH, or - for stdout.
+    #[arg(long, value_name = "PATH")]
+    dump_records: Option<PathBuf>,
+}
+
+impl RunArgs {
+    fn config(&self) -> anyhow::Result<Config> {
+        if self.probe_ports.len() > MAX_PROBE_PORTS {
+            bail!(
+                "--probe-ports takes at most {MAX_PROBE_PORTS} ports, got {}",
+                self.probe_ports.len()
+            );
+        }
+        if self.probe_ports.contains(&0) {
+            bail!("--probe-ports: port 0 is not a port");
+        }
+        let mut c = Config {
+            head_bytes: self.head_bytes,
+            tail_every: self.tail_every,
+            ..Config::default()
+        };
+        c.probe_ports = [0; MAX_PROBE_PORTS];
+        c.probe_ports[..self.probe_ports.len()].copy_from_slice(&self.probe_ports);
+        if self.no_dns {
+            c.flags &= !config_flags::DNS;
+        }
+        if self.no_probe {
+            c.flags &= !config_flags::PROBE;
+        }
+        Ok(c)
+    }
+
+    fn sizes(&self) -> anyhow::Result<MapSizes> {
+        let page = 4096;
+        if !self.ring_bytes.is_power_of_two() || self.ring_bytes < page {
+            bail!(
+                "--ring-bytes {} must be a power of two of at least {page}",
+                self.ring_bytes
+            );
+        }
+        if self.flow_table_size == 0 {
+            bail!("--flow-table-size must be at least 1");
+        }
+        Ok(MapSizes {
+            ring_bytes: self.ring_bytes,
+            flow_entries: self.flow_table_size,
+            ..MapSizes::default()
+        })
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    match Cli::parse().cmd {
+        Cmd::Run(args) => run(args),
+    }
+}
+
+fn run(args: RunArgs) -> anyhow::Result<()> {
+    let config = args.config()?;
+    let sizes = args.sizes()?;
+    // Fail on the admin's typos before touching the kernel.
+    for iface in &args.ifaces {
+        loader::ifindex(iface)?;
+    }
+    let mode = match args.xdp_mode {
+        XdpModeArg::Auto => AttachMode::Auto,
+        XdpModeArg::Native => AttachMode::Native,
+        XdpModeArg::Generic => AttachMode::Generic,
+    };
+    let mut dump = match &args.dump_records {
+        None => None,
+        Some(p) if p.as_os_str() == "-" => Some(RecordLog::new(Box::new(std::io::stdout()))),
+        Some(p) => {
+            let f = File::create(p)
+                .with_context(|| format!("creating --dump-records file {}", p.display()))?;
+            Some(RecordLog::new(Box::new(f)))
+        }
+    };
+
+    let mut sensor = Sensor::load(XDP_OBJECT, &sizes, &config)?;
+    let mut services = ServiceIds::default();
+    let mut watch_maps = sensor.take_watch()?;
+    for w in &args.watch {
+        let id = services.id(&w.service);
+        watch_maps
+            .insert(w.net, id)
+            .with_context(|| format!("--watch {w}"))?;
+        log::info!("watching {} as {}", w.net, w.service);
+    }
+    let mut metrics = Metrics::new();
+    for iface in &args.ifaces {
+        let a = sensor.attach(iface, mode)?;
+        log::info!(
+            "attached to {} (ifindex {}) in {} mode",
+            a.iface,
+            a.ifindex,
+            a.mode
+        );
+        metrics
+            .attached
+            .get_or_create(&AttachLabels {
+                interface: a.iface.clone(),
+                mode: a.mode.to_string(),
+            })
+            .set(1);
+    }
+    let ifaces: Vec<(u32, String)> = sensor
+        .attachments()
+        .iter()
+        .map(|a| (a.ifindex, a.iface.clone()))
+        .collect();
+    metrics.register_xdp_stats(sensor.take_stats()?, &ifaces);
+    let metrics = Arc::new(metrics);
+    let ring = sensor.take_ring()?;
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (tx, rx) = mpsc::channel::<RecordResult>(8192);
+
+    // The pipeline runs on its own thread: record handling never blocks tokio.
+    let pipeline_metrics = Arc::clone(&metrics);
+    let pipeline = thread::Builder::new()
+        .name("pipeline".into())
+        .spawn(move || {
+            pipeline_loop(rx, &pipeline_metrics, &ifaces, &services, dump.as_mut());
+        })
+        .context("starting the pipeline thread")?;
+
+    rt.block_on(async {
+        let mut server_stop = stop_rx.clone();
+        let server = sensor_user::sinks::metrics::serve(
+            args.metrics_addr,
+            Arc::clone(&metrics),
+            async move {
+                let _ = server_stop.wait_for(|s| *s).await;
+            },
+        )
+        .await
+        .with_context(|| format!("serving metrics on {}", args.metrics_addr))?;
+        log::info!("metrics on http://{}/metrics", args.metrics_addr);
+        let ring = RingReader::new(ring).context("registering the ring buffer with tokio")?;
+        let reader = tokio::spawn(ring.run(tx, stop_rx));
+        metrics.set_ready(true);
+
+        wait_for_signal().await?;
+        log::info!("shutting down");
+        metrics.set_ready(false);
+        let _ = stop_tx.send(true);
+        reader
+            .await
+            .context("ring reader task")?
+            .context("reading the ring buffer")?;
+        server
+            .await
+            .context("metrics server task")?
+            .context("metrics server")?;
+        anyhow::Ok(())
+    })?;
+    pipeline
+        .join()
+        .map_err(|_| anyhow::anyhow!("pipeline thread panicked"))?;
+    sensor.detach_all();
+    std::io::stdout().flush().ok();
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+    Ok(())
+}
+
+/// Consumes records until the reader stops. The flow/protocol/matcher stages
+/// plug in here.
+fn pipeline_loop(
+    mut rx: mpsc::Receiver<RecordResult>,
+    metrics: &Metrics,
+    ifaces: &[(u32, String)],
+    services: &ServiceIds,
+    mut dump: Option<&mut RecordLog>,
+) {
+    while let Some(rec) = rx.blocking_recv() {
+        let rec = match rec {
+            Ok(r) => r,
+            Err(e) => {
+                log::debug!("skipping ring record: {e}");
+                metrics
+                    .ring_invalid
+                    .get_or_create(&ReasonLabels {
+                        reason: e.reason().into(),
+                    })
+                    .inc();
+                continue;
+            }
+        };
+        metrics
+            .ring_records
+            .get_or_create(&KindLabels {
+                kind: rec.kind.name().into(),
+            })
+            .inc();
+        if let Some(log) = dump.as_deref_mut() {
+            let iface = ifaces
+                .iter()
+                .find(|(i, _)| *i == rec.hdr.ifindex)
+                .map_or("unknown", |(_, n)| n.as_str());
+            if let Err(e) = log.write(&RecordLine::new(
+                &rec,
+                iface,
+                services.name(rec.hdr.service),
+            )) {
+                log::error!("writing --dump-records: {e}; no more records are dumped");
+                dump = None;
+            }
+        }
+    }
+}

@@ -1,0 +1,240 @@
+//! Prometheus metrics and the HTTP endpoint serving them (`/metrics`, `/healthz`).
+
+use std::{
+    fmt,
+    net::SocketAddr,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+};
+
+use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric as _},
+    metrics::{MetricType, counter::Counter, family::Family, gauge::Gauge, info::Info},
+    registry::Registry,
+};
+use sensor_common::counters::Counter as XdpCounter;
+
+use crate::capture::stats::Stats;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AttachLabels {
+    pub interface: String,
+    pub mode: String,
+}
+
+/// Everything the sensor exports.
+pub struct Metrics {
+    registry: Registry,
+    pub ring_records: Family<KindLabels, Counter>,
+    pub ring_invalid: Family<ReasonLabels, Counter>,
+    pub attached: Family<AttachLabels, Gauge>,
+    ready: AtomicBool,
+}
+
+impl fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let ring_records = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "leakwatch_ring_records",
+            "Records read from the XDP ring buffer, by record kind",
+            ring_records.clone(),
+        );
+        let ring_invalid = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "leakwatch_ring_records_invalid",
+            "Ring records rejected by the decoder (version, kind, length), skipped",
+            ring_invalid.clone(),
+        );
+        let attached = Family::<AttachLabels, Gauge>::default();
+        registry.register(
+            "leakwatch_xdp_attached",
+            "1 for each interface the XDP program is attached to, with the mode the kernel accepted",
+            attached.clone(),
+        );
+        registry.register(
+            "leakwatch_build",
+            "Build information",
+            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+        );
+        Self {
+            registry,
+            ring_records,
+            ring_invalid,
+            attached,
+            ready: AtomicBool::new(false),
+        }
+    }
+
+    /// Exports the kernel's per-CPU counters for these interfaces at every scrape.
+    pub fn register_xdp_stats(&mut self, stats: Stats, interfaces: &[(u32, String)]) {
+        // Interfaces sharing a counter slot (ifindex modulo the slot count) are one
+        // series, labelled with both names.
+        let mut slots: Vec<(u32, String)> = Vec::new();
+        for (ifindex, name) in interfaces {
+            let slot = sensor_common::counters::stats_index(*ifindex, XdpCounter::ALL[0]);
+            match slots
+                .iter_mut()
+                .find(|(i, _)| sensor_common::counters::stats_index(*i, XdpCounter::ALL[0]) == slot)
+            {
+                Some((_, label)) => {
+                    log::warn!(
+                        "interfaces {label} and {name} share a counter slot; their counters are summed"
+                    );
+                    label.push('+');
+                    label.push_str(name);
+                }
+                None => slots.push((*ifindex, name.clone())),
+            }
+        }
+        self.registry.register_collector(Box::new(XdpCollector {
+            stats: Mutex::new(stats),
+            slots,
+        }));
+    }
+
+    /// `/healthz` turns ready once programs are attached and the ring is read.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    /// The text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+struct XdpCollector {
+    stats: Mutex<Stats>,
+    slots: Vec<(u32, String)>,
+}
+
+impl fmt::Debug for XdpCollector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("XdpCollector")
+            .field("slots", &self.slots)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Collector for XdpCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        let mut rows = Vec::new();
+        for (ifindex, label) in &self.slots {
+            match stats.snapshot(*ifindex) {
+                Ok(s) => rows.push((label, s)),
+                Err(e) => log::warn!("reading XDP counters of {label}: {e}"),
+            }
+        }
+        for (name, help, outcome) in [
+            (
+                "leakwatch_xdp_packets",
+                "Packets seen by the XDP program, by interface and outcome (every packet ends in exactly one reason)",
+                true,
+            ),
+            (
+                "leakwatch_xdp_notes",
+                "Side events in the XDP program (e.g. snap_truncated: a record carries fewer bytes than the frame)",
+                false,
+            ),
+        ] {
+            let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (label, snapshot) in &rows {
+                for (c, v) in snapshot.iter().filter(|(c, _)| c.is_outcome() == outcome) {
+                    let labels = [("interface", label.as_str()), ("reason", c.name())];
+                    let counter = prometheus_client::metrics::counter::ConstCounter::new(*v);
+                    counter.encode(metric.encode_family(&labels)?)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn metrics_handler(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
+    (
+        [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
+        m.encode(),
+    )
+}
+
+async fn healthz_handler(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
+    if m.is_ready() {
+        (StatusCode::OK, "ok\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "starting\n")
+    }
+}
+
+/// Binds `addr` now (so a taken port is an immediate, clear error) and serves
+/// until `shutdown` resolves.
+pub async fn serve(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let app = Router::new()
+        .route("/metrics", get(metrics_handler))
+        .route("/healthz", get(healthz_handler))
+        .with_state(metrics);
+    Ok(tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_has_the_base_metrics() {
+        let m = Metrics::new();
+        m.ring_records
+            .get_or_create(&KindLabels { kind: "dns".into() })
+            .inc();
+        let text = m.encode();
+        assert!(
+            text.contains("leakwatch_ring_records_total{kind=\"dns\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("leakwatch_build_info{version="), "{text}");
+        assert!(!m.is_ready());
+    }
+}

@@ -1,0 +1,4 @@
+//! Where results go: Prometheus metrics, record logs.
+
+pub mod metrics;
+pub mod records;
