@@ -289,6 +289,18 @@ mod tests {
             Some((RecordKind::Sample, Counter::SampledHead))
         );
         assert_eq!(st.budget[1], 127);
+        // Its second packet is the direction's 1-in-2 pick: metadata only.
+        assert_eq!(
+            kind(watched_packet(
+                &c,
+                &mut st,
+                1,
+                &pkt(1400, TCP_ACK),
+                0,
+                never
+            )),
+            Some((RecordKind::Meta, Counter::TlsMeta))
+        );
         assert_eq!(
             watched_packet(&c, &mut st, 1, &pkt(1400, TCP_ACK), 0, never),
             Decision::Skip(Counter::OverBudget)

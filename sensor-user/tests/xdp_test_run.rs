@@ -1,0 +1,667 @@
+//! The real XDP program, loaded into this kernel, run on crafted frames with
+//! BPF_PROG_TEST_RUN: one test per frame shape, asserting the ring contents byte
+//! for byte and the counters. Needs root (CAP_BPF, CAP_NET_ADMIN): `cargo xtask test`
+//! runs it as such.
+
+use aya::{
+    maps::{MapData, RingBuf},
+    programs::{TestRun, TestRunOptions},
+};
+use sensor_common::{
+    config::Config,
+    counters::Counter,
+    flow::{FAMILY_V4, FAMILY_V6, FlowKey, IPPROTO_TCP, IPPROTO_UDP},
+    parse::{TCP_ACK, TCP_FIN, TCP_SYN},
+    record::{HEADER_LEN, RECORD_VERSION, RecordKind, SNAPLEN, flags},
+};
+use sensor_user::{
+    capture::{
+        loader::{MapSizes, Sensor, XDP_OBJECT},
+        record::Record,
+        stats::Stats,
+        watch::WatchMaps,
+    },
+    fixtures::{Ext6, FrameBuilder, dns_answer, tls_client_hello},
+};
+
+const XDP_PASS: u32 = 2;
+/// BPF_PROG_TEST_RUN runs XDP programs as if received on the loopback device.
+const LO: u32 = 1;
+const QOBUZ: u32 = 1;
+
+struct Harness {
+    sensor: Sensor,
+    ring: RingBuf<MapData>,
+    stats: Stats,
+    watch: WatchMaps,
+}
+
+impl Harness {
+    fn new(config: Config) -> Self {
+        Self::with_ring(config, 1 << 20)
+    }
+
+    fn with_ring(config: Config, ring_bytes: u32) -> Self {
+        assert!(
+            sensor_user::capture::privilege::can_load_xdp(),
+            "these tests load XDP programs: run them as root (cargo xtask test does)"
+        );
+        let sizes = MapSizes {
+            ring_bytes,
+            ..MapSizes::default()
+        };
+        let mut sensor = Sensor::load(XDP_OBJECT, &sizes, &config).expect("load the XDP program");
+        let ring = sensor.take_ring().unwrap();
+        let stats = sensor.take_stats().unwrap();
+        let mut watch = sensor.take_watch().unwrap();
+        watch
+            .insert("198.51.100.0/24".parse().unwrap(), QOBUZ)
+            .unwrap();
+        watch
+            .insert("2001:db8:1::/48".parse().unwrap(), QOBUZ)
+            .unwrap();
+        Self {
+            sensor,
+            ring,
+            stats,
+            watch,
+        }
+    }
+
+    /// Runs the program on `frame`, asserts it passed the packet.
+    fn run(&self, frame: &[u8]) {
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            ..TestRunOptions::default()
+        };
+        let r = self
+            .sensor
+            .program()
+            .unwrap()
+            .test_run(opts)
+            .expect("BPF_PROG_TEST_RUN");
+        assert_eq!(
+            r.return_value, XDP_PASS,
+            "a passive sensor passes every packet"
+        );
+    }
+
+    fn records(&mut self) -> Vec<Record> {
+        let mut out = Vec::new();
+        while let Some(item) = self.ring.next() {
+            out.push(Record::decode(&item).expect("a well-formed record"));
+        }
+        out
+    }
+
+    fn count(&self, c: Counter) -> u64 {
+        self.stats.get(LO, c).unwrap()
+    }
+
+    /// Every outcome counter except `expect` is zero; `expect` has `n`.
+    fn assert_outcomes(&self, expect: &[(Counter, u64)]) {
+        for &c in Counter::ALL.iter().filter(|c| c.is_outcome()) {
+            let want = expect.iter().find(|(e, _)| *e == c).map_or(0, |(_, n)| *n);
+            assert_eq!(self.count(c), want, "counter {}", c.name());
+        }
+    }
+}
+
+fn v4(a: [u8; 4]) -> [u8; 16] {
+    let mut o = [0; 16];
+    o[..4].copy_from_slice(&a);
+    o
+}
+
+fn http_get() -> &'static [u8] {
+    b"GET /api.json/0.2/user/login?email=a%40example.com HTTP/1.1\r\nHost: www.qobuz.com\r\n\r\n"
+}
+
+#[test]
+fn ipv4_tcp_watched_record_byte_for_byte() {
+    let mut h = Harness::new(Config::default());
+    let frame = FrameBuilder::tcp("192.0.2.10", 40000, "198.51.100.2", 80)
+        .seq(77)
+        .payload(http_get())
+        .build();
+    h.run(&frame);
+    let recs = h.records();
+    assert_eq!(recs.len(), 1);
+    let r = &recs[0];
+    let (key, dir) = FlowKey::from_packet(
+        FAMILY_V4,
+        IPPROTO_TCP,
+        &v4([192, 0, 2, 10]),
+        40000,
+        &v4([198, 51, 100, 2]),
+        80,
+    );
+    let hd = &r.hdr;
+    assert_eq!(hd.version, RECORD_VERSION);
+    assert_eq!(r.kind, RecordKind::Sample);
+    assert_eq!(hd.flags, flags::FROM_CLIENT | flags::FIRST_PAYLOAD);
+    assert_eq!(hd.ifindex, LO);
+    assert!(hd.ts_ns > 0);
+    assert_eq!((hd.flow, hd.direction, hd.service), (key, dir, QOBUZ));
+    assert_eq!(
+        (hd.tcp_flags, hd.tcp_seq, hd.tcp_ack),
+        (TCP_ACK | 0x08, 77, 1)
+    );
+    assert_eq!((hd.l3_off, hd.l4_off, hd.payload_off), (14, 34, 54));
+    let len = frame.len() as u32;
+    assert_eq!(
+        (hd.pkt_len, hd.cap_len, hd.payload_len),
+        (len, len, http_get().len() as u32)
+    );
+    assert_eq!((hd.dir_bytes, hd.dir_pkts), (u64::from(len) - 14, 1));
+    assert_eq!(r.frame, frame, "the record carries the frame byte for byte");
+    assert_eq!(r.payload(), http_get());
+    h.assert_outcomes(&[(Counter::SampledHead, 1)]);
+}
+
+#[test]
+fn ipv4_tcp_unwatched_sends_nothing() {
+    let mut h = Harness::new(Config::default());
+    h.run(
+        &FrameBuilder::tcp("192.0.2.10", 40000, "203.0.113.5", 5555)
+            .payload(http_get())
+            .build(),
+    );
+    h.run(
+        &FrameBuilder::tcp("203.0.113.5", 80, "192.0.2.10", 40000)
+            .payload(b"HTTP/1.1 200 OK\r\n")
+            .build(),
+    );
+    assert!(h.records().is_empty());
+    h.assert_outcomes(&[(Counter::Unwatched, 2)]);
+}
+
+#[test]
+fn both_directions_of_a_watched_flow_are_seen() {
+    let mut h = Harness::new(Config::default());
+    h.run(
+        &FrameBuilder::tcp("192.0.2.10", 40000, "198.51.100.2", 80)
+            .payload(http_get())
+            .build(),
+    );
+    h.run(
+        &FrameBuilder::tcp("198.51.100.2", 80, "192.0.2.10", 40000)
+            .payload(b"HTTP/1.1 200 OK\r\n\r\n")
+            .build(),
+    );
+    let recs = h.records();
+    assert_eq!(recs.len(), 2);
+    assert_eq!(recs[0].hdr.flow, recs[1].hdr.flow);
+    assert_ne!(recs[0].hdr.direction, recs[1].hdr.direction);
+    assert_eq!(
+        recs[1].hdr.flags,
+        flags::FIRST_PAYLOAD,
+        "server → client: not FROM_CLIENT"
+    );
+    assert_eq!(recs[1].src().1, 80);
+}
+
+#[test]
+fn ipv6_tcp_watched_and_unwatched() {
+    let mut h = Harness::new(Config::default());
+    let frame = FrameBuilder::tcp("2001:db8:9::1", 40000, "2001:db8:1::2", 443)
+        .payload(http_get())
+        .build();
+    h.run(&frame);
+    h.run(
+        &FrameBuilder::tcp("2001:db8:9::1", 40000, "2001:db8:2::2", 5555)
+            .payload(http_get())
+            .build(),
+    );
+    let recs = h.records();
+    assert_eq!(recs.len(), 1);
+    let r = &recs[0];
+    assert_eq!(r.hdr.flow.family, FAMILY_V6);
+    assert_eq!((r.hdr.l4_off, r.hdr.payload_off), (54, 74));
+    assert_eq!(r.frame, frame);
+    assert_eq!(r.dst(), ("2001:db8:1::2".parse().unwrap(), 443));
+    h.assert_outcomes(&[(Counter::SampledHead, 1), (Counter::Unwatched, 1)]);
+}
+
+#[test]
+fn vlan_and_qinq() {
+    let mut h = Harness::new(Config::default());
+    let one = FrameBuilder::tcp("192.0.2.10", 40001, "198.51.100.2", 80)
+        .vlan(0x8100, 10)
+        .payload(http_get())
+        .build();
+    let two = FrameBuilder::tcp("192.0.2.10", 40002, "198.51.100.2", 80)
+        .vlan(0x88a8, 100)
+        .vlan(0x8100, 10)
+        .payload(http_get())
+        .build();
+    let three = FrameBuilder::tcp("192.0.2.10", 40003, "198.51.100.2", 80)
+        .vlan(0x88a8, 100)
+        .vlan(0x8100, 10)
+        .vlan(0x8100, 11)
+        .payload(http_get())
+        .build();
+    h.run(&one);
+    h.run(&two);
+    h.run(&three);
+    let recs = h.records();
+    assert_eq!(recs.len(), 2);
+    assert_eq!((recs[0].hdr.l3_off, recs[0].hdr.l4_off), (18, 38));
+    assert_eq!((recs[1].hdr.l3_off, recs[1].hdr.l4_off), (22, 42));
+    assert!(recs.iter().all(|r| r.hdr.flags & flags::VLAN != 0));
+    assert_eq!(recs[1].frame, two);
+    h.assert_outcomes(&[(Counter::SampledHead, 2), (Counter::VlanTooDeep, 1)]);
+}
+
+#[test]
+fn ipv4_options_move_the_l4_header() {
+    let mut h = Harness::new(Config::default());
+    // Record-route option, 39 bytes, padded to 40: the largest IPv4 header.
+    let mut rr = vec![7, 39, 4];
+    rr.resize(39, 0);
+    let frame = FrameBuilder::tcp("192.0.2.10", 40000, "198.51.100.2", 80)
+        .ipv4_options(&rr)
+        .payload(http_get())
+        .build();
+    h.run(&frame);
+    let recs = h.records();
+    assert_eq!(recs.len(), 1);
+    assert_eq!((recs[0].hdr.l4_off, recs[0].hdr.payload_off), (74, 94));
+    assert_eq!(recs[0].payload(), http_get());
+}
+
+#[test]
+fn fragments_first_sampled_rest_counted_and_passed() {
+    let mut h = Harness::new(Config::default());
+    let first = FrameBuilder::udp("192.0.2.10", 5000, "198.51.100.2", 443)
+        .ipv4_fragment(0, true)
+        .payload([1u8; 64])
+        .build();
+    let later = FrameBuilder::udp("192.0.2.10", 5000, "198.51.100.2", 443)
+        .ipv4_fragment(9, false)
+        .payload([2u8; 64])
+        .build();
+    let later6 = FrameBuilder::udp("2001:db8:9::1", 5000, "2001:db8:1::2", 443)
+        .ipv6_ext(Ext6::Fragment {
+            offset: 9,
+            more: false,
+        })
+        .payload([3u8; 32])
+        .build();
+    h.run(&first);
+    h.run(&later);
+    h.run(&later6);
+    let recs = h.records();
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0].hdr.flags & flags::IP_FRAGMENT, flags::IP_FRAGMENT);
+    assert_eq!(recs[0].hdr.flow.proto, IPPROTO_UDP);
+    h.assert_outcomes(&[
+        (Counter::SampledHead, 1),
+        (Counter::Ipv4Fragment, 1),
+        (Counter::Ipv6Fragment, 1),
+    ]);
+}
+
+#[test]
+fn ipv6_extension_headers() {
+    let mut h = Harness::new(Config::default());
+    let frame = FrameBuilder::tcp("2001:db8:9::1", 40000, "2001:db8:1::2", 80)
+        .ipv6_ext(Ext6::HopByHop)
+        .ipv6_ext(Ext6::Routing)
+        .ipv6_ext(Ext6::Fragment {
+            offset: 0,
+            more: false,
+        })
+        .ipv6_ext(Ext6::DestOpts)
+        .payload(http_get())
+        .build();
+    h.run(&frame);
+    let mut deep = FrameBuilder::tcp("2001:db8:9::1", 40001, "2001:db8:1::2", 80);
+    for _ in 0..7 {
+        deep = deep.ipv6_ext(Ext6::DestOpts);
+    }
+    h.run(&deep.payload(http_get()).build());
+    let recs = h.records();
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0].hdr.l4_off, 14 + 40 + 32);
+    assert_eq!(recs[0].payload(), http_get());
+    h.assert_outcomes(&[(Counter::SampledHead, 1), (Counter::Ipv6ExtTooDeep, 1)]);
+}
+
+#[test]
+fn dns_answers_go_up_whatever_the_address() {
+    let mut h = Harness::new(Config::default());
+    let answer = dns_answer(0x1234, "api.qobuz.com", &[[198, 51, 100, 2]], 300);
+    let udp = FrameBuilder::udp("203.0.113.53", 53, "192.0.2.10", 33333)
+        .payload(&answer)
+        .build();
+    let mut tcp_msg = (answer.len() as u16).to_be_bytes().to_vec();
+    tcp_msg.extend_from_slice(&answer);
+    let tcp = FrameBuilder::tcp("2001:db8:53::1", 53, "2001:db8:9::1", 33334)
+        .payload(&tcp_msg)
+        .build();
+    let mut query = answer.clone();
+    query[2] = 0x01; // QR = 0: a query sent from port 53, not an answer
+    let q = FrameBuilder::udp("203.0.113.53", 53, "203.0.113.54", 53)
+        .payload(&query)
+        .build();
+    h.run(&udp);
+    h.run(&tcp);
+    h.run(&q);
+    let recs = h.records();
+    assert_eq!(recs.len(), 2);
+    assert!(
+        recs.iter()
+            .all(|r| r.kind == RecordKind::Dns && r.hdr.service == 0)
+    );
+    assert_eq!(recs[0].frame, udp);
+    assert_eq!(recs[0].payload(), &answer[..]);
+    assert_eq!(recs[1].frame, tcp);
+    h.assert_outcomes(&[(Counter::DnsAnswer, 2), (Counter::Unwatched, 1)]);
+}
+
+#[test]
+fn tls_flow_sends_the_hello_then_metadata_only() {
+    let config = Config {
+        tail_every: 2,
+        ..Config::default()
+    };
+    let mut h = Harness::new(config);
+    let hello = tls_client_hello("api.qobuz.com", 0);
+    let c = |seq: u32, p: &[u8]| {
+        FrameBuilder::tcp("192.0.2.10", 40000, "198.51.100.2", 443)
+            .seq(seq)
+            .payload(p)
+            .build()
+    };
+    h.run(&c(1, &hello));
+    let app = [0x17, 0x03, 0x03, 0x01, 0x00]
+        .iter()
+        .copied()
+        .chain([0xab; 256])
+        .collect::<Vec<_>>();
+    for i in 0..4 {
+        h.run(&c(1000 + i, &app));
+    }
+    let recs = h.records();
+    assert_eq!(recs.len(), 3, "hello + two 1-in-2 metadata records");
+    assert_eq!(recs[0].kind, RecordKind::Sample);
+    assert_eq!(
+        recs[0].hdr.flags,
+        flags::TLS | flags::FROM_CLIENT | flags::FIRST_PAYLOAD
+    );
+    assert_eq!(recs[0].payload(), &hello[..]);
+    for m in &recs[1..] {
+        assert_eq!(m.kind, RecordKind::Meta);
+        assert_eq!(m.hdr.cap_len, 0);
+        assert!(m.frame.is_empty(), "no application data leaves the kernel");
+        assert_eq!(
+            m.hdr.flags & (flags::TLS | flags::TAIL),
+            flags::TLS | flags::TAIL
+        );
+    }
+    // Direction packets 2 and 4 (the hello was packet 1) are the 1-in-2 picks.
+    assert_eq!((recs[1].hdr.dir_pkts, recs[2].hdr.dir_pkts), (2, 4));
+    h.assert_outcomes(&[
+        (Counter::SampledHead, 1),
+        (Counter::TlsMeta, 2),
+        (Counter::OverBudget, 2),
+    ]);
+}
+
+#[test]
+fn split_client_hello_is_sampled_to_its_end() {
+    let mut h = Harness::new(Config::default());
+    let hello = tls_client_hello("api.qobuz.com", 1200);
+    let (a, b) = hello.split_at(700);
+    let c = |p: &[u8]| {
+        FrameBuilder::tcp("192.0.2.10", 40000, "198.51.100.2", 443)
+            .payload(p)
+            .build()
+    };
+    h.run(&c(a));
+    h.run(&c(b));
+    h.run(&c(&[0x17, 3, 3, 0, 4, 1, 2, 3, 4]));
+    let recs = h.records();
+    assert_eq!(recs.len(), 2);
+    let joined: Vec<u8> = recs.iter().flat_map(|r| r.payload().to_vec()).collect();
+    assert_eq!(joined, hello);
+    h.assert_outcomes(&[(Counter::SampledHead, 2), (Counter::OverBudget, 1)]);
+}
+
+#[test]
+fn sampling_stops_after_the_head_then_one_in_k() {
+    let config = Config {
+        head_bytes: 3000,
+        tail_every: 4,
+        ..Config::default()
+    };
+    let mut h = Harness::new(config);
+    for i in 0..8u32 {
+        let body = vec![b'a' + i as u8; 1000];
+        h.run(
+            &FrameBuilder::tcp("192.0.2.10", 40000, "198.51.100.2", 80)
+                .seq(1 + i * 1000)
+                .payload(body)
+                .build(),
+        );
+    }
+    let recs = h.records();
+    let seqs: Vec<(u32, bool)> = recs
+        .iter()
+        .map(|r| (r.hdr.tcp_seq, r.hdr.flags & flags::TAIL != 0))
+        .collect();
+    // 3 × 1000 bytes fill the head; packets 4 and 8 of the direction are the tail.
+    assert_eq!(
+        seqs,
+        [
+            (1, false),
+            (1001, false),
+            (2001, false),
+            (3001, true),
+            (7001, true)
+        ]
+    );
+    assert!(
+        recs.iter()
+            .all(|r| r.kind == RecordKind::Sample && r.hdr.cap_len == r.hdr.pkt_len)
+    );
+    h.assert_outcomes(&[
+        (Counter::SampledHead, 3),
+        (Counter::SampledTail, 2),
+        (Counter::OverBudget, 3),
+    ]);
+}
+
+#[test]
+fn control_packets_of_watched_flows_are_metadata() {
+    let mut h = Harness::new(Config::default());
+    h.run(
+        &FrameBuilder::tcp("192.0.2.10", 40000, "198.51.100.2", 80)
+            .flags(TCP_SYN)
+            .seq(99)
+            .build(),
+    );
+    h.run(
+        &FrameBuilder::tcp("198.51.100.2", 80, "192.0.2.10", 40000)
+            .flags(TCP_SYN | TCP_ACK)
+            .build(),
+    );
+    h.run(
+        &FrameBuilder::tcp("192.0.2.10", 40000, "198.51.100.2", 80)
+            .flags(TCP_ACK)
+            .build(),
+    );
+    h.run(
+        &FrameBuilder::tcp("192.0.2.10", 40000, "198.51.100.2", 80)
+            .flags(TCP_FIN | TCP_ACK)
+            .build(),
+    );
+    let recs = h.records();
+    assert_eq!(recs.len(), 3);
+    assert!(
+        recs.iter()
+            .all(|r| r.kind == RecordKind::Meta && r.frame.is_empty())
+    );
+    assert_eq!(recs[0].hdr.tcp_seq, 99);
+    // The SYN told the kernel who the client is; the SYN+ACK is not from it.
+    assert_eq!(recs[0].hdr.flags, flags::FROM_CLIENT);
+    assert_eq!(recs[1].hdr.flags, 0);
+    h.assert_outcomes(&[(Counter::Control, 3), (Counter::WatchedNoPayload, 1)]);
+}
+
+#[test]
+fn probe_sends_the_first_payload_of_new_flows_to_probe_ports() {
+    let mut h = Harness::new(Config::default());
+    let c = |f: u8, p: &[u8]| {
+        FrameBuilder::tcp("192.0.2.10", 40000, "203.0.113.80", 443)
+            .flags(f)
+            .payload(p)
+            .build()
+    };
+    let hello = tls_client_hello("api.qobuz.com", 0);
+    h.run(&c(TCP_SYN, b""));
+    h.run(&c(TCP_ACK, b""));
+    h.run(&c(TCP_ACK | 0x08, &hello));
+    h.run(&c(TCP_ACK | 0x08, b"more"));
+    // No SYN seen: a flow that predates the sensor is not new.
+    h.run(
+        &FrameBuilder::tcp("192.0.2.10", 40001, "203.0.113.80", 443)
+            .payload(&hello)
+            .build(),
+    );
+    let recs = h.records();
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0].kind, RecordKind::Probe);
+    assert_eq!(recs[0].hdr.service, 0);
+    assert_eq!(recs[0].payload(), &hello[..]);
+    h.assert_outcomes(&[
+        (Counter::ProbeSyn, 1),
+        (Counter::Probe, 1),
+        (Counter::Unwatched, 3),
+    ]);
+}
+
+#[test]
+fn truncated_and_garbage_frames_are_counted_and_passed() {
+    let mut h = Harness::new(Config::default());
+    let good = FrameBuilder::tcp("192.0.2.10", 40000, "198.51.100.2", 80)
+        .payload(http_get())
+        .build();
+    // IP total length says more than the frame holds.
+    h.run(&good[..good.len() - 5]);
+    // VLAN ethertype with no tag after it.
+    let mut vlan_cut = good[..14].to_vec();
+    vlan_cut[12..14].copy_from_slice(&0x8100u16.to_be_bytes());
+    h.run(&vlan_cut);
+    // ARP.
+    let mut arp = good[..42].to_vec();
+    arp[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
+    h.run(&arp);
+    // ICMP.
+    let mut icmp = good.clone();
+    icmp[23] = 1;
+    h.run(&icmp);
+    // TCP data offset below 5 words.
+    let mut doff = good.clone();
+    doff[46] = 0x40;
+    h.run(&doff);
+    // Pseudo-random garbage after an IPv6 ethertype.
+    let mut junk = vec![0u8; 120];
+    let mut x = 0x2545_f491_u32;
+    for b in &mut junk {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        *b = x as u8;
+    }
+    junk[12..14].copy_from_slice(&0x86ddu16.to_be_bytes());
+    h.run(&junk);
+    assert!(h.records().is_empty());
+    h.assert_outcomes(&[
+        (Counter::BadIpv4, 1),
+        (Counter::ShortEthernet, 1),
+        (Counter::NotIp, 1),
+        (Counter::NotTcpUdp, 1),
+        (Counter::BadL4, 1),
+        (Counter::BadIpv6, 1),
+    ]);
+}
+
+#[test]
+fn frames_beyond_snaplen_are_truncated_and_noted() {
+    let mut h = Harness::new(Config::default());
+    // 6000 bytes: larger than the linear part BPF_PROG_TEST_RUN gives a frags
+    // program, so the tail lives in XDP fragments.
+    let body = vec![b'x'; 6000 - 54];
+    let frame = FrameBuilder::tcp("192.0.2.10", 40000, "198.51.100.2", 80)
+        .payload(&body)
+        .build();
+    assert_eq!(frame.len(), 6000);
+    h.run(&frame);
+    let recs = h.records();
+    assert_eq!(recs.len(), 1);
+    let r = &recs[0];
+    assert_eq!((r.hdr.pkt_len, r.hdr.cap_len), (6000, SNAPLEN as u32));
+    assert_eq!(r.hdr.flags & flags::TRUNCATED, flags::TRUNCATED);
+    assert_eq!(r.frame, frame[..SNAPLEN]);
+    assert_eq!(h.count(Counter::SnapTruncated), 1);
+    h.assert_outcomes(&[(Counter::SampledHead, 1)]);
+}
+
+#[test]
+fn a_full_ring_is_counted_never_fatal() {
+    // One page of ring: a handful of full-size records fit, the rest are counted.
+    let mut h = Harness::with_ring(Config::default(), 4096);
+    let n = 20;
+    for i in 0..n {
+        let body = vec![b'x'; 1400];
+        h.run(
+            &FrameBuilder::tcp("192.0.2.10", 40000 + i, "198.51.100.2", 80)
+                .payload(body)
+                .build(),
+        );
+    }
+    let got = h.records().len() as u64;
+    assert!(got > 0 && got < u64::from(n), "{got} records");
+    assert_eq!(h.count(Counter::SampledHead), got);
+    assert_eq!(h.count(Counter::RingFull), u64::from(n) - got);
+    // Drained: records flow again.
+    h.run(
+        &FrameBuilder::tcp("192.0.2.10", 39999, "198.51.100.2", 80)
+            .payload(http_get())
+            .build(),
+    );
+    assert_eq!(h.records().len(), 1);
+}
+
+#[test]
+fn without_config_everything_passes_untouched() {
+    let mut h = Harness::new(Config::default());
+    h.sensor
+        .set_config(&Config {
+            version: 0,
+            ..Config::default()
+        })
+        .unwrap();
+    h.run(
+        &FrameBuilder::tcp("192.0.2.10", 40000, "198.51.100.2", 80)
+            .payload(http_get())
+            .build(),
+    );
+    assert!(h.records().is_empty());
+    h.assert_outcomes(&[(Counter::Unconfigured, 1)]);
+}
+
+#[test]
+fn removing_a_watch_stops_sampling_new_flows() {
+    let mut h = Harness::new(Config::default());
+    h.watch.remove("198.51.100.0/24".parse().unwrap()).unwrap();
+    h.run(
+        &FrameBuilder::tcp("192.0.2.10", 40000, "198.51.100.2", 80)
+            .payload(http_get())
+            .build(),
+    );
+    assert!(h.records().is_empty());
+    h.assert_outcomes(&[(Counter::Unwatched, 1)]);
+}
