@@ -1,1 +1,12 @@
+//! The network-namespace lab: RAII guards for namespaces and processes, a
+//! client/gateway/server topology built from documentation-range addresses, and
+//! tiny HTTP peers that run inside the namespaces. Used by the end-to-end tests
+//! in `tests/tests/` and by `cargo xtask demo`.
+//!
+//! Everything is undone on drop, names are unique per process, and nothing is
+//! routed from the root namespace.
 
+pub mod http;
+pub mod lab;
+pub mod netns;
+pub mod process;

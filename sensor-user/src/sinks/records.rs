@@ -107,9 +107,11 @@ impl RecordLog {
         Self { out }
     }
 
+    /// One `write` per line: readers never see half a line.
     pub fn write(&mut self, line: &RecordLine<'_>) -> io::Result<()> {
-        serde_json::to_writer(&mut self.out, line)?;
-        self.out.write_all(b"\n")?;
+        let mut buf = serde_json::to_vec(line)?;
+        buf.push(b'\n');
+        self.out.write_all(&buf)?;
         self.out.flush()
     }
 }
