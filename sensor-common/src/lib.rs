@@ -11,6 +11,7 @@
 //! | [`parse`]   | L2–L4 header parser over any byte source (kernel or pcap)       |
 //! | [`policy`]  | the sampling decision for one packet of a flow                  |
 //! | [`maps`]    | map names, sizes and LPM key types                              |
+//! | [`watch`]   | the watched-address prefilter bitmap                            |
 #![no_std]
 
 pub mod config;
@@ -20,6 +21,7 @@ pub mod maps;
 pub mod parse;
 pub mod policy;
 pub mod record;
+pub mod watch;
 
 #[cfg(feature = "user")]
 mod pod {

@@ -10,6 +10,10 @@ pub const WATCH_V4: &str = "WATCH_V4";
 /// `LpmTrie<[u8; 16], u32>`: IPv6 prefix → service id (resizable).
 pub const WATCH_V6: &str = "WATCH_V6";
 pub const DEFAULT_WATCH_ENTRIES: u32 = 131_072;
+/// `Array<u64>` of `watch::BITMAP_WORDS`: IPv4 prefilter bitmap.
+pub const WATCH_BITS_V4: &str = "WATCH_BITS_V4";
+/// `Array<u64>` of `watch::BITMAP_WORDS`: IPv6 prefilter bitmap.
+pub const WATCH_BITS_V6: &str = "WATCH_BITS_V6";
 
 /// `LruHashMap<FlowKey, FlowState>` of watched flows (resizable).
 pub const FLOWS: &str = "FLOWS";
@@ -25,7 +29,7 @@ pub const CONFIG: &str = "CONFIG";
 /// `PerCpuArray<u64>` of `counters::STATS_ENTRIES` counters.
 pub const STATS: &str = "STATS";
 
-/// `PerCpuArray<RecordBuf>` with one entry: where records are assembled.
+/// `PerCpuArray<Scratch>` with one entry: parsed headers and keys (the stack is small).
 pub const SCRATCH: &str = "SCRATCH";
 
 /// Name of the XDP program in the object file.

@@ -33,8 +33,9 @@ const IPV6_DSTOPTS: u8 = 60;
 
 /// Read access to a frame.
 pub trait PacketBytes {
-    /// Whole frame length (all fragments of a multi-buffer frame).
-    fn frame_len(&self) -> usize;
+    /// Whether the frame holds at least `len` bytes (all fragments of a
+    /// multi-buffer frame count).
+    fn has_len(&self, len: usize) -> bool;
     /// `N` header bytes at `off`, or `None` if they are not all readable. The kernel
     /// reads only the linear part here: headers live there.
     fn header<const N: usize>(&self, off: usize) -> Option<[u8; N]>;
@@ -45,8 +46,8 @@ pub trait PacketBytes {
 }
 
 impl PacketBytes for [u8] {
-    fn frame_len(&self) -> usize {
-        self.len()
+    fn has_len(&self, len: usize) -> bool {
+        self.len() >= len
     }
 
     fn header<const N: usize>(&self, off: usize) -> Option<[u8; N]> {
@@ -201,7 +202,7 @@ fn ipv4<P: PacketBytes + ?Sized>(
     let h: [u8; 20] = p.header(off).ok_or(Counter::BadIpv4)?;
     let ihl = ((h[0] & 0x0f) as usize) * 4;
     let total = be16([h[2], h[3]]) as usize;
-    if h[0] >> 4 != 4 || ihl < 20 || total < ihl || off + total > p.frame_len() {
+    if h[0] >> 4 != 4 || ihl < 20 || total < ihl || !p.has_len(off + total) {
         return Err(Counter::BadIpv4);
     }
     let frag = be16([h[6], h[7]]);
@@ -227,7 +228,7 @@ fn ipv6<P: PacketBytes + ?Sized>(
     let h: [u8; 8] = p.header(off).ok_or(Counter::BadIpv6)?;
     let plen = be16([h[4], h[5]]) as usize;
     let end = off + 40 + plen;
-    if h[0] >> 4 != 6 || end > p.frame_len() {
+    if h[0] >> 4 != 6 || !p.has_len(end) {
         return Err(Counter::BadIpv6);
     }
     out.family = FAMILY_V6;

@@ -12,6 +12,14 @@ pub const RECORD_VERSION: u8 = 1;
 pub const SNAPLEN: usize = 2048;
 const _: () = assert!(SNAPLEN.is_power_of_two());
 
+/// Frame bytes reserved in a record for frames of at most this length; longer
+/// frames get `SNAPLEN`. The XDP program reserves ring space in these constant
+/// sizes (the verifier needs constants), so small packets (DNS answers, SYNs with
+/// options) do not occupy a full-size slot. Bytes after `cap_len` are padding with
+/// no meaning.
+pub const SMALL_SNAPLEN: usize = 256;
+const _: () = assert!(SMALL_SNAPLEN.is_power_of_two() && SMALL_SNAPLEN < SNAPLEN);
+
 /// Why a record was handed to userspace.
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -6,7 +6,7 @@
 //! ```text
 //! frame ─ parse ─┬─ error ─────────────────────────────── counter, PASS
 //!                ├─ DNS answer (from :53) ───────────────── ring: Dns
-//!                ├─ src or dst in WATCH_V4/WATCH_V6 ─ FLOWS ─ policy ─ ring: Sample/Meta
+//!                ├─ WATCH_BITS hit ─ FLOWS, else WATCH_V4/V6 ─ policy ─ ring: Sample/Meta
 //!                ├─ new TCP flow to a probe port ─ PROBE_PENDING ─ ring: Probe
 //!                └─ else ─────────────────────────────────── counter, PASS
 //! ```
@@ -35,7 +35,8 @@ use sensor_common::{
     },
     parse::{PacketBytes, Parsed, TCP_ACK, TCP_SYN, parse_into},
     policy::{Decision, client_dir, is_dns_answer, watched_packet},
-    record::{HEADER_LEN, RECORD_VERSION, RecordHeader, RecordKind, SNAPLEN, flags},
+    record::{RECORD_VERSION, RecordHeader, RecordKind, SMALL_SNAPLEN, SNAPLEN, flags},
+    watch::{BITMAP_WORDS, bit, bucket_v4, bucket_v6},
 };
 
 #[map(name = "EVENTS")]
@@ -46,6 +47,12 @@ static WATCH_V4: LpmTrie<[u8; 4], u32> = LpmTrie::with_max_entries(DEFAULT_WATCH
 
 #[map(name = "WATCH_V6")]
 static WATCH_V6: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(DEFAULT_WATCH_ENTRIES, 0);
+
+#[map(name = "WATCH_BITS_V4")]
+static WATCH_BITS_V4: Array<u64> = Array::with_max_entries(BITMAP_WORDS, 0);
+
+#[map(name = "WATCH_BITS_V6")]
+static WATCH_BITS_V6: Array<u64> = Array::with_max_entries(BITMAP_WORDS, 0);
 
 #[map(name = "FLOWS")]
 static FLOWS: LruHashMap<FlowKey, FlowState> =
@@ -61,20 +68,25 @@ static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
 #[map(name = "STATS")]
 static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STATS_ENTRIES as u32, 0);
 
-/// Per-CPU working memory: the parsed headers, the flow key and the record under
-/// construction together are far bigger than the 512-byte stack.
+/// Per-CPU working memory: the parsed headers and keys are bigger than the
+/// 512-byte stack allows next to everything else.
 #[repr(C, align(8))]
 struct Scratch {
     parsed: Parsed,
     key: FlowKey,
     new_flow: FlowState,
-    /// `hdr` and `data` are contiguous (HEADER_LEN is a multiple of 8): one record.
-    hdr: RecordHeader,
-    data: [u8; SNAPLEN],
 }
 
 #[map(name = "SCRATCH")]
 static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// A ring record with room for `N` frame bytes, reserved in place in the ring
+/// (one copy of the frame, straight from the packet).
+#[repr(C)]
+struct Rec<const N: usize> {
+    hdr: RecordHeader,
+    data: [u8; N],
+}
 
 #[xdp(frags)]
 pub fn leakwatch(ctx: XdpContext) -> u32 {
@@ -107,13 +119,25 @@ fn count(ifindex: u32, c: Counter) {
 /// The frame as the shared parser sees it.
 struct Frame<'a> {
     ctx: &'a XdpContext,
-    len: usize,
+    /// Bytes in the linear part (`data_end - data`).
+    linear: usize,
+}
+
+impl Frame<'_> {
+    /// Whole frame length, XDP fragments included: a helper call, so only when a
+    /// record needs it.
+    #[inline(always)]
+    fn len(&self) -> usize {
+        // SAFETY: plain helper call on this program's context.
+        unsafe { bpf_xdp_get_buff_len(self.ctx.ctx) as usize }
+    }
 }
 
 impl PacketBytes for Frame<'_> {
     #[inline(always)]
-    fn frame_len(&self) -> usize {
-        self.len
+    fn has_len(&self, len: usize) -> bool {
+        // Most frames are linear: answer without the helper call when we can.
+        len <= self.linear || len <= self.len()
     }
 
     #[inline(always)]
@@ -160,78 +184,122 @@ fn try_leakwatch(ctx: &XdpContext, ifindex: u32) -> Counter {
     // SAFETY: this CPU's scratch slot; XDP does not nest on a CPU, so nothing else
     // touches it until this invocation returns.
     let s = unsafe { &mut *s };
-    // SAFETY: plain helper call on this program's context.
-    let len = unsafe { bpf_xdp_get_buff_len(ctx.ctx) } as usize;
-    let frame = Frame { ctx, len };
+    let frame = Frame {
+        ctx,
+        linear: ctx.data_end() - ctx.data(),
+    };
     if let Err(c) = parse_into(&frame, &mut s.parsed) {
         return c;
     }
-    let p = &s.parsed;
-    let dir = s
-        .key
-        .set_from_packet(p.family, p.proto, &p.src, p.sport, &p.dst, p.dport);
     let out = Out {
         ctx,
         frame: &frame,
         ifindex,
-        dir,
     };
+    let p = &s.parsed;
 
     if is_dns_answer(cfg, p, || frame.peek(p.payload_off as usize)) {
+        let dir = s
+            .key
+            .set_from_packet(p.family, p.proto, &p.src, p.sport, &p.dst, p.dport);
         return out.emit(
             s,
+            dir,
             RecordKind::Dns,
             0,
             NO_SERVICE,
             (0, 0),
+            now(),
             Counter::DnsAnswer,
         );
     }
+    // Two inlined bitmap reads keep unwatched traffic away from hash and trie lookups.
+    if maybe_watched(p) {
+        let dir = s
+            .key
+            .set_from_packet(p.family, p.proto, &p.src, p.sport, &p.dst, p.dport);
+        if let Some(c) = watched_flow(cfg, &out, s, dir) {
+            return c;
+        }
+    }
+    unwatched(cfg, &out, s)
+}
 
-    let src_svc = watched(p, &p.src);
-    let dst_svc = watched(p, &p.dst);
-    let service = match (dst_svc, src_svc) {
-        (Some(svc), _) | (None, Some(svc)) => svc,
-        (None, None) => return unwatched(cfg, &out, s),
-    };
-
+#[inline(always)]
+fn now() -> u64 {
     // SAFETY: plain helper call.
-    let now = unsafe { bpf_ktime_get_ns() };
+    unsafe { bpf_ktime_get_ns() }
+}
+
+#[inline(always)]
+fn bit_set(map: &Array<u64>, bucket: u32) -> bool {
+    let (word, mask) = bit(bucket);
+    // Array lookups are inlined by the verifier; word < BITMAP_WORDS by construction
+    // and out-of-range indices return None anyway.
+    map.get(word).is_some_and(|w| *w & mask != 0)
+}
+
+/// Whether source or destination may be watched (see sensor_common::watch).
+#[inline(always)]
+fn maybe_watched(p: &Parsed) -> bool {
+    if p.family == FAMILY_V4 {
+        bit_set(&WATCH_BITS_V4, bucket_v4(&p.dst)) || bit_set(&WATCH_BITS_V4, bucket_v4(&p.src))
+    } else {
+        bit_set(&WATCH_BITS_V6, bucket_v6(&p.dst)) || bit_set(&WATCH_BITS_V6, bucket_v6(&p.src))
+    }
+}
+
+/// A packet whose address may be watched: a known flow, or a new one if the tries
+/// confirm. `None` when neither endpoint is watched after all.
+#[inline(always)]
+fn watched_flow(cfg: &Config, out: &Out, s: &mut Scratch, dir: u8) -> Option<Counter> {
+    let p = &s.parsed;
+    let ts = now();
+    // A known flow stays watched for its lifetime, even if its address expires.
     let st = match FLOWS.get_ptr_mut(&s.key) {
         Some(st) => st,
         None => {
+            let src_svc = lookup_service(p, &p.src);
+            let dst_svc = lookup_service(p, &p.dst);
+            let service = match (dst_svc, src_svc) {
+                (Some(svc), _) | (None, Some(svc)) => svc,
+                (None, None) => return None,
+            };
             let cdir = client_dir(p, dir, src_svc.is_some(), dst_svc.is_some());
-            s.new_flow = FlowState::new(service, cdir, now);
+            s.new_flow = FlowState::new(service, cdir, ts);
             // NOEXIST: if another CPU created the flow meanwhile, keep its entry.
             let _ = FLOWS.insert(&s.key, &s.new_flow, BPF_NOEXIST as u64);
             match FLOWS.get_ptr_mut(&s.key) {
                 Some(st) => st,
-                None => return Counter::FlowInsertFailed,
+                None => return Some(Counter::FlowInsertFailed),
             }
         }
     };
     // SAFETY: a live LRU entry; see FlowState for why plain stores are fine.
     let st = unsafe { &mut *st };
-    match watched_packet(cfg, st, dir, p, now, || frame.peek(p.payload_off as usize)) {
-        Decision::Skip(c) => c,
-        Decision::Record {
-            kind,
-            flags,
-            counter,
-        } => {
-            let counts = if dir == 0 {
-                (st.bytes[0], st.pkts[0])
-            } else {
-                (st.bytes[1], st.pkts[1])
-            };
-            out.emit(s, kind, flags, st.service, counts, counter)
-        }
-    }
+    let frame = out.frame;
+    Some(
+        match watched_packet(cfg, st, dir, p, ts, || frame.peek(p.payload_off as usize)) {
+            Decision::Skip(c) => c,
+            Decision::Record {
+                kind,
+                flags,
+                counter,
+            } => {
+                let counts = if dir == 0 {
+                    (st.bytes[0], st.pkts[0])
+                } else {
+                    (st.bytes[1], st.pkts[1])
+                };
+                out.emit(s, dir, kind, flags, st.service, counts, ts, counter)
+            }
+        },
+    )
 }
 
 /// Service id of the watched prefix containing `addr`, if any.
 #[inline(always)]
-fn watched(p: &Parsed, addr: &[u8; 16]) -> Option<u32> {
+fn lookup_service(p: &Parsed, addr: &[u8; 16]) -> Option<u32> {
     let svc = if p.family == FAMILY_V4 {
         WATCH_V4.get(Key::new(32, [addr[0], addr[1], addr[2], addr[3]]))
     } else {
@@ -248,24 +316,32 @@ fn unwatched(cfg: &Config, out: &Out, s: &mut Scratch) -> Counter {
     if !p.is_tcp() || cfg.flags & config_flags::PROBE == 0 || !cfg.is_probe_port(p.dport) {
         return Counter::Unwatched;
     }
-    if p.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
-        // SAFETY: plain helper call.
-        let now = unsafe { bpf_ktime_get_ns() };
+    let syn = p.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
+    if !syn && p.payload_len == 0 {
+        return Counter::Unwatched;
+    }
+    let dir = s
+        .key
+        .set_from_packet(p.family, p.proto, &p.src, p.sport, &p.dst, p.dport);
+    if syn {
         // A full LRU evicts the oldest pending SYN; nothing to count.
-        let _ = PROBE_PENDING.insert(&s.key, &now, 0);
+        let _ = PROBE_PENDING.insert(&s.key, &now(), 0);
         return Counter::ProbeSyn;
     }
-    if p.payload_len == 0 || PROBE_PENDING.get_ptr(&s.key).is_none() {
+    if PROBE_PENDING.get_ptr(&s.key).is_none() {
         return Counter::Unwatched;
     }
     // Only the first payload: later segments find no pending entry.
     let _ = PROBE_PENDING.remove(&s.key);
+    let f = flags::FROM_CLIENT | flags::FIRST_PAYLOAD;
     out.emit(
         s,
+        dir,
         RecordKind::Probe,
-        flags::FROM_CLIENT | flags::FIRST_PAYLOAD,
+        f,
         NO_SERVICE,
         (0, 0),
+        now(),
         Counter::Probe,
     )
 }
@@ -275,23 +351,56 @@ struct Out<'a> {
     ctx: &'a XdpContext,
     frame: &'a Frame<'a>,
     ifindex: u32,
-    dir: u8,
 }
 
 impl Out<'_> {
-    /// Builds the record in the scratch slot and copies it to the ring. Returns
-    /// `counter` on success, `RingFull` when the ring had no room.
+    /// Sends a record: header only for `Meta`, else with the frame's first bytes in
+    /// the smallest constant-size slot that holds them. Returns `counter`, or
+    /// `RingFull` when the ring had no room.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the record's fields, all used once"
+    )]
     #[inline(always)]
     fn emit(
         &self,
-        s: &mut Scratch,
+        s: &Scratch,
+        dir: u8,
         kind: RecordKind,
-        mut rflags: u16,
+        rflags: u16,
         service: u32,
-        dir_counts: (u64, u64),
+        counts: (u64, u64),
+        ts: u64,
         counter: Counter,
     ) -> Counter {
-        let p = &s.parsed;
+        let fields = Fields {
+            s,
+            dir,
+            kind,
+            rflags,
+            service,
+            counts,
+            ts,
+        };
+        let len = self.frame.len();
+        let sent = if kind == RecordKind::Meta {
+            self.emit_n::<0>(&fields, len)
+        } else if len <= SMALL_SNAPLEN {
+            self.emit_n::<SMALL_SNAPLEN>(&fields, len)
+        } else {
+            self.emit_n::<SNAPLEN>(&fields, len)
+        };
+        if sent { counter } else { Counter::RingFull }
+    }
+
+    #[inline(always)]
+    fn emit_n<const N: usize>(&self, f: &Fields, len: usize) -> bool {
+        let Some(mut entry) = EVENTS.reserve::<Rec<N>>(0) else {
+            return false;
+        };
+        let rec = entry.as_mut_ptr();
+        let p = &f.s.parsed;
+        let mut rflags = f.rflags;
         if p.vlan {
             rflags |= flags::VLAN;
         }
@@ -299,66 +408,68 @@ impl Out<'_> {
             rflags |= flags::IP_FRAGMENT;
         }
         let mut cap = 0usize;
-        if kind != RecordKind::Meta {
-            let n = if self.frame.len < SNAPLEN {
-                self.frame.len
-            } else {
-                SNAPLEN
-            };
-            // Clamp into [1, SNAPLEN] with a mask the verifier can follow (a plain
+        if N > 0 {
+            let n = if len < N { len } else { N };
+            // Clamp into [1, N] with a mask the verifier can follow (a plain
             // `n == 0` test gets rewritten by LLVM into a form it rejects).
-            let want = (n.wrapping_sub(1) & (SNAPLEN - 1)) + 1;
+            let want = (n.wrapping_sub(1) & (N - 1)) + 1;
             // bpf_xdp_load_bytes copies across XDP fragments.
-            // SAFETY: data has SNAPLEN bytes and want ≤ SNAPLEN.
+            // SAFETY: the reserved record has N data bytes and want ≤ N.
             let r = unsafe {
                 bpf_xdp_load_bytes(
                     self.ctx.ctx,
                     0,
-                    s.data.as_mut_ptr() as *mut c_void,
+                    (&raw mut (*rec).data).cast::<c_void>(),
                     want as u32,
                 )
             };
             if r == 0 {
                 cap = want;
             }
-            if cap < self.frame.len {
+            if cap < len {
                 rflags |= flags::TRUNCATED;
                 count(self.ifindex, Counter::SnapTruncated);
             }
         }
-        // Every field is written, one by one (a RecordHeader temporary would live on
-        // the stack): the slot still holds the previous record.
-        let h = &mut s.hdr;
-        h.version = RECORD_VERSION;
-        h.kind = kind as u8;
-        h.flags = rflags;
-        h.ifindex = self.ifindex;
-        // SAFETY: plain helper call.
-        h.ts_ns = unsafe { bpf_ktime_get_ns() };
-        h.flow = s.key;
-        h.service = service;
-        h.direction = self.dir;
-        h.tcp_flags = p.tcp_flags;
-        h.l3_off = p.l3_off;
-        h.l4_off = p.l4_off;
-        h.payload_off = p.payload_off;
-        h.tcp_seq = p.tcp_seq;
-        h.tcp_ack = p.tcp_ack;
-        h.pkt_len = self.frame.len as u32;
-        h.cap_len = cap as u32;
-        h.payload_len = p.payload_len;
-        h.dir_bytes = dir_counts.0;
-        h.dir_pkts = dir_counts.1;
-        // SAFETY: hdr is followed by data in this repr(C) struct without padding, and
-        // HEADER_LEN + cap ≤ HEADER_LEN + SNAPLEN.
-        let bytes = unsafe {
-            core::slice::from_raw_parts((&raw const s.hdr).cast::<u8>(), HEADER_LEN + cap)
-        };
-        match EVENTS.output::<[u8]>(bytes, 0) {
-            Ok(()) => counter,
-            Err(_) => Counter::RingFull,
+        // SAFETY: rec points at the reserved, writable record; every header field
+        // is written (the slot holds stale ring bytes), one by one so no header
+        // temporary sits on the stack.
+        unsafe {
+            let h = &raw mut (*rec).hdr;
+            (*h).version = RECORD_VERSION;
+            (*h).kind = f.kind as u8;
+            (*h).flags = rflags;
+            (*h).ifindex = self.ifindex;
+            (*h).ts_ns = f.ts;
+            (*h).flow = f.s.key;
+            (*h).service = f.service;
+            (*h).direction = f.dir;
+            (*h).tcp_flags = p.tcp_flags;
+            (*h).l3_off = p.l3_off;
+            (*h).l4_off = p.l4_off;
+            (*h).payload_off = p.payload_off;
+            (*h).tcp_seq = p.tcp_seq;
+            (*h).tcp_ack = p.tcp_ack;
+            (*h).pkt_len = len as u32;
+            (*h).cap_len = cap as u32;
+            (*h).payload_len = p.payload_len;
+            (*h).dir_bytes = f.counts.0;
+            (*h).dir_pkts = f.counts.1;
         }
+        entry.submit(0);
+        true
     }
+}
+
+/// The per-record values [`Out::emit_n`] writes.
+struct Fields<'a> {
+    s: &'a Scratch,
+    dir: u8,
+    kind: RecordKind,
+    rflags: u16,
+    service: u32,
+    counts: (u64, u64),
+    ts: u64,
 }
 
 #[cfg(not(test))]

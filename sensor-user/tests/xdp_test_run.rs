@@ -665,3 +665,54 @@ fn removing_a_watch_stops_sampling_new_flows() {
     assert!(h.records().is_empty());
     h.assert_outcomes(&[(Counter::Unwatched, 1)]);
 }
+
+#[test]
+fn prefilter_bucket_mates_are_decided_by_the_trie() {
+    let mut h = Harness::new(Config::default());
+    // 198.51.101.0/24 shares the /16 bucket of the watched 198.51.100.0/24.
+    h.run(
+        &FrameBuilder::tcp("192.0.2.10", 40000, "198.51.101.7", 5555)
+            .payload(http_get())
+            .build(),
+    );
+    assert!(h.records().is_empty());
+    // Two prefixes in one bucket: removing one keeps the other watched.
+    h.watch
+        .insert("198.51.102.0/24".parse().unwrap(), 2)
+        .unwrap();
+    h.watch.remove("198.51.100.0/24".parse().unwrap()).unwrap();
+    h.run(
+        &FrameBuilder::tcp("192.0.2.10", 40001, "198.51.102.9", 80)
+            .payload(http_get())
+            .build(),
+    );
+    h.run(
+        &FrameBuilder::tcp("192.0.2.10", 40002, "198.51.100.9", 5555)
+            .payload(http_get())
+            .build(),
+    );
+    let recs = h.records();
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0].hdr.service, 2);
+    h.assert_outcomes(&[(Counter::Unwatched, 2), (Counter::SampledHead, 1)]);
+}
+
+#[test]
+fn a_known_flow_stays_watched_while_its_bucket_is() {
+    let mut h = Harness::new(Config::default());
+    let pkt = |seq| {
+        FrameBuilder::tcp("192.0.2.10", 40000, "198.51.100.2", 80)
+            .seq(seq)
+            .payload(http_get())
+            .build()
+    };
+    h.run(&pkt(1));
+    // The /24 expires but a /16-mate keeps the bucket: the flow is known, so it
+    // keeps its budget and service rather than vanishing mid-stream.
+    h.watch.insert("198.51.0.0/24".parse().unwrap(), 3).unwrap();
+    h.watch.remove("198.51.100.0/24".parse().unwrap()).unwrap();
+    h.run(&pkt(100));
+    let recs = h.records();
+    assert_eq!(recs.len(), 2);
+    assert!(recs.iter().all(|r| r.hdr.service == QOBUZ));
+}

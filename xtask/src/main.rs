@@ -1,1 +1,53 @@
-fn main() {}
+//! `cargo xtask …`: everything a newcomer or CI types.
+//!
+//! | command | does                                                              |
+//! |---------|-------------------------------------------------------------------|
+//! | setup   | installs what a fresh Debian 12 machine lacks (idempotent)         |
+//! | test    | setup, fmt check, clippy (host and BPF), unit and root-only tests   |
+//! | bench   | setup, XDP per-packet cost against a null program                  |
+//! | demo    | setup, the namespace lab with the live sensor and streaming traffic |
+
+mod bench;
+mod demo;
+mod setup;
+mod shell;
+mod test;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install apt packages, nightly rust-src and bpf-linker where missing.
+    Setup,
+    /// Run every check and test (what CI runs).
+    Test,
+    /// Benchmarks; results in target/bench/.
+    Bench,
+    /// The lab with the live sensor and leak traffic.
+    Demo(demo::DemoArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Setup => setup::run(),
+        Cmd::Test => {
+            setup::run()?;
+            test::run()
+        }
+        Cmd::Bench => {
+            setup::run()?;
+            bench::run()
+        }
+        Cmd::Demo(args) => {
+            setup::run()?;
+            demo::run(&args)
+        }
+    }
+}

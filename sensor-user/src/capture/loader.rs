@@ -251,11 +251,13 @@ impl Sensor {
         Ok(Stats::new(map))
     }
 
-    /// The watched-prefix tries. Once.
+    /// The watched-prefix tries and their prefilter bitmaps. Once.
     pub fn take_watch(&mut self) -> Result<WatchMaps, LoadError> {
         Ok(WatchMaps::new(
             take(&mut self.ebpf, maps::WATCH_V4)?,
             take(&mut self.ebpf, maps::WATCH_V6)?,
+            take(&mut self.ebpf, maps::WATCH_BITS_V4)?,
+            take(&mut self.ebpf, maps::WATCH_BITS_V6)?,
         ))
     }
 }

@@ -1,0 +1,16 @@
+//! `cargo xtask bench`: benchmarks that print ratios against a baseline measured
+//! in the same run and write JSON under target/bench/.
+
+use anyhow::bail;
+
+use crate::shell::{cargo, is_root, step};
+
+pub fn run() -> anyhow::Result<()> {
+    if !is_root() {
+        bail!("the XDP benchmark loads programs into the kernel: run `cargo xtask bench` as root");
+    }
+    step(
+        "XDP per-packet cost (BPF_PROG_TEST_RUN) → target/bench/xdp.json",
+        cargo().args(["bench", "-p", "sensor-user", "--bench", "xdp"]),
+    )
+}

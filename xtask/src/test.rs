@@ -1,0 +1,74 @@
+//! `cargo xtask test`: every check CI runs, in order of speed.
+
+use anyhow::bail;
+
+use crate::shell::{cargo, is_root, rustup_nightly_cargo, step};
+
+pub fn run() -> anyhow::Result<()> {
+    step(
+        "cargo fmt --check",
+        cargo().args(["fmt", "--all", "--", "--check"]),
+    )?;
+    step(
+        "clippy: host crates, -D warnings",
+        cargo().args([
+            "clippy",
+            "--workspace",
+            "--exclude",
+            "sensor-ebpf",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    )?;
+    step(
+        "clippy: sensor-ebpf for bpfel-unknown-none, -D warnings",
+        rustup_nightly_cargo().args([
+            "clippy",
+            "-p",
+            "sensor-ebpf",
+            "--target",
+            "bpfel-unknown-none",
+            "-Z",
+            "build-std=core",
+            "--release",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    )?;
+    step(
+        "unit tests",
+        cargo().args([
+            "test",
+            "--workspace",
+            "--exclude",
+            "sensor-ebpf",
+            "--lib",
+            "--bins",
+        ]),
+    )?;
+    if !is_root() {
+        bail!(
+            "the integration tests load XDP programs and build network namespaces: run `cargo xtask test` as root"
+        );
+    }
+    step(
+        "BPF_PROG_TEST_RUN tests (root)",
+        cargo().args(["test", "-p", "sensor-user", "--test", "xdp_test_run"]),
+    )?;
+    step(
+        "network-namespace tests (root)",
+        cargo().args([
+            "test",
+            "-p",
+            "leakwatch-tests",
+            "--tests",
+            "--",
+            "--test-threads=1",
+        ]),
+    )?;
+    println!("==> all checks and tests passed");
+    Ok(())
+}
