@@ -158,7 +158,7 @@ pub fn watched_packet(
         };
     }
     let every = cfg.tail_every;
-    if every != 0 && pick(&st.pkts, dir) % every as u64 == 0 {
+    if every != 0 && pick(&st.pkts, dir).is_multiple_of(every as u64) {
         f |= flags::TAIL;
         return if tls {
             Decision::Record {

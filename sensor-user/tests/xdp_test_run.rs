@@ -12,7 +12,7 @@ use sensor_common::{
     counters::Counter,
     flow::{FAMILY_V4, FAMILY_V6, FlowKey, IPPROTO_TCP, IPPROTO_UDP},
     parse::{TCP_ACK, TCP_FIN, TCP_SYN},
-    record::{HEADER_LEN, RECORD_VERSION, RecordKind, SNAPLEN, flags},
+    record::{RECORD_VERSION, RecordKind, SNAPLEN, flags},
 };
 use sensor_user::{
     capture::{

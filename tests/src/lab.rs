@@ -133,7 +133,7 @@ impl Lab {
     /// appended, and waits until /healthz on `metrics_addr` says ready.
     pub fn start_sensor(
         &self,
-        bin: &PathBuf,
+        bin: &std::path::Path,
         metrics_addr: &str,
         args: &[&str],
     ) -> anyhow::Result<ChildGuard> {
