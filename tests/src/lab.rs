@@ -67,6 +67,12 @@ fn veth(a_ns: &Netns, a: &str, b_ns: &Netns, b: &str) -> anyhow::Result<()> {
 
 impl Lab {
     pub fn up() -> anyhow::Result<Self> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            bail!(
+                "the lab builds network namespaces and attaches XDP: run as root (cargo xtask test does)"
+            );
+        }
         let dns = SERVER_V4;
         let lab = Self {
             client: Netns::new("c", dns)?,

@@ -59,15 +59,24 @@ pub fn run() -> anyhow::Result<()> {
         cargo().args(["test", "-p", "sensor-user", "--test", "xdp_test_run"]),
     )?;
     step(
+        "building leakwatch for the namespace tests",
+        cargo().args(["build", "-p", "sensor-user", "--bin", "leakwatch"]),
+    )?;
+    step(
         "network-namespace tests (root)",
-        cargo().args([
-            "test",
-            "-p",
-            "leakwatch-tests",
-            "--tests",
-            "--",
-            "--test-threads=1",
-        ]),
+        cargo()
+            .env(
+                "LEAKWATCH_BIN",
+                crate::shell::root().join("target/debug/leakwatch"),
+            )
+            .args([
+                "test",
+                "-p",
+                "leakwatch-tests",
+                "--tests",
+                "--",
+                "--test-threads=1",
+            ]),
     )?;
     println!("==> all checks and tests passed");
     Ok(())
