@@ -206,16 +206,16 @@ fn try_leakwatch(ctx: &XdpContext, ifindex: u32) -> Counter {
         let dir = s
             .key
             .set_from_packet(p.family, p.proto, &p.src, p.sport, &p.dst, p.dport);
-        return out.emit(
+        let f = Fields {
             s,
             dir,
-            RecordKind::Dns,
-            0,
-            NO_SERVICE,
-            (0, 0),
-            now(),
-            Counter::DnsAnswer,
-        );
+            kind: RecordKind::Dns,
+            rflags: 0,
+            service: NO_SERVICE,
+            counts: (0, 0),
+            ts: now(),
+        };
+        return out.emit(f, Counter::DnsAnswer);
     }
     // Two inlined bitmap reads keep unwatched traffic away from hash and trie lookups.
     if maybe_watched(p) {
@@ -295,7 +295,16 @@ fn watched_flow(cfg: &Config, out: &Out, s: &mut Scratch, dir: u8) -> Option<Cou
                 } else {
                     (st.bytes[1], st.pkts[1])
                 };
-                out.emit(s, dir, kind, flags, st.service, counts, ts, counter)
+                let f = Fields {
+                    s,
+                    dir,
+                    kind,
+                    rflags: flags,
+                    service: st.service,
+                    counts,
+                    ts,
+                };
+                out.emit(f, counter)
             }
         },
     )
@@ -337,17 +346,17 @@ fn unwatched(cfg: &Config, out: &Out, s: &mut Scratch) -> Counter {
     }
     // Only the first payload: later segments find no pending entry.
     let _ = PROBE_PENDING.remove(&s.key);
-    let f = flags::FROM_CLIENT | flags::FIRST_PAYLOAD;
-    out.emit(
+    let rflags = flags::FROM_CLIENT | flags::FIRST_PAYLOAD;
+    let f = Fields {
         s,
         dir,
-        RecordKind::Probe,
-        f,
-        NO_SERVICE,
-        (0, 0),
-        now(),
-        Counter::Probe,
-    )
+        kind: RecordKind::Probe,
+        rflags,
+        service: NO_SERVICE,
+        counts: (0, 0),
+        ts: now(),
+    };
+    out.emit(f, Counter::Probe)
 }
 
 /// What every record of this packet shares.
@@ -361,33 +370,13 @@ impl Out<'_> {
     /// Sends a record: header only for `Meta`, else with the frame's first bytes in
     /// the smallest constant-size slot that holds them. Returns `counter`, or
     /// `RingFull` when the ring had no room.
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "the record's fields, all used once"
-    )]
     #[inline(always)]
-    fn emit(
-        &self,
-        s: &Scratch,
-        dir: u8,
-        kind: RecordKind,
-        rflags: u16,
-        service: u32,
-        counts: (u64, u64),
-        ts: u64,
-        counter: Counter,
-    ) -> Counter {
-        let fields = Fields {
-            s,
-            dir,
-            kind,
-            rflags,
-            service,
-            counts,
-            ts,
-        };
+    /// Sends a record: header only for `Meta`, else with the frame's first bytes in
+    /// the smallest constant-size slot that holds them. Returns `counter`, or
+    /// `RingFull` when the ring had no room.
+    fn emit(&self, fields: Fields, counter: Counter) -> Counter {
         let len = self.frame.len();
-        let sent = if kind == RecordKind::Meta {
+        let sent = if fields.kind == RecordKind::Meta {
             self.emit_n::<0>(&fields, len)
         } else if len <= SMALL_SNAPLEN {
             self.emit_n::<SMALL_SNAPLEN>(&fields, len)
@@ -465,7 +454,7 @@ impl Out<'_> {
     }
 }
 
-/// The per-record values [`Out::emit_n`] writes.
+/// The values of one record besides the frame and interface.
 struct Fields<'a> {
     s: &'a Scratch,
     dir: u8,
