@@ -19,7 +19,9 @@ pub const WATCH_BITS_V6: &str = "WATCH_BITS_V6";
 pub const FLOWS: &str = "FLOWS";
 pub const DEFAULT_FLOW_ENTRIES: u32 = 65_536;
 
-/// `LruHashMap<FlowKey, u64>`: SYNs to probe ports waiting for their first payload.
+/// `LruHashMap<FlowKey, u64>`: flows to probe ports whose SYN was seen:
+/// `policy::PROBE_AWAITING` until the first payload, then the bytes of a split
+/// TLS ClientHello still due.
 pub const PROBE_PENDING: &str = "PROBE_PENDING";
 pub const DEFAULT_PROBE_ENTRIES: u32 = 65_536;
 

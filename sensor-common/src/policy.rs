@@ -53,6 +53,32 @@ pub fn is_dns_answer(cfg: &Config, p: &Parsed, peek3: impl FnOnce() -> Option<[u
     }
 }
 
+/// `PROBE_PENDING` value of a flow whose SYN was seen and no payload yet.
+pub const PROBE_AWAITING: u64 = u64::MAX;
+
+/// What the probe path does with a client payload packet of an unwatched flow
+/// whose `PROBE_PENDING` value is `pending`: the bytes of the first TLS record
+/// still due after this packet (0: done, remove the entry). The packet itself
+/// always goes up; when it starts a TLS
+/// handshake record longer than the packet (a ClientHello split over segments),
+/// the entry stays and the following segments go up until the record is complete.
+#[inline(always)]
+pub fn probe_remaining(
+    pending: u64,
+    payload_len: u32,
+    peek5: impl FnOnce() -> Option<[u8; 5]>,
+) -> u64 {
+    let due = if pending == PROBE_AWAITING {
+        match peek5().and_then(tls_handshake_len) {
+            Some(len) => len as u64,
+            None => return 0,
+        }
+    } else {
+        pending
+    };
+    due.saturating_sub(payload_len as u64)
+}
+
 /// Direction index (0/1) in which the client of a new flow sends, from the packet
 /// that created it travelling in `dir`.
 #[inline(always)]
@@ -352,6 +378,15 @@ mod tests {
         assert_eq!(client_dir(&pkt(10, TCP_ACK), 0, true, false), 1);
         // Neither or both watched: the lower port (80 < 40000) is the server.
         assert_eq!(client_dir(&pkt(10, TCP_ACK), 0, true, true), 0);
+    }
+
+    #[test]
+    fn probes_follow_a_split_client_hello() {
+        let hello = || Some([0x16, 0x03, 0x01, 0x02, 0x00]); // 512 + 5 bytes
+        assert_eq!(probe_remaining(PROBE_AWAITING, 300, hello), 217);
+        assert_eq!(probe_remaining(217, 217, || None), 0);
+        assert_eq!(probe_remaining(PROBE_AWAITING, 600, hello), 0);
+        assert_eq!(probe_remaining(PROBE_AWAITING, 80, || Some(*b"GET /")), 0);
     }
 
     #[test]

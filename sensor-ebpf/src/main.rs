@@ -38,7 +38,9 @@ use sensor_common::{
         NO_SERVICE,
     },
     parse::{PacketBytes, Parsed, TCP_ACK, TCP_SYN, parse_into},
-    policy::{Decision, client_dir, is_dns_answer, watched_packet},
+    policy::{
+        Decision, PROBE_AWAITING, client_dir, is_dns_answer, probe_remaining, watched_packet,
+    },
     record::{RECORD_VERSION, RecordHeader, RecordKind, SMALL_SNAPLEN, SNAPLEN, flags},
     watch::{BITMAP_WORDS, bit, bucket_v4, bucket_v6},
 };
@@ -338,15 +340,26 @@ fn unwatched(cfg: &Config, out: &Out, s: &mut Scratch) -> Counter {
         .set_from_packet(p.family, p.proto, &p.src, p.sport, &p.dst, p.dport);
     if syn {
         // A full LRU evicts the oldest pending SYN; nothing to count.
-        let _ = PROBE_PENDING.insert(&s.key, &now(), 0);
+        let _ = PROBE_PENDING.insert(&s.key, &PROBE_AWAITING, 0);
         return Counter::ProbeSyn;
     }
-    if PROBE_PENDING.get_ptr(&s.key).is_none() {
+    let Some(pending) = PROBE_PENDING.get_ptr_mut(&s.key) else {
         return Counter::Unwatched;
+    };
+    // SAFETY: a live LRU entry of this map.
+    let was = unsafe { *pending };
+    let frame = out.frame;
+    let left = probe_remaining(was, p.payload_len, || frame.peek(p.payload_off as usize));
+    if left == 0 {
+        let _ = PROBE_PENDING.remove(&s.key);
+    } else {
+        // SAFETY: as above; a racing eviction only loses the continuation.
+        unsafe { *pending = left };
     }
-    // Only the first payload: later segments find no pending entry.
-    let _ = PROBE_PENDING.remove(&s.key);
-    let rflags = flags::FROM_CLIENT | flags::FIRST_PAYLOAD;
+    let mut rflags = flags::FROM_CLIENT;
+    if was == PROBE_AWAITING {
+        rflags |= flags::FIRST_PAYLOAD;
+    }
     let f = Fields {
         s,
         dir,

@@ -716,3 +716,37 @@ fn a_known_flow_stays_watched_while_its_bucket_is() {
     assert_eq!(recs.len(), 2);
     assert!(recs.iter().all(|r| r.hdr.service == QOBUZ));
 }
+
+#[test]
+fn probe_follows_a_client_hello_split_over_segments() {
+    let mut h = Harness::new(Config::default());
+    let c = |f: u8, seq: u32, p: &[u8]| {
+        FrameBuilder::tcp("192.0.2.10", 40000, "203.0.113.80", 443)
+            .flags(f)
+            .seq(seq)
+            .payload(p)
+            .build()
+    };
+    let hello = tls_client_hello("api.qobuz.com", 1500);
+    let (a, b) = hello.split_at(1200);
+    h.run(&c(TCP_SYN, 0, b""));
+    h.run(&c(TCP_ACK | 0x08, 1, a));
+    h.run(&c(TCP_ACK | 0x08, 1201, b));
+    h.run(&c(
+        TCP_ACK | 0x08,
+        1201 + b.len() as u32,
+        b"\x17\x03\x03\x00\x10application-data",
+    ));
+    let recs = h.records();
+    assert_eq!(recs.len(), 2, "both segments of the hello, nothing after");
+    assert!(recs.iter().all(|r| r.kind == RecordKind::Probe));
+    assert_eq!(recs[0].hdr.flags, flags::FROM_CLIENT | flags::FIRST_PAYLOAD);
+    assert_eq!(recs[1].hdr.flags, flags::FROM_CLIENT);
+    let joined: Vec<u8> = recs.iter().flat_map(|r| r.payload().to_vec()).collect();
+    assert_eq!(joined, hello);
+    h.assert_outcomes(&[
+        (Counter::ProbeSyn, 1),
+        (Counter::Probe, 2),
+        (Counter::Unwatched, 1),
+    ]);
+}
