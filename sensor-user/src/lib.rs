@@ -21,5 +21,6 @@
 
 pub mod capture;
 pub mod fixtures;
+pub mod proto;
 pub mod sinks;
 pub mod targets;

@@ -3,6 +3,8 @@
 //! For now: service ids and static prefixes given on the command line. The service
 //! catalog and address learning from DNS/SNI/Host build on these.
 
+pub mod dns;
+
 use std::{fmt, str::FromStr};
 
 use ipnet::IpNet;
