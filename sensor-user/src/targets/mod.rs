@@ -3,7 +3,9 @@
 //! For now: service ids and static prefixes given on the command line. The service
 //! catalog and address learning from DNS/SNI/Host build on these.
 
+pub mod catalog;
 pub mod dns;
+pub mod learned;
 
 use std::{fmt, str::FromStr};
 

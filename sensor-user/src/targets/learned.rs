@@ -1,0 +1,188 @@
+//! Addresses learned from DNS answers, SNI and Host headers: each expires after
+//! its (clamped) TTL; the table is capped per family, and when full the entries
+//! closest to expiry make room.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    net::IpAddr,
+    time::{Duration, Instant},
+};
+
+/// Where an address was learned (the `source` metric label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Source {
+    Dns,
+    Sni,
+    Host,
+    Static,
+}
+
+impl Source {
+    pub const ALL: [Source; 4] = [Source::Dns, Source::Sni, Source::Host, Source::Static];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Dns => "dns",
+            Self::Sni => "sni",
+            Self::Host => "host",
+            Self::Static => "static",
+        }
+    }
+}
+
+/// `ipv4` / `ipv6` metric label.
+pub fn family(a: &IpAddr) -> &'static str {
+    if a.is_ipv4() { "ipv4" } else { "ipv6" }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Entry {
+    service: u32,
+    source: Source,
+    expires: Instant,
+}
+
+/// What the tries must do after a change to the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// Watch this address as this service (new, or its service changed).
+    Watch(IpAddr, u32),
+    /// Stop watching this address.
+    Unwatch(IpAddr),
+}
+
+#[derive(Debug)]
+pub struct Learned {
+    entries: HashMap<IpAddr, Entry>,
+    /// Per family (ipv4, ipv6): entries by expiry; its length is the family's count.
+    by_expiry: [BTreeSet<(Instant, IpAddr)>; 2],
+    cap: usize,
+    evicted: [u64; 2],
+}
+
+impl Learned {
+    /// `cap`: most addresses per family.
+    pub fn new(cap: usize) -> Self {
+        Self { entries: HashMap::new(), by_expiry: [BTreeSet::new(), BTreeSet::new()], cap, evicted: [0; 2] }
+    }
+
+    fn fam(a: &IpAddr) -> usize {
+        usize::from(a.is_ipv6())
+    }
+
+    /// Learns (or refreshes) `addr` for `service` until `now + ttl`. A refresh never
+    /// shortens an entry's life.
+    pub fn learn(&mut self, addr: IpAddr, service: u32, source: Source, ttl: Duration, now: Instant) -> Vec<Change> {
+        let expires = now + ttl;
+        let f = Self::fam(&addr);
+        let mut changes = Vec::new();
+        if let Some(e) = self.entries.get_mut(&addr) {
+            let changed = e.service != service;
+            if expires > e.expires {
+                self.by_expiry[f].remove(&(e.expires, addr));
+                e.expires = expires;
+                self.by_expiry[f].insert((expires, addr));
+            }
+            e.service = service;
+            e.source = source;
+            if changed {
+                changes.push(Change::Watch(addr, service));
+            }
+            return changes;
+        }
+        if self.by_expiry[f].len() >= self.cap {
+            // Closest to expiry of the same family goes first.
+            if let Some((_, v)) = self.by_expiry[f].pop_first() {
+                self.entries.remove(&v);
+                self.evicted[f] += 1;
+                changes.push(Change::Unwatch(v));
+            }
+        }
+        self.entries.insert(addr, Entry { service, source, expires });
+        self.by_expiry[f].insert((expires, addr));
+        changes.push(Change::Watch(addr, service));
+        changes
+    }
+
+    /// Removes every entry expired at `now`.
+    pub fn expire(&mut self, now: Instant) -> Vec<Change> {
+        let mut out = Vec::new();
+        for index in &mut self.by_expiry {
+            while let Some(&(t, a)) = index.first() {
+                if t > now {
+                    break;
+                }
+                index.pop_first();
+                self.entries.remove(&a);
+                out.push(Change::Unwatch(a));
+            }
+        }
+        out
+    }
+
+    /// Addresses per (family, source).
+    pub fn counts(&self) -> HashMap<(&'static str, Source), usize> {
+        let mut m = HashMap::new();
+        for (a, e) in &self.entries {
+            *m.entry((family(a), e.source)).or_default() += 1;
+        }
+        m
+    }
+
+    /// Entries evicted to make room, per family (ipv4, ipv6).
+    pub fn evicted(&self) -> [u64; 2] {
+        self.evicted
+    }
+
+    pub fn service_of(&self, a: &IpAddr) -> Option<u32> {
+        self.entries.get(a).map(|e| e.service)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn learn_refresh_and_expire() {
+        let t0 = Instant::now();
+        let mut l = Learned::new(10);
+        let a = ip("198.51.100.2");
+        assert_eq!(l.learn(a, 1, Source::Dns, Duration::from_secs(60), t0), [Change::Watch(a, 1)]);
+        // Refresh with a shorter TTL keeps the longer life; same service: no change.
+        assert_eq!(l.learn(a, 1, Source::Dns, Duration::from_secs(5), t0), []);
+        assert_eq!(l.expire(t0 + Duration::from_secs(59)), []);
+        assert_eq!(l.expire(t0 + Duration::from_secs(60)), [Change::Unwatch(a)]);
+        assert_eq!(l.service_of(&a), None);
+    }
+
+    #[test]
+    fn a_new_service_for_an_address_rewatches_it() {
+        let t0 = Instant::now();
+        let mut l = Learned::new(10);
+        let a = ip("2001:db8::2");
+        l.learn(a, 1, Source::Dns, Duration::from_secs(60), t0);
+        assert_eq!(l.learn(a, 2, Source::Sni, Duration::from_secs(60), t0), [Change::Watch(a, 2)]);
+        assert_eq!(l.counts().get(&("ipv6", Source::Sni)), Some(&1));
+    }
+
+    #[test]
+    fn cap_evicts_closest_to_expiry_of_the_same_family() {
+        let t0 = Instant::now();
+        let mut l = Learned::new(2);
+        let (a, b, c) = (ip("192.0.2.1"), ip("192.0.2.2"), ip("192.0.2.3"));
+        let v6 = ip("2001:db8::1");
+        l.learn(a, 1, Source::Dns, Duration::from_secs(100), t0);
+        l.learn(b, 1, Source::Dns, Duration::from_secs(10), t0);
+        l.learn(v6, 1, Source::Dns, Duration::from_secs(1), t0);
+        let ch = l.learn(c, 1, Source::Dns, Duration::from_secs(50), t0);
+        assert_eq!(ch, [Change::Unwatch(b), Change::Watch(c, 1)]);
+        assert_eq!(l.evicted(), [1, 0]);
+        assert_eq!(l.service_of(&v6), Some(1), "the other family is untouched");
+        assert_eq!(l.service_of(&a), Some(1));
+    }
+}
