@@ -76,9 +76,15 @@ pub struct Config {
 impl Config {
     pub fn parse(text: &str, path: &str) -> Result<Self, ConfigError> {
         // toml's message names line and column and quotes the offending line.
-        let c: Self = toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })?;
+        let c: Self = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
         let t = &c.targets;
-        let invalid = |message: String| ConfigError::Invalid { path: path.to_owned(), message };
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        };
         if t.dns_ttl_min_secs > t.dns_ttl_max_secs {
             return Err(invalid(format!(
                 "[targets] dns_ttl_min_secs ({}) is above dns_ttl_max_secs ({})",
@@ -86,17 +92,24 @@ impl Config {
             )));
         }
         if t.max_learned_per_family == 0 {
-            return Err(invalid("[targets] max_learned_per_family must be at least 1".into()));
+            return Err(invalid(
+                "[targets] max_learned_per_family must be at least 1".into(),
+            ));
         }
         if t.flow_idle_secs == 0 {
-            return Err(invalid("[targets] flow_idle_secs must be at least 1".into()));
+            return Err(invalid(
+                "[targets] flow_idle_secs must be at least 1".into(),
+            ));
         }
         Ok(c)
     }
 
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let p = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: p.clone(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: p.clone(),
+            source,
+        })?;
         Self::parse(&text, &p)
     }
 }
@@ -123,13 +136,39 @@ mod tests {
 
     #[test]
     fn errors_name_file_line_and_problem() {
-        let e = Config::parse("[targets]\ndns_ttl_min_secs = \"soon\"\n", "/etc/leakwatch.toml").unwrap_err().to_string();
-        assert!(e.contains("/etc/leakwatch.toml") && e.contains("line 2"), "{e}");
-        let e = Config::parse("[[services]]\nid = \"x\"\ncidr = []\n", "c.toml").unwrap_err().to_string();
-        assert!(e.contains("unknown field `cidr`") && e.contains("line 3"), "{e}");
-        let e = Config::parse("[[services]]\nid = \"x\"\ncidrs = [\"198.51.100.0/33\"]\n", "c.toml").unwrap_err().to_string();
+        let e = Config::parse(
+            "[targets]\ndns_ttl_min_secs = \"soon\"\n",
+            "/etc/leakwatch.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("/etc/leakwatch.toml") && e.contains("line 2"),
+            "{e}"
+        );
+        let e = Config::parse("[[services]]\nid = \"x\"\ncidr = []\n", "c.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("unknown field `cidr`") && e.contains("line 3"),
+            "{e}"
+        );
+        let e = Config::parse(
+            "[[services]]\nid = \"x\"\ncidrs = [\"198.51.100.0/33\"]\n",
+            "c.toml",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("line 3"), "{e}");
-        let e = Config::parse("[targets]\ndns_ttl_min_secs = 10\ndns_ttl_max_secs = 5\n", "c.toml").unwrap_err().to_string();
-        assert!(e.contains("dns_ttl_min_secs (10) is above dns_ttl_max_secs (5)"), "{e}");
+        let e = Config::parse(
+            "[targets]\ndns_ttl_min_secs = 10\ndns_ttl_max_secs = 5\n",
+            "c.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("dns_ttl_min_secs (10) is above dns_ttl_max_secs (5)"),
+            "{e}"
+        );
     }
 }

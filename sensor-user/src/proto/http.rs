@@ -1,7 +1,9 @@
 //! The head of an HTTP/1.x request: method, path, Host, User-Agent.
 
 /// Methods that start an HTTP/1.x request.
-const METHODS: &[&str] = &["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "CONNECT", "TRACE"];
+const METHODS: &[&str] = &[
+    "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "CONNECT", "TRACE",
+];
 
 /// What the start of a request says. Values are kept as sent; callers decide
 /// what may be shown (paths are shown without their query).
@@ -17,7 +19,9 @@ pub struct RequestHead {
 
 /// Whether `buf` starts like an HTTP/1.x request ("METHOD SP").
 pub fn looks_like_request(buf: &[u8]) -> bool {
-    METHODS.iter().any(|m| buf.len() > m.len() && buf.starts_with(m.as_bytes()) && buf[m.len()] == b' ')
+    METHODS
+        .iter()
+        .any(|m| buf.len() > m.len() && buf.starts_with(m.as_bytes()) && buf[m.len()] == b' ')
 }
 
 /// Parses the request line and headers at the start of `buf`; a head cut short
@@ -26,7 +30,10 @@ pub fn parse_request_head(buf: &[u8]) -> Option<RequestHead> {
     if !looks_like_request(buf) {
         return None;
     }
-    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(buf.len());
+    let end = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(buf.len());
     let head = String::from_utf8_lossy(&buf[..end]);
     let mut lines = head.split("\r\n");
     let mut parts = lines.next()?.split(' ');
@@ -36,9 +43,16 @@ pub fn parse_request_head(buf: &[u8]) -> Option<RequestHead> {
         return None;
     }
     let path = target.split(['?', '#']).next().unwrap_or("").to_owned();
-    let mut out = RequestHead { method, path, host: None, user_agent: None };
+    let mut out = RequestHead {
+        method,
+        path,
+        host: None,
+        user_agent: None,
+    };
     for line in lines {
-        let Some((name, value)) = line.split_once(':') else { continue };
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
         let value = value.trim();
         if name.eq_ignore_ascii_case("host") {
             out.host = Some(strip_port(value).to_ascii_lowercase());
@@ -75,7 +89,8 @@ mod tests {
         assert_eq!(r.host.as_deref(), Some("www.qobuz.com"));
         assert_eq!(r.user_agent.as_deref(), Some("Qobuz/6.1"));
         // Cut short: what was readable.
-        let r = parse_request_head(b"POST /x HTTP/1.0\r\nHost: [2001:db8::1]:8080\r\nContent-Le").unwrap();
+        let r = parse_request_head(b"POST /x HTTP/1.0\r\nHost: [2001:db8::1]:8080\r\nContent-Le")
+            .unwrap();
         assert_eq!(r.host.as_deref(), Some("2001:db8::1"));
         assert_eq!(parse_request_head(b"\x16\x03\x01\x02\x00"), None);
         assert_eq!(parse_request_head(b"GETX / HTTP/1.1\r\n"), None);

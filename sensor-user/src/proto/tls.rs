@@ -44,7 +44,11 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], TlsError> {
-        let end = self.at.checked_add(n).filter(|&e| e <= self.b.len()).ok_or(TlsError::Malformed("field past its end"))?;
+        let end = self
+            .at
+            .checked_add(n)
+            .filter(|&e| e <= self.b.len())
+            .ok_or(TlsError::Malformed("field past its end"))?;
         let s = &self.b[self.at..end];
         self.at = end;
         Ok(s)
@@ -73,48 +77,71 @@ fn handshake(buf: &[u8], want: u8) -> Result<&[u8], TlsError> {
     }
     let need = 5 + u16::from_be_bytes([buf[3], buf[4]]) as usize;
     if buf.len() < need {
-        return Err(TlsError::Incomplete { have: buf.len(), need });
+        return Err(TlsError::Incomplete {
+            have: buf.len(),
+            need,
+        });
     }
     let rec = &buf[5..need];
     if rec.len() < 4 || rec[0] != want {
         return Err(TlsError::Malformed("unexpected handshake type"));
     }
     let len = u32::from_be_bytes([0, rec[1], rec[2], rec[3]]) as usize;
-    rec.get(4..4 + len).ok_or(TlsError::Malformed("handshake longer than its record"))
+    rec.get(4..4 + len)
+        .ok_or(TlsError::Malformed("handshake longer than its record"))
 }
 
 /// Parses the ClientHello at the start of `buf` (a TLS record). A hello split over
 /// segments is parsed once the caller has joined them; until then `Incomplete`
 /// says how many bytes the record needs.
 pub fn parse_client_hello(buf: &[u8]) -> Result<ClientHello, TlsError> {
-    let mut r = Reader { b: handshake(buf, 1)?, at: 0 };
+    let mut r = Reader {
+        b: handshake(buf, 1)?,
+        at: 0,
+    };
     let legacy = r.u16()?;
     r.take(32)?;
     r.vec8()?; // session id
     r.vec16()?; // cipher suites
     r.vec8()?; // compression methods
-    let mut out = ClientHello { sni: None, version: legacy };
+    let mut out = ClientHello {
+        sni: None,
+        version: legacy,
+    };
     if r.at == r.b.len() {
         return Ok(out);
     }
-    let mut exts = Reader { b: r.vec16()?, at: 0 };
+    let mut exts = Reader {
+        b: r.vec16()?,
+        at: 0,
+    };
     while exts.at < exts.b.len() {
         let ty = exts.u16()?;
-        let mut e = Reader { b: exts.vec16()?, at: 0 };
+        let mut e = Reader {
+            b: exts.vec16()?,
+            at: 0,
+        };
         match ty {
             0 => {
-                let mut list = Reader { b: e.vec16()?, at: 0 };
+                let mut list = Reader {
+                    b: e.vec16()?,
+                    at: 0,
+                };
                 while list.at < list.b.len() {
                     let kind = list.u8()?;
                     let name = list.vec16()?;
                     if kind == 0 {
-                        let s = std::str::from_utf8(name).map_err(|_| TlsError::Malformed("SNI is not UTF-8"))?;
+                        let s = std::str::from_utf8(name)
+                            .map_err(|_| TlsError::Malformed("SNI is not UTF-8"))?;
                         out.sni = Some(s.trim_end_matches('.').to_ascii_lowercase());
                     }
                 }
             }
             43 => {
-                let mut list = Reader { b: e.vec8()?, at: 0 };
+                let mut list = Reader {
+                    b: e.vec8()?,
+                    at: 0,
+                };
                 while list.at < list.b.len() {
                     let v = list.u16()?;
                     if !grease(v) && v > out.version {
@@ -130,7 +157,10 @@ pub fn parse_client_hello(buf: &[u8]) -> Result<ClientHello, TlsError> {
 
 /// The version a ServerHello selected (supported_versions, else legacy_version).
 pub fn parse_server_hello(buf: &[u8]) -> Result<u16, TlsError> {
-    let mut r = Reader { b: handshake(buf, 2)?, at: 0 };
+    let mut r = Reader {
+        b: handshake(buf, 2)?,
+        at: 0,
+    };
     let legacy = r.u16()?;
     r.take(32)?;
     r.vec8()?;
@@ -139,10 +169,16 @@ pub fn parse_server_hello(buf: &[u8]) -> Result<u16, TlsError> {
     if r.at == r.b.len() {
         return Ok(legacy);
     }
-    let mut exts = Reader { b: r.vec16()?, at: 0 };
+    let mut exts = Reader {
+        b: r.vec16()?,
+        at: 0,
+    };
     while exts.at < exts.b.len() {
         let ty = exts.u16()?;
-        let mut e = Reader { b: exts.vec16()?, at: 0 };
+        let mut e = Reader {
+            b: exts.vec16()?,
+            at: 0,
+        };
         if ty == 43 {
             return e.u16();
         }
@@ -167,8 +203,17 @@ mod tests {
     fn split_hello_is_incomplete_until_joined() {
         let h = tls_client_hello("www.deezer.com", 1200);
         let (a, _) = h.split_at(700);
-        assert_eq!(parse_client_hello(a), Err(TlsError::Incomplete { have: 700, need: h.len() }));
-        assert_eq!(parse_client_hello(&h).unwrap().sni.as_deref(), Some("www.deezer.com"));
+        assert_eq!(
+            parse_client_hello(a),
+            Err(TlsError::Incomplete {
+                have: 700,
+                need: h.len()
+            })
+        );
+        assert_eq!(
+            parse_client_hello(&h).unwrap().sni.as_deref(),
+            Some("www.deezer.com")
+        );
     }
 
     #[test]
@@ -177,7 +222,9 @@ mod tests {
         let mut body = vec![0x03, 0x03];
         body.extend([0u8; 32]);
         body.extend([0, 0, 2, 0x13, 0x01, 1, 0]);
-        let ext = [0x00, 0x2b, 0x00, 0x07, 0x06, 0x7a, 0x7a, 0x03, 0x04, 0x03, 0x03];
+        let ext = [
+            0x00, 0x2b, 0x00, 0x07, 0x06, 0x7a, 0x7a, 0x03, 0x04, 0x03, 0x03,
+        ];
         body.extend((ext.len() as u16).to_be_bytes());
         body.extend(ext);
         let mut hs = vec![1, 0, 0, body.len() as u8];
@@ -204,9 +251,15 @@ mod tests {
 
     #[test]
     fn garbage() {
-        assert_eq!(parse_client_hello(b"GET / HTTP/1.1"), Err(TlsError::NotHandshake));
+        assert_eq!(
+            parse_client_hello(b"GET / HTTP/1.1"),
+            Err(TlsError::NotHandshake)
+        );
         let mut h = tls_client_hello("x.example", 0);
         h[6] = 0xff; // handshake length larger than the record
-        assert!(matches!(parse_client_hello(&h), Err(TlsError::Malformed(_))));
+        assert!(matches!(
+            parse_client_hello(&h),
+            Err(TlsError::Malformed(_))
+        ));
     }
 }

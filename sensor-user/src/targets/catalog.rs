@@ -36,7 +36,11 @@ pub enum CatalogError {
     #[error("service {service}: domain {domain:?} is not a DNS name")]
     BadDomain { service: String, domain: String },
     #[error("domain {domain:?} is listed for both {first} and {second}")]
-    DuplicateDomain { domain: String, first: String, second: String },
+    DuplicateDomain {
+        domain: String,
+        first: String,
+        second: String,
+    },
 }
 
 /// Lowercase, without a trailing dot, if `d` is a plausible DNS name.
@@ -45,7 +49,10 @@ pub fn normalize_domain(d: &str) -> Option<String> {
     let ok = !d.is_empty()
         && d.len() <= 253
         && d.split('.').all(|l| {
-            !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         });
     ok.then_some(d)
 }
@@ -61,9 +68,14 @@ pub struct Catalog {
 impl Catalog {
     /// The built-in catalog.
     pub fn builtin() -> Self {
-        let file: CatalogFile = toml::from_str(BUILTIN).expect("data/catalog.toml is valid (tested)");
-        let mut c = Self { services: Vec::new(), by_domain: HashMap::new() };
-        c.extend(file.services).expect("data/catalog.toml is consistent (tested)");
+        let file: CatalogFile =
+            toml::from_str(BUILTIN).expect("data/catalog.toml is valid (tested)");
+        let mut c = Self {
+            services: Vec::new(),
+            by_domain: HashMap::new(),
+        };
+        c.extend(file.services)
+            .expect("data/catalog.toml is consistent (tested)");
         c
     }
 
@@ -76,13 +88,20 @@ impl Catalog {
             let idx = match self.services.iter().position(|s| s.id == def.id) {
                 Some(i) => i,
                 None => {
-                    self.services.push(ServiceDef { id: def.id.clone(), domains: vec![], cidrs: vec![], public_ids: vec![] });
+                    self.services.push(ServiceDef {
+                        id: def.id.clone(),
+                        domains: vec![],
+                        cidrs: vec![],
+                        public_ids: vec![],
+                    });
                     self.services.len() - 1
                 }
             };
             for d in &def.domains {
-                let norm = normalize_domain(d)
-                    .ok_or_else(|| CatalogError::BadDomain { service: def.id.clone(), domain: d.clone() })?;
+                let norm = normalize_domain(d).ok_or_else(|| CatalogError::BadDomain {
+                    service: def.id.clone(),
+                    domain: d.clone(),
+                })?;
                 match self.by_domain.get(&norm) {
                     Some(&other) if other != idx => {
                         return Err(CatalogError::DuplicateDomain {
@@ -177,18 +196,46 @@ mod tests {
     fn admin_entries_extend_and_add() {
         let mut c = Catalog::builtin();
         c.extend(vec![
-            ServiceDef { id: "qobuz".into(), domains: vec!["Qobuz-CDN.example.".into()], cidrs: vec!["198.51.100.7/24".parse().unwrap()], public_ids: vec![] },
-            ServiceDef { id: "internal_radio".into(), domains: vec!["radio.corp.example".into()], cidrs: vec![], public_ids: vec![] },
+            ServiceDef {
+                id: "qobuz".into(),
+                domains: vec!["Qobuz-CDN.example.".into()],
+                cidrs: vec!["198.51.100.7/24".parse().unwrap()],
+                public_ids: vec![],
+            },
+            ServiceDef {
+                id: "internal_radio".into(),
+                domains: vec!["radio.corp.example".into()],
+                cidrs: vec![],
+                public_ids: vec![],
+            },
         ])
         .unwrap();
         assert_eq!(c.service_for("a.qobuz-cdn.example"), Some("qobuz"));
         assert_eq!(c.service_for("radio.corp.example"), Some("internal_radio"));
         let q = c.services().iter().find(|s| s.id == "qobuz").unwrap();
         assert_eq!(q.cidrs, ["198.51.100.0/24".parse::<IpNet>().unwrap()]);
-        let dup = c.extend(vec![ServiceDef { id: "tidal".into(), domains: vec!["qobuz.com".into()], cidrs: vec![], public_ids: vec![] }]);
+        let dup = c.extend(vec![ServiceDef {
+            id: "tidal".into(),
+            domains: vec!["qobuz.com".into()],
+            cidrs: vec![],
+            public_ids: vec![],
+        }]);
         assert!(matches!(dup, Err(CatalogError::DuplicateDomain { .. })));
-        let bad = c.extend(vec![ServiceDef { id: "x".into(), domains: vec!["bad domain".into()], cidrs: vec![], public_ids: vec![] }]);
+        let bad = c.extend(vec![ServiceDef {
+            id: "x".into(),
+            domains: vec!["bad domain".into()],
+            cidrs: vec![],
+            public_ids: vec![],
+        }]);
         assert!(matches!(bad, Err(CatalogError::BadDomain { .. })));
-        assert!(matches!(c.extend(vec![ServiceDef { id: "Bad".into(), domains: vec![], cidrs: vec![], public_ids: vec![] }]), Err(CatalogError::BadId(_))));
+        assert!(matches!(
+            c.extend(vec![ServiceDef {
+                id: "Bad".into(),
+                domains: vec![],
+                cidrs: vec![],
+                public_ids: vec![]
+            }]),
+            Err(CatalogError::BadId(_))
+        ));
     }
 }

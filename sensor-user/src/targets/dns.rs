@@ -41,8 +41,16 @@ const MAX_CHAIN: usize = 16;
 /// One resource record of the answer section we care about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
-    Addr { name: String, ttl: u32, addr: IpAddr },
-    Cname { name: String, ttl: u32, target: String },
+    Addr {
+        name: String,
+        ttl: u32,
+        addr: IpAddr,
+    },
+    Cname {
+        name: String,
+        ttl: u32,
+        target: String,
+    },
 }
 
 /// The parts of a response that matter for address learning.
@@ -62,7 +70,9 @@ pub struct Resolved {
 }
 
 fn u16_at(m: &[u8], at: usize) -> Result<u16, DnsError> {
-    m.get(at..at + 2).map(|b| u16::from_be_bytes([b[0], b[1]])).ok_or(DnsError::Truncated)
+    m.get(at..at + 2)
+        .map(|b| u16::from_be_bytes([b[0], b[1]]))
+        .ok_or(DnsError::Truncated)
 }
 
 /// Reads a (possibly compressed) name at `at`; returns it lowercased without the
@@ -79,7 +89,9 @@ fn read_name(m: &[u8], mut at: usize) -> Result<(String, usize), DnsError> {
                 after.get_or_insert(at + 2);
                 jumps += 1;
                 if jumps > MAX_JUMPS || ptr >= m.len() {
-                    return Err(DnsError::BadName("compression loop or pointer out of range"));
+                    return Err(DnsError::BadName(
+                        "compression loop or pointer out of range",
+                    ));
                 }
                 at = ptr;
             }
@@ -125,7 +137,10 @@ pub fn parse(m: &[u8]) -> Result<Response, DnsError> {
         let (name, next) = read_name(m, at)?;
         let ty = u16_at(m, next)?;
         let class = u16_at(m, next + 2)?;
-        let ttl = m.get(next + 4..next + 8).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]])).ok_or(DnsError::Truncated)?;
+        let ttl = m
+            .get(next + 4..next + 8)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+            .ok_or(DnsError::Truncated)?;
         let rdlen = u16_at(m, next + 8)? as usize;
         let rd = next + 10;
         let data = m.get(rd..rd + rdlen).ok_or(DnsError::Truncated)?;
@@ -141,7 +156,11 @@ pub fn parse(m: &[u8]) -> Result<Response, DnsError> {
             (TYPE_AAAA, 16) => {
                 let mut a = [0u8; 16];
                 a.copy_from_slice(data);
-                out.records.push(Record::Addr { name, ttl, addr: IpAddr::V6(Ipv6Addr::from(a)) });
+                out.records.push(Record::Addr {
+                    name,
+                    ttl,
+                    addr: IpAddr::V6(Ipv6Addr::from(a)),
+                });
             }
             (TYPE_CNAME, _) => {
                 let (target, _) = read_name(m, rd)?;
@@ -180,7 +199,11 @@ impl Response {
                             _ => break,
                         }
                     }
-                    Some(Resolved { addr: *addr, ttl: *ttl, names })
+                    Some(Resolved {
+                        addr: *addr,
+                        ttl: *ttl,
+                        names,
+                    })
                 }
                 Record::Cname { .. } => None,
             })
@@ -191,8 +214,18 @@ impl Response {
 /// Builds a DNS response for tests and the lab: `qname` with a CNAME chain
 /// (`cnames`, in order) ending in A/AAAA `addrs`. The first answer's owner is
 /// compressed to the question; each later owner points at the previous target.
-pub fn build_response(id: u16, qname: &str, cnames: &[&str], addrs: &[IpAddr], ttl: u32) -> Vec<u8> {
-    let qtype = if addrs.first().is_some_and(IpAddr::is_ipv6) { TYPE_AAAA } else { TYPE_A };
+pub fn build_response(
+    id: u16,
+    qname: &str,
+    cnames: &[&str],
+    addrs: &[IpAddr],
+    ttl: u32,
+) -> Vec<u8> {
+    let qtype = if addrs.first().is_some_and(IpAddr::is_ipv6) {
+        TYPE_AAAA
+    } else {
+        TYPE_A
+    };
     let mut m = Vec::new();
     m.extend_from_slice(&id.to_be_bytes());
     m.extend_from_slice(&[0x81, 0x80, 0, 1]);
@@ -273,7 +306,14 @@ mod tests {
         let res = r.resolved();
         assert_eq!(res.len(), 2);
         assert_eq!(res[0].addr, ip("198.51.100.2"));
-        assert_eq!(res[0].names, ["e1234.a.akamaiedge.net", "api.qobuz.com.edgekey.net", "api.qobuz.com"]);
+        assert_eq!(
+            res[0].names,
+            [
+                "e1234.a.akamaiedge.net",
+                "api.qobuz.com.edgekey.net",
+                "api.qobuz.com"
+            ]
+        );
         assert_eq!(res[1].ttl, 300);
     }
 
@@ -287,7 +327,13 @@ mod tests {
 
     #[test]
     fn truncated_and_malformed() {
-        let m = build_response(1, "api.qobuz.com", &["cdn.example.net"], &[ip("198.51.100.2")], 60);
+        let m = build_response(
+            1,
+            "api.qobuz.com",
+            &["cdn.example.net"],
+            &[ip("198.51.100.2")],
+            60,
+        );
         for cut in [0, 5, 11, 20, m.len() - 1] {
             assert_eq!(parse(&m[..cut]), Err(DnsError::Truncated), "cut at {cut}");
         }
@@ -307,14 +353,29 @@ mod tests {
     #[test]
     fn cname_loops_end() {
         let mut r = Response::default();
-        r.records.push(Record::Cname { name: "a.example".into(), ttl: 1, target: "b.example".into() });
-        r.records.push(Record::Cname { name: "b.example".into(), ttl: 1, target: "a.example".into() });
-        r.records.push(Record::Addr { name: "a.example".into(), ttl: 1, addr: ip("192.0.2.1") });
+        r.records.push(Record::Cname {
+            name: "a.example".into(),
+            ttl: 1,
+            target: "b.example".into(),
+        });
+        r.records.push(Record::Cname {
+            name: "b.example".into(),
+            ttl: 1,
+            target: "a.example".into(),
+        });
+        r.records.push(Record::Addr {
+            name: "a.example".into(),
+            ttl: 1,
+            addr: ip("192.0.2.1"),
+        });
         assert_eq!(r.resolved()[0].names, ["a.example", "b.example"]);
     }
 
     #[test]
     fn queries_are_not_answers() {
-        assert_eq!(parse(&build_query(1, "api.qobuz.com", false)), Err(DnsError::NotResponse));
+        assert_eq!(
+            parse(&build_query(1, "api.qobuz.com", false)),
+            Err(DnsError::NotResponse)
+        );
     }
 }

@@ -63,7 +63,12 @@ pub struct Learned {
 impl Learned {
     /// `cap`: most addresses per family.
     pub fn new(cap: usize) -> Self {
-        Self { entries: HashMap::new(), by_expiry: [BTreeSet::new(), BTreeSet::new()], cap, evicted: [0; 2] }
+        Self {
+            entries: HashMap::new(),
+            by_expiry: [BTreeSet::new(), BTreeSet::new()],
+            cap,
+            evicted: [0; 2],
+        }
     }
 
     fn fam(a: &IpAddr) -> usize {
@@ -72,7 +77,14 @@ impl Learned {
 
     /// Learns (or refreshes) `addr` for `service` until `now + ttl`. A refresh never
     /// shortens an entry's life.
-    pub fn learn(&mut self, addr: IpAddr, service: u32, source: Source, ttl: Duration, now: Instant) -> Vec<Change> {
+    pub fn learn(
+        &mut self,
+        addr: IpAddr,
+        service: u32,
+        source: Source,
+        ttl: Duration,
+        now: Instant,
+    ) -> Vec<Change> {
         let expires = now + ttl;
         let f = Self::fam(&addr);
         let mut changes = Vec::new();
@@ -98,7 +110,14 @@ impl Learned {
                 changes.push(Change::Unwatch(v));
             }
         }
-        self.entries.insert(addr, Entry { service, source, expires });
+        self.entries.insert(
+            addr,
+            Entry {
+                service,
+                source,
+                expires,
+            },
+        );
         self.by_expiry[f].insert((expires, addr));
         changes.push(Change::Watch(addr, service));
         changes
@@ -152,7 +171,10 @@ mod tests {
         let t0 = Instant::now();
         let mut l = Learned::new(10);
         let a = ip("198.51.100.2");
-        assert_eq!(l.learn(a, 1, Source::Dns, Duration::from_secs(60), t0), [Change::Watch(a, 1)]);
+        assert_eq!(
+            l.learn(a, 1, Source::Dns, Duration::from_secs(60), t0),
+            [Change::Watch(a, 1)]
+        );
         // Refresh with a shorter TTL keeps the longer life; same service: no change.
         assert_eq!(l.learn(a, 1, Source::Dns, Duration::from_secs(5), t0), []);
         assert_eq!(l.expire(t0 + Duration::from_secs(59)), []);
@@ -166,7 +188,10 @@ mod tests {
         let mut l = Learned::new(10);
         let a = ip("2001:db8::2");
         l.learn(a, 1, Source::Dns, Duration::from_secs(60), t0);
-        assert_eq!(l.learn(a, 2, Source::Sni, Duration::from_secs(60), t0), [Change::Watch(a, 2)]);
+        assert_eq!(
+            l.learn(a, 2, Source::Sni, Duration::from_secs(60), t0),
+            [Change::Watch(a, 2)]
+        );
         assert_eq!(l.counts().get(&("ipv6", Source::Sni)), Some(&1));
     }
 

@@ -1,11 +1,17 @@
 //! Which addresses belong to which streaming service.
 //!
-//! For now: service ids and static prefixes given on the command line. The service
-//! catalog and address learning from DNS/SNI/Host build on these.
+//! | module     | holds                                                          |
+//! |------------|----------------------------------------------------------------|
+//! | `catalog`  | services → domains, static prefixes, public identifiers         |
+//! | `dns`      | DNS response parsing, CNAME chains                              |
+//! | `learned`  | learned addresses with TTL expiry and a cap                     |
+//! | `learning` | DNS/SNI/Host → learned addresses → the kernel's tries          |
+//! | (here)     | service ids, `--watch` prefixes                                 |
 
 pub mod catalog;
 pub mod dns;
 pub mod learned;
+pub mod learning;
 
 use std::{fmt, str::FromStr};
 
@@ -28,6 +34,14 @@ impl ServiceIds {
             }
         };
         pos as u32 + 1
+    }
+
+    /// The id of `name` if it has one.
+    pub fn id_of(&self, name: &str) -> Option<u32> {
+        self.names
+            .iter()
+            .position(|n| n == name)
+            .map(|p| p as u32 + 1)
     }
 
     pub fn name(&self, id: u32) -> Option<&str> {
