@@ -22,6 +22,8 @@
 pub mod capture;
 pub mod config;
 pub mod fixtures;
+pub mod flows;
+pub mod pipeline;
 pub mod proto;
 pub mod sinks;
 pub mod targets;

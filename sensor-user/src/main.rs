@@ -14,11 +14,15 @@ use sensor_user::{
         loader::{self, AttachMode, MapSizes, Sensor, XDP_OBJECT},
         ring::{RecordResult, RingReader},
     },
+    config::Config as FileConfig,
+    flows::posture::Posture,
+    pipeline::Pipeline,
     sinks::{
-        metrics::{AttachLabels, KindLabels, Metrics, ReasonLabels},
-        records::{RecordLine, RecordLog},
+        events::EventLog,
+        metrics::{AttachLabels, Metrics},
+        records::RecordLog,
     },
-    targets::{ServiceIds, StaticWatch},
+    targets::{StaticWatch, catalog::Catalog, learning::Targeting},
 };
 use tokio::sync::{mpsc, watch};
 
@@ -37,6 +41,21 @@ struct Cli {
 enum Cmd {
     /// Attach the XDP sensor to interfaces and watch live traffic.
     Run(RunArgs),
+    /// The service catalog.
+    Catalog {
+        #[command(subcommand)]
+        cmd: CatalogCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum CatalogCmd {
+    /// Print the effective catalog: built in, plus the config's services.
+    List {
+        /// Admin config (TOML) whose [[services]] extend the built-in catalog.
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Clone, Copy, Debug, Default, ValueEnum)]
@@ -85,6 +104,12 @@ struct RunArgs {
     /// Write one JSON line per ring record (metadata only, no payload) to PATH, or - for stdout.
     #[arg(long, value_name = "PATH")]
     dump_records: Option<PathBuf>,
+    /// Admin config (TOML): services, domains, static prefixes, learning limits.
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Write events (JSON lines, EVE style) to PATH, or - for stdout.
+    #[arg(long, value_name = "PATH")]
+    events: Option<PathBuf>,
 }
 
 impl RunArgs {
@@ -133,11 +158,78 @@ impl RunArgs {
     }
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    match Cli::parse().cmd {
+    let result = match Cli::parse().cmd {
         Cmd::Run(args) => run(args),
+        Cmd::Catalog {
+            cmd: CatalogCmd::List { config },
+        } => catalog_list(config.as_deref()),
+    };
+    if let Err(e) = result {
+        // A closed stdout (`leakwatch catalog list | head`) is not a failure.
+        if e.chain().any(|c| {
+            c.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+        }) {
+            return;
+        }
+        // One line, the whole chain of causes: what failed and why.
+        eprintln!("leakwatch: {e:#}");
+        std::process::exit(1);
     }
+}
+
+/// The config file (or defaults) and the catalog it makes.
+fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<(FileConfig, Catalog)> {
+    let config = match path {
+        Some(p) => FileConfig::load(p)?,
+        None => FileConfig::default(),
+    };
+    let mut catalog = Catalog::builtin();
+    let src = path.map_or_else(
+        || "the built-in catalog".to_owned(),
+        |p| p.display().to_string(),
+    );
+    catalog
+        .extend(config.services.clone())
+        .with_context(|| format!("services in {src}"))?;
+    Ok((config, catalog))
+}
+
+fn catalog_list(config: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let (_, catalog) = load_config(config)?;
+    let mut out = std::io::stdout().lock();
+    for s in catalog.services() {
+        writeln!(out, "{}", s.id)?;
+        writeln!(out, "  domains:    {}", s.domains.join(", "))?;
+        if !s.cidrs.is_empty() {
+            let c: Vec<String> = s.cidrs.iter().map(ToString::to_string).collect();
+            writeln!(out, "  cidrs:      {}", c.join(", "))?;
+        }
+        if !s.public_ids.is_empty() {
+            writeln!(out, "  public ids: {}", s.public_ids.join(", "))?;
+        }
+    }
+    Ok(())
+}
+
+fn output(path: &std::path::Path, what: &str) -> anyhow::Result<Box<dyn Write + Send>> {
+    if path.as_os_str() == "-" {
+        return Ok(Box::new(std::io::stdout()));
+    }
+    let f = File::options()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening {what} file {}", path.display()))?;
+    Ok(Box::new(f))
+}
+
+/// What the pipeline thread receives.
+enum Msg {
+    Record(RecordResult),
+    Tick,
 }
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -152,23 +244,30 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         XdpModeArg::Native => AttachMode::Native,
         XdpModeArg::Generic => AttachMode::Generic,
     };
-    let mut dump = match &args.dump_records {
-        None => None,
-        Some(p) if p.as_os_str() == "-" => Some(RecordLog::new(Box::new(std::io::stdout()))),
-        Some(p) => {
-            let f = File::create(p)
-                .with_context(|| format!("creating --dump-records file {}", p.display()))?;
-            Some(RecordLog::new(Box::new(f)))
-        }
-    };
+    let (file_config, catalog) = load_config(args.config.as_deref())?;
+    let dump = args
+        .dump_records
+        .as_deref()
+        .map(|p| output(p, "--dump-records"))
+        .transpose()?
+        .map(RecordLog::new);
+    let events = args
+        .events
+        .as_deref()
+        .map(|p| output(p, "--events"))
+        .transpose()?
+        .map(EventLog::new);
 
     let mut sensor = Sensor::load(XDP_OBJECT, &sizes, &config)?;
-    let mut services = ServiceIds::default();
-    let mut watch_maps = sensor.take_watch()?;
+    let mut targeting = Targeting::new(catalog, file_config.targets.clone(), sensor.take_watch()?);
+    targeting
+        .add_catalog_statics()
+        .map_err(anyhow::Error::msg)
+        .context("watching the catalog's static prefixes")?;
     for w in &args.watch {
-        let id = services.id(&w.service);
-        watch_maps
-            .insert(w.net, id)
+        targeting
+            .add_static(w.net, &w.service)
+            .map_err(anyhow::Error::msg)
             .with_context(|| format!("--watch {w}"))?;
         log::info!("watching {} as {}", w.net, w.service);
     }
@@ -205,15 +304,45 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         .context("starting the tokio runtime")?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let (tx, rx) = mpsc::channel::<RecordResult>(8192);
+    let (msg_tx, msg_rx) = std::sync::mpsc::sync_channel::<Msg>(8192);
 
     // The pipeline runs on its own thread: record handling never blocks tokio.
-    let pipeline_metrics = Arc::clone(&metrics);
+    let posture = Posture::new(
+        std::time::Duration::from_secs(file_config.targets.flow_idle_secs),
+        args.flow_table_size as usize,
+    );
+    let mut pipeline = Pipeline::new(
+        targeting,
+        posture,
+        Arc::clone(&metrics),
+        events,
+        dump,
+        ifaces,
+    );
     let pipeline = thread::Builder::new()
         .name("pipeline".into())
         .spawn(move || {
-            pipeline_loop(rx, &pipeline_metrics, &ifaces, &services, dump.as_mut());
+            while let Ok(m) = msg_rx.recv() {
+                match m {
+                    Msg::Record(r) => pipeline.handle(r, std::time::Instant::now()),
+                    Msg::Tick => pipeline.tick(std::time::Instant::now()),
+                }
+            }
         })
         .context("starting the pipeline thread")?;
+    // Records and ticks meet in one queue, so the pipeline stays single-threaded.
+    let forward_tx = msg_tx.clone();
+    let forwarder = thread::Builder::new()
+        .name("records".into())
+        .spawn(move || {
+            let mut rx = rx;
+            while let Some(r) = rx.blocking_recv() {
+                if forward_tx.send(Msg::Record(r)).is_err() {
+                    break;
+                }
+            }
+        })
+        .context("starting the record forwarder")?;
 
     rt.block_on(async {
         let mut server_stop = stop_rx.clone();
@@ -229,6 +358,15 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         log::info!("metrics on http://{}/metrics", args.metrics_addr);
         let ring = RingReader::new(ring).context("registering the ring buffer with tokio")?;
         let reader = tokio::spawn(ring.run(tx, stop_rx));
+        let mut ticks = tokio::time::interval(std::time::Duration::from_secs(1));
+        let ticker = tokio::spawn(async move {
+            loop {
+                ticks.tick().await;
+                if msg_tx.send(Msg::Tick).is_err() {
+                    break;
+                }
+            }
+        });
         metrics.set_ready(true);
 
         wait_for_signal().await?;
@@ -239,12 +377,19 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             .await
             .context("ring reader task")?
             .context("reading the ring buffer")?;
+        ticker.abort();
         server
             .await
             .context("metrics server task")?
             .context("metrics server")?;
         anyhow::Ok(())
     })?;
+    // The reader is done (its sender dropped, so the forwarder ends); dropping the
+    // runtime drops the ticker's sender: the pipeline then drains and ends.
+    forwarder
+        .join()
+        .map_err(|_| anyhow::anyhow!("record forwarder panicked"))?;
+    drop(rt);
     pipeline
         .join()
         .map_err(|_| anyhow::anyhow!("pipeline thread panicked"))?;
@@ -262,50 +407,4 @@ async fn wait_for_signal() -> anyhow::Result<()> {
         _ = int.recv() => {},
     }
     Ok(())
-}
-
-/// Consumes records until the reader stops. The flow/protocol/matcher stages
-/// plug in here.
-fn pipeline_loop(
-    mut rx: mpsc::Receiver<RecordResult>,
-    metrics: &Metrics,
-    ifaces: &[(u32, String)],
-    services: &ServiceIds,
-    mut dump: Option<&mut RecordLog>,
-) {
-    while let Some(rec) = rx.blocking_recv() {
-        let rec = match rec {
-            Ok(r) => r,
-            Err(e) => {
-                log::debug!("skipping ring record: {e}");
-                metrics
-                    .ring_invalid
-                    .get_or_create(&ReasonLabels {
-                        reason: e.reason().into(),
-                    })
-                    .inc();
-                continue;
-            }
-        };
-        metrics
-            .ring_records
-            .get_or_create(&KindLabels {
-                kind: rec.kind.name().into(),
-            })
-            .inc();
-        if let Some(log) = dump.as_deref_mut() {
-            let iface = ifaces
-                .iter()
-                .find(|(i, _)| *i == rec.hdr.ifindex)
-                .map_or("unknown", |(_, n)| n.as_str());
-            if let Err(e) = log.write(&RecordLine::new(
-                &rec,
-                iface,
-                services.name(rec.hdr.service),
-            )) {
-                log::error!("writing --dump-records: {e}; no more records are dumped");
-                dump = None;
-            }
-        }
-    }
 }

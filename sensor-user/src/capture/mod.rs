@@ -2,6 +2,7 @@
 //!
 //! | module     | holds                                                           |
 //! |------------|-----------------------------------------------------------------|
+//! | `clock`    | kernel timestamps to wall-clock time                             |
 //! | `loader`   | loading the program, sizing maps, config, attaching to interfaces|
 //! | `privilege`| the capability check done before touching the kernel             |
 //! | `record`   | decoding ring-buffer records                                     |
@@ -9,6 +10,7 @@
 //! | `stats`    | reading the per-CPU counters                                     |
 //! | `watch`    | the watched-prefix tries                                         |
 
+pub mod clock;
 pub mod loader;
 pub mod privilege;
 pub mod record;

@@ -36,12 +36,61 @@ pub struct AttachLabels {
     pub mode: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FlowLabels {
+    pub service: String,
+    pub transport: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FlowBytesLabels {
+    pub service: String,
+    pub transport: String,
+    /// `to_server` or `to_client`.
+    pub direction: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TlsLabels {
+    pub service: String,
+    pub version: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WatchedLabels {
+    pub family: String,
+    pub source: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FamilyLabels {
+    pub family: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabels {
+    pub event_type: String,
+}
+
 /// Everything the sensor exports.
 pub struct Metrics {
     registry: Registry,
     pub ring_records: Family<KindLabels, Counter>,
     pub ring_invalid: Family<ReasonLabels, Counter>,
     pub attached: Family<AttachLabels, Gauge>,
+    pub flows: Family<FlowLabels, Counter>,
+    pub flow_bytes: Family<FlowBytesLabels, Counter>,
+    pub tls_flows: Family<TlsLabels, Counter>,
+    pub watched_addresses: Family<WatchedLabels, Gauge>,
+    pub dns_answers: Family<ResultLabels, Counter>,
+    pub probes: Family<ResultLabels, Counter>,
+    pub learned_evicted: Family<FamilyLabels, Counter>,
+    pub events: Family<EventLabels, Counter>,
     ready: AtomicBool,
 }
 
@@ -83,11 +132,68 @@ impl Metrics {
             "Build information",
             Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
         );
+        let flows = Family::<FlowLabels, Counter>::default();
+        registry.register(
+            "leakwatch_flows",
+            "Watched flows by service and transport class (cleartext, tls, quic, unknown), counted once each",
+            flows.clone(),
+        );
+        let flow_bytes = Family::<FlowBytesLabels, Counter>::default();
+        registry.register_with_unit(
+            "leakwatch_flow",
+            "IP bytes of watched flows by service, transport class and direction",
+            prometheus_client::registry::Unit::Bytes,
+            flow_bytes.clone(),
+        );
+        let tls_flows = Family::<TlsLabels, Counter>::default();
+        registry.register(
+            "leakwatch_tls_flows",
+            "TLS flows of watched services by the highest version the client offered",
+            tls_flows.clone(),
+        );
+        let watched_addresses = Family::<WatchedLabels, Gauge>::default();
+        registry.register(
+            "leakwatch_watched_addresses",
+            "Watched addresses (static: prefixes) by family and where they were learned",
+            watched_addresses.clone(),
+        );
+        let dns_answers = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "leakwatch_dns_answers",
+            "DNS answers read, by result (learned, unrelated, truncated, not_response, bad_name)",
+            dns_answers.clone(),
+        );
+        let probes = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "leakwatch_probes",
+            "Probed first payloads of new flows, by result (sni, host, unrelated, incomplete, no_name)",
+            probes.clone(),
+        );
+        let learned_evicted = Family::<FamilyLabels, Counter>::default();
+        registry.register(
+            "leakwatch_learned_addresses_evicted",
+            "Learned addresses dropped before expiry because the table was full",
+            learned_evicted.clone(),
+        );
+        let events = Family::<EventLabels, Counter>::default();
+        registry.register(
+            "leakwatch_events",
+            "Events written, by event_type",
+            events.clone(),
+        );
         Self {
             registry,
             ring_records,
             ring_invalid,
             attached,
+            flows,
+            flow_bytes,
+            tls_flows,
+            watched_addresses,
+            dns_answers,
+            probes,
+            learned_evicted,
+            events,
             ready: AtomicBool::new(false),
         }
     }

@@ -1,0 +1,3 @@
+//! Flows as userspace tracks them.
+
+pub mod posture;

@@ -1,0 +1,542 @@
+//! Flow posture: each watched flow's service and transport class (cleartext, TLS,
+//! QUIC, unknown), its bytes per direction, and the TLS version and SNI of TLS
+//! flows. Fed by Sample and Meta records; forgets flows on FIN/RST from both
+//! sides, RST, or idleness.
+
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
+
+use sensor_common::{
+    flow::{FlowKey, IPPROTO_UDP},
+    parse::{TCP_FIN, TCP_RST},
+    record::{RecordKind, flags},
+};
+
+use crate::{
+    capture::record::Record,
+    proto::{
+        http::{self, RequestHead},
+        tls,
+    },
+};
+
+/// A flow's transport class (`transport` metric label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// The client's first payload was not TLS (HTTP or another cleartext protocol).
+    Cleartext,
+    /// The client's first payload was a TLS record.
+    Tls,
+    /// UDP to port 443.
+    Quic,
+    /// Ended before the client sent payload.
+    Unknown,
+}
+
+impl Transport {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Cleartext => "cleartext",
+            Self::Tls => "tls",
+            Self::Quic => "quic",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+/// What posture tells the sinks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// A flow got its class (once per flow).
+    Flow { service: u32, transport: Transport },
+    /// Bytes (L3) attributed to a flow's class since the last report.
+    Bytes {
+        service: u32,
+        transport: Transport,
+        to_server: bool,
+        bytes: u64,
+    },
+    /// A watched flow in cleartext (once per flow), with its first client record
+    /// and the request head if it is HTTP.
+    Cleartext {
+        record: Box<Record>,
+        http: Option<RequestHead>,
+    },
+    /// A TLS flow's hello was read.
+    Tls {
+        service: u32,
+        version: &'static str,
+        sni: Option<String>,
+    },
+}
+
+#[derive(Debug)]
+struct Flow {
+    service: u32,
+    transport: Option<Transport>,
+    /// Direction index (of the flow key) the client sends in, once known.
+    client_dir: Option<u8>,
+    /// Cumulative L3 bytes per key direction, as last reported by the kernel.
+    seen: [u64; 2],
+    /// Bytes not yet reported because the class was unknown, per key direction.
+    pending: [u64; 2],
+    fins: u8,
+    last: Instant,
+    /// The client's hello, while it spans records.
+    hello: Vec<u8>,
+    hello_done: bool,
+}
+
+pub struct Posture {
+    flows: HashMap<FlowKey, Flow>,
+    idle: Duration,
+    cap: usize,
+    /// Flows forgotten to stay under the cap.
+    pub evicted: u64,
+}
+
+/// Largest client hello kept while it spans records.
+const MAX_HELLO: usize = 16 * 1024 + 5;
+
+impl Posture {
+    pub fn new(idle: Duration, cap: usize) -> Self {
+        Self {
+            flows: HashMap::new(),
+            idle,
+            cap,
+            evicted: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.flows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.flows.is_empty()
+    }
+
+    /// Feeds one record of a watched flow (Sample or Meta); other kinds are ignored.
+    pub fn on_record(&mut self, rec: &Record, now: Instant, out: &mut Vec<Output>) {
+        if !matches!(rec.kind, RecordKind::Sample | RecordKind::Meta) || rec.hdr.service == 0 {
+            return;
+        }
+        let h = &rec.hdr;
+        if !self.flows.contains_key(&h.flow) && self.flows.len() >= self.cap {
+            self.evict_oldest(out);
+        }
+        let f = self.flows.entry(h.flow).or_insert_with(|| Flow {
+            service: h.service,
+            transport: None,
+            client_dir: None,
+            seen: [0; 2],
+            pending: [0; 2],
+            fins: 0,
+            last: now,
+            hello: Vec::new(),
+            hello_done: false,
+        });
+        f.last = now;
+        let dir = usize::from(h.direction & 1);
+        let from_client = h.flags & flags::FROM_CLIENT != 0;
+        if from_client {
+            f.client_dir = Some(h.direction & 1);
+        } else if f.client_dir.is_none() {
+            f.client_dir = Some((h.direction & 1) ^ 1);
+        }
+
+        // Classify.
+        if f.transport.is_none() {
+            let t = if h.flow.proto == IPPROTO_UDP {
+                let server_port = if from_client {
+                    rec.dst().1
+                } else {
+                    rec.src().1
+                };
+                Some(if server_port == 443 {
+                    Transport::Quic
+                } else {
+                    Transport::Cleartext
+                })
+            } else if from_client && h.payload_len > 0 {
+                Some(if h.flags & flags::TLS != 0 {
+                    Transport::Tls
+                } else {
+                    Transport::Cleartext
+                })
+            } else {
+                None
+            };
+            if let Some(t) = t {
+                f.transport = Some(t);
+                out.push(Output::Flow {
+                    service: f.service,
+                    transport: t,
+                });
+                if t == Transport::Cleartext {
+                    let head = if from_client {
+                        http::parse_request_head(rec.payload())
+                    } else {
+                        None
+                    };
+                    out.push(Output::Cleartext {
+                        record: Box::new(rec.clone()),
+                        http: head,
+                    });
+                }
+            }
+        }
+
+        // TLS hello (the client's, possibly over several records; the server's).
+        if f.transport == Some(Transport::Tls) && rec.kind == RecordKind::Sample && !f.hello_done {
+            if from_client {
+                if f.hello.len() + rec.payload().len() <= MAX_HELLO {
+                    f.hello.extend_from_slice(rec.payload());
+                }
+                match tls::parse_client_hello(&f.hello) {
+                    Ok(ch) => {
+                        f.hello_done = true;
+                        f.hello = Vec::new();
+                        out.push(Output::Tls {
+                            service: f.service,
+                            version: tls::version_name(ch.version),
+                            sni: ch.sni,
+                        });
+                    }
+                    Err(tls::TlsError::Incomplete { .. }) if f.hello.len() < MAX_HELLO => {}
+                    Err(_) => {
+                        f.hello_done = true;
+                        f.hello = Vec::new();
+                    }
+                }
+            }
+        }
+
+        // Bytes: the kernel's cumulative count for this direction.
+        let delta = h.dir_bytes.saturating_sub(f.seen[dir]);
+        f.seen[dir] = f.seen[dir].max(h.dir_bytes);
+        match f.transport {
+            Some(t) => {
+                let to_server = f.client_dir == Some(h.direction & 1);
+                let pending = std::mem::take(&mut f.pending);
+                for (d, p) in pending.into_iter().enumerate() {
+                    if p > 0 {
+                        let ts = f.client_dir == Some(d as u8);
+                        out.push(Output::Bytes {
+                            service: f.service,
+                            transport: t,
+                            to_server: ts,
+                            bytes: p,
+                        });
+                    }
+                }
+                if delta > 0 {
+                    out.push(Output::Bytes {
+                        service: f.service,
+                        transport: t,
+                        to_server,
+                        bytes: delta,
+                    });
+                }
+            }
+            None => f.pending[dir] += delta,
+        }
+
+        // Ends: RST, or FIN from both sides.
+        if h.tcp_flags & TCP_FIN != 0 {
+            f.fins |= 1 << dir;
+        }
+        if h.tcp_flags & TCP_RST != 0 || f.fins == 3 {
+            let key = h.flow;
+            self.finish(key, out);
+        }
+    }
+
+    fn finish(&mut self, key: FlowKey, out: &mut Vec<Output>) {
+        let Some(f) = self.flows.remove(&key) else {
+            return;
+        };
+        if f.transport.is_none() {
+            out.push(Output::Flow {
+                service: f.service,
+                transport: Transport::Unknown,
+            });
+            for (d, p) in f.pending.into_iter().enumerate() {
+                if p > 0 {
+                    let to_server = f.client_dir.is_none_or(|c| c == d as u8);
+                    out.push(Output::Bytes {
+                        service: f.service,
+                        transport: Transport::Unknown,
+                        to_server,
+                        bytes: p,
+                    });
+                }
+            }
+        }
+    }
+
+    fn evict_oldest(&mut self, out: &mut Vec<Output>) {
+        if let Some(key) = self
+            .flows
+            .iter()
+            .min_by_key(|(_, f)| f.last)
+            .map(|(k, _)| *k)
+        {
+            self.finish(key, out);
+            self.evicted += 1;
+        }
+    }
+
+    /// Forgets flows idle for longer than the idle timeout.
+    pub fn sweep(&mut self, now: Instant, out: &mut Vec<Output>) {
+        let idle: Vec<FlowKey> = self
+            .flows
+            .iter()
+            .filter(|(_, f)| now.duration_since(f.last) >= self.idle)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in idle {
+            self.finish(k, out);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::{FrameBuilder, tls_client_hello};
+    use sensor_common::{
+        parse::{TCP_ACK, TCP_SYN, parse},
+        record::{RECORD_VERSION, RecordHeader},
+    };
+
+    fn rec(kind: RecordKind, rflags: u16, dir_bytes: u64, b: FrameBuilder) -> Record {
+        let frame = b.build();
+        let p = parse(&frame[..]).unwrap();
+        let (flow, direction) =
+            FlowKey::from_packet(p.family, p.proto, &p.src, p.sport, &p.dst, p.dport);
+        let mut h = RecordHeader::zeroed();
+        h.version = RECORD_VERSION;
+        h.kind = kind as u8;
+        h.flags = rflags;
+        h.flow = flow;
+        h.direction = direction;
+        h.service = 1;
+        h.tcp_flags = p.tcp_flags;
+        h.payload_off = p.payload_off;
+        h.payload_len = p.payload_len;
+        h.dir_bytes = dir_bytes;
+        let cap = if kind == RecordKind::Meta {
+            0
+        } else {
+            frame.len()
+        };
+        h.cap_len = cap as u32;
+        let mut bytes = h.as_bytes().to_vec();
+        bytes.extend_from_slice(&frame[..cap]);
+        Record::decode(&bytes).unwrap()
+    }
+
+    const C: u16 = flags::FROM_CLIENT;
+    const FP: u16 = flags::FIRST_PAYLOAD;
+
+    fn up() -> FrameBuilder {
+        FrameBuilder::tcp("192.0.2.10", 40000, "198.51.100.2", 80)
+    }
+
+    fn down() -> FrameBuilder {
+        FrameBuilder::tcp("198.51.100.2", 80, "192.0.2.10", 40000)
+    }
+
+    #[test]
+    fn cleartext_http_flow() {
+        let mut p = Posture::new(Duration::from_secs(60), 100);
+        let mut out = Vec::new();
+        let now = Instant::now();
+        p.on_record(
+            &rec(RecordKind::Meta, C, 60, up().flags(TCP_SYN)),
+            now,
+            &mut out,
+        );
+        assert!(out.is_empty(), "class unknown until the client speaks");
+        let get = b"GET /api.json/0.2/user/login?email=x HTTP/1.1\r\nHost: www.qobuz.com\r\n\r\n";
+        p.on_record(
+            &rec(RecordKind::Sample, C | FP, 200, up().payload(get)),
+            now,
+            &mut out,
+        );
+        assert_eq!(
+            out[0],
+            Output::Flow {
+                service: 1,
+                transport: Transport::Cleartext
+            }
+        );
+        let Output::Cleartext {
+            http: Some(head), ..
+        } = &out[1]
+        else {
+            panic!("{out:?}")
+        };
+        assert_eq!(
+            (head.method.as_str(), head.path.as_str()),
+            ("GET", "/api.json/0.2/user/login")
+        );
+        // Bytes: the 60 bytes of the SYN (pending until the class was known), then 140.
+        let bytes: Vec<_> = out
+            .iter()
+            .filter_map(|o| match o {
+                Output::Bytes {
+                    bytes, to_server, ..
+                } => Some((*to_server, *bytes)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(bytes, [(true, 60), (true, 140)]);
+        out.clear();
+        p.on_record(
+            &rec(
+                RecordKind::Sample,
+                FP,
+                500,
+                down().payload(b"HTTP/1.1 200 OK\r\n\r\n"),
+            ),
+            now,
+            &mut out,
+        );
+        assert_eq!(
+            out,
+            [Output::Bytes {
+                service: 1,
+                transport: Transport::Cleartext,
+                to_server: false,
+                bytes: 500
+            }]
+        );
+        out.clear();
+        p.on_record(
+            &rec(RecordKind::Meta, C, 260, up().flags(TCP_FIN | TCP_ACK)),
+            now,
+            &mut out,
+        );
+        p.on_record(
+            &rec(RecordKind::Meta, 0, 560, down().flags(TCP_FIN | TCP_ACK)),
+            now,
+            &mut out,
+        );
+        assert!(p.is_empty(), "both FINs end the flow");
+        assert!(
+            !out.iter()
+                .any(|o| matches!(o, Output::Flow { .. } | Output::Cleartext { .. })),
+            "once per flow"
+        );
+    }
+
+    #[test]
+    fn tls_flow_with_split_hello() {
+        let mut p = Posture::new(Duration::from_secs(60), 100);
+        let mut out = Vec::new();
+        let now = Instant::now();
+        let hello = tls_client_hello("api.qobuz.com", 1500);
+        let (a, b) = hello.split_at(1000);
+        let tls_up = || FrameBuilder::tcp("192.0.2.10", 40000, "198.51.100.2", 443);
+        p.on_record(
+            &rec(
+                RecordKind::Sample,
+                C | FP | flags::TLS,
+                1040,
+                tls_up().payload(a),
+            ),
+            now,
+            &mut out,
+        );
+        assert_eq!(
+            out[0],
+            Output::Flow {
+                service: 1,
+                transport: Transport::Tls
+            }
+        );
+        assert!(
+            !out.iter()
+                .any(|o| matches!(o, Output::Cleartext { .. } | Output::Tls { .. }))
+        );
+        p.on_record(
+            &rec(
+                RecordKind::Sample,
+                C | flags::TLS,
+                2000,
+                tls_up().payload(b),
+            ),
+            now,
+            &mut out,
+        );
+        assert!(
+            out.contains(&Output::Tls {
+                service: 1,
+                version: "1.2",
+                sni: Some("api.qobuz.com".into())
+            }),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn quic_and_unknown() {
+        let mut p = Posture::new(Duration::from_secs(1), 100);
+        let mut out = Vec::new();
+        let t0 = Instant::now();
+        let q = FrameBuilder::udp("192.0.2.10", 50000, "198.51.100.2", 443).payload([0xc3; 40]);
+        p.on_record(&rec(RecordKind::Sample, C | FP, 68, q), t0, &mut out);
+        assert_eq!(
+            out[0],
+            Output::Flow {
+                service: 1,
+                transport: Transport::Quic
+            }
+        );
+        out.clear();
+        // A flow that never sends payload: unknown, at its end (idle here).
+        p.on_record(
+            &rec(
+                RecordKind::Meta,
+                C,
+                60,
+                FrameBuilder::tcp("192.0.2.10", 40001, "198.51.100.2", 80).flags(TCP_SYN),
+            ),
+            t0,
+            &mut out,
+        );
+        p.sweep(t0 + Duration::from_secs(2), &mut out);
+        assert!(out.contains(&Output::Flow {
+            service: 1,
+            transport: Transport::Unknown
+        }));
+        assert!(out.contains(&Output::Bytes {
+            service: 1,
+            transport: Transport::Unknown,
+            to_server: true,
+            bytes: 60
+        }));
+        assert!(p.is_empty());
+    }
+
+    #[test]
+    fn cap_evicts_the_idlest() {
+        let mut p = Posture::new(Duration::from_secs(60), 2);
+        let mut out = Vec::new();
+        let t0 = Instant::now();
+        for (i, port) in [40001u16, 40002, 40003].iter().enumerate() {
+            let b = FrameBuilder::tcp("192.0.2.10", *port, "198.51.100.2", 80)
+                .payload(b"GET / HTTP/1.1\r\n\r\n");
+            p.on_record(
+                &rec(RecordKind::Sample, C | FP, 100, b),
+                t0 + Duration::from_secs(i as u64),
+                &mut out,
+            );
+        }
+        assert_eq!((p.len(), p.evicted), (2, 1));
+    }
+}
