@@ -4,6 +4,7 @@
 //!  client (eth0)            gateway (lan0 | wan0)             server (eth0)
 //!  192.0.2.10/24   ──veth── 192.0.2.1 | 198.51.100.1  ──veth── 198.51.100.2/24 (watched)
 //!  2001:db8:c::10/64        2001:db8:c::1 | 2001:db8:5::1     198.51.100.3/24 (unwatched)
+//!                                                             198.51.100.53/24 (DNS)
 //!                                                             2001:db8:5::2, ::3
 //! ```
 //! Documentation-range addresses only, routed only between these namespaces.
@@ -26,6 +27,8 @@ pub const GW_LAN_V4: &str = "192.0.2.1";
 pub const GW_WAN_V4: &str = "198.51.100.1";
 pub const SERVER_V4: &str = "198.51.100.2";
 pub const OTHER_V4: &str = "198.51.100.3";
+/// The lab's DNS server (in the server namespace); every namespace's resolv.conf.
+pub const DNS_V4: &str = "198.51.100.53";
 pub const CLIENT_V6: &str = "2001:db8:c::10";
 pub const GW_LAN_V6: &str = "2001:db8:c::1";
 pub const GW_WAN_V6: &str = "2001:db8:5::1";
@@ -73,7 +76,7 @@ impl Lab {
                 "the lab builds network namespaces and attaches XDP: run as root (cargo xtask test does)"
             );
         }
-        let dns = SERVER_V4;
+        let dns = DNS_V4;
         let lab = Self {
             client: Netns::new("c", dns)?,
             gateway: Netns::new("g", dns)?,
@@ -116,7 +119,7 @@ impl Lab {
         ])?;
         g.sysctl("net.ipv4.ip_forward=1")?;
         g.sysctl("net.ipv6.conf.all.forwarding=1")?;
-        for a in [SERVER_V4, OTHER_V4] {
+        for a in [SERVER_V4, OTHER_V4, DNS_V4] {
             s.ip(&["addr", "add", &format!("{a}/24"), "dev", "eth0"])?;
         }
         for a in [SERVER_V6, OTHER_V6] {

@@ -16,6 +16,7 @@ const APT_PACKAGES: &[&str] = &[
     "procps",     // sysctl in lab namespaces
     "util-linux", // setpriv for the unprivileged-run test
     "curl",
+    "dnsmasq-base", // the lab's DNS server (binary only, no system service)
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13";
