@@ -87,6 +87,10 @@ struct Flow {
     /// The client's hello, while it spans records.
     hello: Vec<u8>,
     hello_done: bool,
+    sni: Option<String>,
+    /// Offered by the client, then as chosen by the server.
+    tls_version: Option<u16>,
+    tls_reported: bool,
 }
 
 pub struct Posture {
@@ -137,6 +141,9 @@ impl Posture {
             last: now,
             hello: Vec::new(),
             hello_done: false,
+            sni: None,
+            tls_version: None,
+            tls_reported: false,
         });
         f.last = now;
         let dir = usize::from(h.direction & 1);
@@ -189,9 +196,11 @@ impl Posture {
             }
         }
 
-        // TLS hello (the client's, possibly over several records; the server's).
-        if f.transport == Some(Transport::Tls) && rec.kind == RecordKind::Sample && !f.hello_done {
-            if from_client {
+        // TLS hellos: the client's (SNI, offered version; possibly over several
+        // records), then the server's (the version it chose).
+        if f.transport == Some(Transport::Tls) && rec.kind == RecordKind::Sample && !f.tls_reported
+        {
+            if from_client && !f.hello_done {
                 if f.hello.len() + rec.payload().len() <= MAX_HELLO {
                     f.hello.extend_from_slice(rec.payload());
                 }
@@ -199,11 +208,8 @@ impl Posture {
                     Ok(ch) => {
                         f.hello_done = true;
                         f.hello = Vec::new();
-                        out.push(Output::Tls {
-                            service: f.service,
-                            version: tls::version_name(ch.version),
-                            sni: ch.sni,
-                        });
+                        f.sni = ch.sni;
+                        f.tls_version = Some(ch.version);
                     }
                     Err(tls::TlsError::Incomplete { .. }) if f.hello.len() < MAX_HELLO => {}
                     Err(_) => {
@@ -211,6 +217,11 @@ impl Posture {
                         f.hello = Vec::new();
                     }
                 }
+            } else if !from_client && h.flags & flags::FIRST_PAYLOAD != 0 {
+                if let Ok(v) = tls::parse_server_hello(rec.payload()) {
+                    f.tls_version = Some(v);
+                }
+                Self::report_tls(f, out);
             }
         }
 
@@ -254,10 +265,27 @@ impl Posture {
         }
     }
 
+    /// Reports a TLS flow's version and SNI, once.
+    fn report_tls(f: &mut Flow, out: &mut Vec<Output>) {
+        if f.tls_reported || f.transport != Some(Transport::Tls) {
+            return;
+        }
+        if let Some(v) = f.tls_version {
+            f.tls_reported = true;
+            out.push(Output::Tls {
+                service: f.service,
+                version: tls::version_name(v),
+                sni: f.sni.take(),
+            });
+        }
+    }
+
     fn finish(&mut self, key: FlowKey, out: &mut Vec<Output>) {
-        let Some(f) = self.flows.remove(&key) else {
+        let Some(mut f) = self.flows.remove(&key) else {
             return;
         };
+        // No ServerHello seen: report what the client offered.
+        Self::report_tls(&mut f, out);
         if f.transport.is_none() {
             out.push(Output::Flow {
                 service: f.service,
@@ -308,7 +336,7 @@ mod tests {
     use super::*;
     use crate::fixtures::{FrameBuilder, tls_client_hello};
     use sensor_common::{
-        parse::{TCP_ACK, TCP_SYN, parse},
+        parse::{TCP_ACK, TCP_RST, TCP_SYN, parse},
         record::{RECORD_VERSION, RecordHeader},
     };
 
@@ -474,10 +502,64 @@ mod tests {
             &mut out,
         );
         assert!(
+            !out.iter().any(|o| matches!(o, Output::Tls { .. })),
+            "waits for the server's choice"
+        );
+        // The ServerHello picks TLS 1.3 (supported_versions).
+        let mut body = vec![0x03, 0x03];
+        body.extend([0u8; 32]);
+        body.extend([0, 0x13, 0x01, 0, 0, 6, 0x00, 0x2b, 0x00, 0x02, 0x03, 0x04]);
+        let mut sh = vec![
+            0x16,
+            3,
+            3,
+            0,
+            body.len() as u8 + 4,
+            2,
+            0,
+            0,
+            body.len() as u8,
+        ];
+        sh.extend(body);
+        let tls_down = FrameBuilder::tcp("198.51.100.2", 443, "192.0.2.10", 40000).payload(&sh);
+        p.on_record(
+            &rec(RecordKind::Sample, FP | flags::TLS, 300, tls_down),
+            now,
+            &mut out,
+        );
+        let tls: Vec<_> = out
+            .iter()
+            .filter(|o| matches!(o, Output::Tls { .. }))
+            .collect();
+        assert_eq!(
+            tls,
+            [&Output::Tls {
+                service: 1,
+                version: "1.3",
+                sni: Some("api.qobuz.com".into())
+            }]
+        );
+    }
+
+    #[test]
+    fn tls_without_a_server_hello_reports_the_offer_at_its_end() {
+        let mut p = Posture::new(Duration::from_secs(60), 100);
+        let mut out = Vec::new();
+        let now = Instant::now();
+        let up = FrameBuilder::tcp("192.0.2.10", 40000, "198.51.100.2", 443)
+            .payload(tls_client_hello("www.tidal.com", 0));
+        p.on_record(
+            &rec(RecordKind::Sample, C | FP | flags::TLS, 300, up),
+            now,
+            &mut out,
+        );
+        let rst = FrameBuilder::tcp("198.51.100.2", 443, "192.0.2.10", 40000).flags(TCP_RST);
+        p.on_record(&rec(RecordKind::Meta, flags::TLS, 40, rst), now, &mut out);
+        assert!(
             out.contains(&Output::Tls {
                 service: 1,
                 version: "1.2",
-                sni: Some("api.qobuz.com".into())
+                sni: Some("www.tidal.com".into())
             }),
             "{out:?}"
         );

@@ -191,7 +191,7 @@ impl<W: WatchSink> Targeting<W> {
         if self.statics.iter().any(|(n, _)| n.contains(&addr)) {
             return true;
         }
-        let id = self.ids.id(&service.to_owned());
+        let id = self.ids.id(service);
         let changes = self.learned.learn(addr, id, source, ttl, now);
         self.apply(changes);
         true
