@@ -15,8 +15,9 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use leakwatch_tests::{
+    dns::{self, Zone},
     http::{HttpServer, exchange},
-    lab::{LAN_IF, Lab, WAN_IF},
+    lab::{DNS_V4, LAN_IF, Lab, WAN_IF},
     netns::{Netns, unique},
 };
 use serde_json::Value;
@@ -56,8 +57,8 @@ fn pause(secs: f64) {
     }
 }
 
-/// The requests of the demo: what a streaming app sends, and who it goes to.
-fn scenarios() -> Vec<(&'static str, &'static str, Vec<u8>)> {
+/// The requests of the demo: what a streaming app sends, to which name and port.
+fn scenarios() -> Vec<(&'static str, &'static str, u16, Vec<u8>)> {
     let get = |path: &str, host: &str, extra: &str| {
         format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: Qobuz/6.1.2 (iPhone; iOS 17.2)\r\n{extra}Connection: close\r\n\r\n")
             .into_bytes()
@@ -65,7 +66,8 @@ fn scenarios() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     vec![
         (
             "Qobuz login: email and MD5 password hash in the query",
-            "198.51.100.2:80",
+            "www.qobuz.com",
+            80,
             get(
                 "/api.json/0.2/user/login?email=jane.doe%40example.com&password=5f4dcc3b5aa765d61d8327deb882cf99&app_id=950096963",
                 "www.qobuz.com",
@@ -74,37 +76,31 @@ fn scenarios() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         ),
         (
             "Qobuz API call with user_auth_token in the query",
-            "198.51.100.2:80",
+            "api.qobuz.com",
+            80,
             get(
                 "/api.json/0.2/favorite/getUserFavorites?user_auth_token=QkX3u9rVb0dY7nWq2LpZsT5hGmJc8aEf",
-                "www.qobuz.com",
+                "api.qobuz.com",
                 "",
             ),
         ),
         (
             "Qobuz API call with an X-User-Auth-Token header",
-            "198.51.100.2:80",
+            "api.qobuz.com",
+            80,
             get(
                 "/api.json/0.2/track/getFileUrl?track_id=1234",
-                "www.qobuz.com",
+                "api.qobuz.com",
                 "X-User-Auth-Token: QkX3u9rVb0dY7nWq2LpZsT5hGmJc8aEf\r\nX-App-Id: 950096963\r\n",
             ),
         ),
         (
-            "The same login over IPv6",
-            "[2001:db8:5::2]:80",
-            get(
-                "/api.json/0.2/user/login?email=jane.doe%40example.com&password=5f4dcc3b5aa765d61d8327deb882cf99",
-                "www.qobuz.com",
-                "",
-            ),
-        ),
-        (
-            "The same secrets to an unwatched host on a non-probe port (nothing leaves the kernel)",
-            "198.51.100.3:8081",
+            "The same secrets to an unrelated site (nothing leaves the kernel)",
+            "www.example.org",
+            8081,
             get(
                 "/login?email=jane.doe%40example.com&password=5f4dcc3b5aa765d61d8327deb882cf99",
-                "example.org",
+                "www.example.org",
                 "",
             ),
         ),
@@ -158,7 +154,7 @@ fn describe(r: &Value) -> String {
         .map(|a| a.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default();
     format!(
-        "  [{:<4}] {:>6} {}:{} → {}:{}  {}  tcp[{}] payload {} B{}",
+        "  [{:<4}] {:>6} {}:{} → {}:{}  {}  {} payload {} B{}",
         r["interface"].as_str().unwrap_or("?"),
         r["kind"].as_str().unwrap_or("?"),
         r["src_ip"].as_str().unwrap_or("?"),
@@ -166,7 +162,10 @@ fn describe(r: &Value) -> String {
         r["dest_ip"].as_str().unwrap_or("?"),
         r["dest_port"],
         r["service"].as_str().unwrap_or("-"),
-        r["tcp_flags"].as_str().unwrap_or(""),
+        match r["proto"].as_str() {
+            Some("tcp") => format!("tcp[{}]", r["tcp_flags"].as_str().unwrap_or("")),
+            other => other.unwrap_or("?").to_owned(),
+        },
         r["payload_len"],
         if flags.is_empty() {
             String::new()
@@ -190,6 +189,16 @@ fn drain(path: &PathBuf, pos: &mut usize, all: &mut Vec<Value>) {
         }
     }
     *pos = complete;
+}
+
+/// Prints events appended since `pos`.
+fn print_events(path: &PathBuf, pos: &mut usize) {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let complete = text.rfind('\n').map_or(0, |i| i + 1);
+    for line in text.get(*pos..complete).unwrap_or("").lines() {
+        println!("  EVENT {line}");
+    }
+    *pos = complete.max(*pos);
 }
 
 fn metrics_text(port: u16) -> anyhow::Result<String> {
@@ -223,23 +232,35 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
 
     println!("==> building the lab: client ─ gateway ({LAN_IF}|{WAN_IF}, leakwatch) ─ server");
     let lab = Lab::up()?;
+    let _dns = dns::start(
+        &lab.server,
+        DNS_V4,
+        &[
+            Zone::Host("www.qobuz.com", "198.51.100.2"),
+            Zone::Cname("api.qobuz.com", "qobuz-api.cdn.example.net"),
+            Zone::Host("qobuz-api.cdn.example.net", "198.51.100.4"),
+            Zone::Host("www.example.org", "198.51.100.3"),
+        ],
+        300,
+    )?;
+    lab.server
+        .ip(&["addr", "add", "198.51.100.4/24", "dev", "eth0"])?;
     let _http = HttpServer::start(
         &lab.server,
-        &["198.51.100.2:80", "198.51.100.3:8081", "[2001:db8:5::2]:80"]
+        &["198.51.100.2:80", "198.51.100.4:80", "198.51.100.3:8081"]
             .map(|a| a.parse().expect("address")),
     )?;
     let dump = std::env::temp_dir().join(format!("{}.jsonl", unique("demo")));
+    let events = std::env::temp_dir().join(format!("{}.jsonl", unique("events")));
     let sensor_metrics = "127.0.0.1:9477";
     let mut sensor = lab.start_sensor(
         &bin,
         sensor_metrics,
         &[
-            "--watch",
-            "198.51.100.2/32=qobuz",
-            "--watch",
-            "2001:db8:5::2/128=qobuz",
             "--dump-records",
             dump.to_str().context("temp path")?,
+            "--events",
+            events.to_str().context("temp path")?,
         ],
     )?;
     forward(args.metrics_port, &lab.gateway, sensor_metrics.parse()?)?;
@@ -248,21 +269,32 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         args.metrics_port
     );
     println!(
-        "==> watching 198.51.100.2 and 2001:db8:5::2 as qobuz (static; DNS learning comes with targeting)\n"
+        "==> nothing configured: the sensor learns Qobuz's addresses from the DNS answers it sees\n"
     );
 
     let (mut pos, mut all) = (0usize, Vec::new());
-    for (what, addr, req) in scenarios() {
+    let mut event_pos = 0usize;
+    for (what, name, port, req) in scenarios() {
         if stopping() {
             break;
         }
+        let addr = match dns::resolve_v4(&lab.client, name) {
+            Ok(a) if !a.is_empty() => a[0].clone(),
+            other => {
+                println!("client: resolving {name} failed: {other:?}");
+                continue;
+            }
+        };
+        println!("client resolves {name} → {addr}");
+        pause(0.3);
+        drain(&dump, &mut pos, &mut all);
         let first = String::from_utf8_lossy(&req)
             .lines()
             .next()
             .unwrap_or("")
             .to_owned();
-        println!("client → {addr}: {what}\n  {first}");
-        match exchange(&lab.client, addr.parse()?, req) {
+        println!("client → {addr}:{port}: {what}\n  {first}");
+        match exchange(&lab.client, format!("{addr}:{port}").parse()?, req) {
             Ok(resp) => println!(
                 "  ← {}",
                 String::from_utf8_lossy(&resp).lines().next().unwrap_or("")
@@ -271,11 +303,13 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         }
         pause(0.3);
         drain(&dump, &mut pos, &mut all);
+        print_events(&events, &mut event_pos);
         println!();
         pause(args.pace);
     }
     pause(0.5);
     drain(&dump, &mut pos, &mut all);
+    print_events(&events, &mut event_pos);
 
     // Final table: records by service and kind, and the kernel's counters.
     let mut table: BTreeMap<(String, String), u64> = BTreeMap::new();
@@ -303,6 +337,19 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
             line.trim_start_matches("leakwatch_xdp_packets_total")
         );
     }
+    println!("\nFlows, learned addresses and DNS answers:");
+    for prefix in [
+        "leakwatch_flows_total{",
+        "leakwatch_watched_addresses{",
+        "leakwatch_dns_answers_total{",
+    ] {
+        for line in text
+            .lines()
+            .filter(|l| l.starts_with(prefix) && !l.ends_with(" 0"))
+        {
+            println!("  {line}");
+        }
+    }
     println!(
         "\nThe matcher (findings per leak kind) builds on these records; see docs/ARCHITECTURE.md."
     );
@@ -322,5 +369,6 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     sensor.signal(libc::SIGTERM);
     let _ = sensor.wait_timeout(Duration::from_secs(10));
     let _ = std::fs::remove_file(&dump);
+    let _ = std::fs::remove_file(&events);
     Ok(())
 }
