@@ -8,9 +8,12 @@
 use std::net::IpAddr;
 
 use sensor_common::{
-    flow::{IPPROTO_TCP, IPPROTO_UDP},
-    parse::{ETH_P_IPV4, ETH_P_IPV6, TCP_ACK},
+    flow::{FlowKey, IPPROTO_TCP, IPPROTO_UDP},
+    parse::{ETH_P_IPV4, ETH_P_IPV6, TCP_ACK, parse},
+    record::{RECORD_VERSION, RecordHeader, RecordKind},
 };
+
+use crate::capture::record::Record;
 
 /// IPv6 extension headers the builder can insert.
 #[derive(Clone, Copy, Debug)]
@@ -270,6 +273,40 @@ pub fn tls_client_hello(sni: &str, pad: usize) -> Vec<u8> {
     rec.extend_from_slice(&(hs.len() as u16).to_be_bytes());
     rec.extend_from_slice(&hs);
     rec
+}
+
+/// The record the kernel would hand up for `frame`: the header from the shared
+/// parser, the frame attached (none for `Meta`). Callers adjust `hdr` (service,
+/// per-direction counts) as the case needs.
+pub fn record(kind: RecordKind, rflags: u16, frame: &[u8]) -> Record {
+    let p = parse(frame).expect("fixture frames parse");
+    let (flow, direction) =
+        FlowKey::from_packet(p.family, p.proto, &p.src, p.sport, &p.dst, p.dport);
+    let mut h = RecordHeader::zeroed();
+    h.version = RECORD_VERSION;
+    h.kind = kind as u8;
+    h.flags = rflags;
+    h.flow = flow;
+    h.direction = direction;
+    h.tcp_flags = p.tcp_flags;
+    h.tcp_seq = p.tcp_seq;
+    h.tcp_ack = p.tcp_ack;
+    h.l3_off = p.l3_off;
+    h.l4_off = p.l4_off;
+    h.payload_off = p.payload_off;
+    h.payload_len = p.payload_len;
+    h.pkt_len = frame.len() as u32;
+    let bytes = if kind == RecordKind::Meta {
+        &[][..]
+    } else {
+        frame
+    };
+    h.cap_len = bytes.len() as u32;
+    Record {
+        hdr: h,
+        kind,
+        frame: bytes.to_vec(),
+    }
 }
 
 #[cfg(test)]

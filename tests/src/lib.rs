@@ -11,3 +11,4 @@ pub mod http;
 pub mod lab;
 pub mod netns;
 pub mod process;
+pub mod read;

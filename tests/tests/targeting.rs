@@ -15,6 +15,7 @@ use leakwatch_tests::{
     http::{HttpServer, exchange},
     lab::{self, DNS_V4, Lab, OTHER_V4, SERVER_V4},
     netns::unique,
+    read,
 };
 use serde_json::Value;
 
@@ -22,20 +23,16 @@ const METRICS: &str = "127.0.0.1:9477";
 const TTL: u32 = 4;
 
 fn lines(path: &Path) -> Vec<Value> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
-    complete
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("a JSON line"))
-        .collect()
+    read::json_lines(path)
 }
 
 /// The value of one series, 0 if absent.
 fn metric(lab: &Lab, series: &str) -> u64 {
-    let text = lab.gateway_http_get(METRICS, "/metrics").expect("metrics");
-    text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(0)
+    read::metric(
+        &lab.gateway_http_get(METRICS, "/metrics").expect("metrics"),
+        series,
+    )
+    .unwrap_or(0)
 }
 
 fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {

@@ -14,6 +14,7 @@ use leakwatch_tests::{
     http::{HttpServer, exchange},
     lab::{self, LAN_IF, Lab, WAN_IF},
     netns::unique,
+    read,
 };
 use serde_json::Value;
 
@@ -31,13 +32,7 @@ fn dump_path() -> PathBuf {
 fn wait_records(path: &Path, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        // Only complete lines: the sensor may be writing the next one.
-        let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
-        let recs: Vec<Value> = complete
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("a JSON line"))
-            .collect();
+        let recs = read::json_lines(path);
         if done(&recs) || Instant::now() > deadline {
             return recs;
         }
@@ -57,9 +52,7 @@ fn has_flag(r: &Value, f: &str) -> bool {
 
 /// `metric{labels…} value` from an exposition.
 fn metric(text: &str, series: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or_else(|| panic!("{series} not in the exposition:\n{text}"))
+    read::metric(text, series).unwrap_or_else(|| panic!("{series} not in the exposition:\n{text}"))
 }
 
 fn request(path: &str, host: &str, body: &[u8]) -> Vec<u8> {

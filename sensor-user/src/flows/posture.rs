@@ -335,36 +335,14 @@ impl Posture {
 mod tests {
     use super::*;
     use crate::fixtures::{FrameBuilder, tls_client_hello};
-    use sensor_common::{
-        parse::{TCP_ACK, TCP_RST, TCP_SYN, parse},
-        record::{RECORD_VERSION, RecordHeader},
-    };
+    use sensor_common::parse::{TCP_ACK, TCP_RST, TCP_SYN};
 
+    /// A record of service 1 whose direction has carried `dir_bytes` so far.
     fn rec(kind: RecordKind, rflags: u16, dir_bytes: u64, b: FrameBuilder) -> Record {
-        let frame = b.build();
-        let p = parse(&frame[..]).unwrap();
-        let (flow, direction) =
-            FlowKey::from_packet(p.family, p.proto, &p.src, p.sport, &p.dst, p.dport);
-        let mut h = RecordHeader::zeroed();
-        h.version = RECORD_VERSION;
-        h.kind = kind as u8;
-        h.flags = rflags;
-        h.flow = flow;
-        h.direction = direction;
-        h.service = 1;
-        h.tcp_flags = p.tcp_flags;
-        h.payload_off = p.payload_off;
-        h.payload_len = p.payload_len;
-        h.dir_bytes = dir_bytes;
-        let cap = if kind == RecordKind::Meta {
-            0
-        } else {
-            frame.len()
-        };
-        h.cap_len = cap as u32;
-        let mut bytes = h.as_bytes().to_vec();
-        bytes.extend_from_slice(&frame[..cap]);
-        Record::decode(&bytes).unwrap()
+        let mut r = crate::fixtures::record(kind, rflags, &b.build());
+        r.hdr.service = 1;
+        r.hdr.dir_bytes = dir_bytes;
+        r
     }
 
     const C: u16 = flags::FROM_CLIENT;

@@ -1,10 +1,7 @@
 //! `--events PATH|-`: one JSON object per line, in Suricata EVE style, flushed per
 //! event. Field values never carry a secret in full.
 
-use std::{
-    io::{self, Write},
-    net::IpAddr,
-};
+use std::net::IpAddr;
 
 use sensor_common::flow::IPPROTO_TCP;
 use serde::Serialize;
@@ -89,23 +86,8 @@ impl Event {
     }
 }
 
-pub struct EventLog {
-    out: Box<dyn Write + Send>,
-}
-
-impl EventLog {
-    pub fn new(out: Box<dyn Write + Send>) -> Self {
-        Self { out }
-    }
-
-    /// One `write` per event, then flush: readers never see half a line.
-    pub fn write(&mut self, e: &Event) -> io::Result<()> {
-        let mut buf = serde_json::to_vec(e)?;
-        buf.push(b'\n');
-        self.out.write_all(&buf)?;
-        self.out.flush()
-    }
-}
+/// The `--events` writer.
+pub type EventLog = super::jsonl::JsonLines;
 
 #[cfg(test)]
 mod tests {

@@ -1,5 +1,6 @@
-//! Where results go: Prometheus metrics, record logs.
+//! Where results go: Prometheus metrics, events, record logs.
 
 pub mod events;
+pub mod jsonl;
 pub mod metrics;
 pub mod records;

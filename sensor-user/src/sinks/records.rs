@@ -1,10 +1,7 @@
 //! `--dump-records`: one JSON line per ring record, metadata only. Payload bytes
 //! are never written (they may hold the very secrets the sensor looks for).
 
-use std::{
-    io::{self, Write},
-    net::IpAddr,
-};
+use std::net::IpAddr;
 
 use sensor_common::{
     flow::IPPROTO_TCP,
@@ -97,24 +94,8 @@ impl<'a> RecordLine<'a> {
     }
 }
 
-/// Writes record lines, flushed per line so `tail -f` and tests see them at once.
-pub struct RecordLog {
-    out: Box<dyn Write + Send>,
-}
-
-impl RecordLog {
-    pub fn new(out: Box<dyn Write + Send>) -> Self {
-        Self { out }
-    }
-
-    /// One `write` per line: readers never see half a line.
-    pub fn write(&mut self, line: &RecordLine<'_>) -> io::Result<()> {
-        let mut buf = serde_json::to_vec(line)?;
-        buf.push(b'\n');
-        self.out.write_all(&buf)?;
-        self.out.flush()
-    }
-}
+/// The `--dump-records` writer.
+pub type RecordLog = super::jsonl::JsonLines;
 
 #[cfg(test)]
 mod tests {

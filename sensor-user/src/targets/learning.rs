@@ -346,11 +346,7 @@ mod tests {
         capture::record::Record,
         fixtures::{FrameBuilder, tls_client_hello},
     };
-    use sensor_common::{
-        flow::FlowKey,
-        parse::parse,
-        record::{RECORD_VERSION, RecordHeader, RecordKind},
-    };
+    use sensor_common::record::RecordKind;
 
     /// A tries stand-in: what is watched now.
     #[derive(Default)]
@@ -367,27 +363,8 @@ mod tests {
         }
     }
 
-    /// A record as the kernel would build it for `frame`.
     fn record(kind: RecordKind, rflags: u16, frame: Vec<u8>) -> Record {
-        let p = parse(&frame[..]).unwrap();
-        let (flow, direction) =
-            FlowKey::from_packet(p.family, p.proto, &p.src, p.sport, &p.dst, p.dport);
-        let mut h = RecordHeader::zeroed();
-        h.version = RECORD_VERSION;
-        h.kind = kind as u8;
-        h.flags = rflags;
-        h.flow = flow;
-        h.direction = direction;
-        h.l3_off = p.l3_off;
-        h.l4_off = p.l4_off;
-        h.payload_off = p.payload_off;
-        h.payload_len = p.payload_len;
-        h.tcp_seq = p.tcp_seq;
-        h.pkt_len = frame.len() as u32;
-        h.cap_len = frame.len() as u32;
-        let mut bytes = h.as_bytes().to_vec();
-        bytes.extend_from_slice(&frame);
-        Record::decode(&bytes).unwrap()
+        crate::fixtures::record(kind, rflags, &frame)
     }
 
     fn targeting(settings: TargetSettings) -> Targeting<Nets> {

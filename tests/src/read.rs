@@ -1,0 +1,47 @@
+//! Reading what a running sensor writes: JSON-lines files and the metrics text.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+/// The complete lines of a JSON-lines file the sensor may still be appending to
+/// (a trailing line without its newline is left for the next read).
+pub fn json_lines(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+    complete
+        .lines()
+        .map(|l| {
+            serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("{}: bad JSON line {l:?}: {e}", path.display()))
+        })
+        .collect()
+}
+
+/// The value of the series `name{labels}` in a Prometheus text exposition.
+pub fn metric(exposition: &str, series: &str) -> Option<u64> {
+    exposition
+        .lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn series_lookup() {
+        let text = "# HELP x\nx_total{a=\"1\"} 5\nx_total{a=\"10\"} 7\n";
+        assert_eq!(metric(text, "x_total{a=\"1\"}"), Some(5));
+        assert_eq!(metric(text, "x_total{a=\"10\"}"), Some(7));
+        assert_eq!(metric(text, "y_total"), None);
+    }
+
+    #[test]
+    fn partial_last_line_is_left() {
+        let p = std::env::temp_dir().join(crate::netns::unique("jl"));
+        std::fs::write(&p, "{\"a\":1}\n{\"b\":").unwrap();
+        assert_eq!(json_lines(&p).len(), 1);
+        let _ = std::fs::remove_file(p);
+    }
+}
