@@ -1,3 +1,4 @@
 //! Flows as userspace tracks them.
 
 pub mod posture;
+pub mod reassembly;
