@@ -23,6 +23,7 @@ pub mod capture;
 pub mod config;
 pub mod fixtures;
 pub mod flows;
+pub mod matcher;
 pub mod pipeline;
 pub mod proto;
 pub mod sinks;

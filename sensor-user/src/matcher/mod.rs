@@ -1,0 +1,8 @@
+//! The matcher: Hyperscan streaming prefilter over reassembled, decoded flow
+//! data, then precise confirmation of each candidate.
+//!
+//! | module       | holds                                                 |
+//! |--------------|-------------------------------------------------------|
+//! | `validators` | digest, JWT, Luhn, IMEI, email, date, entropy checks   |
+
+pub mod validators;
