@@ -1,0 +1,208 @@
+//! Decoded fields of a flow direction, serialized for the matcher.
+//!
+//! Every field (a query parameter, a header, a cookie, a form or JSON body value,
+//! a raw line) becomes one line of the matcher's input stream:
+//!
+//! ```text
+//! \x1e <context char> \x1f <name> = <value> \n
+//! ```
+//!
+//! Names are lowercased; values are decoded (percent-encoding, JSON escapes) and
+//! any control character in them becomes a space, so a line never contains the
+//! separators. Rules match within one line; a match is traced back to its field by
+//! the stream offset where it ends.
+
+/// Where a field came from (a rule's `context`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Ctx {
+    Query,
+    Header,
+    Cookie,
+    Body,
+    /// A line of a non-HTTP payload, or of an HTTP body that is neither form nor JSON.
+    Raw,
+}
+
+impl Ctx {
+    pub const fn code(self) -> u8 {
+        match self {
+            Self::Query => b'q',
+            Self::Header => b'h',
+            Self::Cookie => b'c',
+            Self::Body => b'b',
+            Self::Raw => b'r',
+        }
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Query => "query",
+            Self::Header => "header",
+            Self::Cookie => "cookie",
+            Self::Body => "body",
+            Self::Raw => "raw",
+        }
+    }
+}
+
+/// Longest value kept per field: secrets are far shorter; bounds memory.
+pub const MAX_VALUE: usize = 8 * 1024;
+
+/// One field as emitted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Field {
+    pub ctx: Ctx,
+    pub name: String,
+    pub value: String,
+    /// Index of the HTTP message (in this direction) the field belongs to.
+    pub message: u64,
+}
+
+/// Fields produced by one feed of data, with their serialized form.
+#[derive(Debug, Default)]
+pub struct FieldBatch {
+    pub fields: Vec<Field>,
+}
+
+impl FieldBatch {
+    pub fn push(&mut self, ctx: Ctx, name: &str, value: &str, message: u64) {
+        let clean = |s: &str, max: usize| -> String {
+            s.chars()
+                .take(max)
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .collect()
+        };
+        self.fields.push(Field {
+            ctx,
+            name: clean(name, 256).to_lowercase(),
+            value: clean(value, MAX_VALUE),
+            message,
+        });
+    }
+
+    /// Appends every field's line to `out`; returns each line's end offset
+    /// (relative to the start of `out` as given, plus `base`).
+    pub fn serialize(&self, base: u64, out: &mut Vec<u8>) -> Vec<u64> {
+        let start = out.len();
+        let mut ends = Vec::with_capacity(self.fields.len());
+        for f in &self.fields {
+            out.push(0x1e);
+            out.push(f.ctx.code());
+            out.push(0x1f);
+            out.extend_from_slice(f.name.as_bytes());
+            out.push(b'=');
+            out.extend_from_slice(f.value.as_bytes());
+            out.push(b'\n');
+            ends.push(base + (out.len() - start) as u64);
+        }
+        ends
+    }
+}
+
+/// Percent-decoding of a query or form value (`+` is a space).
+pub fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => {
+                let hex = |c: u8| (c as char).to_digit(16);
+                match (hex(b[i + 1]), hex(b[i + 2])) {
+                    (Some(h), Some(l)) => {
+                        out.push((h * 16 + l) as u8);
+                        i += 2;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `a=1&b=2` pairs, decoded.
+pub fn form_pairs(s: &str) -> impl Iterator<Item = (String, String)> + '_ {
+    s.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => (percent_decode(k), percent_decode(v)),
+            None => (percent_decode(p), String::new()),
+        })
+}
+
+/// Every scalar of a JSON document as (key, value): the key is the nearest
+/// object key (array elements inherit their array's key), strings unescaped,
+/// numbers and booleans as written.
+pub fn json_pairs(v: &serde_json::Value, key: &str, out: &mut Vec<(String, String)>) {
+    use serde_json::Value;
+    match v {
+        Value::Object(m) => {
+            for (k, v) in m {
+                json_pairs(v, k, out);
+            }
+        }
+        Value::Array(a) => {
+            for v in a {
+                json_pairs(v, key, out);
+            }
+        }
+        Value::String(s) => out.push((key.to_owned(), s.clone())),
+        Value::Number(n) => out.push((key.to_owned(), n.to_string())),
+        Value::Bool(b) => out.push((key.to_owned(), b.to_string())),
+        Value::Null => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_and_plus() {
+        assert_eq!(percent_decode("a%40b.com"), "a@b.com");
+        assert_eq!(percent_decode("x+y%2By"), "x y+y");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz%4"), "%zz%4");
+        assert_eq!(percent_decode("%C3%A9"), "é");
+    }
+
+    #[test]
+    fn forms_and_json() {
+        let p: Vec<_> = form_pairs("email=a%40b.com&password=&flag").collect();
+        assert_eq!(
+            p,
+            [
+                ("email".into(), "a@b.com".into()),
+                ("password".into(), String::new()),
+                ("flag".into(), String::new())
+            ]
+        );
+        let v: serde_json::Value = serde_json::from_str(
+            r#"{"user":{"email":"a\u0040b.com","ids":[1,2]},"ok":true,"n":null}"#,
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        json_pairs(&v, "", &mut out);
+        assert!(out.contains(&("email".into(), "a@b.com".into())));
+        assert!(out.contains(&("ids".into(), "2".into())));
+        assert!(out.contains(&("ok".into(), "true".into())));
+    }
+
+    #[test]
+    fn lines_and_offsets() {
+        let mut b = FieldBatch::default();
+        b.push(Ctx::Query, "Email", "a@b.com", 0);
+        b.push(Ctx::Header, "X-Token", "t\nok\x1e", 0);
+        let mut out = b"prev".to_vec();
+        let ends = b.serialize(100, &mut out);
+        assert_eq!(
+            &out[4..],
+            b"\x1eq\x1femail=a@b.com\n\x1eh\x1fx-token=t ok \n"
+        );
+        assert_eq!(ends, [100 + 17, 100 + 17 + 17]);
+    }
+}
