@@ -5,4 +5,6 @@
 //! |--------------|-------------------------------------------------------|
 //! | `validators` | digest, JWT, Luhn, IMEI, email, date, entropy checks   |
 
+pub mod engine;
+pub mod rules;
 pub mod validators;

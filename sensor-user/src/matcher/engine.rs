@@ -1,0 +1,405 @@
+//! The rule set compiled into one Hyperscan streaming database, and the
+//! per-direction scanning state.
+//!
+//! Hyperscan scans the serialized field stream of a flow direction and reports
+//! (rule, end offset); the end offset names the field the match ended in; the
+//! rule's regex then extracts the value from that one field and its validator
+//! confirms it.
+
+use std::{collections::HashSet, fmt, ptr};
+
+use foreign_types::ForeignType as _;
+use hyperscan::{Streaming, prelude::*};
+use regex::Regex;
+
+use super::{
+    rules::{Kind, Rule, Validator},
+    validators::{self, Date},
+};
+use crate::proto::fields::{Ctx, FieldBatch};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RuleError {
+    #[error("rule {id}: {message}")]
+    Pattern { id: String, message: String },
+    #[error("rule id {0:?} is used twice")]
+    DuplicateId(String),
+    #[error("rule {0:?}: ids are lowercase letters, digits and '_'")]
+    BadId(String),
+    #[error("building the rule database: {0}")]
+    Database(String),
+}
+
+struct Compiled {
+    rule: Rule,
+    re: Regex,
+}
+
+/// A compiled rule set.
+pub struct RuleSet {
+    rules: Vec<Compiled>,
+    db: StreamingDatabase,
+    /// Short hash of the rules (`leakwatch_rules_info{version}`).
+    pub version: String,
+}
+
+impl fmt::Debug for RuleSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RuleSet")
+            .field("rules", &self.rules.len())
+            .field("version", &self.version)
+            .finish()
+    }
+}
+
+impl RuleSet {
+    /// Compiles `rules`; every error names its rule and says what Hyperscan or the
+    /// regex engine found wrong.
+    pub fn compile(rules: Vec<Rule>) -> Result<Self, RuleError> {
+        let mut seen = HashSet::new();
+        let mut compiled = Vec::with_capacity(rules.len());
+        let mut patterns = Vec::with_capacity(rules.len());
+        for (i, rule) in rules.into_iter().enumerate() {
+            if !crate::targets::valid_service_id(&rule.id) {
+                return Err(RuleError::BadId(rule.id));
+            }
+            if !seen.insert(rule.id.clone()) {
+                return Err(RuleError::DuplicateId(rule.id));
+            }
+            let re = Regex::new(&rule.pattern).map_err(|e| RuleError::Pattern {
+                id: rule.id.clone(),
+                message: e.to_string(),
+            })?;
+            let mut p = Pattern::with_flags(rule.hyperscan_expression(), CompileFlags::empty())
+                .map_err(|e| RuleError::Pattern {
+                    id: rule.id.clone(),
+                    message: e.to_string(),
+                })?;
+            p.id = Some(i);
+            // Compile alone first, so an error names its rule.
+            Patterns(vec![p.clone()])
+                .build::<Streaming>()
+                .map_err(|e| RuleError::Pattern {
+                    id: rule.id.clone(),
+                    message: e.to_string(),
+                })?;
+            patterns.push(p);
+            compiled.push(Compiled { rule, re });
+        }
+        let db = Patterns(patterns)
+            .build::<Streaming>()
+            .map_err(|e| RuleError::Database(e.to_string()))?;
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for c in &compiled {
+            for b in c.rule.id.bytes().chain(c.rule.pattern.bytes()) {
+                h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        Ok(Self {
+            rules: compiled,
+            db,
+            version: format!("{:012x}", h >> 16),
+        })
+    }
+
+    pub fn rules(&self) -> impl Iterator<Item = &Rule> {
+        self.rules.iter().map(|c| &c.rule)
+    }
+
+    pub fn rule(&self, i: usize) -> &Rule {
+        &self.rules[i].rule
+    }
+
+    /// Scratch space for one thread.
+    pub fn scratch(&self) -> Result<Scratch, RuleError> {
+        self.db
+            .alloc_scratch()
+            .map_err(|e| RuleError::Database(e.to_string()))
+    }
+
+    /// Scanning state for one flow direction.
+    pub fn open(&self) -> Result<DirScanner, RuleError> {
+        Ok(DirScanner {
+            stream: Some(
+                self.db
+                    .open_stream()
+                    .map_err(|e| RuleError::Database(e.to_string()))?,
+            ),
+            offset: 0,
+        })
+    }
+
+    /// Confirms rule `i` on one field: the values it leaks.
+    fn confirm(
+        &self,
+        i: usize,
+        ctx: Ctx,
+        name: &str,
+        value: &str,
+        today: Date,
+        out: &mut Vec<(Kind, String)>,
+    ) {
+        let c = &self.rules[i];
+        if !c.rule.context.admits(ctx) {
+            return;
+        }
+        let line = format!("{name}={value}");
+        for cap in c.re.captures_iter(&line) {
+            let v = cap
+                .name("v")
+                .or_else(|| cap.get(0))
+                .map_or("", |m| m.as_str());
+            if let Some(Validator::BasicAuth) = c.rule.validator {
+                if let Some((user, pass)) = validators::basic_credentials(v) {
+                    if !pass.is_empty() {
+                        out.push((Kind::Password, pass));
+                    }
+                    if !user.is_empty() {
+                        out.push((Kind::Username, user));
+                    }
+                }
+                continue;
+            }
+            if validate(c.rule.validator, v, today) {
+                out.push((c.rule.kind, v.to_owned()));
+            }
+        }
+    }
+}
+
+const PLACEHOLDERS: &[&str] = &[
+    "null",
+    "undefined",
+    "none",
+    "nil",
+    "-",
+    "true",
+    "false",
+    "***",
+    "******",
+    "********",
+];
+
+fn validate(v: Option<Validator>, s: &str, today: Date) -> bool {
+    let t = s.trim();
+    let nonempty = !t.is_empty()
+        && !PLACEHOLDERS.contains(&t.to_ascii_lowercase().as_str())
+        && !t.starts_with("{{")
+        && !t.starts_with("${");
+    match v {
+        None => nonempty,
+        Some(Validator::Nonempty) => nonempty,
+        Some(Validator::PlainPassword) => nonempty && validators::hex_digest(t).is_none(),
+        Some(Validator::HexDigest) => validators::hex_digest(t).is_some(),
+        Some(Validator::Jwt) => validators::jwt(t).is_some(),
+        Some(Validator::Bearer) => {
+            validators::jwt(t).is_some() || validators::token_like(t, 16, 3.0)
+        }
+        Some(Validator::Entropy) => validators::token_like(t, 16, 3.0),
+        Some(Validator::Email) => validators::email(t),
+        Some(Validator::Birthdate) => validators::birthdate(t, today).is_some(),
+        Some(Validator::Gender) => validators::gender(t),
+        Some(Validator::PersonName) => {
+            let letters = t.chars().filter(|c| c.is_alphabetic()).count();
+            (2..=64).contains(&t.chars().count())
+                && letters >= 2
+                && t.chars()
+                    .all(|c| c.is_alphabetic() || matches!(c, ' ' | '-' | '\'' | '.'))
+                && nonempty
+        }
+        Some(Validator::DeviceUuid) => validators::device_uuid(t),
+        Some(Validator::AndroidId) => validators::android_id(t),
+        Some(Validator::Imei) => validators::imei(t),
+        Some(Validator::PaymentCard) => validators::payment_card(t),
+        Some(Validator::BasicAuth) => validators::basic_credentials(t).is_some(),
+    }
+}
+
+/// A confirmed value in one field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hit {
+    pub rule: usize,
+    pub kind: Kind,
+    pub value: String,
+    pub ctx: Ctx,
+    /// The field's name (e.g. the query parameter), for evidence.
+    pub name: String,
+    /// HTTP message index within the direction.
+    pub message: u64,
+}
+
+/// Hyperscan stream state of one flow direction. Closes its stream when dropped
+/// (the `hyperscan` crate leaks a dropped stream).
+pub struct DirScanner {
+    stream: Option<Stream>,
+    offset: u64,
+}
+
+impl DirScanner {
+    /// Scans a batch of fields; returns confirmed hits.
+    pub fn scan(
+        &mut self,
+        set: &RuleSet,
+        scratch: &Scratch,
+        batch: &FieldBatch,
+        today: Date,
+    ) -> Result<Vec<Hit>, RuleError> {
+        let Some(stream) = self.stream.as_ref() else {
+            return Ok(Vec::new());
+        };
+        if batch.fields.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut buf = Vec::new();
+        let base = self.offset;
+        let ends = batch.serialize(base, &mut buf);
+        let mut raw: Vec<(usize, u64)> = Vec::new();
+        stream
+            .scan(&buf[..], scratch, |id, _from, to, _flags| {
+                raw.push((id as usize, to));
+                Matching::Continue
+            })
+            .map_err(|e| RuleError::Database(e.to_string()))?;
+        self.offset += buf.len() as u64;
+        let mut seen = HashSet::new();
+        let mut hits = Vec::new();
+        for (rule, to) in raw {
+            // The field whose line holds the match's end.
+            let field = ends.partition_point(|&e| e < to);
+            if field >= batch.fields.len() || !seen.insert((rule, field)) {
+                continue;
+            }
+            let f = &batch.fields[field];
+            let mut values = Vec::new();
+            set.confirm(rule, f.ctx, &f.name, &f.value, today, &mut values);
+            for (kind, value) in values {
+                hits.push(Hit {
+                    rule,
+                    kind,
+                    value,
+                    ctx: f.ctx,
+                    name: f.name.clone(),
+                    message: f.message,
+                });
+            }
+        }
+        Ok(hits)
+    }
+
+    /// Bytes scanned so far.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+}
+
+impl Drop for DirScanner {
+    fn drop(&mut self) {
+        if let Some(s) = self.stream.take() {
+            // SAFETY: a live stream we own; NULL scratch is allowed when no matches
+            // are to be reported (hs_close_stream). The crate's drop frees nothing.
+            unsafe {
+                hyperscan_sys::hs_close_stream(s.as_ptr(), ptr::null_mut(), None, ptr::null_mut())
+            };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::matcher::rules::{self, Context, Severity};
+
+    fn today() -> Date {
+        Date::new(2026, 11, 23).unwrap()
+    }
+
+    #[test]
+    fn builtin_rules_compile() {
+        let set = RuleSet::compile(rules::builtin()).unwrap();
+        assert!(set.rules().count() >= 15);
+        let kinds: HashSet<Kind> = set.rules().map(|r| r.kind).collect();
+        for k in Kind::ALL {
+            assert!(kinds.contains(&k), "no rule for {}", k.name());
+        }
+    }
+
+    #[test]
+    fn errors_name_the_rule() {
+        let bad = Rule {
+            id: "broken".into(),
+            kind: Kind::Email,
+            pattern: "(unclosed".into(),
+            severity: Severity::Low,
+            services: vec![],
+            validator: None,
+            context: Context::Any,
+        };
+        let e = RuleSet::compile(vec![bad.clone()]).unwrap_err();
+        assert!(
+            matches!(&e, RuleError::Pattern { id, .. } if id == "broken"),
+            "{e}"
+        );
+        // Valid for the regex crate, not for Hyperscan (a backreference).
+        let hs_only = Rule {
+            id: "backref".into(),
+            pattern: r"(a)\1".into(),
+            ..bad.clone()
+        };
+        let e = RuleSet::compile(vec![hs_only]).unwrap_err().to_string();
+        assert!(e.starts_with("rule backref:"), "{e}");
+        let dup = Rule {
+            id: "same".into(),
+            pattern: "x".into(),
+            ..bad
+        };
+        assert_eq!(
+            RuleSet::compile(vec![dup.clone(), dup]).unwrap_err(),
+            RuleError::DuplicateId("same".into())
+        );
+    }
+
+    #[test]
+    fn streaming_across_batches_and_confirmation() {
+        let set = RuleSet::compile(rules::builtin()).unwrap();
+        let scratch = set.scratch().unwrap();
+        let mut d = set.open().unwrap();
+        let mut b = FieldBatch::default();
+        b.push(Ctx::Query, "email", "jane@example.com", 0);
+        b.push(
+            Ctx::Query,
+            "password",
+            "5f4dcc3b5aa765d61d8327deb882cf99",
+            0,
+        );
+        b.push(
+            Ctx::Query,
+            "request_sig",
+            "0123456789abcdef0123456789abcdef",
+            0,
+        );
+        let hits = d.scan(&set, &scratch, &b, today()).unwrap();
+        let kinds: Vec<(&str, &str)> = hits
+            .iter()
+            .map(|h| (h.kind.name(), h.value.as_str()))
+            .collect();
+        assert!(kinds.contains(&("email", "jane@example.com")), "{kinds:?}");
+        assert!(kinds.contains(&("password_hash", "5f4dcc3b5aa765d61d8327deb882cf99")));
+        assert!(
+            !kinds.iter().any(|(k, _)| *k == "password"),
+            "a digest is not a plain password"
+        );
+        assert!(
+            !hits.iter().any(|h| h.name == "request_sig"),
+            "a request signature is not a secret"
+        );
+        // The stream goes on in a second batch.
+        let mut b2 = FieldBatch::default();
+        b2.push(Ctx::Header, "Authorization", "Basic dGVzdDpwYTpzcw==", 1);
+        let hits = d.scan(&set, &scratch, &b2, today()).unwrap();
+        let kinds: Vec<(&str, &str)> = hits
+            .iter()
+            .map(|h| (h.kind.name(), h.value.as_str()))
+            .collect();
+        assert_eq!(kinds, [("password", "pa:ss"), ("username", "test")]);
+    }
+}

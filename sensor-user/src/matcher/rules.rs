@@ -1,0 +1,202 @@
+//! Rules are data: a built-in file (data/rules.toml) plus the admin's rules in
+//! the TOML config, each compiled for Hyperscan (prefilter) and for the `regex`
+//! crate (precise extraction on the one field a candidate ended in).
+//!
+//! A rule's `pattern` is matched against one decoded field written `name=value`
+//! (names lowercased; see proto::fields). `^` and `$` anchor to the field's start
+//! and end. The value reported is the named group `v` (else the whole match).
+
+use serde::Deserialize;
+
+use crate::proto::fields::Ctx;
+
+const BUILTIN: &str = include_str!("../../data/rules.toml");
+
+/// Leak kinds (event and metric `kind` values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    Username,
+    Password,
+    PasswordHash,
+    PersonName,
+    Email,
+    Birthdate,
+    Gender,
+    AuthToken,
+    DeviceInfo,
+    PaymentCard,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 10] = [
+        Kind::Username,
+        Kind::Password,
+        Kind::PasswordHash,
+        Kind::PersonName,
+        Kind::Email,
+        Kind::Birthdate,
+        Kind::Gender,
+        Kind::AuthToken,
+        Kind::DeviceInfo,
+        Kind::PaymentCard,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Username => "username",
+            Self::Password => "password",
+            Self::PasswordHash => "password_hash",
+            Self::PersonName => "person_name",
+            Self::Email => "email",
+            Self::Birthdate => "birthdate",
+            Self::Gender => "gender",
+            Self::AuthToken => "auth_token",
+            Self::DeviceInfo => "device_info",
+            Self::PaymentCard => "payment_card",
+        }
+    }
+
+    /// Kinds that are personal data (gender is reported only next to one of these).
+    pub fn is_pii(self) -> bool {
+        matches!(
+            self,
+            Self::Username
+                | Self::PersonName
+                | Self::Email
+                | Self::Birthdate
+                | Self::DeviceInfo
+                | Self::PaymentCard
+        )
+    }
+
+    /// Secrets whose reuse from another client is a replay.
+    pub fn is_replayable(self) -> bool {
+        matches!(self, Self::AuthToken | Self::PasswordHash)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Severity {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Low => "low",
+            Self::Medium => "medium",
+            Self::High => "high",
+            Self::Critical => "critical",
+        }
+    }
+}
+
+/// Where a rule looks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Context {
+    Query,
+    Header,
+    Cookie,
+    Body,
+    /// Every field, and raw lines of non-HTTP payloads.
+    #[default]
+    Any,
+}
+
+impl Context {
+    /// The field context codes this rule applies to.
+    pub fn codes(self) -> &'static str {
+        match self {
+            Self::Query => "q",
+            Self::Header => "h",
+            Self::Cookie => "c",
+            Self::Body => "b",
+            Self::Any => "qhcbr",
+        }
+    }
+
+    pub fn admits(self, ctx: Ctx) -> bool {
+        self.codes().as_bytes().contains(&ctx.code())
+    }
+}
+
+/// How a candidate is confirmed (see matcher::validators).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Validator {
+    /// Non-empty (after trimming), not a placeholder.
+    Nonempty,
+    /// A password that is not itself a hex digest (those are `password_hash`).
+    PlainPassword,
+    HexDigest,
+    Jwt,
+    /// A JWT, or a random-looking token.
+    Bearer,
+    /// Long and random-looking (entropy ≥ 3 bits/char, ≥ 16 chars).
+    Entropy,
+    Email,
+    Birthdate,
+    Gender,
+    PersonName,
+    DeviceUuid,
+    AndroidId,
+    Imei,
+    PaymentCard,
+    /// `Authorization: Basic`: reports the password, and the username as a second finding.
+    BasicAuth,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    pub id: String,
+    pub kind: Kind,
+    pub pattern: String,
+    pub severity: Severity,
+    /// Only flows of these services (empty: all).
+    #[serde(default)]
+    pub services: Vec<String>,
+    #[serde(default)]
+    pub validator: Option<Validator>,
+    #[serde(default)]
+    pub context: Context,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleFile {
+    rules: Vec<Rule>,
+}
+
+/// The built-in rules.
+pub fn builtin() -> Vec<Rule> {
+    let f: RuleFile = toml::from_str(BUILTIN).expect("data/rules.toml is valid (tested)");
+    f.rules
+}
+
+impl Rule {
+    /// The Hyperscan expression: the pattern placed inside the field line format.
+    pub fn hyperscan_expression(&self) -> String {
+        let mut p = self.pattern.replace("(?P<v>", "(").replace("(?<v>", "(");
+        let anchored = p.starts_with('^');
+        if anchored {
+            p.remove(0);
+        }
+        if p.ends_with('$') && !p.ends_with("\\$") {
+            p.pop();
+            p.push_str("\\n");
+        }
+        let prefix = format!("\\x1e[{}]\\x1f", self.context.codes());
+        if anchored {
+            format!("{prefix}(?:{p})")
+        } else {
+            format!("{prefix}[^\\n]*(?:{p})")
+        }
+    }
+}
