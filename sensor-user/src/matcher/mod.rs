@@ -6,5 +6,6 @@
 //! | `validators` | digest, JWT, Luhn, IMEI, email, date, entropy checks   |
 
 pub mod engine;
+pub mod findings;
 pub mod rules;
 pub mod validators;

@@ -1,0 +1,332 @@
+//! Findings: what the matcher confirmed, shown without giving the secret away.
+//!
+//! - Evidence is redacted by default: the field name, the value's first and last
+//!   two characters and its length. `fingerprint` shows no characters; `full`
+//!   shows the value (explicit opt-in, warned about at start-up).
+//! - Fingerprints are a keyed hash (HMAC-SHA256 with a per-installation key kept
+//!   in a 0600 file), so the same secret is recognisable across flows and clients
+//!   without ever being stored.
+//! - Replays: the same token or password-hash fingerprint from a second client
+//!   address within a window.
+
+use std::{
+    collections::HashMap,
+    fs,
+    io::{self, Read as _, Write as _},
+    net::IpAddr,
+    os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _},
+    path::Path,
+    str::FromStr,
+    time::{Duration, Instant},
+};
+
+use hmac::{Hmac, Mac as _};
+use sha2::Sha256;
+
+use super::rules::Kind;
+
+/// How evidence is shown in events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EvidenceMode {
+    #[default]
+    Redacted,
+    Fingerprint,
+    Full,
+}
+
+impl FromStr for EvidenceMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "redacted" => Ok(Self::Redacted),
+            "fingerprint" => Ok(Self::Fingerprint),
+            "full" => Ok(Self::Full),
+            _ => Err(format!(
+                "{s:?}: evidence mode is redacted, fingerprint or full"
+            )),
+        }
+    }
+}
+
+/// The evidence string of a value found in field `name`.
+pub fn evidence(name: &str, value: &str, mode: EvidenceMode) -> String {
+    let chars: Vec<char> = value.chars().collect();
+    let n = chars.len();
+    let shown = match mode {
+        EvidenceMode::Full => value.to_owned(),
+        // Short values would be mostly revealed by four characters.
+        EvidenceMode::Redacted if n >= 8 => {
+            let head: String = chars[..2].iter().collect();
+            let tail: String = chars[n - 2..].iter().collect();
+            format!("{head}…{tail} ({n} chars)")
+        }
+        EvidenceMode::Redacted | EvidenceMode::Fingerprint => format!("… ({n} chars)"),
+    };
+    if name.is_empty() {
+        shown
+    } else {
+        format!("{name}={shown}")
+    }
+}
+
+/// Keyed fingerprints of secrets.
+pub struct Fingerprinter {
+    key: [u8; 32],
+}
+
+impl std::fmt::Debug for Fingerprinter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Fingerprinter(..)")
+    }
+}
+
+impl Fingerprinter {
+    pub fn from_key(key: [u8; 32]) -> Self {
+        Self { key }
+    }
+
+    /// The installation's key at `path`, created (random, mode 0600) on first use.
+    pub fn load_or_create(path: &Path) -> io::Result<Self> {
+        let mut key = [0u8; 32];
+        match fs::File::open(path) {
+            Ok(mut f) => {
+                f.read_exact(&mut key).map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!("{}: {e} (expected 32 bytes)", path.display()),
+                    )
+                })?;
+                // Whatever made it readable to others, it is the key: tighten it.
+                if f.metadata()?.permissions().mode() & 0o077 != 0 {
+                    log::warn!(
+                        "{}: permissions were looser than 0600; fixed",
+                        path.display()
+                    );
+                    fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if let Some(dir) = path.parent() {
+                    fs::create_dir_all(dir)?;
+                }
+                fs::File::open("/dev/urandom")?.read_exact(&mut key)?;
+                let mut f = fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(path)?;
+                f.write_all(&key)?;
+                f.sync_all()?;
+                log::info!("created fingerprint key {}", path.display());
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(Self { key })
+    }
+
+    /// 32 hex characters identifying `value` of `kind` on this installation.
+    pub fn fingerprint(&self, kind: Kind, value: &str) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes any key length");
+        mac.update(kind.name().as_bytes());
+        mac.update(&[0]);
+        mac.update(value.as_bytes());
+        mac.finalize().into_bytes()[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+}
+
+/// A secret seen again from another client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replay {
+    pub first_client: IpAddr,
+    /// How long ago the first client sent it.
+    pub since: Duration,
+}
+
+#[derive(Debug)]
+struct Seen {
+    client: IpAddr,
+    at: Instant,
+    replayed_to: Vec<IpAddr>,
+}
+
+/// Fingerprints of replayable secrets and the client that sent each first.
+/// Bounded in entries and expiring after `window`.
+#[derive(Debug)]
+pub struct ReplayDetector {
+    seen: HashMap<String, Seen>,
+    window: Duration,
+    cap: usize,
+}
+
+impl ReplayDetector {
+    pub fn new(window: Duration, cap: usize) -> Self {
+        Self {
+            seen: HashMap::new(),
+            window,
+            cap,
+        }
+    }
+
+    /// Records `fingerprint` from `client`; a replay when another client sent it
+    /// within the window (reported once per new client).
+    pub fn observe(&mut self, fingerprint: &str, client: IpAddr, now: Instant) -> Option<Replay> {
+        if let Some(s) = self.seen.get_mut(fingerprint) {
+            if now.duration_since(s.at) <= self.window {
+                if s.client == client || s.replayed_to.contains(&client) {
+                    return None;
+                }
+                if s.replayed_to.len() < 16 {
+                    s.replayed_to.push(client);
+                }
+                return Some(Replay {
+                    first_client: s.client,
+                    since: now.duration_since(s.at),
+                });
+            }
+            *s = Seen {
+                client,
+                at: now,
+                replayed_to: Vec::new(),
+            };
+            return None;
+        }
+        if self.seen.len() >= self.cap {
+            self.sweep(now);
+            if self.seen.len() >= self.cap
+                && let Some(oldest) = self
+                    .seen
+                    .iter()
+                    .min_by_key(|(_, s)| s.at)
+                    .map(|(k, _)| k.clone())
+            {
+                self.seen.remove(&oldest);
+            }
+        }
+        self.seen.insert(
+            fingerprint.to_owned(),
+            Seen {
+                client,
+                at: now,
+                replayed_to: Vec::new(),
+            },
+        );
+        None
+    }
+
+    /// Forgets what is older than the window.
+    pub fn sweep(&mut self, now: Instant) {
+        let w = self.window;
+        self.seen.retain(|_, s| now.duration_since(s.at) <= w);
+    }
+
+    pub fn len(&self) -> usize {
+        self.seen.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.seen.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn evidence_modes() {
+        let v = "5f4dcc3b5aa765d61d8327deb882cf99";
+        assert_eq!(
+            evidence("password", v, EvidenceMode::Redacted),
+            "password=5f…99 (32 chars)"
+        );
+        assert_eq!(
+            evidence("password", v, EvidenceMode::Fingerprint),
+            "password=… (32 chars)"
+        );
+        assert_eq!(
+            evidence("password", v, EvidenceMode::Full),
+            format!("password={v}")
+        );
+        assert_eq!(
+            evidence("pass", "hunter2", EvidenceMode::Redacted),
+            "pass=… (7 chars)"
+        );
+        assert_eq!(
+            evidence("", "jane@example.com", EvidenceMode::Redacted),
+            "ja…om (16 chars)"
+        );
+        assert!(!evidence("password", v, EvidenceMode::Redacted).contains("4dcc3b"));
+        assert_eq!("full".parse::<EvidenceMode>(), Ok(EvidenceMode::Full));
+        assert!("loud".parse::<EvidenceMode>().is_err());
+    }
+
+    #[test]
+    fn key_file_is_created_0600_and_reused() {
+        let dir = std::env::temp_dir().join(format!("lw-fp-{}", std::process::id()));
+        let path = dir.join("state/fingerprint.key");
+        let _ = fs::remove_dir_all(&dir);
+        let a = Fingerprinter::load_or_create(&path).unwrap();
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let b = Fingerprinter::load_or_create(&path).unwrap();
+        assert_eq!(
+            a.fingerprint(Kind::AuthToken, "tok"),
+            b.fingerprint(Kind::AuthToken, "tok")
+        );
+        assert_ne!(
+            a.fingerprint(Kind::AuthToken, "tok"),
+            a.fingerprint(Kind::Password, "tok")
+        );
+        assert_eq!(a.fingerprint(Kind::AuthToken, "tok").len(), 32);
+        // Another installation's key gives other fingerprints.
+        let other = Fingerprinter::from_key([7; 32]);
+        assert_ne!(
+            a.fingerprint(Kind::AuthToken, "tok"),
+            other.fingerprint(Kind::AuthToken, "tok")
+        );
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        Fingerprinter::load_or_create(&path).unwrap();
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn replays() {
+        let t0 = Instant::now();
+        let (a, b, c): (IpAddr, IpAddr, IpAddr) = (
+            "192.0.2.10".parse().unwrap(),
+            "192.0.2.11".parse().unwrap(),
+            "192.0.2.12".parse().unwrap(),
+        );
+        let mut r = ReplayDetector::new(Duration::from_secs(60), 100);
+        assert_eq!(r.observe("fp", a, t0), None);
+        assert_eq!(
+            r.observe("fp", a, t0 + Duration::from_secs(1)),
+            None,
+            "same client again"
+        );
+        let rep = r.observe("fp", b, t0 + Duration::from_secs(2)).unwrap();
+        assert_eq!(rep.first_client, a);
+        assert_eq!(
+            r.observe("fp", b, t0 + Duration::from_secs(3)),
+            None,
+            "once per client"
+        );
+        assert!(r.observe("fp", c, t0 + Duration::from_secs(3)).is_some());
+        // After the window it is a fresh sighting.
+        assert_eq!(r.observe("fp", b, t0 + Duration::from_secs(120)), None);
+        let mut small = ReplayDetector::new(Duration::from_secs(60), 2);
+        small.observe("1", a, t0);
+        small.observe("2", a, t0);
+        small.observe("3", a, t0);
+        assert_eq!(small.len(), 2);
+    }
+}
