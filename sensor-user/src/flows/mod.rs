@@ -2,3 +2,4 @@
 
 pub mod posture;
 pub mod reassembly;
+pub mod streams;

@@ -126,6 +126,30 @@ impl Reassembler {
         self.drain(out);
     }
 
+    /// The kernel sampled a segment far ahead (1-in-K after the head budget):
+    /// everything before `seq` is a gap; delivery resumes at `seq`.
+    pub fn jump(&mut self, seq: u32, out: &mut impl FnMut(Chunk<'_>)) {
+        let Some(pos) = self.position(seq) else {
+            self.next = Some((seq, 0));
+            return;
+        };
+        // Buffered bytes before the jump point still count.
+        while self
+            .pending
+            .first_key_value()
+            .is_some_and(|(&p, _)| p < pos)
+        {
+            self.skip_hole(out);
+        }
+        let (_, npos) = self.next.expect("anchored");
+        if pos > npos {
+            self.stats.gaps += 1;
+            self.stats.gap_bytes += pos - npos;
+            out(Chunk::Gap(pos - npos));
+            self.next = Some((seq, pos));
+        }
+    }
+
     fn deliver(&mut self, data: &[u8], out: &mut impl FnMut(Chunk<'_>)) {
         let (nseq, npos) = self.next.expect("anchored");
         self.next = Some((
@@ -303,6 +327,22 @@ mod tests {
                 assert_eq!(run(&mut r, &segs), msg, "cut {cut} reversed {reverse}");
             }
         }
+    }
+
+    #[test]
+    fn jump_ahead_to_a_tail_sample() {
+        let mut r = Reassembler::new(1 << 20);
+        r.syn(0);
+        let mut got = run(&mut r, &[(1, b"head")]);
+        r.jump(101, &mut |c| {
+            if let Chunk::Gap(n) = c {
+                got.extend(std::iter::repeat_n(b'#', n as usize))
+            }
+        });
+        got.extend(run(&mut r, &[(101, b"tail")]));
+        assert_eq!(got.len(), 4 + 96 + 4);
+        assert!(got.ends_with(b"tail"));
+        assert_eq!(r.stats.gaps, 1);
     }
 
     #[test]

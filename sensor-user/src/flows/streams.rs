@@ -1,0 +1,505 @@
+//! Per-flow matching state: for each direction of a watched cleartext flow, TCP
+//! reassembly → HTTP/1.x (or raw lines) → decoded fields → the Hyperscan stream.
+//! Produces confirmed hits with their flow context; bounded in flows, evicted on
+//! FIN/RST, idleness and the cap (each counted), streams always closed.
+
+use std::{
+    collections::{HashMap, HashSet},
+    hash::{Hash as _, Hasher as _},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use hyperscan::Scratch;
+use sensor_common::{
+    flow::{FlowKey, IPPROTO_TCP},
+    parse::{TCP_FIN, TCP_RST, TCP_SYN},
+    record::{RecordKind, flags},
+};
+
+use super::reassembly::{Chunk, Reassembler};
+use crate::{
+    capture::record::Record,
+    matcher::{
+        engine::{DirScanner, Hit, RuleError, RuleSet},
+        rules::Kind,
+        validators::Date,
+    },
+    proto::{
+        fields::FieldBatch,
+        http_stream::{Head, HttpStream},
+    },
+};
+
+/// Out-of-order bytes held per direction.
+const MAX_PENDING: usize = 256 * 1024;
+/// Gender findings held per flow while waiting for other PII in their message.
+const MAX_HELD: usize = 16;
+
+/// Why a flow's matching state was dropped (`reason` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Eviction {
+    Fin,
+    Rst,
+    Idle,
+    Cap,
+}
+
+impl Eviction {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Fin => "fin",
+            Self::Rst => "rst",
+            Self::Idle => "idle",
+            Self::Cap => "cap",
+        }
+    }
+}
+
+/// A confirmed hit and where it was found.
+#[derive(Debug, Clone)]
+pub struct Located {
+    pub hit: Hit,
+    /// The record whose data completed the match (time, interface, addresses).
+    pub ts_ns: u64,
+    pub ifindex: u32,
+    pub key: FlowKey,
+    /// Key direction the data travelled in.
+    pub direction: u8,
+    pub from_client: bool,
+    pub service: u32,
+    /// The request this belongs to (for responses: the latest request).
+    pub head: Option<Head>,
+}
+
+struct Dir {
+    reasm: Reassembler,
+    http: HttpStream,
+    scan: DirScanner,
+}
+
+struct Flow {
+    dirs: [Option<Dir>; 2],
+    client_dir: Option<u8>,
+    service: u32,
+    last: Instant,
+    /// Time and interface of the latest record, for hits found at close.
+    last_ts_ns: u64,
+    ifindex: u32,
+    fins: u8,
+    /// (rule, value hash): reported once per flow.
+    reported: HashSet<(usize, u64)>,
+    /// (direction, message) pairs that carried PII.
+    pii: HashSet<(u8, u64)>,
+    held: Vec<Located>,
+}
+
+/// Counters for metrics.
+#[derive(Debug, Default, Clone)]
+pub struct StreamStats {
+    pub bytes_scanned: u64,
+    pub gaps: u64,
+    pub evicted: HashMap<&'static str, u64>,
+    pub scan_errors: u64,
+}
+
+pub struct StreamTable {
+    rules: Arc<RuleSet>,
+    scratch: Scratch,
+    flows: HashMap<FlowKey, Flow>,
+    idle: Duration,
+    cap: usize,
+    pub stats: StreamStats,
+}
+
+fn value_hash(v: &str) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    v.hash(&mut h);
+    h.finish()
+}
+
+impl StreamTable {
+    pub fn new(rules: Arc<RuleSet>, idle: Duration, cap: usize) -> Result<Self, RuleError> {
+        let scratch = rules.scratch()?;
+        Ok(Self {
+            rules,
+            scratch,
+            flows: HashMap::new(),
+            idle,
+            cap,
+            stats: StreamStats::default(),
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.flows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.flows.is_empty()
+    }
+
+    /// Feeds one record of a watched flow; confirmed hits go to `out`.
+    pub fn on_record(&mut self, rec: &Record, now: Instant, out: &mut Vec<Located>) {
+        let h = &rec.hdr;
+        // TLS payload is opaque; only watched flows are matched.
+        if !matches!(rec.kind, RecordKind::Sample | RecordKind::Meta)
+            || h.service == 0
+            || h.flags & flags::TLS != 0
+        {
+            return;
+        }
+        if !self.flows.contains_key(&h.flow) {
+            if rec.kind == RecordKind::Meta && h.tcp_flags & TCP_SYN == 0 {
+                return; // nothing to match in a flow whose data we never saw
+            }
+            if self.flows.len() >= self.cap {
+                self.evict_idlest(out);
+            }
+        }
+        let flow = self.flows.entry(h.flow).or_insert_with(|| Flow {
+            dirs: [None, None],
+            client_dir: None,
+            service: h.service,
+            last: now,
+            last_ts_ns: h.ts_ns,
+            ifindex: h.ifindex,
+            fins: 0,
+            reported: HashSet::new(),
+            pii: HashSet::new(),
+            held: Vec::new(),
+        });
+        flow.last = now;
+        flow.last_ts_ns = h.ts_ns;
+        flow.ifindex = h.ifindex;
+        let d = h.direction & 1;
+        let from_client = h.flags & flags::FROM_CLIENT != 0;
+        if from_client {
+            flow.client_dir = Some(d);
+        } else if flow.client_dir.is_none() {
+            flow.client_dir = Some(d ^ 1);
+        }
+        let requests = flow.client_dir == Some(d);
+        if flow.dirs[d as usize].is_none() {
+            match self.rules.open() {
+                Ok(scan) => {
+                    flow.dirs[d as usize] = Some(Dir {
+                        reasm: Reassembler::new(MAX_PENDING),
+                        http: HttpStream::new(requests),
+                        scan,
+                    })
+                }
+                Err(e) => {
+                    self.stats.scan_errors += 1;
+                    log::warn!("opening a scan stream: {e}");
+                    return;
+                }
+            }
+        }
+        let dir = flow.dirs[d as usize].as_mut().expect("opened above");
+        let mut batch = FieldBatch::default();
+        let payload = rec.payload();
+        if h.flow.proto == IPPROTO_TCP {
+            if h.tcp_flags & TCP_SYN != 0 {
+                dir.reasm.syn(h.tcp_seq);
+            }
+            let (reasm, http) = (&mut dir.reasm, &mut dir.http);
+            let mut feed = |c: Chunk<'_>| match c {
+                Chunk::Data(b) => http.feed(b, &mut batch),
+                Chunk::Gap(_) => http.gap(&mut batch),
+            };
+            if h.flags & flags::TAIL != 0 {
+                reasm.jump(h.tcp_seq, &mut feed);
+            }
+            if !payload.is_empty() {
+                reasm.segment(h.tcp_seq, payload, &mut feed);
+            }
+        } else if !payload.is_empty() {
+            // UDP: each datagram stands alone.
+            dir.http.feed(payload, &mut batch);
+            dir.http.finish(&mut batch);
+        }
+        let end = h.tcp_flags & (TCP_FIN | TCP_RST) != 0;
+        if end {
+            dir.http.finish(&mut batch);
+            flow.fins |= if h.tcp_flags & TCP_RST != 0 {
+                3
+            } else {
+                1 << d
+            };
+        }
+        self.scan_batch(h.flow, d, h.ts_ns, h.ifindex, &batch, out);
+        if let Some(flow) = self.flows.get(&h.flow)
+            && flow.fins == 3
+        {
+            let why = if h.tcp_flags & TCP_RST != 0 {
+                Eviction::Rst
+            } else {
+                Eviction::Fin
+            };
+            self.close(h.flow, why, out);
+        }
+    }
+
+    fn scan_batch(
+        &mut self,
+        key: FlowKey,
+        d: u8,
+        ts_ns: u64,
+        ifindex: u32,
+        batch: &FieldBatch,
+        out: &mut Vec<Located>,
+    ) {
+        if batch.fields.is_empty() {
+            return;
+        }
+        let Some(flow) = self.flows.get_mut(&key) else {
+            return;
+        };
+        let requests = flow.client_dir == Some(d);
+        let Some(dir) = flow.dirs[d as usize].as_mut() else {
+            return;
+        };
+        let before = dir.scan.offset();
+        let hits = match dir
+            .scan
+            .scan(&self.rules, &self.scratch, batch, Date::today())
+        {
+            Ok(h) => h,
+            Err(e) => {
+                self.stats.scan_errors += 1;
+                log::warn!("scanning: {e}");
+                return;
+            }
+        };
+        self.stats.bytes_scanned += dir.scan.offset() - before;
+        // The request a hit belongs to: this direction's, or (responses) the other's.
+        let head = if requests {
+            dir.http.heads.last().cloned()
+        } else {
+            flow.dirs[(d ^ 1) as usize]
+                .as_ref()
+                .and_then(|o| o.http.heads.last().cloned())
+        };
+        for hit in hits {
+            if !flow.reported.insert((hit.rule, value_hash(&hit.value))) {
+                continue;
+            }
+            let loc = Located {
+                ts_ns,
+                ifindex,
+                key,
+                direction: d,
+                from_client: requests,
+                service: flow.service,
+                head: head.clone(),
+                hit,
+            };
+            let msg = (d, loc.hit.message);
+            if loc.hit.kind == Kind::Gender {
+                // Too common alone: only next to other PII of the same message.
+                if flow.pii.contains(&msg) {
+                    out.push(loc);
+                } else if flow.held.len() < MAX_HELD {
+                    flow.held.push(loc);
+                }
+                continue;
+            }
+            if loc.hit.kind.is_pii() && flow.pii.insert(msg) {
+                let (now_ok, keep): (Vec<_>, Vec<_>) = flow
+                    .held
+                    .drain(..)
+                    .partition(|g| (g.direction, g.hit.message) == msg);
+                flow.held = keep;
+                out.extend(now_ok);
+            }
+            out.push(loc);
+        }
+    }
+
+    /// Ends a flow's matching: scans what its parsers still held, closes its
+    /// streams (dropping a DirScanner closes its Hyperscan stream). Held gender
+    /// values that never met other PII are dropped.
+    fn close(&mut self, key: FlowKey, why: Eviction, out: &mut Vec<Located>) {
+        let Some(flow) = self.flows.get_mut(&key) else {
+            return;
+        };
+        let mut pending = Vec::new();
+        for (d, dir) in flow.dirs.iter_mut().enumerate() {
+            if let Some(dir) = dir {
+                let mut batch = FieldBatch::default();
+                dir.http.finish(&mut batch);
+                self.stats.gaps += dir.reasm.stats.gaps;
+                pending.push((d as u8, batch));
+            }
+        }
+        let (ts_ns, ifindex) = (flow.last_ts_ns, flow.ifindex);
+        for (d, batch) in pending {
+            self.scan_batch(key, d, ts_ns, ifindex, &batch, out);
+        }
+        *self.stats.evicted.entry(why.name()).or_default() += 1;
+        self.flows.remove(&key);
+    }
+
+    fn evict_idlest(&mut self, out: &mut Vec<Located>) {
+        if let Some(k) = self
+            .flows
+            .iter()
+            .min_by_key(|(_, f)| f.last)
+            .map(|(k, _)| *k)
+        {
+            self.close(k, Eviction::Cap, out);
+        }
+    }
+
+    /// Drops flows idle past the timeout.
+    pub fn sweep(&mut self, now: Instant, out: &mut Vec<Located>) {
+        let idle: Vec<FlowKey> = self
+            .flows
+            .iter()
+            .filter(|(_, f)| now.duration_since(f.last) >= self.idle)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in idle {
+            self.close(k, Eviction::Idle, out);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        fixtures::{FrameBuilder, record},
+        matcher::rules,
+    };
+    use sensor_common::parse::TCP_ACK;
+
+    fn table() -> StreamTable {
+        // Compiling the rules takes a while: once per test binary.
+        static RULES: std::sync::OnceLock<Arc<RuleSet>> = std::sync::OnceLock::new();
+        let rules = RULES.get_or_init(|| Arc::new(RuleSet::compile(rules::builtin()).unwrap()));
+        StreamTable::new(Arc::clone(rules), Duration::from_secs(60), 100).unwrap()
+    }
+
+    /// Client segments of `msg` cut at `cuts`, fed in `order`; the hits' (kind, value).
+    fn run(msg: &[u8], cuts: &[usize], order: &[usize]) -> Vec<(&'static str, String)> {
+        let mut t = table();
+        let mut out = Vec::new();
+        let now = Instant::now();
+        let syn = record(
+            RecordKind::Meta,
+            flags::FROM_CLIENT,
+            &FrameBuilder::tcp("192.0.2.10", 40000, "198.51.100.2", 80)
+                .flags(TCP_SYN)
+                .seq(999)
+                .build(),
+        );
+        let mut syn = syn;
+        syn.hdr.service = 1;
+        t.on_record(&syn, now, &mut out);
+        let mut bounds = vec![0];
+        bounds.extend_from_slice(cuts);
+        bounds.push(msg.len());
+        let segs: Vec<(u32, &[u8])> = bounds
+            .windows(2)
+            .map(|w| (1000 + w[0] as u32, &msg[w[0]..w[1]]))
+            .collect();
+        for &i in order {
+            let (seq, data) = segs[i];
+            let mut r = record(
+                RecordKind::Sample,
+                flags::FROM_CLIENT,
+                &FrameBuilder::tcp("192.0.2.10", 40000, "198.51.100.2", 80)
+                    .flags(TCP_ACK | 0x08)
+                    .seq(seq)
+                    .payload(data)
+                    .build(),
+            );
+            r.hdr.service = 1;
+            t.on_record(&r, now, &mut out);
+        }
+        let mut v: Vec<(&'static str, String)> = out
+            .into_iter()
+            .map(|l| (l.hit.kind.name(), l.hit.value))
+            .collect();
+        v.sort();
+        v
+    }
+
+    const LOGIN: &[u8] = b"GET /api.json/0.2/user/login?email=jane.doe%40example.com&password=5f4dcc3b5aa765d61d8327deb882cf99&app_id=950096963&request_sig=0123456789abcdef0123456789abcdef HTTP/1.1\r\nHost: www.qobuz.com\r\nX-User-Auth-Token: QkX3u9rVb0dY7nWq2LpZsT5hGmJc8aEf\r\n\r\n";
+
+    #[test]
+    fn qobuz_login_findings() {
+        let got = run(LOGIN, &[], &[0]);
+        assert_eq!(
+            got,
+            [
+                ("auth_token", "QkX3u9rVb0dY7nWq2LpZsT5hGmJc8aEf".to_owned()),
+                ("email", "jane.doe@example.com".to_owned()),
+                (
+                    "password_hash",
+                    "5f4dcc3b5aa765d61d8327deb882cf99".to_owned()
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn split_at_every_byte_in_order_and_reversed() {
+        let whole = run(LOGIN, &[], &[0]);
+        for cut in 1..LOGIN.len() {
+            assert_eq!(run(LOGIN, &[cut], &[0, 1]), whole, "cut {cut}");
+            assert_eq!(run(LOGIN, &[cut], &[1, 0]), whole, "cut {cut} reversed");
+        }
+    }
+
+    #[test]
+    fn retransmitted_and_out_of_order_three_pieces() {
+        let whole = run(LOGIN, &[], &[0]);
+        assert_eq!(run(LOGIN, &[40, 90], &[2, 0, 0, 1, 2]), whole);
+    }
+
+    #[test]
+    fn duplicates_in_a_flow_are_reported_once_and_gender_needs_company() {
+        let two = [LOGIN, LOGIN].concat();
+        assert_eq!(run(&two, &[], &[0]).len(), 3);
+        let alone = b"POST /p HTTP/1.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 8\r\n\r\nsex=male";
+        assert!(
+            run(alone, &[], &[0]).is_empty(),
+            "gender alone is too common"
+        );
+        let body = br#"{"gender":"female","firstname":"Jane"}"#;
+        let mut with = format!(
+            "POST /p HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        with.extend_from_slice(body);
+        let got = run(&with, &[], &[0]);
+        assert!(
+            got.contains(&("gender", "female".into()))
+                && got.contains(&("person_name", "Jane".into())),
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn tls_and_unwatched_records_are_not_matched() {
+        let mut t = table();
+        let mut out = Vec::new();
+        let mut r = record(
+            RecordKind::Sample,
+            flags::FROM_CLIENT | flags::TLS,
+            &FrameBuilder::tcp("192.0.2.10", 1, "198.51.100.2", 443)
+                .payload(LOGIN)
+                .build(),
+        );
+        r.hdr.service = 1;
+        t.on_record(&r, Instant::now(), &mut out);
+        r.hdr.flags = flags::FROM_CLIENT;
+        r.hdr.service = 0;
+        t.on_record(&r, Instant::now(), &mut out);
+        assert!(out.is_empty() && t.is_empty());
+    }
+}
