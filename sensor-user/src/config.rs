@@ -13,13 +13,20 @@
 //! domains = ["qobuz-cdn.example"]
 //! cidrs = ["198.51.100.0/24", "2001:db8:5::/48"]
 //! public_ids = ["app_id"]
+//!
+//! [[rules]]                    # admin rules, added to the built-in ones
+//! id = "corp_sso_ticket"
+//! kind = "auth_token"
+//! severity = "high"
+//! context = "query"
+//! pattern = '^ticket=(?P<v>ST-[A-Za-z0-9-]{20,})$'
 //! ```
 
 use std::{path::Path, time::Duration};
 
 use serde::Deserialize;
 
-use crate::targets::catalog::ServiceDef;
+use crate::{matcher::rules::Rule, targets::catalog::ServiceDef};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -71,6 +78,9 @@ pub struct Config {
     pub targets: TargetSettings,
     #[serde(default)]
     pub services: Vec<ServiceDef>,
+    /// Admin rules, added to the built-in ones.
+    #[serde(default)]
+    pub rules: Vec<Rule>,
 }
 
 impl Config {

@@ -15,8 +15,13 @@ use sensor_user::{
         ring::{RecordResult, RingReader},
     },
     config::Config as FileConfig,
-    flows::posture::Posture,
-    pipeline::Pipeline,
+    flows::{posture::Posture, streams::StreamTable},
+    matcher::{
+        engine::RuleSet,
+        findings::{EvidenceMode, Fingerprinter, ReplayDetector},
+        rules,
+    },
+    pipeline::{MatchStage, Pipeline},
     sinks::{
         events::EventLog,
         metrics::{AttachLabels, Metrics},
@@ -45,6 +50,25 @@ enum Cmd {
     Catalog {
         #[command(subcommand)]
         cmd: CatalogCmd,
+    },
+    /// The leak rules.
+    Rules {
+        #[command(subcommand)]
+        cmd: RulesCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum RulesCmd {
+    /// Compile the built-in and configured rules; report errors by rule id.
+    Check {
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+    },
+    /// Print the effective rules.
+    List {
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
     },
 }
 
@@ -110,6 +134,16 @@ struct RunArgs {
     /// Write events (JSON lines, EVE style) to PATH, or - for stdout.
     #[arg(long, value_name = "PATH")]
     events: Option<PathBuf>,
+    /// How leaked values appear in events: redacted (first/last 2 characters and
+    /// the length), fingerprint (no characters) or full (the value itself).
+    #[arg(long, default_value = "redacted", value_name = "MODE")]
+    evidence: EvidenceMode,
+    /// Where the per-installation fingerprint key is kept.
+    #[arg(long, default_value = "/var/lib/leakwatch", value_name = "DIR")]
+    state_dir: PathBuf,
+    /// A token seen from a second client within this many seconds is a replay.
+    #[arg(long, default_value_t = 3600, value_name = "SECS")]
+    replay_window: u64,
 }
 
 impl RunArgs {
@@ -165,6 +199,12 @@ fn main() {
         Cmd::Catalog {
             cmd: CatalogCmd::List { config },
         } => catalog_list(config.as_deref()),
+        Cmd::Rules {
+            cmd: RulesCmd::Check { config },
+        } => rules_check(config.as_deref()),
+        Cmd::Rules {
+            cmd: RulesCmd::List { config },
+        } => rules_list(config.as_deref()),
     };
     if let Err(e) = result {
         // A closed stdout (`leakwatch catalog list | head`) is not a failure.
@@ -195,6 +235,60 @@ fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<(FileConfig, Ca
         .extend(config.services.clone())
         .with_context(|| format!("services in {src}"))?;
     Ok((config, catalog))
+}
+
+/// The built-in rules plus the config's, compiled.
+fn load_rules(config: &FileConfig, path: Option<&std::path::Path>) -> anyhow::Result<RuleSet> {
+    let mut all = rules::builtin();
+    all.extend(config.rules.clone());
+    let src = path.map_or_else(
+        || "the built-in rules".to_owned(),
+        |p| format!("the built-in rules and {}", p.display()),
+    );
+    RuleSet::compile(all).with_context(|| format!("compiling {src}"))
+}
+
+fn rules_check(config: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let (file, _) = load_config(config)?;
+    let set = load_rules(&file, config)?;
+    println!(
+        "{} rules compiled (version {})",
+        set.rules().count(),
+        set.version
+    );
+    Ok(())
+}
+
+fn rules_list(config: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let (file, _) = load_config(config)?;
+    let set = load_rules(&file, config)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{:<22} {:<14} {:<9} {:<7} {:<15} services",
+        "id", "kind", "severity", "context", "validator"
+    )?;
+    for r in set.rules() {
+        let validator = r
+            .validator
+            .map_or_else(|| "-".to_owned(), |v| format!("{v:?}").to_ascii_lowercase());
+        let services = if r.services.is_empty() {
+            "all".to_owned()
+        } else {
+            r.services.join(",")
+        };
+        let context = format!("{:?}", r.context).to_ascii_lowercase();
+        writeln!(
+            out,
+            "{:<22} {:<14} {:<9} {:<7} {:<15} {services}",
+            r.id,
+            r.kind.name(),
+            r.severity.name(),
+            context,
+            validator
+        )?;
+    }
+    Ok(())
 }
 
 fn catalog_list(config: Option<&std::path::Path>) -> anyhow::Result<()> {
@@ -258,6 +352,23 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         .transpose()?
         .map(EventLog::new);
 
+    let rule_set = Arc::new(load_rules(&file_config, args.config.as_deref())?);
+    let key_path = args.state_dir.join("fingerprint.key");
+    let fingerprints = Fingerprinter::load_or_create(&key_path).with_context(|| {
+        format!(
+            "fingerprint key {} (choose a writable --state-dir)",
+            key_path.display()
+        )
+    })?;
+    if args.evidence == EvidenceMode::Full {
+        log::warn!("--evidence full: events will carry leaked secrets and personal data in full");
+    }
+    log::info!(
+        "{} leak rules loaded (version {})",
+        rule_set.rules().count(),
+        rule_set.version
+    );
+
     let mut sensor = Sensor::load(XDP_OBJECT, &sizes, &config)?;
     let mut targeting = Targeting::new(catalog, file_config.targets.clone(), sensor.take_watch()?);
     targeting
@@ -311,6 +422,11 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         std::time::Duration::from_secs(file_config.targets.flow_idle_secs),
         args.flow_table_size as usize,
     );
+    let idle = std::time::Duration::from_secs(file_config.targets.flow_idle_secs);
+    let table = StreamTable::new(Arc::clone(&rule_set), idle, args.flow_table_size as usize)
+        .context("allocating Hyperscan scratch space")?;
+    let replay = ReplayDetector::new(std::time::Duration::from_secs(args.replay_window), 100_000);
+    let matching = MatchStage::new(table, rule_set, fingerprints, args.evidence, replay);
     let mut pipeline = Pipeline::new(
         targeting,
         posture,
@@ -318,7 +434,8 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         events,
         dump,
         ifaces,
-    );
+    )
+    .with_matching(matching);
     let pipeline = thread::Builder::new()
         .name("pipeline".into())
         .spawn(move || {

@@ -5,9 +5,23 @@
 
 use std::{sync::Arc, time::Instant};
 
+use crate::sinks::{
+    events::ReplayInfo,
+    metrics::{FindingLabels, ServiceLabels},
+};
 use crate::{
-    capture::{clock::Clock, ring::RecordResult},
-    flows::posture::{Output, Posture},
+    capture::{
+        clock::{Clock, mono_now_ns},
+        ring::RecordResult,
+    },
+    flows::{
+        posture::{Output, Posture},
+        streams::{Located, StreamStats, StreamTable},
+    },
+    matcher::{
+        engine::RuleSet,
+        findings::{EvidenceMode, Fingerprinter, ReplayDetector, evidence},
+    },
     sinks::{
         events::{Event, EventLog},
         metrics::{
@@ -20,6 +34,36 @@ use crate::{
 };
 use sensor_common::record::RecordKind;
 
+/// Leak matching: per-flow streams, the rules, and what findings need.
+pub struct MatchStage {
+    pub table: StreamTable,
+    pub rules: Arc<RuleSet>,
+    pub fingerprints: Fingerprinter,
+    pub evidence: EvidenceMode,
+    pub replay: ReplayDetector,
+    /// Counters already exported (the table's are cumulative).
+    exported: StreamStats,
+}
+
+impl MatchStage {
+    pub fn new(
+        table: StreamTable,
+        rules: Arc<RuleSet>,
+        fingerprints: Fingerprinter,
+        evidence: EvidenceMode,
+        replay: ReplayDetector,
+    ) -> Self {
+        Self {
+            table,
+            rules,
+            fingerprints,
+            evidence,
+            replay,
+            exported: StreamStats::default(),
+        }
+    }
+}
+
 pub struct Pipeline<W: WatchSink> {
     pub targeting: Targeting<W>,
     posture: Posture,
@@ -30,6 +74,7 @@ pub struct Pipeline<W: WatchSink> {
     clock: Clock,
     evicted_seen: [u64; 2],
     out: Vec<Output>,
+    matching: Option<MatchStage>,
 }
 
 impl<W: WatchSink> Pipeline<W> {
@@ -51,9 +96,17 @@ impl<W: WatchSink> Pipeline<W> {
             clock: Clock::new(),
             evicted_seen: [0; 2],
             out: Vec::new(),
+            matching: None,
         };
         p.publish_watched();
         p
+    }
+
+    /// Adds leak matching.
+    pub fn with_matching(mut self, m: MatchStage) -> Self {
+        self.metrics.set_rules_version(&m.rules.version);
+        self.matching = Some(m);
+        self
     }
 
     fn iface(&self, ifindex: u32) -> &str {
@@ -129,12 +182,163 @@ impl<W: WatchSink> Pipeline<W> {
                 self.posture.on_record(&rec, now, &mut out);
                 self.emit(&mut out);
                 self.out = out;
+                if let Some(m) = self.matching.as_mut() {
+                    let mut found = Vec::new();
+                    m.table.on_record(&rec, now, &mut found);
+                    self.findings(found, now);
+                }
             }
         }
     }
 
+    /// Turns confirmed hits into findings: filters, fingerprints, events, replays.
+    fn findings(&mut self, found: Vec<Located>, now: Instant) {
+        if found.is_empty() {
+            return;
+        }
+        let Some(m) = self.matching.as_mut() else {
+            return;
+        };
+        let mut events = Vec::new();
+        for loc in found {
+            let rule = m.rules.rule(loc.hit.rule);
+            let service = self
+                .targeting
+                .ids()
+                .name(loc.service)
+                .unwrap_or("unknown")
+                .to_owned();
+            if !rule.services.is_empty() && !rule.services.contains(&service) {
+                continue;
+            }
+            if self.targeting.catalog().is_public(&service, &loc.hit.name) {
+                continue;
+            }
+            let kind = loc.hit.kind;
+            let fp = m.fingerprints.fingerprint(kind, &loc.hit.value);
+            let labels = FindingLabels {
+                service: service.clone(),
+                kind: kind.name().into(),
+                severity: rule.severity.name().into(),
+            };
+            self.metrics.findings.get_or_create(&labels).inc();
+            let latency = mono_now_ns().saturating_sub(loc.ts_ns) as f64 / 1e9;
+            self.metrics.detection_latency.observe(latency);
+            // Client → server orientation, whichever way the value travelled.
+            let (a, b) = (loc.key.src(loc.direction), loc.key.dst(loc.direction));
+            let addr = |e: (&[u8; 16], u16)| {
+                let ip = if loc.key.family == sensor_common::flow::FAMILY_V4 {
+                    std::net::IpAddr::from([e.0[0], e.0[1], e.0[2], e.0[3]])
+                } else {
+                    std::net::IpAddr::from(*e.0)
+                };
+                (ip, e.1)
+            };
+            let (client, server) = if loc.from_client {
+                (addr(a), addr(b))
+            } else {
+                (addr(b), addr(a))
+            };
+            let iface = self
+                .ifaces
+                .iter()
+                .find(|(i, _)| *i == loc.ifindex)
+                .map_or("unknown", |(_, n)| n.as_str())
+                .to_owned();
+            let tcp = loc.key.proto == sensor_common::flow::IPPROTO_TCP;
+            let mut ev = Event::new(
+                "leak",
+                self.clock.rfc3339(loc.ts_ns),
+                client,
+                server,
+                tcp,
+                &iface,
+                &service,
+                loc.head.as_ref(),
+            );
+            ev.kind = Some(kind.name());
+            ev.rule = Some(rule.id.clone());
+            ev.severity = Some(rule.severity.name());
+            ev.evidence = Some(evidence(&loc.hit.name, &loc.hit.value, m.evidence));
+            ev.fingerprint = Some(fp.clone());
+            ev.context = Some(loc.hit.ctx.name());
+            ev.direction = Some(if loc.from_client {
+                "to_server"
+            } else {
+                "to_client"
+            });
+            events.push(ev);
+            if kind.is_replayable()
+                && loc.from_client
+                && let Some(r) = m.replay.observe(&fp, client.0, now)
+            {
+                self.metrics
+                    .replays
+                    .get_or_create(&ServiceLabels {
+                        service: service.clone(),
+                    })
+                    .inc();
+                let mut rev = Event::new(
+                    "replay",
+                    self.clock.rfc3339(loc.ts_ns),
+                    client,
+                    server,
+                    tcp,
+                    &iface,
+                    &service,
+                    loc.head.as_ref(),
+                );
+                rev.kind = Some(kind.name());
+                rev.rule = Some(rule.id.clone());
+                rev.severity = Some(rule.severity.name());
+                rev.fingerprint = Some(fp);
+                rev.replay = Some(ReplayInfo {
+                    first_client_ip: r.first_client,
+                    seconds_since_first: r.since.as_secs(),
+                });
+                events.push(rev);
+            }
+        }
+        for ev in &events {
+            self.write_event(ev);
+        }
+    }
+
+    /// Exports the stream table's counters (cumulative) as deltas.
+    fn export_stream_stats(&mut self) {
+        let Some(m) = self.matching.as_mut() else {
+            return;
+        };
+        let now = m.table.stats.clone();
+        self.metrics
+            .bytes_scanned
+            .inc_by(now.bytes_scanned - m.exported.bytes_scanned);
+        self.metrics
+            .reassembly_gaps
+            .inc_by(now.gaps - m.exported.gaps);
+        for (reason, n) in &now.evicted {
+            let before = m.exported.evicted.get(reason).copied().unwrap_or(0);
+            if *n > before {
+                self.metrics
+                    .flows_evicted
+                    .get_or_create(&ReasonLabels {
+                        reason: (*reason).into(),
+                    })
+                    .inc_by(n - before);
+            }
+        }
+        m.exported = now;
+    }
+
     /// Once a second or so: expiries and idle flows.
     pub fn tick(&mut self, now: Instant) {
+        if let Some(m) = self.matching.as_mut() {
+            let mut found = Vec::new();
+            m.table.sweep(now, &mut found);
+            m.replay.sweep(now);
+            self.findings(found, now);
+        }
+        self.export_stream_stats();
         self.targeting.sweep(now);
         self.publish_watched();
         let mut out = std::mem::take(&mut self.out);

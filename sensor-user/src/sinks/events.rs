@@ -6,7 +6,10 @@ use std::net::IpAddr;
 use sensor_common::flow::IPPROTO_TCP;
 use serde::Serialize;
 
-use crate::{capture::record::Record, proto::http::RequestHead};
+use crate::{
+    capture::record::Record,
+    proto::{http::RequestHead, http_stream::Head},
+};
 
 #[derive(Debug, Serialize, PartialEq, Eq)]
 pub struct Http {
@@ -39,14 +42,79 @@ pub struct Event {
     pub proto: &'static str,
     pub interface: String,
     pub service: String,
-    pub flow: FlowInfo,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flow: Option<FlowInfo>,
+    /// Leak kind (`leak`, `replay`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub severity: Option<&'static str>,
+    /// Redacted per the evidence mode; never the value unless `full` was chosen.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<String>,
+    /// Keyed hash of the value.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+    /// Where in the message: query, header, cookie, body, raw.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context: Option<&'static str>,
+    /// `to_server` or `to_client`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub direction: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http: Option<Http>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<Tls>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replay: Option<ReplayInfo>,
+}
+
+/// The first sighting a replay repeats.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct ReplayInfo {
+    pub first_client_ip: IpAddr,
+    pub seconds_since_first: u64,
 }
 
 impl Event {
+    /// An event with the flow's endpoints (client → server) and nothing else set.
+    #[expect(clippy::too_many_arguments, reason = "the EVE header fields")]
+    pub fn new(
+        event_type: &'static str,
+        timestamp: String,
+        (src_ip, src_port): (IpAddr, u16),
+        (dest_ip, dest_port): (IpAddr, u16),
+        tcp: bool,
+        interface: &str,
+        service: &str,
+        head: Option<&Head>,
+    ) -> Self {
+        Self {
+            timestamp,
+            event_type,
+            src_ip,
+            src_port,
+            dest_ip,
+            dest_port,
+            proto: if tcp { "TCP" } else { "UDP" },
+            interface: interface.to_owned(),
+            service: service.to_owned(),
+            flow: None,
+            kind: None,
+            rule: None,
+            severity: None,
+            evidence: None,
+            fingerprint: None,
+            context: None,
+            direction: None,
+            http: head.map(Http::from),
+            tls: None,
+            replay: None,
+        }
+    }
+
     /// `cleartext_flow`: a watched service reached in cleartext, from the client's
     /// first record (client → server orientation).
     pub fn cleartext_flow(
@@ -56,32 +124,37 @@ impl Event {
         service: &str,
         head: Option<&RequestHead>,
     ) -> Self {
-        let (src_ip, src_port) = rec.src();
-        let (dest_ip, dest_port) = rec.dst();
-        Self {
+        let http = head.map(|h| Http {
+            hostname: h.host.clone(),
+            method: h.method.clone(),
+            path: h.path.clone(),
+            user_agent: h.user_agent.clone(),
+        });
+        let mut e = Self::new(
+            "cleartext_flow",
             timestamp,
-            event_type: "cleartext_flow",
-            src_ip,
-            src_port,
-            dest_ip,
-            dest_port,
-            proto: if rec.hdr.flow.proto == IPPROTO_TCP {
-                "TCP"
-            } else {
-                "UDP"
-            },
-            interface: interface.to_owned(),
-            service: service.to_owned(),
-            flow: FlowInfo {
-                transport: "cleartext",
-            },
-            http: head.map(|h| Http {
-                hostname: h.host.clone(),
-                method: h.method.clone(),
-                path: h.path.clone(),
-                user_agent: h.user_agent.clone(),
-            }),
-            tls: None,
+            rec.src(),
+            rec.dst(),
+            rec.hdr.flow.proto == IPPROTO_TCP,
+            interface,
+            service,
+            None,
+        );
+        e.flow = Some(FlowInfo {
+            transport: "cleartext",
+        });
+        e.http = http;
+        e
+    }
+}
+
+impl From<&Head> for Http {
+    fn from(h: &Head) -> Self {
+        Self {
+            hostname: h.host.clone(),
+            method: h.method.clone(),
+            path: h.path.clone(),
+            user_agent: h.user_agent.clone(),
         }
     }
 }
@@ -100,27 +173,25 @@ mod tests {
             b"GET /login?password=hunter2 HTTP/1.1\r\nHost: www.qobuz.com\r\n\r\n",
         )
         .unwrap();
-        let e = Event {
-            timestamp: "2026-11-23T13:00:00.000001Z".into(),
-            event_type: "cleartext_flow",
-            src_ip: "192.0.2.10".parse().unwrap(),
-            src_port: 40000,
-            dest_ip: "198.51.100.2".parse().unwrap(),
-            dest_port: 80,
-            proto: "TCP",
-            interface: "lan0".into(),
-            service: "qobuz".into(),
-            flow: FlowInfo {
-                transport: "cleartext",
-            },
-            http: Some(Http {
-                hostname: head.host,
-                method: head.method,
-                path: head.path,
-                user_agent: None,
-            }),
-            tls: None,
-        };
+        let mut e = Event::new(
+            "cleartext_flow",
+            "2026-11-23T13:00:00.000001Z".into(),
+            ("192.0.2.10".parse().unwrap(), 40000),
+            ("198.51.100.2".parse().unwrap(), 80),
+            true,
+            "lan0",
+            "qobuz",
+            None,
+        );
+        e.flow = Some(FlowInfo {
+            transport: "cleartext",
+        });
+        e.http = Some(Http {
+            hostname: head.host,
+            method: head.method,
+            path: head.path,
+            user_agent: None,
+        });
         let v = serde_json::to_value(&e).unwrap();
         assert_eq!(v["event_type"], "cleartext_flow");
         assert_eq!(v["http"]["path"], "/login");

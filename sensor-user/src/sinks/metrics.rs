@@ -73,6 +73,18 @@ pub struct FamilyLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FindingLabels {
+    pub service: String,
+    pub kind: String,
+    pub severity: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServiceLabels {
+    pub service: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EventLabels {
     pub event_type: String,
 }
@@ -91,7 +103,19 @@ pub struct Metrics {
     pub probes: Family<ResultLabels, Counter>,
     pub learned_evicted: Family<FamilyLabels, Counter>,
     pub events: Family<EventLabels, Counter>,
+    pub findings: Family<FindingLabels, Counter>,
+    pub replays: Family<ServiceLabels, Counter>,
+    pub bytes_scanned: Counter,
+    pub flows_evicted: Family<ReasonLabels, Counter>,
+    pub reassembly_gaps: Counter,
+    pub detection_latency: prometheus_client::metrics::histogram::Histogram,
+    rules_info: Family<VersionLabels, Gauge>,
     ready: AtomicBool,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VersionLabels {
+    pub version: String,
 }
 
 impl fmt::Debug for Metrics {
@@ -181,7 +205,60 @@ impl Metrics {
             "Events written, by event_type",
             events.clone(),
         );
+        let findings = Family::<FindingLabels, Counter>::default();
+        registry.register(
+            "leakwatch_findings",
+            "Leaks found (once per value per flow), by service, kind and severity",
+            findings.clone(),
+        );
+        let replays = Family::<ServiceLabels, Counter>::default();
+        registry.register(
+            "leakwatch_replays",
+            "Tokens or password hashes seen again from another client within the replay window",
+            replays.clone(),
+        );
+        let bytes_scanned = Counter::default();
+        registry.register_with_unit(
+            "leakwatch_matcher_scanned",
+            "Bytes of decoded fields the matcher scanned",
+            prometheus_client::registry::Unit::Bytes,
+            bytes_scanned.clone(),
+        );
+        let flows_evicted = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "leakwatch_matcher_flows_evicted",
+            "Flows whose matching state ended, by reason (fin, rst, idle, cap)",
+            flows_evicted.clone(),
+        );
+        let reassembly_gaps = Counter::default();
+        registry.register(
+            "leakwatch_reassembly_gaps",
+            "Holes in reassembled TCP streams (lost or unsampled bytes)",
+            reassembly_gaps.clone(),
+        );
+        let detection_latency = prometheus_client::metrics::histogram::Histogram::new(
+            [0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0].into_iter(),
+        );
+        registry.register_with_unit(
+            "leakwatch_detection_latency",
+            "Time from the packet completing a leak to the finding",
+            prometheus_client::registry::Unit::Seconds,
+            detection_latency.clone(),
+        );
+        let rules_info = Family::<VersionLabels, Gauge>::default();
+        registry.register(
+            "leakwatch_rules",
+            "The loaded rule set (1), by version hash",
+            rules_info.clone(),
+        );
         Self {
+            findings,
+            replays,
+            bytes_scanned,
+            flows_evicted,
+            reassembly_gaps,
+            detection_latency,
+            rules_info,
             registry,
             ring_records,
             ring_invalid,
@@ -223,6 +300,16 @@ impl Metrics {
             stats: Mutex::new(stats),
             slots,
         }));
+    }
+
+    /// Marks `version` as the loaded rule set.
+    pub fn set_rules_version(&self, version: &str) {
+        self.rules_info.clear();
+        self.rules_info
+            .get_or_create(&VersionLabels {
+                version: version.to_owned(),
+            })
+            .set(1);
     }
 
     /// `/healthz` turns ready once programs are attached and the ring is read.

@@ -136,6 +136,15 @@ impl Catalog {
         &self.services
     }
 
+    /// Whether `field` (a parameter, header or cookie name) carries a public
+    /// identifier of `service` (not a secret).
+    pub fn is_public(&self, service: &str, field: &str) -> bool {
+        self.services
+            .iter()
+            .find(|s| s.id == service)
+            .is_some_and(|s| s.public_ids.iter().any(|p| p.eq_ignore_ascii_case(field)))
+    }
+
     /// The service whose domain is `name` or a parent of it (label boundaries,
     /// case-insensitive, trailing dot tolerated).
     pub fn service_for(&self, name: &str) -> Option<&str> {
