@@ -438,3 +438,185 @@ impl<W: WatchSink> Pipeline<W> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        collections::HashMap,
+        io::Write,
+        sync::{Arc, Mutex},
+        time::Duration,
+    };
+
+    use ipnet::IpNet;
+    use sensor_common::{parse::TCP_ACK, record::flags};
+
+    use super::*;
+    use crate::{
+        config::TargetSettings,
+        fixtures::{FrameBuilder, record},
+        matcher::rules,
+        sinks::events::EventLog,
+        targets::{catalog::Catalog, learning::Targeting},
+    };
+
+    #[derive(Default)]
+    struct Nets(HashMap<IpNet, u32>);
+
+    impl WatchSink for Nets {
+        fn watch(&mut self, net: IpNet, service: u32) -> Result<(), String> {
+            self.0.insert(net, service);
+            Ok(())
+        }
+        fn unwatch(&mut self, net: IpNet) -> Result<(), String> {
+            self.0.remove(&net);
+            Ok(())
+        }
+    }
+
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn pipeline() -> (Pipeline<Nets>, Buf, Arc<Metrics>) {
+        let targeting = Targeting::new(
+            Catalog::builtin(),
+            TargetSettings::default(),
+            Nets::default(),
+        );
+        let metrics = Arc::new(Metrics::new());
+        let buf = Buf::default();
+        let rules = Arc::new(RuleSet::compile(rules::builtin()).unwrap());
+        let table = StreamTable::new(Arc::clone(&rules), Duration::from_secs(60), 100).unwrap();
+        let m = MatchStage::new(
+            table,
+            rules,
+            Fingerprinter::from_key([1; 32]),
+            EvidenceMode::Redacted,
+            ReplayDetector::new(Duration::from_secs(60), 100),
+        );
+        let p = Pipeline::new(
+            targeting,
+            Posture::new(Duration::from_secs(60), 100),
+            Arc::clone(&metrics),
+            Some(EventLog::new(Box::new(buf.clone()))),
+            None,
+            vec![(1, "lan0".into())],
+        )
+        .with_matching(m);
+        (p, buf, metrics)
+    }
+
+    /// One client request of a watched qobuz flow.
+    fn request(p: &mut Pipeline<Nets>, client: &str, port: u16, req: &[u8]) {
+        request_to(p, "qobuz", client, port, req);
+    }
+
+    fn request_to(p: &mut Pipeline<Nets>, service: &str, client: &str, port: u16, req: &[u8]) {
+        let qobuz = p.targeting.ids().id_of(service).unwrap();
+        let frame = FrameBuilder::tcp(client, port, "198.51.100.2", 80)
+            .flags(TCP_ACK | 0x08)
+            .payload(req)
+            .build();
+        let mut r = record(
+            RecordKind::Sample,
+            flags::FROM_CLIENT | flags::FIRST_PAYLOAD,
+            &frame,
+        );
+        r.hdr.service = qobuz;
+        r.hdr.ifindex = 1;
+        p.handle(Ok(r), Instant::now());
+    }
+
+    fn events(buf: &Buf) -> Vec<serde_json::Value> {
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    const TOKEN: &str = "QkX3u9rVb0dY7nWq2LpZsT5hGmJc8aEf";
+
+    #[test]
+    fn a_token_from_a_second_client_is_one_replay() {
+        let (mut p, buf, metrics) = pipeline();
+        let req = format!(
+            "GET /api.json/0.2/track/getFileUrl?track_id=1 HTTP/1.1\r\nHost: www.qobuz.com\r\nX-User-Auth-Token: {TOKEN}\r\nX-App-Id: 950096963\r\n\r\n"
+        );
+        request(&mut p, "192.0.2.10", 40000, req.as_bytes());
+        request(&mut p, "192.0.2.10", 40001, req.as_bytes());
+        request(&mut p, "192.0.2.11", 40002, req.as_bytes());
+        request(&mut p, "192.0.2.11", 40003, req.as_bytes());
+        let ev = events(&buf);
+        let leaks: Vec<_> = ev.iter().filter(|e| e["event_type"] == "leak").collect();
+        let replays: Vec<_> = ev.iter().filter(|e| e["event_type"] == "replay").collect();
+        assert_eq!(leaks.len(), 4, "one per flow: {ev:?}");
+        assert!(
+            leaks
+                .iter()
+                .all(|e| e["kind"] == "auth_token" && e["rule"] == "auth_token_header")
+        );
+        assert_eq!(replays.len(), 1, "{ev:?}");
+        assert_eq!(replays[0]["src_ip"], "192.0.2.11");
+        assert_eq!(replays[0]["replay"]["first_client_ip"], "192.0.2.10");
+        assert_eq!(replays[0]["fingerprint"], leaks[0]["fingerprint"]);
+        let text = metrics.encode();
+        assert!(
+            text.contains("leakwatch_replays_total{service=\"qobuz\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("leakwatch_findings_total{service=\"qobuz\",kind=\"auth_token\",severity=\"high\"} 4"), "{text}");
+        // The public app id is not a secret, and no event holds the token in full.
+        assert!(!ev.iter().any(|e| {
+            e["evidence"]
+                .as_str()
+                .is_some_and(|s| s.contains("950096963"))
+        }));
+        assert!(
+            !String::from_utf8(buf.0.lock().unwrap().clone())
+                .unwrap()
+                .contains(TOKEN)
+        );
+        assert_eq!(leaks[0]["evidence"], "x-user-auth-token=Qk…Ef (32 chars)");
+        assert_eq!(leaks[0]["http"]["path"], "/api.json/0.2/track/getFileUrl");
+    }
+
+    #[test]
+    fn public_identifiers_are_not_findings() {
+        let (mut p, buf, _) = pipeline();
+        // Tidal's `token` parameter is its public client token: matched by the
+        // token rule, suppressed by the catalog. The same under Qobuz is a leak.
+        let req = format!("GET /v1/tracks/1?token={TOKEN}&countryCode=FR HTTP/1.1\r\n\r\n");
+        request_to(&mut p, "tidal", "192.0.2.10", 40000, req.as_bytes());
+        assert!(
+            events(&buf).iter().all(|e| e["event_type"] != "leak"),
+            "{:?}",
+            events(&buf)
+        );
+        request_to(&mut p, "qobuz", "192.0.2.10", 40001, req.as_bytes());
+        let ev = events(&buf);
+        assert_eq!(
+            ev.iter().filter(|e| e["event_type"] == "leak").count(),
+            1,
+            "{ev:?}"
+        );
+        // Qobuz request signatures (32 hex) are neither password hashes nor tokens.
+        request(&mut p, "192.0.2.10", 40002, b"GET /x?app_id=950096963&request_ts=1700000000&request_sig=0123456789abcdef0123456789abcdef HTTP/1.1\r\n\r\n");
+        assert_eq!(
+            events(&buf)
+                .iter()
+                .filter(|e| e["event_type"] == "leak")
+                .count(),
+            1
+        );
+    }
+}

@@ -502,4 +502,105 @@ mod tests {
         t.on_record(&r, Instant::now(), &mut out);
         assert!(out.is_empty() && t.is_empty());
     }
+
+    /// `name=value` carried in each context a client can use.
+    fn in_every_context(
+        name: &str,
+        value: &str,
+        extra: Option<(&str, &str)>,
+    ) -> Vec<(&'static str, Vec<u8>)> {
+        let pct = |v: &str| {
+            v.replace('%', "%25")
+                .replace('@', "%40")
+                .replace(' ', "+")
+                .replace('&', "%26")
+        };
+        let (en, ev) = extra.unwrap_or(("x", "1"));
+        let form = format!("{name}={}&{en}={}", pct(value), pct(ev));
+        let json = format!(
+            r#"{{"{name}":"{}","{en}":"{}"}}"#,
+            value.replace('@', "\\u0040"),
+            ev.replace('@', "\\u0040")
+        );
+        vec![
+            ("query", format!("GET /p?{name}={}&{en}={} HTTP/1.1\r\n\r\n", pct(value), pct(ev)).into_bytes()),
+            ("header", format!("GET /p HTTP/1.1\r\n{name}: {value}\r\n{en}: {ev}\r\n\r\n").into_bytes()),
+            ("cookie", format!("GET /p HTTP/1.1\r\nCookie: {name}={value}; {en}={ev}\r\n\r\n").into_bytes()),
+            (
+                "form",
+                format!("POST /p HTTP/1.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form}", form.len())
+                    .into_bytes(),
+            ),
+            ("json", format!("POST /p HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{json}", json.len()).into_bytes()),
+        ]
+    }
+
+    #[test]
+    fn every_kind_in_every_context() {
+        let positives: &[(&str, &str, &str, Option<(&str, &str)>)] = &[
+            (
+                "password_hash",
+                "password",
+                "5f4dcc3b5aa765d61d8327deb882cf99",
+                None,
+            ),
+            ("password", "pass", "hunter2!x", None),
+            ("username", "username", "jane_doe", None),
+            ("person_name", "firstname", "Jane", None),
+            ("email", "email", "jane.doe@example.com", None),
+            ("birthdate", "birthdate", "1990-02-28", None),
+            (
+                "gender",
+                "gender",
+                "female",
+                Some(("email", "jane.doe@example.com")),
+            ),
+            (
+                "auth_token",
+                "user_auth_token",
+                "QkX3u9rVb0dY7nWq2LpZsT5hGmJc8aEf",
+                None,
+            ),
+            (
+                "device_info",
+                "idfa",
+                "6D92078A-8246-4BA4-AE5B-76104861E7DC",
+                None,
+            ),
+            ("device_info", "imei", "490154203237518", None),
+            ("payment_card", "card", "4111111111111111", None),
+        ];
+        for (kind, name, value, extra) in positives {
+            for (ctx, req) in in_every_context(name, value, *extra) {
+                let got = run(&req, &[], &[0]);
+                assert!(
+                    got.iter().any(|(k, v)| k == kind && v == value),
+                    "{kind} in {ctx}: {got:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn lookalikes_in_every_context_are_not_leaks() {
+        let negatives: &[(&str, &str)] = &[
+            ("password", ""),
+            ("password", "00000000000000000000000000000000"),
+            ("request_sig", "0123456789abcdef0123456789abcdef"),
+            ("idfa", "00000000-0000-0000-0000-000000000000"),
+            ("card", "4111111111111112"),
+            ("gender", "female"),
+            ("user_auth_token", "short"),
+            ("user_auth_token", "aaaaaaaaaaaaaaaaaaaaaaaa"),
+            ("birthdate", "2024-01-01"),
+            ("email", "jane@localhost"),
+            ("imei", "490154203237519"),
+        ];
+        for (name, value) in negatives {
+            for (ctx, req) in in_every_context(name, value, None) {
+                let got = run(&req, &[], &[0]);
+                assert!(got.is_empty(), "{name}={value} in {ctx}: {got:?}");
+            }
+        }
+    }
 }

@@ -182,7 +182,10 @@ const PLACEHOLDERS: &[&str] = &[
 
 fn validate(v: Option<Validator>, s: &str, today: Date) -> bool {
     let t = s.trim();
+    // One character repeated (`0000…`, `********`, `xxxx`) is a placeholder.
+    let repeated = t.len() >= 4 && t.bytes().all(|b| b == t.as_bytes()[0]);
     let nonempty = !t.is_empty()
+        && !repeated
         && !PLACEHOLDERS.contains(&t.to_ascii_lowercase().as_str())
         && !t.starts_with("{{")
         && !t.starts_with("${");
