@@ -535,9 +535,12 @@ mod tests {
         ]
     }
 
+    /// (kind, field name, value, another field of the same message).
+    type Case<'a> = (&'a str, &'a str, &'a str, Option<(&'a str, &'a str)>);
+
     #[test]
     fn every_kind_in_every_context() {
-        let positives: &[(&str, &str, &str, Option<(&str, &str)>)] = &[
+        let positives: &[Case<'_>] = &[
             (
                 "password_hash",
                 "password",

@@ -237,7 +237,7 @@ impl Metrics {
             reassembly_gaps.clone(),
         );
         let detection_latency = prometheus_client::metrics::histogram::Histogram::new(
-            [0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0].into_iter(),
+            [0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0],
         );
         registry.register_with_unit(
             "leakwatch_detection_latency",
