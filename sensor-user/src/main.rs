@@ -15,13 +15,13 @@ use sensor_user::{
         ring::{RecordResult, RingReader},
     },
     config::Config as FileConfig,
-    flows::{posture::Posture, streams::StreamTable},
+    flows::{posture::Posture, workers::Workers},
     matcher::{
         engine::RuleSet,
         findings::{EvidenceMode, Fingerprinter, ReplayDetector},
         rules,
     },
-    pipeline::{MatchStage, Pipeline},
+    pipeline::{Engine, MatchStage, Pipeline},
     sinks::{
         events::EventLog,
         metrics::{AttachLabels, Metrics},
@@ -144,6 +144,9 @@ struct RunArgs {
     /// A token seen from a second client within this many seconds is a replay.
     #[arg(long, default_value_t = 3600, value_name = "SECS")]
     replay_window: u64,
+    /// Matcher threads (flows are sharded over them); default: available cores.
+    #[arg(long, value_name = "N")]
+    matcher_threads: Option<usize>,
 }
 
 impl RunArgs {
@@ -329,6 +332,10 @@ enum Msg {
 fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = args.config()?;
     let sizes = args.sizes()?;
+    // The one sentence that matters to an unprivileged user comes first.
+    if !sensor_user::capture::privilege::can_load_xdp() {
+        return Err(loader::LoadError::NotPrivileged.into());
+    }
     // Fail on the admin's typos before touching the kernel.
     for iface in &args.ifaces {
         loader::ifindex(iface)?;
@@ -415,7 +422,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         .context("starting the tokio runtime")?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let (tx, rx) = mpsc::channel::<RecordResult>(8192);
-    let (msg_tx, msg_rx) = std::sync::mpsc::sync_channel::<Msg>(8192);
+    let (msg_tx, msg_rx) = crossbeam_channel::bounded::<Msg>(8192);
 
     // The pipeline runs on its own thread: record handling never blocks tokio.
     let posture = Posture::new(
@@ -423,10 +430,22 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         args.flow_table_size as usize,
     );
     let idle = std::time::Duration::from_secs(file_config.targets.flow_idle_secs);
-    let table = StreamTable::new(Arc::clone(&rule_set), idle, args.flow_table_size as usize)
-        .context("allocating Hyperscan scratch space")?;
+    let threads = args
+        .matcher_threads
+        .unwrap_or_else(|| thread::available_parallelism().map_or(1, usize::from))
+        .max(1);
+    let per_worker = (args.flow_table_size as usize).div_ceil(threads);
+    let (workers, reports) = Workers::start(threads, &rule_set, idle, per_worker)
+        .context("starting the matcher threads")?;
+    log::info!("matching on {threads} thread(s)");
     let replay = ReplayDetector::new(std::time::Duration::from_secs(args.replay_window), 100_000);
-    let matching = MatchStage::new(table, rule_set, fingerprints, args.evidence, replay);
+    let matching = MatchStage::new(
+        Engine::Sharded(workers),
+        rule_set,
+        fingerprints,
+        args.evidence,
+        replay,
+    );
     let mut pipeline = Pipeline::new(
         targeting,
         posture,
@@ -439,11 +458,22 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     let pipeline = thread::Builder::new()
         .name("pipeline".into())
         .spawn(move || {
-            while let Ok(m) = msg_rx.recv() {
-                match m {
-                    Msg::Record(r) => pipeline.handle(r, std::time::Instant::now()),
-                    Msg::Tick => pipeline.tick(std::time::Instant::now()),
+            loop {
+                crossbeam_channel::select! {
+                    recv(msg_rx) -> m => match m {
+                        Ok(Msg::Record(r)) => pipeline.handle(r, std::time::Instant::now()),
+                        Ok(Msg::Tick) => pipeline.tick(std::time::Instant::now()),
+                        Err(_) => break,
+                    },
+                    recv(reports) -> r => if let Ok(r) = r {
+                        pipeline.report(r, std::time::Instant::now());
+                    },
                 }
+            }
+            // Input is done: let the workers drain, then take their last reports.
+            pipeline.stop_workers();
+            for r in reports.try_iter() {
+                pipeline.report(r, std::time::Instant::now());
             }
         })
         .context("starting the pipeline thread")?;

@@ -3,7 +3,7 @@
 //! Dns → targeting (learn addresses) · Probe → targeting (SNI/Host) ·
 //! Sample/Meta → posture (service, transport, bytes) → metrics and events.
 
-use std::{sync::Arc, time::Instant};
+use std::{collections::HashMap, sync::Arc, time::Instant};
 
 use crate::sinks::{
     events::ReplayInfo,
@@ -17,6 +17,7 @@ use crate::{
     flows::{
         posture::{Output, Posture},
         streams::{Located, StreamStats, StreamTable},
+        workers::{Report, Workers},
     },
     matcher::{
         engine::RuleSet,
@@ -34,31 +35,40 @@ use crate::{
 };
 use sensor_common::record::RecordKind;
 
+/// Where flows are matched: on the pipeline thread, or sharded over workers.
+pub enum Engine {
+    Inline(StreamTable),
+    Sharded(Workers),
+}
+
 /// Leak matching: per-flow streams, the rules, and what findings need.
 pub struct MatchStage {
-    pub table: StreamTable,
+    pub engine: Engine,
     pub rules: Arc<RuleSet>,
     pub fingerprints: Fingerprinter,
     pub evidence: EvidenceMode,
     pub replay: ReplayDetector,
-    /// Counters already exported (the table's are cumulative).
+    /// Latest cumulative counters per worker (inline: one).
+    stats: HashMap<usize, StreamStats>,
+    /// Totals already exported.
     exported: StreamStats,
 }
 
 impl MatchStage {
     pub fn new(
-        table: StreamTable,
+        engine: Engine,
         rules: Arc<RuleSet>,
         fingerprints: Fingerprinter,
         evidence: EvidenceMode,
         replay: ReplayDetector,
     ) -> Self {
         Self {
-            table,
+            engine,
             rules,
             fingerprints,
             evidence,
             replay,
+            stats: HashMap::new(),
             exported: StreamStats::default(),
         }
     }
@@ -183,9 +193,14 @@ impl<W: WatchSink> Pipeline<W> {
                 self.emit(&mut out);
                 self.out = out;
                 if let Some(m) = self.matching.as_mut() {
-                    let mut found = Vec::new();
-                    m.table.on_record(&rec, now, &mut found);
-                    self.findings(found, now);
+                    match &mut m.engine {
+                        Engine::Inline(t) => {
+                            let mut found = Vec::new();
+                            t.on_record(&rec, now, &mut found);
+                            self.findings(found, now);
+                        }
+                        Engine::Sharded(w) => w.dispatch(rec),
+                    }
                 }
             }
         }
@@ -304,18 +319,56 @@ impl<W: WatchSink> Pipeline<W> {
         }
     }
 
-    /// Exports the stream table's counters (cumulative) as deltas.
+    /// What a matcher worker reported.
+    pub fn report(&mut self, r: Report, now: Instant) {
+        match r {
+            Report::Found(found) => self.findings(found, now),
+            Report::Stats(i, st) => {
+                if let Some(m) = self.matching.as_mut() {
+                    m.stats.insert(i, st);
+                }
+                self.export_stream_stats();
+            }
+        }
+    }
+
+    /// Stops the matcher workers after they drained their queues (their last
+    /// reports are still to be read).
+    pub fn stop_workers(&mut self) {
+        let Some(m) = self.matching.as_mut() else {
+            return;
+        };
+        if let Engine::Sharded(_) = m.engine {
+            let inert = Engine::Inline(inert_table(&m.rules));
+            if let Engine::Sharded(w) = std::mem::replace(&mut m.engine, inert) {
+                w.shutdown();
+            }
+        }
+    }
+
+    /// Exports the matcher's counters (cumulative per worker) as deltas.
     fn export_stream_stats(&mut self) {
         let Some(m) = self.matching.as_mut() else {
             return;
         };
-        let now = m.table.stats.clone();
+        if let Engine::Inline(t) = &m.engine {
+            m.stats.insert(0, t.stats.clone());
+        }
+        let mut now = StreamStats::default();
+        for st in m.stats.values() {
+            now.bytes_scanned += st.bytes_scanned;
+            now.gaps += st.gaps;
+            now.scan_errors += st.scan_errors;
+            for (k, v) in &st.evicted {
+                *now.evicted.entry(k).or_default() += v;
+            }
+        }
         self.metrics
             .bytes_scanned
-            .inc_by(now.bytes_scanned - m.exported.bytes_scanned);
+            .inc_by(now.bytes_scanned.saturating_sub(m.exported.bytes_scanned));
         self.metrics
             .reassembly_gaps
-            .inc_by(now.gaps - m.exported.gaps);
+            .inc_by(now.gaps.saturating_sub(m.exported.gaps));
         for (reason, n) in &now.evicted {
             let before = m.exported.evicted.get(reason).copied().unwrap_or(0);
             if *n > before {
@@ -333,10 +386,15 @@ impl<W: WatchSink> Pipeline<W> {
     /// Once a second or so: expiries and idle flows.
     pub fn tick(&mut self, now: Instant) {
         if let Some(m) = self.matching.as_mut() {
-            let mut found = Vec::new();
-            m.table.sweep(now, &mut found);
             m.replay.sweep(now);
-            self.findings(found, now);
+            match &mut m.engine {
+                Engine::Inline(t) => {
+                    let mut found = Vec::new();
+                    t.sweep(now, &mut found);
+                    self.findings(found, now);
+                }
+                Engine::Sharded(w) => w.tick(now),
+            }
         }
         self.export_stream_stats();
         self.targeting.sweep(now);
@@ -439,6 +497,12 @@ impl<W: WatchSink> Pipeline<W> {
     }
 }
 
+/// A placeholder table after the workers stopped (holds no flow).
+fn inert_table(rules: &Arc<RuleSet>) -> StreamTable {
+    StreamTable::new(Arc::clone(rules), std::time::Duration::from_secs(1), 0)
+        .expect("scratch for a compiled rule set")
+}
+
 #[cfg(test)]
 mod tests {
     use std::{
@@ -498,7 +562,7 @@ mod tests {
         let rules = Arc::new(RuleSet::compile(rules::builtin()).unwrap());
         let table = StreamTable::new(Arc::clone(&rules), Duration::from_secs(60), 100).unwrap();
         let m = MatchStage::new(
-            table,
+            Engine::Inline(table),
             rules,
             Fingerprinter::from_key([1; 32]),
             EvidenceMode::Redacted,

@@ -3,3 +3,4 @@
 pub mod posture;
 pub mod reassembly;
 pub mod streams;
+pub mod workers;

@@ -236,9 +236,9 @@ impl Metrics {
             "Holes in reassembled TCP streams (lost or unsampled bytes)",
             reassembly_gaps.clone(),
         );
-        let detection_latency = prometheus_client::metrics::histogram::Histogram::new(
-            [0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0],
-        );
+        let detection_latency = prometheus_client::metrics::histogram::Histogram::new([
+            0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0,
+        ]);
         registry.register_with_unit(
             "leakwatch_detection_latency",
             "Time from the packet completing a leak to the finding",

@@ -1,0 +1,168 @@
+//! The matching stage sharded by flow hash over worker threads: each worker owns
+//! the flows that hash to it (reassembly, HTTP, Hyperscan streams) and its own
+//! Hyperscan scratch, so no lock is taken per packet.
+//!
+//! Jobs go to a worker over a bounded channel: a slow worker holds the pipeline
+//! back, the ring fills, and the kernel counts `ring_full` — nothing is dropped
+//! silently. Reports come back over an unbounded channel, so a worker never waits
+//! on the pipeline (no cycle, no deadlock).
+
+use std::{
+    hash::{Hash as _, Hasher as _},
+    sync::Arc,
+    thread::{self, JoinHandle},
+    time::{Duration, Instant},
+};
+
+use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
+
+use super::streams::{Located, StreamStats, StreamTable};
+use crate::{
+    capture::record::Record,
+    matcher::engine::{RuleError, RuleSet},
+};
+
+enum Job {
+    Record(Box<Record>),
+    Tick(Instant),
+}
+
+/// What workers send back.
+#[derive(Debug)]
+pub enum Report {
+    Found(Vec<Located>),
+    /// A worker's cumulative counters (on every tick).
+    Stats(usize, StreamStats),
+}
+
+pub struct Workers {
+    jobs: Vec<Sender<Job>>,
+    handles: Vec<JoinHandle<()>>,
+}
+
+/// Queued jobs per worker before the pipeline waits.
+const QUEUE: usize = 4096;
+
+impl Workers {
+    /// Starts `n` workers (at least one); `cap` flows per worker.
+    pub fn start(
+        n: usize,
+        rules: &Arc<RuleSet>,
+        idle: Duration,
+        cap: usize,
+    ) -> Result<(Self, Receiver<Report>), RuleError> {
+        let (report_tx, report_rx) = unbounded();
+        let mut jobs = Vec::new();
+        let mut handles = Vec::new();
+        for i in 0..n.max(1) {
+            // Scratch is allocated here, so a failure is reported before any thread runs.
+            let mut table = StreamTable::new(Arc::clone(rules), idle, cap)?;
+            let (tx, rx) = bounded::<Job>(QUEUE);
+            let report = report_tx.clone();
+            let h = thread::Builder::new()
+                .name(format!("matcher-{i}"))
+                .spawn(move || {
+                    let mut found = Vec::new();
+                    for job in rx {
+                        match job {
+                            Job::Record(r) => table.on_record(&r, Instant::now(), &mut found),
+                            Job::Tick(now) => {
+                                table.sweep(now, &mut found);
+                                let _ = report.send(Report::Stats(i, table.stats.clone()));
+                            }
+                        }
+                        if !found.is_empty()
+                            && report
+                                .send(Report::Found(std::mem::take(&mut found)))
+                                .is_err()
+                        {
+                            break;
+                        }
+                    }
+                    // Channel closed: the table drops here and closes its streams.
+                    let _ = report.send(Report::Stats(i, table.stats.clone()));
+                })
+                .map_err(|e| RuleError::Database(format!("starting a matcher thread: {e}")))?;
+            jobs.push(tx);
+            handles.push(h);
+        }
+        Ok((Self { jobs, handles }, report_rx))
+    }
+
+    pub fn len(&self) -> usize {
+        self.jobs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.jobs.is_empty()
+    }
+
+    /// Hands a record to the worker that owns its flow.
+    pub fn dispatch(&self, rec: Record) {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        rec.hdr.flow.hash(&mut h);
+        let i = (h.finish() % self.jobs.len() as u64) as usize;
+        let _ = self.jobs[i].send(Job::Record(Box::new(rec)));
+    }
+
+    /// Idle sweeps and counter reports.
+    pub fn tick(&self, now: Instant) {
+        for j in &self.jobs {
+            let _ = j.send(Job::Tick(now));
+        }
+    }
+
+    /// Stops the workers after they drained their queues.
+    pub fn shutdown(self) {
+        drop(self.jobs);
+        for h in self.handles {
+            let _ = h.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        fixtures::{FrameBuilder, record},
+        matcher::rules,
+    };
+    use sensor_common::record::{RecordKind, flags};
+
+    #[test]
+    fn flows_spread_over_workers_and_every_leak_comes_back() {
+        let set = Arc::new(RuleSet::compile(rules::builtin()).unwrap());
+        let (w, reports) = Workers::start(3, &set, Duration::from_secs(60), 100).unwrap();
+        assert_eq!(w.len(), 3);
+        for port in 40000..40030u16 {
+            let req = format!(
+                "GET /x?password=5f4dcc3b5aa765d61d8327deb882cf99&n={port} HTTP/1.1\r\n\r\n"
+            );
+            let mut r = record(
+                RecordKind::Sample,
+                flags::FROM_CLIENT | flags::FIRST_PAYLOAD,
+                &FrameBuilder::tcp("192.0.2.10", port, "198.51.100.2", 80)
+                    .payload(req)
+                    .build(),
+            );
+            r.hdr.service = 1;
+            w.dispatch(r);
+        }
+        w.tick(Instant::now());
+        w.shutdown();
+        let mut found = 0;
+        let mut busy = std::collections::HashSet::new();
+        for rep in reports.try_iter() {
+            match rep {
+                Report::Found(v) => found += v.len(),
+                Report::Stats(i, s) if s.bytes_scanned > 0 => {
+                    busy.insert(i);
+                }
+                Report::Stats(..) => {}
+            }
+        }
+        assert_eq!(found, 30, "one per flow");
+        assert!(busy.len() >= 2, "flows spread over workers: {busy:?}");
+    }
+}
