@@ -45,7 +45,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Attach the XDP sensor to interfaces and watch live traffic.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// The service catalog.
     Catalog {
         #[command(subcommand)]
@@ -198,7 +198,7 @@ impl RunArgs {
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let result = match Cli::parse().cmd {
-        Cmd::Run(args) => run(args),
+        Cmd::Run(args) => run(*args),
         Cmd::Catalog {
             cmd: CatalogCmd::List { config },
         } => catalog_list(config.as_deref()),
