@@ -144,6 +144,9 @@ struct RunArgs {
     /// A token seen from a second client within this many seconds is a replay.
     #[arg(long, default_value_t = 3600, value_name = "SECS")]
     replay_window: u64,
+    /// Out-of-order bytes buffered per flow direction before a hole is skipped.
+    #[arg(long, default_value_t = sensor_user::flows::streams::DEFAULT_FLOW_BUFFER, value_name = "BYTES")]
+    flow_buffer_bytes: usize,
     /// Matcher threads (flows are sharded over them); default: available cores.
     #[arg(long, value_name = "N")]
     matcher_threads: Option<usize>,
@@ -435,8 +438,9 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| thread::available_parallelism().map_or(1, usize::from))
         .max(1);
     let per_worker = (args.flow_table_size as usize).div_ceil(threads);
-    let (workers, reports) = Workers::start(threads, &rule_set, idle, per_worker)
-        .context("starting the matcher threads")?;
+    let (workers, reports) =
+        Workers::start(threads, &rule_set, idle, per_worker, args.flow_buffer_bytes)
+            .context("starting the matcher threads")?;
     log::info!("matching on {threads} thread(s)");
     let replay = ReplayDetector::new(std::time::Duration::from_secs(args.replay_window), 100_000);
     let matching = MatchStage::new(

@@ -499,7 +499,7 @@ impl<W: WatchSink> Pipeline<W> {
 
 /// A placeholder table after the workers stopped (holds no flow).
 fn inert_table(rules: &Arc<RuleSet>) -> StreamTable {
-    StreamTable::new(Arc::clone(rules), std::time::Duration::from_secs(1), 0)
+    StreamTable::new(Arc::clone(rules), std::time::Duration::from_secs(1), 0, 0)
         .expect("scratch for a compiled rule set")
 }
 
@@ -560,7 +560,8 @@ mod tests {
         let metrics = Arc::new(Metrics::new());
         let buf = Buf::default();
         let rules = Arc::new(RuleSet::compile(rules::builtin()).unwrap());
-        let table = StreamTable::new(Arc::clone(&rules), Duration::from_secs(60), 100).unwrap();
+        let table =
+            StreamTable::new(Arc::clone(&rules), Duration::from_secs(60), 100, 1 << 16).unwrap();
         let m = MatchStage::new(
             Engine::Inline(table),
             rules,

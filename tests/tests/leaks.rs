@@ -110,6 +110,13 @@ fn qobuz_style_leaks_are_found_and_redacted() {
     assert_eq!(hash["http"]["path"], "/api.json/0.2/user/login");
     assert_eq!(hash["http"]["hostname"], "www.qobuz.com");
     assert_eq!(hash["interface"], "lan0");
+    assert_eq!(
+        (
+            hash["app"]["name"].as_str(),
+            hash["app"]["platform"].as_str()
+        ),
+        (Some("Qobuz"), Some("iOS"))
+    );
     assert_eq!(hash["fingerprint"].as_str().map(str::len), Some(32));
     let text = std::fs::read_to_string(&events).unwrap();
     assert!(

@@ -31,8 +31,8 @@ use crate::{
     },
 };
 
-/// Out-of-order bytes held per direction.
-const MAX_PENDING: usize = 256 * 1024;
+/// Out-of-order bytes held per direction, by default.
+pub const DEFAULT_FLOW_BUFFER: usize = 256 * 1024;
 /// Gender findings held per flow while waiting for other PII in their message.
 const MAX_HELD: usize = 16;
 
@@ -109,6 +109,7 @@ pub struct StreamTable {
     flows: HashMap<FlowKey, Flow>,
     idle: Duration,
     cap: usize,
+    buffer: usize,
     pub stats: StreamStats,
 }
 
@@ -119,7 +120,13 @@ fn value_hash(v: &str) -> u64 {
 }
 
 impl StreamTable {
-    pub fn new(rules: Arc<RuleSet>, idle: Duration, cap: usize) -> Result<Self, RuleError> {
+    /// `cap` flows; `buffer` out-of-order bytes per flow direction.
+    pub fn new(
+        rules: Arc<RuleSet>,
+        idle: Duration,
+        cap: usize,
+        buffer: usize,
+    ) -> Result<Self, RuleError> {
         let scratch = rules.scratch()?;
         Ok(Self {
             rules,
@@ -127,6 +134,7 @@ impl StreamTable {
             flows: HashMap::new(),
             idle,
             cap,
+            buffer,
             stats: StreamStats::default(),
         })
     }
@@ -184,7 +192,7 @@ impl StreamTable {
             match self.rules.open() {
                 Ok(scan) => {
                     flow.dirs[d as usize] = Some(Dir {
-                        reasm: Reassembler::new(MAX_PENDING),
+                        reasm: Reassembler::new(self.buffer),
                         http: HttpStream::new(requests),
                         scan,
                     })
@@ -379,7 +387,13 @@ mod tests {
         // Compiling the rules takes a while: once per test binary.
         static RULES: std::sync::OnceLock<Arc<RuleSet>> = std::sync::OnceLock::new();
         let rules = RULES.get_or_init(|| Arc::new(RuleSet::compile(rules::builtin()).unwrap()));
-        StreamTable::new(Arc::clone(rules), Duration::from_secs(60), 100).unwrap()
+        StreamTable::new(
+            Arc::clone(rules),
+            Duration::from_secs(60),
+            100,
+            DEFAULT_FLOW_BUFFER,
+        )
+        .unwrap()
     }
 
     /// Client segments of `msg` cut at `cuts`, fed in `order`; the hits' (kind, value).

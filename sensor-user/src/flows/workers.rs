@@ -44,19 +44,21 @@ pub struct Workers {
 const QUEUE: usize = 4096;
 
 impl Workers {
-    /// Starts `n` workers (at least one); `cap` flows per worker.
+    /// Starts `n` workers (at least one); `cap` flows per worker, `buffer`
+    /// out-of-order bytes per flow direction.
     pub fn start(
         n: usize,
         rules: &Arc<RuleSet>,
         idle: Duration,
         cap: usize,
+        buffer: usize,
     ) -> Result<(Self, Receiver<Report>), RuleError> {
         let (report_tx, report_rx) = unbounded();
         let mut jobs = Vec::new();
         let mut handles = Vec::new();
         for i in 0..n.max(1) {
             // Scratch is allocated here, so a failure is reported before any thread runs.
-            let mut table = StreamTable::new(Arc::clone(rules), idle, cap)?;
+            let mut table = StreamTable::new(Arc::clone(rules), idle, cap, buffer)?;
             let (tx, rx) = bounded::<Job>(QUEUE);
             let report = report_tx.clone();
             let h = thread::Builder::new()
@@ -133,7 +135,7 @@ mod tests {
     #[test]
     fn flows_spread_over_workers_and_every_leak_comes_back() {
         let set = Arc::new(RuleSet::compile(rules::builtin()).unwrap());
-        let (w, reports) = Workers::start(3, &set, Duration::from_secs(60), 100).unwrap();
+        let (w, reports) = Workers::start(3, &set, Duration::from_secs(60), 100, 1 << 16).unwrap();
         assert_eq!(w.len(), 3);
         for port in 40000..40030u16 {
             let req = format!(

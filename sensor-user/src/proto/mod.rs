@@ -4,3 +4,4 @@ pub mod fields;
 pub mod http;
 pub mod http_stream;
 pub mod tls;
+pub mod user_agent;

@@ -69,6 +69,9 @@ pub struct Event {
     pub tls: Option<Tls>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub replay: Option<ReplayInfo>,
+    /// The app named by the User-Agent (name, version, platform).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app: Option<crate::proto::user_agent::App>,
 }
 
 /// The first sighting a replay repeats.
@@ -112,6 +115,9 @@ impl Event {
             http: head.map(Http::from),
             tls: None,
             replay: None,
+            app: head
+                .and_then(|h| h.user_agent.as_deref())
+                .and_then(crate::proto::user_agent::parse),
         }
     }
 
