@@ -10,6 +10,10 @@ pub fn run() -> anyhow::Result<()> {
         bail!("the XDP benchmark loads programs into the kernel: run `cargo xtask bench` as root");
     }
     step(
+        "matcher throughput vs a raw Hyperscan scan → target/bench/matcher.json",
+        cargo().args(["bench", "-p", "sensor-user", "--bench", "matcher"]),
+    )?;
+    step(
         "XDP per-packet cost (BPF_PROG_TEST_RUN) → target/bench/xdp.json",
         cargo().args(["bench", "-p", "sensor-user", "--bench", "xdp"]),
     )

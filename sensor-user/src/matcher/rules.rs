@@ -181,22 +181,20 @@ pub fn builtin() -> Vec<Rule> {
 }
 
 impl Rule {
-    /// The Hyperscan expression: the pattern placed inside the field line format.
+    /// The Hyperscan expression. Anchored patterns (`^…`) start right after their
+    /// field's `\x1e<ctx>\x1f` prefix (a literal that makes them cheap and applies
+    /// the context). Unanchored ones are matched as they are: a leading `[^\n]*`
+    /// would cost Hyperscan an NFA walk at every field, and confirmation checks the
+    /// context of the field a match ends in anyway.
     pub fn hyperscan_expression(&self) -> String {
         let mut p = self.pattern.replace("(?P<v>", "(").replace("(?<v>", "(");
-        let anchored = p.starts_with('^');
-        if anchored {
-            p.remove(0);
-        }
         if p.ends_with('$') && !p.ends_with("\\$") {
             p.pop();
             p.push_str("\\n");
         }
-        let prefix = format!("\\x1e[{}]\\x1f", self.context.codes());
-        if anchored {
-            format!("{prefix}(?:{p})")
-        } else {
-            format!("{prefix}[^\\n]*(?:{p})")
+        match p.strip_prefix('^') {
+            Some(rest) => format!("\\x1e[{}]\\x1f(?:{rest})", self.context.codes()),
+            None => p,
         }
     }
 }

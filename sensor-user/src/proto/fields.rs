@@ -66,15 +66,30 @@ pub struct FieldBatch {
 
 impl FieldBatch {
     pub fn push(&mut self, ctx: Ctx, name: &str, value: &str, message: u64) {
-        let clean = |s: &str, max: usize| -> String {
-            s.chars()
-                .take(max)
-                .map(|c| if c.is_control() { ' ' } else { c })
-                .collect()
-        };
+        /// At most `max` bytes (on a char boundary), control characters as spaces;
+        /// one allocation when there is nothing to replace (the common case).
+        fn clean(s: &str, max: usize) -> String {
+            let mut end = s.len().min(max);
+            while !s.is_char_boundary(end) {
+                end -= 1;
+            }
+            let s = &s[..end];
+            if s.bytes().any(|b| b < 0x20 || b == 0x7f) || s.chars().any(char::is_control) {
+                s.chars()
+                    .map(|c| if c.is_control() { ' ' } else { c })
+                    .collect()
+            } else {
+                s.to_owned()
+            }
+        }
+        let mut name = clean(name, 256);
+        name.make_ascii_lowercase();
+        if name.bytes().any(|b| b >= 0x80) {
+            name = name.to_lowercase();
+        }
         self.fields.push(Field {
             ctx,
-            name: clean(name, 256).to_lowercase(),
+            name,
             value: clean(value, MAX_VALUE),
             message,
         });
