@@ -351,8 +351,44 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         }
     }
     println!(
-        "\nThe matcher (findings per leak kind) builds on these records; see docs/ARCHITECTURE.md."
+        "\nFindings (leakwatch_findings_total):\n  {:<10} {:<14} {:<9} {:>5}",
+        "service", "kind", "severity", "count"
     );
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("leakwatch_findings_total{"))
+    {
+        let label = |k: &str| {
+            line.split(&format!("{k}=\""))
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .unwrap_or("?")
+                .to_owned()
+        };
+        let n = line.rsplit(' ').next().unwrap_or("0");
+        println!(
+            "  {:<10} {:<14} {:<9} {:>5}",
+            label("service"),
+            label("kind"),
+            label("severity"),
+            n
+        );
+    }
+    let flows = |t: &str| -> f64 {
+        text.lines()
+            .filter(|l| {
+                l.starts_with("leakwatch_flows_total{") && l.contains(&format!("transport=\"{t}\""))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let total = flows("cleartext") + flows("tls") + flows("quic") + flows("unknown");
+    if total > 0.0 {
+        println!(
+            "\nCleartext share of watched flows: {:.0} %",
+            100.0 * flows("cleartext") / total
+        );
+    }
 
     if args.keep && !stopping() {
         println!("\n==> --keep: lab and sensor stay up; Ctrl-C to tear down");
