@@ -1,7 +1,7 @@
 //! `leakwatch`: the sensor daemon. The binary edge: argument parsing, anyhow errors
 //! with context, signals. The work happens in the `sensor_user` library.
 
-use std::{fs::File, io::Write, net::SocketAddr, path::PathBuf, sync::Arc, thread};
+use std::{io::Write, net::SocketAddr, path::PathBuf, sync::Arc, thread};
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -23,9 +23,8 @@ use sensor_user::{
     },
     pipeline::{Engine, MatchStage, Pipeline},
     sinks::{
-        events::EventLog,
+        jsonl::JsonLines,
         metrics::{AttachLabels, Metrics},
-        records::RecordLog,
     },
     targets::{StaticWatch, catalog::Catalog, learning::Targeting},
 };
@@ -314,22 +313,16 @@ fn catalog_list(config: Option<&std::path::Path>) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn output(path: &std::path::Path, what: &str) -> anyhow::Result<Box<dyn Write + Send>> {
-    if path.as_os_str() == "-" {
-        return Ok(Box::new(std::io::stdout()));
-    }
-    let f = File::options()
-        .create(true)
-        .append(true)
-        .open(path)
-        .with_context(|| format!("opening {what} file {}", path.display()))?;
-    Ok(Box::new(f))
+fn output(path: &std::path::Path, what: &str) -> anyhow::Result<JsonLines> {
+    JsonLines::open(path).with_context(|| format!("opening {what} file {}", path.display()))
 }
 
 /// What the pipeline thread receives.
 enum Msg {
     Record(RecordResult),
     Tick,
+    /// SIGHUP: reopen the output files (log rotation).
+    Reopen,
 }
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -353,14 +346,12 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         .dump_records
         .as_deref()
         .map(|p| output(p, "--dump-records"))
-        .transpose()?
-        .map(RecordLog::new);
+        .transpose()?;
     let events = args
         .events
         .as_deref()
         .map(|p| output(p, "--events"))
-        .transpose()?
-        .map(EventLog::new);
+        .transpose()?;
 
     let rule_set = Arc::new(load_rules(&file_config, args.config.as_deref())?);
     let key_path = args.state_dir.join("fingerprint.key");
@@ -467,6 +458,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
                     recv(msg_rx) -> m => match m {
                         Ok(Msg::Record(r)) => pipeline.handle(r, std::time::Instant::now()),
                         Ok(Msg::Tick) => pipeline.tick(std::time::Instant::now()),
+                        Ok(Msg::Reopen) => pipeline.reopen(),
                         Err(_) => break,
                     },
                     recv(reports) -> r => if let Ok(r) = r {
@@ -509,6 +501,17 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         log::info!("metrics on http://{}/metrics", args.metrics_addr);
         let ring = RingReader::new(ring).context("registering the ring buffer with tokio")?;
         let reader = tokio::spawn(ring.run(tx, stop_rx));
+        let hup_tx = msg_tx.clone();
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("installing the SIGHUP handler")?;
+        let reopener = tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                log::info!("SIGHUP: reopening the output files");
+                if hup_tx.send(Msg::Reopen).is_err() {
+                    break;
+                }
+            }
+        });
         let mut ticks = tokio::time::interval(std::time::Duration::from_secs(1));
         let ticker = tokio::spawn(async move {
             loop {
@@ -529,6 +532,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             .context("ring reader task")?
             .context("reading the ring buffer")?;
         ticker.abort();
+        reopener.abort();
         server
             .await
             .context("metrics server task")?

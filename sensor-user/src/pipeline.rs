@@ -319,6 +319,20 @@ impl<W: WatchSink> Pipeline<W> {
         }
     }
 
+    /// Reopens the event and record files (SIGHUP after log rotation).
+    pub fn reopen(&mut self) {
+        for (what, log) in [
+            ("--events", self.events.as_mut()),
+            ("--dump-records", self.dump.as_mut()),
+        ] {
+            if let Some(l) = log
+                && let Err(e) = l.reopen()
+            {
+                log::error!("reopening the {what} file: {e}; still writing to the old one");
+            }
+        }
+    }
+
     /// What a matcher worker reported.
     pub fn report(&mut self, r: Report, now: Instant) {
         match r {

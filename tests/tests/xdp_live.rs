@@ -55,6 +55,48 @@ fn metric(text: &str, series: &str) -> u64 {
     read::metric(text, series).unwrap_or_else(|| panic!("{series} not in the exposition:\n{text}"))
 }
 
+/// Every metric family of the real exposition is in docs/metrics.md, and every
+/// metric the doc lists is exposed.
+fn exposition_matches_the_docs(text: &str) {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/metrics.md"))
+        .expect("docs/metrics.md");
+    let documented: std::collections::BTreeSet<String> = doc
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split('`').next())
+        .filter(|n| n.starts_with("leakwatch_"))
+        .map(str::to_owned)
+        .collect();
+    let exposed: std::collections::BTreeSet<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .map(|l| {
+            let mut it = l.split(' ');
+            let (name, ty) = (it.next().unwrap_or(""), it.next().unwrap_or(""));
+            match ty {
+                "counter" => format!("{name}_total"),
+                "info" => format!("{name}_info"),
+                _ => name.to_owned(),
+            }
+        })
+        .collect();
+    let undocumented: Vec<_> = exposed.difference(&documented).collect();
+    assert!(
+        undocumented.is_empty(),
+        "exposed but not in docs/metrics.md: {undocumented:?}"
+    );
+    // Every documented metric is exposed from the start, except those whose labels
+    // only traffic creates (a TLS version of a service).
+    let missing: Vec<_> = documented
+        .difference(&exposed)
+        .filter(|m| *m != "leakwatch_tls_flows_total")
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "documented but not exposed: {missing:?}"
+    );
+}
+
 fn request(path: &str, host: &str, body: &[u8]) -> Vec<u8> {
     let mut r = format!(
         "POST {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: Qobuz/6.1 (iPhone; iOS 17.2)\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n",
@@ -206,6 +248,7 @@ fn live_traffic_is_sampled_as_the_policy_says() {
 
     // The kernel counters agree.
     let text = lab.gateway_http_get(METRICS, "/metrics").expect("metrics");
+    exposition_matches_the_docs(&text);
     let lan = |reason: &str| {
         metric(
             &text,

@@ -1,17 +1,47 @@
 //! JSON lines: one object per line, written whole and flushed, so `tail -f`,
 //! log shippers and tests never see half a line.
 
-use std::io::{self, Write};
+use std::{
+    fs::File,
+    io::{self, Write},
+    path::{Path, PathBuf},
+};
 
 use serde::Serialize;
 
 pub struct JsonLines {
     out: Box<dyn Write + Send>,
+    /// The file behind `out`, to reopen after log rotation (None: not a file).
+    path: Option<PathBuf>,
+}
+
+fn append(path: &Path) -> io::Result<File> {
+    File::options().create(true).append(true).open(path)
 }
 
 impl JsonLines {
     pub fn new(out: Box<dyn Write + Send>) -> Self {
-        Self { out }
+        Self { out, path: None }
+    }
+
+    /// `-` for stdout, else a file opened for appending.
+    pub fn open(path: &Path) -> io::Result<Self> {
+        if path.as_os_str() == "-" {
+            return Ok(Self::new(Box::new(io::stdout())));
+        }
+        Ok(Self {
+            out: Box::new(append(path)?),
+            path: Some(path.to_owned()),
+        })
+    }
+
+    /// Reopens the file (logrotate moved it away: SIGHUP). Keeps writing to the
+    /// old one if the new one cannot be opened.
+    pub fn reopen(&mut self) -> io::Result<()> {
+        if let Some(p) = &self.path {
+            self.out = Box::new(append(p)?);
+        }
+        Ok(())
     }
 
     /// One `write` per line, then flush.
@@ -40,6 +70,25 @@ mod tests {
         fn flush(&mut self) -> io::Result<()> {
             Ok(())
         }
+    }
+
+    #[test]
+    fn reopen_follows_rotation() {
+        let dir = std::env::temp_dir().join(format!("lw-jsonl-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("events.jsonl");
+        let mut j = JsonLines::open(&path).unwrap();
+        j.write(&serde_json::json!({"n": 1})).unwrap();
+        std::fs::rename(&path, dir.join("events.jsonl.1")).unwrap();
+        j.write(&serde_json::json!({"n": 2})).unwrap(); // still the rotated file
+        j.reopen().unwrap();
+        j.write(&serde_json::json!({"n": 3})).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.join("events.jsonl.1")).unwrap(),
+            "{\"n\":1}\n{\"n\":2}\n"
+        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"n\":3}\n");
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

@@ -247,10 +247,38 @@ impl Metrics {
         );
         let rules_info = Family::<VersionLabels, Gauge>::default();
         registry.register(
-            "leakwatch_rules",
+            "leakwatch_rules_info",
             "The loaded rule set (1), by version hash",
             rules_info.clone(),
         );
+        // Bounded label sets start at 0, so dashboards and alerts see a series
+        // from the first scrape rather than "no data".
+        for r in [
+            "learned",
+            "unrelated",
+            "truncated",
+            "not_response",
+            "bad_name",
+        ] {
+            dns_answers.get_or_create(&ResultLabels { result: r.into() });
+        }
+        for r in ["sni", "host", "unrelated", "incomplete", "no_name"] {
+            probes.get_or_create(&ResultLabels { result: r.into() });
+        }
+        for r in ["too_short", "version", "kind", "cap_len"] {
+            ring_invalid.get_or_create(&ReasonLabels { reason: r.into() });
+        }
+        for f in ["ipv4", "ipv6"] {
+            learned_evicted.get_or_create(&FamilyLabels { family: f.into() });
+        }
+        for r in ["fin", "rst", "idle", "cap"] {
+            flows_evicted.get_or_create(&ReasonLabels { reason: r.into() });
+        }
+        for e in ["cleartext_flow", "leak", "replay"] {
+            events.get_or_create(&EventLabels {
+                event_type: e.into(),
+            });
+        }
         Self {
             findings,
             replays,
