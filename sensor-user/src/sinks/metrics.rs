@@ -260,22 +260,22 @@ impl Metrics {
             "not_response",
             "bad_name",
         ] {
-            dns_answers.get_or_create(&ResultLabels { result: r.into() });
+            let _ = dns_answers.get_or_create(&ResultLabels { result: r.into() });
         }
         for r in ["sni", "host", "unrelated", "incomplete", "no_name"] {
-            probes.get_or_create(&ResultLabels { result: r.into() });
+            let _ = probes.get_or_create(&ResultLabels { result: r.into() });
         }
         for r in ["too_short", "version", "kind", "cap_len"] {
-            ring_invalid.get_or_create(&ReasonLabels { reason: r.into() });
+            let _ = ring_invalid.get_or_create(&ReasonLabels { reason: r.into() });
         }
         for f in ["ipv4", "ipv6"] {
-            learned_evicted.get_or_create(&FamilyLabels { family: f.into() });
+            let _ = learned_evicted.get_or_create(&FamilyLabels { family: f.into() });
         }
         for r in ["fin", "rst", "idle", "cap"] {
-            flows_evicted.get_or_create(&ReasonLabels { reason: r.into() });
+            let _ = flows_evicted.get_or_create(&ReasonLabels { reason: r.into() });
         }
         for e in ["cleartext_flow", "leak", "replay"] {
-            events.get_or_create(&EventLabels {
+            let _ = events.get_or_create(&EventLabels {
                 event_type: e.into(),
             });
         }
