@@ -261,7 +261,7 @@ impl<W: WatchSink> Pipeline<W> {
                 .map_or("unknown", |(_, n)| n.as_str())
                 .to_owned();
             let tcp = loc.key.proto == sensor_common::flow::IPPROTO_TCP;
-            let mut ev = Event::new(
+            let base = Event::new(
                 "leak",
                 self.clock.rfc3339(loc.ts_ns),
                 client,
@@ -271,6 +271,7 @@ impl<W: WatchSink> Pipeline<W> {
                 &service,
                 loc.head.as_ref(),
             );
+            let mut ev = base.clone();
             ev.kind = Some(kind.name());
             ev.rule = Some(rule.id.clone());
             ev.severity = Some(rule.severity.name());
@@ -293,16 +294,8 @@ impl<W: WatchSink> Pipeline<W> {
                         service: service.clone(),
                     })
                     .inc();
-                let mut rev = Event::new(
-                    "replay",
-                    self.clock.rfc3339(loc.ts_ns),
-                    client,
-                    server,
-                    tcp,
-                    &iface,
-                    &service,
-                    loc.head.as_ref(),
-                );
+                let mut rev = base;
+                rev.event_type = "replay";
                 rev.kind = Some(kind.name());
                 rev.rule = Some(rule.id.clone());
                 rev.severity = Some(rule.severity.name());
@@ -520,13 +513,11 @@ fn inert_table(rules: &Arc<RuleSet>) -> StreamTable {
 #[cfg(test)]
 mod tests {
     use std::{
-        collections::HashMap,
         io::Write,
         sync::{Arc, Mutex},
         time::Duration,
     };
 
-    use ipnet::IpNet;
     use sensor_common::{parse::TCP_ACK, record::flags};
 
     use super::*;
@@ -535,22 +526,11 @@ mod tests {
         fixtures::{FrameBuilder, record},
         matcher::rules,
         sinks::events::EventLog,
-        targets::{catalog::Catalog, learning::Targeting},
+        targets::{
+            catalog::Catalog,
+            learning::{MemoryWatch, Targeting},
+        },
     };
-
-    #[derive(Default)]
-    struct Nets(HashMap<IpNet, u32>);
-
-    impl WatchSink for Nets {
-        fn watch(&mut self, net: IpNet, service: u32) -> Result<(), String> {
-            self.0.insert(net, service);
-            Ok(())
-        }
-        fn unwatch(&mut self, net: IpNet) -> Result<(), String> {
-            self.0.remove(&net);
-            Ok(())
-        }
-    }
 
     #[derive(Clone, Default)]
     struct Buf(Arc<Mutex<Vec<u8>>>);
@@ -565,11 +545,11 @@ mod tests {
         }
     }
 
-    fn pipeline() -> (Pipeline<Nets>, Buf, Arc<Metrics>) {
+    fn pipeline() -> (Pipeline<MemoryWatch>, Buf, Arc<Metrics>) {
         let targeting = Targeting::new(
             Catalog::builtin(),
             TargetSettings::default(),
-            Nets::default(),
+            MemoryWatch::default(),
         );
         let metrics = Arc::new(Metrics::new());
         let buf = Buf::default();
@@ -596,11 +576,17 @@ mod tests {
     }
 
     /// One client request of a watched qobuz flow.
-    fn request(p: &mut Pipeline<Nets>, client: &str, port: u16, req: &[u8]) {
+    fn request(p: &mut Pipeline<MemoryWatch>, client: &str, port: u16, req: &[u8]) {
         request_to(p, "qobuz", client, port, req);
     }
 
-    fn request_to(p: &mut Pipeline<Nets>, service: &str, client: &str, port: u16, req: &[u8]) {
+    fn request_to(
+        p: &mut Pipeline<MemoryWatch>,
+        service: &str,
+        client: &str,
+        port: u16,
+        req: &[u8],
+    ) {
         let qobuz = p.targeting.ids().id_of(service).unwrap();
         let frame = FrameBuilder::tcp(client, port, "198.51.100.2", 80)
             .flags(TCP_ACK | 0x08)

@@ -11,7 +11,7 @@ use crate::{
     proto::{http::RequestHead, http_stream::Head},
 };
 
-#[derive(Debug, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Http {
     pub hostname: Option<String>,
     pub method: String,
@@ -20,18 +20,18 @@ pub struct Http {
     pub user_agent: Option<String>,
 }
 
-#[derive(Debug, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Tls {
     pub sni: Option<String>,
     pub version: String,
 }
 
-#[derive(Debug, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct FlowInfo {
     pub transport: &'static str,
 }
 
-#[derive(Debug, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Event {
     pub timestamp: String,
     pub event_type: &'static str,
@@ -75,7 +75,7 @@ pub struct Event {
 }
 
 /// The first sighting a replay repeats.
-#[derive(Debug, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct ReplayInfo {
     pub first_client_ip: IpAddr,
     pub seconds_since_first: u64,

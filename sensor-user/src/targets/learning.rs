@@ -42,6 +42,22 @@ impl WatchSink for WatchMaps {
     }
 }
 
+/// Watched prefixes kept in memory: for the offline replay (no kernel) and tests.
+#[derive(Debug, Default)]
+pub struct MemoryWatch(pub HashMap<IpNet, u32>);
+
+impl WatchSink for MemoryWatch {
+    fn watch(&mut self, net: IpNet, service: u32) -> Result<(), String> {
+        self.0.insert(net, service);
+        Ok(())
+    }
+
+    fn unwatch(&mut self, net: IpNet) -> Result<(), String> {
+        self.0.remove(&net);
+        Ok(())
+    }
+}
+
 /// What one DNS record led to (the `result` label of `leakwatch_dns_answers_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DnsOutcome {
@@ -348,27 +364,12 @@ mod tests {
     };
     use sensor_common::record::RecordKind;
 
-    /// A tries stand-in: what is watched now.
-    #[derive(Default)]
-    struct Nets(HashMap<IpNet, u32>);
-
-    impl WatchSink for Nets {
-        fn watch(&mut self, net: IpNet, service: u32) -> Result<(), String> {
-            self.0.insert(net, service);
-            Ok(())
-        }
-        fn unwatch(&mut self, net: IpNet) -> Result<(), String> {
-            self.0.remove(&net);
-            Ok(())
-        }
-    }
-
     fn record(kind: RecordKind, rflags: u16, frame: Vec<u8>) -> Record {
         crate::fixtures::record(kind, rflags, &frame)
     }
 
-    fn targeting(settings: TargetSettings) -> Targeting<Nets> {
-        Targeting::new(Catalog::builtin(), settings, Nets::default())
+    fn targeting(settings: TargetSettings) -> Targeting<MemoryWatch> {
+        Targeting::new(Catalog::builtin(), settings, MemoryWatch::default())
     }
 
     fn ip(s: &str) -> IpAddr {
