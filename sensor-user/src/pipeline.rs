@@ -115,6 +115,28 @@ impl<W: WatchSink> Pipeline<W> {
     /// Adds leak matching.
     pub fn with_matching(mut self, m: MatchStage) -> Self {
         self.metrics.set_rules_version(&m.rules.version);
+        let services: Vec<String> = self
+            .targeting
+            .catalog()
+            .services()
+            .iter()
+            .map(|s| s.id.clone())
+            .collect();
+        let mut kinds: Vec<(&'static str, &'static str)> = m
+            .rules
+            .rules()
+            .map(|r| (r.kind.name(), r.severity.name()))
+            .collect();
+        // Basic auth also yields usernames, at the rule's severity.
+        kinds.extend(
+            m.rules
+                .rules()
+                .filter(|r| r.validator == Some(crate::matcher::rules::Validator::BasicAuth))
+                .map(|r| ("username", r.severity.name())),
+        );
+        kinds.sort_unstable();
+        kinds.dedup();
+        self.metrics.init_service_series(&services, &kinds);
         self.matching = Some(m);
         self
     }

@@ -17,6 +17,7 @@ const APT_PACKAGES: &[&str] = &[
     "util-linux", // setpriv for the unprivileged-run test
     "curl",
     "dnsmasq-base", // the lab's DNS server (binary only, no system service)
+    "prometheus",   // promtool for the alert rules; the end-to-end scrape test
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13";

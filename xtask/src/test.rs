@@ -1,5 +1,7 @@
 //! `cargo xtask test`: every check CI runs, in order of speed.
 
+use std::process::Command;
+
 use anyhow::bail;
 
 use crate::shell::{cargo, is_root, rustup_nightly_cargo, step};
@@ -37,6 +39,25 @@ pub fn run() -> anyhow::Result<()> {
             "-D",
             "warnings",
         ]),
+    )?;
+    let prom = crate::shell::root().join("dashboards/prometheus");
+    step(
+        "promtool: alert rules and example config",
+        Command::new("promtool")
+            .current_dir(&prom)
+            .args(["check", "rules", "alerts.yml"]),
+    )?;
+    step(
+        "promtool: alert rule unit tests",
+        Command::new("promtool")
+            .current_dir(&prom)
+            .args(["test", "rules", "alerts_test.yml"]),
+    )?;
+    step(
+        "promtool: example scrape config",
+        Command::new("promtool")
+            .current_dir(&prom)
+            .args(["check", "config", "prometheus.yml"]),
     )?;
     step(
         "unit tests",

@@ -330,6 +330,31 @@ impl Metrics {
         }));
     }
 
+    /// Creates, at 0, every series a finding, replay or flow of these services can
+    /// increment: a counter born at 1 hides its first increase from `increase()`,
+    /// so the first leak of a kind would never alert.
+    pub fn init_service_series(&self, services: &[String], kinds: &[(&'static str, &'static str)]) {
+        for s in services {
+            for (kind, severity) in kinds {
+                let l = FindingLabels {
+                    service: s.clone(),
+                    kind: (*kind).into(),
+                    severity: (*severity).into(),
+                };
+                let _ = self.findings.get_or_create(&l);
+            }
+            let _ = self
+                .replays
+                .get_or_create(&ServiceLabels { service: s.clone() });
+            for t in ["cleartext", "tls", "quic", "unknown"] {
+                let _ = self.flows.get_or_create(&FlowLabels {
+                    service: s.clone(),
+                    transport: t.into(),
+                });
+            }
+        }
+    }
+
     /// Marks `version` as the loaded rule set.
     pub fn set_rules_version(&self, version: &str) {
         self.rules_info.clear();
@@ -406,11 +431,12 @@ impl Collector for XdpCollector {
     }
 }
 
+/// prometheus-client writes OpenMetrics text (`info` metrics, `# EOF`); said
+/// otherwise, Prometheus rejects the scrape ("invalid metric type info").
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
 async fn metrics_handler(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
-    (
-        [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
-        m.encode(),
-    )
+    ([("content-type", OPENMETRICS)], m.encode())
 }
 
 async fn healthz_handler(State(m): State<Arc<Metrics>>) -> impl IntoResponse {

@@ -1,0 +1,124 @@
+//! Real Prometheus (Debian's) scrapes the real sensor in the lab with the
+//! project's alert rules; a Qobuz leak shows up in `leakwatch_findings_total`
+//! through Prometheus's HTTP API, and `LeakwatchLeakFound` fires. Needs root.
+
+use std::{
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use leakwatch_tests::{
+    http::{HttpServer, exchange},
+    lab::{self, Lab, SERVER_V4},
+    netns::unique,
+    process::ChildGuard,
+};
+use serde_json::Value;
+
+const METRICS: &str = "127.0.0.1:9477";
+const PROMETHEUS: &str = "127.0.0.1:9090";
+
+fn encode(q: &str) -> String {
+    q.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+fn api(lab: &Lab, path: &str) -> Value {
+    let body = lab.gateway_http_get(PROMETHEUS, path).unwrap_or_default();
+    serde_json::from_str(&body).unwrap_or(Value::Null)
+}
+
+fn query(lab: &Lab, q: &str) -> Option<f64> {
+    let v = api(lab, &format!("/api/v1/query?query={}", encode(q)));
+    v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+}
+
+fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[test]
+fn prometheus_sees_the_leak_and_the_alert_fires() {
+    let lab = Lab::up().expect("lab");
+    let _http = HttpServer::start(&lab.server, &[format!("{SERVER_V4}:80").parse().unwrap()])
+        .expect("http");
+    let _sensor = lab
+        .start_sensor(
+            &lab::leakwatch_bin(),
+            METRICS,
+            &["--watch", "198.51.100.2/32=qobuz"],
+        )
+        .expect("sensor");
+
+    let dir = std::env::temp_dir().join(unique("prom"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let rules = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../dashboards/prometheus/alerts.yml");
+    let config = dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\nscrape_configs:\n  - job_name: leakwatch\n    static_configs:\n      - targets: ['{METRICS}']\n",
+            rules.canonicalize().expect("alerts.yml").display()
+        ),
+    )
+    .unwrap();
+    let child = lab
+        .gateway
+        .command("prometheus")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address={PROMETHEUS}"))
+        .arg("--log.level=warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start prometheus (apt-get install prometheus)");
+    let _prom = ChildGuard::new(child, "prometheus");
+    wait_for("Prometheus to scrape the sensor", 30, || {
+        query(&lab, "up{job=\"leakwatch\"}") == Some(1.0)
+    });
+    // A baseline sample before the leak, so increase() sees it.
+    wait_for("the findings series", 10, || {
+        query(&lab, "sum(leakwatch_xdp_packets_total)").is_some()
+    });
+
+    let login = b"GET /api.json/0.2/user/login?email=jane.doe%40example.com&password=5f4dcc3b5aa765d61d8327deb882cf99 HTTP/1.1\r\nHost: www.qobuz.com\r\n\r\n";
+    exchange(
+        &lab.client,
+        format!("{SERVER_V4}:80").parse().unwrap(),
+        login.to_vec(),
+    )
+    .expect("request");
+
+    let findings = "sum(leakwatch_findings_total{service=\"qobuz\",kind=\"password_hash\"})";
+    wait_for("Prometheus to see the finding", 20, || {
+        query(&lab, findings).is_some_and(|v| v >= 1.0)
+    });
+    wait_for("LeakwatchLeakFound to fire", 30, || {
+        let alerts = api(&lab, "/api/v1/alerts");
+        alerts["data"]["alerts"].as_array().is_some_and(|a| {
+            a.iter().any(|al| {
+                al["labels"]["alertname"] == "LeakwatchLeakFound"
+                    && al["labels"]["service"] == "qobuz"
+                    && al["labels"]["kind"] == "password_hash"
+                    && al["state"] == "firing"
+            })
+        })
+    });
+    let _ = std::fs::remove_dir_all(dir);
+}
