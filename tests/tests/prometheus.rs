@@ -105,6 +105,23 @@ fn prometheus_sees_the_leak_and_the_alert_fires() {
     )
     .expect("request");
 
+    // Every metric the Grafana dashboard uses exists in the sensor's exposition
+    // (the TLS-version series appear only with TLS traffic).
+    let exposition = lab.gateway_http_get(METRICS, "/metrics").expect("metrics");
+    let names: std::collections::HashSet<&str> = exposition
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect();
+    for e in leakwatch_tests::dashboard::expressions(&leakwatch_tests::dashboard::load()) {
+        for m in leakwatch_tests::dashboard::metric_names(&e) {
+            assert!(
+                names.contains(m.as_str()) || m == "leakwatch_tls_flows_total",
+                "dashboard uses {m}, not exposed"
+            );
+        }
+    }
+
     let findings = "sum(leakwatch_findings_total{service=\"qobuz\",kind=\"password_hash\"})";
     wait_for("Prometheus to see the finding", 20, || {
         query(&lab, findings).is_some_and(|v| v >= 1.0)

@@ -1,0 +1,101 @@
+//! The Grafana dashboard: structure, and every expression valid PromQL for
+//! Prometheus (`promtool check rules`). That the metrics it uses exist is checked
+//! against the live sensor in tests/prometheus.rs.
+
+use std::collections::HashSet;
+
+use leakwatch_tests::{dashboard, netns::unique};
+
+#[test]
+fn structure() {
+    let d = dashboard::load();
+    assert!(d["uid"].as_str().is_some_and(|u| !u.is_empty()));
+    let vars: Vec<(&str, &str)> = d["templating"]["list"]
+        .as_array()
+        .expect("templating")
+        .iter()
+        .map(|v| {
+            (
+                v["name"].as_str().unwrap_or(""),
+                v["type"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    for want in [
+        ("datasource", "datasource"),
+        ("instance", "query"),
+        ("service", "query"),
+    ] {
+        assert!(vars.contains(&want), "variable {want:?} missing: {vars:?}");
+    }
+    let panels = d["panels"].as_array().expect("panels");
+    let mut ids = HashSet::new();
+    for p in panels {
+        let id = p["id"].as_u64().expect("panel id");
+        assert!(ids.insert(id), "panel id {id} used twice");
+        let g = &p["gridPos"];
+        let (x, w, h) = (
+            g["x"].as_u64().expect("x"),
+            g["w"].as_u64().expect("w"),
+            g["h"].as_u64().expect("h"),
+        );
+        assert!(
+            g["y"].as_u64().is_some() && w > 0 && h > 0 && x + w <= 24,
+            "panel {id}: gridPos {g}"
+        );
+        if p["type"] != "row" {
+            assert_eq!(
+                p["datasource"]["uid"], "${datasource}",
+                "panel {id} must use the datasource variable"
+            );
+            let targets = p["targets"].as_array().expect("targets");
+            assert!(!targets.is_empty(), "panel {id} has no query");
+            for t in targets {
+                assert_eq!(t["datasource"]["uid"], "${datasource}", "panel {id}");
+                assert!(
+                    t["expr"].as_str().is_some_and(|e| !e.is_empty()),
+                    "panel {id}"
+                );
+            }
+        }
+    }
+    // Panels of the same row band do not overlap.
+    let mut cells = HashSet::new();
+    for p in panels {
+        let g = &p["gridPos"];
+        for x in g["x"].as_u64().unwrap()..g["x"].as_u64().unwrap() + g["w"].as_u64().unwrap() {
+            for y in g["y"].as_u64().unwrap()..g["y"].as_u64().unwrap() + g["h"].as_u64().unwrap() {
+                assert!(cells.insert((x, y)), "panels overlap at ({x}, {y})");
+            }
+        }
+    }
+}
+
+#[test]
+fn every_expression_is_valid_promql() {
+    let exprs = dashboard::expressions(&dashboard::load());
+    assert!(exprs.len() >= 15);
+    let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    for (i, e) in exprs.iter().enumerate() {
+        let e = dashboard::substitute(e);
+        assert!(!e.contains('$'), "a Grafana variable is left in {e}");
+        rules.push_str(&format!(
+            "      - record: dashboard:expr_{i}\n        expr: {}\n",
+            serde_json::to_string(&e).unwrap()
+        ));
+    }
+    let path = std::env::temp_dir().join(format!("{}.yml", unique("dash")));
+    std::fs::write(&path, &rules).unwrap();
+    let out = std::process::Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(&path)
+        .output()
+        .expect("promtool (apt-get install prometheus)");
+    let _ = std::fs::remove_file(&path);
+    assert!(
+        out.status.success(),
+        "promtool check rules:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
