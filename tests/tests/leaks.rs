@@ -16,6 +16,8 @@ use leakwatch_tests::{
 };
 use serde_json::Value;
 
+mod common;
+
 const METRICS: &str = "127.0.0.1:9477";
 const MD5: &str = "5f4dcc3b5aa765d61d8327deb882cf99";
 const TOKEN: &str = "QkX3u9rVb0dY7nWq2LpZsT5hGmJc8aEf";
@@ -100,6 +102,7 @@ fn qobuz_style_leaks_are_found_and_redacted() {
     assert_eq!(findings(&lab, "password_hash"), 1);
 
     let ev: Vec<Value> = read::json_lines(&events);
+    common::assert_valid_events(&ev);
     let leaks: Vec<&Value> = ev.iter().filter(|e| e["event_type"] == "leak").collect();
     assert_eq!(leaks.len(), 4, "{ev:?}");
     assert!(leaks.iter().all(|e| e["service"] == "qobuz"

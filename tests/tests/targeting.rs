@@ -19,6 +19,8 @@ use leakwatch_tests::{
 };
 use serde_json::Value;
 
+mod common;
+
 const METRICS: &str = "127.0.0.1:9477";
 const TTL: u32 = 4;
 
@@ -145,6 +147,7 @@ fn dns_answers_teach_the_sensor_service_addresses_until_their_ttl() {
         "{recs:?}"
     );
     let ev = lines(&events);
+    common::assert_valid_events(&ev);
     assert_eq!(ev.len(), 1, "{ev:?}");
     assert_eq!(ev[0]["event_type"], "cleartext_flow");
     assert_eq!(ev[0]["service"], "qobuz");

@@ -1,0 +1,62 @@
+//! docs/events.schema.json itself: it accepts the documented examples and
+//! rejects what the event contract forbids.
+
+use serde_json::{Value, json};
+
+mod common;
+
+fn validator() -> jsonschema::Validator {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/events.schema.json");
+    let schema: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    jsonschema::validator_for(&schema).unwrap()
+}
+
+fn leak() -> Value {
+    json!({
+        "timestamp": "2026-11-23T13:37:24.454051Z", "event_type": "leak",
+        "src_ip": "192.0.2.10", "src_port": 52688, "dest_ip": "198.51.100.2", "dest_port": 80,
+        "proto": "TCP", "interface": "lan0", "service": "qobuz",
+        "kind": "password_hash", "rule": "password_hash_param", "severity": "critical",
+        "evidence": "password=5f…99 (32 chars)", "fingerprint": "83f76f15d1284f9b6422a43c20319cc9",
+        "context": "query", "direction": "to_server",
+        "http": {"hostname": "www.qobuz.com", "method": "GET", "path": "/api.json/0.2/user/login", "user_agent": "Qobuz/6.1"},
+        "app": {"name": "Qobuz", "version": "6.1", "platform": "iOS"}
+    })
+}
+
+#[test]
+fn documented_examples_pass() {
+    let mut replay = leak();
+    replay["event_type"] = json!("replay");
+    replay["replay"] = json!({"first_client_ip": "192.0.2.11", "seconds_since_first": 42});
+    let flow = json!({
+        "timestamp": "2026-11-23T13:00:00.123456Z", "event_type": "cleartext_flow",
+        "src_ip": "2001:db8:c::10", "src_port": 40000, "dest_ip": "2001:db8:5::2", "dest_port": 80,
+        "proto": "TCP", "interface": "lan0", "service": "qobuz", "flow": {"transport": "cleartext"}
+    });
+    common::assert_valid_events(&[leak(), replay, flow]);
+}
+
+#[test]
+fn contract_violations_fail() {
+    let v = validator();
+    let mut with_query = leak();
+    with_query["http"]["path"] = json!("/login?password=x");
+    let mut no_kind = leak();
+    no_kind.as_object_mut().unwrap().remove("kind");
+    let mut unknown = leak();
+    unknown["secret_value"] = json!("hunter2");
+    let mut bad_fp = leak();
+    bad_fp["fingerprint"] = json!("hunter2");
+    let mut bad_kind = leak();
+    bad_kind["kind"] = json!("password_hashes");
+    for (what, e) in [
+        ("query in path", with_query),
+        ("leak without kind", no_kind),
+        ("unknown field", unknown),
+        ("fingerprint", bad_fp),
+        ("kind", bad_kind),
+    ] {
+        assert!(!v.is_valid(&e), "{what} should be rejected");
+    }
+}
