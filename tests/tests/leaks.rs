@@ -66,7 +66,7 @@ fn qobuz_style_leaks_are_found_and_redacted() {
     )
     .expect("http");
     let events = std::env::temp_dir().join(format!("{}.jsonl", unique("leaks")));
-    let _sensor = lab
+    let sensor = lab
         .start_sensor(
             &lab::leakwatch_bin(),
             METRICS,
@@ -126,7 +126,31 @@ fn qobuz_style_leaks_are_found_and_redacted() {
         !text.contains(MD5) && !text.contains(TOKEN) && !text.contains("jane.doe@"),
         "a secret in full in the events"
     );
+
+    // logrotate: move the file away, SIGHUP, and new events go to a new file.
+    let rotated = events.with_extension("jsonl.1");
+    std::fs::rename(&events, &rotated).unwrap();
+    sensor.signal(libc::SIGHUP);
+    wait_for("the events file to be reopened", || events.exists());
+    exchange(
+        &lab.client,
+        format!("{SERVER_V4}:80").parse().unwrap(),
+        login(),
+    )
+    .expect("request");
+    wait_for("a leak event in the new file", || {
+        read::json_lines(&events)
+            .iter()
+            .any(|e| e["event_type"] == "leak")
+    });
+    assert_eq!(
+        read::json_lines(&rotated).len(),
+        ev.len(),
+        "nothing more went to the rotated file"
+    );
+    common::assert_valid_events(&read::json_lines(&events));
     let _ = std::fs::remove_file(events);
+    let _ = std::fs::remove_file(rotated);
 }
 
 #[test]
