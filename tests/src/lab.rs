@@ -158,6 +158,9 @@ impl Lab {
                 "--metrics-addr",
                 metrics_addr,
             ])
+            // This run's fingerprint key stays with this run, not in /var/lib.
+            .arg("--state-dir")
+            .arg(std::env::temp_dir().join(unique("state")))
             .args(args)
             .stdin(Stdio::null())
             .spawn()
