@@ -45,6 +45,8 @@ struct Cli {
 enum Cmd {
     /// Attach the XDP sensor to interfaces and watch live traffic.
     Run(Box<RunArgs>),
+    /// Run the pipeline over pcap/pcapng captures, offline (no privileges needed).
+    Replay(Box<ReplayArgs>),
     /// The service catalog.
     Catalog {
         #[command(subcommand)]
@@ -55,6 +57,34 @@ enum Cmd {
         #[command(subcommand)]
         cmd: RulesCmd,
     },
+}
+
+#[derive(clap::Args, Debug)]
+struct ReplayArgs {
+    /// Capture files (pcap or pcapng: Ethernet, raw IP, Linux cooked, loopback).
+    #[arg(required = true, value_name = "FILE")]
+    files: Vec<PathBuf>,
+    /// Admin config (TOML): services, domains, static prefixes, rules.
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Watch a prefix as a service, e.g. 198.51.100.0/24=qobuz (repeatable).
+    #[arg(long = "watch", value_name = "CIDR=SERVICE")]
+    watch: Vec<StaticWatch>,
+    /// Write events (JSON lines) to PATH, or - for stdout.
+    #[arg(long, value_name = "PATH")]
+    events: Option<PathBuf>,
+    /// Write the final metrics exposition to FILE.
+    #[arg(long, value_name = "FILE")]
+    metrics_out: Option<PathBuf>,
+    #[arg(long, default_value = "redacted", value_name = "MODE")]
+    evidence: EvidenceMode,
+    /// Where the fingerprint key is kept (default: ~/.local/state/leakwatch).
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    #[arg(long, default_value_t = DEFAULT_HEAD_BYTES)]
+    head_bytes: u32,
+    #[arg(long, default_value_t = DEFAULT_TAIL_EVERY, value_name = "K")]
+    tail_every: u32,
 }
 
 #[derive(Subcommand)]
@@ -201,6 +231,7 @@ fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let result = match Cli::parse().cmd {
         Cmd::Run(args) => run(*args),
+        Cmd::Replay(args) => replay(*args),
         Cmd::Catalog {
             cmd: CatalogCmd::List { config },
         } => catalog_list(config.as_deref()),
@@ -311,6 +342,157 @@ fn catalog_list(config: Option<&std::path::Path>) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `leakwatch replay`: the live pipeline, fed by the userspace twin of the XDP
+/// program instead of the ring, with capture times as the clock.
+fn replay(args: ReplayArgs) -> anyhow::Result<()> {
+    use std::time::{Duration, Instant};
+
+    use sensor_user::{
+        capture::{clock::Clock, pcap, sampler::Sampler},
+        flows::streams::{DEFAULT_FLOW_BUFFER, StreamTable},
+        targets::learning::MemoryWatch,
+    };
+
+    let (file_config, catalog) = load_config(args.config.as_deref())?;
+    let rule_set = Arc::new(load_rules(&file_config, args.config.as_deref())?);
+    let state = args.state_dir.clone().unwrap_or_else(|| {
+        std::env::var_os("HOME").map_or_else(
+            || PathBuf::from(".leakwatch"),
+            |h| PathBuf::from(h).join(".local/state/leakwatch"),
+        )
+    });
+    let key_path = state.join("fingerprint.key");
+    let fingerprints = Fingerprinter::load_or_create(&key_path).with_context(|| {
+        format!(
+            "fingerprint key {} (choose a writable --state-dir)",
+            key_path.display()
+        )
+    })?;
+    let events = args
+        .events
+        .as_deref()
+        .map(|p| output(p, "--events"))
+        .transpose()?;
+    let mut targeting =
+        Targeting::new(catalog, file_config.targets.clone(), MemoryWatch::default());
+    targeting
+        .add_catalog_statics()
+        .map_err(anyhow::Error::msg)?;
+    for w in &args.watch {
+        targeting
+            .add_static(w.net, &w.service)
+            .map_err(anyhow::Error::msg)?;
+    }
+    let idle = Duration::from_secs(file_config.targets.flow_idle_secs);
+    let table = StreamTable::new(Arc::clone(&rule_set), idle, 65_536, DEFAULT_FLOW_BUFFER)
+        .context("Hyperscan scratch")?;
+    let replay = ReplayDetector::new(Duration::from_secs(3600), 100_000);
+    let matching = MatchStage::new(
+        Engine::Inline(table),
+        rule_set,
+        fingerprints,
+        args.evidence,
+        replay,
+    );
+    let posture = Posture::new(idle, 65_536);
+    let metrics = Arc::new(Metrics::new());
+    let mut pipeline = Pipeline::new(
+        targeting,
+        posture,
+        Arc::clone(&metrics),
+        events,
+        None,
+        vec![(1, "pcap".into())],
+    )
+    .with_matching(matching)
+    .with_clock(Clock::identity());
+    let config = Config {
+        head_bytes: args.head_bytes,
+        tail_every: args.tail_every,
+        ..Config::default()
+    };
+    let mut sampler = Sampler::new(config, 65_536, 65_536);
+
+    let started = Instant::now();
+    let base = Instant::now();
+    let (mut first_ts, mut last_tick, mut bytes, mut records) =
+        (None::<u64>, Duration::ZERO, 0u64, 0u64);
+    let mut now = base;
+    let mut failure = None;
+    let mut packets = 0u64;
+    let mut skipped = 0u64;
+    for file in &args.files {
+        let result = pcap::read(file, |frame| {
+            let t0 = *first_ts.get_or_insert(frame.ts_ns);
+            // Capture time drives expiry; out-of-order timestamps do not go back.
+            let at = Duration::from_nanos(frame.ts_ns.saturating_sub(t0));
+            now = now.max(base + at);
+            if at >= last_tick + Duration::from_secs(1) {
+                last_tick = at;
+                pipeline.tick(now);
+            }
+            bytes += frame.data.len() as u64;
+            packets += 1;
+            if let Some(rec) =
+                sampler.process(&frame.data, frame.ts_ns, 1, pipeline.targeting.sink())
+            {
+                records += 1;
+                pipeline.handle(Ok(rec), now);
+            }
+        });
+        match result {
+            Ok((_, s)) => skipped += s,
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    // End of input: every flow ends.
+    pipeline.tick(now + Duration::from_secs(86_400));
+    let secs = started.elapsed().as_secs_f64();
+
+    let text = metrics.encode();
+    if let Some(p) = &args.metrics_out {
+        std::fs::write(p, &text)
+            .with_context(|| format!("writing --metrics-out {}", p.display()))?;
+    }
+    let mut out = std::io::stderr().lock();
+    writeln!(
+        out,
+        "replayed {packets} packets ({:.1} MB, {skipped} of other link types skipped), {records} sampled records",
+        bytes as f64 / 1e6
+    )?;
+    writeln!(
+        out,
+        "{:.2} s, {:.1} MB/s",
+        secs,
+        bytes as f64 / 1e6 / secs.max(1e-9)
+    )?;
+    for (title, prefix) in [
+        ("flows", "leakwatch_flows_total{"),
+        ("findings", "leakwatch_findings_total{"),
+    ] {
+        let rows: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with(prefix) && !l.ends_with(" 0"))
+            .collect();
+        writeln!(
+            out,
+            "{title}:{}",
+            if rows.is_empty() { " none" } else { "" }
+        )?;
+        for r in rows {
+            writeln!(out, "  {}", r.trim_start_matches(prefix).replace('}', " →"))?;
+        }
+    }
+    match failure {
+        // Everything read before the damage was reported above.
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
 }
 
 fn output(path: &std::path::Path, what: &str) -> anyhow::Result<JsonLines> {

@@ -112,6 +112,17 @@ impl<W: WatchSink> Pipeline<W> {
         p
     }
 
+    /// Uses `clock` for event timestamps (offline replay: capture times).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The metrics this pipeline updates.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     /// Adds leak matching.
     pub fn with_matching(mut self, m: MatchStage) -> Self {
         self.metrics.set_rules_version(&m.rules.version);

@@ -750,3 +750,135 @@ fn probe_follows_a_client_hello_split_over_segments() {
         (Counter::Unwatched, 1),
     ]);
 }
+
+/// The frames of every shape above, in one sequence.
+fn every_shape() -> Vec<Vec<u8>> {
+    let up = |sport: u16, f: u8, seq: u32, p: &[u8]| {
+        FrameBuilder::tcp("192.0.2.10", sport, "198.51.100.2", 80)
+            .flags(f)
+            .seq(seq)
+            .payload(p)
+            .build()
+    };
+    let hello = tls_client_hello("api.qobuz.com", 1500);
+    let (h1, h2) = hello.split_at(1200);
+    let mut v = vec![
+        up(40000, TCP_SYN, 99, b""),
+        FrameBuilder::tcp("198.51.100.2", 80, "192.0.2.10", 40000)
+            .flags(TCP_SYN | TCP_ACK)
+            .build(),
+        up(40000, TCP_ACK | 0x08, 100, http_get()),
+        FrameBuilder::tcp("198.51.100.2", 80, "192.0.2.10", 40000)
+            .payload(b"HTTP/1.1 200 OK\r\n\r\n")
+            .build(),
+        up(40000, TCP_FIN | TCP_ACK, 100 + http_get().len() as u32, b""),
+        FrameBuilder::tcp("192.0.2.10", 40001, "203.0.113.5", 5555)
+            .payload(http_get())
+            .build(),
+        FrameBuilder::tcp("2001:db8:9::1", 40002, "2001:db8:1::2", 443)
+            .payload(http_get())
+            .build(),
+        FrameBuilder::tcp("192.0.2.10", 40003, "198.51.100.2", 80)
+            .vlan(0x88a8, 100)
+            .vlan(0x8100, 10)
+            .payload(http_get())
+            .build(),
+        FrameBuilder::tcp("192.0.2.10", 40004, "198.51.100.2", 80)
+            .ipv4_options(&[7, 11, 4])
+            .payload(http_get())
+            .build(),
+        FrameBuilder::udp("192.0.2.10", 5000, "198.51.100.2", 443)
+            .ipv4_fragment(0, true)
+            .payload([1u8; 64])
+            .build(),
+        FrameBuilder::udp("192.0.2.10", 5000, "198.51.100.2", 443)
+            .ipv4_fragment(9, false)
+            .payload([2u8; 64])
+            .build(),
+        FrameBuilder::tcp("2001:db8:9::1", 40005, "2001:db8:1::2", 80)
+            .ipv6_ext(Ext6::HopByHop)
+            .ipv6_ext(Ext6::Routing)
+            .payload(http_get())
+            .build(),
+        FrameBuilder::udp("203.0.113.53", 53, "192.0.2.10", 33333)
+            .payload(dns_answer(7, "api.qobuz.com", &[[198, 51, 100, 2]], 300))
+            .build(),
+        FrameBuilder::tcp("192.0.2.10", 40006, "198.51.100.2", 443)
+            .payload(tls_client_hello("api.qobuz.com", 0))
+            .build(),
+        FrameBuilder::tcp("192.0.2.10", 40006, "198.51.100.2", 443)
+            .seq(2000)
+            .payload([0x17u8, 3, 3, 0, 4, 1, 2, 3, 4])
+            .build(),
+        FrameBuilder::tcp("192.0.2.10", 40007, "203.0.113.80", 443)
+            .flags(TCP_SYN)
+            .build(),
+        FrameBuilder::tcp("192.0.2.10", 40007, "203.0.113.80", 443)
+            .seq(1)
+            .payload(h1)
+            .build(),
+        FrameBuilder::tcp("192.0.2.10", 40007, "203.0.113.80", 443)
+            .seq(1201)
+            .payload(h2)
+            .build(),
+        FrameBuilder::tcp("192.0.2.10", 40008, "198.51.100.2", 80)
+            .payload(vec![b'x'; 6000 - 54])
+            .build(),
+    ];
+    // Past the head: 1-in-K tail samples.
+    for i in 0..20u32 {
+        v.push(up(40009, TCP_ACK, 1 + i * 1400, &[b'a'; 1400]));
+    }
+    let good = up(40010, TCP_ACK, 1, http_get());
+    v.push(good[..good.len() - 5].to_vec()); // IP length beyond the frame
+    let mut arp = good[..42].to_vec();
+    arp[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
+    v.push(arp);
+    v
+}
+
+#[test]
+fn the_userspace_sampler_matches_the_kernel_byte_for_byte() {
+    use sensor_user::{capture::sampler::Sampler, targets::learning::MemoryWatch};
+    let config = Config {
+        head_bytes: 4096,
+        tail_every: 4,
+        ..Config::default()
+    };
+    let mut h = Harness::new(config);
+    let mut watch = MemoryWatch::default();
+    watch.0.insert("198.51.100.0/24".parse().unwrap(), QOBUZ);
+    watch.0.insert("2001:db8:1::/48".parse().unwrap(), QOBUZ);
+    let mut sampler = Sampler::new(config, 1024, 1024);
+    for (i, frame) in every_shape().iter().enumerate() {
+        h.run(frame);
+        let mut kernel = h.records();
+        let user = sampler.process(frame, 0, LO, &watch);
+        for r in &mut kernel {
+            r.hdr.ts_ns = 0;
+        }
+        assert_eq!(
+            kernel.len(),
+            usize::from(user.is_some()),
+            "frame {i}: record or not"
+        );
+        if let (Some(k), Some(u)) = (kernel.first(), user.as_ref()) {
+            assert_eq!(
+                k.hdr.as_bytes(),
+                u.hdr.as_bytes(),
+                "frame {i}: header\nkernel {:?}\nuser   {:?}",
+                k.hdr,
+                u.hdr
+            );
+            assert_eq!(k.frame, u.frame, "frame {i}: frame bytes");
+        }
+    }
+    for &c in Counter::ALL {
+        assert_eq!(
+            h.count(c),
+            sampler.counters[c as usize],
+            "counter {}",
+            c.name()
+        );
+    }
+}

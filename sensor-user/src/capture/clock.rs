@@ -30,6 +30,13 @@ impl Clock {
         }
     }
 
+    /// For timestamps that already are wall-clock ns (capture files).
+    pub fn identity() -> Self {
+        Self {
+            realtime_minus_mono_ns: 0,
+        }
+    }
+
     /// The wall-clock time of a kernel timestamp.
     pub fn wall(&self, mono_ns: u64) -> SystemTime {
         let ns = (i128::from(mono_ns) + self.realtime_minus_mono_ns).max(0);

@@ -12,8 +12,10 @@
 
 pub mod clock;
 pub mod loader;
+pub mod pcap;
 pub mod privilege;
 pub mod record;
 pub mod ring;
+pub mod sampler;
 pub mod stats;
 pub mod watch;

@@ -58,6 +58,20 @@ impl WatchSink for MemoryWatch {
     }
 }
 
+impl crate::capture::sampler::Watched for MemoryWatch {
+    /// Longest matching prefix, as the kernel's LPM tries answer.
+    fn service_of(&self, addr: IpAddr) -> Option<u32> {
+        if let Some(s) = self.0.get(&IpNet::from(addr)) {
+            return Some(*s);
+        }
+        self.0
+            .iter()
+            .filter(|(n, _)| n.contains(&addr))
+            .max_by_key(|(n, _)| n.prefix_len())
+            .map(|(_, s)| *s)
+    }
+}
+
 /// What one DNS record led to (the `result` label of `leakwatch_dns_answers_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DnsOutcome {

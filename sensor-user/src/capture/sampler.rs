@@ -1,0 +1,246 @@
+//! The XDP program's decisions in userspace, for `leakwatch replay`: the same
+//! shared parser (sensor_common::parse) and sampling policy
+//! (sensor_common::policy), with hash maps for the kernel's maps, producing the
+//! records the kernel would. The differential test in tests/xdp_test_run.rs runs
+//! both over the same frames and compares the records byte for byte.
+//!
+//! One difference by design: the kernel keeps a known flow watched while its
+//! address's prefilter bucket is set; here a known flow stays watched until it
+//! leaves the flow table.
+
+use std::{collections::HashMap, net::IpAddr};
+
+use sensor_common::{
+    config::{Config, config_flags},
+    counters::{Counter, NUM_COUNTERS},
+    flow::{FAMILY_V4, FlowKey, FlowState},
+    maps::NO_SERVICE,
+    parse::{PacketBytes, Parsed, TCP_ACK, TCP_SYN, parse},
+    policy::{
+        Decision, PROBE_AWAITING, client_dir, is_dns_answer, probe_remaining, watched_packet,
+    },
+    record::{RECORD_VERSION, RecordHeader, RecordKind, SNAPLEN, flags},
+};
+
+use super::record::Record;
+
+/// Where the sampler asks which service an address belongs to (the tries).
+pub trait Watched {
+    fn service_of(&self, addr: IpAddr) -> Option<u32>;
+}
+
+fn ip(p: &Parsed, a: &[u8; 16]) -> IpAddr {
+    if p.family == FAMILY_V4 {
+        IpAddr::from([a[0], a[1], a[2], a[3]])
+    } else {
+        IpAddr::from(*a)
+    }
+}
+
+pub struct Sampler {
+    cfg: Config,
+    flows: HashMap<FlowKey, FlowState>,
+    probes: HashMap<FlowKey, u64>,
+    flow_cap: usize,
+    probe_cap: usize,
+    /// Per-reason packet counts, as the kernel's STATS.
+    pub counters: [u64; NUM_COUNTERS],
+}
+
+impl Sampler {
+    pub fn new(cfg: Config, flow_cap: usize, probe_cap: usize) -> Self {
+        Self {
+            cfg,
+            flows: HashMap::new(),
+            probes: HashMap::new(),
+            flow_cap,
+            probe_cap,
+            counters: [0; NUM_COUNTERS],
+        }
+    }
+
+    /// What the XDP program would hand up for this frame, if anything.
+    pub fn process(
+        &mut self,
+        frame: &[u8],
+        ts_ns: u64,
+        ifindex: u32,
+        watch: &impl Watched,
+    ) -> Option<Record> {
+        let (outcome, rec) = self.decide(frame, ts_ns, ifindex, watch);
+        self.counters[outcome as usize] += 1;
+        if rec
+            .as_ref()
+            .is_some_and(|r| r.hdr.flags & flags::TRUNCATED != 0)
+        {
+            self.counters[Counter::SnapTruncated as usize] += 1;
+        }
+        rec
+    }
+
+    fn decide(
+        &mut self,
+        frame: &[u8],
+        ts: u64,
+        ifindex: u32,
+        watch: &impl Watched,
+    ) -> (Counter, Option<Record>) {
+        let p = match parse(frame) {
+            Ok(p) => p,
+            Err(c) => return (c, None),
+        };
+        let (key, dir) = FlowKey::from_packet(p.family, p.proto, &p.src, p.sport, &p.dst, p.dport);
+        let out = Out {
+            frame,
+            p: &p,
+            key: &key,
+            dir,
+            ifindex,
+            ts,
+        };
+        if is_dns_answer(&self.cfg, &p, || frame.peek(p.payload_off as usize)) {
+            return (
+                Counter::DnsAnswer,
+                Some(out.record(RecordKind::Dns, 0, NO_SERVICE, (0, 0))),
+            );
+        }
+        if !self.flows.contains_key(&key) {
+            let src = watch.service_of(ip(&p, &p.src));
+            let dst = watch.service_of(ip(&p, &p.dst));
+            let Some(service) = dst.or(src) else {
+                return self.unwatched(&out);
+            };
+            if self.flows.len() >= self.flow_cap {
+                // LRU: the least recently seen flow goes.
+                if let Some(old) = self
+                    .flows
+                    .iter()
+                    .min_by_key(|(_, s)| s.last_ns)
+                    .map(|(k, _)| *k)
+                {
+                    self.flows.remove(&old);
+                }
+            }
+            let cdir = client_dir(&p, dir, src.is_some(), dst.is_some());
+            self.flows.insert(key, FlowState::new(service, cdir, ts));
+        }
+        let st = self.flows.get_mut(&key).expect("present");
+        match watched_packet(&self.cfg, st, dir, &p, ts, || {
+            frame.peek(p.payload_off as usize)
+        }) {
+            Decision::Skip(c) => (c, None),
+            Decision::Record {
+                kind,
+                flags,
+                counter,
+            } => {
+                let d = usize::from(dir & 1);
+                let counts = (st.bytes[d], st.pkts[d]);
+                (counter, Some(out.record(kind, flags, st.service, counts)))
+            }
+        }
+    }
+
+    fn unwatched(&mut self, out: &Out) -> (Counter, Option<Record>) {
+        let p = out.p;
+        if !p.is_tcp()
+            || self.cfg.flags & config_flags::PROBE == 0
+            || !self.cfg.is_probe_port(p.dport)
+        {
+            return (Counter::Unwatched, None);
+        }
+        let syn = p.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
+        if syn {
+            if self.probes.len() >= self.probe_cap
+                && let Some(k) = self.probes.keys().next().copied()
+            {
+                self.probes.remove(&k);
+            }
+            self.probes.insert(*out.key, PROBE_AWAITING);
+            return (Counter::ProbeSyn, None);
+        }
+        if p.payload_len == 0 {
+            return (Counter::Unwatched, None);
+        }
+        let Some(&was) = self.probes.get(out.key) else {
+            return (Counter::Unwatched, None);
+        };
+        let frame = out.frame;
+        let left = probe_remaining(was, p.payload_len, || frame.peek(p.payload_off as usize));
+        if left == 0 {
+            self.probes.remove(out.key);
+        } else {
+            self.probes.insert(*out.key, left);
+        }
+        let mut f = flags::FROM_CLIENT;
+        if was == PROBE_AWAITING {
+            f |= flags::FIRST_PAYLOAD;
+        }
+        (
+            Counter::Probe,
+            Some(out.record(RecordKind::Probe, f, NO_SERVICE, (0, 0))),
+        )
+    }
+}
+
+struct Out<'a> {
+    frame: &'a [u8],
+    p: &'a Parsed,
+    key: &'a FlowKey,
+    dir: u8,
+    ifindex: u32,
+    ts: u64,
+}
+
+impl Out<'_> {
+    /// The record the kernel builds (see sensor-ebpf's `emit_n`).
+    fn record(
+        &self,
+        kind: RecordKind,
+        mut rflags: u16,
+        service: u32,
+        counts: (u64, u64),
+    ) -> Record {
+        let p = self.p;
+        if p.vlan {
+            rflags |= flags::VLAN;
+        }
+        if p.first_fragment {
+            rflags |= flags::IP_FRAGMENT;
+        }
+        let len = self.frame.len();
+        let cap = if kind == RecordKind::Meta {
+            0
+        } else {
+            len.min(SNAPLEN)
+        };
+        if kind != RecordKind::Meta && cap < len {
+            rflags |= flags::TRUNCATED;
+        }
+        let mut h = RecordHeader::zeroed();
+        h.version = RECORD_VERSION;
+        h.kind = kind as u8;
+        h.flags = rflags;
+        h.ifindex = self.ifindex;
+        h.ts_ns = self.ts;
+        h.flow = *self.key;
+        h.service = service;
+        h.direction = self.dir;
+        h.tcp_flags = p.tcp_flags;
+        h.l3_off = p.l3_off;
+        h.l4_off = p.l4_off;
+        h.payload_off = p.payload_off;
+        h.tcp_seq = p.tcp_seq;
+        h.tcp_ack = p.tcp_ack;
+        h.pkt_len = len as u32;
+        h.cap_len = cap as u32;
+        h.payload_len = p.payload_len;
+        h.dir_bytes = counts.0;
+        h.dir_pkts = counts.1;
+        Record {
+            hdr: h,
+            kind,
+            frame: self.frame[..cap].to_vec(),
+        }
+    }
+}
