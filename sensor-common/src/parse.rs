@@ -15,6 +15,15 @@ pub const ETH_P_IPV6: u16 = 0x86dd;
 pub const ETH_P_8021Q: u16 = 0x8100;
 pub const ETH_P_8021AD: u16 = 0x88a8;
 pub const VLAN_HLEN: usize = 4;
+/// PPPoE session stage: 6-byte PPPoE header + 2-byte PPP protocol.
+pub const ETH_P_PPPOE_SESSION: u16 = 0x8864;
+pub const PPPOE_HLEN: usize = 8;
+const PPP_IPV4: u16 = 0x0021;
+const PPP_IPV6: u16 = 0x0057;
+pub const ETH_P_MPLS_UC: u16 = 0x8847;
+pub const ETH_P_MPLS_MC: u16 = 0x8848;
+/// MPLS labels followed before giving up.
+pub const MAX_MPLS_LABELS: usize = 4;
 /// VLAN tags followed (802.1ad outer + 802.1Q inner).
 pub const MAX_VLAN_TAGS: usize = 2;
 /// IPv6 extension headers followed before giving up.
@@ -144,6 +153,35 @@ pub fn parse_into<P: PacketBytes + ?Sized>(p: &P, out: &mut Parsed) -> Result<()
     if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
         return Err(Counter::VlanTooDeep);
     }
+    // PPPoE session (DSL access links): IP inside PPP.
+    if ethertype == ETH_P_PPPOE_SESSION {
+        let h: [u8; PPPOE_HLEN] = p.header(off).ok_or(Counter::ShortEthernet)?;
+        ethertype = match be16([h[6], h[7]]) {
+            PPP_IPV4 => ETH_P_IPV4,
+            PPP_IPV6 => ETH_P_IPV6,
+            _ => return Err(Counter::NotIp),
+        };
+        off += PPPOE_HLEN;
+    }
+    // MPLS: follow the label stack (bounded) to its bottom; IP follows, its
+    // version nibble says which.
+    if ethertype == ETH_P_MPLS_UC || ethertype == ETH_P_MPLS_MC {
+        let mut bottom = false;
+        for _ in 0..MAX_MPLS_LABELS {
+            let l: [u8; 4] = p.header(off).ok_or(Counter::ShortEthernet)?;
+            off += 4;
+            if l[2] & 1 != 0 {
+                bottom = true;
+                break;
+            }
+        }
+        let first: [u8; 1] = p.header(off).ok_or(Counter::ShortEthernet)?;
+        ethertype = match (bottom, first[0] >> 4) {
+            (true, 4) => ETH_P_IPV4,
+            (true, 6) => ETH_P_IPV6,
+            _ => return Err(Counter::NotIp),
+        };
+    }
     out.src = [0; 16];
     out.dst = [0; 16];
     out.sport = 0;
@@ -154,7 +192,7 @@ pub fn parse_into<P: PacketBytes + ?Sized>(p: &P, out: &mut Parsed) -> Result<()
     out.first_fragment = false;
     out.vlan = vlan;
     out.l3_off = off as u16;
-    // l3_off ≤ 14 + 2·4 = 22 here, so every offset below stays small and bounded.
+    // l3_off ≤ 14 + 2·4 + 8 + 4·4 = 46 here, so every offset below stays small and bounded.
     let (l4_off, l3_end) = match ethertype {
         ETH_P_IPV4 => ipv4(p, off, out)?,
         ETH_P_IPV6 => ipv6(p, off, out)?,

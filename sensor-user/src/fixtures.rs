@@ -43,6 +43,8 @@ pub struct FrameBuilder {
     ipv4_options: Vec<u8>,
     ipv4_frag: (u16, bool),
     ext6: Vec<Ext6>,
+    pppoe: bool,
+    mpls: Vec<u32>,
 }
 
 fn ip(s: &str) -> IpAddr {
@@ -79,6 +81,8 @@ impl FrameBuilder {
             ipv4_options: Vec::new(),
             ipv4_frag: (0, false),
             ext6: Vec::new(),
+            pppoe: false,
+            mpls: Vec::new(),
         }
     }
 
@@ -118,6 +122,18 @@ impl FrameBuilder {
         self
     }
 
+    /// Carries the IP packet in a PPPoE session (after any VLAN tags).
+    pub fn pppoe(mut self) -> Self {
+        self.pppoe = true;
+        self
+    }
+
+    /// Carries the IP packet under these MPLS labels (outermost first).
+    pub fn mpls(mut self, labels: &[u32]) -> Self {
+        self.mpls = labels.to_vec();
+        self
+    }
+
     pub fn ipv6_ext(mut self, e: Ext6) -> Self {
         self.ext6.push(e);
         self
@@ -149,6 +165,8 @@ impl FrameBuilder {
             f.extend_from_slice(&vid.to_be_bytes());
         }
         let l4 = self.l4();
+        let start = f.len();
+        let v4 = self.src.is_ipv4();
         match (self.src, self.dst) {
             (IpAddr::V4(s), IpAddr::V4(d)) => {
                 f.extend_from_slice(&ETH_P_IPV4.to_be_bytes());
@@ -196,6 +214,24 @@ impl FrameBuilder {
             _ => unreachable!("checked in new()"),
         }
         f.extend_from_slice(&l4);
+        // Encapsulations between the link header and IP.
+        let ip = f.split_off(start + 2);
+        f.truncate(start);
+        if self.pppoe {
+            f.extend_from_slice(&0x8864u16.to_be_bytes());
+            f.extend_from_slice(&[0x11, 0x00, 0x12, 0x34]);
+            f.extend_from_slice(&((ip.len() + 2) as u16).to_be_bytes());
+            f.extend_from_slice(&(if v4 { 0x0021u16 } else { 0x0057 }).to_be_bytes());
+        } else if !self.mpls.is_empty() {
+            f.extend_from_slice(&0x8847u16.to_be_bytes());
+            for (i, l) in self.mpls.iter().enumerate() {
+                let bos = u32::from(i + 1 == self.mpls.len());
+                f.extend_from_slice(&((l << 12) | (bos << 8) | 64).to_be_bytes());
+            }
+        } else {
+            f.extend_from_slice(&(if v4 { ETH_P_IPV4 } else { ETH_P_IPV6 }).to_be_bytes());
+        }
+        f.extend_from_slice(&ip);
         f
     }
 }
@@ -335,6 +371,46 @@ mod tests {
         let p = parse(&f[..]).unwrap();
         assert!(p.first_fragment);
         assert_eq!(p.sport, 53);
+    }
+
+    #[test]
+    fn pppoe_and_mpls_frames_parse() {
+        let f = FrameBuilder::tcp("192.0.2.1", 40000, "198.51.100.2", 80)
+            .vlan(0x8100, 3704)
+            .vlan(0x8100, 2474)
+            .pppoe()
+            .payload(b"x")
+            .build();
+        let p = parse(&f[..]).unwrap();
+        assert_eq!((p.l3_off, p.payload_len, p.dport), (14 + 8 + 8, 1, 80));
+        let f = FrameBuilder::tcp("2001:db8::1", 40000, "2001:db8::2", 80)
+            .pppoe()
+            .payload(b"xy")
+            .build();
+        assert_eq!(parse(&f[..]).unwrap().l3_off, 22);
+        let f = FrameBuilder::tcp("192.0.2.1", 40000, "198.51.100.2", 23)
+            .mpls(&[29, 30])
+            .payload(b"login")
+            .build();
+        let p = parse(&f[..]).unwrap();
+        assert_eq!((p.l3_off, p.payload_len), (22, 5));
+        let deep = FrameBuilder::tcp("192.0.2.1", 1, "192.0.2.2", 2)
+            .mpls(&[1, 2, 3, 4, 5])
+            .build();
+        assert_eq!(
+            parse(&deep[..]),
+            Err(sensor_common::counters::Counter::NotIp),
+            "more labels than followed"
+        );
+        // PPP carrying something other than IP (e.g. LCP 0xc021).
+        let mut lcp = FrameBuilder::tcp("192.0.2.1", 1, "192.0.2.2", 2)
+            .pppoe()
+            .build();
+        lcp[20..22].copy_from_slice(&0xc021u16.to_be_bytes());
+        assert_eq!(
+            parse(&lcp[..]),
+            Err(sensor_common::counters::Counter::NotIp)
+        );
     }
 
     #[test]

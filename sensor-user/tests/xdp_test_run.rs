@@ -254,6 +254,33 @@ fn vlan_and_qinq() {
 }
 
 #[test]
+fn pppoe_over_qinq_and_mpls() {
+    let mut h = Harness::new(Config::default());
+    let pppoe = FrameBuilder::tcp("192.0.2.10", 40001, "198.51.100.2", 80)
+        .vlan(0x8100, 3704)
+        .vlan(0x8100, 2474)
+        .pppoe()
+        .payload(http_get())
+        .build();
+    let mpls = FrameBuilder::tcp("2001:db8:9::1", 40002, "2001:db8:1::2", 80)
+        .mpls(&[29, 30])
+        .payload(http_get())
+        .build();
+    h.run(&pppoe);
+    h.run(&mpls);
+    let recs = h.records();
+    assert_eq!(recs.len(), 2);
+    assert_eq!((recs[0].hdr.l3_off, recs[0].hdr.l4_off), (30, 50));
+    assert_eq!(recs[0].payload(), http_get());
+    assert_eq!(
+        (recs[1].hdr.l3_off, recs[1].hdr.flow.family),
+        (22, FAMILY_V6)
+    );
+    assert_eq!(recs[1].payload(), http_get());
+    h.assert_outcomes(&[(Counter::SampledHead, 2)]);
+}
+
+#[test]
 fn ipv4_options_move_the_l4_header() {
     let mut h = Harness::new(Config::default());
     // Record-route option, 39 bytes, padded to 40: the largest IPv4 header.
@@ -763,6 +790,16 @@ fn every_shape() -> Vec<Vec<u8>> {
     let hello = tls_client_hello("api.qobuz.com", 1500);
     let (h1, h2) = hello.split_at(1200);
     let mut v = vec![
+        FrameBuilder::tcp("192.0.2.10", 40011, "198.51.100.2", 80)
+            .vlan(0x8100, 3704)
+            .vlan(0x8100, 2474)
+            .pppoe()
+            .payload(http_get())
+            .build(),
+        FrameBuilder::tcp("192.0.2.10", 40012, "198.51.100.2", 80)
+            .mpls(&[29])
+            .payload(http_get())
+            .build(),
         up(40000, TCP_SYN, 99, b""),
         FrameBuilder::tcp("198.51.100.2", 80, "192.0.2.10", 40000)
             .flags(TCP_SYN | TCP_ACK)

@@ -168,6 +168,34 @@ fn a_client_hello_over_three_segments_teaches_its_sni() {
 }
 
 #[test]
+fn pppoe_over_qinq() {
+    let config = std::env::temp_dir().join(format!("{}.toml", unique("cfg")));
+    std::fs::write(
+        &config,
+        "[[services]]\nid = \"lab_apple\"\ndomains = [\"xp.apple.com\"]\n",
+    )
+    .unwrap();
+    let (ev, metrics) = replay(
+        "zeek_pppoe-over-qinq.pcap",
+        &["--config", config.to_str().unwrap()],
+    );
+    let _ = std::fs::remove_file(config);
+    assert!(leaks(&ev).is_empty());
+    // Parsed through both VLAN tags and PPPoE: the SNI is learned, the flow is TLS.
+    assert!(
+        metrics.contains("leakwatch_probes_total{result=\"sni\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("leakwatch_flows_total{service=\"lab_apple\",transport=\"tls\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("leakwatch_flows_total{service=\"lab_apple\",transport=\"cleartext\"} 1")
+    );
+}
+
+#[test]
 fn a_damaged_capture_names_the_file_and_keeps_what_was_read() {
     let src = std::fs::read(data("csl_http-get-auth.pcap")).unwrap();
     let cut = std::env::temp_dir().join(format!("{}.pcap", unique("cut")));
