@@ -919,3 +919,70 @@ fn the_userspace_sampler_matches_the_kernel_byte_for_byte() {
         );
     }
 }
+
+#[test]
+fn the_sampler_matches_the_kernel_on_every_test_capture() {
+    use sensor_user::{
+        capture::{pcap, sampler::Sampler},
+        targets::learning::MemoryWatch,
+    };
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data");
+    let mut captures: Vec<_> = std::fs::read_dir(&dir)
+        .expect("tests/data")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "pcap" || x == "pcapng"))
+        .collect();
+    captures.sort();
+    assert!(captures.len() >= 4, "{captures:?}");
+    for cap in captures {
+        // Everything watched: every flow goes through the sampling policy.
+        let mut h = Harness::new(Config::default());
+        h.watch.insert("0.0.0.0/0".parse().unwrap(), 7).unwrap();
+        h.watch.insert("::/0".parse().unwrap(), 7).unwrap();
+        // The same tries in userspace, the harness's own prefixes included.
+        let mut watch = MemoryWatch::default();
+        watch.0.insert("0.0.0.0/0".parse().unwrap(), 7);
+        watch.0.insert("::/0".parse().unwrap(), 7);
+        watch.0.insert("198.51.100.0/24".parse().unwrap(), QOBUZ);
+        watch.0.insert("2001:db8:1::/48".parse().unwrap(), QOBUZ);
+        let mut sampler = Sampler::new(Config::default(), 65_536, 65_536);
+        let mut frames = 0;
+        pcap::read(&cap, |f| {
+            frames += 1;
+            // BPF_PROG_TEST_RUN needs at least an Ethernet header.
+            if f.data.len() < 14 {
+                return;
+            }
+            h.run(&f.data);
+            let mut kernel = h.records();
+            let user = sampler.process(&f.data, 0, LO, &watch);
+            for r in &mut kernel {
+                r.hdr.ts_ns = 0;
+            }
+            let name = cap.display();
+            assert_eq!(
+                kernel.len(),
+                usize::from(user.is_some()),
+                "{name} frame {frames}"
+            );
+            if let (Some(k), Some(u)) = (kernel.first(), user.as_ref()) {
+                assert_eq!(
+                    k.hdr.as_bytes(),
+                    u.hdr.as_bytes(),
+                    "{name} frame {frames}: header"
+                );
+                assert_eq!(k.frame, u.frame, "{name} frame {frames}: bytes");
+            }
+        })
+        .expect("read capture");
+        for &c in Counter::ALL {
+            assert_eq!(
+                h.count(c),
+                sampler.counters[c as usize],
+                "{}: counter {}",
+                cap.display(),
+                c.name()
+            );
+        }
+    }
+}
