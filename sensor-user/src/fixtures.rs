@@ -10,10 +10,10 @@ use std::net::IpAddr;
 use sensor_common::{
     flow::{FlowKey, IPPROTO_TCP, IPPROTO_UDP},
     parse::{ETH_P_IPV4, ETH_P_IPV6, TCP_ACK, parse},
-    record::{RECORD_VERSION, RecordHeader, RecordKind},
+    record::RecordKind,
 };
 
-use crate::capture::record::Record;
+use crate::capture::record::{Origin, Record};
 
 /// IPv6 extension headers the builder can insert.
 #[derive(Clone, Copy, Debug)]
@@ -311,38 +311,12 @@ pub fn tls_client_hello(sni: &str, pad: usize) -> Vec<u8> {
     rec
 }
 
-/// The record the kernel would hand up for `frame`: the header from the shared
-/// parser, the frame attached (none for `Meta`). Callers adjust `hdr` (service,
-/// per-direction counts) as the case needs.
+/// The record the kernel would hand up for `frame`, of service 0 on interface 0.
+/// Callers adjust `hdr` (service, per-direction counts) as the case needs.
 pub fn record(kind: RecordKind, rflags: u16, frame: &[u8]) -> Record {
     let p = parse(frame).expect("fixture frames parse");
-    let (flow, direction) =
-        FlowKey::from_packet(p.family, p.proto, &p.src, p.sport, &p.dst, p.dport);
-    let mut h = RecordHeader::zeroed();
-    h.version = RECORD_VERSION;
-    h.kind = kind as u8;
-    h.flags = rflags;
-    h.flow = flow;
-    h.direction = direction;
-    h.tcp_flags = p.tcp_flags;
-    h.tcp_seq = p.tcp_seq;
-    h.tcp_ack = p.tcp_ack;
-    h.l3_off = p.l3_off;
-    h.l4_off = p.l4_off;
-    h.payload_off = p.payload_off;
-    h.payload_len = p.payload_len;
-    h.pkt_len = frame.len() as u32;
-    let bytes = if kind == RecordKind::Meta {
-        &[][..]
-    } else {
-        frame
-    };
-    h.cap_len = bytes.len() as u32;
-    Record {
-        hdr: h,
-        kind,
-        frame: bytes.to_vec(),
-    }
+    let (key, dir) = FlowKey::from_packet(p.family, p.proto, &p.src, p.sport, &p.dst, p.dport);
+    Record::build(kind, rflags, &p, &key, dir, frame, Origin::default())
 }
 
 #[cfg(test)]

@@ -19,10 +19,10 @@ use sensor_common::{
     policy::{
         Decision, PROBE_AWAITING, client_dir, is_dns_answer, probe_remaining, watched_packet,
     },
-    record::{RECORD_VERSION, RecordHeader, RecordKind, SNAPLEN, flags},
+    record::{RecordKind, flags},
 };
 
-use super::record::Record;
+use super::record::{Origin, Record};
 
 /// Where the sampler asks which service an address belongs to (the tries).
 pub trait Watched {
@@ -193,54 +193,13 @@ struct Out<'a> {
 }
 
 impl Out<'_> {
-    /// The record the kernel builds (see sensor-ebpf's `emit_n`).
-    fn record(
-        &self,
-        kind: RecordKind,
-        mut rflags: u16,
-        service: u32,
-        counts: (u64, u64),
-    ) -> Record {
-        let p = self.p;
-        if p.vlan {
-            rflags |= flags::VLAN;
-        }
-        if p.first_fragment {
-            rflags |= flags::IP_FRAGMENT;
-        }
-        let len = self.frame.len();
-        let cap = if kind == RecordKind::Meta {
-            0
-        } else {
-            len.min(SNAPLEN)
+    fn record(&self, kind: RecordKind, rflags: u16, service: u32, counts: (u64, u64)) -> Record {
+        let origin = Origin {
+            ifindex: self.ifindex,
+            ts_ns: self.ts,
+            service,
+            counts,
         };
-        if kind != RecordKind::Meta && cap < len {
-            rflags |= flags::TRUNCATED;
-        }
-        let mut h = RecordHeader::zeroed();
-        h.version = RECORD_VERSION;
-        h.kind = kind as u8;
-        h.flags = rflags;
-        h.ifindex = self.ifindex;
-        h.ts_ns = self.ts;
-        h.flow = *self.key;
-        h.service = service;
-        h.direction = self.dir;
-        h.tcp_flags = p.tcp_flags;
-        h.l3_off = p.l3_off;
-        h.l4_off = p.l4_off;
-        h.payload_off = p.payload_off;
-        h.tcp_seq = p.tcp_seq;
-        h.tcp_ack = p.tcp_ack;
-        h.pkt_len = len as u32;
-        h.cap_len = cap as u32;
-        h.payload_len = p.payload_len;
-        h.dir_bytes = counts.0;
-        h.dir_pkts = counts.1;
-        Record {
-            hdr: h,
-            kind,
-            frame: self.frame[..cap].to_vec(),
-        }
+        Record::build(kind, rflags, self.p, self.key, self.dir, self.frame, origin)
     }
 }
