@@ -15,7 +15,7 @@ use crate::{
         ring::RecordResult,
     },
     flows::{
-        posture::{Output, Posture},
+        posture::{Output, Posture, Transport},
         streams::{Located, StreamStats, StreamTable},
         workers::{Report, Workers},
     },
@@ -31,14 +31,17 @@ use crate::{
         },
         records::{RecordLine, RecordLog},
     },
-    targets::learning::{Targeting, WatchSink},
+    targets::learning::{DnsOutcome, ProbeOutcome, Targeting, WatchSink},
 };
+use prometheus_client::metrics::counter::Counter;
 use sensor_common::record::RecordKind;
 
 /// Where flows are matched: on the pipeline thread, or sharded over workers.
 pub enum Engine {
     Inline(StreamTable),
     Sharded(Workers),
+    /// The workers were stopped at shutdown; records are no longer matched.
+    Stopped,
 }
 
 /// Leak matching: per-flow streams, the rules, and what findings need.
@@ -85,6 +88,12 @@ pub struct Pipeline<W: WatchSink> {
     evicted_seen: [u64; 2],
     out: Vec<Output>,
     matching: Option<MatchStage>,
+    /// `leakwatch_ring_records_total` per record kind, looked up once: the
+    /// family's lookup allocates its label set, and this runs per record.
+    ring_records: [Counter; 4],
+    /// `leakwatch_flow_bytes_total` by (service id, transport, to_server), for
+    /// the same reason.
+    flow_bytes: HashMap<(u32, Transport, bool), Counter>,
 }
 
 impl<W: WatchSink> Pipeline<W> {
@@ -96,6 +105,20 @@ impl<W: WatchSink> Pipeline<W> {
         dump: Option<RecordLog>,
         ifaces: Vec<(u32, String)>,
     ) -> Self {
+        let ring_records = [
+            RecordKind::Sample,
+            RecordKind::Meta,
+            RecordKind::Dns,
+            RecordKind::Probe,
+        ]
+        .map(|k| {
+            metrics
+                .ring_records
+                .get_or_create(&KindLabels {
+                    kind: k.name().into(),
+                })
+                .clone()
+        });
         let p = Self {
             targeting,
             posture,
@@ -107,6 +130,8 @@ impl<W: WatchSink> Pipeline<W> {
             evicted_seen: [0; 2],
             out: Vec::new(),
             matching: None,
+            ring_records,
+            flow_bytes: HashMap::new(),
         };
         p.publish_watched();
         p
@@ -181,12 +206,7 @@ impl<W: WatchSink> Pipeline<W> {
                 return;
             }
         };
-        self.metrics
-            .ring_records
-            .get_or_create(&KindLabels {
-                kind: rec.kind.name().into(),
-            })
-            .inc();
+        self.ring_records[rec.kind as usize - 1].inc();
         if let Some(log) = self.dump.as_mut() {
             let iface = self
                 .ifaces
@@ -208,7 +228,10 @@ impl<W: WatchSink> Pipeline<W> {
                         result: o.label().into(),
                     })
                     .inc();
-                self.publish_watched();
+                // The watched set changes only when something was learned.
+                if o == DnsOutcome::Learned {
+                    self.publish_watched();
+                }
             }
             RecordKind::Probe => {
                 let o = self.targeting.on_probe(&rec, now);
@@ -218,7 +241,9 @@ impl<W: WatchSink> Pipeline<W> {
                         result: o.label().into(),
                     })
                     .inc();
-                self.publish_watched();
+                if matches!(o, ProbeOutcome::LearnedSni | ProbeOutcome::LearnedHost) {
+                    self.publish_watched();
+                }
             }
             RecordKind::Sample | RecordKind::Meta => {
                 let mut out = std::mem::take(&mut self.out);
@@ -233,6 +258,7 @@ impl<W: WatchSink> Pipeline<W> {
                             self.findings(found, now);
                         }
                         Engine::Sharded(w) => w.dispatch(rec),
+                        Engine::Stopped => {}
                     }
                 }
             }
@@ -378,11 +404,8 @@ impl<W: WatchSink> Pipeline<W> {
         let Some(m) = self.matching.as_mut() else {
             return;
         };
-        if let Engine::Sharded(_) = m.engine {
-            let inert = Engine::Inline(inert_table(&m.rules));
-            if let Engine::Sharded(w) = std::mem::replace(&mut m.engine, inert) {
-                w.shutdown();
-            }
+        if let Engine::Sharded(w) = std::mem::replace(&mut m.engine, Engine::Stopped) {
+            w.shutdown();
         }
     }
 
@@ -434,6 +457,7 @@ impl<W: WatchSink> Pipeline<W> {
                     self.findings(found, now);
                 }
                 Engine::Sharded(w) => w.tick(now),
+                Engine::Stopped => {}
             }
         }
         self.export_stream_stats();
@@ -485,12 +509,21 @@ impl<W: WatchSink> Pipeline<W> {
                     to_server,
                     bytes,
                 } => {
-                    let l = FlowBytesLabels {
-                        service: self.service(service),
-                        transport: transport.name().into(),
-                        direction: if to_server { "to_server" } else { "to_client" }.into(),
+                    let c = match self.flow_bytes.get(&(service, transport, to_server)) {
+                        Some(c) => c.clone(),
+                        None => {
+                            let l = FlowBytesLabels {
+                                service: self.service(service),
+                                transport: transport.name().into(),
+                                direction: if to_server { "to_server" } else { "to_client" }.into(),
+                            };
+                            let c = self.metrics.flow_bytes.get_or_create(&l).clone();
+                            self.flow_bytes
+                                .insert((service, transport, to_server), c.clone());
+                            c
+                        }
                     };
-                    self.metrics.flow_bytes.get_or_create(&l).inc_by(bytes);
+                    c.inc_by(bytes);
                 }
                 Output::Tls {
                     service,
@@ -535,12 +568,6 @@ impl<W: WatchSink> Pipeline<W> {
             self.events = None;
         }
     }
-}
-
-/// A placeholder table after the workers stopped (holds no flow).
-fn inert_table(rules: &Arc<RuleSet>) -> StreamTable {
-    StreamTable::new(Arc::clone(rules), std::time::Duration::from_secs(1), 0, 0)
-        .expect("scratch for a compiled rule set")
 }
 
 #[cfg(test)]

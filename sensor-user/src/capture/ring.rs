@@ -58,14 +58,4 @@ impl RingReader {
             }
         }
     }
-
-    /// Reads whatever is in the ring now, without waiting (tests, shutdown).
-    pub fn drain(&mut self) -> Vec<RecordResult> {
-        let ring = self.fd.get_mut();
-        let mut out = Vec::new();
-        while let Some(item) = ring.next() {
-            out.push(Record::decode(&item));
-        }
-        out
-    }
 }

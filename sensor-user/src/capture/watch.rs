@@ -114,11 +114,6 @@ impl WatchMaps {
         }
     }
 
-    /// Watched prefixes and their service ids.
-    pub fn entries(&self) -> impl Iterator<Item = (&IpNet, &u32)> {
-        self.entries.iter()
-    }
-
     fn adjust_bits(&mut self, net: IpNet, delta: i32) -> Result<(), MapError> {
         match net {
             IpNet::V4(n) => self
