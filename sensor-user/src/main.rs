@@ -292,6 +292,12 @@ fn rules_check(config: Option<&std::path::Path>) -> anyhow::Result<()> {
         set.rules().count(),
         set.version
     );
+    for id in &set.triggers().untriggered {
+        println!(
+            "note: rule {id} has no triggers: every message section is decoded for it (slow); \
+             give it `triggers` or a `^(name|…)=` pattern"
+        );
+    }
     Ok(())
 }
 

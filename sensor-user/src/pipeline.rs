@@ -420,6 +420,7 @@ impl<W: WatchSink> Pipeline<W> {
         let mut now = StreamStats::default();
         for st in m.stats.values() {
             now.bytes_scanned += st.bytes_scanned;
+            now.gate.add(st.gate);
             now.gaps += st.gaps;
             now.scan_errors += st.scan_errors;
             for (k, v) in &st.evicted {
@@ -432,6 +433,24 @@ impl<W: WatchSink> Pipeline<W> {
         self.metrics
             .reassembly_gaps
             .inc_by(now.gaps.saturating_sub(m.exported.gaps));
+        self.metrics
+            .prefiltered
+            .inc_by(now.gate.bytes.saturating_sub(m.exported.gate.bytes));
+        self.metrics
+            .scan_errors
+            .inc_by(now.scan_errors.saturating_sub(m.exported.scan_errors));
+        let skipped = |g: &crate::matcher::triggers::GateStats| g.sections - g.decoded;
+        for (result, n, before) in [
+            ("decoded", now.gate.decoded, m.exported.gate.decoded),
+            ("skipped", skipped(&now.gate), skipped(&m.exported.gate)),
+        ] {
+            self.metrics
+                .sections
+                .get_or_create(&ResultLabels {
+                    result: result.into(),
+                })
+                .inc_by(n.saturating_sub(before));
+        }
         for (reason, n) in &now.evicted {
             let before = m.exported.evicted.get(reason).copied().unwrap_or(0);
             if *n > before {

@@ -23,6 +23,7 @@ use crate::{
     matcher::{
         engine::{DirScanner, Hit, RuleError, RuleSet},
         rules::Kind,
+        triggers::{Gate, GateStats},
         validators::Date,
     },
     proto::{
@@ -98,6 +99,8 @@ struct Flow {
 #[derive(Debug, Default, Clone)]
 pub struct StreamStats {
     pub bytes_scanned: u64,
+    /// The trigger prefilter in front of decoding.
+    pub gate: GateStats,
     pub gaps: u64,
     pub evicted: HashMap<&'static str, u64>,
     pub scan_errors: u64,
@@ -188,24 +191,13 @@ impl StreamTable {
             flow.client_dir = Some(d ^ 1);
         }
         let requests = flow.client_dir == Some(d);
-        if flow.dirs[d as usize].is_none() {
-            match self.rules.open() {
-                Ok(scan) => {
-                    flow.dirs[d as usize] = Some(Dir {
-                        reasm: Reassembler::new(self.buffer),
-                        http: HttpStream::new(requests),
-                        scan,
-                    })
-                }
-                Err(e) => {
-                    self.stats.scan_errors += 1;
-                    log::warn!("opening a scan stream: {e}");
-                    return;
-                }
-            }
-        }
-        let dir = flow.dirs[d as usize].as_mut().expect("opened above");
+        let dir = flow.dirs[d as usize].get_or_insert_with(|| Dir {
+            reasm: Reassembler::new(self.buffer),
+            http: HttpStream::new(requests),
+            scan: self.rules.open(),
+        });
         let mut batch = FieldBatch::default();
+        let mut gate = Gate::new(&mut batch, self.rules.triggers(), &self.scratch);
         let payload = rec.payload();
         if h.flow.proto == IPPROTO_TCP {
             if h.tcp_flags & TCP_SYN != 0 {
@@ -213,8 +205,8 @@ impl StreamTable {
             }
             let (reasm, http) = (&mut dir.reasm, &mut dir.http);
             let mut feed = |c: Chunk<'_>| match c {
-                Chunk::Data(b) => http.feed(b, &mut batch),
-                Chunk::Gap(_) => http.gap(&mut batch),
+                Chunk::Data(b) => http.feed(b, &mut gate),
+                Chunk::Gap(_) => http.gap(&mut gate),
             };
             if h.flags & flags::TAIL != 0 {
                 reasm.jump(h.tcp_seq, &mut feed);
@@ -224,12 +216,15 @@ impl StreamTable {
             }
         } else if !payload.is_empty() {
             // UDP: each datagram stands alone.
-            dir.http.feed(payload, &mut batch);
-            dir.http.finish(&mut batch);
+            dir.http.feed(payload, &mut gate);
+            dir.http.finish(&mut gate);
         }
         let end = h.tcp_flags & (TCP_FIN | TCP_RST) != 0;
         if end {
-            dir.http.finish(&mut batch);
+            dir.http.finish(&mut gate);
+        }
+        self.stats.gate.add(gate.stats);
+        if end {
             flow.fins |= if h.tcp_flags & TCP_RST != 0 {
                 3
             } else {
@@ -283,11 +278,11 @@ impl StreamTable {
         self.stats.bytes_scanned += dir.scan.offset() - before;
         // The request a hit belongs to: this direction's, or (responses) the other's.
         let head = if requests {
-            dir.http.heads.last().cloned()
+            dir.http.head()
         } else {
             flow.dirs[(d ^ 1) as usize]
                 .as_ref()
-                .and_then(|o| o.http.heads.last().cloned())
+                .and_then(|o| o.http.head())
         };
         for hit in hits {
             if !flow.reported.insert((hit.rule, value_hash(&hit.value))) {
@@ -336,7 +331,9 @@ impl StreamTable {
         for (d, dir) in flow.dirs.iter_mut().enumerate() {
             if let Some(dir) = dir {
                 let mut batch = FieldBatch::default();
-                dir.http.finish(&mut batch);
+                let mut gate = Gate::new(&mut batch, self.rules.triggers(), &self.scratch);
+                dir.http.finish(&mut gate);
+                self.stats.gate.add(gate.stats);
                 self.stats.gaps += dir.reasm.stats.gaps;
                 pending.push((d as u8, batch));
             }
@@ -387,6 +384,31 @@ mod tests {
         // Compiling the rules takes a while: once per test binary.
         static RULES: std::sync::OnceLock<Arc<RuleSet>> = std::sync::OnceLock::new();
         let rules = RULES.get_or_init(|| Arc::new(RuleSet::compile(rules::builtin()).unwrap()));
+        table_of(rules)
+    }
+
+    /// The built-in rules plus one without triggers: every section is decoded.
+    fn decode_all_table() -> StreamTable {
+        static RULES: std::sync::OnceLock<Arc<RuleSet>> = std::sync::OnceLock::new();
+        let rules = RULES.get_or_init(|| {
+            let mut all = rules::builtin();
+            all.push(rules::Rule {
+                id: "no_trigger".into(),
+                kind: rules::Kind::Email,
+                pattern: "(?P<v>zz-never-zz)".into(),
+                severity: rules::Severity::Low,
+                services: vec![],
+                validator: None,
+                context: rules::Context::Any,
+                triggers: None,
+                trigger_digits: None,
+            });
+            Arc::new(RuleSet::compile(all).unwrap())
+        });
+        table_of(rules)
+    }
+
+    fn table_of(rules: &Arc<RuleSet>) -> StreamTable {
         StreamTable::new(
             Arc::clone(rules),
             Duration::from_secs(60),
@@ -398,7 +420,16 @@ mod tests {
 
     /// Client segments of `msg` cut at `cuts`, fed in `order`; the hits' (kind, value).
     fn run(msg: &[u8], cuts: &[usize], order: &[usize]) -> Vec<(&'static str, String)> {
-        let mut t = table();
+        run_on(table(), msg, cuts, order).0
+    }
+
+    /// As `run`, on a given table; also its prefilter counts.
+    fn run_on(
+        mut t: StreamTable,
+        msg: &[u8],
+        cuts: &[usize],
+        order: &[usize],
+    ) -> (Vec<(&'static str, String)>, GateStats) {
         let mut out = Vec::new();
         let now = Instant::now();
         let syn = record(
@@ -438,7 +469,7 @@ mod tests {
             .map(|l| (l.hit.kind.name(), l.hit.value))
             .collect();
         v.sort();
-        v
+        (v, t.stats.gate)
     }
 
     const LOGIN: &[u8] = b"GET /api.json/0.2/user/login?email=jane.doe%40example.com&password=5f4dcc3b5aa765d61d8327deb882cf99&app_id=950096963&request_sig=0123456789abcdef0123456789abcdef HTTP/1.1\r\nHost: www.qobuz.com\r\nX-User-Auth-Token: QkX3u9rVb0dY7nWq2LpZsT5hGmJc8aEf\r\n\r\n";
@@ -619,5 +650,77 @@ mod tests {
                 assert!(got.is_empty(), "{name}={value} in {ctx}: {got:?}");
             }
         }
+    }
+
+    /// The prefilter only ever saves work: with it, every leak in every context
+    /// and wire encoding is found exactly as when every section is decoded.
+    #[test]
+    fn the_prefilter_never_costs_a_finding() {
+        let mut msgs: Vec<Vec<u8>> = vec![LOGIN.to_vec()];
+        let cases: &[(&str, &str)] = &[
+            ("password", "5f4dcc3b5aa765d61d8327deb882cf99"),
+            ("pwd", "hunter2!x"),
+            ("login", "jane_doe"),
+            ("last_name", "Doe"),
+            ("mail", "jane.doe@example.com"),
+            ("dob", "1990-02-28"),
+            ("session_id", "QkX3u9rVb0dY7nWq2LpZsT5hGmJc8aEf"),
+            ("x-session-id", "QkX3u9rVb0dY7nWq2LpZsT5hGmJc8aEf"),
+            ("android_id", "9774d56d682e549c"),
+            ("device_model", "iPhone15,2"),
+            ("cc", "4111 1111 1111 1111"),
+            (
+                "jwt",
+                "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.c2lnbmF0dXJl",
+            ),
+        ];
+        for (name, value) in cases {
+            msgs.extend(
+                in_every_context(name, value, None)
+                    .into_iter()
+                    .map(|(_, m)| m),
+            );
+        }
+        let card20 = "GET /pay?n=4111%201111%201111%201111 HTTP/1.1\r\n\r\n";
+        let spaced_json = r#"{"password" : "hunter2!x", "email":"a\u0040b.example.com"}"#;
+        let basic = "GET / HTTP/1.1\r\nAuthorization : Basic dGVzdDpwYTpzcw==\r\n\r\n";
+        let bearer =
+            "GET / HTTP/1.1\r\nauthorization: Bearer QkX3u9rVb0dY7nWq2LpZsT5hGmJc8aEf\r\n\r\n";
+        let chunked = "POST /r HTTP/1.1\r\nContent-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\n\r\n5\r\npassw\r\n10\r\nord=hunter2!x&a=\r\n0\r\n\r\n";
+        msgs.push(card20.into());
+        msgs.push(format!("POST /j HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{spaced_json}", spaced_json.len()).into_bytes());
+        msgs.push(basic.into());
+        msgs.push(bearer.into());
+        msgs.push(chunked.into());
+        let mut leaking = 0;
+        for m in &msgs {
+            let (gated, _) = run_on(table(), m, &[], &[0]);
+            let (all, stats) = run_on(decode_all_table(), m, &[], &[0]);
+            assert_eq!(
+                stats.decoded, stats.sections,
+                "the reference decodes everything"
+            );
+            assert_eq!(gated, all, "{}", String::from_utf8_lossy(m));
+            leaking += usize::from(!all.is_empty());
+        }
+        // Header-only rules do not fire in other contexts; everything else leaks.
+        assert!(leaking >= msgs.len() - 8, "{leaking} of {}", msgs.len());
+    }
+
+    /// Benign API traffic is not decoded at all.
+    #[test]
+    fn benign_sections_skip_decoding() {
+        let body = r#"{"items":[{"id":81234,"title":"pwxsidsexdobmodel","duration":213}],"page":2,"locale":"fr_FR"}"#;
+        let req = format!(
+            "POST /api.json/0.2/catalog/search?track_id=4411&limit=50&q=passenger HTTP/1.1\r\nHost: www.qobuz.com\r\nUser-Agent: Qobuz/6.1.2 (iPhone; iOS 17.2)\r\nCookie: _ga=GA1.2.123456789.987654321; lang=fr\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let (hits, stats) = run_on(table(), req.as_bytes(), &[], &[0]);
+        assert!(hits.is_empty(), "{hits:?}");
+        assert_eq!(
+            (stats.sections, stats.decoded),
+            (2, 0),
+            "head and body skipped"
+        );
     }
 }

@@ -14,6 +14,7 @@ use regex::Regex;
 
 use super::{
     rules::{Kind, Rule, Validator},
+    triggers::Triggers,
     validators::{self, Date},
 };
 use crate::proto::fields::{Ctx, FieldBatch};
@@ -39,6 +40,7 @@ struct Compiled {
 pub struct RuleSet {
     rules: Vec<Compiled>,
     db: StreamingDatabase,
+    triggers: Triggers,
     /// Short hash of the rules (`leakwatch_rules_info{version}`).
     pub version: String,
 }
@@ -89,15 +91,25 @@ impl RuleSet {
         let db = Patterns(patterns)
             .build::<Streaming>()
             .map_err(|e| RuleError::Database(e.to_string()))?;
+        let rules: Vec<Rule> = compiled.iter().map(|c| c.rule.clone()).collect();
+        let triggers = Triggers::compile(&rules)?;
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
         for c in &compiled {
-            for b in c.rule.id.bytes().chain(c.rule.pattern.bytes()) {
+            let triggers = c.rule.triggers.iter().flatten();
+            for b in c
+                .rule
+                .id
+                .bytes()
+                .chain(c.rule.pattern.bytes())
+                .chain(triggers.flat_map(|t| t.bytes()))
+            {
                 h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
             }
         }
         Ok(Self {
             rules: compiled,
             db,
+            triggers,
             version: format!("{:012x}", h >> 16),
         })
     }
@@ -110,23 +122,28 @@ impl RuleSet {
         &self.rules[i].rule
     }
 
-    /// Scratch space for one thread.
-    pub fn scratch(&self) -> Result<Scratch, RuleError> {
-        self.db
-            .alloc_scratch()
-            .map_err(|e| RuleError::Database(e.to_string()))
+    /// The raw-bytes prefilter of this rule set.
+    pub fn triggers(&self) -> &Triggers {
+        &self.triggers
     }
 
-    /// Scanning state for one flow direction.
-    pub fn open(&self) -> Result<DirScanner, RuleError> {
-        Ok(DirScanner {
-            stream: Some(
-                self.db
-                    .open_stream()
-                    .map_err(|e| RuleError::Database(e.to_string()))?,
-            ),
+    /// Scratch space for one thread (both the rule and the trigger database).
+    pub fn scratch(&self) -> Result<Scratch, RuleError> {
+        let mut s = self
+            .db
+            .alloc_scratch()
+            .map_err(|e| RuleError::Database(e.to_string()))?;
+        self.triggers.fit_scratch(&mut s)?;
+        Ok(s)
+    }
+
+    /// Scanning state for one flow direction; its Hyperscan stream opens with the
+    /// first fields, so a direction the prefilter never lets through costs none.
+    pub fn open(&self) -> DirScanner {
+        DirScanner {
+            stream: None,
             offset: 0,
-        })
+        }
     }
 
     /// Confirms rule `i` on one field: the values it leaks.
@@ -247,12 +264,19 @@ impl DirScanner {
         batch: &FieldBatch,
         today: Date,
     ) -> Result<Vec<Hit>, RuleError> {
-        let Some(stream) = self.stream.as_ref() else {
-            return Ok(Vec::new());
-        };
         if batch.fields.is_empty() {
             return Ok(Vec::new());
         }
+        if self.stream.is_none() {
+            let s = set
+                .db
+                .open_stream()
+                .map_err(|e| RuleError::Database(e.to_string()))?;
+            self.stream = Some(s);
+        }
+        let Some(stream) = self.stream.as_ref() else {
+            return Ok(Vec::new());
+        };
         let mut buf = Vec::new();
         let base = self.offset;
         let ends = batch.serialize(base, &mut buf);
@@ -336,6 +360,8 @@ mod tests {
             services: vec![],
             validator: None,
             context: Context::Any,
+            triggers: None,
+            trigger_digits: None,
         };
         let e = RuleSet::compile(vec![bad.clone()]).unwrap_err();
         assert!(
@@ -365,7 +391,7 @@ mod tests {
     fn streaming_across_batches_and_confirmation() {
         let set = RuleSet::compile(rules::builtin()).unwrap();
         let scratch = set.scratch().unwrap();
-        let mut d = set.open().unwrap();
+        let mut d = set.open();
         let mut b = FieldBatch::default();
         b.push(Ctx::Query, "email", "jane@example.com", 0);
         b.push(

@@ -5,7 +5,9 @@
 //! |--------------|-------------------------------------------------------|
 //! | `validators` | digest, JWT, Luhn, IMEI, email, date, entropy checks   |
 
+pub mod digits;
 pub mod engine;
 pub mod findings;
 pub mod rules;
+pub mod triggers;
 pub mod validators;

@@ -166,6 +166,17 @@ pub struct Rule {
     pub validator: Option<Validator>,
     #[serde(default)]
     pub context: Context,
+    /// Hyperscan expressions, one of which must match the raw wire bytes of a
+    /// message section (head, decoded body, raw lines) for the rule to possibly
+    /// match a field of it (see matcher::triggers). Derived for `^(name|…)=`
+    /// patterns; without them the rule decodes every section (slow, but sure).
+    #[serde(default)]
+    pub triggers: Option<Vec<String>>,
+    /// A built-in trigger (8 to 32): fires where the wire bytes hold a run of at
+    /// least this many digits, in one piece or in groups of four or more with
+    /// single ` `, `+`, `-` or `%20` between them (see matcher::digits).
+    #[serde(default)]
+    pub trigger_digits: Option<u8>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -181,6 +192,20 @@ pub fn builtin() -> Vec<Rule> {
 }
 
 impl Rule {
+    /// The raw-bytes trigger expressions: the rule's own, else derived from a
+    /// `^(name|…)=` pattern; `None` when the rule has to see every section.
+    pub fn trigger_expressions(&self) -> Option<Vec<String>> {
+        if let Some(t) = &self.triggers {
+            return Some(t.clone());
+        }
+        if self.trigger_digits.is_some() {
+            return Some(Vec::new());
+        }
+        let names = field_names(&self.pattern)?;
+        // A field name on the wire: a query/form/cookie key (`name=`), a header
+        // (`Name:`), a JSON key (`"name":`); always after a non-word byte, any case.
+        Some(vec![format!("(?i)\\b(?:{})\"?\\s*[=:]", names.join("|"))])
+    }
     /// The Hyperscan expression. Anchored patterns (`^…`) start right after their
     /// field's `\x1e<ctx>\x1f` prefix (a literal that makes them cheap and applies
     /// the context). Unanchored ones are matched as they are: a leading `[^\n]*`
@@ -197,4 +222,23 @@ impl Rule {
             None => p,
         }
     }
+}
+
+/// The literal field names of a `^name=` or `^(a|b|…)=` pattern (ASCII names
+/// only: those are what lowercasing leaves alone on the wire, modulo case).
+fn field_names(pattern: &str) -> Option<Vec<&str>> {
+    let rest = pattern.strip_prefix('^')?;
+    let (names, _) =
+        if let Some(group) = rest.strip_prefix("(?:").or_else(|| rest.strip_prefix('(')) {
+            group.split_once(")=")?
+        } else {
+            rest.split_once('=')?
+        };
+    let names: Vec<&str> = names.split('|').collect();
+    let literal = |n: &&str| {
+        !n.is_empty()
+            && n.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+    };
+    names.iter().all(literal).then_some(names)
 }

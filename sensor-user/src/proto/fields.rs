@@ -58,6 +58,22 @@ pub struct Field {
     pub message: u64,
 }
 
+/// Where a parser puts decoded fields. `wants` sees the raw bytes of a section
+/// (an HTTP head, a body after de-chunking and inflation, a run of raw lines)
+/// before it is decoded: a sink may decline it, and decoding is skipped.
+pub trait FieldSink {
+    fn wants(&mut self, _raw: &[u8]) -> bool {
+        true
+    }
+    fn push(&mut self, ctx: Ctx, name: &str, value: &str, message: u64);
+}
+
+impl FieldSink for FieldBatch {
+    fn push(&mut self, ctx: Ctx, name: &str, value: &str, message: u64) {
+        FieldBatch::push(self, ctx, name, value, message);
+    }
+}
+
 /// Fields produced by one feed of data, with their serialized form.
 #[derive(Debug, Default)]
 pub struct FieldBatch {

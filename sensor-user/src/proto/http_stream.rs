@@ -2,10 +2,16 @@
 //! or responses, pipelined, with Content-Length, chunked and (responses)
 //! close-delimited bodies, gzip decoded within a bound. Produces decoded fields
 //! for the matcher; a stream that is not HTTP is split into raw lines.
+//!
+//! Framing reads bytes in place and allocates nothing per header; a section (the
+//! head, the body, a run of raw lines) is decoded into fields only when the sink
+//! wants it (the matcher's trigger prefilter), which most sections are not.
 
-use std::io::Read as _;
+use std::{borrow::Cow, io::Read as _};
 
-use super::fields::{Ctx, FieldBatch, form_pairs, json_pairs, percent_decode};
+use memchr::{memchr, memmem};
+
+use super::fields::{Ctx, FieldSink, form_pairs, json_pairs, percent_decode};
 
 /// Largest header block; beyond it the stream is treated as raw.
 const MAX_HEAD: usize = 64 * 1024;
@@ -15,6 +21,8 @@ const MAX_BODY: usize = 256 * 1024;
 const MAX_INFLATED: u64 = 1024 * 1024;
 /// A raw line longer than this is cut into pieces.
 const MAX_LINE: usize = 4096;
+/// Longest chunk-size line waited for.
+const MAX_CHUNK_LINE: usize = 1024;
 
 const METHODS: &[&[u8]] = &[
     b"GET ",
@@ -67,20 +75,83 @@ pub struct HttpStream {
     /// Whether this direction carries requests (client → server).
     requests: bool,
     state: State,
+    /// Bytes received and not yet consumed (a message's unfinished part).
     buf: Vec<u8>,
     body: Vec<u8>,
     body_type: BodyType,
     gzip: bool,
+    /// The latest request head, raw: parsed into a `Head` only when a finding
+    /// needs it.
+    last_head: Vec<u8>,
     /// Messages started in this direction.
     pub messages: u64,
-    /// Heads of the requests seen (requests direction), oldest first, bounded.
-    pub heads: Vec<Head>,
     /// Bytes skipped: bodies over the bound, resynchronisation.
     pub skipped: u64,
 }
 
+/// Unconsumed input: the stream's buffer, or a caller's slice read in place.
+struct Cursor<'a> {
+    b: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn rest(&self) -> &'a [u8] {
+        &self.b[self.pos..]
+    }
+}
+
 fn find(h: &[u8], needle: &[u8]) -> Option<usize> {
-    h.windows(needle.len()).position(|w| w == needle)
+    memmem::find(h, needle)
+}
+
+fn trim(mut b: &[u8]) -> &[u8] {
+    while let [first, rest @ ..] = b
+        && first.is_ascii_whitespace()
+    {
+        b = rest;
+    }
+    while let [rest @ .., last] = b
+        && last.is_ascii_whitespace()
+    {
+        b = rest;
+    }
+    b
+}
+
+fn text(b: &[u8]) -> Cow<'_, str> {
+    String::from_utf8_lossy(b)
+}
+
+fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle))
+}
+
+/// Lines of a head, without their line ends.
+fn head_lines(head: &[u8]) -> impl Iterator<Item = &[u8]> {
+    head.split(|&b| b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+}
+
+/// Header lines as (name, value), trimmed.
+fn header_fields(head: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    head_lines(head).skip(1).filter_map(|line| {
+        let colon = memchr(b':', line)?;
+        Some((trim(&line[..colon]), trim(&line[colon + 1..])))
+    })
+}
+
+/// A request line's method, path and query.
+fn request_line(head: &[u8]) -> (&[u8], &[u8], &[u8]) {
+    let start = head_lines(head).next().unwrap_or(b"");
+    let mut parts = start.split(|&b| b == b' ');
+    let method = parts.next().unwrap_or(b"");
+    let target = parts.next().unwrap_or(b"");
+    match memchr(b'?', target) {
+        Some(q) => (method, &target[..q], &target[q + 1..]),
+        None => (method, target, b""),
+    }
 }
 
 impl HttpStream {
@@ -92,8 +163,8 @@ impl HttpStream {
             body: Vec::new(),
             body_type: BodyType::Other,
             gzip: false,
+            last_head: Vec::new(),
             messages: 0,
-            heads: Vec::new(),
             skipped: 0,
         }
     }
@@ -101,6 +172,27 @@ impl HttpStream {
     /// Whether the stream turned out not to be HTTP.
     pub fn is_raw(&self) -> bool {
         matches!(self.state, State::Raw)
+    }
+
+    /// The latest request's method, path (without parameters), host and User-Agent.
+    pub fn head(&self) -> Option<Head> {
+        if self.last_head.is_empty() {
+            return None;
+        }
+        let (method, path, _) = request_line(&self.last_head);
+        let mut h = Head {
+            method: text(method).into_owned(),
+            path: text(path).into_owned(),
+            ..Head::default()
+        };
+        for (name, value) in header_fields(&self.last_head) {
+            if name.eq_ignore_ascii_case(b"host") {
+                h.host = Some(text(value).to_ascii_lowercase());
+            } else if name.eq_ignore_ascii_case(b"user-agent") {
+                h.user_agent = Some(text(value).into_owned());
+            }
+        }
+        Some(h)
     }
 
     fn looks_like_start(&self, b: &[u8]) -> bool {
@@ -120,22 +212,39 @@ impl HttpStream {
         }
     }
 
-    /// Feeds reassembled bytes; decoded fields go to `out`.
-    pub fn feed(&mut self, data: &[u8], out: &mut FieldBatch) {
-        self.buf.extend_from_slice(data);
+    /// Feeds reassembled bytes; decoded fields go to `out`. With nothing
+    /// pending (the usual case), `data` is read in place and only an unfinished
+    /// tail is kept.
+    pub fn feed<S: FieldSink>(&mut self, data: &[u8], out: &mut S) {
+        if self.buf.is_empty() {
+            let used = self.run(data, out);
+            self.buf.extend_from_slice(&data[used..]);
+        } else {
+            let mut buf = std::mem::take(&mut self.buf);
+            buf.extend_from_slice(data);
+            let used = self.run(&buf, out);
+            buf.drain(..used);
+            self.buf = buf;
+        }
+    }
+
+    /// Runs the state machine over `input`; returns the bytes consumed.
+    fn run<S: FieldSink>(&mut self, input: &[u8], out: &mut S) -> usize {
+        let mut c = Cursor { b: input, pos: 0 };
         loop {
             let progressed = match self.state {
-                State::Start => self.start(out),
-                State::Length(n) => self.length_body(n, out),
-                State::ChunkSize => self.chunk_size(out),
-                State::ChunkData(n) => self.chunk_data(n),
-                State::Trailers => self.trailers(out),
+                State::Start => self.start(&mut c, out),
+                State::Length(n) => self.length_body(&mut c, n, out),
+                State::ChunkSize => self.chunk_size(&mut c, out),
+                State::ChunkData(n) => self.chunk_data(&mut c, n),
+                State::Trailers => self.trailers(&mut c, out),
                 State::UntilClose => {
-                    self.take_body(self.buf.len());
+                    let n = c.rest().len();
+                    self.take_body(&mut c, n);
                     false
                 }
                 State::Raw => {
-                    self.raw_lines(out, false);
+                    self.raw_lines(&mut c, out, false);
                     false
                 }
             };
@@ -143,45 +252,51 @@ impl HttpStream {
                 break;
             }
         }
+        c.pos
     }
 
     /// Part of the stream was lost: drop what was pending, finish the current
     /// body with what arrived, and look for the next message.
-    pub fn gap(&mut self, out: &mut FieldBatch) {
-        match self.state {
-            State::Raw => self.raw_lines(out, true),
-            State::Start => {}
-            _ => self.end_body(out),
-        }
-        self.buf.clear();
+    pub fn gap<S: FieldSink>(&mut self, out: &mut S) {
+        self.flush(out);
         if !matches!(self.state, State::Raw) {
             self.state = State::Start;
         }
     }
 
     /// The stream ended (FIN/RST/idle): flush what is pending.
-    pub fn finish(&mut self, out: &mut FieldBatch) {
+    pub fn finish<S: FieldSink>(&mut self, out: &mut S) {
+        self.flush(out);
+    }
+
+    /// Emits what a body or raw run holds so far; drops the pending bytes.
+    fn flush<S: FieldSink>(&mut self, out: &mut S) {
         match self.state {
             State::UntilClose
             | State::Length(_)
             | State::ChunkSize
             | State::ChunkData(_)
             | State::Trailers => self.end_body(out),
-            State::Raw => self.raw_lines(out, true),
+            State::Raw => {
+                let buf = std::mem::take(&mut self.buf);
+                self.raw_lines(&mut Cursor { b: &buf, pos: 0 }, out, true);
+            }
             State::Start => {}
         }
+        self.buf.clear();
     }
 
-    fn start(&mut self, out: &mut FieldBatch) -> bool {
+    fn start<S: FieldSink>(&mut self, c: &mut Cursor<'_>, out: &mut S) -> bool {
         // Skip blank lines between pipelined messages.
-        while self.buf.starts_with(b"\r\n") {
-            self.buf.drain(..2);
+        while c.rest().starts_with(b"\r\n") {
+            c.pos += 2;
         }
-        if self.buf.is_empty() {
+        let b = c.rest();
+        if b.is_empty() {
             return false;
         }
-        if !self.looks_like_start(&self.buf) {
-            if self.could_be_start(&self.buf) {
+        if !self.looks_like_start(b) {
+            if self.could_be_start(b) {
                 return false;
             }
             if self.messages == 0 {
@@ -190,99 +305,88 @@ impl HttpStream {
                 return true;
             }
             // After a gap or garbage: resynchronise on the next start line.
-            let next = (1..self.buf.len()).find(|&i| self.looks_like_start(&self.buf[i..]));
-            let skip = next.unwrap_or(self.buf.len().saturating_sub(16));
+            let next = (1..b.len()).find(|&i| self.looks_like_start(&b[i..]));
+            let skip = next.unwrap_or(b.len().saturating_sub(16));
             self.skipped += skip as u64;
-            self.buf.drain(..skip);
+            c.pos += skip;
             return next.is_some();
         }
-        let Some(end) = find(&self.buf, b"\r\n\r\n")
+        let Some(end) = find(b, b"\r\n\r\n")
             .map(|e| e + 4)
-            .or_else(|| find(&self.buf, b"\n\n").map(|e| e + 2))
+            .or_else(|| find(b, b"\n\n").map(|e| e + 2))
         else {
-            if self.buf.len() > MAX_HEAD {
+            if b.len() > MAX_HEAD {
                 self.state = State::Raw;
                 return true;
             }
             return false;
         };
-        let head: Vec<u8> = self.buf.drain(..end).collect();
         self.messages += 1;
-        self.head(&head, out);
+        self.read_head(&b[..end], out);
+        c.pos += end;
         true
     }
 
-    fn head(&mut self, head: &[u8], out: &mut FieldBatch) {
-        let text = String::from_utf8_lossy(head);
-        let mut lines = text.split('\n').map(|l| l.trim_end_matches('\r'));
-        let start = lines.next().unwrap_or("");
+    fn read_head<S: FieldSink>(&mut self, head: &[u8], out: &mut S) {
+        let decode = out.wants(head);
         let msg = self.messages - 1;
-        let mut h = Head::default();
         let mut status = 0u16;
         if self.requests {
-            let mut parts = start.split(' ');
-            h.method = parts.next().unwrap_or("").to_owned();
-            let target = parts.next().unwrap_or("");
-            let (path, query) = target.split_once('?').unwrap_or((target, ""));
-            h.path = path.to_owned();
-            out.push(Ctx::Query, "path", &percent_decode(path), msg);
-            for (k, v) in form_pairs(query.split('#').next().unwrap_or("")) {
-                out.push(Ctx::Query, &k, &v, msg);
+            if decode {
+                let (_, path, query) = request_line(head);
+                out.push(Ctx::Query, "path", &percent_decode(&text(path)), msg);
+                let query = text(query);
+                for (k, v) in form_pairs(query.split('#').next().unwrap_or("")) {
+                    out.push(Ctx::Query, &k, &v, msg);
+                }
             }
+            self.last_head.clear();
+            self.last_head.extend_from_slice(head);
         } else {
-            status = start
-                .split(' ')
-                .nth(1)
-                .and_then(|s| s.parse().ok())
+            status = head_lines(head)
+                .next()
+                .and_then(|l| l.split(|&b| b == b' ').nth(1))
+                .and_then(|s| std::str::from_utf8(s).ok()?.parse().ok())
                 .unwrap_or(0);
         }
         let (mut length, mut chunked) = (None, false);
         self.body_type = BodyType::Other;
         self.gzip = false;
-        for line in lines {
-            let Some((name, value)) = line.split_once(':') else {
-                continue;
-            };
-            let (name, value) = (name.trim(), value.trim());
-            let lname = name.to_ascii_lowercase();
-            match lname.as_str() {
-                "cookie" => {
+        for (name, value) in header_fields(head) {
+            let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
+            if decode {
+                let value = text(value);
+                if is(b"cookie") {
                     for pair in value.split(';') {
                         let (k, v) = pair.trim().split_once('=').unwrap_or((pair.trim(), ""));
                         out.push(Ctx::Cookie, k, v, msg);
                     }
-                }
-                "set-cookie" => {
+                } else if is(b"set-cookie") {
                     let first = value.split(';').next().unwrap_or("");
                     let (k, v) = first.trim().split_once('=').unwrap_or((first.trim(), ""));
                     out.push(Ctx::Cookie, k, v, msg);
+                } else {
+                    out.push(Ctx::Header, &text(name), &value, msg);
                 }
-                _ => out.push(Ctx::Header, name, value, msg),
             }
-            match lname.as_str() {
-                "content-length" => length = value.parse::<u64>().ok(),
-                "transfer-encoding" => chunked = value.to_ascii_lowercase().contains("chunked"),
-                "content-type" => {
-                    let v = value.to_ascii_lowercase();
-                    self.body_type = if v.contains("x-www-form-urlencoded") {
+            // Framing headers; the length check first keeps the common miss cheap.
+            match name.len() {
+                14 if is(b"content-length") => {
+                    length = std::str::from_utf8(value).ok().and_then(|v| v.parse().ok());
+                }
+                17 if is(b"transfer-encoding") => chunked = contains_ci(value, b"chunked"),
+                12 if is(b"content-type") => {
+                    self.body_type = if contains_ci(value, b"x-www-form-urlencoded") {
                         BodyType::Form
-                    } else if v.contains("json") {
+                    } else if contains_ci(value, b"json") {
                         BodyType::Json
                     } else {
                         BodyType::Other
                     };
                 }
-                "content-encoding" => self.gzip = value.to_ascii_lowercase().contains("gzip"),
-                "host" => h.host = Some(value.to_ascii_lowercase()),
-                "user-agent" => h.user_agent = Some(value.to_owned()),
+                16 if is(b"content-encoding") => self.gzip = contains_ci(value, b"gzip"),
                 _ => {}
             }
-        }
-        if self.requests {
-            if self.heads.len() >= 64 {
-                self.heads.remove(0);
-            }
-            self.heads.push(h);
         }
         self.body.clear();
         let bodiless = !self.requests && (status < 200 || status == 204 || status == 304);
@@ -297,17 +401,26 @@ impl HttpStream {
         };
     }
 
-    /// Moves `n` buffered bytes into the body (up to the bound).
-    fn take_body(&mut self, n: usize) {
+    /// Moves `n` pending bytes into the body (up to the bound).
+    fn take_body(&mut self, c: &mut Cursor<'_>, n: usize) {
         let room = MAX_BODY.saturating_sub(self.body.len()).min(n);
-        self.body.extend_from_slice(&self.buf[..room]);
+        self.body.extend_from_slice(&c.rest()[..room]);
         self.skipped += (n - room) as u64;
-        self.buf.drain(..n);
+        c.pos += n;
     }
 
-    fn length_body(&mut self, due: u64, out: &mut FieldBatch) -> bool {
-        let n = (self.buf.len() as u64).min(due) as usize;
-        self.take_body(n);
+    fn length_body<S: FieldSink>(&mut self, c: &mut Cursor<'_>, due: u64, out: &mut S) -> bool {
+        let have = c.rest().len() as u64;
+        if self.body.is_empty() && have >= due && due <= MAX_BODY as u64 {
+            // The whole body is here: decode it in place, no copy.
+            let n = due as usize;
+            self.decode_body(&c.rest()[..n], out);
+            c.pos += n;
+            self.state = State::Start;
+            return true;
+        }
+        let n = have.min(due) as usize;
+        self.take_body(c, n);
         let left = due - n as u64;
         if left == 0 {
             self.end_body(out);
@@ -319,21 +432,21 @@ impl HttpStream {
         }
     }
 
-    fn chunk_size(&mut self, out: &mut FieldBatch) -> bool {
-        let Some(eol) = find(&self.buf, b"\n") else {
-            if self.buf.len() > 1024 {
+    fn chunk_size<S: FieldSink>(&mut self, c: &mut Cursor<'_>, out: &mut S) -> bool {
+        let b = c.rest();
+        let Some(eol) = memchr(b'\n', b) else {
+            if b.len() > MAX_CHUNK_LINE {
                 self.state = State::Start;
-                self.buf.clear();
+                c.pos = c.b.len();
             }
             return false;
         };
-        let line: Vec<u8> = self.buf.drain(..=eol).collect();
-        let text = String::from_utf8_lossy(&line);
-        let size = text
-            .trim()
-            .split(';')
-            .next()
-            .and_then(|s| u64::from_str_radix(s.trim(), 16).ok());
+        let line = trim(&b[..eol]);
+        let digits = line.split(|&ch| ch == b';').next().unwrap_or(b"");
+        let size = std::str::from_utf8(trim(digits))
+            .ok()
+            .and_then(|s| u64::from_str_radix(s, 16).ok());
+        c.pos += eol + 1;
         match size {
             Some(0) => self.state = State::Trailers,
             Some(n) => self.state = State::ChunkData(n + 2),
@@ -346,13 +459,13 @@ impl HttpStream {
         true
     }
 
-    fn chunk_data(&mut self, due: u64) -> bool {
-        let n = (self.buf.len() as u64).min(due) as usize;
+    fn chunk_data(&mut self, c: &mut Cursor<'_>, due: u64) -> bool {
+        let n = (c.rest().len() as u64).min(due) as usize;
         // The last two bytes of `due` are the chunk's CRLF: not body.
         let data_left = due.saturating_sub(2);
         let data_n = (n as u64).min(data_left) as usize;
-        self.take_body(data_n);
-        self.buf.drain(..n - data_n);
+        self.take_body(c, data_n);
+        c.pos += n - data_n;
         let left = due - n as u64;
         if left == 0 {
             self.state = State::ChunkSize;
@@ -363,40 +476,55 @@ impl HttpStream {
         }
     }
 
-    fn trailers(&mut self, out: &mut FieldBatch) -> bool {
-        let Some(eol) = find(&self.buf, b"\n") else {
+    fn trailers<S: FieldSink>(&mut self, c: &mut Cursor<'_>, out: &mut S) -> bool {
+        let b = c.rest();
+        let Some(eol) = memchr(b'\n', b) else {
             return false;
         };
-        let line: Vec<u8> = self.buf.drain(..=eol).collect();
-        if line == b"\r\n" || line == b"\n" {
+        let blank = eol == 0 || (eol == 1 && b[0] == b'\r');
+        c.pos += eol + 1;
+        if blank {
             self.end_body(out);
             self.state = State::Start;
         }
         true
     }
 
-    /// Decodes and emits the collected body.
-    fn end_body(&mut self, out: &mut FieldBatch) {
-        let raw = std::mem::take(&mut self.body);
-        if raw.is_empty() {
+    /// Decodes and emits the collected body, if the sink wants it.
+    fn end_body<S: FieldSink>(&mut self, out: &mut S) {
+        if self.body.is_empty() {
             return;
         }
+        // Lend the body out; its allocation is kept for the next message.
+        let mut raw = std::mem::take(&mut self.body);
+        self.decode_body(&raw, out);
+        raw.clear();
+        self.body = raw;
+    }
+
+    fn decode_body<S: FieldSink>(&self, raw: &[u8], out: &mut S) {
         let msg = self.messages.saturating_sub(1);
+        let inflated;
         let body = if self.gzip {
             let mut d = Vec::new();
-            match flate2::read::MultiGzDecoder::new(&raw[..])
+            match flate2::read::MultiGzDecoder::new(raw)
                 .take(MAX_INFLATED)
                 .read_to_end(&mut d)
             {
-                Ok(_) => d,
+                Ok(_) => {}
                 // A cut gzip stream still yields what inflated before the cut.
-                Err(_) if !d.is_empty() => d,
+                Err(_) if !d.is_empty() => {}
                 Err(_) => return,
             }
+            inflated = d;
+            &inflated[..]
         } else {
             raw
         };
-        let text = String::from_utf8_lossy(&body);
+        if !out.wants(body) {
+            return;
+        }
+        let text = text(body);
         match self.body_type {
             BodyType::Form => {
                 for (k, v) in form_pairs(text.trim()) {
@@ -418,35 +546,31 @@ impl HttpStream {
     }
 
     /// Emits complete raw lines (all pending bytes when `all`).
-    fn raw_lines(&mut self, out: &mut FieldBatch, all: bool) {
+    fn raw_lines<S: FieldSink>(&mut self, c: &mut Cursor<'_>, out: &mut S, all: bool) {
+        let b = c.rest();
         let cut = if all {
-            self.buf.len()
+            b.len()
         } else {
-            self.buf
-                .iter()
-                .rposition(|&b| b == b'\n')
-                .map_or(0, |i| i + 1)
+            memchr::memrchr(b'\n', b).map_or(0, |i| i + 1)
         };
-        let cut = if cut == 0 && self.buf.len() > MAX_LINE {
-            self.buf.len()
+        let cut = if cut == 0 && b.len() > MAX_LINE {
+            b.len()
         } else {
             cut
         };
         if cut == 0 {
             return;
         }
-        let chunk: Vec<u8> = self.buf.drain(..cut).collect();
-        lines_of(
-            &String::from_utf8_lossy(&chunk),
-            Ctx::Raw,
-            self.messages,
-            out,
-        );
+        let chunk = &b[..cut];
+        if out.wants(chunk) {
+            lines_of(&text(chunk), Ctx::Raw, self.messages, out);
+        }
+        c.pos += cut;
     }
 }
 
 /// Non-empty lines of `text` as nameless fields, long lines in pieces.
-fn lines_of(text: &str, ctx: Ctx, msg: u64, out: &mut FieldBatch) {
+fn lines_of<S: FieldSink>(text: &str, ctx: Ctx, msg: u64, out: &mut S) {
     for line in text
         .split('\n')
         .map(|l| l.trim_end_matches('\r'))
@@ -467,6 +591,7 @@ fn lines_of(text: &str, ctx: Ctx, msg: u64, out: &mut FieldBatch) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::fields::FieldBatch;
 
     fn fields(requests: bool, parts: &[&[u8]]) -> (Vec<(Ctx, String, String)>, HttpStream) {
         let mut s = HttpStream::new(requests);
@@ -497,9 +622,9 @@ mod tests {
         assert!(has(&f, Ctx::Query, "password", "5f4d"));
         assert!(has(&f, Ctx::Header, "x-user-auth-token", "tok123"));
         assert!(has(&f, Ctx::Cookie, "arl", "abc") && has(&f, Ctx::Cookie, "sid", "fr1"));
-        assert_eq!(s.heads[0].path, "/api.json/0.2/user/login");
-        assert_eq!(s.heads[0].host.as_deref(), Some("www.qobuz.com"));
-        assert_eq!(s.heads[0].user_agent.as_deref(), Some("Qobuz/6.1"));
+        assert_eq!(s.head().unwrap().path, "/api.json/0.2/user/login");
+        assert_eq!(s.head().unwrap().host.as_deref(), Some("www.qobuz.com"));
+        assert_eq!(s.head().unwrap().user_agent.as_deref(), Some("Qobuz/6.1"));
     }
 
     #[test]

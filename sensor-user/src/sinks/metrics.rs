@@ -106,6 +106,9 @@ pub struct Metrics {
     pub findings: Family<FindingLabels, Counter>,
     pub replays: Family<ServiceLabels, Counter>,
     pub bytes_scanned: Counter,
+    pub prefiltered: Counter,
+    pub sections: Family<ResultLabels, Counter>,
+    pub scan_errors: Counter,
     pub flows_evicted: Family<ReasonLabels, Counter>,
     pub reassembly_gaps: Counter,
     pub detection_latency: prometheus_client::metrics::histogram::Histogram,
@@ -224,6 +227,28 @@ impl Metrics {
             prometheus_client::registry::Unit::Bytes,
             bytes_scanned.clone(),
         );
+        let prefiltered = Counter::default();
+        registry.register_with_unit(
+            "leakwatch_matcher_prefiltered",
+            "Raw bytes of message sections the trigger prefilter scanned",
+            prometheus_client::registry::Unit::Bytes,
+            prefiltered.clone(),
+        );
+        let sections = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "leakwatch_matcher_sections",
+            "Message sections (heads, bodies, raw runs) by prefilter result: decoded or skipped",
+            sections.clone(),
+        );
+        for r in ["decoded", "skipped"] {
+            let _ = sections.get_or_create(&ResultLabels { result: r.into() });
+        }
+        let scan_errors = Counter::default();
+        registry.register(
+            "leakwatch_matcher_scan_errors",
+            "Hyperscan errors while scanning a flow's fields (the batch is skipped)",
+            scan_errors.clone(),
+        );
         let flows_evicted = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "leakwatch_matcher_flows_evicted",
@@ -283,6 +308,9 @@ impl Metrics {
             findings,
             replays,
             bytes_scanned,
+            prefiltered,
+            sections,
+            scan_errors,
             flows_evicted,
             reassembly_gaps,
             detection_latency,

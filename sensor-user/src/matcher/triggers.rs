@@ -1,0 +1,266 @@
+//! The raw-bytes prefilter in front of field decoding.
+//!
+//! Decoding a message into fields (percent-decoding, JSON, allocation per field)
+//! costs far more than scanning its bytes. So every rule names triggers: Hyperscan
+//! expressions one of which must occur in the raw bytes of a section (an HTTP
+//! head, a body after de-chunking and inflation, a run of raw lines) for the rule
+//! to be able to match any field decoded from it. One block database of all
+//! triggers is scanned over each section; only a section where one fires is
+//! decoded and goes through the rule database. Rules without triggers make every
+//! section decode (`rules check` says which).
+
+use hyperscan::{Block, prelude::*};
+
+use super::rules::Rule;
+use super::{digits, engine::RuleError};
+use crate::proto::fields::{Ctx, FieldBatch, FieldSink};
+
+/// The compiled triggers of a rule set.
+pub struct Triggers {
+    /// `None` when some rule has no trigger: every section is decoded.
+    db: Option<BlockDatabase>,
+    /// The shortest digit run some rule triggers on (see matcher::digits).
+    digits: Option<usize>,
+    /// Ids of the rules without triggers.
+    pub untriggered: Vec<String>,
+}
+
+impl Triggers {
+    pub fn compile(rules: &[Rule]) -> Result<Self, RuleError> {
+        let mut patterns = Vec::new();
+        let mut digits: Option<usize> = None;
+        let mut untriggered = Vec::new();
+        for rule in rules {
+            let Some(exprs) = rule.trigger_expressions() else {
+                untriggered.push(rule.id.clone());
+                continue;
+            };
+            if let Some(n) = rule.trigger_digits {
+                if !(8..=32).contains(&n) {
+                    return Err(RuleError::Pattern {
+                        id: rule.id.clone(),
+                        message: format!("trigger_digits = {n}: must be 8 to 32"),
+                    });
+                }
+                let n = usize::from(n);
+                digits = Some(digits.map_or(n, |d| d.min(n)));
+            } else if exprs.is_empty() {
+                return Err(RuleError::Pattern {
+                    id: rule.id.clone(),
+                    message: "`triggers` is empty: leave it out to decode every section".into(),
+                });
+            }
+            for e in exprs {
+                let err = |m: String| RuleError::Pattern {
+                    id: rule.id.clone(),
+                    message: format!("trigger {e:?}: {m}"),
+                };
+                let mut p = Pattern::with_flags(e.as_str(), CompileFlags::SINGLEMATCH)
+                    .map_err(|x| err(x.to_string()))?;
+                p.id = Some(patterns.len());
+                Patterns(vec![p.clone()])
+                    .build::<Block>()
+                    .map_err(|x| err(x.to_string()))?;
+                patterns.push(p);
+            }
+        }
+        let db = if patterns.is_empty() {
+            None
+        } else {
+            Some(
+                Patterns(patterns)
+                    .build::<Block>()
+                    .map_err(|e| RuleError::Database(e.to_string()))?,
+            )
+        };
+        Ok(Self {
+            db,
+            digits,
+            untriggered,
+        })
+    }
+
+    /// Grows `scratch` to serve this database too.
+    pub fn fit_scratch(&self, scratch: &mut Scratch) -> Result<(), RuleError> {
+        if let Some(db) = &self.db {
+            db.realloc_scratch(scratch)
+                .map_err(|e| RuleError::Database(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Whether some trigger occurs in `raw` (scanning stops at the first).
+    pub fn fires(&self, scratch: &Scratch, raw: &[u8]) -> bool {
+        if !self.untriggered.is_empty() {
+            return true;
+        }
+        if self.digits.is_some_and(|n| digits::has_run(raw, n)) {
+            return true;
+        }
+        let Some(db) = &self.db else {
+            return false;
+        };
+        let mut fired = false;
+        // A scan error other than the termination we ask for decodes the section:
+        // the prefilter may only ever cost time, never a finding.
+        let r = db.scan(raw, scratch, |_, _, _, _| {
+            fired = true;
+            Matching::Terminate
+        });
+        fired || r.is_err()
+    }
+}
+
+/// Counts of what the prefilter let through.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct GateStats {
+    /// Raw bytes the triggers were scanned over.
+    pub bytes: u64,
+    pub sections: u64,
+    /// Sections decoded because a trigger fired.
+    pub decoded: u64,
+}
+
+impl GateStats {
+    pub fn add(&mut self, o: GateStats) {
+        self.bytes += o.bytes;
+        self.sections += o.sections;
+        self.decoded += o.decoded;
+    }
+}
+
+/// A field sink that decodes only the sections a trigger fires on.
+pub struct Gate<'a> {
+    pub batch: &'a mut FieldBatch,
+    triggers: &'a Triggers,
+    scratch: &'a Scratch,
+    pub stats: GateStats,
+}
+
+impl<'a> Gate<'a> {
+    pub fn new(batch: &'a mut FieldBatch, triggers: &'a Triggers, scratch: &'a Scratch) -> Self {
+        Self {
+            batch,
+            triggers,
+            scratch,
+            stats: GateStats::default(),
+        }
+    }
+}
+
+impl FieldSink for Gate<'_> {
+    fn wants(&mut self, raw: &[u8]) -> bool {
+        self.stats.bytes += raw.len() as u64;
+        self.stats.sections += 1;
+        let fires = self.triggers.fires(self.scratch, raw);
+        self.stats.decoded += u64::from(fires);
+        fires
+    }
+
+    fn push(&mut self, ctx: Ctx, name: &str, value: &str, message: u64) {
+        self.batch.push(ctx, name, value, message);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::matcher::rules;
+
+    fn builtin() -> (Triggers, Scratch) {
+        let set = crate::matcher::engine::RuleSet::compile(rules::builtin()).unwrap();
+        let t = Triggers::compile(&rules::builtin()).unwrap();
+        let mut s = set.scratch().unwrap();
+        t.fit_scratch(&mut s).unwrap();
+        (t, s)
+    }
+
+    #[test]
+    fn every_builtin_rule_has_triggers() {
+        let (t, _) = builtin();
+        assert!(t.untriggered.is_empty(), "{:?}", t.untriggered);
+    }
+
+    #[test]
+    fn names_are_derived_from_anchored_patterns() {
+        let r = |p: &str| rules::Rule {
+            id: "r".into(),
+            kind: rules::Kind::Email,
+            pattern: p.into(),
+            severity: rules::Severity::Low,
+            services: vec![],
+            validator: None,
+            context: rules::Context::Any,
+            triggers: None,
+            trigger_digits: None,
+        };
+        assert_eq!(
+            r("^(pw|pass)=(?P<v>.+)$").trigger_expressions().unwrap(),
+            [r#"(?i)\b(?:pw|pass)"?\s*[=:]"#]
+        );
+        assert!(
+            r("^authorization=[Bb]asic (?P<v>.+)$")
+                .trigger_expressions()
+                .is_some()
+        );
+        assert!(r("(?P<v>[a-z]+@x)").trigger_expressions().is_none());
+        assert!(
+            r("^(x-[a-z]*token)=(?P<v>.+)$")
+                .trigger_expressions()
+                .is_none()
+        );
+        let t = Triggers::compile(&[r("(?P<v>[a-z]+@x)")]).unwrap();
+        assert_eq!(t.untriggered, ["r"]);
+        assert!(
+            t.fires(&builtin().1, b"anything"),
+            "no trigger: always decode"
+        );
+    }
+
+    #[test]
+    fn bad_triggers_name_their_rule() {
+        let mut r = rules::builtin().remove(0);
+        r.id = "mine".into();
+        r.triggers = Some(vec!["(unclosed".into()]);
+        let e = Triggers::compile(&[r.clone()]).err().unwrap().to_string();
+        assert!(e.starts_with("rule mine: trigger \"(unclosed\""), "{e}");
+        r.triggers = Some(vec![]);
+        let e = Triggers::compile(&[r.clone()]).err().unwrap().to_string();
+        assert!(e.contains("`triggers` is empty"), "{e}");
+        r.triggers = None;
+        r.trigger_digits = Some(3);
+        let e = Triggers::compile(&[r]).err().unwrap().to_string();
+        assert!(e.contains("trigger_digits = 3"), "{e}");
+    }
+
+    #[test]
+    fn fires_on_wire_forms_not_on_lookalikes() {
+        let (t, s) = builtin();
+        for yes in [
+            "GET /?Password=x HTTP/1.1",
+            "Authorization: Bearer x",
+            "AUTHORIZATION : Basic x",
+            r#"{"first_name" : "Jane"}"#,
+            "Cookie: a=1; arl=x",
+            "a%40b.com",
+            r"a\u0040b",
+            "X-User-Auth-Token: x",
+            "eyJhbGciOiJIUzI1NiJ9",
+            "card=4111+1111+1111+1111",
+            "n=4111%201111%201111%201111",
+            "4111111111111111",
+        ] {
+            assert!(t.fires(&s, yes.as_bytes()), "{yes}");
+        }
+        for no in [
+            "GET /api?track_id=123456&q=passenger HTTP/1.1",
+            "Cookie: _ga=GA1.2.123456789.987654321; lang=fr",
+            r#"{"title":"pwxsid","id":12345678,"ts":"2026-11-23"}"#,
+            "User-Agent: Qobuz/6.1.2 (iPhone; iOS 17.2)",
+            "Accept-Language: fr-FR,fr;q=0.9",
+            "x-request-id: 12",
+        ] {
+            assert!(!t.fires(&s, no.as_bytes()), "{no}");
+        }
+    }
+}
