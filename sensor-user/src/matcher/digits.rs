@@ -58,78 +58,192 @@ pub fn run_at(raw: &[u8], at: usize) -> usize {
 const LOOKAHEAD: usize = 11;
 
 /// The first position ≥ `from` where `DDDD` is followed by `DDDD`, by one of
-/// ` +-` and `DDDD`, or by `%` and two bytes and `DDDD`. Walks 16-byte chunks,
-/// testing a chunk's positions once the next chunk's masks are known.
+/// ` +-` and `DDDD`, or by `%` and two bytes and `DDDD`.
 fn next_candidate(raw: &[u8], from: usize) -> Option<usize> {
-    let chunk = |k: usize| -> (u16, u16, u16) {
-        match raw.get(k..k + 16) {
-            Some(c) => chunk_masks(c.try_into().expect("16 bytes")),
-            None => {
-                let mut pad = [0u8; 16];
-                if let Some(tail) = raw.get(k..) {
-                    pad[..tail.len()].copy_from_slice(tail);
-                }
-                chunk_masks(&pad)
-            }
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2 (checked just above).
+            return unsafe { x86::walk_avx2(raw, from) };
         }
-    };
+        x86::walk_sse2(raw, from)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    walk::<Portable>(raw, from)
+}
+
+/// Byte-class masks of one chunk of `W` bytes (bit i: byte i).
+trait Lanes {
+    const W: usize;
+    /// `'0'..='9'`.
+    fn digits(c: &[u8]) -> u64;
+    /// ` `, `+` or `-`; and `%`.
+    fn seps(c: &[u8]) -> (u64, u64);
+}
+
+/// Walks `W`-byte chunks, testing a chunk's positions once the next chunk's
+/// digits are known (the test looks `LOOKAHEAD` bytes ahead); separator masks
+/// are computed only where four digits in a row occur.
+#[inline(always)]
+fn walk<L: Lanes>(raw: &[u8], from: usize) -> Option<usize> {
+    let w = L::W;
+    let low = (1u64 << w) - 1;
+    let mut pad = [0u8; 32];
     let mut k = from;
-    let mut prev = chunk(k);
+    let mut prev = chunk::<L>(raw, k, &mut pad);
     while k < raw.len() {
-        let next = chunk(k + 16);
+        let next = chunk::<L>(raw, k + w, &mut pad);
         if prev.0 != 0 {
-            let d = u32::from(prev.0) | u32::from(next.0) << 16;
-            let s = u32::from(prev.1) | u32::from(next.1) << 16;
-            let p = u32::from(prev.2) | u32::from(next.2) << 16;
+            let d = prev.0 | next.0 << w;
             let d4 = d & (d >> 1) & (d >> 2) & (d >> 3);
-            let cand = (d4 & (d4 >> 4)) | (d4 & (s >> 4) & (d4 >> 5)) | (d4 & (p >> 4) & (d4 >> 7));
-            let cand = cand & 0xffff;
-            if cand != 0 {
-                return Some(k + cand.trailing_zeros() as usize);
+            if d4 & low != 0 {
+                let s = prev.1 | next.1 << w;
+                let p = prev.2 | next.2 << w;
+                let cand =
+                    (d4 & (d4 >> 4)) | (d4 & (s >> 4) & (d4 >> 5)) | (d4 & (p >> 4) & (d4 >> 7));
+                let cand = cand & low;
+                if cand != 0 {
+                    return Some(k + cand.trailing_zeros() as usize);
+                }
             }
         }
         prev = next;
-        k += 16;
+        k += w;
     }
     None
 }
 
+/// Masks of the chunk at `k` (zero past the end of `raw`); separators only
+/// when the chunk has digits. Inlined, like everything `walk` calls, so the
+/// AVX2 instantiation compiles with AVX2.
+#[inline(always)]
+fn chunk<L: Lanes>(raw: &[u8], k: usize, pad: &mut [u8; 32]) -> (u64, u64, u64) {
+    let c = match raw.get(k..k + L::W) {
+        Some(c) => c,
+        None => {
+            *pad = [0; 32];
+            if let Some(tail) = raw.get(k..) {
+                pad[..tail.len()].copy_from_slice(tail);
+            }
+            &pad[..L::W]
+        }
+    };
+    let d = L::digits(c);
+    let (s, p) = if d == 0 { (0, 0) } else { L::seps(c) };
+    (d, s, p)
+}
+
 #[cfg(target_arch = "x86_64")]
-fn chunk_masks(c: &[u8; 16]) -> (u16, u16, u16) {
+mod x86 {
     use std::arch::x86_64::*;
-    // SAFETY: SSE2 is part of the x86_64 baseline; the load is unaligned-safe
-    // and reads exactly the 16 bytes of `c`.
-    unsafe {
-        let v = _mm_loadu_si128(c.as_ptr().cast());
-        // Digits: '0'..='9' as signed bytes, via two comparisons.
-        let ge0 = _mm_cmpgt_epi8(v, _mm_set1_epi8(b'0' as i8 - 1));
-        let le9 = _mm_cmplt_epi8(v, _mm_set1_epi8(b'9' as i8 + 1));
-        let d = _mm_and_si128(ge0, le9);
-        let s = _mm_or_si128(
-            _mm_or_si128(
-                _mm_cmpeq_epi8(v, _mm_set1_epi8(b' ' as i8)),
-                _mm_cmpeq_epi8(v, _mm_set1_epi8(b'+' as i8)),
-            ),
-            _mm_cmpeq_epi8(v, _mm_set1_epi8(b'-' as i8)),
-        );
-        let p = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'%' as i8));
-        (
-            _mm_movemask_epi8(d) as u16,
-            _mm_movemask_epi8(s) as u16,
-            _mm_movemask_epi8(p) as u16,
-        )
+
+    use super::{Lanes, walk};
+
+    pub struct Sse2;
+    pub struct Avx2;
+
+    impl Lanes for Sse2 {
+        const W: usize = 16;
+        #[inline(always)]
+        fn digits(c: &[u8]) -> u64 {
+            debug_assert_eq!(c.len(), 16);
+            // SAFETY: SSE2 is part of the x86_64 baseline; the unaligned load
+            // reads the 16 bytes of `c` (walk passes exactly W bytes).
+            unsafe {
+                let v = _mm_loadu_si128(c.as_ptr().cast());
+                // '0'..='9' as signed bytes (bytes ≥ 0x80 are negative: never digits).
+                let ge0 = _mm_cmpgt_epi8(v, _mm_set1_epi8(b'0' as i8 - 1));
+                let le9 = _mm_cmplt_epi8(v, _mm_set1_epi8(b'9' as i8 + 1));
+                u64::from(_mm_movemask_epi8(_mm_and_si128(ge0, le9)) as u16)
+            }
+        }
+        #[inline(always)]
+        fn seps(c: &[u8]) -> (u64, u64) {
+            // SAFETY: as in `digits`.
+            unsafe {
+                let v = _mm_loadu_si128(c.as_ptr().cast());
+                let s = _mm_or_si128(
+                    _mm_or_si128(
+                        _mm_cmpeq_epi8(v, _mm_set1_epi8(b' ' as i8)),
+                        _mm_cmpeq_epi8(v, _mm_set1_epi8(b'+' as i8)),
+                    ),
+                    _mm_cmpeq_epi8(v, _mm_set1_epi8(b'-' as i8)),
+                );
+                let p = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'%' as i8));
+                (
+                    u64::from(_mm_movemask_epi8(s) as u16),
+                    u64::from(_mm_movemask_epi8(p) as u16),
+                )
+            }
+        }
+    }
+
+    impl Lanes for Avx2 {
+        const W: usize = 32;
+        #[inline(always)]
+        fn digits(c: &[u8]) -> u64 {
+            debug_assert_eq!(c.len(), 32);
+            // SAFETY: only reached through `walk_avx2` (AVX2 present); the
+            // unaligned load reads the 32 bytes of `c`.
+            unsafe {
+                let v = _mm256_loadu_si256(c.as_ptr().cast());
+                let ge0 = _mm256_cmpgt_epi8(v, _mm256_set1_epi8(b'0' as i8 - 1));
+                let le9 = _mm256_cmpgt_epi8(_mm256_set1_epi8(b'9' as i8 + 1), v);
+                u64::from(_mm256_movemask_epi8(_mm256_and_si256(ge0, le9)) as u32)
+            }
+        }
+        #[inline(always)]
+        fn seps(c: &[u8]) -> (u64, u64) {
+            // SAFETY: as in `digits`.
+            unsafe {
+                let v = _mm256_loadu_si256(c.as_ptr().cast());
+                let s = _mm256_or_si256(
+                    _mm256_or_si256(
+                        _mm256_cmpeq_epi8(v, _mm256_set1_epi8(b' ' as i8)),
+                        _mm256_cmpeq_epi8(v, _mm256_set1_epi8(b'+' as i8)),
+                    ),
+                    _mm256_cmpeq_epi8(v, _mm256_set1_epi8(b'-' as i8)),
+                );
+                let p = _mm256_cmpeq_epi8(v, _mm256_set1_epi8(b'%' as i8));
+                (
+                    u64::from(_mm256_movemask_epi8(s) as u32),
+                    u64::from(_mm256_movemask_epi8(p) as u32),
+                )
+            }
+        }
+    }
+
+    pub fn walk_sse2(raw: &[u8], from: usize) -> Option<usize> {
+        walk::<Sse2>(raw, from)
+    }
+
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn walk_avx2(raw: &[u8], from: usize) -> Option<usize> {
+        walk::<Avx2>(raw, from)
     }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-fn chunk_masks(c: &[u8; 16]) -> (u16, u16, u16) {
-    let mut m = (0u16, 0u16, 0u16);
-    for (i, b) in c.iter().enumerate() {
-        m.0 |= u16::from(b.is_ascii_digit()) << i;
-        m.1 |= u16::from(matches!(b, b' ' | b'+' | b'-')) << i;
-        m.2 |= u16::from(*b == b'%') << i;
+struct Portable;
+
+#[cfg(not(target_arch = "x86_64"))]
+impl Lanes for Portable {
+    const W: usize = 16;
+    fn digits(c: &[u8]) -> u64 {
+        c.iter()
+            .enumerate()
+            .fold(0, |m, (i, b)| m | u64::from(b.is_ascii_digit()) << i)
     }
-    m
+    fn seps(c: &[u8]) -> (u64, u64) {
+        c.iter().enumerate().fold((0, 0), |(s, p), (i, b)| {
+            (
+                s | u64::from(matches!(b, b' ' | b'+' | b'-')) << i,
+                p | u64::from(*b == b'%') << i,
+            )
+        })
+    }
 }
 
 const _: () = assert!(LOOKAHEAD < 16);

@@ -29,6 +29,7 @@ impl Triggers {
     pub fn compile(rules: &[Rule]) -> Result<Self, RuleError> {
         let mut patterns = Vec::new();
         let mut digits: Option<usize> = None;
+        let mut seen = std::collections::HashSet::new();
         let mut untriggered = Vec::new();
         for rule in rules {
             let Some(exprs) = rule.trigger_expressions() else {
@@ -51,6 +52,10 @@ impl Triggers {
                 });
             }
             for e in exprs {
+                // Rules often share a trigger (three `authorization` rules).
+                if !seen.insert(e.clone()) {
+                    continue;
+                }
                 let err = |m: String| RuleError::Pattern {
                     id: rule.id.clone(),
                     message: format!("trigger {e:?}: {m}"),

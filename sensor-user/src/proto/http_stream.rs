@@ -101,9 +101,9 @@ impl<'a> Cursor<'a> {
     }
 }
 
-fn find(h: &[u8], needle: &[u8]) -> Option<usize> {
-    memmem::find(h, needle)
-}
+/// The end of a head: built once (a searcher per call costs more than the search).
+static HEAD_END: std::sync::LazyLock<memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memmem::Finder::new(b"\r\n\r\n"));
 
 fn trim(mut b: &[u8]) -> &[u8] {
     while let [first, rest @ ..] = b
@@ -128,10 +128,24 @@ fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
         .any(|w| w.eq_ignore_ascii_case(needle))
 }
 
-/// Lines of a head, without their line ends.
+/// Lines of a head, without their line ends (memchr: a byte-wise split costs
+/// more than the rest of the framing).
 fn head_lines(head: &[u8]) -> impl Iterator<Item = &[u8]> {
-    head.split(|&b| b == b'\n')
-        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+    let mut rest = Some(head);
+    std::iter::from_fn(move || {
+        let r = rest?;
+        let line = match memchr(b'\n', r) {
+            Some(i) => {
+                rest = Some(&r[i + 1..]);
+                &r[..i]
+            }
+            None => {
+                rest = None;
+                r
+            }
+        };
+        Some(line.strip_suffix(b"\r").unwrap_or(line))
+    })
 }
 
 /// Header lines as (name, value), trimmed.
@@ -311,9 +325,10 @@ impl HttpStream {
             c.pos += skip;
             return next.is_some();
         }
-        let Some(end) = find(b, b"\r\n\r\n")
+        let Some(end) = HEAD_END
+            .find(b)
             .map(|e| e + 4)
-            .or_else(|| find(b, b"\n\n").map(|e| e + 2))
+            .or_else(|| memmem::find(b, b"\n\n").map(|e| e + 2))
         else {
             if b.len() > MAX_HEAD {
                 self.state = State::Raw;
