@@ -683,7 +683,7 @@ mod tests {
         }
         let card20 = "GET /pay?n=4111%201111%201111%201111 HTTP/1.1\r\n\r\n";
         let spaced_json = r#"{"password" : "hunter2!x", "email":"a\u0040b.example.com"}"#;
-        let basic = "GET / HTTP/1.1\r\nAuthorization : Basic dGVzdDpwYTpzcw==\r\n\r\n";
+        let basic = "GET / HTTP/1.1\r\nAuthorization:Basic dGVzdDpwYTpzcw==\r\n\r\n";
         let bearer =
             "GET / HTTP/1.1\r\nauthorization: Bearer QkX3u9rVb0dY7nWq2LpZsT5hGmJc8aEf\r\n\r\n";
         let chunked = "POST /r HTTP/1.1\r\nContent-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\n\r\n5\r\npassw\r\n10\r\nord=hunter2!x&a=\r\n0\r\n\r\n";

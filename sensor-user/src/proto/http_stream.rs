@@ -128,22 +128,18 @@ fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
         .any(|w| w.eq_ignore_ascii_case(needle))
 }
 
-/// Lines of a head, without their line ends (memchr: a byte-wise split costs
-/// more than the rest of the framing).
+/// Lines of a head, without their line ends (one memchr iterator: a byte-wise
+/// split costs more than the rest of the framing).
 fn head_lines(head: &[u8]) -> impl Iterator<Item = &[u8]> {
-    let mut rest = Some(head);
+    let mut start = 0;
+    let mut ends = memchr::memchr_iter(b'\n', head);
     std::iter::from_fn(move || {
-        let r = rest?;
-        let line = match memchr(b'\n', r) {
-            Some(i) => {
-                rest = Some(&r[i + 1..]);
-                &r[..i]
-            }
-            None => {
-                rest = None;
-                r
-            }
-        };
+        if start > head.len() {
+            return None;
+        }
+        let end = ends.next().unwrap_or(head.len());
+        let line = &head[start..end];
+        start = end + 1;
         Some(line.strip_suffix(b"\r").unwrap_or(line))
     })
 }
