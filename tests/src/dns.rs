@@ -65,12 +65,21 @@ pub fn start(ns: &Netns, listen: &str, zone: &[Zone<'_>], ttl: u32) -> anyhow::R
 
 /// Resolves `name` in `ns` through its resolv.conf (glibc, like an app would).
 pub fn resolve_v4(ns: &Netns, name: &str) -> anyhow::Result<Vec<String>> {
+    resolve(ns, name, "ahostsv4")
+}
+
+/// As `resolve_v4`, for AAAA records.
+pub fn resolve_v6(ns: &Netns, name: &str) -> anyhow::Result<Vec<String>> {
+    resolve(ns, name, "ahostsv6")
+}
+
+fn resolve(ns: &Netns, name: &str, db: &str) -> anyhow::Result<Vec<String>> {
     let out = ns
         .command("getent")
-        .args(["ahostsv4", name])
+        .args([db, name])
         .output()
         .context("running getent")?;
-    anyhow::ensure!(out.status.success(), "getent ahostsv4 {name} failed");
+    anyhow::ensure!(out.status.success(), "getent {db} {name} failed");
     let mut addrs: Vec<String> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| l.split_whitespace().next().map(str::to_owned))

@@ -23,7 +23,7 @@ pub struct HttpServer {
 }
 
 /// Reads one request (headers and Content-Length body) from `s`.
-fn read_request(s: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+fn read_request(s: &mut impl Read) -> std::io::Result<Vec<u8>> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
@@ -46,9 +46,58 @@ fn read_request(s: &mut TcpStream) -> std::io::Result<Vec<u8>> {
     }
 }
 
+/// Answers one request on `s`.
+fn respond(s: &mut (impl Read + Write)) {
+    if read_request(s).is_ok() {
+        let _ = s.write_all(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\nConnection: close\r\n\r\n{\"ok\":true}",
+        );
+    }
+}
+
+/// Serves one connection, in cleartext or (with a config) over TLS.
+fn serve(s: TcpStream, tls: Option<&Arc<rustls::ServerConfig>>) {
+    let _ = s.set_nonblocking(false);
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    match tls {
+        None => {
+            let mut s = s;
+            respond(&mut s);
+            let _ = s.shutdown(Shutdown::Both);
+        }
+        Some(config) => {
+            let Ok(conn) = rustls::ServerConnection::new(Arc::clone(config)) else {
+                return;
+            };
+            let mut t = rustls::StreamOwned::new(conn, s);
+            respond(&mut t);
+            t.conn.send_close_notify();
+            let _ = t.flush();
+            let _ = t.sock.shutdown(Shutdown::Both);
+        }
+    }
+}
+
 impl HttpServer {
     /// Listens on every address in `ns`.
     pub fn start(ns: &Netns, addrs: &[SocketAddr]) -> anyhow::Result<Self> {
+        Self::start_with(ns, addrs, None)
+    }
+
+    /// As `start`, over TLS with `config`.
+    pub fn start_tls(
+        ns: &Netns,
+        addrs: &[SocketAddr],
+        config: Arc<rustls::ServerConfig>,
+    ) -> anyhow::Result<Self> {
+        Self::start_with(ns, addrs, Some(config))
+    }
+
+    fn start_with(
+        ns: &Netns,
+        addrs: &[SocketAddr],
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> anyhow::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
         for &addr in addrs {
@@ -57,19 +106,11 @@ impl HttpServer {
                 .with_context(|| format!("binding {addr}"))?;
             listener.set_nonblocking(true)?;
             let stop = Arc::clone(&stop);
+            let tls = tls.clone();
             threads.push(std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     match listener.accept() {
-                        Ok((mut s, _)) => {
-                            let _ = s.set_nonblocking(false);
-                            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-                            if read_request(&mut s).is_ok() {
-                                let _ = s.write_all(
-                                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\nConnection: close\r\n\r\n{\"ok\":true}",
-                                );
-                            }
-                            let _ = s.shutdown(Shutdown::Both);
-                        }
+                        Ok((s, _)) => serve(s, tls.as_ref()),
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                             std::thread::sleep(Duration::from_millis(10));
                         }

@@ -1,13 +1,17 @@
-//! The lab topology: client ─ gateway ─ server, each a network namespace.
+//! The lab topology: two clients ─ gateway ─ server, each a network namespace.
 //!
 //! ```text
 //!  client (eth0)            gateway (lan0 | wan0)             server (eth0)
 //!  192.0.2.10/24   ──veth── 192.0.2.1 | 198.51.100.1  ──veth── 198.51.100.2/24 (watched)
 //!  2001:db8:c::10/64        2001:db8:c::1 | 2001:db8:5::1     198.51.100.3/24 (unwatched)
 //!                                                             198.51.100.53/24 (DNS)
-//!                                                             2001:db8:5::2, ::3
+//!  client2 (eth0.100)       (lan1.100, VLAN 100 tagged)       2001:db8:5::2, ::3
+//!  203.0.113.10/24 ──veth── 203.0.113.1
+//!  2001:db8:d::10/64        2001:db8:d::1
 //! ```
 //! Documentation-range addresses only, routed only between these namespaces.
+//! The sensor attaches to lan0, lan1 (where client2's frames carry their
+//! 802.1Q tag in the packet: VLAN offload is off) and wan0.
 
 use std::{
     path::PathBuf,
@@ -29,20 +33,31 @@ pub const SERVER_V4: &str = "198.51.100.2";
 pub const OTHER_V4: &str = "198.51.100.3";
 /// The lab's DNS server (in the server namespace); every namespace's resolv.conf.
 pub const DNS_V4: &str = "198.51.100.53";
+pub const CLIENT2_V4: &str = "203.0.113.10";
+pub const GW_LAN2_V4: &str = "203.0.113.1";
 pub const CLIENT_V6: &str = "2001:db8:c::10";
+pub const CLIENT2_V6: &str = "2001:db8:d::10";
+pub const GW_LAN2_V6: &str = "2001:db8:d::1";
 pub const GW_LAN_V6: &str = "2001:db8:c::1";
 pub const GW_WAN_V6: &str = "2001:db8:5::1";
 pub const SERVER_V6: &str = "2001:db8:5::2";
 pub const OTHER_V6: &str = "2001:db8:5::3";
 /// Gateway interfaces the sensor attaches to.
 pub const LAN_IF: &str = "lan0";
+pub const LAN2_IF: &str = "lan1";
 pub const WAN_IF: &str = "wan0";
+/// The 802.1Q id of the second LAN.
+pub const LAN2_VLAN: u16 = 100;
 
 /// The three namespaces, wired and routed. Dropping it tears everything down.
 pub struct Lab {
     pub client: Netns,
+    /// A second client, on a VLAN-tagged LAN.
+    pub client2: Netns,
     pub gateway: Netns,
     pub server: Netns,
+    /// The trunk's tc links (tagging lives as long as they do).
+    vlan_links: Vec<std::os::fd::OwnedFd>,
 }
 
 fn veth(a_ns: &Netns, a: &str, b_ns: &Netns, b: &str) -> anyhow::Result<()> {
@@ -77,10 +92,12 @@ impl Lab {
             );
         }
         let dns = DNS_V4;
-        let lab = Self {
+        let mut lab = Self {
             client: Netns::new("c", dns)?,
+            client2: Netns::new("d", dns)?,
             gateway: Netns::new("g", dns)?,
             server: Netns::new("s", dns)?,
+            vlan_links: Vec::new(),
         };
         veth(&lab.gateway, LAN_IF, &lab.client, "eth0")?;
         veth(&lab.gateway, WAN_IF, &lab.server, "eth0")?;
@@ -135,10 +152,38 @@ impl Lab {
         }
         s.ip(&["route", "add", "default", "via", GW_WAN_V4])?;
         s.ip(&["-6", "route", "add", "default", "via", GW_WAN_V6])?;
+        lab.vlan_lan()?;
         Ok(lab)
     }
 
-    /// Starts `leakwatch run` in the gateway on both its interfaces, with `args`
+    /// client2 ─ lan1: an 802.1Q trunk carrying VLAN 100 (see `vlan`).
+    fn vlan_lan(&mut self) -> anyhow::Result<()> {
+        let (d, g) = (&self.client2, &self.gateway);
+        veth(g, LAN2_IF, d, "eth0")?;
+        let mut links = crate::vlan::trunk_end(d, "eth0", LAN2_VLAN)?;
+        links.extend(crate::vlan::trunk_end(g, LAN2_IF, LAN2_VLAN)?);
+        for (ns, dev, v4, v6) in [
+            (d, "eth0", CLIENT2_V4, CLIENT2_V6),
+            (g, LAN2_IF, GW_LAN2_V4, GW_LAN2_V6),
+        ] {
+            ns.ip(&["addr", "add", &format!("{v4}/24"), "dev", dev])?;
+            ns.ip(&[
+                "-6",
+                "addr",
+                "add",
+                &format!("{v6}/64"),
+                "dev",
+                dev,
+                "nodad",
+            ])?;
+        }
+        d.ip(&["route", "add", "default", "via", GW_LAN2_V4])?;
+        d.ip(&["-6", "route", "add", "default", "via", GW_LAN2_V6])?;
+        self.vlan_links = links;
+        Ok(())
+    }
+
+    /// Starts `leakwatch run` in the gateway on its three interfaces, with `args`
     /// appended, and waits until /healthz on `metrics_addr` says ready.
     pub fn start_sensor(
         &self,
@@ -153,6 +198,8 @@ impl Lab {
                 "run",
                 "--iface",
                 LAN_IF,
+                "--iface",
+                LAN2_IF,
                 "--iface",
                 WAN_IF,
                 "--metrics-addr",
@@ -190,6 +237,78 @@ impl Lab {
         let path = path.to_owned();
         let body = self.gateway.run(move || crate::http::get(addr, &path))??;
         Ok(body)
+    }
+}
+
+/// The streaming services of `scenarios::HOSTS` in the server namespace: their
+/// addresses, DNS (dnsmasq, with api.qobuz.com as a CNAME), HTTP on 80 and
+/// HTTPS on 443 on each address. Dropping it stops the servers.
+pub struct Services {
+    _dns: ChildGuard,
+    _http: crate::http::HttpServer,
+    _tls: crate::http::HttpServer,
+}
+
+impl Lab {
+    /// Starts the scenario services; `ttl` is the DNS answers' TTL.
+    pub fn serve_scenarios(&self, ttl: u32) -> anyhow::Result<Services> {
+        use crate::{
+            dns::{self, Zone},
+            scenarios::{HOSTS, QOBUZ_API_CDN},
+        };
+        let mut addrs = Vec::new();
+        let mut records: Vec<(&str, String)> = Vec::new();
+        let mut cnames = Vec::new();
+        for (name, v4, v6) in HOSTS {
+            for (a, plen) in [(v4, "24"), (v6, "64")] {
+                // Lab::up already gave the server some of them.
+                let cidr = format!("{a}/{plen}");
+                let mut args = vec!["addr", "add", &cidr, "dev", "eth0"];
+                if a.contains(':') {
+                    args.push("nodad");
+                }
+                if let Err(e) = self.server.ip(&args) {
+                    let m = e.to_string();
+                    anyhow::ensure!(m.contains("exists") || m.contains("already assigned"), e);
+                }
+                addrs.push(if a.contains(':') {
+                    format!("[{a}]")
+                } else {
+                    (*a).to_owned()
+                });
+            }
+            let target = if *name == "api.qobuz.com" {
+                cnames.push((*name, QOBUZ_API_CDN));
+                QOBUZ_API_CDN
+            } else {
+                name
+            };
+            records.push((target, format!("{v4},{v6}")));
+        }
+        let mut zones: Vec<Zone<'_>> = records.iter().map(|(n, a)| Zone::Host(n, a)).collect();
+        zones.extend(cnames.iter().map(|(n, t)| Zone::Cname(n, t)));
+        let dns = dns::start(&self.server, DNS_V4, &zones, ttl)?;
+        let http = crate::http::HttpServer::start(
+            &self.server,
+            &addrs
+                .iter()
+                .map(|a| format!("{a}:80").parse())
+                .collect::<Result<Vec<_>, _>>()?,
+        )?;
+        let names: Vec<&str> = HOSTS.iter().map(|(n, _, _)| *n).collect();
+        let tls = crate::tls::start(
+            &self.server,
+            &addrs
+                .iter()
+                .map(|a| format!("{a}:443").parse())
+                .collect::<Result<Vec<_>, _>>()?,
+            &names,
+        )?;
+        Ok(Services {
+            _dns: dns,
+            _http: http,
+            _tls: tls,
+        })
     }
 }
 

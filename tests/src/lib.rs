@@ -13,3 +13,6 @@ pub mod lab;
 pub mod netns;
 pub mod process;
 pub mod read;
+pub mod scenarios;
+pub mod tls;
+pub mod vlan;

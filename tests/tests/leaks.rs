@@ -89,9 +89,10 @@ fn qobuz_style_leaks_are_found_and_redacted() {
             && findings(&lab, "email") == 1
             && findings(&lab, "auth_token") >= 1
     });
-    // The token travels in a parameter and in a header of the same flow: one
-    // finding per rule (auth_token_param, auth_token_header).
-    assert_eq!(findings(&lab, "auth_token"), 2);
+    // The token travels in a parameter and in a header of the same flow: the
+    // same value is one finding.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(findings(&lab, "auth_token"), 1);
 
     // The same secrets to an unwatched host (whose Host header names no service,
     // so the probe does not learn it either): nothing.
@@ -104,7 +105,7 @@ fn qobuz_style_leaks_are_found_and_redacted() {
     let ev: Vec<Value> = read::json_lines(&events);
     common::assert_valid_events(&ev);
     let leaks: Vec<&Value> = ev.iter().filter(|e| e["event_type"] == "leak").collect();
-    assert_eq!(leaks.len(), 4, "{ev:?}");
+    assert_eq!(leaks.len(), 3, "{ev:?}");
     assert!(leaks.iter().all(|e| e["service"] == "qobuz"
         && e["dest_ip"] == SERVER_V4
         && e["src_ip"] == "192.0.2.10"));

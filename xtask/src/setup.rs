@@ -17,6 +17,8 @@ const APT_PACKAGES: &[&str] = &[
     "util-linux", // setpriv for the unprivileged-run test
     "curl",
     "dnsmasq-base", // the lab's DNS server (binary only, no system service)
+    "ethtool",      // the lab's VLAN trunk: tags written into frames
+    "openssl",      // the lab's HTTPS certificate
     "prometheus",   // promtool for the alert rules; the end-to-end scrape test
 ];
 

@@ -88,8 +88,9 @@ struct Flow {
     last_ts_ns: u64,
     ifindex: u32,
     fins: u8,
-    /// (rule, value hash): reported once per flow.
-    reported: HashSet<(usize, u64)>,
+    /// (kind, value hash): a value is reported once per flow, however many
+    /// rules or places find it (a JWT bearer is both `bearer_token` and `jwt_value`).
+    reported: HashSet<(Kind, u64)>,
     /// (direction, message) pairs that carried PII.
     pii: HashSet<(u8, u64)>,
     held: Vec<Located>,
@@ -285,7 +286,7 @@ impl StreamTable {
                 .and_then(|o| o.http.head())
         };
         for hit in hits {
-            if !flow.reported.insert((hit.rule, value_hash(&hit.value))) {
+            if !flow.reported.insert((hit.kind, value_hash(&hit.value))) {
                 continue;
             }
             let loc = Located {
@@ -509,6 +510,11 @@ mod tests {
     fn duplicates_in_a_flow_are_reported_once_and_gender_needs_company() {
         let two = [LOGIN, LOGIN].concat();
         assert_eq!(run(&two, &[], &[0]).len(), 3);
+        // One token in a parameter and a header, found by two rules each: once.
+        let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.c2lnbmF0dXJl";
+        let req =
+            format!("GET /x?access_token={jwt} HTTP/1.1\r\nAuthorization: Bearer {jwt}\r\n\r\n");
+        assert_eq!(run(req.as_bytes(), &[], &[0]), [("auth_token", jwt.into())]);
         let alone = b"POST /p HTTP/1.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 8\r\n\r\nsex=male";
         assert!(
             run(alone, &[], &[0]).is_empty(),

@@ -1,0 +1,221 @@
+//! What streaming apps send, as the lab replays it: each scenario is one HTTP
+//! request to a catalog host, with the findings a correct sensor reports for
+//! it. Shared by the end-to-end tests, `cargo xtask demo` and `cargo xtask lab`.
+//! The secrets are made up for the lab.
+
+/// The lab's server address for each host the scenarios use (IPv4, IPv6);
+/// the lab's DNS answers with these.
+pub const HOSTS: &[(&str, &str, &str)] = &[
+    ("www.qobuz.com", "198.51.100.2", "2001:db8:5::2"),
+    ("api.qobuz.com", "198.51.100.4", "2001:db8:5::4"),
+    ("www.deezer.com", "198.51.100.5", "2001:db8:5::5"),
+    ("api.spotify.com", "198.51.100.6", "2001:db8:5::6"),
+    ("api.soundcloud.com", "198.51.100.7", "2001:db8:5::7"),
+    ("www.example.org", "198.51.100.3", "2001:db8:5::3"),
+];
+
+/// api.qobuz.com is a CNAME to this CDN name (the sensor follows the chain).
+pub const QOBUZ_API_CDN: &str = "qobuz-api.cdn.example.net";
+
+pub const MD5: &str = "5f4dcc3b5aa765d61d8327deb882cf99";
+pub const TOKEN: &str = "QkX3u9rVb0dY7nWq2LpZsT5hGmJc8aEf";
+pub const ARL: &str = "a3f9c1e07b5d42e8b6c0d7f1e2a4b8c9d0e1f2a3b4c5d6e7f8091a2b3c4d5e6f";
+pub const JWT: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJ1c2VyOjQyIiwiaWF0IjoxNzAwMDAwMDAwfQ.c2lnbmF0dXJlLW9mLXRoZS1sYWI";
+/// `jane:hunter2!x`
+pub const BASIC: &str = "amFuZTpodW50ZXIyIXg=";
+pub const IDFA: &str = "6D92078A-8246-4BA4-AE5B-76104861E7DC";
+
+const UA: &str = "Qobuz/6.1.2 (iPhone; iOS 17.2)";
+
+/// One request an app sends.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub what: &'static str,
+    pub service: &'static str,
+    pub host: &'static str,
+    pub method: &'static str,
+    /// Path with query.
+    pub target: String,
+    pub headers: Vec<(&'static str, String)>,
+    /// Content type and body.
+    pub body: Option<(&'static str, String)>,
+    /// (kind, how many distinct findings).
+    pub expect: &'static [(&'static str, u64)],
+}
+
+impl Scenario {
+    /// The request as HTTP/1.1 bytes (Connection: close).
+    pub fn http1(&self) -> Vec<u8> {
+        let mut s = format!(
+            "{} {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: {UA}\r\n",
+            self.method, self.target, self.host
+        );
+        for (k, v) in &self.headers {
+            s.push_str(&format!("{k}: {v}\r\n"));
+        }
+        if let Some((ct, body)) = &self.body {
+            s.push_str(&format!(
+                "Content-Type: {ct}\r\nContent-Length: {}\r\n",
+                body.len()
+            ));
+        }
+        s.push_str("Connection: close\r\n\r\n");
+        if let Some((_, body)) = &self.body {
+            s.push_str(body);
+        }
+        s.into_bytes()
+    }
+
+    /// curl arguments sending the same request to `scheme://host`.
+    pub fn curl_args(&self, scheme: &str) -> Vec<String> {
+        let mut a = vec![
+            "-sS".into(),
+            "-k".into(),
+            "--max-time".into(),
+            "10".into(),
+            "-X".into(),
+            self.method.into(),
+            "-A".into(),
+            UA.into(),
+        ];
+        for (k, v) in &self.headers {
+            a.push("-H".into());
+            a.push(format!("{k}: {v}"));
+        }
+        if let Some((ct, body)) = &self.body {
+            a.push("-H".into());
+            a.push(format!("Content-Type: {ct}"));
+            a.push("--data-binary".into());
+            a.push(body.clone());
+        }
+        a.push(format!("{scheme}://{}{}", self.host, self.target));
+        a
+    }
+
+    /// The first line, for people watching.
+    pub fn first_line(&self) -> String {
+        format!("{} {}", self.method, self.target)
+    }
+}
+
+fn get(
+    what: &'static str,
+    service: &'static str,
+    host: &'static str,
+    target: &str,
+    headers: Vec<(&'static str, String)>,
+    expect: &'static [(&'static str, u64)],
+) -> Scenario {
+    Scenario {
+        what,
+        service,
+        host,
+        method: "GET",
+        target: target.into(),
+        headers,
+        body: None,
+        expect,
+    }
+}
+
+/// Qobuz login: e-mail and the MD5 of the password in the query.
+pub fn qobuz_login() -> Scenario {
+    get(
+        "Qobuz login: e-mail and MD5 password hash in the query",
+        "qobuz",
+        "www.qobuz.com",
+        &format!(
+            "/api.json/0.2/user/login?email=jane.doe%40example.com&password={MD5}&app_id=950096963"
+        ),
+        vec![],
+        &[("password_hash", 1), ("email", 1)],
+    )
+}
+
+/// Qobuz API call with the user auth token in a parameter.
+pub fn qobuz_token_param(token: &str) -> Scenario {
+    get(
+        "Qobuz API call: user_auth_token in the query",
+        "qobuz",
+        "api.qobuz.com",
+        &format!("/api.json/0.2/favorite/getUserFavorites?user_auth_token={token}"),
+        vec![],
+        &[("auth_token", 1)],
+    )
+}
+
+pub fn scenarios() -> Vec<Scenario> {
+    vec![
+        qobuz_login(),
+        qobuz_token_param(TOKEN),
+        get(
+            "Qobuz API call: X-User-Auth-Token header",
+            "qobuz",
+            "api.qobuz.com",
+            "/api.json/0.2/track/getFileUrl?track_id=1234",
+            vec![
+                ("X-User-Auth-Token", TOKEN.into()),
+                ("X-App-Id", "950096963".into()),
+            ],
+            &[("auth_token", 1)],
+        ),
+        Scenario {
+            what: "Qobuz registration: JSON body with name, e-mail, birthdate, gender, device",
+            service: "qobuz",
+            host: "www.qobuz.com",
+            method: "POST",
+            target: "/api.json/0.2/user/create".into(),
+            headers: vec![],
+            body: Some((
+                "application/json",
+                format!(
+                    r#"{{"firstname":"Jane","lastname":"Doe","email":"jane.doe@example.com","birthdate":"1990-02-28","gender":"female","device":{{"idfa":"{IDFA}","device_model":"iPhone15,2"}},"newsletter":false}}"#
+                ),
+            )),
+            expect: &[
+                ("person_name", 2),
+                ("email", 1),
+                ("birthdate", 1),
+                ("gender", 1),
+                ("device_info", 2),
+            ],
+        },
+        get(
+            "Deezer web call: arl session cookie",
+            "deezer",
+            "www.deezer.com",
+            "/ajax/gw-light.php?method=deezer.getUserData&api_version=1.0",
+            vec![(
+                "Cookie",
+                format!("arl={ARL}; dzr_uniq_id=dzr_uniq_id_fr1a2b"),
+            )],
+            &[("auth_token", 1)],
+        ),
+        get(
+            "Spotify Web API: Authorization: Bearer (a JWT)",
+            "spotify",
+            "api.spotify.com",
+            "/v1/me/player/currently-playing",
+            vec![("Authorization", format!("Bearer {JWT}"))],
+            &[("auth_token", 1)],
+        ),
+        get(
+            "SoundCloud API: HTTP Basic credentials",
+            "soundcloud",
+            "api.soundcloud.com",
+            "/me",
+            vec![("Authorization", format!("Basic {BASIC}"))],
+            &[("password", 1), ("username", 1)],
+        ),
+    ]
+}
+
+/// The login with the same secrets to a host that is no streaming service.
+pub fn unwatched() -> Scenario {
+    let mut s = qobuz_login();
+    s.what = "The same secrets to an unrelated site (nothing leaves the kernel)";
+    s.service = "";
+    s.host = "www.example.org";
+    s.expect = &[];
+    s
+}
