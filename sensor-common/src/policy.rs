@@ -24,14 +24,28 @@ pub enum Decision {
     },
 }
 
+/// Content type and length (header included) of the TLS record starting a
+/// payload, if these first five payload bytes are a record header: type 20–23
+/// (change_cipher_spec, alert, handshake, application_data), version 3.0–3.4.
+#[inline(always)]
+pub fn tls_record(first: [u8; 5]) -> Option<(u8, u32)> {
+    if (0x14..=0x17).contains(&first[0]) && first[1] == 0x03 && first[2] <= 0x04 {
+        Some((
+            first[0],
+            u16::from_be_bytes([first[3], first[4]]) as u32 + 5,
+        ))
+    } else {
+        None
+    }
+}
+
 /// Length of the TLS handshake record starting a payload (header included), if
 /// these first five payload bytes are one: content type 22, version 3.0–3.4.
 #[inline(always)]
 pub fn tls_handshake_len(first: [u8; 5]) -> Option<u32> {
-    if first[0] == 0x16 && first[1] == 0x03 && first[2] <= 0x04 {
-        Some(u16::from_be_bytes([first[3], first[4]]) as u32 + 5)
-    } else {
-        None
+    match tls_record(first) {
+        Some((0x16, len)) => Some(len),
+        _ => None,
     }
 }
 
@@ -152,10 +166,16 @@ pub fn watched_packet(
     if first {
         st.flags |= seen;
         f |= flags::FIRST_PAYLOAD;
-        let hello = peek5().and_then(tls_handshake_len);
-        if p.is_tcp() && dir == st.client_dir && hello.is_some() {
+        // Any TLS record marks the flow TLS: a flow first seen mid-stream (its
+        // address learned after its handshake) starts with application data.
+        let record = peek5().and_then(tls_record);
+        if p.is_tcp() && dir == st.client_dir && record.is_some() {
             st.flags |= flow_flags::TLS;
         }
+        let hello = match record {
+            Some((0x16, len)) => Some(len),
+            _ => None,
+        };
         // A TLS flow samples each direction's first record (the hello, even when it
         // spans segments); cleartext flows get the configured head.
         let budget = if st.flags & flow_flags::TLS != 0 {
@@ -267,6 +287,36 @@ mod tests {
         assert_eq!(got, [head, head, head, tail, None, None, None, tail]);
         assert_eq!((st.bytes[0], st.pkts[0], st.sampled[0]), (8320, 8, 3000));
         assert_eq!(st.flags & flow_flags::TLS, 0);
+    }
+
+    #[test]
+    fn a_tls_flow_first_seen_mid_stream_is_tls() {
+        // Its address was learned after the handshake: the first client payload
+        // the program sees is application data.
+        let c = cfg(3000, 4);
+        let mut st = FlowState::new(1, 0, 0);
+        let appdata = || Some([0x17, 0x03, 0x03, 0x00, 0x40]);
+        let d = watched_packet(&c, &mut st, 0, &pkt(69, TCP_ACK), 0, appdata);
+        assert!(
+            matches!(d, Decision::Record { flags: f, .. } if f & flags::TLS != 0),
+            "{d:?}"
+        );
+        assert_ne!(st.flags & flow_flags::TLS, 0);
+        // Nothing past the first record: no hello to sample.
+        assert_eq!(
+            kind(watched_packet(
+                &c,
+                &mut st,
+                0,
+                &pkt(500, TCP_ACK),
+                0,
+                appdata
+            )),
+            None
+        );
+        assert_eq!(tls_record(*b"GET /"), None);
+        assert_eq!(tls_record([0x15, 3, 3, 0, 2]), Some((0x15, 7)));
+        assert_eq!(tls_handshake_len([0x17, 3, 3, 0, 2]), None);
     }
 
     #[test]

@@ -3,6 +3,12 @@
 //! it. Shared by the end-to-end tests, `cargo xtask demo` and `cargo xtask lab`.
 //! The secrets are made up for the lab.
 
+use std::net::SocketAddr;
+
+use anyhow::Context as _;
+
+use crate::{dns, http::exchange, netns::Netns};
+
 /// The lab's server address for each host the scenarios use (IPv4, IPv6);
 /// the lab's DNS answers with these.
 pub const HOSTS: &[(&str, &str, &str)] = &[
@@ -218,4 +224,25 @@ pub fn unwatched() -> Scenario {
     s.host = "www.example.org";
     s.expect = &[];
     s
+}
+
+/// Resolves the scenario's host from `ns` (AAAA when `v6`), as an app would,
+/// and sends the request in cleartext to port 80. Returns the address used and
+/// the response.
+pub fn send(ns: &Netns, s: &Scenario, v6: bool) -> anyhow::Result<(String, Vec<u8>)> {
+    let addrs = if v6 {
+        dns::resolve_v6(ns, s.host)
+    } else {
+        dns::resolve_v4(ns, s.host)
+    }
+    .with_context(|| format!("resolving {}", s.host))?;
+    let ip = addrs.first().context("no address")?.clone();
+    let addr: SocketAddr = if v6 {
+        format!("[{ip}]:80")
+    } else {
+        format!("{ip}:80")
+    }
+    .parse()?;
+    let resp = exchange(ns, addr, s.http1())?;
+    Ok((ip, resp))
 }

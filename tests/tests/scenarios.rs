@@ -6,14 +6,11 @@
 
 use std::{
     collections::BTreeMap,
-    net::SocketAddr,
     path::PathBuf,
     time::{Duration, Instant},
 };
 
 use leakwatch_tests::{
-    dns,
-    http::exchange,
     lab::{self, CLIENT_V4, CLIENT2_V4, LAN_IF, LAN2_IF, Lab},
     netns::{Netns, unique},
     read,
@@ -52,24 +49,9 @@ impl World {
         }
     }
 
-    /// Resolves the scenario's host from `ns` (v4 or v6), as an app would, and
-    /// sends the request in cleartext.
+    /// Sends the scenario's request in cleartext from `ns`, resolving its host first.
     fn send(&self, ns: &Netns, s: &Scenario, v6: bool) {
-        let addrs = if v6 {
-            dns::resolve_v6(ns, s.host)
-        } else {
-            dns::resolve_v4(ns, s.host)
-        }
-        .unwrap_or_else(|e| panic!("resolving {}: {e:#}", s.host));
-        let ip = &addrs[0];
-        let addr: SocketAddr = if v6 {
-            format!("[{ip}]:80")
-        } else {
-            format!("{ip}:80")
-        }
-        .parse()
-        .unwrap();
-        let resp = exchange(ns, addr, s.http1()).expect("request");
+        let (_, resp) = scenarios::send(ns, s, v6).expect("request");
         assert!(resp.starts_with(b"HTTP/1.1 200"), "{}", s.what);
     }
 

@@ -1,7 +1,9 @@
-//! `cargo xtask demo`: the lab (client ─ gateway running leakwatch ─ server) with
-//! live XDP on the gateway's veths, Qobuz-style leak traffic sent slowly enough to
-//! watch, every record the kernel hands up printed as it arrives, and a final table.
-//! The sensor's /metrics is forwarded to 127.0.0.1:PORT in the root namespace.
+//! `cargo xtask demo`: the lab (two clients ─ gateway running leakwatch ─ server)
+//! with live XDP on the gateway's veths, streaming-app traffic sent slowly enough
+//! to watch (leaks in cleartext, the same over TLS, a token replayed from the
+//! second client, an unrelated site), every record the kernel hands up and every
+//! event printed as they arrive, and a final table. The sensor's /metrics is
+//! forwarded to 127.0.0.1:PORT in the root namespace.
 
 use std::{
     collections::BTreeMap,
@@ -15,10 +17,11 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use leakwatch_tests::{
-    dns::{self, Zone},
-    http::{HttpServer, exchange},
-    lab::{DNS_V4, LAN_IF, Lab, WAN_IF},
+    lab::{LAN_IF, LAN2_IF, Lab, Services, WAN_IF},
     netns::{Netns, unique},
+    process::ChildGuard,
+    scenarios::{self, Scenario},
+    tls,
 };
 use serde_json::Value;
 
@@ -43,8 +46,17 @@ extern "C" fn on_signal(_: libc::c_int) {
     STOP.store(true, Ordering::SeqCst);
 }
 
-fn stopping() -> bool {
+pub fn stopping() -> bool {
     STOP.load(Ordering::SeqCst)
+}
+
+/// Ctrl-C and SIGTERM end the run (and tear the lab down) instead of killing it.
+pub fn catch_signals() {
+    // SAFETY: installing a handler that only stores to an atomic.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
 }
 
 /// Sleeps `secs`, waking early on Ctrl-C.
@@ -55,56 +67,6 @@ fn pause(secs: f64) {
         thread::sleep(d);
         left -= d;
     }
-}
-
-/// The requests of the demo: what a streaming app sends, to which name and port.
-fn scenarios() -> Vec<(&'static str, &'static str, u16, Vec<u8>)> {
-    let get = |path: &str, host: &str, extra: &str| {
-        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: Qobuz/6.1.2 (iPhone; iOS 17.2)\r\n{extra}Connection: close\r\n\r\n")
-            .into_bytes()
-    };
-    vec![
-        (
-            "Qobuz login: email and MD5 password hash in the query",
-            "www.qobuz.com",
-            80,
-            get(
-                "/api.json/0.2/user/login?email=jane.doe%40example.com&password=5f4dcc3b5aa765d61d8327deb882cf99&app_id=950096963",
-                "www.qobuz.com",
-                "",
-            ),
-        ),
-        (
-            "Qobuz API call with user_auth_token in the query",
-            "api.qobuz.com",
-            80,
-            get(
-                "/api.json/0.2/favorite/getUserFavorites?user_auth_token=QkX3u9rVb0dY7nWq2LpZsT5hGmJc8aEf",
-                "api.qobuz.com",
-                "",
-            ),
-        ),
-        (
-            "Qobuz API call with an X-User-Auth-Token header",
-            "api.qobuz.com",
-            80,
-            get(
-                "/api.json/0.2/track/getFileUrl?track_id=1234",
-                "api.qobuz.com",
-                "X-User-Auth-Token: QkX3u9rVb0dY7nWq2LpZsT5hGmJc8aEf\r\nX-App-Id: 950096963\r\n",
-            ),
-        ),
-        (
-            "The same secrets to an unrelated site (nothing leaves the kernel)",
-            "www.example.org",
-            8081,
-            get(
-                "/login?email=jane.doe%40example.com&password=5f4dcc3b5aa765d61d8327deb882cf99",
-                "www.example.org",
-                "",
-            ),
-        ),
-    ]
 }
 
 /// Forwards `127.0.0.1:port` in the root namespace to `target` inside `ns`.
@@ -196,7 +158,38 @@ fn print_events(path: &PathBuf, pos: &mut usize) {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let complete = text.rfind('\n').map_or(0, |i| i + 1);
     for line in text.get(*pos..complete).unwrap_or("").lines() {
-        println!("  EVENT {line}");
+        let Ok(e) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        let s = |k: &str| e[k].as_str().unwrap_or("?").to_owned();
+        match e["event_type"].as_str() {
+            Some("leak") => println!(
+                "  ⚠ LEAK   {} {} ({}, {}) in the {}: {}  [{} → {}]",
+                s("service"),
+                s("kind"),
+                s("severity"),
+                s("rule"),
+                s("context"),
+                s("evidence"),
+                s("src_ip"),
+                s("dest_ip")
+            ),
+            Some("replay") => println!(
+                "  ⚠ REPLAY {} {} first sent by {} {:.1} s earlier, now by {}",
+                s("service"),
+                s("kind"),
+                e["replay"]["first_client_ip"].as_str().unwrap_or("?"),
+                e["replay"]["seconds_since_first"].as_f64().unwrap_or(0.0),
+                s("src_ip")
+            ),
+            Some("cleartext_flow") => println!(
+                "  · cleartext flow to {} ({}:{})",
+                s("service"),
+                s("dest_ip"),
+                e["dest_port"]
+            ),
+            _ => println!("  EVENT {line}"),
+        }
     }
     *pos = complete.max(*pos);
 }
@@ -213,47 +206,44 @@ fn metrics_text(port: u16) -> anyhow::Result<String> {
         .unwrap_or_default())
 }
 
-pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
+/// The lab with its services and the sensor, running.
+pub struct Running {
+    pub lab: Lab,
+    _services: Services,
+    pub sensor: ChildGuard,
+    pub dump: PathBuf,
+    pub events: PathBuf,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.sensor.signal(libc::SIGTERM);
+        let _ = self.sensor.wait_timeout(Duration::from_secs(10));
+        let _ = std::fs::remove_file(&self.dump);
+        let _ = std::fs::remove_file(&self.events);
+    }
+}
+
+/// Builds leakwatch, the lab, its services and the sensor (learning from DNS,
+/// nothing configured); forwards its /metrics to 127.0.0.1:`metrics_port`.
+pub fn start(metrics_port: u16) -> anyhow::Result<Running> {
     if !is_root() {
-        bail!(
-            "the demo builds network namespaces and attaches XDP: run `cargo xtask demo` as root"
-        );
+        bail!("the lab builds network namespaces and attaches XDP: run it as root");
     }
     step(
         "building leakwatch",
         cargo().args(["build", "-p", "sensor-user"]),
     )?;
     let bin = root().join("target/debug/leakwatch");
-    // SAFETY: installing a handler that only stores to an atomic.
-    unsafe {
-        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
-    }
-
-    println!("==> building the lab: client ─ gateway ({LAN_IF}|{WAN_IF}, leakwatch) ─ server");
+    println!(
+        "==> building the lab: client ({LAN_IF}) and client2 ({LAN2_IF}, VLAN-tagged) ─ gateway (leakwatch, {WAN_IF}) ─ server"
+    );
     let lab = Lab::up()?;
-    let _dns = dns::start(
-        &lab.server,
-        DNS_V4,
-        &[
-            Zone::Host("www.qobuz.com", "198.51.100.2"),
-            Zone::Cname("api.qobuz.com", "qobuz-api.cdn.example.net"),
-            Zone::Host("qobuz-api.cdn.example.net", "198.51.100.4"),
-            Zone::Host("www.example.org", "198.51.100.3"),
-        ],
-        300,
-    )?;
-    lab.server
-        .ip(&["addr", "add", "198.51.100.4/24", "dev", "eth0"])?;
-    let _http = HttpServer::start(
-        &lab.server,
-        &["198.51.100.2:80", "198.51.100.4:80", "198.51.100.3:8081"]
-            .map(|a| a.parse().expect("address")),
-    )?;
+    let services = lab.serve_scenarios(300)?;
     let dump = std::env::temp_dir().join(format!("{}.jsonl", unique("demo")));
     let events = std::env::temp_dir().join(format!("{}.jsonl", unique("events")));
     let sensor_metrics = "127.0.0.1:9477";
-    let mut sensor = lab.start_sensor(
+    let sensor = lab.start_sensor(
         &bin,
         sensor_metrics,
         &[
@@ -263,70 +253,144 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
             events.to_str().context("temp path")?,
         ],
     )?;
-    forward(args.metrics_port, &lab.gateway, sensor_metrics.parse()?)?;
+    forward(metrics_port, &lab.gateway, sensor_metrics.parse()?)?;
     println!(
-        "==> sensor attached; metrics at http://127.0.0.1:{}/metrics (root namespace)",
-        args.metrics_port
+        "==> sensor attached; metrics at http://127.0.0.1:{metrics_port}/metrics (root namespace)"
     );
-    println!(
-        "==> nothing configured: the sensor learns Qobuz's addresses from the DNS answers it sees\n"
-    );
+    Ok(Running {
+        lab,
+        _services: services,
+        sensor,
+        dump,
+        events,
+    })
+}
 
-    let (mut pos, mut all) = (0usize, Vec::new());
-    let mut event_pos = 0usize;
-    for (what, name, port, req) in scenarios() {
+/// What the demo prints while it runs.
+struct Watch {
+    pos: usize,
+    event_pos: usize,
+    all: Vec<Value>,
+}
+
+impl Watch {
+    fn show(&mut self, r: &Running) {
+        drain(&r.dump, &mut self.pos, &mut self.all);
+        print_events(&r.events, &mut self.event_pos);
+    }
+}
+
+fn cleartext(r: &Running, w: &mut Watch, ns: &Netns, who: &str, s: &Scenario) {
+    println!(
+        "{who} → {} (cleartext): {}\n  {}",
+        s.host,
+        s.what,
+        s.first_line()
+    );
+    match scenarios::send(ns, s, false) {
+        Ok((ip, resp)) => println!(
+            "  {} resolved to {ip}; ← {}",
+            s.host,
+            String::from_utf8_lossy(&resp).lines().next().unwrap_or("")
+        ),
+        Err(e) => println!("  request failed: {e:#}"),
+    }
+    pause(0.4);
+    w.show(r);
+    println!();
+}
+
+pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
+    catch_signals();
+    let r = start(args.metrics_port)?;
+    println!(
+        "==> nothing configured: the sensor learns the services' addresses from the DNS answers it sees\n"
+    );
+    let mut w = Watch {
+        pos: 0,
+        event_pos: 0,
+        all: Vec::new(),
+    };
+    let all = scenarios::scenarios();
+    for s in &all {
         if stopping() {
             break;
         }
-        let addr = match dns::resolve_v4(&lab.client, name) {
-            Ok(a) if !a.is_empty() => a[0].clone(),
-            other => {
-                println!("client: resolving {name} failed: {other:?}");
-                continue;
-            }
-        };
-        println!("client resolves {name} → {addr}");
-        pause(0.3);
-        drain(&dump, &mut pos, &mut all);
-        let first = String::from_utf8_lossy(&req)
-            .lines()
-            .next()
-            .unwrap_or("")
-            .to_owned();
-        println!("client → {addr}:{port}: {what}\n  {first}");
-        match exchange(&lab.client, format!("{addr}:{port}").parse()?, req) {
-            Ok(resp) => println!(
-                "  ← {}",
-                String::from_utf8_lossy(&resp).lines().next().unwrap_or("")
-            ),
+        cleartext(&r, &mut w, &r.lab.client, "client", s);
+        pause(args.pace);
+    }
+    if !stopping() {
+        let s = &all[0];
+        println!(
+            "client → {} over HTTPS: the same login; TLS hides it, the flow counts as tls",
+            s.host
+        );
+        match tls::curl(&r.lab.client, &s.curl_args("https")) {
+            Ok(_) => println!("  ← answered over TLS"),
             Err(e) => println!("  request failed: {e:#}"),
         }
-        pause(0.3);
-        drain(&dump, &mut pos, &mut all);
-        print_events(&events, &mut event_pos);
+        pause(0.4);
+        w.show(&r);
         println!();
         pause(args.pace);
     }
+    if !stopping() {
+        let replayed = scenarios::qobuz_token_param(scenarios::TOKEN);
+        cleartext(
+            &r,
+            &mut w,
+            &r.lab.client2,
+            "client2 (VLAN 100) replays client's token",
+            &replayed,
+        );
+        pause(args.pace);
+    }
+    if !stopping() {
+        cleartext(&r, &mut w, &r.lab.client, "client", &scenarios::unwatched());
+    }
     pause(0.5);
-    drain(&dump, &mut pos, &mut all);
-    print_events(&events, &mut event_pos);
+    w.show(&r);
+    summary(&w.all, args.metrics_port);
 
-    // Final table: records by service and kind, and the kernel's counters.
+    if args.keep && !stopping() {
+        println!(
+            "\n==> --keep: lab and sensor stay up; enter a namespace with `ip netns exec {} bash`; Ctrl-C to tear down",
+            r.lab.client.name()
+        );
+        let mut r = r;
+        while !stopping() {
+            drain(&r.dump, &mut w.pos, &mut w.all);
+            if !r.sensor.running() {
+                println!("leakwatch exited");
+                break;
+            }
+            thread::sleep(Duration::from_millis(200));
+        }
+        println!("==> tearing down");
+        return Ok(());
+    }
+    println!("==> tearing down");
+    Ok(())
+}
+
+/// The final table: records by service and kind, the kernel's counters,
+/// findings by service × kind, and the cleartext share.
+fn summary(all: &[Value], metrics_port: u16) {
     let mut table: BTreeMap<(String, String), u64> = BTreeMap::new();
-    for r in &all {
+    for r in all {
         let svc = r["service"].as_str().unwrap_or("-").to_owned();
         *table
             .entry((svc, r["kind"].as_str().unwrap_or("?").to_owned()))
             .or_default() += 1;
     }
     println!(
-        "records handed to userspace:\n  {:<10} {:<8} {:>6}",
+        "records handed to userspace:\n  {:<12} {:<8} {:>6}",
         "service", "kind", "count"
     );
     for ((svc, kind), n) in &table {
-        println!("  {svc:<10} {kind:<8} {n:>6}");
+        println!("  {svc:<12} {kind:<8} {n:>6}");
     }
-    let text = metrics_text(args.metrics_port).unwrap_or_default();
+    let text = metrics_text(metrics_port).unwrap_or_default();
     println!("\nXDP packet outcomes (leakwatch_xdp_packets_total, non-zero):");
     for line in text
         .lines()
@@ -337,11 +401,12 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
             line.trim_start_matches("leakwatch_xdp_packets_total")
         );
     }
-    println!("\nFlows, learned addresses and DNS answers:");
+    println!("\nFlows, learned addresses, DNS answers and replays:");
     for prefix in [
         "leakwatch_flows_total{",
         "leakwatch_watched_addresses{",
         "leakwatch_dns_answers_total{",
+        "leakwatch_replays_total{",
     ] {
         for line in text
             .lines()
@@ -350,10 +415,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
             println!("  {line}");
         }
     }
-    println!(
-        "\nFindings (leakwatch_findings_total):\n  {:<10} {:<14} {:<9} {:>5}",
-        "service", "kind", "severity", "count"
-    );
+    let mut findings: BTreeMap<(String, String), u64> = BTreeMap::new();
     for line in text
         .lines()
         .filter(|l| l.starts_with("leakwatch_findings_total{"))
@@ -365,14 +427,23 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
                 .unwrap_or("?")
                 .to_owned()
         };
-        let n = line.rsplit(' ').next().unwrap_or("0");
-        println!(
-            "  {:<10} {:<14} {:<9} {:>5}",
-            label("service"),
-            label("kind"),
-            label("severity"),
-            n
-        );
+        let n: u64 = line
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        if n > 0 {
+            *findings
+                .entry((label("service"), label("kind")))
+                .or_default() += n;
+        }
+    }
+    println!(
+        "\nFindings (leakwatch_findings_total):\n  {:<12} {:<14} {:>5}",
+        "service", "kind", "count"
+    );
+    for ((svc, kind), n) in &findings {
+        println!("  {svc:<12} {kind:<14} {n:>5}");
     }
     let flows = |t: &str| -> f64 {
         text.lines()
@@ -385,26 +456,10 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     let total = flows("cleartext") + flows("tls") + flows("quic") + flows("unknown");
     if total > 0.0 {
         println!(
-            "\nCleartext share of watched flows: {:.0} %",
-            100.0 * flows("cleartext") / total
+            "\nCleartext share of watched flows: {:.0} % ({} of {})",
+            100.0 * flows("cleartext") / total,
+            flows("cleartext"),
+            total
         );
     }
-
-    if args.keep && !stopping() {
-        println!("\n==> --keep: lab and sensor stay up; Ctrl-C to tear down");
-        while !stopping() {
-            drain(&dump, &mut pos, &mut all);
-            if !sensor.running() {
-                println!("leakwatch exited");
-                break;
-            }
-            thread::sleep(Duration::from_millis(200));
-        }
-    }
-    println!("==> tearing down");
-    sensor.signal(libc::SIGTERM);
-    let _ = sensor.wait_timeout(Duration::from_secs(10));
-    let _ = std::fs::remove_file(&dump);
-    let _ = std::fs::remove_file(&events);
-    Ok(())
 }

@@ -6,9 +6,11 @@
 //! | test    | setup, fmt check, clippy (host and BPF), unit and root-only tests   |
 //! | bench   | setup, XDP per-packet cost against a null program                  |
 //! | demo    | setup, the namespace lab with the live sensor and streaming traffic |
+//! | lab     | `up`: the demo's lab in the foreground for exploring; `down`: cleanup |
 
 mod bench;
 mod demo;
+mod lab;
 mod setup;
 mod shell;
 mod test;
@@ -32,6 +34,11 @@ enum Cmd {
     Bench,
     /// The lab with the live sensor and leak traffic.
     Demo(demo::DemoArgs),
+    /// The lab alone, for manual exploration.
+    Lab {
+        #[command(subcommand)]
+        cmd: lab::LabCmd,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -48,6 +55,12 @@ fn main() -> anyhow::Result<()> {
         Cmd::Demo(args) => {
             setup::run()?;
             demo::run(&args)
+        }
+        Cmd::Lab { cmd } => {
+            if matches!(cmd, lab::LabCmd::Up { .. }) {
+                setup::run()?;
+            }
+            lab::run(&cmd)
         }
     }
 }
