@@ -16,5 +16,11 @@ pub fn run() -> anyhow::Result<()> {
     step(
         "XDP per-packet cost (BPF_PROG_TEST_RUN) → target/bench/xdp.json",
         cargo().args(["bench", "-p", "sensor-user", "--bench", "xdp"]),
-    )
+    )?;
+    step(
+        "building leakwatch for the live benchmark",
+        cargo().args(["build", "-p", "sensor-user"]),
+    )?;
+    println!("==> live: gateway forwarding with and without the sensor → target/bench/live.json");
+    crate::live::run()
 }

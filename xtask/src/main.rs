@@ -11,6 +11,7 @@
 mod bench;
 mod demo;
 mod lab;
+mod live;
 mod setup;
 mod shell;
 mod test;
