@@ -1,7 +1,13 @@
 //! `leakwatch`: the sensor daemon. The binary edge: argument parsing, anyhow errors
 //! with context, signals. The work happens in the `sensor_user` library.
 
-use std::{io::Write, net::SocketAddr, path::PathBuf, sync::Arc, thread};
+use std::{
+    io::{IsTerminal as _, Write},
+    net::SocketAddr,
+    path::PathBuf,
+    sync::Arc,
+    thread,
+};
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -25,6 +31,7 @@ use sensor_user::{
     sinks::{
         jsonl::JsonLines,
         metrics::{AttachLabels, Metrics},
+        summary::{self, Progress, Totals},
     },
     targets::{StaticWatch, catalog::Catalog, learning::Targeting},
 };
@@ -85,6 +92,16 @@ struct ReplayArgs {
     head_bytes: u32,
     #[arg(long, default_value_t = DEFAULT_TAIL_EVERY, value_name = "K")]
     tail_every: u32,
+    /// Progress line on stderr: auto (on a terminal, for inputs over 8 MB), always, never.
+    #[arg(long, default_value = "auto", value_name = "WHEN")]
+    progress: ProgressWhen,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum ProgressWhen {
+    Auto,
+    Always,
+    Never,
 }
 
 #[derive(Subcommand)]
@@ -429,25 +446,48 @@ fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     let mut failure = None;
     let mut packets = 0u64;
     let mut skipped = 0u64;
-    for file in &args.files {
-        let result = pcap::read(file, |frame| {
-            let t0 = *first_ts.get_or_insert(frame.ts_ns);
-            // Capture time drives expiry; out-of-order timestamps do not go back.
-            let at = Duration::from_nanos(frame.ts_ns.saturating_sub(t0));
-            now = now.max(base + at);
-            if at >= last_tick + Duration::from_secs(1) {
-                last_tick = at;
-                pipeline.tick(now);
-            }
-            bytes += frame.data.len() as u64;
-            packets += 1;
-            if let Some(rec) =
-                sampler.process(&frame.data, frame.ts_ns, 1, pipeline.targeting.sink())
-            {
-                records += 1;
-                pipeline.handle(Ok(rec), now);
-            }
-        });
+    let sizes: Vec<u64> = args
+        .files
+        .iter()
+        .map(|f| std::fs::metadata(f).map_or(0, |m| m.len()))
+        .collect();
+    let total: u64 = sizes.iter().sum();
+    let show = match args.progress {
+        ProgressWhen::Always => true,
+        ProgressWhen::Never => false,
+        ProgressWhen::Auto => std::io::stderr().is_terminal() && total > 8_000_000,
+    };
+    let mut progress = Progress::new(total);
+    let mut done_before = 0u64;
+    let files = args.files.len();
+    for (i, file) in args.files.iter().enumerate() {
+        let result = pcap::read(
+            file,
+            |frame| {
+                let t0 = *first_ts.get_or_insert(frame.ts_ns);
+                // Capture time drives expiry; out-of-order timestamps do not go back.
+                let at = Duration::from_nanos(frame.ts_ns.saturating_sub(t0));
+                now = now.max(base + at);
+                if at >= last_tick + Duration::from_secs(1) {
+                    last_tick = at;
+                    pipeline.tick(now);
+                }
+                bytes += frame.data.len() as u64;
+                packets += 1;
+                if let Some(rec) =
+                    sampler.process(&frame.data, frame.ts_ns, 1, pipeline.targeting.sink())
+                {
+                    records += 1;
+                    pipeline.handle(Ok(rec), now);
+                }
+            },
+            |offset| {
+                if show {
+                    progress.update(&mut std::io::stderr(), done_before + offset, i + 1, files);
+                }
+            },
+        );
+        done_before += sizes[i];
         match result {
             Ok((_, s)) => skipped += s,
             Err(e) => {
@@ -456,44 +496,28 @@ fn replay(args: ReplayArgs) -> anyhow::Result<()> {
             }
         }
     }
+    progress.finish(&mut std::io::stderr());
     // End of input: every flow ends.
     pipeline.tick(now + Duration::from_secs(86_400));
-    let secs = started.elapsed().as_secs_f64();
 
     let text = metrics.encode();
     if let Some(p) = &args.metrics_out {
         std::fs::write(p, &text)
             .with_context(|| format!("writing --metrics-out {}", p.display()))?;
     }
-    let mut out = std::io::stderr().lock();
-    writeln!(
-        out,
-        "replayed {packets} packets ({:.1} MB, {skipped} of other link types skipped), {records} sampled records",
-        bytes as f64 / 1e6
+    let totals = Totals {
+        files,
+        packets,
+        bytes,
+        skipped,
+        records,
+        elapsed: started.elapsed(),
+    };
+    write!(
+        std::io::stderr().lock(),
+        "{}",
+        summary::table(&totals, &text)
     )?;
-    writeln!(
-        out,
-        "{:.2} s, {:.1} MB/s",
-        secs,
-        bytes as f64 / 1e6 / secs.max(1e-9)
-    )?;
-    for (title, prefix) in [
-        ("flows", "leakwatch_flows_total{"),
-        ("findings", "leakwatch_findings_total{"),
-    ] {
-        let rows: Vec<&str> = text
-            .lines()
-            .filter(|l| l.starts_with(prefix) && !l.ends_with(" 0"))
-            .collect();
-        writeln!(
-            out,
-            "{title}:{}",
-            if rows.is_empty() { " none" } else { "" }
-        )?;
-        for r in rows {
-            writeln!(out, "  {}", r.trim_start_matches(prefix).replace('}', " →"))?;
-        }
-    }
     match failure {
         // Everything read before the damage was reported above.
         Some(e) => Err(e.into()),

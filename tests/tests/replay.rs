@@ -215,12 +215,20 @@ fn a_damaged_capture_names_the_file_and_keeps_what_was_read() {
     let err = String::from_utf8_lossy(&out.stderr);
     let _ = std::fs::remove_file(&cut);
     assert!(!out.status.success());
+    // Where packet 32 starts: the 24-byte file header, then 16 bytes and the
+    // captured bytes per packet (little-endian pcap).
+    let mut at = 24;
+    for _ in 0..31 {
+        let caplen = u32::from_le_bytes(src[at + 8..at + 12].try_into().unwrap()) as usize;
+        at += 16 + caplen;
+    }
     assert!(
-        err.contains(&cut.display().to_string()) && err.contains("damaged after packet 31"),
+        err.contains(&cut.display().to_string())
+            && err.contains(&format!("damaged at byte {at} (after packet 31)")),
         "{err}"
     );
     assert!(
-        err.contains("replayed 31 packets") && err.contains("kind=\"password\""),
+        err.contains("replayed 31 packets") && err.contains(" password "),
         "what was read is reported: {err}"
     );
 }

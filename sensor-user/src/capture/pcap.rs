@@ -5,12 +5,12 @@
 //! Link types: Ethernet, raw IP (101, 228, 229), Linux cooked (SLL, SLL2) and
 //! BSD loopback (NULL, LOOP). Others are counted and skipped.
 
-use std::{fs::File, io::BufReader, path::Path};
+use std::{fs::File, io::Read as _, path::Path};
 
 use pcap_file::{
     DataLink,
-    pcap::PcapReader,
-    pcapng::{Block, PcapNgReader},
+    pcap::PcapParser,
+    pcapng::{Block, PcapNgParser},
 };
 use sensor_common::parse::{ETH_P_IPV4, ETH_P_IPV6};
 
@@ -24,9 +24,10 @@ pub enum CaptureError {
     },
     #[error("{path}: not a pcap or pcapng file ({message})")]
     Format { path: String, message: String },
-    #[error("{path}: damaged after packet {packet}: {message}")]
+    #[error("{path}: damaged at byte {offset} (after packet {packet}): {message}")]
     Damaged {
         path: String,
+        offset: u64,
         packet: u64,
         message: String,
     },
@@ -82,93 +83,164 @@ pub fn to_ethernet(link: DataLink, data: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
-/// Reads every frame of `path`, calling `each` in capture order. Frames read
-/// before a damaged part are delivered; the error then says where it broke.
+/// Bytes read from the file at a time.
+const CHUNK: usize = 1 << 20;
+
+/// The file, read in chunks, with the file offset of the first unparsed byte.
+struct Input {
+    file: File,
+    buf: Vec<u8>,
+    start: usize,
+    offset: u64,
+}
+
+impl Input {
+    fn data(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+
+    /// Bytes read from the file so far.
+    fn read(&self) -> u64 {
+        self.offset + self.data().len() as u64
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.start += n;
+        self.offset += n as u64;
+    }
+
+    /// Reads the next chunk; false at the end of the file.
+    fn fill(&mut self) -> std::io::Result<bool> {
+        self.buf.drain(..self.start);
+        self.start = 0;
+        let old = self.buf.len();
+        self.buf.resize(old + CHUNK, 0);
+        let n = loop {
+            match self.file.read(&mut self.buf[old..]) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                r => break r?,
+            }
+        };
+        self.buf.truncate(old + n);
+        Ok(n > 0)
+    }
+}
+
+/// Reads every frame of `path`, calling `each` in capture order, and `progress`
+/// with the bytes read from the file so far after each chunk. Frames read before a damaged
+/// part are delivered; the error then says at which byte, after which packet.
 /// Returns (frames delivered, frames skipped for their link type).
-pub fn read(path: &Path, mut each: impl FnMut(Frame)) -> Result<(u64, u64), CaptureError> {
+pub fn read(
+    path: &Path,
+    mut each: impl FnMut(Frame),
+    mut progress: impl FnMut(u64),
+) -> Result<(u64, u64), CaptureError> {
     let name = path.display().to_string();
     let file = File::open(path).map_err(|source| CaptureError::Open {
         path: name.clone(),
         source,
     })?;
-    let mut magic = [0u8; 4];
-    {
-        use std::io::Read as _;
-        File::open(path)
-            .and_then(|mut f| f.read_exact(&mut magic))
-            .map_err(|e| CaptureError::Format {
-                path: name.clone(),
-                message: e.to_string(),
-            })?;
-    }
-    let reader = BufReader::new(file);
-    let (mut n, mut skipped) = (0u64, 0u64);
-    let damaged = |n: u64, e: pcap_file::PcapError| CaptureError::Damaged {
+    let mut input = Input {
+        file,
+        buf: Vec::with_capacity(CHUNK),
+        start: 0,
+        offset: 0,
+    };
+    let damaged = |input: &Input, n: u64, message: String| CaptureError::Damaged {
         path: name.clone(),
+        offset: input.offset,
         packet: n,
+        message,
+    };
+    let io = |e: std::io::Error| CaptureError::Open {
+        path: name.clone(),
+        source: e,
+    };
+    // Enough bytes for either file header.
+    while input.data().len() < 64 && input.fill().map_err(io)? {}
+    progress(input.read());
+    let format = |e: pcap_file::PcapError| CaptureError::Format {
+        path: name.clone(),
         message: e.to_string(),
     };
-    if magic == [0x0a, 0x0d, 0x0d, 0x0a] {
-        let mut r = PcapNgReader::new(reader).map_err(|e| CaptureError::Format {
-            path: name.clone(),
-            message: e.to_string(),
-        })?;
+    // Counts as it hands a frame on: (delivered, skipped).
+    let mut deliver =
+        |link: DataLink, ts_ns: u64, data: &[u8], c: &mut (u64, u64)| match to_ethernet(link, data)
+        {
+            Some(data) => {
+                c.0 += 1;
+                each(Frame { ts_ns, data });
+            }
+            None => c.1 += 1,
+        };
+    let mut c = (0u64, 0u64);
+    if input.data().starts_with(&[0x0a, 0x0d, 0x0d, 0x0a]) {
+        let (rest, mut parser) = PcapNgParser::new(input.data()).map_err(format)?;
+        let used = input.data().len() - rest.len();
+        input.consume(used);
         let mut links: Vec<DataLink> = Vec::new();
-        while let Some(block) = r.next_block() {
-            let block = block.map_err(|e| damaged(n, e))?;
-            match block {
-                Block::SectionHeader(_) => links.clear(),
-                Block::InterfaceDescription(idb) => links.push(idb.linktype),
-                Block::EnhancedPacket(epb) => {
-                    let link = links
-                        .get(epb.interface_id as usize)
-                        .copied()
-                        .unwrap_or(DataLink::ETHERNET);
-                    match to_ethernet(link, &epb.data) {
-                        Some(data) => {
-                            n += 1;
-                            each(Frame {
-                                ts_ns: epb.timestamp.as_nanos() as u64,
-                                data,
-                            });
+        loop {
+            let data = input.data();
+            match parser.next_block(data) {
+                Ok((rest, block)) => {
+                    let used = data.len() - rest.len();
+                    match block {
+                        Block::SectionHeader(_) => links.clear(),
+                        Block::InterfaceDescription(idb) => links.push(idb.linktype),
+                        Block::EnhancedPacket(epb) => {
+                            let link = links
+                                .get(epb.interface_id as usize)
+                                .copied()
+                                .unwrap_or(DataLink::ETHERNET);
+                            deliver(link, epb.timestamp.as_nanos() as u64, &epb.data, &mut c);
                         }
-                        None => skipped += 1,
-                    }
-                }
-                Block::SimplePacket(spb) => {
-                    let link = links.first().copied().unwrap_or(DataLink::ETHERNET);
-                    match to_ethernet(link, &spb.data) {
-                        Some(data) => {
-                            n += 1;
-                            each(Frame { ts_ns: 0, data });
+                        Block::SimplePacket(spb) => {
+                            let link = links.first().copied().unwrap_or(DataLink::ETHERNET);
+                            deliver(link, 0, &spb.data, &mut c);
                         }
-                        None => skipped += 1,
+                        _ => {}
                     }
+                    input.consume(used);
                 }
-                _ => {}
+                Err(pcap_file::PcapError::IncompleteBuffer) => {
+                    if !input.fill().map_err(io)? {
+                        if input.data().is_empty() {
+                            break;
+                        }
+                        return Err(damaged(&input, c.0, "the file ends inside a block".into()));
+                    }
+                    progress(input.read());
+                }
+                Err(e) => return Err(damaged(&input, c.0, e.to_string())),
             }
         }
     } else {
-        let mut r = PcapReader::new(reader).map_err(|e| CaptureError::Format {
-            path: name.clone(),
-            message: e.to_string(),
-        })?;
-        let link = r.header().datalink;
-        while let Some(pkt) = r.next_packet() {
-            let pkt = pkt.map_err(|e| damaged(n, e))?;
-            match to_ethernet(link, &pkt.data) {
-                Some(data) => {
-                    n += 1;
-                    each(Frame {
-                        ts_ns: pkt.timestamp.as_nanos() as u64,
-                        data,
-                    });
+        let (rest, parser) = PcapParser::new(input.data()).map_err(format)?;
+        let used = input.data().len() - rest.len();
+        input.consume(used);
+        let link = parser.header().datalink;
+        loop {
+            let data = input.data();
+            match parser.next_packet(data) {
+                Ok((rest, pkt)) => {
+                    let used = data.len() - rest.len();
+                    deliver(link, pkt.timestamp.as_nanos() as u64, &pkt.data, &mut c);
+                    input.consume(used);
                 }
-                None => skipped += 1,
+                Err(pcap_file::PcapError::IncompleteBuffer) => {
+                    if !input.fill().map_err(io)? {
+                        if input.data().is_empty() {
+                            break;
+                        }
+                        return Err(damaged(&input, c.0, "the file ends inside a packet".into()));
+                    }
+                    progress(input.read());
+                }
+                Err(e) => return Err(damaged(&input, c.0, e.to_string())),
             }
         }
     }
-    Ok((n, skipped))
+    Ok(c)
 }
 
 #[cfg(test)]

@@ -4,3 +4,4 @@ pub mod events;
 pub mod jsonl;
 pub mod metrics;
 pub mod records;
+pub mod summary;
