@@ -420,7 +420,9 @@ fn replay(args: ReplayArgs) -> anyhow::Result<()> {
         replay,
     );
     let posture = Posture::new(idle, 65_536);
-    let metrics = Arc::new(Metrics::new());
+    let mut metrics = Metrics::new();
+    let sampler_counts = metrics.register_sampler_counters("pcap");
+    let metrics = Arc::new(metrics);
     let mut pipeline = Pipeline::new(
         targeting,
         posture,
@@ -499,6 +501,7 @@ fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     progress.finish(&mut std::io::stderr());
     // End of input: every flow ends.
     pipeline.tick(now + Duration::from_secs(86_400));
+    *sampler_counts.lock().unwrap_or_else(|e| e.into_inner()) = sampler.counters;
 
     let text = metrics.encode();
     if let Some(p) = &args.metrics_out {

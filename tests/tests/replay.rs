@@ -232,3 +232,319 @@ fn a_damaged_capture_names_the_file_and_keeps_what_was_read() {
         "what was read is reported: {err}"
     );
 }
+
+/// Findings as (kind, rule, field name) for compact assertions.
+fn found(ev: &[Value]) -> Vec<(String, String, String)> {
+    let mut v: Vec<(String, String, String)> = ev
+        .iter()
+        .filter(|e| e["event_type"] == "leak")
+        .map(|e| {
+            let name = e["evidence"]
+                .as_str()
+                .unwrap()
+                .split('=')
+                .next()
+                .unwrap()
+                .to_owned();
+            (
+                e["kind"].as_str().unwrap().to_owned(),
+                e["rule"].as_str().unwrap().to_owned(),
+                name,
+            )
+        })
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+fn metric(text: &str, series: &str) -> u64 {
+    read::metric(text, series).unwrap_or(0)
+}
+
+#[test]
+fn form_login_on_a_non_standard_port() {
+    let (ev, _) = replay(
+        "csl_http-post-auth.pcap",
+        &["--watch", "192.168.56.101/32=lab"],
+    );
+    assert_eq!(
+        found(&ev),
+        [
+            ("password".into(), "password_param".into(), "pass".into()),
+            ("username".into(), "username_param".into(), "user".into())
+        ]
+    );
+    assert_eq!(
+        ev.iter().find(|e| e["event_type"] == "leak").unwrap()["dest_port"],
+        1337
+    );
+}
+
+#[test]
+fn dvwa_login_and_session_cookie_without_the_lookalikes() {
+    let (ev, metrics) = replay(
+        "sanders_http_dvwa_clearlogin.pcapng",
+        &["--watch", "10.2.2.104/32=lab"],
+    );
+    let f = found(&ev);
+    assert_eq!(
+        f,
+        [
+            (
+                "auth_token".into(),
+                "auth_token_param".into(),
+                "phpsessid".into()
+            ),
+            (
+                "password".into(),
+                "password_param".into(),
+                "password".into()
+            ),
+            (
+                "username".into(),
+                "username_param".into(),
+                "username".into()
+            )
+        ],
+        "no `login=Login` (a submit button), no `user_token` (anti-CSRF)"
+    );
+    // The session cookie once per flow: two flows carry it.
+    assert_eq!(
+        ev.iter()
+            .filter(|e| e["event_type"] == "leak" && e["kind"] == "auth_token")
+            .count(),
+        2
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "leakwatch_flows_total{service=\"lab\",transport=\"cleartext\"}"
+        ),
+        2
+    );
+}
+
+#[test]
+fn url_encoded_email_on_bsd_loopback() {
+    let (ev, _) = replay(
+        "sv_http-urldecode-body.pcap",
+        &["--watch", "127.0.0.1/32=lab", "--watch", "::1/128=lab"],
+    );
+    assert_eq!(
+        leaks(&ev),
+        [("email".into(), "mail=te…et (13 chars)".into())]
+    );
+}
+
+#[test]
+fn json_login_without_content_type_over_ipv6_loopback() {
+    let (ev, _) = replay("sv_http-post-file.pcap", &["--watch", "::1/128=lab"]);
+    let f = found(&ev);
+    for want in [
+        ("password", "password_param", "password"),
+        ("auth_token", "auth_token_param", "token"),
+        ("email", "email_value", "email"),
+        // `login_id` in the request; the response's `username` is the same value.
+        ("username", "username_param", "login_id"),
+    ] {
+        assert!(
+            f.contains(&(want.0.into(), want.1.into(), want.2.into())),
+            "{want:?} in {f:?}"
+        );
+    }
+    // The BEARER header carries the token the response's Token header did:
+    // the same value in the same flow is one finding.
+    assert_eq!(
+        ev.iter()
+            .filter(|e| e["event_type"] == "leak" && e["kind"] == "auth_token")
+            .count(),
+        1
+    );
+    assert!(ev.iter().all(|e| e["dest_ip"] == "::1"));
+}
+
+#[test]
+fn mid_stream_http_and_tls_are_told_apart_and_oriented() {
+    let (ev, metrics) = replay(
+        "sv_mqtt-events-missing-connect.pcap",
+        &["--watch", "127.0.0.1/32=lab", "--watch", "::1/128=lab"],
+    );
+    assert_eq!(
+        found(&ev),
+        [
+            (
+                "password".into(),
+                "http_basic_auth".into(),
+                "authorization".into()
+            ),
+            (
+                "username".into(),
+                "http_basic_auth".into(),
+                "authorization".into()
+            )
+        ]
+    );
+    // The client is the side that sent the request line, whatever the ports say.
+    for e in ev.iter().filter(|e| e["event_type"] == "leak") {
+        assert_eq!(
+            (&e["src_port"], &e["dest_port"]),
+            (&39976.into(), &64000.into())
+        );
+        assert_eq!(e["direction"], "to_server");
+    }
+    // Port 64001: application data only, no handshake: still TLS.
+    assert_eq!(
+        metric(
+            &metrics,
+            "leakwatch_flows_total{service=\"lab\",transport=\"tls\"}"
+        ),
+        1
+    );
+}
+
+#[test]
+fn a_cname_chain_teaches_spotifys_cdn_address() {
+    let (ev, metrics) = replay("ndpi_punycode-idn.pcap", &[]);
+    assert!(leaks(&ev).is_empty());
+    // i.scdn.co → scdnco.spotify.map.fastly.net → 146.75.62.248; the NXDOMAIN
+    // for the IDN name teaches nothing.
+    assert_eq!(
+        metric(&metrics, "leakwatch_dns_answers_total{result=\"learned\"}"),
+        1
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "leakwatch_dns_answers_total{result=\"unrelated\"}"
+        ),
+        1
+    );
+}
+
+#[test]
+fn ipv6_fragments_are_counted_and_skipped() {
+    let (ev, metrics) = replay("zeek_ipv6-fragmented-dns.pcap", &[]);
+    assert!(ev.is_empty());
+    // The orphan last fragment and the response's later fragments.
+    assert_eq!(
+        metric(
+            &metrics,
+            "leakwatch_xdp_packets_total{interface=\"pcap\",reason=\"ipv6_fragment\"}"
+        ),
+        3
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "leakwatch_dns_answers_total{result=\"unrelated\"}"
+        ),
+        1
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "leakwatch_dns_answers_total{result=\"truncated\"}"
+        ),
+        1,
+        "the first fragment alone is a cut answer"
+    );
+}
+
+#[test]
+fn vlan_mpls_and_an_html_contact_address() {
+    let (ev, metrics) = replay("zeek_mixed-vlan-mpls.pcap", &["--watch", "0.0.0.0/0=lab"]);
+    // Telnet over MPLS, HTTP plain and over VLAN 4093.
+    assert_eq!(
+        metric(
+            &metrics,
+            "leakwatch_flows_total{service=\"lab\",transport=\"cleartext\"}"
+        ),
+        3
+    );
+    assert!(
+        leaks(&ev).is_empty(),
+        "a contact address in a web page is no leak: {ev:?}"
+    );
+}
+
+#[test]
+fn token_in_a_url_and_headers_after_the_blank_line() {
+    let (ev, _) = replay("ndpi_zattoo.pcap", &["--watch", "0.0.0.0/0=lab"]);
+    let f = found(&ev);
+    assert!(f.contains(&(
+        "auth_token".into(),
+        "auth_token_param".into(),
+        "primarytoken".into()
+    )));
+    assert!(f.contains(&(
+        "auth_token".into(),
+        "auth_token_header".into(),
+        "x-akamai-streaming-sessiontoken".into()
+    )));
+}
+
+#[test]
+fn device_ids_of_an_ad_heavy_app_without_the_traps() {
+    let (ev, metrics) = replay("ndpi_1kxun.pcap", &["--watch", "0.0.0.0/0=lab"]);
+    let f = found(&ev);
+    for name in ["android_id", "udid", "gaid", "model"] {
+        assert!(
+            f.iter().any(|(k, _, n)| k == "device_info" && n == name),
+            "{name} in {f:?}"
+        );
+    }
+    // `access_token=` empty or `null`, `imei=1`: placeholders, not leaks.
+    assert!(!f.iter().any(|(_, _, n)| n == "access_token" || n == "imei"));
+    // 409 bad checksums: nothing is dropped for them.
+    assert!(
+        metric(
+            &metrics,
+            "leakwatch_flows_total{service=\"lab\",transport=\"cleartext\"}"
+        ) >= 86
+    );
+}
+
+#[test]
+fn progress_and_summary_on_request() {
+    let out = Command::new(lab::leakwatch_bin())
+        .arg("replay")
+        .arg(data("ndpi_zattoo.pcap"))
+        .arg(data("csl_http-post-auth.pcap"))
+        .args(["--watch", "0.0.0.0/0=lab", "--progress", "always"])
+        .args([
+            "--state-dir",
+            std::env::temp_dir().join(unique("st")).to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("%") && err.contains("file 1/2"), "{err}");
+    assert!(err.contains("from 2 files"), "{err}");
+    for section in ["flows", "findings", "replays"] {
+        assert!(err.contains(&format!("  {section}")), "{err}");
+    }
+}
+
+#[test]
+fn not_a_capture_names_the_file() {
+    let bad = std::env::temp_dir().join(format!("{}.pcap", unique("bad")));
+    std::fs::write(&bad, b"this is not a capture at all, just text\n").unwrap();
+    let out = Command::new(lab::leakwatch_bin())
+        .arg("replay")
+        .arg(&bad)
+        .args([
+            "--state-dir",
+            std::env::temp_dir().join(unique("st")).to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&bad);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&bad.display().to_string()) && err.contains("not a pcap or pcapng file"),
+        "{err}"
+    );
+}

@@ -78,6 +78,8 @@ struct Flow {
     transport: Option<Transport>,
     /// Direction index (of the flow key) the client sends in, once known.
     client_dir: Option<u8>,
+    /// `client_dir` comes from an HTTP start line, not the kernel's guess.
+    role_known: bool,
     /// Cumulative L3 bytes per key direction, as last reported by the kernel.
     seen: [u64; 2],
     /// Bytes not yet reported because the class was unknown, per key direction.
@@ -135,6 +137,7 @@ impl Posture {
             service: h.service,
             transport: None,
             client_dir: None,
+            role_known: false,
             seen: [0; 2],
             pending: [0; 2],
             fins: 0,
@@ -147,12 +150,25 @@ impl Posture {
         });
         f.last = now;
         let dir = usize::from(h.direction & 1);
-        let from_client = h.flags & flags::FROM_CLIENT != 0;
-        if from_client {
-            f.client_dir = Some(h.direction & 1);
-        } else if f.client_dir.is_none() {
-            f.client_dir = Some((h.direction & 1) ^ 1);
+        // The kernel guesses the client of a flow picked up mid-stream from its
+        // ports; an HTTP start line in a first payload says who is who.
+        if h.flags & flags::FIRST_PAYLOAD != 0
+            && let Some(c) = http::sender_is_client(rec.payload())
+        {
+            f.client_dir = Some(if c {
+                h.direction & 1
+            } else {
+                (h.direction & 1) ^ 1
+            });
+            f.role_known = true;
+        } else if !f.role_known {
+            if h.flags & flags::FROM_CLIENT != 0 {
+                f.client_dir = Some(h.direction & 1);
+            } else if f.client_dir.is_none() {
+                f.client_dir = Some((h.direction & 1) ^ 1);
+            }
         }
+        let from_client = f.client_dir == Some(h.direction & 1);
 
         // Classify.
         if f.transport.is_none() {

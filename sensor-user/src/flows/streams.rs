@@ -28,6 +28,7 @@ use crate::{
     },
     proto::{
         fields::FieldBatch,
+        http,
         http_stream::{Head, HttpStream},
     },
 };
@@ -82,6 +83,8 @@ struct Dir {
 struct Flow {
     dirs: [Option<Dir>; 2],
     client_dir: Option<u8>,
+    /// `client_dir` comes from an HTTP start line, not the kernel's guess.
+    role_known: bool,
     service: u32,
     last: Instant,
     /// Time and interface of the latest record, for hits found at close.
@@ -172,6 +175,7 @@ impl StreamTable {
         let flow = self.flows.entry(h.flow).or_insert_with(|| Flow {
             dirs: [None, None],
             client_dir: None,
+            role_known: false,
             service: h.service,
             last: now,
             last_ts_ns: h.ts_ns,
@@ -185,11 +189,19 @@ impl StreamTable {
         flow.last_ts_ns = h.ts_ns;
         flow.ifindex = h.ifindex;
         let d = h.direction & 1;
-        let from_client = h.flags & flags::FROM_CLIENT != 0;
-        if from_client {
-            flow.client_dir = Some(d);
-        } else if flow.client_dir.is_none() {
-            flow.client_dir = Some(d ^ 1);
+        // The kernel's FROM_CLIENT is a guess from ports for flows picked up
+        // mid-stream; an HTTP start line in a first payload settles it.
+        if h.flags & flags::FIRST_PAYLOAD != 0
+            && let Some(c) = http::sender_is_client(rec.payload())
+        {
+            flow.client_dir = Some(if c { d } else { d ^ 1 });
+            flow.role_known = true;
+        } else if !flow.role_known {
+            if h.flags & flags::FROM_CLIENT != 0 {
+                flow.client_dir = Some(d);
+            } else if flow.client_dir.is_none() {
+                flow.client_dir = Some(d ^ 1);
+            }
         }
         let requests = flow.client_dir == Some(d);
         let dir = flow.dirs[d as usize].get_or_insert_with(|| Dir {
@@ -197,6 +209,7 @@ impl StreamTable {
             http: HttpStream::new(requests),
             scan: self.rules.open(),
         });
+        dir.http.set_requests(requests);
         let mut batch = FieldBatch::default();
         let mut gate = Gate::new(&mut batch, self.rules.triggers(), &self.scratch);
         let payload = rec.payload();
@@ -286,6 +299,11 @@ impl StreamTable {
                 .and_then(|o| o.http.head())
         };
         for hit in hits {
+            // Pages publish contact addresses: personal data in a response's free
+            // text (HTML, plain text) is not a leak; in its fields it is.
+            if !requests && hit.name.is_empty() && hit.kind.is_pii() {
+                continue;
+            }
             if !flow.reported.insert((hit.kind, value_hash(&hit.value))) {
                 continue;
             }
@@ -649,6 +667,8 @@ mod tests {
             ("birthdate", "2024-01-01"),
             ("email", "jane@localhost"),
             ("imei", "490154203237519"),
+            // A form's submit button: the value repeats the name.
+            ("login", "Login"),
         ];
         for (name, value) in negatives {
             for (ctx, req) in in_every_context(name, value, None) {

@@ -177,7 +177,10 @@ impl RuleSet {
                 }
                 continue;
             }
-            if validate(c.rule.validator, v, today) {
+            // `Login=Login`: a form's submit button, not an account name.
+            let echo = matches!(c.rule.validator, Some(Validator::Nonempty))
+                && v.trim().eq_ignore_ascii_case(name);
+            if !echo && validate(c.rule.validator, v, today) {
                 out.push((c.rule.kind, v.to_owned()));
             }
         }
@@ -298,6 +301,11 @@ impl DirScanner {
             }
             let f = &batch.fields[field];
             let mut values = Vec::new();
+            // Apps send card numbers as strings (a 16-digit JSON number is past
+            // what JSON numbers carry exactly): numbers are stats and ids.
+            if f.number && set.rules[rule].rule.validator == Some(Validator::PaymentCard) {
+                continue;
+            }
             set.confirm(rule, f.ctx, &f.name, &f.value, today, &mut values);
             for (kind, value) in values {
                 hits.push(Hit {

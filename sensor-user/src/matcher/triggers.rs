@@ -184,6 +184,10 @@ impl FieldSink for Gate<'_> {
     fn push(&mut self, ctx: Ctx, name: &str, value: &str, message: u64) {
         self.batch.push(ctx, name, value, message);
     }
+
+    fn push_number(&mut self, ctx: Ctx, name: &str, value: &str, message: u64) {
+        FieldSink::push_number(self.batch, ctx, name, value, message);
+    }
 }
 
 #[cfg(test)]

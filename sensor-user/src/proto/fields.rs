@@ -56,6 +56,8 @@ pub struct Field {
     pub value: String,
     /// Index of the HTTP message (in this direction) the field belongs to.
     pub message: u64,
+    /// A JSON number rather than a string.
+    pub number: bool,
 }
 
 /// Where a parser puts decoded fields. `wants` sees the raw bytes of a section
@@ -66,11 +68,21 @@ pub trait FieldSink {
         true
     }
     fn push(&mut self, ctx: Ctx, name: &str, value: &str, message: u64);
+    /// A JSON number (not a string), written as sent.
+    fn push_number(&mut self, ctx: Ctx, name: &str, value: &str, message: u64) {
+        self.push(ctx, name, value, message);
+    }
 }
 
 impl FieldSink for FieldBatch {
     fn push(&mut self, ctx: Ctx, name: &str, value: &str, message: u64) {
         FieldBatch::push(self, ctx, name, value, message);
+    }
+    fn push_number(&mut self, ctx: Ctx, name: &str, value: &str, message: u64) {
+        FieldBatch::push(self, ctx, name, value, message);
+        if let Some(f) = self.fields.last_mut() {
+            f.number = true;
+        }
     }
 }
 
@@ -98,7 +110,8 @@ impl FieldBatch {
                 s.to_owned()
             }
         }
-        let mut name = clean(name, 256);
+        // `_android_id`, `__udid`: SDKs prefix their parameters; the name is the same.
+        let mut name = clean(name.trim_start_matches('_'), 256);
         name.make_ascii_lowercase();
         if name.bytes().any(|b| b >= 0x80) {
             name = name.to_lowercase();
@@ -108,6 +121,7 @@ impl FieldBatch {
             name,
             value: clean(value, MAX_VALUE),
             message,
+            number: false,
         });
     }
 
@@ -132,12 +146,25 @@ impl FieldBatch {
 
 /// Percent-decoding of a query or form value (`+` is a space).
 pub fn percent_decode(s: &str) -> String {
+    decode(s, true)
+}
+
+/// Percent-decoding that leaves `+` alone (cookie values: base64 tokens keep it).
+pub fn unescape_percent(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains('%') {
+        decode(s, false).into()
+    } else {
+        s.into()
+    }
+}
+
+fn decode(s: &str, plus_is_space: bool) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
         match b[i] {
-            b'+' => out.push(b' '),
+            b'+' if plus_is_space => out.push(b' '),
             b'%' if i + 2 < b.len() => {
                 let hex = |c: u8| (c as char).to_digit(16);
                 match (hex(b[i + 1]), hex(b[i + 2])) {
@@ -165,10 +192,10 @@ pub fn form_pairs(s: &str) -> impl Iterator<Item = (String, String)> + '_ {
         })
 }
 
-/// Every scalar of a JSON document as (key, value): the key is the nearest
-/// object key (array elements inherit their array's key), strings unescaped,
-/// numbers and booleans as written.
-pub fn json_pairs(v: &serde_json::Value, key: &str, out: &mut Vec<(String, String)>) {
+/// Every scalar of a JSON document as (key, value, is a number): the key is the
+/// nearest object key (array elements inherit their array's key), strings
+/// unescaped, numbers and booleans as written.
+pub fn json_pairs(v: &serde_json::Value, key: &str, out: &mut Vec<(String, String, bool)>) {
     use serde_json::Value;
     match v {
         Value::Object(m) => {
@@ -181,11 +208,82 @@ pub fn json_pairs(v: &serde_json::Value, key: &str, out: &mut Vec<(String, Strin
                 json_pairs(v, key, out);
             }
         }
-        Value::String(s) => out.push((key.to_owned(), s.clone())),
-        Value::Number(n) => out.push((key.to_owned(), n.to_string())),
-        Value::Bool(b) => out.push((key.to_owned(), b.to_string())),
+        Value::String(s) => out.push((key.to_owned(), s.clone(), false)),
+        Value::Number(n) => out.push((key.to_owned(), n.to_string(), true)),
+        Value::Bool(b) => out.push((key.to_owned(), b.to_string(), false)),
         Value::Null => {}
     }
+}
+
+/// `(key, value, is a number)` pairs of JSON that does not parse, typically a
+/// body cut short by sampling or a gap: `"key": "string"` and `"key": 123`
+/// wherever they occur, and strings of arrays under their array's key.
+pub fn json_pairs_lenient(text: &str) -> Vec<(String, String, bool)> {
+    let b = text.as_bytes();
+    let mut out = Vec::new();
+    let mut array_key = String::new();
+    let mut i = 0;
+    let skip_ws = |mut i: usize| {
+        while i < b.len() && b[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        i
+    };
+    // A string starting at the quote at `i`: (unescaped, index after it).
+    let string = |i: usize| -> Option<(String, usize)> {
+        let mut j = i + 1;
+        while j < b.len() {
+            match b[j] {
+                b'\\' => j += 2,
+                b'"' => {
+                    let raw = &text[i..=j];
+                    let v = serde_json::from_str::<String>(raw)
+                        .unwrap_or_else(|_| text[i + 1..j].to_owned());
+                    return Some((v, j + 1));
+                }
+                _ => j += 1,
+            }
+        }
+        None
+    };
+    while i < b.len() {
+        if b[i] == b'[' {
+            // A bare array (no key) clears the array key.
+            array_key.clear();
+        }
+        if b[i] != b'"' {
+            i += 1;
+            continue;
+        }
+        let Some((s, next)) = string(i) else { break };
+        let j = skip_ws(next);
+        if j < b.len() && b[j] == b':' {
+            let v = skip_ws(j + 1);
+            match b.get(v) {
+                Some(b'"') => {
+                    let Some((val, after)) = string(v) else { break };
+                    out.push((s, val, false));
+                    i = after;
+                }
+                Some(c) if c.is_ascii_digit() || *c == b'-' => {
+                    let end = (v + 1..b.len())
+                        .find(|&k| !(b[k].is_ascii_digit() || b".eE+-".contains(&b[k])))
+                        .unwrap_or(b.len());
+                    out.push((s, text[v..end].to_owned(), true));
+                    i = end;
+                }
+                Some(b'[') => {
+                    array_key = s;
+                    i = v + 1;
+                }
+                _ => i = v,
+            }
+        } else {
+            out.push((array_key.clone(), s, false));
+            i = next;
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -199,6 +297,7 @@ mod tests {
         assert_eq!(percent_decode("100%"), "100%");
         assert_eq!(percent_decode("%zz%4"), "%zz%4");
         assert_eq!(percent_decode("%C3%A9"), "é");
+        assert_eq!(unescape_percent("a%40b+c="), "a@b+c=");
     }
 
     #[test]
@@ -218,9 +317,25 @@ mod tests {
         .unwrap();
         let mut out = Vec::new();
         json_pairs(&v, "", &mut out);
-        assert!(out.contains(&("email".into(), "a@b.com".into())));
-        assert!(out.contains(&("ids".into(), "2".into())));
-        assert!(out.contains(&("ok".into(), "true".into())));
+        assert!(out.contains(&("email".into(), "a@b.com".into(), false)));
+        assert!(out.contains(&("ids".into(), "2".into(), true)));
+        assert!(out.contains(&("ok".into(), "true".into(), false)));
+    }
+
+    #[test]
+    fn json_cut_short_still_gives_its_pairs() {
+        let cut = r#"{"user":{"email":"a\u0040b.com","ids":[1,2]},"tags":["x","y"],"n":12, "password": "hun"#;
+        let p = json_pairs_lenient(cut);
+        assert!(
+            p.contains(&("email".into(), "a@b.com".into(), false)),
+            "{p:?}"
+        );
+        assert!(p.contains(&("tags".into(), "y".into(), false)), "{p:?}");
+        assert!(p.contains(&("n".into(), "12".into(), true)), "{p:?}");
+        assert!(
+            !p.iter().any(|(k, _, _)| k == "password"),
+            "an unfinished string is dropped"
+        );
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The head of an HTTP/1.x request: method, path, Host, User-Agent.
 
 /// Methods that start an HTTP/1.x request.
-const METHODS: &[&str] = &[
+pub const METHODS: &[&str] = &[
     "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "CONNECT", "TRACE",
 ];
 
@@ -22,6 +22,24 @@ pub fn looks_like_request(buf: &[u8]) -> bool {
     METHODS
         .iter()
         .any(|m| buf.len() > m.len() && buf.starts_with(m.as_bytes()) && buf[m.len()] == b' ')
+}
+
+/// Whether `buf` starts like an HTTP/1.x response.
+pub fn looks_like_response(buf: &[u8]) -> bool {
+    buf.starts_with(b"HTTP/1.")
+}
+
+/// Who sent a payload, by its HTTP start line: `Some(true)` the client (a
+/// request), `Some(false)` the server (a response). For flows picked up
+/// mid-stream, where the kernel could only guess the client from the ports.
+pub fn sender_is_client(payload: &[u8]) -> Option<bool> {
+    if looks_like_request(payload) {
+        Some(true)
+    } else if looks_like_response(payload) {
+        Some(false)
+    } else {
+        None
+    }
 }
 
 /// Parses the request line and headers at the start of `buf`; a head cut short

@@ -11,7 +11,13 @@ use std::{borrow::Cow, io::Read as _};
 
 use memchr::{memchr, memmem};
 
-use super::fields::{Ctx, FieldSink, form_pairs, json_pairs, percent_decode};
+use super::{
+    fields::{
+        Ctx, FieldSink, form_pairs, json_pairs, json_pairs_lenient, percent_decode,
+        unescape_percent,
+    },
+    http,
+};
 
 /// Largest header block; beyond it the stream is treated as raw.
 const MAX_HEAD: usize = 64 * 1024;
@@ -23,18 +29,6 @@ const MAX_INFLATED: u64 = 1024 * 1024;
 const MAX_LINE: usize = 4096;
 /// Longest chunk-size line waited for.
 const MAX_CHUNK_LINE: usize = 1024;
-
-const METHODS: &[&[u8]] = &[
-    b"GET ",
-    b"POST ",
-    b"PUT ",
-    b"DELETE ",
-    b"HEAD ",
-    b"OPTIONS ",
-    b"PATCH ",
-    b"CONNECT ",
-    b"TRACE ",
-];
 
 /// The start of a request: context for findings (never with parameter values).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -205,18 +199,26 @@ impl HttpStream {
         Some(h)
     }
 
+    /// Sets which side this direction is, while nothing was parsed yet (a flow
+    /// picked up mid-stream learns it from its first start line).
+    pub fn set_requests(&mut self, requests: bool) {
+        if self.messages == 0 && self.buf.is_empty() {
+            self.requests = requests;
+        }
+    }
+
     fn looks_like_start(&self, b: &[u8]) -> bool {
         if self.requests {
-            METHODS.iter().any(|m| b.starts_with(m))
+            http::looks_like_request(b)
         } else {
-            b.starts_with(b"HTTP/1.")
+            http::looks_like_response(b)
         }
     }
 
     /// Bytes that may still grow into a start line.
     fn could_be_start(&self, b: &[u8]) -> bool {
         if self.requests {
-            METHODS.iter().any(|m| m.starts_with(b) || b.starts_with(m))
+            http::METHODS.iter().any(|m| m.as_bytes().starts_with(b))
         } else {
             b"HTTP/1.".starts_with(b) || b.starts_with(b"HTTP/1.")
         }
@@ -367,15 +369,16 @@ impl HttpStream {
             let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
             if decode {
                 let value = text(value);
+                // Cookie values are often URL-encoded (`%40`); `+` stays (base64).
                 if is(b"cookie") {
                     for pair in value.split(';') {
                         let (k, v) = pair.trim().split_once('=').unwrap_or((pair.trim(), ""));
-                        out.push(Ctx::Cookie, k, v, msg);
+                        out.push(Ctx::Cookie, k, &unescape_percent(v), msg);
                     }
                 } else if is(b"set-cookie") {
                     let first = value.split(';').next().unwrap_or("");
                     let (k, v) = first.trim().split_once('=').unwrap_or((first.trim(), ""));
-                    out.push(Ctx::Cookie, k, v, msg);
+                    out.push(Ctx::Cookie, k, &unescape_percent(v), msg);
                 } else {
                     out.push(Ctx::Header, &text(name), &value, msg);
                 }
@@ -536,22 +539,40 @@ impl HttpStream {
             return;
         }
         let text = text(body);
-        match self.body_type {
+        let kind = match self.body_type {
+            // Apps often send JSON or forms without (or with a generic)
+            // Content-Type: go by what the body looks like.
+            BodyType::Other => sniff(&text),
+            t => t,
+        };
+        match kind {
             BodyType::Form => {
                 for (k, v) in form_pairs(text.trim()) {
                     out.push(Ctx::Body, &k, &v, msg);
                 }
             }
-            BodyType::Json => match serde_json::from_str::<serde_json::Value>(&text) {
-                Ok(v) => {
-                    let mut pairs = Vec::new();
-                    json_pairs(&v, "", &mut pairs);
-                    for (k, v) in pairs {
+            BodyType::Json => {
+                let pairs = match serde_json::from_str::<serde_json::Value>(&text) {
+                    Ok(v) => {
+                        let mut pairs = Vec::new();
+                        json_pairs(&v, "", &mut pairs);
+                        pairs
+                    }
+                    // Cut short (sampling, a gap) or sloppy: keep its key/value
+                    // pairs all the same.
+                    Err(_) => json_pairs_lenient(&text),
+                };
+                if pairs.is_empty() {
+                    lines_of(&text, Ctx::Body, msg, out);
+                }
+                for (k, v, number) in pairs {
+                    if number {
+                        out.push_number(Ctx::Body, &k, &v, msg);
+                    } else {
                         out.push(Ctx::Body, &k, &v, msg);
                     }
                 }
-                Err(_) => lines_of(&text, Ctx::Body, msg, out),
-            },
+            }
             BodyType::Other => lines_of(&text, Ctx::Body, msg, out),
         }
     }
@@ -580,13 +601,48 @@ impl HttpStream {
     }
 }
 
-/// Non-empty lines of `text` as nameless fields, long lines in pieces.
+/// What an undeclared body is: JSON (an object or array), a form (one line of
+/// `k=v` pairs in URL characters), else text.
+fn sniff(text: &str) -> BodyType {
+    let t = text.trim();
+    if t.starts_with('{') || t.starts_with('[') {
+        BodyType::Json
+    } else if t.contains('=')
+        && t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"=&%+-_.~*!'()[],;:@/".contains(&b))
+    {
+        BodyType::Form
+    } else {
+        BodyType::Other
+    }
+}
+
+/// `Name: value` with a header-token name (letters, digits, `-`, `_`).
+fn header_shaped(line: &str) -> Option<(&str, &str)> {
+    let (name, value) = line.split_once(':')?;
+    let value = value.trim();
+    let token = (1..=64).contains(&name.len())
+        && name.bytes().any(|b| b.is_ascii_alphabetic())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    (token && !value.is_empty() && !value.starts_with("//")).then_some((name, value))
+}
+
+/// Non-empty lines of `text` as nameless fields, long lines in pieces (and
+/// header-shaped ones as headers as well).
 fn lines_of<S: FieldSink>(text: &str, ctx: Ctx, msg: u64, out: &mut S) {
     for line in text
         .split('\n')
         .map(|l| l.trim_end_matches('\r'))
         .filter(|l| !l.trim().is_empty())
     {
+        // `Name: value` lines are headers of whatever protocol this is (mail,
+        // a sloppy client putting headers after the blank line): header rules
+        // see them too.
+        if let Some((name, value)) = header_shaped(line) {
+            out.push(Ctx::Header, name, value, msg);
+        }
         let mut rest = line;
         while !rest.is_empty() {
             let mut end = rest.len().min(MAX_LINE);
@@ -636,6 +692,50 @@ mod tests {
         assert_eq!(s.head().unwrap().path, "/api.json/0.2/user/login");
         assert_eq!(s.head().unwrap().host.as_deref(), Some("www.qobuz.com"));
         assert_eq!(s.head().unwrap().user_agent.as_deref(), Some("Qobuz/6.1"));
+    }
+
+    #[test]
+    fn header_lines_in_a_text_body_are_headers_too() {
+        let body = "Referer: http://x/\r\nx-Akamai-Streaming-SessionToken: Dt46JYB5U5QSAzOGtIVxFvmxvGA=\r\n\r\n:)";
+        let req = format!(
+            "POST /control HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let (f, _) = fields(true, &[req.as_bytes()]);
+        assert!(
+            has(
+                &f,
+                Ctx::Header,
+                "x-akamai-streaming-sessiontoken",
+                "Dt46JYB5U5QSAzOGtIVxFvmxvGA="
+            ),
+            "{f:?}"
+        );
+        assert_eq!(header_shaped("http://x/"), None);
+        assert_eq!(header_shaped(":)"), None);
+    }
+
+    #[test]
+    fn undeclared_bodies_are_sniffed() {
+        let json = br#"{"login_id":"toto","password":"tototo"}"#;
+        let mut req = format!(
+            "POST /api/v4/users/login HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+            json.len()
+        )
+        .into_bytes();
+        req.extend_from_slice(json);
+        let (f, _) = fields(true, &[&req]);
+        assert!(has(&f, Ctx::Body, "password", "tototo"), "{f:?}");
+        let form = b"user=jane&pass=hunter2%21";
+        let mut req = format!(
+            "POST /login HTTP/1.1\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
+            form.len()
+        )
+        .into_bytes();
+        req.extend_from_slice(form);
+        let (f, _) = fields(true, &[&req]);
+        assert!(has(&f, Ctx::Body, "pass", "hunter2!"), "{f:?}");
+        assert_eq!(sniff("hello world = nice"), BodyType::Other);
     }
 
     #[test]

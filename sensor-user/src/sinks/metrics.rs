@@ -16,7 +16,7 @@ use prometheus_client::{
     metrics::{MetricType, counter::Counter, family::Family, gauge::Gauge, info::Info},
     registry::Registry,
 };
-use sensor_common::counters::Counter as XdpCounter;
+use sensor_common::counters::{Counter as XdpCounter, NUM_COUNTERS};
 
 use crate::capture::stats::Stats;
 
@@ -353,9 +353,24 @@ impl Metrics {
             }
         }
         self.registry.register_collector(Box::new(XdpCollector {
-            stats: Mutex::new(stats),
-            slots,
+            source: Source::Kernel {
+                stats: Mutex::new(stats),
+                slots,
+            },
         }));
+    }
+
+    /// Exports counters kept in userspace (the replay sampler's, the twin of
+    /// the kernel's) as `leakwatch_xdp_*{interface=label}`; the caller updates them.
+    pub fn register_sampler_counters(&mut self, label: &str) -> Arc<Mutex<[u64; NUM_COUNTERS]>> {
+        let counts = Arc::new(Mutex::new([0; NUM_COUNTERS]));
+        self.registry.register_collector(Box::new(XdpCollector {
+            source: Source::Sampler {
+                label: label.to_owned(),
+                counts: Arc::clone(&counts),
+            },
+        }));
+        counts
     }
 
     /// Creates, at 0, every series a finding, replay or flow of these services can
@@ -411,27 +426,50 @@ impl Metrics {
     }
 }
 
+/// Where the XDP outcome counters come from.
+enum Source {
+    /// The kernel's per-CPU maps, per interface slot.
+    Kernel {
+        stats: Mutex<Stats>,
+        slots: Vec<(u32, String)>,
+    },
+    /// The replay sampler's, under one label.
+    Sampler {
+        label: String,
+        counts: Arc<Mutex<[u64; NUM_COUNTERS]>>,
+    },
+}
+
 struct XdpCollector {
-    stats: Mutex<Stats>,
-    slots: Vec<(u32, String)>,
+    source: Source,
 }
 
 impl fmt::Debug for XdpCollector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("XdpCollector")
-            .field("slots", &self.slots)
-            .finish_non_exhaustive()
+        f.debug_struct("XdpCollector").finish_non_exhaustive()
     }
 }
 
 impl Collector for XdpCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
-        let stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
         let mut rows = Vec::new();
-        for (ifindex, label) in &self.slots {
-            match stats.snapshot(*ifindex) {
-                Ok(s) => rows.push((label, s)),
-                Err(e) => log::warn!("reading XDP counters of {label}: {e}"),
+        match &self.source {
+            Source::Kernel { stats, slots } => {
+                let stats = stats.lock().unwrap_or_else(|e| e.into_inner());
+                for (ifindex, label) in slots {
+                    match stats.snapshot(*ifindex) {
+                        Ok(s) => rows.push((label.clone(), s)),
+                        Err(e) => log::warn!("reading XDP counters of {label}: {e}"),
+                    }
+                }
+            }
+            Source::Sampler { label, counts } => {
+                let counts = counts.lock().unwrap_or_else(|e| e.into_inner());
+                let s = XdpCounter::ALL
+                    .iter()
+                    .map(|&c| (c, counts[c as usize]))
+                    .collect();
+                rows.push((label.clone(), s));
             }
         }
         for (name, help, outcome) in [
