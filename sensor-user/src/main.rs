@@ -290,20 +290,29 @@ fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<(FileConfig, Ca
     Ok((config, catalog))
 }
 
-/// The built-in rules plus the config's, compiled.
-fn load_rules(config: &FileConfig, path: Option<&std::path::Path>) -> anyhow::Result<RuleSet> {
+/// The built-in rules plus the config's, compiled (with the compiled-database
+/// cache in `cache`, when given).
+fn load_rules(
+    config: &FileConfig,
+    path: Option<&std::path::Path>,
+    cache: Option<&std::path::Path>,
+) -> anyhow::Result<RuleSet> {
     let mut all = rules::builtin();
     all.extend(config.rules.clone());
     let src = path.map_or_else(
         || "the built-in rules".to_owned(),
         |p| format!("the built-in rules and {}", p.display()),
     );
-    RuleSet::compile(all).with_context(|| format!("compiling {src}"))
+    match cache {
+        Some(dir) => RuleSet::compile_cached(all, dir),
+        None => RuleSet::compile(all),
+    }
+    .with_context(|| format!("compiling {src}"))
 }
 
 fn rules_check(config: Option<&std::path::Path>) -> anyhow::Result<()> {
     let (file, _) = load_config(config)?;
-    let set = load_rules(&file, config)?;
+    let set = load_rules(&file, config, None)?;
     println!(
         "{} rules compiled (version {})",
         set.rules().count(),
@@ -320,7 +329,7 @@ fn rules_check(config: Option<&std::path::Path>) -> anyhow::Result<()> {
 
 fn rules_list(config: Option<&std::path::Path>) -> anyhow::Result<()> {
     let (file, _) = load_config(config)?;
-    let set = load_rules(&file, config)?;
+    let set = load_rules(&file, config, None)?;
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
@@ -379,13 +388,17 @@ fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     };
 
     let (file_config, catalog) = load_config(args.config.as_deref())?;
-    let rule_set = Arc::new(load_rules(&file_config, args.config.as_deref())?);
     let state = args.state_dir.clone().unwrap_or_else(|| {
         std::env::var_os("HOME").map_or_else(
             || PathBuf::from(".leakwatch"),
             |h| PathBuf::from(h).join(".local/state/leakwatch"),
         )
     });
+    let rule_set = Arc::new(load_rules(
+        &file_config,
+        args.config.as_deref(),
+        Some(&state),
+    )?);
     let key_path = state.join("fingerprint.key");
     let fingerprints = Fingerprinter::load_or_create(&key_path).with_context(|| {
         format!(
@@ -568,7 +581,11 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         .map(|p| output(p, "--events"))
         .transpose()?;
 
-    let rule_set = Arc::new(load_rules(&file_config, args.config.as_deref())?);
+    let rule_set = Arc::new(load_rules(
+        &file_config,
+        args.config.as_deref(),
+        Some(&args.state_dir),
+    )?);
     let key_path = args.state_dir.join("fingerprint.key");
     let fingerprints = Fingerprinter::load_or_create(&key_path).with_context(|| {
         format!(

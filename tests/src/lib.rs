@@ -6,6 +6,7 @@
 //! Everything is undone on drop, names are unique per process, and nothing is
 //! routed from the root namespace.
 
+pub mod capture;
 pub mod dashboard;
 pub mod dns;
 pub mod http;

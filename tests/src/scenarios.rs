@@ -246,3 +246,50 @@ pub fn send(ns: &Netns, s: &Scenario, v6: bool) -> anyhow::Result<(String, Vec<u
     let resp = exchange(ns, addr, s.http1())?;
     Ok((ip, resp))
 }
+
+/// One request of a recorded session: from which client, over IPv6 or not,
+/// over TLS or not.
+#[derive(Debug, Clone)]
+pub struct Step {
+    /// 1: `client` (lan0), 2: `client2` (lan1, VLAN 100).
+    pub client: u8,
+    pub v6: bool,
+    pub tls: bool,
+    pub scenario: Scenario,
+}
+
+/// The session `cargo xtask lab record` plays and records: every scenario in
+/// cleartext, the login again over IPv6 and over TLS, the registration from
+/// the VLAN client, the first client's token from the second, and an
+/// unrelated site.
+pub fn session() -> Vec<Step> {
+    let step = |client, v6, tls, scenario| Step {
+        client,
+        v6,
+        tls,
+        scenario,
+    };
+    let mut s: Vec<Step> = scenarios()
+        .into_iter()
+        .map(|sc| step(1, false, false, sc))
+        .collect();
+    s.push(step(1, true, false, qobuz_login()));
+    s.push(step(1, false, true, qobuz_login()));
+    s.push(step(2, false, false, scenarios()[3].clone()));
+    s.push(step(2, false, false, qobuz_token_param(TOKEN)));
+    s.push(step(1, false, false, unwatched()));
+    s
+}
+
+/// Findings (service, kind) → count that a session produces: one per value
+/// per flow, every cleartext step being its own flow.
+pub fn expected_findings(steps: &[Step]) -> std::collections::BTreeMap<(String, String), u64> {
+    let mut m = std::collections::BTreeMap::new();
+    for st in steps.iter().filter(|s| !s.tls) {
+        for (kind, n) in st.scenario.expect {
+            *m.entry((st.scenario.service.to_owned(), (*kind).to_owned()))
+                .or_default() += n;
+        }
+    }
+    m
+}

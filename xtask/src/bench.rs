@@ -5,22 +5,51 @@ use anyhow::bail;
 
 use crate::shell::{cargo, is_root, step};
 
-pub fn run() -> anyhow::Result<()> {
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Which {
+    Matcher,
+    Xdp,
+    Live,
+    Replay,
+}
+
+pub fn run(only: Option<Which>) -> anyhow::Result<()> {
     if !is_root() {
         bail!("the XDP benchmark loads programs into the kernel: run `cargo xtask bench` as root");
     }
-    step(
-        "matcher throughput vs a raw Hyperscan scan → target/bench/matcher.json",
-        cargo().args(["bench", "-p", "sensor-user", "--bench", "matcher"]),
-    )?;
-    step(
-        "XDP per-packet cost (BPF_PROG_TEST_RUN) → target/bench/xdp.json",
-        cargo().args(["bench", "-p", "sensor-user", "--bench", "xdp"]),
-    )?;
-    step(
-        "building leakwatch for the live benchmark",
-        cargo().args(["build", "-p", "sensor-user"]),
-    )?;
-    println!("==> live: gateway forwarding with and without the sensor → target/bench/live.json");
-    crate::live::run()
+    crate::setup::bench_extras()?;
+    let want = |w: Which| only.is_none_or(|o| o == w);
+    if want(Which::Matcher) {
+        step(
+            "matcher throughput vs a raw Hyperscan scan → target/bench/matcher.json",
+            cargo().args(["bench", "-p", "sensor-user", "--bench", "matcher"]),
+        )?;
+    }
+    if want(Which::Xdp) {
+        step(
+            "XDP per-packet cost (BPF_PROG_TEST_RUN) → target/bench/xdp.json",
+            cargo().args(["bench", "-p", "sensor-user", "--bench", "xdp"]),
+        )?;
+    }
+    if want(Which::Live) {
+        step(
+            "building leakwatch for the live benchmark",
+            cargo().args(["build", "-p", "sensor-user"]),
+        )?;
+        println!(
+            "==> live: gateway forwarding with and without the sensor → target/bench/live.json"
+        );
+        crate::live::run()?;
+    }
+    if want(Which::Replay) {
+        step(
+            "building leakwatch (release) for the side by side with Suricata",
+            cargo().args(["build", "--release", "-p", "sensor-user"]),
+        )?;
+        println!(
+            "==> replay: leakwatch against Suricata 7 on the same captures → target/bench/replay.json"
+        );
+        crate::suricata::run()?;
+    }
+    Ok(())
 }

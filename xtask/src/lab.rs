@@ -28,13 +28,60 @@ pub enum LabCmd {
     },
     /// Stop a running lab and remove what aborted runs left behind.
     Down,
+    /// Play the scenario session and record what the gateway receives, as pcap.
+    Record {
+        /// Where to write the capture.
+        out: std::path::PathBuf,
+    },
 }
 
 pub fn run(cmd: &LabCmd) -> anyhow::Result<()> {
     match cmd {
         LabCmd::Up { metrics_port } => up(*metrics_port),
         LabCmd::Down => down(),
+        LabCmd::Record { out } => record(out),
     }
+}
+
+/// Plays `scenarios::session()` through the lab (no sensor) while recording
+/// what the gateway's interfaces receive.
+fn record(out: &Path) -> anyhow::Result<()> {
+    use leakwatch_tests::{
+        capture::Recorder,
+        lab::{LAN_IF, LAN2_IF, Lab, WAN_IF},
+        tls,
+    };
+    if !crate::shell::is_root() {
+        anyhow::bail!("recording builds the lab: run it as root");
+    }
+    let lab = Lab::up()?;
+    let _services = lab.serve_scenarios(300)?;
+    let rec = Recorder::start(&lab.gateway, &[LAN_IF, LAN2_IF, WAN_IF])?;
+    std::thread::sleep(Duration::from_millis(200));
+    for st in scenarios::session() {
+        let ns = if st.client == 1 {
+            &lab.client
+        } else {
+            &lab.client2
+        };
+        if st.tls {
+            tls::curl(ns, &st.scenario.curl_args("https"))?;
+        } else {
+            scenarios::send(ns, &st.scenario, st.v6)?;
+        }
+        println!(
+            "  client{} {}{}: {}",
+            st.client,
+            if st.v6 { "IPv6 " } else { "" },
+            if st.tls { "HTTPS" } else { "HTTP" },
+            st.scenario.what
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let n = rec.finish(out)?;
+    println!("==> {n} frames written to {}", out.display());
+    Ok(())
 }
 
 fn up(metrics_port: u16) -> anyhow::Result<()> {

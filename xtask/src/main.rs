@@ -14,6 +14,7 @@ mod lab;
 mod live;
 mod setup;
 mod shell;
+mod suricata;
 mod test;
 
 use clap::{Parser, Subcommand};
@@ -32,7 +33,11 @@ enum Cmd {
     /// Run every check and test (what CI runs).
     Test,
     /// Benchmarks; results in target/bench/.
-    Bench,
+    Bench {
+        /// Run one benchmark only.
+        #[arg(long, value_enum)]
+        only: Option<bench::Which>,
+    },
     /// The lab with the live sensor and leak traffic.
     Demo(demo::DemoArgs),
     /// The lab alone, for manual exploration.
@@ -49,9 +54,9 @@ fn main() -> anyhow::Result<()> {
             setup::run()?;
             test::run()
         }
-        Cmd::Bench => {
+        Cmd::Bench { only } => {
             setup::run()?;
-            bench::run()
+            bench::run(only)
         }
         Cmd::Demo(args) => {
             setup::run()?;

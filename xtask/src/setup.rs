@@ -71,6 +71,40 @@ fn apt() -> anyhow::Result<()> {
     )
 }
 
+/// The benchmarks' extra tools: iperf3 (live traffic) and Suricata 7 from
+/// bookworm-backports (the side by side), installed only by `cargo xtask bench`.
+pub fn bench_extras() -> anyhow::Result<()> {
+    const BACKPORTS: &str = "/etc/apt/sources.list.d/leakwatch-bench-backports.sources";
+    let suricata7 =
+        output(Command::new("suricata").arg("-V")).is_some_and(|v| v.contains("version 7."));
+    if installed("iperf3") && suricata7 {
+        println!("==> bench tools: iperf3 and Suricata 7 present");
+        return Ok(());
+    }
+    if !crate::shell::is_root() {
+        bail!("the benchmarks need iperf3 and Suricata 7: run `cargo xtask bench` as root");
+    }
+    if !std::path::Path::new(BACKPORTS).exists() {
+        println!("==> adding bookworm-backports (for Suricata 7) in {BACKPORTS}");
+        std::fs::write(
+            BACKPORTS,
+            "Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n",
+        )
+        .with_context(|| format!("writing {BACKPORTS}"))?;
+    }
+    step(
+        "apt-get update",
+        Command::new("apt-get").args(["update", "-q"]),
+    )?;
+    step(
+        "apt-get install iperf3 suricata (bookworm-backports)",
+        Command::new("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y", "-q", "--no-install-recommends", "iperf3"])
+            .args(["-t", "bookworm-backports", "suricata"]),
+    )
+}
+
 fn toolchain() -> anyhow::Result<()> {
     let toolchains = output(Command::new("rustup").args(["toolchain", "list"]))
         .context("rustup is not installed")?;

@@ -35,11 +35,12 @@ pub enum CaptureError {
 
 /// One frame as read from a capture.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Frame {
+pub struct Frame<'a> {
     /// Capture time, ns since the Unix epoch.
     pub ts_ns: u64,
-    /// Ethernet-framed bytes.
-    pub data: Vec<u8>,
+    /// Ethernet-framed bytes: borrowed from the file's buffer for Ethernet
+    /// captures (no copy per packet), built for other link types.
+    pub data: std::borrow::Cow<'a, [u8]>,
 }
 
 /// Ethertype for an IP version nibble.
@@ -60,9 +61,15 @@ fn with_ethernet(ethertype: u16, payload: &[u8]) -> Vec<u8> {
 }
 
 /// The frame in Ethernet framing, or None for link types (or frames) we skip.
-pub fn to_ethernet(link: DataLink, data: &[u8]) -> Option<Vec<u8>> {
+pub fn to_ethernet(link: DataLink, data: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
+    if link == DataLink::ETHERNET {
+        return Some(data.into());
+    }
+    other_to_ethernet(link, data).map(Into::into)
+}
+
+fn other_to_ethernet(link: DataLink, data: &[u8]) -> Option<Vec<u8>> {
     match link {
-        DataLink::ETHERNET => Some(data.to_vec()),
         DataLink::RAW | DataLink::IPV4 | DataLink::IPV6 => {
             Some(with_ethernet(ip_ethertype(data)?, data))
         }
@@ -109,19 +116,14 @@ impl Input {
         self.offset += n as u64;
     }
 
-    /// Reads the next chunk; false at the end of the file.
+    /// Reads the next chunk (into spare capacity: zeroing a megabyte per read
+    /// cost as much as parsing it); false at the end of the file.
     fn fill(&mut self) -> std::io::Result<bool> {
         self.buf.drain(..self.start);
         self.start = 0;
-        let old = self.buf.len();
-        self.buf.resize(old + CHUNK, 0);
-        let n = loop {
-            match self.file.read(&mut self.buf[old..]) {
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                r => break r?,
-            }
-        };
-        self.buf.truncate(old + n);
+        let n = (&mut self.file)
+            .take(CHUNK as u64)
+            .read_to_end(&mut self.buf)?;
         Ok(n > 0)
     }
 }
@@ -132,7 +134,7 @@ impl Input {
 /// Returns (frames delivered, frames skipped for their link type).
 pub fn read(
     path: &Path,
-    mut each: impl FnMut(Frame),
+    mut each: impl FnMut(Frame<'_>),
     mut progress: impl FnMut(u64),
 ) -> Result<(u64, u64), CaptureError> {
     let name = path.display().to_string();

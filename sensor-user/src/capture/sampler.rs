@@ -8,7 +8,9 @@
 //! address's prefilter bucket is set; here a known flow stays watched until it
 //! leaves the flow table.
 
-use std::{collections::HashMap, net::IpAddr};
+use crate::FlowMap;
+
+use std::net::IpAddr;
 
 use sensor_common::{
     config::{Config, config_flags},
@@ -39,8 +41,8 @@ fn ip(p: &Parsed, a: &[u8; 16]) -> IpAddr {
 
 pub struct Sampler {
     cfg: Config,
-    flows: HashMap<FlowKey, FlowState>,
-    probes: HashMap<FlowKey, u64>,
+    flows: FlowMap<FlowState>,
+    probes: FlowMap<u64>,
     flow_cap: usize,
     probe_cap: usize,
     /// Per-reason packet counts, as the kernel's STATS.
@@ -51,8 +53,8 @@ impl Sampler {
     pub fn new(cfg: Config, flow_cap: usize, probe_cap: usize) -> Self {
         Self {
             cfg,
-            flows: HashMap::new(),
-            probes: HashMap::new(),
+            flows: FlowMap::default(),
+            probes: FlowMap::default(),
             flow_cap,
             probe_cap,
             counters: [0; NUM_COUNTERS],

@@ -3,10 +3,9 @@
 //! flows. Fed by Sample and Meta records; forgets flows on FIN/RST from both
 //! sides, RST, or idleness.
 
-use std::{
-    collections::HashMap,
-    time::{Duration, Instant},
-};
+use crate::FlowMap;
+
+use std::time::{Duration, Instant};
 
 use sensor_common::{
     flow::{FlowKey, IPPROTO_UDP},
@@ -96,7 +95,7 @@ struct Flow {
 }
 
 pub struct Posture {
-    flows: HashMap<FlowKey, Flow>,
+    flows: FlowMap<Flow>,
     idle: Duration,
     cap: usize,
     /// Flows forgotten to stay under the cap.
@@ -109,7 +108,7 @@ const MAX_HELLO: usize = 16 * 1024 + 5;
 impl Posture {
     pub fn new(idle: Duration, cap: usize) -> Self {
         Self {
-            flows: HashMap::new(),
+            flows: FlowMap::default(),
             idle,
             cap,
             evicted: 0,

@@ -3,6 +3,8 @@
 //! Produces confirmed hits with their flow context; bounded in flows, evicted on
 //! FIN/RST, idleness and the cap (each counted), streams always closed.
 
+use crate::FlowMap;
+
 use std::{
     collections::{HashMap, HashSet},
     hash::{Hash as _, Hasher as _},
@@ -113,7 +115,7 @@ pub struct StreamStats {
 pub struct StreamTable {
     rules: Arc<RuleSet>,
     scratch: Scratch,
-    flows: HashMap<FlowKey, Flow>,
+    flows: FlowMap<Flow>,
     idle: Duration,
     cap: usize,
     buffer: usize,
@@ -138,7 +140,7 @@ impl StreamTable {
         Ok(Self {
             rules,
             scratch,
-            flows: HashMap::new(),
+            flows: FlowMap::default(),
             idle,
             cap,
             buffer,

@@ -6,7 +6,7 @@
 //! rule's regex then extracts the value from that one field and its validator
 //! confirms it.
 
-use std::{collections::HashSet, fmt, ptr};
+use std::{collections::HashSet, fmt, path::Path, ptr};
 
 use foreign_types::ForeignType as _;
 use hyperscan::{Streaming, prelude::*};
@@ -58,6 +58,18 @@ impl RuleSet {
     /// Compiles `rules`; every error names its rule and says what Hyperscan or the
     /// regex engine found wrong.
     pub fn compile(rules: Vec<Rule>) -> Result<Self, RuleError> {
+        Self::build(rules, None)
+    }
+
+    /// As `compile`, reusing the Hyperscan databases an earlier run serialized
+    /// into `dir` for the same expressions and Hyperscan build, and saving them
+    /// there otherwise (compiling is most of start-up). A cache file that does
+    /// not load (another Hyperscan, other CPU features, damage) is recompiled.
+    pub fn compile_cached(rules: Vec<Rule>, dir: &Path) -> Result<Self, RuleError> {
+        Self::build(rules, Some(dir))
+    }
+
+    fn build(rules: Vec<Rule>, cache: Option<&Path>) -> Result<Self, RuleError> {
         let mut seen = HashSet::new();
         let mut compiled = Vec::with_capacity(rules.len());
         let mut patterns = Vec::with_capacity(rules.len());
@@ -78,21 +90,45 @@ impl RuleSet {
                     message: e.to_string(),
                 })?;
             p.id = Some(i);
-            // Compile alone first, so an error names its rule.
-            Patterns(vec![p.clone()])
-                .build::<Streaming>()
-                .map_err(|e| RuleError::Pattern {
-                    id: rule.id.clone(),
-                    message: e.to_string(),
-                })?;
             patterns.push(p);
             compiled.push(Compiled { rule, re });
         }
-        let db = Patterns(patterns)
-            .build::<Streaming>()
-            .map_err(|e| RuleError::Database(e.to_string()))?;
         let rules: Vec<Rule> = compiled.iter().map(|c| c.rule.clone()).collect();
-        let triggers = Triggers::compile(&rules)?;
+        let (mut triggers, plan) = Triggers::plan(&rules)?;
+        let key = cache_key(&rules, &plan);
+        let cached = cache.and_then(|dir| cache::load(&dir.join(format!("rules-{key}.hsdb"))));
+        let db = match cached {
+            Some((db, tdb)) if tdb.is_some() != plan.is_empty() => {
+                triggers.set_db(tdb);
+                db
+            }
+            _ => {
+                // One compile for the set; only when it fails is each rule
+                // compiled alone, so the error names its rule.
+                let db = match Patterns(patterns.clone()).build::<Streaming>() {
+                    Ok(db) => db,
+                    Err(e) => {
+                        for (p, c) in patterns.into_iter().zip(&compiled) {
+                            Patterns(vec![p]).build::<Streaming>().map_err(|e| {
+                                RuleError::Pattern {
+                                    id: c.rule.id.clone(),
+                                    message: e.to_string(),
+                                }
+                            })?;
+                        }
+                        return Err(RuleError::Database(e.to_string()));
+                    }
+                };
+                triggers.set_db(plan.compile()?);
+                if let Some(dir) = cache {
+                    let path = dir.join(format!("rules-{key}.hsdb"));
+                    if let Err(e) = cache::save(&path, &db, triggers.db()) {
+                        log::debug!("caching the rule databases in {}: {e}", path.display());
+                    }
+                }
+                db
+            }
+        };
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
         for c in &compiled {
             let triggers = c.rule.triggers.iter().flatten();
@@ -235,6 +271,87 @@ fn validate(v: Option<Validator>, s: &str, today: Date) -> bool {
         Some(Validator::Imei) => validators::imei(t),
         Some(Validator::PaymentCard) => validators::payment_card(t),
         Some(Validator::BasicAuth) => validators::basic_credentials(t).is_some(),
+    }
+}
+
+/// What the databases are compiled from, and by which Hyperscan: the cache key.
+fn cache_key(rules: &[Rule], plan: &super::triggers::Plan) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |b: &[u8]| {
+        for &x in b.iter().chain(b"\0") {
+            h = (h ^ u64::from(x)).wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    eat(hyperscan::version_str().to_bytes());
+    for r in rules {
+        eat(r.hyperscan_expression().as_bytes());
+    }
+    for e in plan.expressions() {
+        eat(e.as_bytes());
+    }
+    format!("{h:016x}")
+}
+
+/// The compiled-database cache file: `LWHS1`, then the streaming rule database
+/// and the trigger block database (empty when there is none), each
+/// length-prefixed (u64 LE), as Hyperscan serialized them.
+mod cache {
+    use std::path::Path;
+
+    use hyperscan::{BlockDatabase, Serialized as _, StreamingDatabase};
+
+    const MAGIC: &[u8] = b"LWHS1";
+
+    fn mode_is(bytes: &[u8], mode: &str) -> bool {
+        bytes.info().is_ok_and(|i| i.contains(mode))
+    }
+
+    pub fn load(path: &Path) -> Option<(StreamingDatabase, Option<BlockDatabase>)> {
+        let data = std::fs::read(path).ok()?;
+        let rest = data.strip_prefix(MAGIC)?;
+        let part = |b: &[u8]| -> Option<(Vec<u8>, usize)> {
+            let n = u64::from_le_bytes(b.get(..8)?.try_into().ok()?) as usize;
+            Some((b.get(8..8 + n)?.to_vec(), 8 + n))
+        };
+        let (s, used) = part(rest)?;
+        let (b, _) = part(&rest[used..])?;
+        // Deserializing checks Hyperscan's version and the CPU's features; the
+        // mode is checked here (a mismatch would be undefined behaviour).
+        if !mode_is(&s, "STREAM") || !(b.is_empty() || mode_is(&b, "BLOCK")) {
+            return None;
+        }
+        let sdb: StreamingDatabase = s.deserialize().ok()?;
+        let bdb: Option<BlockDatabase> = if b.is_empty() {
+            None
+        } else {
+            Some(b.deserialize().ok()?)
+        };
+        Some((sdb, bdb))
+    }
+
+    pub fn save(
+        path: &Path,
+        db: &StreamingDatabase,
+        triggers: Option<&BlockDatabase>,
+    ) -> std::io::Result<()> {
+        let err = |e: hyperscan::Error| std::io::Error::other(e.to_string());
+        let s = db.serialize().map_err(err)?;
+        let b = match triggers {
+            Some(t) => t.serialize().map_err(err)?.to_vec(),
+            None => Vec::new(),
+        };
+        let mut out = MAGIC.to_vec();
+        for part in [&s[..], &b[..]] {
+            out.extend_from_slice(&(part.len() as u64).to_le_bytes());
+            out.extend_from_slice(part);
+        }
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        // Written whole, then renamed: a reader never sees half a file.
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, out)?;
+        std::fs::rename(tmp, path)
     }
 }
 
@@ -393,6 +510,38 @@ mod tests {
             RuleSet::compile(vec![dup.clone(), dup]).unwrap_err(),
             RuleError::DuplicateId("same".into())
         );
+    }
+
+    #[test]
+    fn compiled_databases_are_cached_and_damage_is_recompiled() {
+        let dir = std::env::temp_dir().join(format!("lw-hsdb-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let hits = |set: &RuleSet| {
+            let scratch = set.scratch().unwrap();
+            let mut b = FieldBatch::default();
+            b.push(Ctx::Query, "email", "jane@example.com", 0);
+            assert!(set.triggers().fires(&scratch, b"email=jane%40example.com"));
+            set.open().scan(set, &scratch, &b, today()).unwrap().len()
+        };
+        let first = RuleSet::compile_cached(rules::builtin(), &dir).unwrap();
+        let files: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().collect();
+        assert_eq!(files.len(), 1, "one cache file");
+        let path = files[0].path();
+        assert!(path.to_string_lossy().ends_with(".hsdb"));
+        let loaded = RuleSet::compile_cached(rules::builtin(), &dir).unwrap();
+        assert_eq!((hits(&first), hits(&loaded)), (1, 1));
+        // Damaged: recompiled, and the file replaced.
+        let full = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &full[..full.len() / 2]).unwrap();
+        let again = RuleSet::compile_cached(rules::builtin(), &dir).unwrap();
+        assert_eq!(hits(&again), 1);
+        assert_eq!(std::fs::read(&path).unwrap().len(), full.len());
+        // Other rules, another key.
+        let mut fewer = rules::builtin();
+        fewer.pop();
+        RuleSet::compile_cached(fewer, &dir).unwrap();
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

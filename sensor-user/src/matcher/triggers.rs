@@ -28,12 +28,58 @@ pub struct Triggers {
     pub untriggered: Vec<String>,
 }
 
+/// The trigger database's patterns, not yet compiled, with (rule id, expression) each.
+pub struct Plan {
+    patterns: Vec<Pattern>,
+    owners: Vec<(String, String)>,
+}
+
+impl Plan {
+    /// The expressions, in database order (for the compiled-database cache key).
+    pub fn expressions(&self) -> impl Iterator<Item = &str> {
+        self.owners.iter().map(|(_, e)| e.as_str())
+    }
+
+    /// Compiles the database; only on failure each trigger alone, to name it.
+    pub fn compile(self) -> Result<Option<BlockDatabase>, RuleError> {
+        if self.patterns.is_empty() {
+            return Ok(None);
+        }
+        match Patterns(self.patterns.clone()).build::<Block>() {
+            Ok(db) => Ok(Some(db)),
+            Err(err) => {
+                for (p, (id, e)) in self.patterns.into_iter().zip(self.owners) {
+                    Patterns(vec![p])
+                        .build::<Block>()
+                        .map_err(|x| RuleError::Pattern {
+                            id,
+                            message: format!("trigger {e:?}: {x}"),
+                        })?;
+                }
+                Err(RuleError::Database(err.to_string()))
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.patterns.is_empty()
+    }
+}
+
 impl Triggers {
     pub fn compile(rules: &[Rule]) -> Result<Self, RuleError> {
+        let (mut t, plan) = Self::plan(rules)?;
+        t.db = plan.compile()?;
+        Ok(t)
+    }
+
+    /// Everything but the database, and the plan to compile it.
+    pub fn plan(rules: &[Rule]) -> Result<(Self, Plan), RuleError> {
         let mut patterns = Vec::new();
         let mut digits: Option<usize> = None;
         let mut seen = std::collections::HashSet::new();
         let mut bytes = Vec::new();
+        let mut owners = Vec::new();
         let mut untriggered = Vec::new();
         for rule in rules {
             let Some(exprs) = rule.trigger_expressions() else {
@@ -68,34 +114,36 @@ impl Triggers {
                     bytes.push(*b);
                     continue;
                 }
-                let err = |m: String| RuleError::Pattern {
-                    id: rule.id.clone(),
-                    message: format!("trigger {e:?}: {m}"),
-                };
-                let mut p = Pattern::with_flags(e.as_str(), CompileFlags::SINGLEMATCH)
-                    .map_err(|x| err(x.to_string()))?;
+                let mut p =
+                    Pattern::with_flags(e.as_str(), CompileFlags::SINGLEMATCH).map_err(|x| {
+                        RuleError::Pattern {
+                            id: rule.id.clone(),
+                            message: format!("trigger {e:?}: {x}"),
+                        }
+                    })?;
                 p.id = Some(patterns.len());
-                Patterns(vec![p.clone()])
-                    .build::<Block>()
-                    .map_err(|x| err(x.to_string()))?;
                 patterns.push(p);
+                owners.push((rule.id.clone(), e));
             }
         }
-        let db = if patterns.is_empty() {
-            None
-        } else {
-            Some(
-                Patterns(patterns)
-                    .build::<Block>()
-                    .map_err(|e| RuleError::Database(e.to_string()))?,
-            )
-        };
-        Ok(Self {
-            db,
-            digits,
-            bytes,
-            untriggered,
-        })
+        Ok((
+            Self {
+                db: None,
+                digits,
+                bytes,
+                untriggered,
+            },
+            Plan { patterns, owners },
+        ))
+    }
+
+    /// Sets the compiled database (from `Plan::compile` or a cache).
+    pub fn set_db(&mut self, db: Option<BlockDatabase>) {
+        self.db = db;
+    }
+
+    pub fn db(&self) -> Option<&BlockDatabase> {
+        self.db.as_ref()
     }
 
     /// Grows `scratch` to serve this database too.

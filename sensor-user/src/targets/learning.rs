@@ -2,6 +2,8 @@
 //! and config, addresses learned from DNS answers and from the SNI or Host of
 //! probed flows, expired after their TTL.
 
+use crate::FlowMap;
+
 use std::{
     collections::HashMap,
     net::IpAddr,
@@ -9,10 +11,7 @@ use std::{
 };
 
 use ipnet::IpNet;
-use sensor_common::{
-    flow::{FlowKey, IPPROTO_TCP},
-    record::flags,
-};
+use sensor_common::{flow::IPPROTO_TCP, record::flags};
 
 use super::{
     ServiceIds,
@@ -132,7 +131,7 @@ pub struct Targeting<W: WatchSink> {
     statics: Vec<(IpNet, u32)>,
     sink: W,
     /// Probe payloads of split ClientHellos: bytes so far, next TCP sequence number.
-    hellos: HashMap<FlowKey, (Instant, u32, Vec<u8>)>,
+    hellos: FlowMap<(Instant, u32, Vec<u8>)>,
     /// Errors writing to the sink (kept, not fatal: the next change retries).
     pub sink_errors: u64,
 }
@@ -152,7 +151,7 @@ impl<W: WatchSink> Targeting<W> {
             learned,
             statics: Vec::new(),
             sink,
-            hellos: HashMap::new(),
+            hellos: FlowMap::default(),
             sink_errors: 0,
         }
     }
