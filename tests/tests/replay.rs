@@ -548,3 +548,41 @@ fn not_a_capture_names_the_file() {
         "{err}"
     );
 }
+
+/// The lab's own recording (`cargo xtask lab record`): replay reports what the
+/// live sensor reports for the same session, learning every address from the
+/// DNS answers in the capture.
+#[test]
+fn the_lab_session_replays_to_the_live_findings() {
+    use leakwatch_tests::scenarios;
+    let (ev, metrics) = replay("lab_streaming-session.pcap", &[]);
+    let mut got = std::collections::BTreeMap::new();
+    for e in ev.iter().filter(|e| e["event_type"] == "leak") {
+        *got.entry((
+            e["service"].as_str().unwrap().to_owned(),
+            e["kind"].as_str().unwrap().to_owned(),
+        ))
+        .or_insert(0u64) += 1;
+    }
+    assert_eq!(got, scenarios::expected_findings(&scenarios::session()));
+    // The login over TLS is a TLS flow, with nothing found in it.
+    assert_eq!(
+        metric(
+            &metrics,
+            "leakwatch_flows_total{service=\"qobuz\",transport=\"tls\"}"
+        ),
+        1
+    );
+    // The VLAN client's frames carry their tag; the token it reuses is a replay.
+    let replay = ev
+        .iter()
+        .find(|e| e["event_type"] == "replay" && e["kind"] == "auth_token")
+        .expect("a replay event");
+    assert_eq!(replay["src_ip"], "203.0.113.10");
+    assert_eq!(replay["replay"]["first_client_ip"], "192.0.2.10");
+    // A dual-stack client is two addresses: its IPv6 login replays its IPv4 one.
+    assert!(ev.iter().any(|e| e["event_type"] == "replay"
+        && e["kind"] == "password_hash"
+        && e["src_ip"] == "2001:db8:c::10"));
+    assert!(!ev.iter().any(|e| e["dest_ip"] == "198.51.100.3"));
+}
