@@ -25,6 +25,32 @@ pub fn metric(exposition: &str, series: &str) -> Option<u64> {
         .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
 }
 
+/// Non-zero `leakwatch_findings_total` summed over severities, by (service, kind).
+pub fn findings(exposition: &str) -> std::collections::BTreeMap<(String, String), u64> {
+    let mut m = std::collections::BTreeMap::new();
+    for line in exposition
+        .lines()
+        .filter(|l| l.starts_with("leakwatch_findings_total{"))
+    {
+        let label = |k: &str| {
+            line.split(&format!("{k}=\""))
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .unwrap_or("")
+                .to_owned()
+        };
+        let n: u64 = line
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        if n > 0 {
+            *m.entry((label("service"), label("kind"))).or_default() += n;
+        }
+    }
+    m
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -35,6 +61,16 @@ mod tests {
         assert_eq!(metric(text, "x_total{a=\"1\"}"), Some(5));
         assert_eq!(metric(text, "x_total{a=\"10\"}"), Some(7));
         assert_eq!(metric(text, "y_total"), None);
+    }
+
+    #[test]
+    fn findings_sum_severities() {
+        let text = "leakwatch_findings_total{service=\"q\",kind=\"email\",severity=\"low\"} 1\n\
+                    leakwatch_findings_total{service=\"q\",kind=\"email\",severity=\"high\"} 2\n\
+                    leakwatch_findings_total{service=\"q\",kind=\"gender\",severity=\"low\"} 0\n";
+        let f = findings(text);
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[&("q".to_owned(), "email".to_owned())], 3);
     }
 
     #[test]

@@ -284,10 +284,18 @@ pub fn session() -> Vec<Step> {
 /// Findings (service, kind) → count that a session produces: one per value
 /// per flow, every cleartext step being its own flow.
 pub fn expected_findings(steps: &[Step]) -> std::collections::BTreeMap<(String, String), u64> {
+    expected_of(steps.iter().filter(|s| !s.tls).map(|s| &s.scenario))
+}
+
+/// Findings (service, kind) → count of these requests sent in cleartext, each
+/// on its own connection.
+pub fn expected_of<'a>(
+    list: impl IntoIterator<Item = &'a Scenario>,
+) -> std::collections::BTreeMap<(String, String), u64> {
     let mut m = std::collections::BTreeMap::new();
-    for st in steps.iter().filter(|s| !s.tls) {
-        for (kind, n) in st.scenario.expect {
-            *m.entry((st.scenario.service.to_owned(), (*kind).to_owned()))
+    for s in list {
+        for (kind, n) in s.expect {
+            *m.entry((s.service.to_owned(), (*kind).to_owned()))
                 .or_default() += n;
         }
     }

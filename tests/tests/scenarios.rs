@@ -5,7 +5,6 @@
 //! is configured. Asserted through /metrics and events. Needs root.
 
 use std::{
-    collections::BTreeMap,
     path::PathBuf,
     time::{Duration, Instant},
 };
@@ -74,39 +73,6 @@ impl Drop for World {
     }
 }
 
-/// Findings by (service, kind), all severities.
-fn findings(text: &str) -> BTreeMap<(String, String), u64> {
-    let mut m = BTreeMap::new();
-    for line in text
-        .lines()
-        .filter(|l| l.starts_with("leakwatch_findings_total{"))
-    {
-        let label = |k: &str| {
-            line.split(&format!("{k}=\""))
-                .nth(1)
-                .and_then(|r| r.split('"').next())
-                .unwrap_or("")
-                .to_owned()
-        };
-        let n: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
-        if n > 0 {
-            *m.entry((label("service"), label("kind"))).or_default() += n;
-        }
-    }
-    m
-}
-
-fn expected(list: &[Scenario]) -> BTreeMap<(String, String), u64> {
-    let mut m = BTreeMap::new();
-    for s in list {
-        for (kind, n) in s.expect {
-            *m.entry((s.service.to_owned(), (*kind).to_owned()))
-                .or_default() += n;
-        }
-    }
-    m
-}
-
 fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(15);
     while !f() {
@@ -124,11 +90,11 @@ fn every_streaming_scenario_is_found_and_nothing_else() {
     }
     // The same secrets to a host that is no streaming service: nothing.
     w.send(&w.lab.client, &scenarios::unwatched(), false);
-    let want = expected(&all);
-    wait_until("every finding", || findings(&w.metrics()) == want);
+    let want = scenarios::expected_of(&all);
+    wait_until("every finding", || read::findings(&w.metrics()) == want);
     std::thread::sleep(Duration::from_millis(500));
     let text = w.metrics();
-    assert_eq!(findings(&text), want, "exactly these, nothing more");
+    assert_eq!(read::findings(&text), want, "exactly these, nothing more");
     for svc in ["qobuz", "deezer", "spotify", "soundcloud"] {
         assert!(
             read::metric(
@@ -258,7 +224,11 @@ fn the_same_requests_over_tls_leak_nothing() {
             })
     });
     let text = w.metrics();
-    assert!(findings(&text).is_empty(), "{:?}", findings(&text));
+    assert!(
+        read::findings(&text).is_empty(),
+        "{:?}",
+        read::findings(&text)
+    );
     assert!(
         read::metric(&text, "leakwatch_probes_total{result=\"sni\"}").unwrap_or(0) >= 1
             || read::metric(&text, "leakwatch_dns_answers_total{result=\"learned\"}").unwrap_or(0)
@@ -314,7 +284,7 @@ fn a_token_sent_from_a_second_client_is_one_replay() {
     w.send(&w.lab.client, &call, false);
     w.send(&w.lab.client, &call, false);
     wait_until("two findings", || {
-        findings(&w.metrics()).get(&("qobuz".into(), "auth_token".into())) == Some(&2)
+        read::findings(&w.metrics()).get(&("qobuz".into(), "auth_token".into())) == Some(&2)
     });
     assert!(
         !w.events().iter().any(|e| e["event_type"] == "replay"),

@@ -415,29 +415,7 @@ fn summary(all: &[Value], metrics_port: u16) {
             println!("  {line}");
         }
     }
-    let mut findings: BTreeMap<(String, String), u64> = BTreeMap::new();
-    for line in text
-        .lines()
-        .filter(|l| l.starts_with("leakwatch_findings_total{"))
-    {
-        let label = |k: &str| {
-            line.split(&format!("{k}=\""))
-                .nth(1)
-                .and_then(|r| r.split('"').next())
-                .unwrap_or("?")
-                .to_owned()
-        };
-        let n: u64 = line
-            .rsplit(' ')
-            .next()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        if n > 0 {
-            *findings
-                .entry((label("service"), label("kind")))
-                .or_default() += n;
-        }
-    }
+    let findings = leakwatch_tests::read::findings(&text);
     println!(
         "\nFindings (leakwatch_findings_total):\n  {:<12} {:<14} {:>5}",
         "service", "kind", "count"

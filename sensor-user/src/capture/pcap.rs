@@ -176,73 +176,85 @@ pub fn read(
             None => c.1 += 1,
         };
     let mut c = (0u64, 0u64);
-    if input.data().starts_with(&[0x0a, 0x0d, 0x0d, 0x0a]) {
+    let (stop, unit) = if input.data().starts_with(&[0x0a, 0x0d, 0x0d, 0x0a]) {
         let (rest, mut parser) = PcapNgParser::new(input.data()).map_err(format)?;
         let used = input.data().len() - rest.len();
         input.consume(used);
         let mut links: Vec<DataLink> = Vec::new();
-        loop {
-            let data = input.data();
-            match parser.next_block(data) {
-                Ok((rest, block)) => {
-                    let used = data.len() - rest.len();
-                    match block {
-                        Block::SectionHeader(_) => links.clear(),
-                        Block::InterfaceDescription(idb) => links.push(idb.linktype),
-                        Block::EnhancedPacket(epb) => {
-                            let link = links
-                                .get(epb.interface_id as usize)
-                                .copied()
-                                .unwrap_or(DataLink::ETHERNET);
-                            deliver(link, epb.timestamp.as_nanos() as u64, &epb.data, &mut c);
-                        }
-                        Block::SimplePacket(spb) => {
-                            let link = links.first().copied().unwrap_or(DataLink::ETHERNET);
-                            deliver(link, 0, &spb.data, &mut c);
-                        }
-                        _ => {}
-                    }
-                    input.consume(used);
+        let stop = units(&mut input, &mut progress, |data| {
+            let (rest, block) = parser.next_block(data)?;
+            match block {
+                Block::SectionHeader(_) => links.clear(),
+                Block::InterfaceDescription(idb) => links.push(idb.linktype),
+                Block::EnhancedPacket(epb) => {
+                    let link = links
+                        .get(epb.interface_id as usize)
+                        .copied()
+                        .unwrap_or(DataLink::ETHERNET);
+                    deliver(link, epb.timestamp.as_nanos() as u64, &epb.data, &mut c);
                 }
-                Err(pcap_file::PcapError::IncompleteBuffer) => {
-                    if !input.fill().map_err(io)? {
-                        if input.data().is_empty() {
-                            break;
-                        }
-                        return Err(damaged(&input, c.0, "the file ends inside a block".into()));
-                    }
-                    progress(input.read());
+                Block::SimplePacket(spb) => {
+                    let link = links.first().copied().unwrap_or(DataLink::ETHERNET);
+                    deliver(link, 0, &spb.data, &mut c);
                 }
-                Err(e) => return Err(damaged(&input, c.0, e.to_string())),
+                _ => {}
             }
-        }
+            Ok(data.len() - rest.len())
+        });
+        (stop, "block")
     } else {
         let (rest, parser) = PcapParser::new(input.data()).map_err(format)?;
         let used = input.data().len() - rest.len();
         input.consume(used);
         let link = parser.header().datalink;
-        loop {
-            let data = input.data();
-            match parser.next_packet(data) {
-                Ok((rest, pkt)) => {
-                    let used = data.len() - rest.len();
-                    deliver(link, pkt.timestamp.as_nanos() as u64, &pkt.data, &mut c);
-                    input.consume(used);
-                }
-                Err(pcap_file::PcapError::IncompleteBuffer) => {
-                    if !input.fill().map_err(io)? {
-                        if input.data().is_empty() {
-                            break;
-                        }
-                        return Err(damaged(&input, c.0, "the file ends inside a packet".into()));
-                    }
-                    progress(input.read());
-                }
-                Err(e) => return Err(damaged(&input, c.0, e.to_string())),
-            }
+        let stop = units(&mut input, &mut progress, |data| {
+            let (rest, pkt) = parser.next_packet(data)?;
+            deliver(link, pkt.timestamp.as_nanos() as u64, &pkt.data, &mut c);
+            Ok(data.len() - rest.len())
+        });
+        (stop, "packet")
+    };
+    match stop {
+        Stop::End => Ok(c),
+        Stop::Truncated => Err(damaged(
+            &input,
+            c.0,
+            format!("the file ends inside a {unit}"),
+        )),
+        Stop::Bad(m) => Err(damaged(&input, c.0, m)),
+        Stop::Io(e) => Err(io(e)),
+    }
+}
+
+/// Why reading stopped.
+enum Stop {
+    End,
+    /// The file ended inside a packet or block.
+    Truncated,
+    Bad(String),
+    Io(std::io::Error),
+}
+
+/// Runs `step` over the file's bytes until the end: each call parses one
+/// packet or block from the bytes it is given and says how many it used; more
+/// are read when it needs them.
+fn units(
+    input: &mut Input,
+    progress: &mut impl FnMut(u64),
+    mut step: impl FnMut(&[u8]) -> Result<usize, pcap_file::PcapError>,
+) -> Stop {
+    loop {
+        match step(input.data()) {
+            Ok(used) => input.consume(used),
+            Err(pcap_file::PcapError::IncompleteBuffer) => match input.fill() {
+                Ok(true) => progress(input.read()),
+                Ok(false) if input.data().is_empty() => return Stop::End,
+                Ok(false) => return Stop::Truncated,
+                Err(e) => return Stop::Io(e),
+            },
+            Err(e) => return Stop::Bad(e.to_string()),
         }
     }
-    Ok(c)
 }
 
 #[cfg(test)]

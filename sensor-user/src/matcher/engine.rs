@@ -459,7 +459,7 @@ impl Drop for DirScanner {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::matcher::rules::{self, Context, Severity};
+    use crate::matcher::rules;
 
     fn today() -> Date {
         Date::new(2026, 11, 23).unwrap()
@@ -477,17 +477,7 @@ mod tests {
 
     #[test]
     fn errors_name_the_rule() {
-        let bad = Rule {
-            id: "broken".into(),
-            kind: Kind::Email,
-            pattern: "(unclosed".into(),
-            severity: Severity::Low,
-            services: vec![],
-            validator: None,
-            context: Context::Any,
-            triggers: None,
-            trigger_digits: None,
-        };
+        let bad = Rule::bare("broken", "(unclosed");
         let e = RuleSet::compile(vec![bad.clone()]).unwrap_err();
         assert!(
             matches!(&e, RuleError::Pattern { id, .. } if id == "broken"),

@@ -192,6 +192,22 @@ pub fn builtin() -> Vec<Rule> {
 }
 
 impl Rule {
+    /// A low-severity `email` rule with just an id and a pattern (tests).
+    #[cfg(test)]
+    pub fn bare(id: &str, pattern: &str) -> Self {
+        Self {
+            id: id.into(),
+            kind: Kind::Email,
+            pattern: pattern.into(),
+            severity: Severity::Low,
+            services: vec![],
+            validator: None,
+            context: Context::Any,
+            triggers: None,
+            trigger_digits: None,
+        }
+    }
+
     /// The raw-bytes trigger expressions: the rule's own, else derived from a
     /// `^(name|…)=` pattern; `None` when the rule has to see every section.
     pub fn trigger_expressions(&self) -> Option<Vec<String>> {

@@ -259,17 +259,7 @@ mod tests {
 
     #[test]
     fn names_are_derived_from_anchored_patterns() {
-        let r = |p: &str| rules::Rule {
-            id: "r".into(),
-            kind: rules::Kind::Email,
-            pattern: p.into(),
-            severity: rules::Severity::Low,
-            services: vec![],
-            validator: None,
-            context: rules::Context::Any,
-            triggers: None,
-            trigger_digits: None,
-        };
+        let r = |p: &str| rules::Rule::bare("r", p);
         assert_eq!(
             r("^(pw|pass)=(?P<v>.+)$").trigger_expressions().unwrap(),
             [r#"(?i)(?:pw|pass)[=:]|"(?:pw|pass)""#]
