@@ -261,6 +261,39 @@ fn units(
 mod tests {
     use super::*;
 
+    /// A classic pcap in memory: `magic` picks the timestamp unit.
+    fn one_packet_pcap(magic: u32, sec: u32, frac: u32) -> Vec<u8> {
+        let frame = [0u8; 60];
+        let mut f = Vec::new();
+        f.extend_from_slice(&magic.to_le_bytes());
+        f.extend_from_slice(&2u16.to_le_bytes());
+        f.extend_from_slice(&4u16.to_le_bytes());
+        f.extend_from_slice(&[0; 8]);
+        f.extend_from_slice(&65535u32.to_le_bytes());
+        f.extend_from_slice(&1u32.to_le_bytes());
+        for v in [sec, frac, 60, 60] {
+            f.extend_from_slice(&v.to_le_bytes());
+        }
+        f.extend_from_slice(&frame);
+        f
+    }
+
+    #[test]
+    fn micro_and_nanosecond_timestamps() {
+        let dir = std::env::temp_dir();
+        for (magic, frac, want) in [
+            (0xa1b2_c3d4u32, 250_000u32, 1_700_000_000_250_000_000u64),
+            (0xa1b2_3c4d, 250_000_123, 1_700_000_000_250_000_123),
+        ] {
+            let p = dir.join(format!("lw-ts-{}-{magic:x}.pcap", std::process::id()));
+            std::fs::write(&p, one_packet_pcap(magic, 1_700_000_000, frac)).unwrap();
+            let mut ts = Vec::new();
+            let (n, _) = read(&p, |f| ts.push(f.ts_ns), |_| {}).unwrap();
+            let _ = std::fs::remove_file(&p);
+            assert_eq!((n, ts), (1, vec![want]));
+        }
+    }
+
     #[test]
     fn link_types_become_ethernet() {
         let ip = [0x45u8, 0, 0, 20];
