@@ -8,8 +8,6 @@
 //! address's prefilter bucket is set; here a known flow stays watched until it
 //! leaves the flow table.
 
-use crate::FlowMap;
-
 use std::net::IpAddr;
 
 use sensor_common::{
@@ -25,6 +23,7 @@ use sensor_common::{
 };
 
 use super::record::{Origin, Record};
+use crate::FlowMap;
 
 /// Where the sampler asks which service an address belongs to (the tries).
 pub trait Watched {

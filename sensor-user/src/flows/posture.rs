@@ -3,8 +3,6 @@
 //! flows. Fed by Sample and Meta records; forgets flows on FIN/RST from both
 //! sides, RST, or idleness.
 
-use crate::FlowMap;
-
 use std::time::{Duration, Instant};
 
 use sensor_common::{
@@ -14,6 +12,7 @@ use sensor_common::{
 };
 
 use crate::{
+    FlowMap,
     capture::record::Record,
     proto::{
         http::{self, RequestHead},

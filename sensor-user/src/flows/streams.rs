@@ -3,8 +3,6 @@
 //! Produces confirmed hits with their flow context; bounded in flows, evicted on
 //! FIN/RST, idleness and the cap (each counted), streams always closed.
 
-use crate::FlowMap;
-
 use std::{
     collections::{HashMap, HashSet},
     hash::{Hash as _, Hasher as _},
@@ -21,6 +19,7 @@ use sensor_common::{
 
 use super::reassembly::{Chunk, Reassembler};
 use crate::{
+    FlowMap,
     capture::record::Record,
     matcher::{
         engine::{DirScanner, Hit, RuleError, RuleSet},

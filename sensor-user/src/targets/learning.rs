@@ -2,8 +2,6 @@
 //! and config, addresses learned from DNS answers and from the SNI or Host of
 //! probed flows, expired after their TTL.
 
-use crate::FlowMap;
-
 use std::{
     collections::HashMap,
     net::IpAddr,
@@ -20,6 +18,7 @@ use super::{
     learned::{Change, Learned, Source, family},
 };
 use crate::{
+    FlowMap,
     capture::{record::Record, watch::WatchMaps},
     config::TargetSettings,
     proto::{http, tls},
