@@ -55,6 +55,8 @@ pub struct MatchStage {
     stats: HashMap<usize, StreamStats>,
     /// Totals already exported.
     exported: StreamStats,
+    /// Records a dead matcher thread could not take.
+    lost: u64,
 }
 
 impl MatchStage {
@@ -73,6 +75,7 @@ impl MatchStage {
             replay,
             stats: HashMap::new(),
             exported: StreamStats::default(),
+            lost: 0,
         }
     }
 }
@@ -257,7 +260,17 @@ impl<W: WatchSink> Pipeline<W> {
                             t.on_record(&rec, now, &mut found);
                             self.findings(found, now);
                         }
-                        Engine::Sharded(w) => w.dispatch(rec),
+                        Engine::Sharded(w) => {
+                            if !w.dispatch(rec) {
+                                // Counted with the scan errors; said once.
+                                m.lost += 1;
+                                if m.lost == 1 {
+                                    log::error!(
+                                        "a matcher thread has died: records of its flows are no longer matched (counted in leakwatch_matcher_scan_errors_total)"
+                                    );
+                                }
+                            }
+                        }
                         Engine::Stopped => {}
                     }
                 }
@@ -436,6 +449,7 @@ impl<W: WatchSink> Pipeline<W> {
         self.metrics
             .prefiltered
             .inc_by(now.gate.bytes.saturating_sub(m.exported.gate.bytes));
+        now.scan_errors += m.lost;
         self.metrics
             .scan_errors
             .inc_by(now.scan_errors.saturating_sub(m.exported.scan_errors));

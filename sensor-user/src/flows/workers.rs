@@ -99,12 +99,13 @@ impl Workers {
         self.jobs.is_empty()
     }
 
-    /// Hands a record to the worker that owns its flow.
-    pub fn dispatch(&self, rec: Record) {
+    /// Hands a record to the worker that owns its flow; false when that worker
+    /// is gone (it panicked: a bug), so the caller can count and say so.
+    pub fn dispatch(&self, rec: Record) -> bool {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         rec.hdr.flow.hash(&mut h);
         let i = (h.finish() % self.jobs.len() as u64) as usize;
-        let _ = self.jobs[i].send(Job::Record(Box::new(rec)));
+        self.jobs[i].send(Job::Record(Box::new(rec))).is_ok()
     }
 
     /// Idle sweeps and counter reports.

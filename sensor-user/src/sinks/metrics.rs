@@ -246,7 +246,7 @@ impl Metrics {
         let scan_errors = Counter::default();
         registry.register(
             "leakwatch_matcher_scan_errors",
-            "Hyperscan errors while scanning a flow's fields (the batch is skipped)",
+            "Hyperscan errors while scanning a flow's fields (the batch is skipped), and records a dead matcher thread could not take",
             scan_errors.clone(),
         );
         let flows_evicted = Family::<ReasonLabels, Counter>::default();
