@@ -12,6 +12,7 @@ use crate::sinks::{
 use crate::{
     capture::{
         clock::{Clock, mono_now_ns},
+        record::Record,
         ring::RecordResult,
     },
     flows::{
@@ -34,7 +35,7 @@ use crate::{
     targets::learning::{DnsOutcome, ProbeOutcome, Targeting, WatchSink},
 };
 use prometheus_client::metrics::counter::Counter;
-use sensor_common::record::RecordKind;
+use sensor_common::record::{RecordKind, flags};
 
 /// Where flows are matched: on the pipeline thread, or sharded over workers.
 pub enum Engine {
@@ -247,34 +248,54 @@ impl<W: WatchSink> Pipeline<W> {
                 if matches!(o, ProbeOutcome::LearnedSni | ProbeOutcome::LearnedHost) {
                     self.publish_watched();
                 }
+                // A probe is the first client payload of a flow that began before
+                // its server was watched: typically a connection racing the DNS
+                // answer that teaches the address, and its first request is often
+                // the login. In cleartext, to a server watched now, it is matched
+                // as the flow's first sample (the kernel samples the rest).
+                if rec.hdr.flags & flags::FIRST_PAYLOAD != 0
+                    && rec.payload().first() != Some(&0x16)
+                    && let Some(service) = self.targeting.service_of(rec.dst().0)
+                {
+                    let mut sample = rec;
+                    sample.kind = RecordKind::Sample;
+                    sample.hdr.kind = RecordKind::Sample as u8;
+                    sample.hdr.service = service;
+                    sample.hdr.flags |= flags::FROM_CLIENT;
+                    self.sample(sample, now);
+                }
             }
-            RecordKind::Sample | RecordKind::Meta => {
-                let mut out = std::mem::take(&mut self.out);
-                self.posture.on_record(&rec, now, &mut out);
-                self.emit(&mut out);
-                self.out = out;
-                if let Some(m) = self.matching.as_mut() {
-                    match &mut m.engine {
-                        Engine::Inline(t) => {
-                            let mut found = Vec::new();
-                            t.on_record(&rec, now, &mut found);
-                            self.findings(found, now);
-                        }
-                        Engine::Sharded(w) => {
-                            if !w.dispatch(rec) {
-                                // Counted with the scan errors; said once.
-                                m.lost += 1;
-                                if m.lost == 1 {
-                                    log::error!(
-                                        "a matcher thread has died: records of its flows are no longer matched (counted in leakwatch_matcher_scan_errors_total)"
-                                    );
-                                }
-                            }
-                        }
-                        Engine::Stopped => {}
+            RecordKind::Sample | RecordKind::Meta => self.sample(rec, now),
+        }
+    }
+
+    /// A record of a watched flow: posture, then matching.
+    fn sample(&mut self, rec: Record, now: Instant) {
+        let mut out = std::mem::take(&mut self.out);
+        self.posture.on_record(&rec, now, &mut out);
+        self.emit(&mut out);
+        self.out = out;
+        let Some(m) = self.matching.as_mut() else {
+            return;
+        };
+        match &mut m.engine {
+            Engine::Inline(t) => {
+                let mut found = Vec::new();
+                t.on_record(&rec, now, &mut found);
+                self.findings(found, now);
+            }
+            Engine::Sharded(w) => {
+                if !w.dispatch(rec) {
+                    // Counted with the scan errors; said once.
+                    m.lost += 1;
+                    if m.lost == 1 {
+                        log::error!(
+                            "a matcher thread has died: records of its flows are no longer matched (counted in leakwatch_matcher_scan_errors_total)"
+                        );
                     }
                 }
             }
+            Engine::Stopped => {}
         }
     }
 
@@ -611,7 +632,7 @@ mod tests {
         time::Duration,
     };
 
-    use sensor_common::{parse::TCP_ACK, record::flags};
+    use sensor_common::parse::TCP_ACK;
 
     use super::*;
     use crate::{
@@ -703,6 +724,44 @@ mod tests {
     }
 
     const TOKEN: &str = "QkX3u9rVb0dY7nWq2LpZsT5hGmJc8aEf";
+
+    /// A connection racing the DNS answer: its SYN passed before the address was
+    /// watched, so its first request came up as a probe. The Host teaches the
+    /// address, and the request is still matched.
+    #[test]
+    fn the_request_of_a_probe_to_a_service_is_matched() {
+        let (mut p, buf, _) = pipeline();
+        let req = b"GET /api.json/0.2/user/login?email=jane%40example.com&password=5f4dcc3b5aa765d61d8327deb882cf99 HTTP/1.1\r\nHost: www.qobuz.com\r\n\r\n";
+        let frame = FrameBuilder::tcp("192.0.2.10", 40000, "198.51.100.9", 80)
+            .flags(TCP_ACK | 0x08)
+            .payload(req)
+            .build();
+        let r = record(RecordKind::Probe, flags::FIRST_PAYLOAD, &frame);
+        p.handle(Ok(r), Instant::now());
+        let kinds: Vec<String> = events(&buf)
+            .iter()
+            .filter(|e| e["event_type"] == "leak")
+            .map(|e| e["kind"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(kinds.len(), 2, "{kinds:?}");
+        assert!(kinds.contains(&"password_hash".into()) && kinds.contains(&"email".into()));
+        // A probe to an address no service owns is only a probe.
+        let other = FrameBuilder::tcp("192.0.2.10", 40001, "198.51.100.99", 80)
+            .flags(TCP_ACK | 0x08)
+            .payload(&b"GET /?password=hunter2 HTTP/1.1\r\nHost: www.example.org\r\n\r\n"[..])
+            .build();
+        p.handle(
+            Ok(record(RecordKind::Probe, flags::FIRST_PAYLOAD, &other)),
+            Instant::now(),
+        );
+        assert_eq!(
+            events(&buf)
+                .iter()
+                .filter(|e| e["event_type"] == "leak")
+                .count(),
+            2
+        );
+    }
 
     #[test]
     fn a_token_from_a_second_client_is_one_replay() {

@@ -219,7 +219,8 @@ fn dns_answers_teach_the_sensor_service_addresses_until_their_ttl() {
         "{new:?}"
     );
     // … whose Host header names Qobuz, so the address is learned again (source
-    // host) and the rest of the flow is watched from then on.
+    // host), the request is matched as the flow's first sample, and the rest of
+    // the flow is watched from then on.
     wait_for(
         "the Host header to re-learn it",
         Duration::from_secs(3),
@@ -235,7 +236,8 @@ fn dns_answers_teach_the_sensor_service_addresses_until_their_ttl() {
             &lab,
             "leakwatch_flows_total{service=\"qobuz\",transport=\"cleartext\"}"
         ),
-        1
+        2,
+        "the probed flow counts too"
     );
     assert_eq!(metric(&lab, "leakwatch_probes_total{result=\"host\"}"), 1);
     let _ = std::fs::remove_dir_all(dir);

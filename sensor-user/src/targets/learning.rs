@@ -167,6 +167,17 @@ impl<W: WatchSink> Targeting<W> {
         &self.sink
     }
 
+    /// The service an address is watched as now: a static prefix (the longest)
+    /// or a learned address.
+    pub fn service_of(&self, addr: IpAddr) -> Option<u32> {
+        self.statics
+            .iter()
+            .filter(|(n, _)| n.contains(&addr))
+            .max_by_key(|(n, _)| n.prefix_len())
+            .map(|(_, s)| *s)
+            .or_else(|| self.learned.service_of(&addr))
+    }
+
     /// Watches `net` as `service` for good (catalog CIDRs, `--watch`).
     pub fn add_static(&mut self, net: IpNet, service: &str) -> Result<(), String> {
         let id = self.ids.id(service);
