@@ -229,6 +229,16 @@ impl FieldSink for Gate<'_> {
         fires
     }
 
+    fn wants_all(&mut self, raw: &[u8], sections: u64) -> bool {
+        let fires = self.triggers.fires(self.scratch, raw);
+        if !fires {
+            // Skipped, all of them; when one fires, each is asked on its own.
+            self.stats.bytes += raw.len() as u64;
+            self.stats.sections += sections;
+        }
+        fires
+    }
+
     fn push(&mut self, ctx: Ctx, name: &str, value: &str, message: u64) {
         self.batch.push(ctx, name, value, message);
     }

@@ -67,6 +67,11 @@ pub trait FieldSink {
     fn wants(&mut self, _raw: &[u8]) -> bool {
         true
     }
+    /// One look at the raw bytes of `sections` sections together (a whole
+    /// message): false means none of them is wanted, and `wants` is not asked.
+    fn wants_all(&mut self, _raw: &[u8], _sections: u64) -> bool {
+        true
+    }
     fn push(&mut self, ctx: Ctx, name: &str, value: &str, message: u64);
     /// A JSON number (not a string), written as sent.
     fn push_number(&mut self, ctx: Ctx, name: &str, value: &str, message: u64) {

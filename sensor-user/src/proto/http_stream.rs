@@ -335,24 +335,74 @@ impl HttpStream {
             return false;
         };
         self.messages += 1;
-        self.read_head(&b[..end], out);
-        c.pos += end;
+        let head = &b[..end];
+        self.frame_head(head);
+        // The whole message in hand with a plain body: one prefilter scan says
+        // whether either section needs a look (most messages: neither).
+        let whole = match self.state {
+            State::Length(n)
+                if !self.gzip && n <= MAX_BODY as u64 && (b.len() - end) as u64 >= n =>
+            {
+                Some(n as usize)
+            }
+            _ => None,
+        };
+        match whole {
+            Some(n) => {
+                if out.wants_all(&b[..end + n], 2) {
+                    if out.wants(head) {
+                        self.decode_head(head, out);
+                    }
+                    self.decode_body(&b[end..end + n], out);
+                }
+                c.pos += end + n;
+                self.state = State::Start;
+            }
+            None => {
+                if out.wants(head) {
+                    self.decode_head(head, out);
+                }
+                c.pos += end;
+            }
+        }
         true
     }
 
-    fn read_head<S: FieldSink>(&mut self, head: &[u8], out: &mut S) {
-        let decode = out.wants(head);
+    /// Emits a head's fields: the request line's path and query, headers, cookies.
+    fn decode_head<S: FieldSink>(&self, head: &[u8], out: &mut S) {
         let msg = self.messages - 1;
+        if self.requests {
+            let (_, path, query) = request_line(head);
+            out.push(Ctx::Query, "path", &percent_decode(&text(path)), msg);
+            let query = text(query);
+            for (k, v) in form_pairs(query.split('#').next().unwrap_or("")) {
+                out.push(Ctx::Query, &k, &v, msg);
+            }
+        }
+        for (name, value) in header_fields(head) {
+            let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
+            let value = text(value);
+            // Cookie values are often URL-encoded (`%40`); `+` stays (base64).
+            if is(b"cookie") {
+                for pair in value.split(';') {
+                    let (k, v) = pair.trim().split_once('=').unwrap_or((pair.trim(), ""));
+                    out.push(Ctx::Cookie, k, &unescape_percent(v), msg);
+                }
+            } else if is(b"set-cookie") {
+                let first = value.split(';').next().unwrap_or("");
+                let (k, v) = first.trim().split_once('=').unwrap_or((first.trim(), ""));
+                out.push(Ctx::Cookie, k, &unescape_percent(v), msg);
+            } else {
+                out.push(Ctx::Header, &text(name), &value, msg);
+            }
+        }
+    }
+
+    /// Reads a head's framing (body length and coding, content type) and keeps
+    /// a request's head for findings.
+    fn frame_head(&mut self, head: &[u8]) {
         let mut status = 0u16;
         if self.requests {
-            if decode {
-                let (_, path, query) = request_line(head);
-                out.push(Ctx::Query, "path", &percent_decode(&text(path)), msg);
-                let query = text(query);
-                for (k, v) in form_pairs(query.split('#').next().unwrap_or("")) {
-                    out.push(Ctx::Query, &k, &v, msg);
-                }
-            }
             self.last_head.clear();
             self.last_head.extend_from_slice(head);
         } else {
@@ -367,22 +417,6 @@ impl HttpStream {
         self.gzip = false;
         for (name, value) in header_fields(head) {
             let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
-            if decode {
-                let value = text(value);
-                // Cookie values are often URL-encoded (`%40`); `+` stays (base64).
-                if is(b"cookie") {
-                    for pair in value.split(';') {
-                        let (k, v) = pair.trim().split_once('=').unwrap_or((pair.trim(), ""));
-                        out.push(Ctx::Cookie, k, &unescape_percent(v), msg);
-                    }
-                } else if is(b"set-cookie") {
-                    let first = value.split(';').next().unwrap_or("");
-                    let (k, v) = first.trim().split_once('=').unwrap_or((first.trim(), ""));
-                    out.push(Ctx::Cookie, k, &unescape_percent(v), msg);
-                } else {
-                    out.push(Ctx::Header, &text(name), &value, msg);
-                }
-            }
             // Framing headers; the length check first keeps the common miss cheap.
             match name.len() {
                 14 if is(b"content-length") => {
