@@ -333,13 +333,7 @@ impl Posture {
 
     /// Forgets flows idle for longer than the idle timeout.
     pub fn sweep(&mut self, now: Instant, out: &mut Vec<Output>) {
-        let idle: Vec<FlowKey> = self
-            .flows
-            .iter()
-            .filter(|(_, f)| now.duration_since(f.last) >= self.idle)
-            .map(|(k, _)| *k)
-            .collect();
-        for k in idle {
+        for k in crate::idle_flows(&self.flows, now, self.idle, |f| f.last) {
             self.finish(k, out);
         }
     }

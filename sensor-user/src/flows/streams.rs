@@ -379,13 +379,7 @@ impl StreamTable {
 
     /// Drops flows idle past the timeout.
     pub fn sweep(&mut self, now: Instant, out: &mut Vec<Located>) {
-        let idle: Vec<FlowKey> = self
-            .flows
-            .iter()
-            .filter(|(_, f)| now.duration_since(f.last) >= self.idle)
-            .map(|(k, _)| *k)
-            .collect();
-        for k in idle {
+        for k in crate::idle_flows(&self.flows, now, self.idle, |f| f.last) {
             self.close(k, Eviction::Idle, out);
         }
     }
