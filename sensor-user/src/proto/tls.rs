@@ -108,19 +108,7 @@ pub fn parse_client_hello(buf: &[u8]) -> Result<ClientHello, TlsError> {
         sni: None,
         version: legacy,
     };
-    if r.at == r.b.len() {
-        return Ok(out);
-    }
-    let mut exts = Reader {
-        b: r.vec16()?,
-        at: 0,
-    };
-    while exts.at < exts.b.len() {
-        let ty = exts.u16()?;
-        let mut e = Reader {
-            b: exts.vec16()?,
-            at: 0,
-        };
+    extensions(&mut r, |ty, mut e| {
         match ty {
             0 => {
                 let mut list = Reader {
@@ -151,8 +139,33 @@ pub fn parse_client_hello(buf: &[u8]) -> Result<ClientHello, TlsError> {
             }
             _ => {}
         }
-    }
+        Ok(())
+    })?;
     Ok(out)
+}
+
+/// Walks a hello's extensions block (if any) at the reader's position, calling
+/// `each` with every extension's type and body.
+fn extensions<'a>(
+    r: &mut Reader<'a>,
+    mut each: impl FnMut(u16, Reader<'a>) -> Result<(), TlsError>,
+) -> Result<(), TlsError> {
+    if r.at == r.b.len() {
+        return Ok(());
+    }
+    let mut exts = Reader {
+        b: r.vec16()?,
+        at: 0,
+    };
+    while exts.at < exts.b.len() {
+        let ty = exts.u16()?;
+        let body = Reader {
+            b: exts.vec16()?,
+            at: 0,
+        };
+        each(ty, body)?;
+    }
+    Ok(())
 }
 
 /// The version a ServerHello selected (supported_versions, else legacy_version).
@@ -166,24 +179,14 @@ pub fn parse_server_hello(buf: &[u8]) -> Result<u16, TlsError> {
     r.vec8()?;
     r.u16()?; // cipher suite
     r.u8()?; // compression
-    if r.at == r.b.len() {
-        return Ok(legacy);
-    }
-    let mut exts = Reader {
-        b: r.vec16()?,
-        at: 0,
-    };
-    while exts.at < exts.b.len() {
-        let ty = exts.u16()?;
-        let mut e = Reader {
-            b: exts.vec16()?,
-            at: 0,
-        };
+    let mut version = legacy;
+    extensions(&mut r, |ty, mut e| {
         if ty == 43 {
-            return e.u16();
+            version = e.u16()?;
         }
-    }
-    Ok(legacy)
+        Ok(())
+    })?;
+    Ok(version)
 }
 
 #[cfg(test)]
