@@ -26,24 +26,6 @@ pub mod flows;
 pub mod matcher;
 pub mod pipeline;
 pub mod proto;
+pub mod shared;
 pub mod sinks;
 pub mod targets;
-
-/// Per-flow tables: foldhash, randomly seeded per table (flow tuples come from
-/// the network), several times cheaper than SipHash on these small keys.
-pub type FlowMap<V> =
-    std::collections::HashMap<sensor_common::flow::FlowKey, V, foldhash::fast::RandomState>;
-
-/// Keys of the flows whose last activity is `idle` or more before `now`.
-pub fn idle_flows<V>(
-    flows: &FlowMap<V>,
-    now: std::time::Instant,
-    idle: std::time::Duration,
-    last: impl Fn(&V) -> std::time::Instant,
-) -> Vec<sensor_common::flow::FlowKey> {
-    flows
-        .iter()
-        .filter(|(_, f)| now.duration_since(last(f)) >= idle)
-        .map(|(k, _)| *k)
-        .collect()
-}

@@ -457,6 +457,7 @@ impl<W: WatchSink> Pipeline<W> {
             now.gate.add(st.gate);
             now.gaps += st.gaps;
             now.scan_errors += st.scan_errors;
+            now.table.add(st.table);
             for (k, v) in &st.evicted {
                 *now.evicted.entry(k).or_default() += v;
             }
@@ -497,7 +498,20 @@ impl<W: WatchSink> Pipeline<W> {
                     .inc_by(n - before);
             }
         }
+        self.metrics.set_evictions("matcher_flows", now.table);
         m.exported = now;
+    }
+
+    /// Brings every bounded table's eviction counts to the metrics.
+    fn export_evictions(&self) {
+        let (name, e) = self.targeting.table_evictions();
+        self.metrics.set_evictions(name, e);
+        let (name, e) = self.posture.evictions();
+        self.metrics.set_evictions(name, e);
+        if let Some(m) = self.matching.as_ref() {
+            let (name, e) = m.replay.evictions();
+            self.metrics.set_evictions(name, e);
+        }
     }
 
     /// Once a second or so: expiries and idle flows.
@@ -521,6 +535,7 @@ impl<W: WatchSink> Pipeline<W> {
         self.posture.sweep(now, &mut out);
         self.emit(&mut out);
         self.out = out;
+        self.export_evictions();
     }
 
     fn publish_watched(&self) {

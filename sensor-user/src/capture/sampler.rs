@@ -23,7 +23,7 @@ use sensor_common::{
 };
 
 use super::record::{Origin, Record};
-use crate::FlowMap;
+use crate::shared::table::{Evictions, FlowTable};
 
 /// Where the sampler asks which service an address belongs to (the tries).
 pub trait Watched {
@@ -40,10 +40,9 @@ fn ip(p: &Parsed, a: &[u8; 16]) -> IpAddr {
 
 pub struct Sampler {
     cfg: Config,
-    flows: FlowMap<FlowState>,
-    probes: FlowMap<u64>,
-    flow_cap: usize,
-    probe_cap: usize,
+    /// The kernel's FLOWS and PROBES: LRU hashes, stamped with capture time.
+    flows: FlowTable<FlowKey, FlowState, u64>,
+    probes: FlowTable<FlowKey, u64, u64>,
     /// Per-reason packet counts, as the kernel's STATS.
     pub counters: [u64; NUM_COUNTERS],
 }
@@ -52,12 +51,19 @@ impl Sampler {
     pub fn new(cfg: Config, flow_cap: usize, probe_cap: usize) -> Self {
         Self {
             cfg,
-            flows: FlowMap::default(),
-            probes: FlowMap::default(),
-            flow_cap,
-            probe_cap,
+            flows: FlowTable::new("sampler_flows", flow_cap),
+            probes: FlowTable::new("sampler_probes", probe_cap),
             counters: [0; NUM_COUNTERS],
         }
+    }
+
+    /// Evictions of the flow and probe tables (the kernel's LRU maps do not
+    /// count theirs).
+    pub fn evictions(&self) -> [(&'static str, Evictions); 2] {
+        [
+            (self.flows.name(), self.flows.evictions()),
+            (self.probes.name(), self.probes.evictions()),
+        ]
     }
 
     /// What the XDP program would hand up for this frame, if anything.
@@ -111,21 +117,14 @@ impl Sampler {
             let Some(service) = dst.or(src) else {
                 return self.unwatched(&out);
             };
-            if self.flows.len() >= self.flow_cap {
-                // LRU: the least recently seen flow goes.
-                if let Some(old) = self
-                    .flows
-                    .iter()
-                    .min_by_key(|(_, s)| s.last_ns)
-                    .map(|(k, _)| *k)
-                {
-                    self.flows.remove(&old);
-                }
-            }
+            // LRU, as the kernel's map: a full table forgets its least recent flow.
             let cdir = client_dir(&p, dir, src.is_some(), dst.is_some());
-            self.flows.insert(key, FlowState::new(service, cdir, ts));
+            self.flows
+                .insert(key, FlowState::new(service, cdir, ts), ts);
         }
-        let st = self.flows.get_mut(&key).expect("present");
+        let Some(st) = self.flows.touch(&key, ts) else {
+            return (Counter::Unwatched, None);
+        };
         match watched_packet(&self.cfg, st, dir, &p, ts, || {
             frame.peek(p.payload_off as usize)
         }) {
@@ -152,18 +151,13 @@ impl Sampler {
         }
         let syn = p.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
         if syn {
-            if self.probes.len() >= self.probe_cap
-                && let Some(k) = self.probes.keys().next().copied()
-            {
-                self.probes.remove(&k);
-            }
-            self.probes.insert(*out.key, PROBE_AWAITING);
+            self.probes.insert(*out.key, PROBE_AWAITING, out.ts);
             return (Counter::ProbeSyn, None);
         }
         if p.payload_len == 0 {
             return (Counter::Unwatched, None);
         }
-        let Some(&was) = self.probes.get(out.key) else {
+        let Some(&mut was) = self.probes.touch(out.key, out.ts) else {
             return (Counter::Unwatched, None);
         };
         let frame = out.frame;
@@ -171,7 +165,7 @@ impl Sampler {
         if left == 0 {
             self.probes.remove(out.key);
         } else {
-            self.probes.insert(*out.key, left);
+            self.probes.insert(*out.key, left, out.ts);
         }
         let mut f = flags::FROM_CLIENT;
         if was == PROBE_AWAITING {

@@ -12,12 +12,12 @@ use sensor_common::{
 };
 
 use crate::{
-    FlowMap,
     capture::record::Record,
     proto::{
         http::{self, RequestHead},
         tls,
     },
+    shared::table::{Evictions, FlowTable},
 };
 
 /// A flow's transport class (`transport` metric label).
@@ -83,7 +83,6 @@ struct Flow {
     /// Bytes not yet reported because the class was unknown, per key direction.
     pending: [u64; 2],
     fins: u8,
-    last: Instant,
     /// The client's hello, while it spans records.
     hello: Vec<u8>,
     hello_done: bool,
@@ -94,11 +93,8 @@ struct Flow {
 }
 
 pub struct Posture {
-    flows: FlowMap<Flow>,
+    flows: FlowTable<FlowKey, Flow>,
     idle: Duration,
-    cap: usize,
-    /// Flows forgotten to stay under the cap.
-    pub evicted: u64,
 }
 
 /// Largest client hello kept while it spans records.
@@ -107,11 +103,14 @@ const MAX_HELLO: usize = 16 * 1024 + 5;
 impl Posture {
     pub fn new(idle: Duration, cap: usize) -> Self {
         Self {
-            flows: FlowMap::default(),
+            flows: FlowTable::new("posture_flows", cap),
             idle,
-            cap,
-            evicted: 0,
         }
+    }
+
+    /// Flows forgotten to stay under the cap or for idleness.
+    pub fn evictions(&self) -> (&'static str, Evictions) {
+        (self.flows.name(), self.flows.evictions())
     }
 
     pub fn len(&self) -> usize {
@@ -128,25 +127,28 @@ impl Posture {
             return;
         }
         let h = &rec.hdr;
-        if !self.flows.contains_key(&h.flow) && self.flows.len() >= self.cap {
-            self.evict_oldest(out);
+        if !self.flows.contains_key(&h.flow) {
+            let new = Flow {
+                service: h.service,
+                transport: None,
+                client_dir: None,
+                role_known: false,
+                seen: [0; 2],
+                pending: [0; 2],
+                fins: 0,
+                hello: Vec::new(),
+                hello_done: false,
+                sni: None,
+                tls_version: None,
+                tls_reported: false,
+            };
+            if let Some((_, old)) = self.flows.insert(h.flow, new, now) {
+                Self::report_end(old, out);
+            }
         }
-        let f = self.flows.entry(h.flow).or_insert_with(|| Flow {
-            service: h.service,
-            transport: None,
-            client_dir: None,
-            role_known: false,
-            seen: [0; 2],
-            pending: [0; 2],
-            fins: 0,
-            last: now,
-            hello: Vec::new(),
-            hello_done: false,
-            sni: None,
-            tls_version: None,
-            tls_reported: false,
-        });
-        f.last = now;
+        let Some(f) = self.flows.touch(&h.flow, now) else {
+            return;
+        };
         let dir = usize::from(h.direction & 1);
         // The kernel guesses the client of a flow picked up mid-stream from its
         // ports; an HTTP start line in a first payload says who is who.
@@ -295,9 +297,13 @@ impl Posture {
     }
 
     fn finish(&mut self, key: FlowKey, out: &mut Vec<Output>) {
-        let Some(mut f) = self.flows.remove(&key) else {
-            return;
-        };
+        if let Some(f) = self.flows.remove(&key) {
+            Self::report_end(f, out);
+        }
+    }
+
+    /// What a flow leaving the table still owes the sinks.
+    fn report_end(mut f: Flow, out: &mut Vec<Output>) {
         // No ServerHello seen: report what the client offered.
         Self::report_tls(&mut f, out);
         if f.transport.is_none() {
@@ -319,22 +325,14 @@ impl Posture {
         }
     }
 
-    fn evict_oldest(&mut self, out: &mut Vec<Output>) {
-        if let Some(key) = self
-            .flows
-            .iter()
-            .min_by_key(|(_, f)| f.last)
-            .map(|(k, _)| *k)
-        {
-            self.finish(key, out);
-            self.evicted += 1;
-        }
-    }
-
-    /// Forgets flows idle for longer than the idle timeout.
+    /// Forgets flows idle for longer than the idle timeout (from the least
+    /// recent; stops at the first live one).
     pub fn sweep(&mut self, now: Instant, out: &mut Vec<Output>) {
-        for k in crate::idle_flows(&self.flows, now, self.idle, |f| f.last) {
-            self.finish(k, out);
+        let Some(cutoff) = now.checked_sub(self.idle) else {
+            return;
+        };
+        while let Some((_, f)) = self.flows.expire(cutoff) {
+            Self::report_end(f, out);
         }
     }
 }
@@ -605,6 +603,6 @@ mod tests {
                 &mut out,
             );
         }
-        assert_eq!((p.len(), p.evicted), (2, 1));
+        assert_eq!((p.len(), p.evictions().1.cap), (2, 1));
     }
 }

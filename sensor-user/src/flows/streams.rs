@@ -19,7 +19,6 @@ use sensor_common::{
 
 use super::reassembly::{Chunk, Reassembler};
 use crate::{
-    FlowMap,
     capture::record::Record,
     matcher::{
         engine::{DirScanner, Hit, RuleError, RuleSet},
@@ -32,6 +31,7 @@ use crate::{
         http,
         http_stream::{Head, HttpStream},
     },
+    shared::table::FlowTable,
 };
 
 /// Out-of-order bytes held per direction, by default.
@@ -87,7 +87,6 @@ struct Flow {
     /// `client_dir` comes from an HTTP start line, not the kernel's guess.
     role_known: bool,
     service: u32,
-    last: Instant,
     /// Time and interface of the latest record, for hits found at close.
     last_ts_ns: u64,
     ifindex: u32,
@@ -109,14 +108,15 @@ pub struct StreamStats {
     pub gaps: u64,
     pub evicted: HashMap<&'static str, u64>,
     pub scan_errors: u64,
+    /// The flow table's own cap and idle evictions.
+    pub table: crate::shared::table::Evictions,
 }
 
 pub struct StreamTable {
     rules: Arc<RuleSet>,
     scratch: Scratch,
-    flows: FlowMap<Flow>,
+    flows: FlowTable<FlowKey, Flow>,
     idle: Duration,
-    cap: usize,
     buffer: usize,
     pub stats: StreamStats,
 }
@@ -139,9 +139,8 @@ impl StreamTable {
         Ok(Self {
             rules,
             scratch,
-            flows: FlowMap::default(),
+            flows: FlowTable::new("matcher_flows", cap),
             idle,
-            cap,
             buffer,
             stats: StreamStats::default(),
         })
@@ -169,24 +168,25 @@ impl StreamTable {
             if rec.kind == RecordKind::Meta && h.tcp_flags & TCP_SYN == 0 {
                 return; // nothing to match in a flow whose data we never saw
             }
-            if self.flows.len() >= self.cap {
-                self.evict_idlest(out);
+            let new = Flow {
+                dirs: [None, None],
+                client_dir: None,
+                role_known: false,
+                service: h.service,
+                last_ts_ns: h.ts_ns,
+                ifindex: h.ifindex,
+                fins: 0,
+                reported: HashSet::new(),
+                pii: HashSet::new(),
+                held: Vec::new(),
+            };
+            if let Some((k, old)) = self.flows.insert(h.flow, new, now) {
+                self.finish(k, old, Eviction::Cap, out);
             }
         }
-        let flow = self.flows.entry(h.flow).or_insert_with(|| Flow {
-            dirs: [None, None],
-            client_dir: None,
-            role_known: false,
-            service: h.service,
-            last: now,
-            last_ts_ns: h.ts_ns,
-            ifindex: h.ifindex,
-            fins: 0,
-            reported: HashSet::new(),
-            pii: HashSet::new(),
-            held: Vec::new(),
-        });
-        flow.last = now;
+        let Some(flow) = self.flows.touch(&h.flow, now) else {
+            return;
+        };
         flow.last_ts_ns = h.ts_ns;
         flow.ifindex = h.ifindex;
         let d = h.direction & 1;
@@ -268,34 +268,55 @@ impl StreamTable {
         batch: &FieldBatch,
         out: &mut Vec<Located>,
     ) {
+        let Self {
+            rules,
+            scratch,
+            flows,
+            stats,
+            ..
+        } = self;
+        if let Some(flow) = flows.get_mut(&key) {
+            let at = At {
+                key,
+                d,
+                ts_ns,
+                ifindex,
+            };
+            Self::scan_flow(rules, scratch, stats, flow, at, batch, out);
+        }
+    }
+    /// Scans one decoded batch of a flow direction; what becomes a finding goes to `out`.
+    fn scan_flow(
+        rules: &RuleSet,
+        scratch: &Scratch,
+        stats: &mut StreamStats,
+        flow: &mut Flow,
+        at: At,
+        batch: &FieldBatch,
+        out: &mut Vec<Located>,
+    ) {
         if batch.fields.is_empty() {
             return;
         }
-        let Some(flow) = self.flows.get_mut(&key) else {
-            return;
-        };
-        let requests = flow.client_dir == Some(d);
-        let Some(dir) = flow.dirs[d as usize].as_mut() else {
+        let requests = flow.client_dir == Some(at.d);
+        let Some(dir) = flow.dirs[at.d as usize].as_mut() else {
             return;
         };
         let before = dir.scan.offset();
-        let hits = match dir
-            .scan
-            .scan(&self.rules, &self.scratch, batch, Date::today())
-        {
+        let hits = match dir.scan.scan(rules, scratch, batch, Date::today()) {
             Ok(h) => h,
             Err(e) => {
-                self.stats.scan_errors += 1;
+                stats.scan_errors += 1;
                 log::warn!("scanning: {e}");
                 return;
             }
         };
-        self.stats.bytes_scanned += dir.scan.offset() - before;
+        stats.bytes_scanned += dir.scan.offset() - before;
         // The request a hit belongs to: this direction's, or (responses) the other's.
         let head = if requests {
             dir.http.head()
         } else {
-            flow.dirs[(d ^ 1) as usize]
+            flow.dirs[(at.d ^ 1) as usize]
                 .as_ref()
                 .and_then(|o| o.http.head())
         };
@@ -309,16 +330,16 @@ impl StreamTable {
                 continue;
             }
             let loc = Located {
-                ts_ns,
-                ifindex,
-                key,
-                direction: d,
+                ts_ns: at.ts_ns,
+                ifindex: at.ifindex,
+                key: at.key,
+                direction: at.d,
                 from_client: requests,
                 service: flow.service,
                 head: head.clone(),
                 hit,
             };
-            let msg = (d, loc.hit.message);
+            let msg = (at.d, loc.hit.message);
             if loc.hit.kind == Kind::Gender {
                 // Too common alone: only next to other PII of the same message.
                 if flow.pii.contains(&msg) {
@@ -344,45 +365,63 @@ impl StreamTable {
     /// streams (dropping a DirScanner closes its Hyperscan stream). Held gender
     /// values that never met other PII are dropped.
     fn close(&mut self, key: FlowKey, why: Eviction, out: &mut Vec<Located>) {
-        let Some(flow) = self.flows.get_mut(&key) else {
-            return;
-        };
-        let mut pending = Vec::new();
-        for (d, dir) in flow.dirs.iter_mut().enumerate() {
-            if let Some(dir) = dir {
-                let mut batch = FieldBatch::default();
-                let mut gate = Gate::new(&mut batch, self.rules.triggers(), &self.scratch);
-                dir.http.finish(&mut gate);
-                self.stats.gate.add(gate.stats);
-                self.stats.gaps += dir.reasm.stats.gaps;
-                pending.push((d as u8, batch));
-            }
+        if let Some(flow) = self.flows.remove(&key) {
+            self.finish(key, flow, why, out);
         }
+    }
+
+    /// [`Self::close`] for a flow already out of the table.
+    fn finish(&mut self, key: FlowKey, mut flow: Flow, why: Eviction, out: &mut Vec<Located>) {
         let (ts_ns, ifindex) = (flow.last_ts_ns, flow.ifindex);
-        for (d, batch) in pending {
-            self.scan_batch(key, d, ts_ns, ifindex, &batch, out);
+        for d in 0..2u8 {
+            let Some(dir) = flow.dirs[usize::from(d)].as_mut() else {
+                continue;
+            };
+            let mut batch = FieldBatch::default();
+            let mut gate = Gate::new(&mut batch, self.rules.triggers(), &self.scratch);
+            dir.http.finish(&mut gate);
+            self.stats.gate.add(gate.stats);
+            self.stats.gaps += dir.reasm.stats.gaps;
+            let at = At {
+                key,
+                d,
+                ts_ns,
+                ifindex,
+            };
+            Self::scan_flow(
+                &self.rules,
+                &self.scratch,
+                &mut self.stats,
+                &mut flow,
+                at,
+                &batch,
+                out,
+            );
         }
         *self.stats.evicted.entry(why.name()).or_default() += 1;
-        self.flows.remove(&key);
+        self.stats.table = self.flows.evictions();
     }
 
-    fn evict_idlest(&mut self, out: &mut Vec<Located>) {
-        if let Some(k) = self
-            .flows
-            .iter()
-            .min_by_key(|(_, f)| f.last)
-            .map(|(k, _)| *k)
-        {
-            self.close(k, Eviction::Cap, out);
-        }
-    }
-
-    /// Drops flows idle past the timeout.
+    /// Drops flows idle past the timeout (from the least recent; stops at the
+    /// first live one).
     pub fn sweep(&mut self, now: Instant, out: &mut Vec<Located>) {
-        for k in crate::idle_flows(&self.flows, now, self.idle, |f| f.last) {
-            self.close(k, Eviction::Idle, out);
+        let Some(cutoff) = now.checked_sub(self.idle) else {
+            return;
+        };
+        while let Some((k, flow)) = self.flows.expire(cutoff) {
+            self.finish(k, flow, Eviction::Idle, out);
         }
+        self.stats.table = self.flows.evictions();
     }
+}
+
+/// Where a batch was found: flow, key direction, and its latest record's time and interface.
+#[derive(Clone, Copy)]
+struct At {
+    key: FlowKey,
+    d: u8,
+    ts_ns: u64,
+    ifindex: u32,
 }
 
 #[cfg(test)]

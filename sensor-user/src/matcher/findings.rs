@@ -10,7 +10,6 @@
 //!   address within a window.
 
 use std::{
-    collections::HashMap,
     fs,
     io::{self, Read as _, Write as _},
     net::IpAddr,
@@ -24,6 +23,7 @@ use hmac::{Hmac, Mac as _};
 use sha2::Sha256;
 
 use super::rules::Kind;
+use crate::shared::table::{Evictions, FlowTable};
 
 /// How evidence is shown in events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -145,81 +145,74 @@ pub struct Replay {
     pub since: Duration,
 }
 
-#[derive(Debug)]
 struct Seen {
     client: IpAddr,
-    at: Instant,
     replayed_to: Vec<IpAddr>,
 }
 
 /// Fingerprints of replayable secrets and the client that sent each first.
-/// Bounded in entries and expiring after `window`.
-#[derive(Debug)]
+/// Bounded in entries and expiring after `window`; an entry's stamp is when its
+/// first client sent it (a replay does not renew it).
 pub struct ReplayDetector {
-    seen: HashMap<String, Seen>,
+    seen: FlowTable<String, Seen>,
     window: Duration,
-    cap: usize,
 }
 
 impl ReplayDetector {
     pub fn new(window: Duration, cap: usize) -> Self {
         Self {
-            seen: HashMap::new(),
+            seen: FlowTable::new("replay_fingerprints", cap),
             window,
-            cap,
         }
     }
 
     /// Records `fingerprint` from `client`; a replay when another client sent it
     /// within the window (reported once per new client).
     pub fn observe(&mut self, fingerprint: &str, client: IpAddr, now: Instant) -> Option<Replay> {
-        if let Some(s) = self.seen.get_mut(fingerprint) {
-            if now.duration_since(s.at) <= self.window {
-                if s.client == client || s.replayed_to.contains(&client) {
-                    return None;
-                }
-                if s.replayed_to.len() < 16 {
-                    s.replayed_to.push(client);
-                }
-                return Some(Replay {
-                    first_client: s.client,
-                    since: now.duration_since(s.at),
-                });
+        let key = fingerprint.to_owned();
+        if let (Some(at), Some(s)) = (self.seen.last(&key), self.seen.get_mut(&key))
+            && now.duration_since(at) <= self.window
+        {
+            if s.client == client || s.replayed_to.contains(&client) {
+                return None;
             }
-            *s = Seen {
-                client,
-                at: now,
-                replayed_to: Vec::new(),
-            };
-            return None;
-        }
-        if self.seen.len() >= self.cap {
-            self.sweep(now);
-            if self.seen.len() >= self.cap
-                && let Some(oldest) = self
-                    .seen
-                    .iter()
-                    .min_by_key(|(_, s)| s.at)
-                    .map(|(k, _)| k.clone())
-            {
-                self.seen.remove(&oldest);
+            if s.replayed_to.len() < 16 {
+                s.replayed_to.push(client);
             }
+            return Some(Replay {
+                first_client: s.client,
+                since: now.duration_since(at),
+            });
         }
+        // New, or its window passed: this client is now the first.
+        self.sweep(now);
         self.seen.insert(
-            fingerprint.to_owned(),
+            key,
             Seen {
                 client,
-                at: now,
                 replayed_to: Vec::new(),
             },
+            now,
         );
         None
     }
 
-    /// Forgets what is older than the window.
+    /// Forgets what is older than the window (from the oldest; stops at the
+    /// first one still inside it).
     pub fn sweep(&mut self, now: Instant) {
-        let w = self.window;
-        self.seen.retain(|_, s| now.duration_since(s.at) <= w);
+        if let Some(cutoff) = now.checked_sub(self.window) {
+            // `<= window` is still inside: expire strictly older stamps.
+            while let Some(t) = self.seen.oldest_stamp()
+                && t < cutoff
+            {
+                self.seen.expire(t);
+            }
+        }
+    }
+
+    /// Evictions of the fingerprint table (by name).
+    pub fn evictions(&self) -> (&'static str, Evictions) {
+        (self.seen.name(), self.seen.evictions())
     }
 
     pub fn len(&self) -> usize {

@@ -110,10 +110,17 @@ pub struct Metrics {
     pub sections: Family<ResultLabels, Counter>,
     pub scan_errors: Counter,
     pub flows_evicted: Family<ReasonLabels, Counter>,
+    pub evictions: Family<TableLabels, Counter>,
     pub reassembly_gaps: Counter,
     pub detection_latency: prometheus_client::metrics::histogram::Histogram,
     rules_info: Family<VersionLabels, Gauge>,
     ready: AtomicBool,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TableLabels {
+    pub table: String,
+    pub reason: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -134,6 +141,21 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Brings `leakwatch_evictions_total{table}` up to a table's cumulative
+    /// counts (counters only go up; a count below what was exported is ignored).
+    pub fn set_evictions(&self, table: &str, e: crate::shared::table::Evictions) {
+        for (reason, n) in e.by_reason() {
+            let c = self.evictions.get_or_create(&TableLabels {
+                table: table.into(),
+                reason: reason.name().into(),
+            });
+            let now = c.get();
+            if n > now {
+                c.inc_by(n - now);
+            }
+        }
+    }
+
     pub fn new() -> Self {
         let mut registry = Registry::default();
         let ring_records = Family::<KindLabels, Counter>::default();
@@ -255,6 +277,12 @@ impl Metrics {
             "Flows whose matching state ended, by reason (fin, rst, idle, cap)",
             flows_evicted.clone(),
         );
+        let evictions = Family::<TableLabels, Counter>::default();
+        registry.register(
+            "leakwatch_evictions",
+            "Entries a bounded userspace table dropped to stay within its size (cap) or for idleness (idle), by table",
+            evictions.clone(),
+        );
         let reassembly_gaps = Counter::default();
         registry.register(
             "leakwatch_reassembly_gaps",
@@ -312,6 +340,7 @@ impl Metrics {
             sections,
             scan_errors,
             flows_evicted,
+            evictions,
             reassembly_gaps,
             detection_latency,
             rules_info,

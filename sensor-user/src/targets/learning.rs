@@ -9,7 +9,10 @@ use std::{
 };
 
 use ipnet::IpNet;
-use sensor_common::{flow::IPPROTO_TCP, record::flags};
+use sensor_common::{
+    flow::{FlowKey, IPPROTO_TCP},
+    record::flags,
+};
 
 use super::{
     ServiceIds,
@@ -18,10 +21,10 @@ use super::{
     learned::{Change, Learned, Source, family},
 };
 use crate::{
-    FlowMap,
     capture::{record::Record, watch::WatchMaps},
     config::TargetSettings,
     proto::{http, tls},
+    shared::table::{Evictions, FlowTable},
 };
 
 /// Where watched prefixes go: the kernel's tries, or a list in tests.
@@ -130,7 +133,8 @@ pub struct Targeting<W: WatchSink> {
     statics: Vec<(IpNet, u32)>,
     sink: W,
     /// Probe payloads of split ClientHellos: bytes so far, next TCP sequence number.
-    hellos: FlowMap<(Instant, u32, Vec<u8>)>,
+    /// Stamped when the hello's first record came (not touched after).
+    hellos: FlowTable<FlowKey, (u32, Vec<u8>)>,
     /// Errors writing to the sink (kept, not fatal: the next change retries).
     pub sink_errors: u64,
 }
@@ -150,7 +154,7 @@ impl<W: WatchSink> Targeting<W> {
             learned,
             statics: Vec::new(),
             sink,
-            hellos: FlowMap::default(),
+            hellos: FlowTable::new("split_hellos", MAX_PENDING_HELLOS),
             sink_errors: 0,
         }
     }
@@ -165,6 +169,11 @@ impl<W: WatchSink> Targeting<W> {
 
     pub fn sink(&self) -> &W {
         &self.sink
+    }
+
+    /// The split-hello table's evictions (by name).
+    pub fn table_evictions(&self) -> (&'static str, Evictions) {
+        (self.hellos.name(), self.hellos.evictions())
     }
 
     /// The service an address is watched as now: a static prefix (the longest)
@@ -293,7 +302,7 @@ impl<W: WatchSink> Targeting<W> {
         let bytes: &[u8] = if first {
             payload
         } else {
-            let Some((_, next, buf)) = self.hellos.get_mut(&key) else {
+            let Some((next, buf)) = self.hellos.get_mut(&key) else {
                 return ProbeOutcome::NoName;
             };
             if rec.hdr.tcp_seq != *next {
@@ -321,11 +330,10 @@ impl<W: WatchSink> Targeting<W> {
             }
             Err(tls::TlsError::Incomplete { .. }) => {
                 if first {
-                    if self.hellos.len() >= MAX_PENDING_HELLOS {
-                        return ProbeOutcome::NoName;
-                    }
+                    // A full table forgets its oldest hello, so a flood of
+                    // split hellos cannot lock out the next real one.
                     let next = rec.hdr.tcp_seq.wrapping_add(payload.len() as u32);
-                    self.hellos.insert(key, (now, next, payload.to_vec()));
+                    self.hellos.insert(key, (next, payload.to_vec()), now);
                 }
                 return ProbeOutcome::Incomplete;
             }
@@ -348,8 +356,9 @@ impl<W: WatchSink> Targeting<W> {
     pub fn sweep(&mut self, now: Instant) {
         let changes = self.learned.expire(now);
         self.apply(changes);
-        self.hellos
-            .retain(|_, (t, _, _)| now.duration_since(*t) < HELLO_WAIT);
+        if let Some(cutoff) = now.checked_sub(HELLO_WAIT) {
+            while self.hellos.expire(cutoff).is_some() {}
+        }
     }
 
     /// Watched addresses per (family, source), statics included (as prefixes).

@@ -1,0 +1,4 @@
+//! Building blocks every stage may use (the import rule's one exception): they
+//! import nothing else of this crate.
+
+pub mod table;
