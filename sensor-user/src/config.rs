@@ -1,6 +1,25 @@
 //! The admin's TOML config file (`--config PATH`).
 //!
 //! ```toml
+//! # Everything `run` does besides attaching; `replay` reads the same keys.
+//! # A command-line flag overrides its key.
+//! head_bytes = 16384           # payload bytes sampled at the start of each direction
+//! tail_every = 64              # then 1 in K packets per direction (0: none)
+//! probe_ports = [80, 443, 8080]
+//! dns = true                   # hand DNS answers to userspace
+//! probe = true                 # probe new flows on probe_ports for SNI/Host
+//! ring_bytes = 8388608         # run only: ring buffer (power of two)
+//! flow_table_size = 65536      # watched flows tracked (kernel LRU and userspace tables)
+//! metrics_addr = "127.0.0.1:9477"
+//! events = "/var/log/leakwatch/events.json"
+//! dump_records = "/var/log/leakwatch/records.json"
+//! evidence = "redacted"        # redacted | fingerprint | full
+//! state_dir = "/var/lib/leakwatch"
+//! replay_window_secs = 3600    # a token from a second client within this is a replay
+//! replay_fingerprints = 100000 # fingerprints the replay detector remembers
+//! matcher_threads = 2          # default: available cores
+//! flow_buffer_bytes = 262144   # out-of-order bytes buffered per flow direction
+//!
 //! [targets]
 //! dns_ttl_min_secs = 60        # learned addresses live their DNS TTL, clamped
 //! dns_ttl_max_secs = 3600
@@ -22,20 +41,29 @@
 //! pattern = '^ticket=(?P<v>ST-[A-Za-z0-9-]{20,})$'
 //! ```
 
-use std::{path::Path, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
+use sensor_common::{
+    config::{DEFAULT_HEAD_BYTES, DEFAULT_PROBE_PORTS, DEFAULT_TAIL_EVERY, MAX_PROBE_PORTS},
+    maps::{DEFAULT_FLOW_ENTRIES, DEFAULT_RING_BYTES},
+};
 use serde::Deserialize;
 
-use crate::{matcher::rules::Rule, targets::catalog::ServiceDef};
+use crate::{
+    flows::streams::DEFAULT_FLOW_BUFFER,
+    matcher::{findings::EvidenceMode, rules::Rule},
+    targets::catalog::ServiceDef,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("reading config {path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    /// The I/O error is in the message, not chained: one line, said once.
+    #[error("reading config {path}: {err}")]
+    Io { path: String, err: std::io::Error },
     #[error("config {path}: {message}")]
     Parse { path: String, message: String },
     #[error("config {path}: {message}")]
@@ -71,16 +99,98 @@ impl TargetSettings {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The config file. Its top-level keys are every `run` setting but the
+/// attachment (interfaces, XDP mode), read by `replay` too; this is the one
+/// place their defaults live, and flags override them.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct Config {
-    #[serde(default)]
+    pub head_bytes: u32,
+    pub tail_every: u32,
+    pub probe_ports: Vec<u16>,
+    pub dns: bool,
+    pub probe: bool,
+    pub ring_bytes: u32,
+    pub flow_table_size: u32,
+    pub metrics_addr: SocketAddr,
+    pub events: Option<PathBuf>,
+    pub dump_records: Option<PathBuf>,
+    pub evidence: EvidenceMode,
+    pub state_dir: Option<PathBuf>,
+    pub replay_window_secs: u64,
+    pub replay_fingerprints: usize,
+    pub matcher_threads: Option<usize>,
+    pub flow_buffer_bytes: usize,
     pub targets: TargetSettings,
-    #[serde(default)]
     pub services: Vec<ServiceDef>,
     /// Admin rules, added to the built-in ones.
-    #[serde(default)]
     pub rules: Vec<Rule>,
+}
+
+/// Where `run` keeps its fingerprint key when neither flag nor file says.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/leakwatch";
+/// Where `/metrics` is served when neither flag nor file says.
+pub const DEFAULT_METRICS_ADDR: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9477);
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            head_bytes: DEFAULT_HEAD_BYTES,
+            tail_every: DEFAULT_TAIL_EVERY,
+            probe_ports: DEFAULT_PROBE_PORTS.to_vec(),
+            dns: true,
+            probe: true,
+            ring_bytes: DEFAULT_RING_BYTES,
+            flow_table_size: DEFAULT_FLOW_ENTRIES,
+            metrics_addr: DEFAULT_METRICS_ADDR,
+            events: None,
+            dump_records: None,
+            evidence: EvidenceMode::Redacted,
+            state_dir: None,
+            replay_window_secs: 3600,
+            replay_fingerprints: 100_000,
+            matcher_threads: None,
+            flow_buffer_bytes: DEFAULT_FLOW_BUFFER,
+            targets: TargetSettings::default(),
+            services: Vec::new(),
+            rules: Vec::new(),
+        }
+    }
+}
+
+impl Config {
+    /// What no value of the right type can rule out (also run on the values
+    /// after flags override the file).
+    pub fn check(&self) -> Result<(), String> {
+        let page = 4096;
+        if self.probe_ports.len() > MAX_PROBE_PORTS {
+            return Err(format!(
+                "probe_ports takes at most {MAX_PROBE_PORTS} ports, got {}",
+                self.probe_ports.len()
+            ));
+        }
+        if self.probe_ports.contains(&0) {
+            return Err("probe_ports: port 0 is not a port".into());
+        }
+        if !self.ring_bytes.is_power_of_two() || self.ring_bytes < page {
+            return Err(format!(
+                "ring_bytes {} must be a power of two of at least {page}",
+                self.ring_bytes
+            ));
+        }
+        for (name, v) in [
+            ("flow_table_size", self.flow_table_size as usize),
+            ("replay_fingerprints", self.replay_fingerprints),
+            ("flow_buffer_bytes", self.flow_buffer_bytes),
+            ("matcher_threads", self.matcher_threads.unwrap_or(1)),
+        ] {
+            if v == 0 {
+                return Err(format!("{name} must be at least 1"));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Config {
@@ -111,14 +221,15 @@ impl Config {
                 "[targets] flow_idle_secs must be at least 1".into(),
             ));
         }
+        c.check().map_err(invalid)?;
         Ok(c)
     }
 
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let p = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        let text = std::fs::read_to_string(path).map_err(|err| ConfigError::Io {
             path: p.clone(),
-            source,
+            err,
         })?;
         Self::parse(&text, &p)
     }

@@ -20,6 +20,7 @@
 //! | [`fixtures`]| frame builders for tests and benchmarks                     |
 
 pub mod capture;
+pub mod cli;
 pub mod config;
 pub mod fixtures;
 pub mod flows;

@@ -586,3 +586,42 @@ fn the_lab_session_replays_to_the_live_findings() {
         && e["src_ip"] == "2001:db8:c::10"));
     assert!(!ev.iter().any(|e| e["dest_ip"] == "198.51.100.3"));
 }
+
+/// `replay` reads the config keys `run` reads: a one-second replay window from
+/// the file forgets the first client before the second one sends its token
+/// (more than a second later in this capture), so no replay is reported.
+#[test]
+fn the_config_replay_window_applies_to_replay() {
+    let dir = std::env::temp_dir().join(unique("window"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("leakwatch.toml");
+    std::fs::write(&config, "replay_window_secs = 1\n").unwrap();
+    let (ev, _) = replay("lab_streaming-session.pcap", &[]);
+    assert!(ev.iter().any(|e| e["event_type"] == "replay"));
+    let (ev, metrics) = replay(
+        "lab_streaming-session.pcap",
+        &["--config", config.to_str().unwrap()],
+    );
+    assert!(
+        !ev.iter().any(|e| e["event_type"] == "replay"),
+        "{:?}",
+        ev.iter()
+            .filter(|e| e["event_type"] == "replay")
+            .collect::<Vec<_>>()
+    );
+    // The leaks themselves are all still there.
+    assert!(ev.iter().filter(|e| e["event_type"] == "leak").count() >= 8);
+    // And the flag overrides the file.
+    let (ev, _) = replay(
+        "lab_streaming-session.pcap",
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--replay-window",
+            "3600",
+        ],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(ev.iter().any(|e| e["event_type"] == "replay"));
+    assert!(metrics.contains("leakwatch_replays_total{service=\"qobuz\"} 0"));
+}

@@ -309,3 +309,33 @@ fn a_token_sent_from_a_second_client_is_one_replay() {
         Some(1)
     );
 }
+
+/// `run` reads `replay_window_secs` from the config: with one second, a token
+/// the second client sends two seconds after the first is no replay.
+#[test]
+fn a_one_second_replay_window_from_the_config_reports_no_replay() {
+    let config = std::env::temp_dir().join(format!("{}.toml", unique("window")));
+    std::fs::write(&config, "replay_window_secs = 1\n").unwrap();
+    let w = World::up(&["--config", config.to_str().unwrap()]);
+    let token = "W1nd0wT0kenZx9Qw3Er7Ty1Ui5Op8As2";
+    let call = scenarios::qobuz_token_param(token);
+    w.send(&w.lab.client, &call, false);
+    wait_until("the first finding", || {
+        read::findings(&w.metrics()).get(&("qobuz".into(), "auth_token".into())) == Some(&1)
+    });
+    std::thread::sleep(Duration::from_millis(2500));
+    w.send(&w.lab.client2, &call, false);
+    wait_until("the second finding", || {
+        read::findings(&w.metrics()).get(&("qobuz".into(), "auth_token".into())) == Some(&2)
+    });
+    std::thread::sleep(Duration::from_millis(700));
+    let _ = std::fs::remove_file(&config);
+    assert!(
+        !w.events().iter().any(|e| e["event_type"] == "replay"),
+        "outside the configured window"
+    );
+    assert_eq!(
+        read::metric(&w.metrics(), "leakwatch_replays_total{service=\"qobuz\"}"),
+        Some(0)
+    );
+}

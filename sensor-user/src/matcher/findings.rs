@@ -26,7 +26,8 @@ use super::rules::Kind;
 use crate::shared::table::{Evictions, FlowTable};
 
 /// How evidence is shown in events.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum EvidenceMode {
     #[default]
     Redacted,

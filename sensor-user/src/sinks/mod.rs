@@ -2,6 +2,7 @@
 
 pub mod events;
 pub mod jsonl;
+pub mod listing;
 pub mod metrics;
 pub mod records;
 pub mod summary;

@@ -3,6 +3,11 @@
 //! Dns → targeting (learn addresses) · Probe → targeting (SNI/Host) ·
 //! Sample/Meta → posture (service, transport, bytes) → metrics and events.
 
+pub mod assemble;
+pub mod daemon;
+pub mod live;
+pub mod replay;
+
 use std::{collections::HashMap, sync::Arc, time::Instant};
 
 use crate::sinks::{

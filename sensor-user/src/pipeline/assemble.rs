@@ -1,0 +1,214 @@
+//! One assembly for `run` and `replay`: a loaded config in, a pipeline out.
+//! Both commands build their pipeline here, from the same keys, so a capture
+//! replayed with the live sensor's config behaves like the sensor.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use crossbeam_channel::Receiver;
+use sensor_common::config::{Config as KernelConfig, config_flags};
+
+use super::{Engine, MatchStage, Pipeline};
+use crate::{
+    capture::clock::Clock,
+    config::Config,
+    flows::{
+        posture::Posture,
+        streams::StreamTable,
+        workers::{Report, Workers},
+    },
+    matcher::{
+        engine::RuleSet,
+        findings::{EvidenceMode, Fingerprinter, ReplayDetector},
+        rules,
+    },
+    sinks::{jsonl::JsonLines, metrics::Metrics, records::RecordLog},
+    targets::{
+        StaticWatch,
+        catalog::Catalog,
+        learning::{Targeting, WatchSink},
+    },
+};
+
+/// A config file (or the defaults), where it came from, and its catalog.
+pub struct Loaded {
+    pub config: Config,
+    pub path: Option<PathBuf>,
+    pub catalog: Catalog,
+}
+
+impl Loaded {
+    /// Reads and checks the file at `path` (defaults without one).
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Self> {
+        let config = match path {
+            Some(p) => Config::load(p)?,
+            None => Config::default(),
+        };
+        let mut catalog = Catalog::builtin();
+        let src = path.map_or_else(
+            || "the built-in catalog".to_owned(),
+            |p| p.display().to_string(),
+        );
+        catalog
+            .extend(config.services.clone())
+            .with_context(|| format!("services in {src}"))?;
+        Ok(Self {
+            config,
+            path: path.map(Path::to_path_buf),
+            catalog,
+        })
+    }
+
+    /// The built-in rules plus the config's, compiled (with the compiled-database
+    /// cache in `cache`, when given).
+    pub fn rules(&self, cache: Option<&Path>) -> anyhow::Result<RuleSet> {
+        let mut all = rules::builtin();
+        all.extend(self.config.rules.clone());
+        let src = self.path.as_deref().map_or_else(
+            || "the built-in rules".to_owned(),
+            |p| format!("the built-in rules and {}", p.display()),
+        );
+        match cache {
+            Some(dir) => RuleSet::compile_cached(all, dir),
+            None => RuleSet::compile(all),
+        }
+        .with_context(|| format!("compiling {src}"))
+    }
+
+    /// What the XDP program (or its userspace twin) is configured with.
+    pub fn kernel_config(&self) -> KernelConfig {
+        let c = &self.config;
+        let mut k = KernelConfig {
+            head_bytes: c.head_bytes,
+            tail_every: c.tail_every,
+            ..KernelConfig::default()
+        };
+        // `Config::check` bounded the list to the kernel's slots.
+        k.probe_ports = [0; sensor_common::config::MAX_PROBE_PORTS];
+        for (slot, p) in k.probe_ports.iter_mut().zip(&c.probe_ports) {
+            *slot = *p;
+        }
+        if !c.dns {
+            k.flags &= !config_flags::DNS;
+        }
+        if !c.probe {
+            k.flags &= !config_flags::PROBE;
+        }
+        k
+    }
+
+    /// Flow idle timeout.
+    pub fn idle(&self) -> Duration {
+        Duration::from_secs(self.config.targets.flow_idle_secs)
+    }
+}
+
+/// Opens a JSON-lines output named by a config key or flag.
+pub fn output(path: &Path, what: &str) -> anyhow::Result<JsonLines> {
+    JsonLines::open(path).with_context(|| format!("opening the {what} file {}", path.display()))
+}
+
+/// Where matching runs.
+pub enum Matching {
+    /// On the pipeline thread: deterministic (replay).
+    Inline,
+    /// Sharded over this many worker threads (run).
+    Sharded(usize),
+}
+
+/// What the pipeline is assembled from, besides the config.
+pub struct Parts<'a, W: WatchSink> {
+    pub loaded: &'a Loaded,
+    pub rules: Arc<RuleSet>,
+    pub state_dir: &'a Path,
+    pub watch: &'a [StaticWatch],
+    pub sink: W,
+    pub metrics: Arc<Metrics>,
+    /// (ifindex, name) of the interfaces records come from.
+    pub ifaces: Vec<(u32, String)>,
+    pub matching: Matching,
+    pub dump: Option<RecordLog>,
+    pub clock: Clock,
+}
+
+/// The pipeline, and the matcher workers' report channel when sharded.
+pub fn assemble<W: WatchSink>(
+    parts: Parts<'_, W>,
+) -> anyhow::Result<(Pipeline<W>, Option<Receiver<Report>>)> {
+    let Parts {
+        loaded,
+        rules,
+        state_dir,
+        watch,
+        sink,
+        metrics,
+        ifaces,
+        matching,
+        dump,
+        clock,
+    } = parts;
+    let c = &loaded.config;
+    let key_path = state_dir.join("fingerprint.key");
+    let fingerprints = Fingerprinter::load_or_create(&key_path).with_context(|| {
+        format!(
+            "fingerprint key {} (choose a writable --state-dir)",
+            key_path.display()
+        )
+    })?;
+    if c.evidence == EvidenceMode::Full {
+        log::warn!("evidence = full: events will carry leaked secrets and personal data in full");
+    }
+    let events = c
+        .events
+        .as_deref()
+        .map(|p| output(p, "events"))
+        .transpose()?;
+    let mut targeting = Targeting::new(loaded.catalog.clone(), c.targets.clone(), sink);
+    targeting
+        .add_catalog_statics()
+        .map_err(anyhow::Error::msg)
+        .context("watching the catalog's static prefixes")?;
+    for w in watch {
+        targeting
+            .add_static(w.net, &w.service)
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("--watch {w}"))?;
+        log::debug!("watching {} as {}", w.net, w.service);
+    }
+    let idle = loaded.idle();
+    let flows = c.flow_table_size as usize;
+    let (engine, reports) = match matching {
+        Matching::Inline => {
+            let t = StreamTable::new(Arc::clone(&rules), idle, flows, c.flow_buffer_bytes)
+                .context("Hyperscan scratch")?;
+            (Engine::Inline(t), None)
+        }
+        Matching::Sharded(n) => {
+            let n = n.max(1);
+            let (w, r) = Workers::start(n, &rules, idle, flows.div_ceil(n), c.flow_buffer_bytes)
+                .context("starting the matcher threads")?;
+            log::info!("matching on {n} thread(s)");
+            (Engine::Sharded(w), Some(r))
+        }
+    };
+    let replay = ReplayDetector::new(
+        Duration::from_secs(c.replay_window_secs),
+        c.replay_fingerprints,
+    );
+    let stage = MatchStage::new(engine, rules, fingerprints, c.evidence, replay);
+    let pipeline = Pipeline::new(
+        targeting,
+        Posture::new(idle, flows),
+        metrics,
+        events,
+        dump,
+        ifaces,
+    )
+    .with_matching(stage)
+    .with_clock(clock);
+    Ok((pipeline, reports))
+}

@@ -1,0 +1,159 @@
+//! The live daemon loop: the ring reader and the signal handlers on tokio, the
+//! pipeline on its own thread (record handling never blocks tokio), records and
+//! ticks meeting in one queue so the pipeline stays single-threaded.
+
+use std::{net::SocketAddr, sync::Arc, thread, time::Instant};
+
+use anyhow::Context as _;
+use aya::maps::{MapData, RingBuf};
+use crossbeam_channel::Receiver;
+use tokio::sync::{mpsc, watch};
+
+use super::Pipeline;
+use crate::{
+    capture::ring::{RecordResult, RingReader},
+    flows::workers::Report,
+    sinks::metrics::{self, Metrics},
+    targets::learning::WatchSink,
+};
+
+/// What the pipeline thread receives.
+enum Msg {
+    Record(RecordResult),
+    Tick,
+    /// SIGHUP: reopen the output files (log rotation).
+    Reopen,
+}
+
+/// Queued records and ticks before the ring reader waits (and the kernel
+/// counts `ring_full`).
+const QUEUE: usize = 8192;
+
+impl<W: WatchSink + Send + 'static> Pipeline<W> {
+    /// Runs until SIGTERM or SIGINT: reads `ring`, serves `metrics` on
+    /// `metrics_addr`, takes the matcher workers' `reports`, reopens the output
+    /// files on SIGHUP. Returns once everything has drained.
+    pub fn serve(
+        mut self,
+        ring: RingBuf<MapData>,
+        reports: Option<Receiver<Report>>,
+        metrics_addr: SocketAddr,
+    ) -> anyhow::Result<()> {
+        let metrics: Arc<Metrics> = Arc::clone(&self.metrics);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .context("starting the tokio runtime")?;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (tx, rx) = mpsc::channel::<RecordResult>(QUEUE);
+        let (msg_tx, msg_rx) = crossbeam_channel::bounded::<Msg>(QUEUE);
+        let reports = reports.unwrap_or_else(crossbeam_channel::never);
+
+        let pipeline = thread::Builder::new()
+            .name("pipeline".into())
+            .spawn(move || {
+                loop {
+                    crossbeam_channel::select! {
+                        recv(msg_rx) -> m => match m {
+                            Ok(Msg::Record(r)) => self.handle(r, Instant::now()),
+                            Ok(Msg::Tick) => self.tick(Instant::now()),
+                            Ok(Msg::Reopen) => self.reopen(),
+                            Err(_) => break,
+                        },
+                        recv(reports) -> r => if let Ok(r) = r {
+                            self.report(r, Instant::now());
+                        },
+                    }
+                }
+                // Input is done: let the workers drain, then take their last reports.
+                self.stop_workers();
+                for r in reports.try_iter() {
+                    self.report(r, Instant::now());
+                }
+            })
+            .context("starting the pipeline thread")?;
+        let forward_tx = msg_tx.clone();
+        let forwarder = thread::Builder::new()
+            .name("records".into())
+            .spawn(move || {
+                let mut rx = rx;
+                while let Some(r) = rx.blocking_recv() {
+                    if forward_tx.send(Msg::Record(r)).is_err() {
+                        break;
+                    }
+                }
+            })
+            .context("starting the record forwarder")?;
+
+        rt.block_on(async {
+            let mut server_stop = stop_rx.clone();
+            let server = metrics::serve(metrics_addr, Arc::clone(&metrics), async move {
+                let _ = server_stop.wait_for(|s| *s).await;
+            })
+            .await
+            .with_context(|| format!("serving metrics on {metrics_addr}"))?;
+            log::info!("metrics on http://{metrics_addr}/metrics");
+            let ring = RingReader::new(ring).context("registering the ring buffer with tokio")?;
+            let reader = tokio::spawn(ring.run(tx, stop_rx));
+            let hup_tx = msg_tx.clone();
+            let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                .context("installing the SIGHUP handler")?;
+            let reopener = tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    log::info!("SIGHUP: reopening the output files");
+                    if hup_tx.send(Msg::Reopen).is_err() {
+                        break;
+                    }
+                }
+            });
+            let mut ticks = tokio::time::interval(std::time::Duration::from_secs(1));
+            let ticker = tokio::spawn(async move {
+                loop {
+                    ticks.tick().await;
+                    if msg_tx.send(Msg::Tick).is_err() {
+                        break;
+                    }
+                }
+            });
+            metrics.set_ready(true);
+
+            wait_for_signal().await?;
+            log::info!("shutting down");
+            metrics.set_ready(false);
+            let _ = stop_tx.send(true);
+            reader
+                .await
+                .context("ring reader task")?
+                .context("reading the ring buffer")?;
+            ticker.abort();
+            reopener.abort();
+            server
+                .await
+                .context("metrics server task")?
+                .context("metrics server")?;
+            anyhow::Ok(())
+        })?;
+        // The reader is done (its sender dropped, so the forwarder ends); dropping
+        // the runtime drops the ticker's sender: the pipeline then drains and ends.
+        forwarder
+            .join()
+            .map_err(|_| anyhow::anyhow!("record forwarder panicked"))?;
+        drop(rt);
+        pipeline
+            .join()
+            .map_err(|_| anyhow::anyhow!("pipeline thread panicked"))?;
+        Ok(())
+    }
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+    Ok(())
+}
