@@ -7,6 +7,12 @@
 //! bytes with the rule database. Writes target/bench/matcher.json.
 //! Run by `cargo xtask bench`.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed step is a failed test, with its backtrace"
+)]
+
 use std::{path::PathBuf, time::Instant};
 
 use hyperscan::prelude::*;

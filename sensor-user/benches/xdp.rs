@@ -2,6 +2,12 @@
 //! reported as a ratio to a null XDP_PASS program built and measured in the same
 //! run. Writes target/bench/xdp.json. Needs root. Run by `cargo xtask bench`.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed step is a failed test, with its backtrace"
+)]
+
 use std::{path::PathBuf, time::Duration};
 
 use aya::{

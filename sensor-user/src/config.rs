@@ -44,7 +44,6 @@
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
-    time::Duration,
 };
 
 use sensor_common::{
@@ -53,6 +52,7 @@ use sensor_common::{
 };
 use serde::Deserialize;
 
+pub use crate::targets::settings::TargetSettings;
 use crate::{
     flows::streams::DEFAULT_FLOW_BUFFER,
     matcher::{findings::EvidenceMode, rules::Rule},
@@ -68,35 +68,6 @@ pub enum ConfigError {
     Parse { path: String, message: String },
     #[error("config {path}: {message}")]
     Invalid { path: String, message: String },
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TargetSettings {
-    pub dns_ttl_min_secs: u64,
-    pub dns_ttl_max_secs: u64,
-    pub sni_ttl_secs: u64,
-    pub max_learned_per_family: usize,
-    pub flow_idle_secs: u64,
-}
-
-impl Default for TargetSettings {
-    fn default() -> Self {
-        Self {
-            dns_ttl_min_secs: 60,
-            dns_ttl_max_secs: 3600,
-            sni_ttl_secs: 600,
-            max_learned_per_family: 65_536,
-            flow_idle_secs: 120,
-        }
-    }
-}
-
-impl TargetSettings {
-    /// A DNS TTL clamped into [min, max].
-    pub fn dns_ttl(&self, ttl: u32) -> Duration {
-        Duration::from_secs(u64::from(ttl).clamp(self.dns_ttl_min_secs, self.dns_ttl_max_secs))
-    }
 }
 
 /// The config file. Its top-level keys are every `run` setting but the
@@ -237,6 +208,8 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]

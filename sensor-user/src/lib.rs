@@ -22,6 +22,7 @@
 pub mod capture;
 pub mod cli;
 pub mod config;
+#[cfg(any(test, feature = "fixtures"))]
 pub mod fixtures;
 pub mod flows;
 pub mod matcher;
@@ -30,3 +31,6 @@ pub mod proto;
 pub mod shared;
 pub mod sinks;
 pub mod targets;
+
+#[cfg(test)]
+mod imports;

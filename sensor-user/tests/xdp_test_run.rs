@@ -3,6 +3,12 @@
 //! for byte and the counters. Needs root (CAP_BPF, CAP_NET_ADMIN): `cargo xtask test`
 //! runs it as such.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed step is a failed test, with its backtrace"
+)]
+
 use aya::{
     maps::{MapData, RingBuf},
     programs::{TestRun, TestRunOptions},

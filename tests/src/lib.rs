@@ -6,6 +6,12 @@
 //! Everything is undone on drop, names are unique per process, and nothing is
 //! routed from the root namespace.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed step is a failed test, with its backtrace"
+)]
+
 pub mod capture;
 pub mod dashboard;
 pub mod dns;

@@ -2,6 +2,12 @@
 //! Prometheus (`promtool check rules`). That the metrics it uses exist is checked
 //! against the live sensor in tests/prometheus.rs.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed step is a failed test, with its backtrace"
+)]
+
 use std::collections::HashSet;
 
 use leakwatch_tests::{dashboard, netns::unique};

@@ -1,6 +1,12 @@
 //! docs/events.schema.json itself: it accepts the documented examples and
 //! rejects what the event contract forbids.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed step is a failed test, with its backtrace"
+)]
+
 use serde_json::{Value, json};
 
 mod common;

@@ -3,6 +3,12 @@
 //! redacted), the same secrets to an unwatched host are not, and a leak split
 //! over many small TCP segments (client MSS clamped) is found once. Needs root.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed step is a failed test, with its backtrace"
+)]
+
 use std::{
     net::SocketAddr,
     time::{Duration, Instant},

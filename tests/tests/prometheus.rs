@@ -2,6 +2,12 @@
 //! project's alert rules; a Qobuz leak shows up in `leakwatch_findings_total`
 //! through Prometheus's HTTP API, and `LeakwatchLeakFound` fires. Needs root.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed step is a failed test, with its backtrace"
+)]
+
 use std::{
     process::Stdio,
     time::{Duration, Instant},

@@ -2,6 +2,12 @@
 //! offline pipeline reports what a correct sensor reports on each. No
 //! privileges needed.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed step is a failed test, with its backtrace"
+)]
+
 use std::{path::PathBuf, process::Command};
 
 use leakwatch_tests::{lab, netns::unique, read};

@@ -4,6 +4,12 @@
 //! Addresses are learned from the DNS answers the clients' lookups carry; nothing
 //! is configured. Asserted through /metrics and events. Needs root.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed step is a failed test, with its backtrace"
+)]
+
 use std::{
     path::PathBuf,
     time::{Duration, Instant},

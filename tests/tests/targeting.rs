@@ -4,6 +4,12 @@
 //! client's flow to it as qobuz (cleartext), leaves an unrelated name's address
 //! alone, and forgets the address when its TTL runs out. Needs root.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed step is a failed test, with its backtrace"
+)]
+
 use std::{
     net::SocketAddr,
     path::Path,

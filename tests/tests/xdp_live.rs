@@ -3,6 +3,12 @@
 //! counters agree, errors are clear, and SIGKILL leaves no XDP program behind.
 //! Needs root; `cargo xtask test` runs it.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed step is a failed test, with its backtrace"
+)]
+
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},

@@ -12,24 +12,13 @@ use foreign_types::ForeignType as _;
 use hyperscan::{Streaming, prelude::*};
 use regex::Regex;
 
+pub use super::rules::RuleError;
 use super::{
     rules::{Kind, Rule, Validator},
     triggers::Triggers,
     validators::{self, Date},
 };
 use crate::proto::fields::{Ctx, FieldBatch};
-
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum RuleError {
-    #[error("rule {id}: {message}")]
-    Pattern { id: String, message: String },
-    #[error("rule id {0:?} is used twice")]
-    DuplicateId(String),
-    #[error("rule {0:?}: ids are lowercase letters, digits and '_'")]
-    BadId(String),
-    #[error("building the rule database: {0}")]
-    Database(String),
-}
 
 struct Compiled {
     rule: Rule,
@@ -74,7 +63,7 @@ impl RuleSet {
         let mut compiled = Vec::with_capacity(rules.len());
         let mut patterns = Vec::with_capacity(rules.len());
         for (i, rule) in rules.into_iter().enumerate() {
-            if !crate::targets::valid_service_id(&rule.id) {
+            if !crate::shared::ids::valid_service_id(&rule.id) {
                 return Err(RuleError::BadId(rule.id));
             }
             if !seen.insert(rule.id.clone()) {

@@ -10,6 +10,19 @@ use serde::Deserialize;
 
 use crate::proto::fields::Ctx;
 
+/// Why a rule set did not compile; every message names its rule.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RuleError {
+    #[error("rule {id}: {message}")]
+    Pattern { id: String, message: String },
+    #[error("rule id {0:?} is used twice")]
+    DuplicateId(String),
+    #[error("rule {0:?}: ids are lowercase letters, digits and '_'")]
+    BadId(String),
+    #[error("building the rule database: {0}")]
+    Database(String),
+}
+
 const BUILTIN: &str = include_str!("../../data/rules.toml");
 
 /// Leak kinds (event and metric `kind` values).

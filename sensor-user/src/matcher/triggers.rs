@@ -11,8 +11,10 @@
 
 use hyperscan::{Block, prelude::*};
 
-use super::rules::Rule;
-use super::{digits, engine::RuleError};
+use super::{
+    digits,
+    rules::{Rule, RuleError},
+};
 use crate::proto::fields::{Ctx, FieldBatch, FieldSink};
 
 /// The compiled triggers of a rule set.

@@ -1,4 +1,5 @@
 //! Building blocks every stage may use (the import rule's one exception): they
 //! import nothing else of this crate.
 
+pub mod ids;
 pub mod table;

@@ -19,10 +19,10 @@ use super::{
     catalog::Catalog,
     dns::{self, DnsError},
     learned::{Change, Learned, Source, family},
+    settings::TargetSettings,
 };
 use crate::{
     capture::{record::Record, watch::WatchMaps},
-    config::TargetSettings,
     proto::{http, tls},
     shared::table::{Evictions, FlowTable},
 };

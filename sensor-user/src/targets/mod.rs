@@ -12,6 +12,7 @@ pub mod catalog;
 pub mod dns;
 pub mod learned;
 pub mod learning;
+pub mod settings;
 
 use std::{fmt, str::FromStr};
 
@@ -67,13 +68,7 @@ pub enum WatchParseError {
     Service(String),
 }
 
-/// Service ids become metric labels: a bounded, plain alphabet.
-pub fn valid_service_id(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 32
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-}
+pub use crate::shared::ids::valid_service_id;
 
 impl FromStr for StaticWatch {
     type Err = WatchParseError;

@@ -1,6 +1,12 @@
 //! Shared by the end-to-end tests: every event they see is checked against the
 //! published schema (docs/events.schema.json).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed step is a failed test, with its backtrace"
+)]
+
 use serde_json::Value;
 
 pub fn assert_valid_events(events: &[Value]) {
