@@ -161,7 +161,7 @@ impl RecordHeader {
     /// The header's bytes, e.g. for building records in userspace.
     pub fn as_bytes(&self) -> &[u8; HEADER_LEN] {
         // SAFETY: repr(C) with no padding (asserted in tests), so every byte is initialised.
-        unsafe { &*(self as *const Self).cast::<[u8; HEADER_LEN]>() }
+        unsafe { &*core::ptr::from_ref::<Self>(self).cast::<[u8; HEADER_LEN]>() }
     }
 }
 

@@ -137,7 +137,7 @@ fn pin_to_current_cpu() {
         }
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(cpu as usize, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &raw const set);
     }
 }
 
@@ -190,7 +190,8 @@ fn main() {
     let raw_bps = bytes as f64 / best_raw;
     // For reference: the rule database itself over the wire bytes.
     let rule_db = block_db(
-        set.rules().map(|r| r.hyperscan_expression()),
+        set.rules()
+            .map(sensor_user::matcher::rules::Rule::hyperscan_expression),
         CompileFlags::empty(),
     );
     let rule_db_bps = block_scan(&rule_db, &reqs, bytes);
@@ -237,8 +238,10 @@ fn main() {
         "speedup_over_decode_all": matcher_bps / decode_all_bps,
     });
     let dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"))
+        .map_or_else(
+            || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"),
+            PathBuf::from,
+        )
         .join("bench");
     std::fs::create_dir_all(&dir).expect("target/bench");
     let path = dir.join("matcher.json");

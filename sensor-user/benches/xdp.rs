@@ -159,8 +159,10 @@ fn main() {
         .map(|(name, ns, ratio, _)| serde_json::json!({ "name": name, "ns_per_packet": ns, "ratio_to_null": ratio }))
         .collect();
     let dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"))
+        .map_or_else(
+            || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"),
+            PathBuf::from,
+        )
         .join("bench");
     std::fs::create_dir_all(&dir).expect("create target/bench");
     let path = dir.join("xdp.json");

@@ -224,8 +224,8 @@ mod tests {
         assert_eq!(c.targets.dns_ttl_max_secs, 3600);
         assert_eq!(c.services[0].cidrs[0].to_string(), "2001:db8::/32");
         assert_eq!(c.targets.dns_ttl(1), Duration::from_secs(5));
-        assert_eq!(c.targets.dns_ttl(99_999), Duration::from_secs(3600));
-        assert_eq!(c.targets.dns_ttl(300), Duration::from_secs(300));
+        assert_eq!(c.targets.dns_ttl(99_999), Duration::from_hours(1));
+        assert_eq!(c.targets.dns_ttl(300), Duration::from_mins(5));
     }
 
     #[test]

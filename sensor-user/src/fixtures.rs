@@ -5,6 +5,12 @@
 //! and TLS ClientHellos. IPv4 header checksums are filled in; L4 checksums are left
 //! zero (the sensor never verifies them, as a passive observer should not).
 
+#![allow(
+    clippy::expect_used,
+    clippy::trivially_copy_pass_by_ref,
+    reason = "test support: fixture frames are built to parse; a failure is a broken test"
+)]
+
 use std::net::IpAddr;
 
 use sensor_common::{

@@ -19,6 +19,15 @@
 //! | [`sinks`]   | Prometheus metrics and endpoint, record log                 |
 //! | [`fixtures`]| frame builders for tests and benchmarks                     |
 
+#![cfg_attr(
+    test,
+    allow(
+        clippy::needless_pass_by_value,
+        clippy::float_cmp,
+        reason = "test helpers take fixtures by value; tests compare exact values"
+    )
+)]
+
 pub mod capture;
 pub mod cli;
 pub mod config;

@@ -55,7 +55,7 @@ fn loaded(path: Option<&Path>, apply: impl FnOnce(&mut Loaded)) -> anyhow::Resul
 
 fn run(args: &sensor_user::cli::RunArgs) -> anyhow::Result<()> {
     let l = loaded(args.pipeline.config.as_deref(), |l| {
-        args.apply(&mut l.config)
+        args.apply(&mut l.config);
     })?;
     let state_dir = l
         .config

@@ -125,6 +125,9 @@ fn http_get() -> &'static [u8] {
 
 #[test]
 fn ipv4_tcp_watched_record_byte_for_byte() {
+    if skip_without_root("ipv4_tcp_watched_record_byte_for_byte") {
+        return;
+    }
     let mut h = Harness::new(Config::default());
     let frame = FrameBuilder::tcp("192.0.2.10", 40000, "198.51.100.2", 80)
         .seq(77)
@@ -167,6 +170,9 @@ fn ipv4_tcp_watched_record_byte_for_byte() {
 
 #[test]
 fn ipv4_tcp_unwatched_sends_nothing() {
+    if skip_without_root("ipv4_tcp_unwatched_sends_nothing") {
+        return;
+    }
     let mut h = Harness::new(Config::default());
     h.run(
         &FrameBuilder::tcp("192.0.2.10", 40000, "203.0.113.5", 5555)
@@ -184,6 +190,9 @@ fn ipv4_tcp_unwatched_sends_nothing() {
 
 #[test]
 fn both_directions_of_a_watched_flow_are_seen() {
+    if skip_without_root("both_directions_of_a_watched_flow_are_seen") {
+        return;
+    }
     let mut h = Harness::new(Config::default());
     h.run(
         &FrameBuilder::tcp("192.0.2.10", 40000, "198.51.100.2", 80)
@@ -209,6 +218,9 @@ fn both_directions_of_a_watched_flow_are_seen() {
 
 #[test]
 fn ipv6_tcp_watched_and_unwatched() {
+    if skip_without_root("ipv6_tcp_watched_and_unwatched") {
+        return;
+    }
     let mut h = Harness::new(Config::default());
     let frame = FrameBuilder::tcp("2001:db8:9::1", 40000, "2001:db8:1::2", 443)
         .payload(http_get())
@@ -231,6 +243,9 @@ fn ipv6_tcp_watched_and_unwatched() {
 
 #[test]
 fn vlan_and_qinq() {
+    if skip_without_root("vlan_and_qinq") {
+        return;
+    }
     let mut h = Harness::new(Config::default());
     let one = FrameBuilder::tcp("192.0.2.10", 40001, "198.51.100.2", 80)
         .vlan(0x8100, 10)
@@ -261,6 +276,9 @@ fn vlan_and_qinq() {
 
 #[test]
 fn pppoe_over_qinq_and_mpls() {
+    if skip_without_root("pppoe_over_qinq_and_mpls") {
+        return;
+    }
     let mut h = Harness::new(Config::default());
     let pppoe = FrameBuilder::tcp("192.0.2.10", 40001, "198.51.100.2", 80)
         .vlan(0x8100, 3704)
@@ -288,6 +306,9 @@ fn pppoe_over_qinq_and_mpls() {
 
 #[test]
 fn ipv4_options_move_the_l4_header() {
+    if skip_without_root("ipv4_options_move_the_l4_header") {
+        return;
+    }
     let mut h = Harness::new(Config::default());
     // Record-route option, 39 bytes, padded to 40: the largest IPv4 header.
     let mut rr = vec![7, 39, 4];
@@ -305,6 +326,9 @@ fn ipv4_options_move_the_l4_header() {
 
 #[test]
 fn fragments_first_sampled_rest_counted_and_passed() {
+    if skip_without_root("fragments_first_sampled_rest_counted_and_passed") {
+        return;
+    }
     let mut h = Harness::new(Config::default());
     let first = FrameBuilder::udp("192.0.2.10", 5000, "198.51.100.2", 443)
         .ipv4_fragment(0, true)
@@ -337,6 +361,9 @@ fn fragments_first_sampled_rest_counted_and_passed() {
 
 #[test]
 fn ipv6_extension_headers() {
+    if skip_without_root("ipv6_extension_headers") {
+        return;
+    }
     let mut h = Harness::new(Config::default());
     let frame = FrameBuilder::tcp("2001:db8:9::1", 40000, "2001:db8:1::2", 80)
         .ipv6_ext(Ext6::HopByHop)
@@ -363,6 +390,9 @@ fn ipv6_extension_headers() {
 
 #[test]
 fn dns_answers_go_up_whatever_the_address() {
+    if skip_without_root("dns_answers_go_up_whatever_the_address") {
+        return;
+    }
     let mut h = Harness::new(Config::default());
     let answer = dns_answer(0x1234, "api.qobuz.com", &[[198, 51, 100, 2]], 300);
     let udp = FrameBuilder::udp("203.0.113.53", 53, "192.0.2.10", 33333)
@@ -395,6 +425,9 @@ fn dns_answers_go_up_whatever_the_address() {
 
 #[test]
 fn tls_flow_sends_the_hello_then_metadata_only() {
+    if skip_without_root("tls_flow_sends_the_hello_then_metadata_only") {
+        return;
+    }
     let config = Config {
         tail_every: 2,
         ..Config::default()
@@ -444,6 +477,9 @@ fn tls_flow_sends_the_hello_then_metadata_only() {
 
 #[test]
 fn split_client_hello_is_sampled_to_its_end() {
+    if skip_without_root("split_client_hello_is_sampled_to_its_end") {
+        return;
+    }
     let mut h = Harness::new(Config::default());
     let hello = tls_client_hello("api.qobuz.com", 1200);
     let (a, b) = hello.split_at(700);
@@ -464,6 +500,9 @@ fn split_client_hello_is_sampled_to_its_end() {
 
 #[test]
 fn sampling_stops_after_the_head_then_one_in_k() {
+    if skip_without_root("sampling_stops_after_the_head_then_one_in_k") {
+        return;
+    }
     let config = Config {
         head_bytes: 3000,
         tail_every: 4,
@@ -508,6 +547,9 @@ fn sampling_stops_after_the_head_then_one_in_k() {
 
 #[test]
 fn control_packets_of_watched_flows_are_metadata() {
+    if skip_without_root("control_packets_of_watched_flows_are_metadata") {
+        return;
+    }
     let mut h = Harness::new(Config::default());
     h.run(
         &FrameBuilder::tcp("192.0.2.10", 40000, "198.51.100.2", 80)
@@ -545,6 +587,9 @@ fn control_packets_of_watched_flows_are_metadata() {
 
 #[test]
 fn probe_sends_the_first_payload_of_new_flows_to_probe_ports() {
+    if skip_without_root("probe_sends_the_first_payload_of_new_flows_to_probe_ports") {
+        return;
+    }
     let mut h = Harness::new(Config::default());
     let c = |f: u8, p: &[u8]| {
         FrameBuilder::tcp("192.0.2.10", 40000, "203.0.113.80", 443)
@@ -577,6 +622,9 @@ fn probe_sends_the_first_payload_of_new_flows_to_probe_ports() {
 
 #[test]
 fn truncated_and_garbage_frames_are_counted_and_passed() {
+    if skip_without_root("truncated_and_garbage_frames_are_counted_and_passed") {
+        return;
+    }
     let mut h = Harness::new(Config::default());
     let good = FrameBuilder::tcp("192.0.2.10", 40000, "198.51.100.2", 80)
         .payload(http_get())
@@ -623,6 +671,9 @@ fn truncated_and_garbage_frames_are_counted_and_passed() {
 
 #[test]
 fn frames_beyond_snaplen_are_truncated_and_noted() {
+    if skip_without_root("frames_beyond_snaplen_are_truncated_and_noted") {
+        return;
+    }
     let mut h = Harness::new(Config::default());
     // 6000 bytes: larger than the linear part BPF_PROG_TEST_RUN gives a frags
     // program, so the tail lives in XDP fragments.
@@ -644,6 +695,9 @@ fn frames_beyond_snaplen_are_truncated_and_noted() {
 
 #[test]
 fn a_full_ring_is_counted_never_fatal() {
+    if skip_without_root("a_full_ring_is_counted_never_fatal") {
+        return;
+    }
     // One page of ring: a handful of full-size records fit, the rest are counted.
     let mut h = Harness::with_ring(Config::default(), 4096);
     let n = 20;
@@ -670,6 +724,9 @@ fn a_full_ring_is_counted_never_fatal() {
 
 #[test]
 fn without_config_everything_passes_untouched() {
+    if skip_without_root("without_config_everything_passes_untouched") {
+        return;
+    }
     let mut h = Harness::new(Config::default());
     h.sensor
         .set_config(&Config {
@@ -688,6 +745,9 @@ fn without_config_everything_passes_untouched() {
 
 #[test]
 fn removing_a_watch_stops_sampling_new_flows() {
+    if skip_without_root("removing_a_watch_stops_sampling_new_flows") {
+        return;
+    }
     let mut h = Harness::new(Config::default());
     h.watch.remove("198.51.100.0/24".parse().unwrap()).unwrap();
     h.run(
@@ -701,6 +761,9 @@ fn removing_a_watch_stops_sampling_new_flows() {
 
 #[test]
 fn prefilter_bucket_mates_are_decided_by_the_trie() {
+    if skip_without_root("prefilter_bucket_mates_are_decided_by_the_trie") {
+        return;
+    }
     let mut h = Harness::new(Config::default());
     // 198.51.101.0/24 shares the /16 bucket of the watched 198.51.100.0/24.
     h.run(
@@ -732,6 +795,9 @@ fn prefilter_bucket_mates_are_decided_by_the_trie() {
 
 #[test]
 fn a_known_flow_stays_watched_while_its_bucket_is() {
+    if skip_without_root("a_known_flow_stays_watched_while_its_bucket_is") {
+        return;
+    }
     let mut h = Harness::new(Config::default());
     let pkt = |seq| {
         FrameBuilder::tcp("192.0.2.10", 40000, "198.51.100.2", 80)
@@ -752,6 +818,9 @@ fn a_known_flow_stays_watched_while_its_bucket_is() {
 
 #[test]
 fn probe_follows_a_client_hello_split_over_segments() {
+    if skip_without_root("probe_follows_a_client_hello_split_over_segments") {
+        return;
+    }
     let mut h = Harness::new(Config::default());
     let c = |f: u8, seq: u32, p: &[u8]| {
         FrameBuilder::tcp("192.0.2.10", 40000, "203.0.113.80", 443)
@@ -882,6 +951,9 @@ fn every_shape() -> Vec<Vec<u8>> {
 
 #[test]
 fn the_userspace_sampler_matches_the_kernel_byte_for_byte() {
+    if skip_without_root("the_userspace_sampler_matches_the_kernel_byte_for_byte") {
+        return;
+    }
     use sensor_user::{capture::sampler::Sampler, targets::learning::MemoryWatch};
     let config = Config {
         head_bytes: 4096,
@@ -928,6 +1000,9 @@ fn the_userspace_sampler_matches_the_kernel_byte_for_byte() {
 
 #[test]
 fn the_sampler_matches_the_kernel_on_every_test_capture() {
+    if skip_without_root("the_sampler_matches_the_kernel_on_every_test_capture") {
+        return;
+    }
     use sensor_user::{
         capture::{pcap, sampler::Sampler},
         targets::learning::MemoryWatch,
@@ -995,4 +1070,14 @@ fn the_sampler_matches_the_kernel_on_every_test_capture() {
             );
         }
     }
+}
+
+/// True (and says why) when not root: BPF_PROG_TEST_RUN needs CAP_BPF.
+fn skip_without_root(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        eprintln!("skipping {test}: needs root (loads XDP programs)");
+    }
+    !root
 }

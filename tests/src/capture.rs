@@ -168,7 +168,7 @@ impl Recorder {
                             .as_micros() as u64;
                         frames
                             .lock()
-                            .unwrap_or_else(|e| e.into_inner())
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
                             .push((ts, f));
                     }
                 }
@@ -188,8 +188,12 @@ impl Recorder {
         for t in self.threads {
             let _ = t.join();
         }
-        let mut frames =
-            std::mem::take(&mut *self.frames.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut frames = std::mem::take(
+            &mut *self
+                .frames
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
         frames.sort_by_key(|(ts, _)| *ts);
         let mut out = Vec::new();
         out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());

@@ -93,6 +93,10 @@ impl HttpServer {
         Self::start_with(ns, addrs, Some(config))
     }
 
+    #[expect(
+        clippy::needless_pass_by_value,
+        reason = "each server thread clones the config it is given"
+    )]
     fn start_with(
         ns: &Netns,
         addrs: &[SocketAddr],

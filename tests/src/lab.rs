@@ -83,6 +83,18 @@ fn veth(a_ns: &Netns, a: &str, b_ns: &Netns, b: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// True (and says why on stderr) when the calling test cannot run here: it
+/// needs root for network namespaces and XDP. Root tests start with
+/// `if lab::skip_without_root("name") { return; }`.
+pub fn skip_without_root(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        eprintln!("skipping {test}: needs root (network namespaces, XDP)");
+    }
+    !root
+}
+
 impl Lab {
     pub fn up() -> anyhow::Result<Self> {
         // SAFETY: geteuid has no preconditions.
@@ -318,9 +330,10 @@ pub fn leakwatch_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("LEAKWATCH_BIN") {
         return PathBuf::from(p);
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"),
+        PathBuf::from,
+    );
     let bin = target.join("debug/leakwatch");
     assert!(
         bin.exists(),

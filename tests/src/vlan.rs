@@ -90,8 +90,7 @@ fn attach(iface: &str, push: Option<u16>, attach_type: u32) -> anyhow::Result<Ow
         bail!("no interface {iface}");
     }
     let mut attr = [0u8; 128];
-    use std::os::fd::AsRawFd as _;
-    attr[0..4].copy_from_slice(&(prog.as_raw_fd() as u32).to_ne_bytes());
+    attr[0..4].copy_from_slice(&(std::os::fd::AsRawFd::as_raw_fd(&prog) as u32).to_ne_bytes());
     attr[4..8].copy_from_slice(&ifindex.to_ne_bytes());
     attr[8..12].copy_from_slice(&attach_type.to_ne_bytes());
     bpf(BPF_LINK_CREATE, &mut attr)

@@ -64,6 +64,9 @@ fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
 
 #[test]
 fn qobuz_style_leaks_are_found_and_redacted() {
+    if leakwatch_tests::lab::skip_without_root("qobuz_style_leaks_are_found_and_redacted") {
+        return;
+    }
     let lab = Lab::up().expect("lab");
     let _http = HttpServer::start(
         &lab.server,
@@ -162,6 +165,11 @@ fn qobuz_style_leaks_are_found_and_redacted() {
 
 #[test]
 fn a_leak_split_over_many_small_segments_is_found_once() {
+    if leakwatch_tests::lab::skip_without_root(
+        "a_leak_split_over_many_small_segments_is_found_once",
+    ) {
+        return;
+    }
     let lab = Lab::up().expect("lab");
     // The server advertises a tiny MSS: the client's request crosses the gateway
     // in segments of a few dozen bytes.

@@ -56,6 +56,9 @@ fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
 
 #[test]
 fn prometheus_sees_the_leak_and_the_alert_fires() {
+    if leakwatch_tests::lab::skip_without_root("prometheus_sees_the_leak_and_the_alert_fires") {
+        return;
+    }
     let lab = Lab::up().expect("lab");
     let _http = HttpServer::start(&lab.server, &[format!("{SERVER_V4}:80").parse().unwrap()])
         .expect("http");

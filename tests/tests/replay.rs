@@ -526,7 +526,7 @@ fn progress_and_summary_on_request() {
         .unwrap();
     assert!(out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("%") && err.contains("file 1/2"), "{err}");
+    assert!(err.contains('%') && err.contains("file 1/2"), "{err}");
     assert!(err.contains("from 2 files"), "{err}");
     for section in ["flows", "findings", "replays"] {
         assert!(err.contains(&format!("  {section}")), "{err}");

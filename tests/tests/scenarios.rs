@@ -54,7 +54,9 @@ impl World {
         }
     }
 
-    /// Sends the scenario's request in cleartext from `ns`, resolving its host first.
+    /// Sends the scenario's request in cleartext from `ns`, resolving its host
+    /// first (a method so tests read as what the world does).
+    #[expect(clippy::unused_self, reason = "reads as an action of the world")]
     fn send(&self, ns: &Netns, s: &Scenario, v6: bool) {
         let (_, resp) = scenarios::send(ns, s, v6).expect("request");
         assert!(resp.starts_with(b"HTTP/1.1 200"), "{}", s.what);
@@ -89,6 +91,10 @@ fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
 
 #[test]
 fn every_streaming_scenario_is_found_and_nothing_else() {
+    if leakwatch_tests::lab::skip_without_root("every_streaming_scenario_is_found_and_nothing_else")
+    {
+        return;
+    }
     let w = World::up(&[]);
     let all = scenarios::scenarios();
     for s in &all {
@@ -153,6 +159,9 @@ fn every_streaming_scenario_is_found_and_nothing_else() {
 
 #[test]
 fn ipv6_and_the_vlan_tagged_lan() {
+    if leakwatch_tests::lab::skip_without_root("ipv6_and_the_vlan_tagged_lan") {
+        return;
+    }
     let dump = std::env::temp_dir().join(format!("{}.jsonl", unique("vlan")));
     let w = World::up(&["--dump-records", dump.to_str().unwrap()]);
     let login = scenarios::qobuz_login();
@@ -210,6 +219,9 @@ fn ipv6_and_the_vlan_tagged_lan() {
 
 #[test]
 fn the_same_requests_over_tls_leak_nothing() {
+    if leakwatch_tests::lab::skip_without_root("the_same_requests_over_tls_leak_nothing") {
+        return;
+    }
     let w = World::up(&[]);
     let all = scenarios::scenarios();
     for s in &all {
@@ -257,6 +269,9 @@ fn the_same_requests_over_tls_leak_nothing() {
 
 #[test]
 fn tls_to_an_address_learned_only_from_its_sni() {
+    if leakwatch_tests::lab::skip_without_root("tls_to_an_address_learned_only_from_its_sni") {
+        return;
+    }
     // No DNS answer crosses the gateway (curl --resolve): the sensor learns
     // www.deezer.com's address from the ClientHello's SNI alone. The flow that
     // teaches it started unwatched; the next one is watched from its SYN.
@@ -284,6 +299,9 @@ fn tls_to_an_address_learned_only_from_its_sni() {
 
 #[test]
 fn a_token_sent_from_a_second_client_is_one_replay() {
+    if leakwatch_tests::lab::skip_without_root("a_token_sent_from_a_second_client_is_one_replay") {
+        return;
+    }
     let w = World::up(&[]);
     let token = "Rpl4yT0kenZx9Qw3Er7Ty1Ui5Op8As2Df";
     let call = scenarios::qobuz_token_param(token);
@@ -320,6 +338,11 @@ fn a_token_sent_from_a_second_client_is_one_replay() {
 /// the second client sends two seconds after the first is no replay.
 #[test]
 fn a_one_second_replay_window_from_the_config_reports_no_replay() {
+    if leakwatch_tests::lab::skip_without_root(
+        "a_one_second_replay_window_from_the_config_reports_no_replay",
+    ) {
+        return;
+    }
     let config = std::env::temp_dir().join(format!("{}.toml", unique("window")));
     std::fs::write(&config, "replay_window_secs = 1\n").unwrap();
     let w = World::up(&["--config", config.to_str().unwrap()]);

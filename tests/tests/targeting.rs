@@ -63,6 +63,11 @@ fn get(host: &str) -> Vec<u8> {
 
 #[test]
 fn dns_answers_teach_the_sensor_service_addresses_until_their_ttl() {
+    if leakwatch_tests::lab::skip_without_root(
+        "dns_answers_teach_the_sensor_service_addresses_until_their_ttl",
+    ) {
+        return;
+    }
     let lab = Lab::up().expect("lab");
     let _dns = dns::start(
         &lab.server,

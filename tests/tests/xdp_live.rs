@@ -115,6 +115,9 @@ fn request(path: &str, host: &str, body: &[u8]) -> Vec<u8> {
 
 #[test]
 fn live_traffic_is_sampled_as_the_policy_says() {
+    if leakwatch_tests::lab::skip_without_root("live_traffic_is_sampled_as_the_policy_says") {
+        return;
+    }
     let lab = Lab::up().expect("lab");
     let _http = HttpServer::start(
         &lab.server,
@@ -233,7 +236,7 @@ fn live_traffic_is_sampled_as_the_policy_says() {
             r["payload_len"].as_u64().unwrap();
     }
     let mut sampled: Vec<u64> = per_flow.into_values().collect();
-    sampled.sort();
+    sampled.sort_unstable();
     assert_eq!(sampled.len(), 2, "two watched v4 flows");
     assert_eq!(sampled[0], login.len() as u64);
     assert!(
@@ -305,6 +308,9 @@ fn live_traffic_is_sampled_as_the_policy_says() {
 
 #[test]
 fn sigterm_shuts_down_cleanly_and_detaches() {
+    if leakwatch_tests::lab::skip_without_root("sigterm_shuts_down_cleanly_and_detaches") {
+        return;
+    }
     let lab = Lab::up().expect("lab");
     let mut sensor = lab
         .start_sensor(&lab::leakwatch_bin(), METRICS, &[])
@@ -327,6 +333,11 @@ fn run_expect_failure(cmd: &mut std::process::Command) -> String {
 
 #[test]
 fn clear_errors_for_missing_interface_busy_interface_and_no_privileges() {
+    if leakwatch_tests::lab::skip_without_root(
+        "clear_errors_for_missing_interface_busy_interface_and_no_privileges",
+    ) {
+        return;
+    }
     let lab = Lab::up().expect("lab");
     let bin = lab::leakwatch_bin();
     let bin_s = bin.to_str().unwrap();

@@ -37,10 +37,11 @@ pub fn rustup_nightly_cargo() -> Command {
 }
 
 pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    // xtask lives in the workspace, one level down.
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest
         .parent()
-        .expect("xtask lives in the workspace")
-        .to_path_buf()
+        .map_or_else(|| manifest.join(".."), std::path::Path::to_path_buf)
 }
 
 pub fn is_root() -> bool {

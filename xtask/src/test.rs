@@ -70,9 +70,28 @@ pub fn run() -> anyhow::Result<()> {
             "--bins",
         ]),
     )?;
+    step(
+        "building leakwatch for the replay and namespace tests",
+        cargo().args(["build", "-p", "sensor-user", "--bin", "leakwatch"]),
+    )?;
+    let bin = crate::shell::root().join("target/debug/leakwatch");
+    step(
+        "unprivileged tests: replay of real captures, event schema, dashboards",
+        cargo().env("LEAKWATCH_BIN", &bin).args([
+            "test",
+            "-p",
+            "leakwatch-tests",
+            "--test",
+            "replay",
+            "--test",
+            "events_schema",
+            "--test",
+            "dashboards",
+        ]),
+    )?;
     if !is_root() {
         bail!(
-            "the integration tests load XDP programs and build network namespaces: run `cargo xtask test` as root"
+            "the remaining tests load XDP programs and build network namespaces: run `cargo xtask test` as root"
         );
     }
     step(
@@ -80,24 +99,15 @@ pub fn run() -> anyhow::Result<()> {
         cargo().args(["test", "-p", "sensor-user", "--test", "xdp_test_run"]),
     )?;
     step(
-        "building leakwatch for the namespace tests",
-        cargo().args(["build", "-p", "sensor-user", "--bin", "leakwatch"]),
-    )?;
-    step(
         "network-namespace tests (root)",
-        cargo()
-            .env(
-                "LEAKWATCH_BIN",
-                crate::shell::root().join("target/debug/leakwatch"),
-            )
-            .args([
-                "test",
-                "-p",
-                "leakwatch-tests",
-                "--tests",
-                "--",
-                "--test-threads=1",
-            ]),
+        cargo().env("LEAKWATCH_BIN", &bin).args([
+            "test",
+            "-p",
+            "leakwatch-tests",
+            "--tests",
+            "--",
+            "--test-threads=1",
+        ]),
     )?;
     println!("==> all checks and tests passed");
     Ok(())

@@ -170,8 +170,7 @@ impl Sensor {
             AttachMode::Generic => &[AttachMode::Generic],
         };
         let prog = self.program_mut()?;
-        let mut last = None;
-        for &m in tries {
+        for (i, &m) in tries.iter().enumerate() {
             let xdp_mode = if m == AttachMode::Native {
                 XdpMode::Driver
             } else {
@@ -185,25 +184,28 @@ impl Sensor {
                         mode: m,
                         link,
                     });
-                    return Ok(self.attached.last().expect("just pushed"));
+                    let n = self.attached.len();
+                    return Ok(&self.attached[n - 1]);
                 }
                 Err(e) if is_busy(&e) => {
                     return Err(LoadError::AlreadyAttached {
                         iface: iface.to_owned(),
                     });
                 }
-                Err(e) => {
+                Err(e) if i + 1 < tries.len() => {
                     log::debug!("interface {iface}: {m} XDP attach failed: {e}");
-                    last = Some((m, e));
+                }
+                // The last mode's error is the one to report.
+                Err(source) => {
+                    return Err(LoadError::Attach {
+                        iface: iface.to_owned(),
+                        mode: m,
+                        source,
+                    });
                 }
             }
         }
-        let (mode, source) = last.expect("at least one mode tried");
-        Err(LoadError::Attach {
-            iface: iface.to_owned(),
-            mode,
-            source,
-        })
+        unreachable!("every attach mode tries at least one XDP mode")
     }
 
     /// Detaches from every interface (also done on drop, and by the kernel when the

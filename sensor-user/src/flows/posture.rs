@@ -364,7 +364,7 @@ mod tests {
 
     #[test]
     fn cleartext_http_flow() {
-        let mut p = Posture::new(Duration::from_secs(60), 100);
+        let mut p = Posture::new(Duration::from_mins(1), 100);
         let mut out = Vec::new();
         let now = Instant::now();
         p.on_record(
@@ -448,7 +448,7 @@ mod tests {
 
     #[test]
     fn tls_flow_with_split_hello() {
-        let mut p = Posture::new(Duration::from_secs(60), 100);
+        let mut p = Posture::new(Duration::from_mins(1), 100);
         let mut out = Vec::new();
         let now = Instant::now();
         let hello = tls_client_hello("api.qobuz.com", 1500);
@@ -527,7 +527,7 @@ mod tests {
 
     #[test]
     fn tls_without_a_server_hello_reports_the_offer_at_its_end() {
-        let mut p = Posture::new(Duration::from_secs(60), 100);
+        let mut p = Posture::new(Duration::from_mins(1), 100);
         let mut out = Vec::new();
         let now = Instant::now();
         let up = FrameBuilder::tcp("192.0.2.10", 40000, "198.51.100.2", 443)
@@ -591,7 +591,7 @@ mod tests {
 
     #[test]
     fn cap_evicts_the_idlest() {
-        let mut p = Posture::new(Duration::from_secs(60), 2);
+        let mut p = Posture::new(Duration::from_mins(1), 2);
         let mut out = Vec::new();
         let t0 = Instant::now();
         for (i, port) in [40001u16, 40002, 40003].iter().enumerate() {

@@ -80,7 +80,9 @@ impl Reassembler {
             // Mid-stream: the stream starts here.
             self.next = Some((seq, 0));
         }
-        let (nseq, npos) = self.next.expect("anchored above");
+        let Some((nseq, npos)) = self.next else {
+            return; // anchored just above
+        };
         if i64::from(seq.wrapping_sub(nseq) as i32).abs() > MAX_JUMP {
             self.stats.implausible += 1;
             return;
@@ -141,7 +143,9 @@ impl Reassembler {
         {
             self.skip_hole(out);
         }
-        let (_, npos) = self.next.expect("anchored");
+        let Some((_, npos)) = self.next else {
+            return;
+        };
         if pos > npos {
             self.stats.gaps += 1;
             self.stats.gap_bytes += pos - npos;
@@ -151,7 +155,9 @@ impl Reassembler {
     }
 
     fn deliver(&mut self, data: &[u8], out: &mut impl FnMut(Chunk<'_>)) {
-        let (nseq, npos) = self.next.expect("anchored");
+        let Some((nseq, npos)) = self.next else {
+            return;
+        };
         self.next = Some((
             nseq.wrapping_add(data.len() as u32),
             npos + data.len() as u64,
@@ -163,7 +169,9 @@ impl Reassembler {
     /// Delivers buffered bytes that became contiguous.
     fn drain(&mut self, out: &mut impl FnMut(Chunk<'_>)) {
         while let Some(entry) = self.pending.first_entry() {
-            let npos = self.next.expect("anchored").1;
+            let Some((_, npos)) = self.next else {
+                return;
+            };
             let pos = *entry.key();
             if pos > npos {
                 break;
@@ -336,7 +344,7 @@ mod tests {
         let mut got = run(&mut r, &[(1, b"head")]);
         r.jump(101, &mut |c| {
             if let Chunk::Gap(n) = c {
-                got.extend(std::iter::repeat_n(b'#', n as usize))
+                got.extend(std::iter::repeat_n(b'#', n as usize));
             }
         });
         got.extend(run(&mut r, &[(101, b"tail")]));

@@ -454,7 +454,7 @@ mod tests {
     fn table_of(rules: &Arc<RuleSet>) -> StreamTable {
         StreamTable::new(
             Arc::clone(rules),
-            Duration::from_secs(60),
+            Duration::from_mins(1),
             100,
             DEFAULT_FLOW_BUFFER,
         )

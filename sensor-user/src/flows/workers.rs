@@ -136,7 +136,7 @@ mod tests {
     #[test]
     fn flows_spread_over_workers_and_every_leak_comes_back() {
         let set = Arc::new(RuleSet::compile(rules::builtin()).unwrap());
-        let (w, reports) = Workers::start(3, &set, Duration::from_secs(60), 100, 1 << 16).unwrap();
+        let (w, reports) = Workers::start(3, &set, Duration::from_mins(1), 100, 1 << 16).unwrap();
         assert_eq!(w.len(), 3);
         for port in 40000..40030u16 {
             let req = format!(

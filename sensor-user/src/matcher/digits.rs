@@ -118,15 +118,14 @@ fn walk<L: Lanes>(raw: &[u8], from: usize) -> Option<usize> {
 /// AVX2 instantiation compiles with AVX2.
 #[inline(always)]
 fn chunk<L: Lanes>(raw: &[u8], k: usize, pad: &mut [u8; 32]) -> (u64, u64, u64) {
-    let c = match raw.get(k..k + L::W) {
-        Some(c) => c,
-        None => {
-            *pad = [0; 32];
-            if let Some(tail) = raw.get(k..) {
-                pad[..tail.len()].copy_from_slice(tail);
-            }
-            &pad[..L::W]
+    let c = if let Some(c) = raw.get(k..k + L::W) {
+        c
+    } else {
+        *pad = [0; 32];
+        if let Some(tail) = raw.get(k..) {
+            pad[..tail.len()].copy_from_slice(tail);
         }
+        &pad[..L::W]
     };
     let d = L::digits(c);
     let (s, p) = if d == 0 { (0, 0) } else { L::seps(c) };
@@ -135,7 +134,12 @@ fn chunk<L: Lanes>(raw: &[u8], k: usize, pad: &mut [u8; 32]) -> (u64, u64, u64) 
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use std::arch::x86_64::*;
+    use std::arch::x86_64::{
+        _mm_and_si128, _mm_cmpeq_epi8, _mm_cmpgt_epi8, _mm_cmplt_epi8, _mm_loadu_si128,
+        _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8, _mm256_and_si256, _mm256_cmpeq_epi8,
+        _mm256_cmpgt_epi8, _mm256_loadu_si256, _mm256_movemask_epi8, _mm256_or_si256,
+        _mm256_set1_epi8,
+    };
 
     use super::{Lanes, walk};
 

@@ -39,7 +39,7 @@ impl fmt::Debug for RuleSet {
         f.debug_struct("RuleSet")
             .field("rules", &self.rules.len())
             .field("version", &self.version)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -235,8 +235,7 @@ fn validate(v: Option<Validator>, s: &str, today: Date) -> bool {
         && !t.starts_with("{{")
         && !t.starts_with("${");
     match v {
-        None => nonempty,
-        Some(Validator::Nonempty) => nonempty,
+        None | Some(Validator::Nonempty) => nonempty,
         Some(Validator::PlainPassword) => nonempty && validators::hex_digest(t).is_none(),
         Some(Validator::HexDigest) => validators::hex_digest(t).is_some(),
         Some(Validator::Jwt) => validators::jwt(t).is_some(),

@@ -10,6 +10,7 @@
 //!   address within a window.
 
 use std::{
+    fmt::Write as _,
     fs,
     io::{self, Read as _, Write as _},
     net::IpAddr,
@@ -127,14 +128,18 @@ impl Fingerprinter {
 
     /// 32 hex characters identifying `value` of `kind` on this installation.
     pub fn fingerprint(&self, kind: Kind, value: &str) -> String {
-        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes any key length");
+        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&self.key) else {
+            unreachable!("HMAC takes keys of any length")
+        };
         mac.update(kind.name().as_bytes());
         mac.update(&[0]);
         mac.update(value.as_bytes());
-        mac.finalize().into_bytes()[..16]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        let mut hex = String::with_capacity(32);
+        for b in &mac.finalize().into_bytes()[..16] {
+            // Writing to a String does not fail.
+            let _ = write!(hex, "{b:02x}");
+        }
+        hex
     }
 }
 
@@ -300,7 +305,7 @@ mod tests {
             "192.0.2.11".parse().unwrap(),
             "192.0.2.12".parse().unwrap(),
         );
-        let mut r = ReplayDetector::new(Duration::from_secs(60), 100);
+        let mut r = ReplayDetector::new(Duration::from_mins(1), 100);
         assert_eq!(r.observe("fp", a, t0), None);
         assert_eq!(
             r.observe("fp", a, t0 + Duration::from_secs(1)),
@@ -316,8 +321,8 @@ mod tests {
         );
         assert!(r.observe("fp", c, t0 + Duration::from_secs(3)).is_some());
         // After the window it is a fresh sighting.
-        assert_eq!(r.observe("fp", b, t0 + Duration::from_secs(120)), None);
-        let mut small = ReplayDetector::new(Duration::from_secs(60), 2);
+        assert_eq!(r.observe("fp", b, t0 + Duration::from_mins(2)), None);
+        let mut small = ReplayDetector::new(Duration::from_mins(1), 2);
         small.observe("1", a, t0);
         small.observe("2", a, t0);
         small.observe("3", a, t0);

@@ -199,6 +199,10 @@ struct RuleFile {
 }
 
 /// The built-in rules.
+#[expect(
+    clippy::expect_used,
+    reason = "embedded data, parsed by a unit test of this module"
+)]
 pub fn builtin() -> Vec<Rule> {
     let f: RuleFile = toml::from_str(BUILTIN).expect("data/rules.toml is valid (tested)");
     f.rules

@@ -185,7 +185,7 @@ pub fn assemble<W: WatchSink>(
         Matching::Inline => {
             let t = StreamTable::new(Arc::clone(&rules), idle, flows, c.flow_buffer_bytes)
                 .context("Hyperscan scratch")?;
-            (Engine::Inline(t), None)
+            (Engine::Inline(Box::new(t)), None)
         }
         Matching::Sharded(n) => {
             let n = n.max(1);

@@ -44,7 +44,7 @@ use sensor_common::record::{RecordKind, flags};
 
 /// Where flows are matched: on the pipeline thread, or sharded over workers.
 pub enum Engine {
-    Inline(StreamTable),
+    Inline(Box<StreamTable>),
     Sharded(Workers),
     /// The workers were stopped at shutdown; records are no longer matched.
     Stopped,
@@ -583,19 +583,18 @@ impl<W: WatchSink> Pipeline<W> {
                     to_server,
                     bytes,
                 } => {
-                    let c = match self.flow_bytes.get(&(service, transport, to_server)) {
-                        Some(c) => c.clone(),
-                        None => {
-                            let l = FlowBytesLabels {
-                                service: self.service(service),
-                                transport: transport.name().into(),
-                                direction: if to_server { "to_server" } else { "to_client" }.into(),
-                            };
-                            let c = self.metrics.flow_bytes.get_or_create(&l).clone();
-                            self.flow_bytes
-                                .insert((service, transport, to_server), c.clone());
-                            c
-                        }
+                    let c = if let Some(c) = self.flow_bytes.get(&(service, transport, to_server)) {
+                        c.clone()
+                    } else {
+                        let l = FlowBytesLabels {
+                            service: self.service(service),
+                            transport: transport.name().into(),
+                            direction: if to_server { "to_server" } else { "to_client" }.into(),
+                        };
+                        let c = self.metrics.flow_bytes.get_or_create(&l).clone();
+                        self.flow_bytes
+                            .insert((service, transport, to_server), c.clone());
+                        c
                     };
                     c.inc_by(bytes);
                 }
@@ -689,17 +688,17 @@ mod tests {
         let buf = Buf::default();
         let rules = Arc::new(RuleSet::compile(rules::builtin()).unwrap());
         let table =
-            StreamTable::new(Arc::clone(&rules), Duration::from_secs(60), 100, 1 << 16).unwrap();
+            StreamTable::new(Arc::clone(&rules), Duration::from_mins(1), 100, 1 << 16).unwrap();
         let m = MatchStage::new(
-            Engine::Inline(table),
+            Engine::Inline(Box::new(table)),
             rules,
             Fingerprinter::from_key([1; 32]),
             EvidenceMode::Redacted,
-            ReplayDetector::new(Duration::from_secs(60), 100),
+            ReplayDetector::new(Duration::from_mins(1), 100),
         );
         let p = Pipeline::new(
             targeting,
-            Posture::new(Duration::from_secs(60), 100),
+            Posture::new(Duration::from_mins(1), 100),
             Arc::clone(&metrics),
             Some(EventLog::new(Box::new(buf.clone()))),
             None,

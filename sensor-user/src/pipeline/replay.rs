@@ -127,8 +127,10 @@ pub fn replay(r: &Replay<'_>) -> anyhow::Result<()> {
     }
     progress.finish(&mut std::io::stderr());
     // End of input: every flow ends.
-    pipeline.tick(now + Duration::from_secs(86_400));
-    *sampler_counts.lock().unwrap_or_else(|e| e.into_inner()) = sampler.counters;
+    pipeline.tick(now + Duration::from_hours(24));
+    *sampler_counts
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = sampler.counters;
     for (name, e) in sampler.evictions() {
         metrics.set_evictions(name, e);
     }

@@ -347,23 +347,20 @@ impl HttpStream {
             }
             _ => None,
         };
-        match whole {
-            Some(n) => {
-                if out.wants_all(&b[..end + n], 2) {
-                    if out.wants(head) {
-                        self.decode_head(head, out);
-                    }
-                    self.decode_body(&b[end..end + n], out);
-                }
-                c.pos += end + n;
-                self.state = State::Start;
-            }
-            None => {
+        if let Some(n) = whole {
+            if out.wants_all(&b[..end + n], 2) {
                 if out.wants(head) {
                     self.decode_head(head, out);
                 }
-                c.pos += end;
+                self.decode_body(&b[end..end + n], out);
             }
+            c.pos += end + n;
+            self.state = State::Start;
+        } else {
+            if out.wants(head) {
+                self.decode_head(head, out);
+            }
+            c.pos += end;
         }
         true
     }

@@ -182,45 +182,18 @@ impl<K: Hash + Eq + Clone, V, T: Copy + Ord> FlowTable<K, V, T> {
             newer: NIL,
             older: NIL,
         };
-        let i = match self.free.pop() {
-            Some(i) => {
-                self.nodes[i as usize] = Some(node);
-                i
-            }
-            None => {
-                // Capacity bounds the slab; u32 slots cover any table we size.
-                let i = u32::try_from(self.nodes.len()).unwrap_or(NIL - 1);
-                self.nodes.push(Some(node));
-                i
-            }
+        let i = if let Some(i) = self.free.pop() {
+            self.nodes[i as usize] = Some(node);
+            i
+        } else {
+            // Capacity bounds the slab; u32 slots cover any table we size.
+            let i = u32::try_from(self.nodes.len()).unwrap_or(NIL - 1);
+            self.nodes.push(Some(node));
+            i
         };
         self.push_newest(i);
         self.index.insert(k, i);
         evicted
-    }
-
-    /// The value for `k`, touched; created with `make` if absent (evicting the
-    /// least recent entry when full, handed to `evicted`).
-    pub fn touch_or_insert_with(
-        &mut self,
-        k: K,
-        now: T,
-        make: impl FnOnce() -> V,
-        evicted: impl FnOnce(K, V),
-    ) -> &mut V {
-        if !self.index.contains_key(&k) {
-            if let Some((ek, ev)) = self.insert(k.clone(), make(), now) {
-                evicted(ek, ev);
-            }
-            let i = self.index[&k];
-            return &mut self.node_mut(i).value;
-        }
-        let i = self.index[&k];
-        self.unlink(i);
-        self.push_newest(i);
-        let n = self.node_mut(i);
-        n.last = now;
-        &mut n.value
     }
 
     /// Removes `k` (the owner's own reason: FIN, RST, …; not counted here).
@@ -367,18 +340,6 @@ mod tests {
         assert!(t.is_empty());
         assert!(t.expire(1_000).is_none());
         assert!(t.evict_oldest().is_none());
-    }
-
-    #[test]
-    fn touch_or_insert_hands_back_what_it_evicts() {
-        let mut t: FlowTable<u32, u32, u64> = FlowTable::new("t", 2);
-        let mut out = Vec::new();
-        for k in [1, 2, 1, 3, 4] {
-            *t.touch_or_insert_with(k, u64::from(k), || 0, |k, v| out.push((k, v))) += 1;
-        }
-        assert_eq!(out, [(2, 1), (1, 2)]);
-        assert_eq!(t.get(&3), Some(&1));
-        assert_eq!(t.get(&4), Some(&1));
     }
 
     /// Against a model (a Vec in recency order) over a pseudo-random sequence.

@@ -449,8 +449,11 @@ impl Metrics {
     /// The text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)
-            .expect("writing to a String cannot fail");
+        // Writing to a String does not fail; a metric that could not be
+        // encoded is said, and the rest is still served.
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            log::error!("encoding metrics: {e}");
+        }
         out
     }
 }
@@ -484,7 +487,9 @@ impl Collector for XdpCollector {
         let mut rows = Vec::new();
         match &self.source {
             Source::Kernel { stats, slots } => {
-                let stats = stats.lock().unwrap_or_else(|e| e.into_inner());
+                let stats = stats
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 for (ifindex, label) in slots {
                     match stats.snapshot(*ifindex) {
                         Ok(s) => rows.push((label.clone(), s)),
@@ -493,7 +498,9 @@ impl Collector for XdpCollector {
                 }
             }
             Source::Sampler { label, counts } => {
-                let counts = counts.lock().unwrap_or_else(|e| e.into_inner());
+                let counts = counts
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 let s = XdpCounter::ALL
                     .iter()
                     .map(|&c| (c, counts[c as usize]))

@@ -4,6 +4,7 @@
 
 use std::{
     collections::BTreeMap,
+    fmt::Write as _,
     io::Write,
     time::{Duration, Instant},
 };
@@ -58,17 +59,19 @@ pub fn table(t: &Totals, metrics: &str) -> String {
             let get = |k: &str| labels.get(k).cloned().unwrap_or_default();
             *rows.entry((get("service"), get(col))).or_default() += v;
         }
-        out.push_str(&format!(
+        // Writing to a String does not fail.
+        let _ = write!(
+            out,
             "\n  {title:<10} {:<16} {:<16} {:>8}\n",
             "service",
             if col.is_empty() { "" } else { col },
             "count"
-        ));
+        );
         if rows.is_empty() {
             out.push_str("  (none)\n");
         }
         for ((svc, c), n) in rows {
-            out.push_str(&format!("  {:<10} {svc:<16} {c:<16} {n:>8}\n", ""));
+            let _ = writeln!(out, "  {:<10} {svc:<16} {c:<16} {n:>8}", "");
         }
     };
     section(&mut out, "flows", "leakwatch_flows_total", "transport");

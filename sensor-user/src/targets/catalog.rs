@@ -67,6 +67,10 @@ pub struct Catalog {
 
 impl Catalog {
     /// The built-in catalog.
+    #[expect(
+        clippy::expect_used,
+        reason = "embedded data, parsed and checked by a unit test of this module"
+    )]
     pub fn builtin() -> Self {
         let file: CatalogFile =
             toml::from_str(BUILTIN).expect("data/catalog.toml is valid (tested)");
@@ -85,17 +89,16 @@ impl Catalog {
             if !valid_service_id(&def.id) {
                 return Err(CatalogError::BadId(def.id));
             }
-            let idx = match self.services.iter().position(|s| s.id == def.id) {
-                Some(i) => i,
-                None => {
-                    self.services.push(ServiceDef {
-                        id: def.id.clone(),
-                        domains: vec![],
-                        cidrs: vec![],
-                        public_ids: vec![],
-                    });
-                    self.services.len() - 1
-                }
+            let idx = if let Some(i) = self.services.iter().position(|s| s.id == def.id) {
+                i
+            } else {
+                self.services.push(ServiceDef {
+                    id: def.id.clone(),
+                    domains: vec![],
+                    cidrs: vec![],
+                    public_ids: vec![],
+                });
+                self.services.len() - 1
             };
             for d in &def.domains {
                 let norm = normalize_domain(d).ok_or_else(|| CatalogError::BadDomain {

@@ -172,13 +172,13 @@ mod tests {
         let mut l = Learned::new(10);
         let a = ip("198.51.100.2");
         assert_eq!(
-            l.learn(a, 1, Source::Dns, Duration::from_secs(60), t0),
+            l.learn(a, 1, Source::Dns, Duration::from_mins(1), t0),
             [Change::Watch(a, 1)]
         );
         // Refresh with a shorter TTL keeps the longer life; same service: no change.
         assert_eq!(l.learn(a, 1, Source::Dns, Duration::from_secs(5), t0), []);
         assert_eq!(l.expire(t0 + Duration::from_secs(59)), []);
-        assert_eq!(l.expire(t0 + Duration::from_secs(60)), [Change::Unwatch(a)]);
+        assert_eq!(l.expire(t0 + Duration::from_mins(1)), [Change::Unwatch(a)]);
         assert_eq!(l.service_of(&a), None);
     }
 
@@ -187,9 +187,9 @@ mod tests {
         let t0 = Instant::now();
         let mut l = Learned::new(10);
         let a = ip("2001:db8::2");
-        l.learn(a, 1, Source::Dns, Duration::from_secs(60), t0);
+        l.learn(a, 1, Source::Dns, Duration::from_mins(1), t0);
         assert_eq!(
-            l.learn(a, 2, Source::Sni, Duration::from_secs(60), t0),
+            l.learn(a, 2, Source::Sni, Duration::from_mins(1), t0),
             [Change::Watch(a, 2)]
         );
         assert_eq!(l.counts().get(&("ipv6", Source::Sni)), Some(&1));

@@ -623,7 +623,7 @@ mod tests {
         );
         let t0 = Instant::now();
         t.on_dns(&rec, t0);
-        t.sweep(t0 + Duration::from_secs(3600));
+        t.sweep(t0 + Duration::from_hours(1));
         assert_eq!(t.sink().0.len(), 1);
         assert!(t.sink().0.contains_key(&"198.51.100.0/24".parse().unwrap()));
     }

@@ -27,12 +27,11 @@ pub struct ServiceIds {
 impl ServiceIds {
     /// The id of `name`, assigning the next one on first use.
     pub fn id(&mut self, name: &str) -> u32 {
-        let pos = match self.names.iter().position(|n| n == name) {
-            Some(p) => p,
-            None => {
-                self.names.push(name.to_owned());
-                self.names.len() - 1
-            }
+        let pos = if let Some(p) = self.names.iter().position(|n| n == name) {
+            p
+        } else {
+            self.names.push(name.to_owned());
+            self.names.len() - 1
         };
         pos as u32 + 1
     }
