@@ -951,10 +951,10 @@ fn every_shape() -> Vec<Vec<u8>> {
 
 #[test]
 fn the_userspace_sampler_matches_the_kernel_byte_for_byte() {
+    use sensor_user::{capture::sampler::Sampler, targets::learning::MemoryWatch};
     if skip_without_root("the_userspace_sampler_matches_the_kernel_byte_for_byte") {
         return;
     }
-    use sensor_user::{capture::sampler::Sampler, targets::learning::MemoryWatch};
     let config = Config {
         head_bytes: 4096,
         tail_every: 4,
@@ -1000,13 +1000,13 @@ fn the_userspace_sampler_matches_the_kernel_byte_for_byte() {
 
 #[test]
 fn the_sampler_matches_the_kernel_on_every_test_capture() {
-    if skip_without_root("the_sampler_matches_the_kernel_on_every_test_capture") {
-        return;
-    }
     use sensor_user::{
         capture::{pcap, sampler::Sampler},
         targets::learning::MemoryWatch,
     };
+    if skip_without_root("the_sampler_matches_the_kernel_on_every_test_capture") {
+        return;
+    }
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data");
     let mut captures: Vec<_> = std::fs::read_dir(&dir)
         .expect("tests/data")
