@@ -11,6 +11,7 @@ pub enum Which {
     Xdp,
     Live,
     Replay,
+    Flood,
 }
 
 pub fn run(only: Option<Which>) -> anyhow::Result<()> {
@@ -50,6 +51,16 @@ pub fn run(only: Option<Which>) -> anyhow::Result<()> {
             "==> replay: leakwatch against Suricata 7 on the same captures → target/bench/replay.json"
         );
         crate::suricata::run()?;
+    }
+    if want(Which::Flood) {
+        step(
+            "building leakwatch (release) for the new-flow flood",
+            cargo().args(["build", "--release", "-p", "sensor-user"]),
+        )?;
+        println!(
+            "==> flood: cost per new flow at 20,000 vs 200,000 flows → target/bench/flood.json"
+        );
+        crate::flood::run()?;
     }
     Ok(())
 }

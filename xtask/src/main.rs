@@ -10,6 +10,7 @@
 
 mod bench;
 mod demo;
+mod flood;
 mod lab;
 mod live;
 mod setup;
