@@ -53,7 +53,7 @@ fn write_capture(path: &Path, flows: u32) -> anyhow::Result<()> {
     w.write_all(&65_535u32.to_le_bytes())?;
     w.write_all(&1u32.to_le_bytes())?;
     let half = b"GET /api.json/0.2/user/login?email=jane%40example.com&pass";
-    let mut record = |w: &mut BufWriter<std::fs::File>, us: u64, f: &[u8]| -> std::io::Result<()> {
+    let record = |w: &mut BufWriter<std::fs::File>, us: u64, f: &[u8]| -> std::io::Result<()> {
         w.write_all(&((us / 1_000_000) as u32).to_le_bytes())?;
         w.write_all(&((us % 1_000_000) as u32).to_le_bytes())?;
         w.write_all(&(f.len() as u32).to_le_bytes())?;
