@@ -18,7 +18,7 @@ use std::{path::PathBuf, time::Instant};
 use hyperscan::prelude::*;
 use sensor_user::{
     matcher::{engine::RuleSet, rules, triggers::Gate, validators::Date},
-    proto::{fields::FieldBatch, http_stream::HttpStream},
+    proto::{fields::FieldBatch, http::HttpStream},
 };
 
 /// A deterministic pseudo-random generator (xorshift), so every run scans the same corpus.

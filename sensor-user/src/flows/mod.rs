@@ -2,5 +2,6 @@
 
 pub mod posture;
 pub mod reassembly;
+pub mod role;
 pub mod streams;
 pub mod workers;

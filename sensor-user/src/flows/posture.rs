@@ -11,6 +11,7 @@ use sensor_common::{
     record::{RecordKind, flags},
 };
 
+use super::role::Role;
 use crate::{
     capture::record::Record,
     proto::{
@@ -75,9 +76,7 @@ struct Flow {
     service: u32,
     transport: Option<Transport>,
     /// Direction index (of the flow key) the client sends in, once known.
-    client_dir: Option<u8>,
-    /// `client_dir` comes from an HTTP start line, not the kernel's guess.
-    role_known: bool,
+    role: Role,
     /// Cumulative L3 bytes per key direction, as last reported by the kernel.
     seen: [u64; 2],
     /// Bytes not yet reported because the class was unknown, per key direction.
@@ -131,8 +130,7 @@ impl Posture {
             let new = Flow {
                 service: h.service,
                 transport: None,
-                client_dir: None,
-                role_known: false,
+                role: Role::default(),
                 seen: [0; 2],
                 pending: [0; 2],
                 fins: 0,
@@ -150,25 +148,7 @@ impl Posture {
             return;
         };
         let dir = usize::from(h.direction & 1);
-        // The kernel guesses the client of a flow picked up mid-stream from its
-        // ports; an HTTP start line in a first payload says who is who.
-        if h.flags & flags::FIRST_PAYLOAD != 0
-            && let Some(c) = http::sender_is_client(rec.payload())
-        {
-            f.client_dir = Some(if c {
-                h.direction & 1
-            } else {
-                (h.direction & 1) ^ 1
-            });
-            f.role_known = true;
-        } else if !f.role_known {
-            if h.flags & flags::FROM_CLIENT != 0 {
-                f.client_dir = Some(h.direction & 1);
-            } else if f.client_dir.is_none() {
-                f.client_dir = Some((h.direction & 1) ^ 1);
-            }
-        }
-        let from_client = f.client_dir == Some(h.direction & 1);
+        let from_client = f.role.observe(h, rec.payload());
 
         // Classify.
         if f.transport.is_none() {
@@ -246,11 +226,11 @@ impl Posture {
         f.seen[dir] = f.seen[dir].max(h.dir_bytes);
         match f.transport {
             Some(t) => {
-                let to_server = f.client_dir == Some(h.direction & 1);
+                let to_server = f.role.client_dir() == Some(h.direction & 1);
                 let pending = std::mem::take(&mut f.pending);
                 for (d, p) in pending.into_iter().enumerate() {
                     if p > 0 {
-                        let ts = f.client_dir == Some(d as u8);
+                        let ts = f.role.client_dir() == Some(d as u8);
                         out.push(Output::Bytes {
                             service: f.service,
                             transport: t,
@@ -313,7 +293,7 @@ impl Posture {
             });
             for (d, p) in f.pending.into_iter().enumerate() {
                 if p > 0 {
-                    let to_server = f.client_dir.is_none_or(|c| c == d as u8);
+                    let to_server = f.role.client_dir().is_none_or(|c| c == d as u8);
                     out.push(Output::Bytes {
                         service: f.service,
                         transport: Transport::Unknown,

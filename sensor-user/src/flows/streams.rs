@@ -17,7 +17,10 @@ use sensor_common::{
     record::{RecordKind, flags},
 };
 
-use super::reassembly::{Chunk, Reassembler};
+use super::{
+    reassembly::{Chunk, Reassembler},
+    role::Role,
+};
 use crate::{
     capture::record::Record,
     matcher::{
@@ -26,11 +29,7 @@ use crate::{
         triggers::{Gate, GateStats},
         validators::Date,
     },
-    proto::{
-        fields::FieldBatch,
-        http,
-        http_stream::{Head, HttpStream},
-    },
+    proto::{Stream, fields::FieldBatch, http::RequestHead},
     shared::table::FlowTable,
 };
 
@@ -72,20 +71,18 @@ pub struct Located {
     pub from_client: bool,
     pub service: u32,
     /// The request this belongs to (for responses: the latest request).
-    pub head: Option<Head>,
+    pub head: Option<RequestHead>,
 }
 
 struct Dir {
     reasm: Reassembler,
-    http: HttpStream,
+    proto: Stream,
     scan: DirScanner,
 }
 
 struct Flow {
     dirs: [Option<Dir>; 2],
-    client_dir: Option<u8>,
-    /// `client_dir` comes from an HTTP start line, not the kernel's guess.
-    role_known: bool,
+    role: Role,
     service: u32,
     /// Time and interface of the latest record, for hits found at close.
     last_ts_ns: u64,
@@ -170,8 +167,7 @@ impl StreamTable {
             }
             let new = Flow {
                 dirs: [None, None],
-                client_dir: None,
-                role_known: false,
+                role: Role::default(),
                 service: h.service,
                 last_ts_ns: h.ts_ns,
                 ifindex: h.ifindex,
@@ -190,27 +186,13 @@ impl StreamTable {
         flow.last_ts_ns = h.ts_ns;
         flow.ifindex = h.ifindex;
         let d = h.direction & 1;
-        // The kernel's FROM_CLIENT is a guess from ports for flows picked up
-        // mid-stream; an HTTP start line in a first payload settles it.
-        if h.flags & flags::FIRST_PAYLOAD != 0
-            && let Some(c) = http::sender_is_client(rec.payload())
-        {
-            flow.client_dir = Some(if c { d } else { d ^ 1 });
-            flow.role_known = true;
-        } else if !flow.role_known {
-            if h.flags & flags::FROM_CLIENT != 0 {
-                flow.client_dir = Some(d);
-            } else if flow.client_dir.is_none() {
-                flow.client_dir = Some(d ^ 1);
-            }
-        }
-        let requests = flow.client_dir == Some(d);
+        let requests = flow.role.observe(h, rec.payload());
         let dir = flow.dirs[d as usize].get_or_insert_with(|| Dir {
             reasm: Reassembler::new(self.buffer),
-            http: HttpStream::new(requests),
+            proto: Stream::new(requests),
             scan: self.rules.open(),
         });
-        dir.http.set_requests(requests);
+        dir.proto.set_requests(requests);
         let mut batch = FieldBatch::default();
         let mut gate = Gate::new(&mut batch, self.rules.triggers(), &self.scratch);
         let payload = rec.payload();
@@ -218,10 +200,10 @@ impl StreamTable {
             if h.tcp_flags & TCP_SYN != 0 {
                 dir.reasm.syn(h.tcp_seq);
             }
-            let (reasm, http) = (&mut dir.reasm, &mut dir.http);
+            let (reasm, proto) = (&mut dir.reasm, &mut dir.proto);
             let mut feed = |c: Chunk<'_>| match c {
-                Chunk::Data(b) => http.feed(b, &mut gate),
-                Chunk::Gap(_) => http.gap(&mut gate),
+                Chunk::Data(b) => proto.feed(b, &mut gate),
+                Chunk::Gap(_) => proto.gap(&mut gate),
             };
             if h.flags & flags::TAIL != 0 {
                 reasm.jump(h.tcp_seq, &mut feed);
@@ -231,12 +213,12 @@ impl StreamTable {
             }
         } else if !payload.is_empty() {
             // UDP: each datagram stands alone.
-            dir.http.feed(payload, &mut gate);
-            dir.http.finish(&mut gate);
+            dir.proto.feed(payload, &mut gate);
+            dir.proto.finish(&mut gate);
         }
         let end = h.tcp_flags & (TCP_FIN | TCP_RST) != 0;
         if end {
-            dir.http.finish(&mut gate);
+            dir.proto.finish(&mut gate);
         }
         self.stats.gate.add(gate.stats);
         if end {
@@ -298,7 +280,7 @@ impl StreamTable {
         if batch.fields.is_empty() {
             return;
         }
-        let requests = flow.client_dir == Some(at.d);
+        let requests = flow.role.client_dir() == Some(at.d);
         let Some(dir) = flow.dirs[at.d as usize].as_mut() else {
             return;
         };
@@ -314,11 +296,11 @@ impl StreamTable {
         stats.bytes_scanned += dir.scan.offset() - before;
         // The request a hit belongs to: this direction's, or (responses) the other's.
         let head = if requests {
-            dir.http.head()
+            dir.proto.request_head()
         } else {
             flow.dirs[(at.d ^ 1) as usize]
                 .as_ref()
-                .and_then(|o| o.http.head())
+                .and_then(|o| o.proto.request_head())
         };
         for hit in hits {
             // Pages publish contact addresses: personal data in a response's free
@@ -379,7 +361,7 @@ impl StreamTable {
             };
             let mut batch = FieldBatch::default();
             let mut gate = Gate::new(&mut batch, self.rules.triggers(), &self.scratch);
-            dir.http.finish(&mut gate);
+            dir.proto.finish(&mut gate);
             self.stats.gate.add(gate.stats);
             self.stats.gaps += dir.reasm.stats.gaps;
             let at = At {

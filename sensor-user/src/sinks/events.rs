@@ -6,10 +6,7 @@ use std::net::IpAddr;
 use sensor_common::flow::IPPROTO_TCP;
 use serde::Serialize;
 
-use crate::{
-    capture::record::Record,
-    proto::{http::RequestHead, http_stream::Head},
-};
+use crate::{capture::record::Record, proto::http::RequestHead};
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Http {
@@ -92,7 +89,7 @@ impl Event {
         tcp: bool,
         interface: &str,
         service: &str,
-        head: Option<&Head>,
+        head: Option<&RequestHead>,
     ) -> Self {
         Self {
             timestamp,
@@ -130,12 +127,7 @@ impl Event {
         service: &str,
         head: Option<&RequestHead>,
     ) -> Self {
-        let http = head.map(|h| Http {
-            hostname: h.host.clone(),
-            method: h.method.clone(),
-            path: h.path.clone(),
-            user_agent: h.user_agent.clone(),
-        });
+        let http = head.map(Http::from);
         let mut e = Self::new(
             "cleartext_flow",
             timestamp,
@@ -154,8 +146,8 @@ impl Event {
     }
 }
 
-impl From<&Head> for Http {
-    fn from(h: &Head) -> Self {
+impl From<&RequestHead> for Http {
+    fn from(h: &RequestHead) -> Self {
         Self {
             hostname: h.host.clone(),
             method: h.method.clone(),

@@ -6,45 +6,67 @@
 //! Framing reads bytes in place and allocates nothing per header; a section (the
 //! head, the body, a run of raw lines) is decoded into fields only when the sink
 //! wants it (the matcher's trigger prefilter), which most sections are not.
+//! Bodies are decoded by the shared [`super::decode`] layer.
 
-use std::{borrow::Cow, io::Read as _};
+pub mod head;
 
 use memchr::{memchr, memmem};
 
-use super::{
-    fields::{
-        Ctx, FieldSink, form_pairs, json_pairs, json_pairs_lenient, percent_decode,
-        unescape_percent,
-    },
-    http,
+pub use head::{
+    METHODS, RequestHead, looks_like_request, looks_like_response, parse_request_head,
+    sender_is_client,
 };
+use head::{contains_ci, head_lines, header_fields, request_line, text, trim};
+
+use super::{
+    Dissector, Protocol, Recognition, Registration,
+    decode::{BodyType, Coding, body_fields, undo_coding},
+    fields::{Ctx, FieldSink, form_pairs, percent_decode, unescape_percent},
+    lines::Lines,
+};
+
+/// HTTP/1.x: recognised by a request line (client → server) or a status line.
+pub const REGISTRATION: Registration = Registration {
+    protocol: Protocol::Http,
+    recognise,
+    make: |requests| Box::new(HttpStream::new(requests)),
+};
+
+fn recognise(first: &[u8], requests: bool) -> Recognition {
+    let mut b = first;
+    // Blank lines may come before a message.
+    while let Some(rest) = b.strip_prefix(b"\r\n") {
+        b = rest;
+    }
+    if b.is_empty() {
+        return Recognition::NeedMore;
+    }
+    if requests && looks_like_request(b) {
+        Recognition::Yes("request line")
+    } else if !requests && looks_like_response(b) {
+        Recognition::Yes("status line")
+    } else if could_be_start(b, requests) {
+        Recognition::NeedMore
+    } else {
+        Recognition::No
+    }
+}
+
+/// Bytes that may still grow into a start line.
+fn could_be_start(b: &[u8], requests: bool) -> bool {
+    if requests {
+        METHODS.iter().any(|m| m.as_bytes().starts_with(b))
+    } else {
+        b"HTTP/1.".starts_with(b) || b.starts_with(b"HTTP/1.")
+    }
+}
 
 /// Largest header block; beyond it the stream is treated as raw.
 const MAX_HEAD: usize = 64 * 1024;
 /// Body bytes kept per message (the rest is skipped, not scanned).
 const MAX_BODY: usize = 256 * 1024;
-/// Bytes a gzip body may inflate to.
-const MAX_INFLATED: u64 = 1024 * 1024;
-/// A raw line longer than this is cut into pieces.
-const MAX_LINE: usize = 4096;
 /// Longest chunk-size line waited for.
 const MAX_CHUNK_LINE: usize = 1024;
-
-/// The start of a request: context for findings (never with parameter values).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Head {
-    pub method: String,
-    pub path: String,
-    pub host: Option<String>,
-    pub user_agent: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum BodyType {
-    Form,
-    Json,
-    Other,
-}
 
 #[derive(Debug)]
 enum State {
@@ -73,7 +95,7 @@ pub struct HttpStream {
     buf: Vec<u8>,
     body: Vec<u8>,
     body_type: BodyType,
-    gzip: bool,
+    coding: Coding,
     /// The latest request head, raw: parsed into a `Head` only when a finding
     /// needs it.
     last_head: Vec<u8>,
@@ -99,65 +121,6 @@ impl<'a> Cursor<'a> {
 static HEAD_END: std::sync::LazyLock<memmem::Finder<'static>> =
     std::sync::LazyLock::new(|| memmem::Finder::new(b"\r\n\r\n"));
 
-fn trim(mut b: &[u8]) -> &[u8] {
-    while let [first, rest @ ..] = b
-        && first.is_ascii_whitespace()
-    {
-        b = rest;
-    }
-    while let [rest @ .., last] = b
-        && last.is_ascii_whitespace()
-    {
-        b = rest;
-    }
-    b
-}
-
-fn text(b: &[u8]) -> Cow<'_, str> {
-    String::from_utf8_lossy(b)
-}
-
-fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len())
-        .any(|w| w.eq_ignore_ascii_case(needle))
-}
-
-/// Lines of a head, without their line ends (one memchr iterator: a byte-wise
-/// split costs more than the rest of the framing).
-fn head_lines(head: &[u8]) -> impl Iterator<Item = &[u8]> {
-    let mut start = 0;
-    let mut ends = memchr::memchr_iter(b'\n', head);
-    std::iter::from_fn(move || {
-        if start > head.len() {
-            return None;
-        }
-        let end = ends.next().unwrap_or(head.len());
-        let line = &head[start..end];
-        start = end + 1;
-        Some(line.strip_suffix(b"\r").unwrap_or(line))
-    })
-}
-
-/// Header lines as (name, value), trimmed.
-fn header_fields(head: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
-    head_lines(head).skip(1).filter_map(|line| {
-        let colon = memchr(b':', line)?;
-        Some((trim(&line[..colon]), trim(&line[colon + 1..])))
-    })
-}
-
-/// A request line's method, path and query.
-fn request_line(head: &[u8]) -> (&[u8], &[u8], &[u8]) {
-    let start = head_lines(head).next().unwrap_or(b"");
-    let mut parts = start.split(|&b| b == b' ');
-    let method = parts.next().unwrap_or(b"");
-    let target = parts.next().unwrap_or(b"");
-    match memchr(b'?', target) {
-        Some(q) => (method, &target[..q], &target[q + 1..]),
-        None => (method, target, b""),
-    }
-}
-
 impl HttpStream {
     pub fn new(requests: bool) -> Self {
         Self {
@@ -166,37 +129,21 @@ impl HttpStream {
             buf: Vec::new(),
             body: Vec::new(),
             body_type: BodyType::Other,
-            gzip: false,
+            coding: Coding::Identity,
             last_head: Vec::new(),
             messages: 0,
             skipped: 0,
         }
     }
 
+    /// The latest request's method, path (without parameters), host and User-Agent.
+    pub fn head(&self) -> Option<RequestHead> {
+        (!self.last_head.is_empty()).then(|| RequestHead::from_head(&self.last_head))
+    }
+
     /// Whether the stream turned out not to be HTTP.
     pub fn is_raw(&self) -> bool {
         matches!(self.state, State::Raw)
-    }
-
-    /// The latest request's method, path (without parameters), host and User-Agent.
-    pub fn head(&self) -> Option<Head> {
-        if self.last_head.is_empty() {
-            return None;
-        }
-        let (method, path, _) = request_line(&self.last_head);
-        let mut h = Head {
-            method: text(method).into_owned(),
-            path: text(path).into_owned(),
-            ..Head::default()
-        };
-        for (name, value) in header_fields(&self.last_head) {
-            if name.eq_ignore_ascii_case(b"host") {
-                h.host = Some(text(value).to_ascii_lowercase());
-            } else if name.eq_ignore_ascii_case(b"user-agent") {
-                h.user_agent = Some(text(value).into_owned());
-            }
-        }
-        Some(h)
     }
 
     /// Sets which side this direction is, while nothing was parsed yet (a flow
@@ -209,25 +156,20 @@ impl HttpStream {
 
     fn looks_like_start(&self, b: &[u8]) -> bool {
         if self.requests {
-            http::looks_like_request(b)
+            looks_like_request(b)
         } else {
-            http::looks_like_response(b)
+            looks_like_response(b)
         }
     }
 
-    /// Bytes that may still grow into a start line.
     fn could_be_start(&self, b: &[u8]) -> bool {
-        if self.requests {
-            http::METHODS.iter().any(|m| m.as_bytes().starts_with(b))
-        } else {
-            b"HTTP/1.".starts_with(b) || b.starts_with(b"HTTP/1.")
-        }
+        could_be_start(b, self.requests)
     }
 
     /// Feeds reassembled bytes; decoded fields go to `out`. With nothing
     /// pending (the usual case), `data` is read in place and only an unfinished
     /// tail is kept.
-    pub fn feed<S: FieldSink>(&mut self, data: &[u8], out: &mut S) {
+    pub fn feed<S: FieldSink + ?Sized>(&mut self, data: &[u8], out: &mut S) {
         if self.buf.is_empty() {
             let used = self.run(data, out);
             self.buf.extend_from_slice(&data[used..]);
@@ -241,7 +183,7 @@ impl HttpStream {
     }
 
     /// Runs the state machine over `input`; returns the bytes consumed.
-    fn run<S: FieldSink>(&mut self, input: &[u8], out: &mut S) -> usize {
+    fn run<S: FieldSink + ?Sized>(&mut self, input: &[u8], out: &mut S) -> usize {
         let mut c = Cursor { b: input, pos: 0 };
         loop {
             let progressed = match self.state {
@@ -269,7 +211,7 @@ impl HttpStream {
 
     /// Part of the stream was lost: drop what was pending, finish the current
     /// body with what arrived, and look for the next message.
-    pub fn gap<S: FieldSink>(&mut self, out: &mut S) {
+    pub fn gap<S: FieldSink + ?Sized>(&mut self, out: &mut S) {
         self.flush(out);
         if !matches!(self.state, State::Raw) {
             self.state = State::Start;
@@ -277,12 +219,12 @@ impl HttpStream {
     }
 
     /// The stream ended (FIN/RST/idle): flush what is pending.
-    pub fn finish<S: FieldSink>(&mut self, out: &mut S) {
+    pub fn finish<S: FieldSink + ?Sized>(&mut self, out: &mut S) {
         self.flush(out);
     }
 
     /// Emits what a body or raw run holds so far; drops the pending bytes.
-    fn flush<S: FieldSink>(&mut self, out: &mut S) {
+    fn flush<S: FieldSink + ?Sized>(&mut self, out: &mut S) {
         match self.state {
             State::UntilClose
             | State::Length(_)
@@ -298,7 +240,7 @@ impl HttpStream {
         self.buf.clear();
     }
 
-    fn start<S: FieldSink>(&mut self, c: &mut Cursor<'_>, out: &mut S) -> bool {
+    fn start<S: FieldSink + ?Sized>(&mut self, c: &mut Cursor<'_>, out: &mut S) -> bool {
         // Skip blank lines between pipelined messages.
         while c.rest().starts_with(b"\r\n") {
             c.pos += 2;
@@ -341,7 +283,9 @@ impl HttpStream {
         // whether either section needs a look (most messages: neither).
         let whole = match self.state {
             State::Length(n)
-                if !self.gzip && n <= MAX_BODY as u64 && (b.len() - end) as u64 >= n =>
+                if self.coding == Coding::Identity
+                    && n <= MAX_BODY as u64
+                    && (b.len() - end) as u64 >= n =>
             {
                 Some(n as usize)
             }
@@ -366,7 +310,7 @@ impl HttpStream {
     }
 
     /// Emits a head's fields: the request line's path and query, headers, cookies.
-    fn decode_head<S: FieldSink>(&self, head: &[u8], out: &mut S) {
+    fn decode_head<S: FieldSink + ?Sized>(&self, head: &[u8], out: &mut S) {
         let msg = self.messages - 1;
         if self.requests {
             let (_, path, query) = request_line(head);
@@ -411,7 +355,7 @@ impl HttpStream {
         }
         let (mut length, mut chunked) = (None, false);
         self.body_type = BodyType::Other;
-        self.gzip = false;
+        self.coding = Coding::Identity;
         for (name, value) in header_fields(head) {
             let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
             // Framing headers; the length check first keeps the common miss cheap.
@@ -429,7 +373,9 @@ impl HttpStream {
                         BodyType::Other
                     };
                 }
-                16 if is(b"content-encoding") => self.gzip = contains_ci(value, b"gzip"),
+                16 if is(b"content-encoding") && contains_ci(value, b"gzip") => {
+                    self.coding = Coding::Gzip;
+                }
                 _ => {}
             }
         }
@@ -454,7 +400,12 @@ impl HttpStream {
         c.pos += n;
     }
 
-    fn length_body<S: FieldSink>(&mut self, c: &mut Cursor<'_>, due: u64, out: &mut S) -> bool {
+    fn length_body<S: FieldSink + ?Sized>(
+        &mut self,
+        c: &mut Cursor<'_>,
+        due: u64,
+        out: &mut S,
+    ) -> bool {
         let have = c.rest().len() as u64;
         if self.body.is_empty() && have >= due && due <= MAX_BODY as u64 {
             // The whole body is here: decode it in place, no copy.
@@ -477,7 +428,7 @@ impl HttpStream {
         }
     }
 
-    fn chunk_size<S: FieldSink>(&mut self, c: &mut Cursor<'_>, out: &mut S) -> bool {
+    fn chunk_size<S: FieldSink + ?Sized>(&mut self, c: &mut Cursor<'_>, out: &mut S) -> bool {
         let b = c.rest();
         let Some(eol) = memchr(b'\n', b) else {
             if b.len() > MAX_CHUNK_LINE {
@@ -521,7 +472,7 @@ impl HttpStream {
         }
     }
 
-    fn trailers<S: FieldSink>(&mut self, c: &mut Cursor<'_>, out: &mut S) -> bool {
+    fn trailers<S: FieldSink + ?Sized>(&mut self, c: &mut Cursor<'_>, out: &mut S) -> bool {
         let b = c.rest();
         let Some(eol) = memchr(b'\n', b) else {
             return false;
@@ -536,7 +487,7 @@ impl HttpStream {
     }
 
     /// Decodes and emits the collected body, if the sink wants it.
-    fn end_body<S: FieldSink>(&mut self, out: &mut S) {
+    fn end_body<S: FieldSink + ?Sized>(&mut self, out: &mut S) {
         if self.body.is_empty() {
             return;
         }
@@ -547,148 +498,49 @@ impl HttpStream {
         self.body = raw;
     }
 
-    fn decode_body<S: FieldSink>(&self, raw: &[u8], out: &mut S) {
-        let msg = self.messages.saturating_sub(1);
-        let inflated;
-        let body = if self.gzip {
-            let mut d = Vec::new();
-            match flate2::read::MultiGzDecoder::new(raw)
-                .take(MAX_INFLATED)
-                .read_to_end(&mut d)
-            {
-                Ok(_) => {}
-                // A cut gzip stream still yields what inflated before the cut.
-                Err(_) if !d.is_empty() => {}
-                Err(_) => return,
-            }
-            inflated = d;
-            &inflated[..]
-        } else {
-            raw
-        };
-        if !out.wants(body) {
-            return;
-        }
-        let text = text(body);
-        let kind = match self.body_type {
-            // Apps often send JSON or forms without (or with a generic)
-            // Content-Type: go by what the body looks like.
-            BodyType::Other => sniff(&text),
-            t => t,
-        };
-        match kind {
-            BodyType::Form => {
-                for (k, v) in form_pairs(text.trim()) {
-                    out.push(Ctx::Body, &k, &v, msg);
-                }
-            }
-            BodyType::Json => {
-                let pairs = match serde_json::from_str::<serde_json::Value>(&text) {
-                    Ok(v) => {
-                        let mut pairs = Vec::new();
-                        json_pairs(&v, "", &mut pairs);
-                        pairs
-                    }
-                    // Cut short (sampling, a gap) or sloppy: keep its key/value
-                    // pairs all the same.
-                    Err(_) => json_pairs_lenient(&text),
-                };
-                if pairs.is_empty() {
-                    lines_of(&text, Ctx::Body, msg, out);
-                }
-                for (k, v, number) in pairs {
-                    if number {
-                        out.push_number(Ctx::Body, &k, &v, msg);
-                    } else {
-                        out.push(Ctx::Body, &k, &v, msg);
-                    }
-                }
-            }
-            BodyType::Other => lines_of(&text, Ctx::Body, msg, out),
+    fn decode_body<S: FieldSink + ?Sized>(&self, raw: &[u8], out: &mut S) {
+        if let Some(body) = undo_coding(self.coding, raw) {
+            body_fields(&body, self.body_type, self.messages.saturating_sub(1), out);
         }
     }
 
     /// Emits complete raw lines (all pending bytes when `all`).
-    fn raw_lines<S: FieldSink>(&mut self, c: &mut Cursor<'_>, out: &mut S, all: bool) {
-        let b = c.rest();
-        let cut = if all {
-            b.len()
-        } else {
-            memchr::memrchr(b'\n', b).map_or(0, |i| i + 1)
-        };
-        let cut = if cut == 0 && b.len() > MAX_LINE {
-            b.len()
-        } else {
-            cut
-        };
-        if cut == 0 {
-            return;
-        }
-        let chunk = &b[..cut];
-        if out.wants(chunk) {
-            lines_of(&text(chunk), Ctx::Raw, self.messages, out);
-        }
-        c.pos += cut;
+    fn raw_lines<S: FieldSink + ?Sized>(&mut self, c: &mut Cursor<'_>, out: &mut S, all: bool) {
+        let used = Lines::new(self.messages).emit(c.rest(), out, all);
+        c.pos += used;
     }
 }
 
-/// What an undeclared body is: JSON (an object or array), a form (one line of
-/// `k=v` pairs in URL characters), else text.
-fn sniff(text: &str) -> BodyType {
-    let t = text.trim();
-    if t.starts_with('{') || t.starts_with('[') {
-        BodyType::Json
-    } else if t.contains('=')
-        && t.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"=&%+-_.~*!'()[],;:@/".contains(&b))
-    {
-        BodyType::Form
-    } else {
-        BodyType::Other
+impl Dissector for HttpStream {
+    fn protocol(&self) -> Protocol {
+        Protocol::Http
     }
-}
 
-/// `Name: value` with a header-token name (letters, digits, `-`, `_`).
-fn header_shaped(line: &str) -> Option<(&str, &str)> {
-    let (name, value) = line.split_once(':')?;
-    let value = value.trim();
-    let token = (1..=64).contains(&name.len())
-        && name.bytes().any(|b| b.is_ascii_alphabetic())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    (token && !value.is_empty() && !value.starts_with("//")).then_some((name, value))
-}
+    fn feed(&mut self, data: &[u8], out: &mut dyn FieldSink) {
+        HttpStream::feed(self, data, out);
+    }
 
-/// Non-empty lines of `text` as nameless fields, long lines in pieces (and
-/// header-shaped ones as headers as well).
-fn lines_of<S: FieldSink>(text: &str, ctx: Ctx, msg: u64, out: &mut S) {
-    for line in text
-        .split('\n')
-        .map(|l| l.trim_end_matches('\r'))
-        .filter(|l| !l.trim().is_empty())
-    {
-        // `Name: value` lines are headers of whatever protocol this is (mail,
-        // a sloppy client putting headers after the blank line): header rules
-        // see them too.
-        if let Some((name, value)) = header_shaped(line) {
-            out.push(Ctx::Header, name, value, msg);
-        }
-        let mut rest = line;
-        while !rest.is_empty() {
-            let mut end = rest.len().min(MAX_LINE);
-            while !rest.is_char_boundary(end) {
-                end -= 1;
-            }
-            out.push(ctx, "", &rest[..end], msg);
-            rest = &rest[end..];
-        }
+    fn gap(&mut self, out: &mut dyn FieldSink) {
+        HttpStream::gap(self, out);
+    }
+
+    fn finish(&mut self, out: &mut dyn FieldSink) {
+        HttpStream::finish(self, out);
+    }
+
+    fn set_requests(&mut self, requests: bool) {
+        HttpStream::set_requests(self, requests);
+    }
+
+    fn request_head(&self) -> Option<RequestHead> {
+        self.head()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::decode::{header_shaped, sniff};
     use crate::proto::fields::FieldBatch;
 
     fn fields(requests: bool, parts: &[&[u8]]) -> (Vec<(Ctx, String, String)>, HttpStream) {
