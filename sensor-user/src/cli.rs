@@ -4,7 +4,7 @@ use std::{net::SocketAddr, path::PathBuf};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::{config::Config, matcher::findings::EvidenceMode, targets::StaticWatch};
+use crate::{config::Config, matcher::evidence::EvidenceMode, targets::StaticWatch};
 
 #[derive(Parser)]
 #[command(

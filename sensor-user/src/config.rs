@@ -55,7 +55,7 @@ use serde::Deserialize;
 pub use crate::targets::settings::TargetSettings;
 use crate::{
     flows::streams::DEFAULT_FLOW_BUFFER,
-    matcher::{findings::EvidenceMode, rules::Rule},
+    matcher::{evidence::EvidenceMode, rules::Rule},
     targets::catalog::ServiceDef,
 };
 

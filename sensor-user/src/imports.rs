@@ -63,26 +63,45 @@ fn code(path: &Path) -> String {
         .join("\n")
 }
 
-/// (stage, file stem, path) of every source file that belongs to a stage.
+/// (stage, file stem, path) of every source file that belongs to a stage,
+/// in sub-folders too (a folder's `mod.rs` takes the folder's name).
 fn files(src: &Path) -> Vec<(String, String, std::path::PathBuf)> {
+    fn walk(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+        let Ok(rd) = fs::read_dir(dir) else { return };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push(p);
+            }
+        }
+    }
     let mut out = Vec::new();
     for stage in ORDER {
         let single = src.join(format!("{stage}.rs"));
         if single.is_file() {
             out.push((stage.to_owned(), "mod".to_owned(), single));
         }
-        if let Ok(dir) = fs::read_dir(src.join(stage)) {
-            for e in dir.flatten() {
-                let p = e.path();
-                if p.extension().is_some_and(|x| x == "rs") {
-                    let stem = p
-                        .file_stem()
-                        .unwrap_or_default()
-                        .to_string_lossy()
-                        .into_owned();
-                    out.push((stage.to_owned(), stem, p));
-                }
+        let mut found = Vec::new();
+        walk(&src.join(stage), &mut found);
+        for p in found {
+            let mut stem = p
+                .file_stem()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            if stem == "mod"
+                && let Some(parent) = p.parent()
+                && parent != src.join(stage)
+            {
+                stem = parent
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned();
             }
+            out.push((stage.to_owned(), stem, p));
         }
     }
     out
@@ -166,4 +185,34 @@ fn a_step_back_and_a_loop_are_caught() {
         bad[1].contains("a.rs and matcher/b.rs import each other"),
         "{bad:?}"
     );
+}
+
+/// Files stay readable: none over 500 lines before its tests, and `main.rs` a
+/// dispatcher under 150.
+#[test]
+fn files_stay_small() {
+    fn walk(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+        for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push(p);
+            }
+        }
+    }
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut all = Vec::new();
+    walk(&src, &mut all);
+    let mut big = Vec::new();
+    for p in all {
+        let text = fs::read_to_string(&p).unwrap_or_default();
+        let before_tests = text.split("\n#[cfg(test)]").next().unwrap_or("");
+        let n = before_tests.lines().count();
+        let max = if p.ends_with("main.rs") { 150 } else { 500 };
+        if n > max {
+            big.push(format!("{}: {n} lines (at most {max})", p.display()));
+        }
+    }
+    assert!(big.is_empty(), "split these:\n{}", big.join("\n"));
 }

@@ -4,8 +4,7 @@
 //! FIN/RST, idleness and the cap (each counted), streams always closed.
 
 use std::{
-    collections::{HashMap, HashSet},
-    hash::{Hash as _, Hasher as _},
+    collections::HashMap,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -24,19 +23,17 @@ use super::{
 use crate::{
     capture::record::Record,
     matcher::{
-        engine::{DirScanner, Hit, RuleError, RuleSet},
-        rules::Kind,
+        engine::{DirScanner, RuleError, RuleSet},
+        finding::{Finding, FlowFindings, Place, Services},
         triggers::{Gate, GateStats},
         validators::Date,
     },
-    proto::{Stream, fields::FieldBatch, http::RequestHead},
+    proto::{Stream, fields::FieldBatch},
     shared::table::FlowTable,
 };
 
 /// Out-of-order bytes held per direction, by default.
 pub const DEFAULT_FLOW_BUFFER: usize = 256 * 1024;
-/// Gender findings held per flow while waiting for other PII in their message.
-const MAX_HELD: usize = 16;
 
 /// Why a flow's matching state was dropped (`reason` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -58,22 +55,6 @@ impl Eviction {
     }
 }
 
-/// A confirmed hit and where it was found.
-#[derive(Debug, Clone)]
-pub struct Located {
-    pub hit: Hit,
-    /// The record whose data completed the match (time, interface, addresses).
-    pub ts_ns: u64,
-    pub ifindex: u32,
-    pub key: FlowKey,
-    /// Key direction the data travelled in.
-    pub direction: u8,
-    pub from_client: bool,
-    pub service: u32,
-    /// The request this belongs to (for responses: the latest request).
-    pub head: Option<RequestHead>,
-}
-
 struct Dir {
     reasm: Reassembler,
     proto: Stream,
@@ -88,12 +69,8 @@ struct Flow {
     last_ts_ns: u64,
     ifindex: u32,
     fins: u8,
-    /// (kind, value hash): a value is reported once per flow, however many
-    /// rules or places find it (a JWT bearer is both `bearer_token` and `jwt_value`).
-    reported: HashSet<(Kind, u64)>,
-    /// (direction, message) pairs that carried PII.
-    pii: HashSet<(u8, u64)>,
-    held: Vec<Located>,
+    /// What the findings stage keeps of this flow.
+    findings: FlowFindings,
 }
 
 /// Counters for metrics.
@@ -111,6 +88,7 @@ pub struct StreamStats {
 
 pub struct StreamTable {
     rules: Arc<RuleSet>,
+    services: Arc<Services>,
     scratch: Scratch,
     flows: FlowTable<FlowKey, Flow>,
     idle: Duration,
@@ -118,16 +96,11 @@ pub struct StreamTable {
     pub stats: StreamStats,
 }
 
-fn value_hash(v: &str) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    v.hash(&mut h);
-    h.finish()
-}
-
 impl StreamTable {
     /// `cap` flows; `buffer` out-of-order bytes per flow direction.
     pub fn new(
         rules: Arc<RuleSet>,
+        services: Arc<Services>,
         idle: Duration,
         cap: usize,
         buffer: usize,
@@ -135,6 +108,7 @@ impl StreamTable {
         let scratch = rules.scratch()?;
         Ok(Self {
             rules,
+            services,
             scratch,
             flows: FlowTable::new("matcher_flows", cap),
             idle,
@@ -152,7 +126,7 @@ impl StreamTable {
     }
 
     /// Feeds one record of a watched flow; confirmed hits go to `out`.
-    pub fn on_record(&mut self, rec: &Record, now: Instant, out: &mut Vec<Located>) {
+    pub fn on_record(&mut self, rec: &Record, now: Instant, out: &mut Vec<Finding>) {
         let h = &rec.hdr;
         // TLS payload is opaque; only watched flows are matched.
         if !matches!(rec.kind, RecordKind::Sample | RecordKind::Meta)
@@ -172,9 +146,7 @@ impl StreamTable {
                 last_ts_ns: h.ts_ns,
                 ifindex: h.ifindex,
                 fins: 0,
-                reported: HashSet::new(),
-                pii: HashSet::new(),
-                held: Vec::new(),
+                findings: FlowFindings::default(),
             };
             if let Some((k, old)) = self.flows.insert(h.flow, new, now) {
                 self.finish(k, old, Eviction::Cap, out);
@@ -248,10 +220,11 @@ impl StreamTable {
         ts_ns: u64,
         ifindex: u32,
         batch: &FieldBatch,
-        out: &mut Vec<Located>,
+        out: &mut Vec<Finding>,
     ) {
         let Self {
             rules,
+            services,
             scratch,
             flows,
             stats,
@@ -264,18 +237,18 @@ impl StreamTable {
                 ts_ns,
                 ifindex,
             };
-            Self::scan_flow(rules, scratch, stats, flow, at, batch, out);
+            Self::scan_flow((rules, services), scratch, stats, flow, at, batch, out);
         }
     }
     /// Scans one decoded batch of a flow direction; what becomes a finding goes to `out`.
     fn scan_flow(
-        rules: &RuleSet,
+        (rules, services): (&RuleSet, &Services),
         scratch: &Scratch,
         stats: &mut StreamStats,
         flow: &mut Flow,
         at: At,
         batch: &FieldBatch,
-        out: &mut Vec<Located>,
+        out: &mut Vec<Finding>,
     ) {
         if batch.fields.is_empty() {
             return;
@@ -302,58 +275,29 @@ impl StreamTable {
                 .as_ref()
                 .and_then(|o| o.proto.request_head())
         };
-        for hit in hits {
-            // Pages publish contact addresses: personal data in a response's free
-            // text (HTML, plain text) is not a leak; in its fields it is.
-            if !requests && hit.name.is_empty() && hit.kind.is_pii() {
-                continue;
-            }
-            if !flow.reported.insert((hit.kind, value_hash(&hit.value))) {
-                continue;
-            }
-            let loc = Located {
-                ts_ns: at.ts_ns,
-                ifindex: at.ifindex,
-                key: at.key,
-                direction: at.d,
-                from_client: requests,
-                service: flow.service,
-                head: head.clone(),
-                hit,
-            };
-            let msg = (at.d, loc.hit.message);
-            if loc.hit.kind == Kind::Gender {
-                // Too common alone: only next to other PII of the same message.
-                if flow.pii.contains(&msg) {
-                    out.push(loc);
-                } else if flow.held.len() < MAX_HELD {
-                    flow.held.push(loc);
-                }
-                continue;
-            }
-            if loc.hit.kind.is_pii() && flow.pii.insert(msg) {
-                let (now_ok, keep): (Vec<_>, Vec<_>) = flow
-                    .held
-                    .drain(..)
-                    .partition(|g| (g.direction, g.hit.message) == msg);
-                flow.held = keep;
-                out.extend(now_ok);
-            }
-            out.push(loc);
-        }
+        let place = Place {
+            ts_ns: at.ts_ns,
+            ifindex: at.ifindex,
+            key: at.key,
+            direction: at.d,
+            from_client: requests,
+            service: flow.service,
+            head,
+        };
+        flow.findings.admit(rules, services, hits, &place, out);
     }
 
     /// Ends a flow's matching: scans what its parsers still held, closes its
     /// streams (dropping a DirScanner closes its Hyperscan stream). Held gender
     /// values that never met other PII are dropped.
-    fn close(&mut self, key: FlowKey, why: Eviction, out: &mut Vec<Located>) {
+    fn close(&mut self, key: FlowKey, why: Eviction, out: &mut Vec<Finding>) {
         if let Some(flow) = self.flows.remove(&key) {
             self.finish(key, flow, why, out);
         }
     }
 
     /// [`Self::close`] for a flow already out of the table.
-    fn finish(&mut self, key: FlowKey, mut flow: Flow, why: Eviction, out: &mut Vec<Located>) {
+    fn finish(&mut self, key: FlowKey, mut flow: Flow, why: Eviction, out: &mut Vec<Finding>) {
         let (ts_ns, ifindex) = (flow.last_ts_ns, flow.ifindex);
         for d in 0..2u8 {
             let Some(dir) = flow.dirs[usize::from(d)].as_mut() else {
@@ -371,7 +315,7 @@ impl StreamTable {
                 ifindex,
             };
             Self::scan_flow(
-                &self.rules,
+                (&self.rules, &self.services),
                 &self.scratch,
                 &mut self.stats,
                 &mut flow,
@@ -386,7 +330,7 @@ impl StreamTable {
 
     /// Drops flows idle past the timeout (from the least recent; stops at the
     /// first live one).
-    pub fn sweep(&mut self, now: Instant, out: &mut Vec<Located>) {
+    pub fn sweep(&mut self, now: Instant, out: &mut Vec<Finding>) {
         let Some(cutoff) = now.checked_sub(self.idle) else {
             return;
         };
@@ -436,6 +380,7 @@ mod tests {
     fn table_of(rules: &Arc<RuleSet>) -> StreamTable {
         StreamTable::new(
             Arc::clone(rules),
+            Arc::default(),
             Duration::from_mins(1),
             100,
             DEFAULT_FLOW_BUFFER,

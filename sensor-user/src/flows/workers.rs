@@ -16,10 +16,13 @@ use std::{
 
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 
-use super::streams::{Located, StreamStats, StreamTable};
+use super::streams::{StreamStats, StreamTable};
 use crate::{
     capture::record::Record,
-    matcher::engine::{RuleError, RuleSet},
+    matcher::{
+        engine::{RuleError, RuleSet},
+        finding::{Finding, Services},
+    },
 };
 
 enum Job {
@@ -30,7 +33,7 @@ enum Job {
 /// What workers send back.
 #[derive(Debug)]
 pub enum Report {
-    Found(Vec<Located>),
+    Found(Vec<Finding>),
     /// A worker's cumulative counters (on every tick).
     Stats(usize, StreamStats),
 }
@@ -49,6 +52,7 @@ impl Workers {
     pub fn start(
         n: usize,
         rules: &Arc<RuleSet>,
+        services: &Arc<Services>,
         idle: Duration,
         cap: usize,
         buffer: usize,
@@ -58,7 +62,8 @@ impl Workers {
         let mut handles = Vec::new();
         for i in 0..n.max(1) {
             // Scratch is allocated here, so a failure is reported before any thread runs.
-            let mut table = StreamTable::new(Arc::clone(rules), idle, cap, buffer)?;
+            let mut table =
+                StreamTable::new(Arc::clone(rules), Arc::clone(services), idle, cap, buffer)?;
             let (tx, rx) = bounded::<Job>(QUEUE);
             let report = report_tx.clone();
             let h = thread::Builder::new()
@@ -136,7 +141,15 @@ mod tests {
     #[test]
     fn flows_spread_over_workers_and_every_leak_comes_back() {
         let set = Arc::new(RuleSet::compile(rules::builtin()).unwrap());
-        let (w, reports) = Workers::start(3, &set, Duration::from_mins(1), 100, 1 << 16).unwrap();
+        let (w, reports) = Workers::start(
+            3,
+            &set,
+            &Arc::default(),
+            Duration::from_mins(1),
+            100,
+            1 << 16,
+        )
+        .unwrap();
         assert_eq!(w.len(), 3);
         for port in 40000..40030u16 {
             let req = format!(

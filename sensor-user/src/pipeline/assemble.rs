@@ -23,7 +23,8 @@ use crate::{
     },
     matcher::{
         engine::RuleSet,
-        findings::{EvidenceMode, Fingerprinter, ReplayDetector},
+        evidence::{EvidenceMode, Fingerprinter, ReplayDetector},
+        finding::Services,
         rules,
     },
     sinks::{jsonl::JsonLines, metrics::Metrics, records::RecordLog},
@@ -107,6 +108,20 @@ impl Loaded {
     }
 }
 
+/// What the findings policy needs of the services targeting knows: their ids
+/// and the fields each publishes.
+pub fn services<W: WatchSink>(targeting: &Targeting<W>) -> Services {
+    let catalog = targeting.catalog();
+    Services::new(targeting.ids().clone(), |name| {
+        catalog
+            .services()
+            .iter()
+            .find(|s| s.id == name)
+            .map(|s| s.public_ids.clone())
+            .unwrap_or_default()
+    })
+}
+
 /// Opens a JSON-lines output named by a config key or flag.
 pub fn output(path: &Path, what: &str) -> anyhow::Result<JsonLines> {
     JsonLines::open(path).with_context(|| format!("opening the {what} file {}", path.display()))
@@ -181,16 +196,30 @@ pub fn assemble<W: WatchSink>(
     }
     let idle = loaded.idle();
     let flows = c.flow_table_size as usize;
+    let services = Arc::new(services(&targeting));
     let (engine, reports) = match matching {
         Matching::Inline => {
-            let t = StreamTable::new(Arc::clone(&rules), idle, flows, c.flow_buffer_bytes)
-                .context("Hyperscan scratch")?;
+            let t = StreamTable::new(
+                Arc::clone(&rules),
+                services,
+                idle,
+                flows,
+                c.flow_buffer_bytes,
+            )
+            .context("Hyperscan scratch")?;
             (Engine::Inline(Box::new(t)), None)
         }
         Matching::Sharded(n) => {
             let n = n.max(1);
-            let (w, r) = Workers::start(n, &rules, idle, flows.div_ceil(n), c.flow_buffer_bytes)
-                .context("starting the matcher threads")?;
+            let (w, r) = Workers::start(
+                n,
+                &rules,
+                &services,
+                idle,
+                flows.div_ceil(n),
+                c.flow_buffer_bytes,
+            )
+            .context("starting the matcher threads")?;
             log::info!("matching on {n} thread(s)");
             (Engine::Sharded(w), Some(r))
         }

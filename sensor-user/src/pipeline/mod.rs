@@ -7,34 +7,26 @@ pub mod assemble;
 pub mod daemon;
 pub mod live;
 pub mod replay;
+mod route;
+mod stats;
 
 use std::{collections::HashMap, sync::Arc, time::Instant};
 
-use crate::sinks::{
-    events::ReplayInfo,
-    metrics::{FindingLabels, ServiceLabels},
-};
 use crate::{
-    capture::{
-        clock::{Clock, mono_now_ns},
-        record::Record,
-        ring::RecordResult,
-    },
+    capture::{clock::Clock, record::Record, ring::RecordResult},
     flows::{
         posture::{Output, Posture, Transport},
-        streams::{Located, StreamStats, StreamTable},
+        streams::{StreamStats, StreamTable},
         workers::{Report, Workers},
     },
     matcher::{
         engine::RuleSet,
-        findings::{EvidenceMode, Fingerprinter, ReplayDetector, evidence},
+        evidence::{EvidenceMode, Fingerprinter, ReplayDetector},
+        finding::Finding,
     },
     sinks::{
-        events::{Event, EventLog},
-        metrics::{
-            EventLabels, FamilyLabels, FlowBytesLabels, FlowLabels, KindLabels, Metrics,
-            ReasonLabels, ResultLabels, TlsLabels, WatchedLabels,
-        },
+        events::EventLog,
+        metrics::{KindLabels, Metrics, ReasonLabels, ResultLabels, WatchedLabels},
         records::{RecordLine, RecordLog},
     },
     targets::learning::{DnsOutcome, ProbeOutcome, Targeting, WatchSink},
@@ -285,7 +277,7 @@ impl<W: WatchSink> Pipeline<W> {
         };
         match &mut m.engine {
             Engine::Inline(t) => {
-                let mut found = Vec::new();
+                let mut found: Vec<Finding> = Vec::new();
                 t.on_record(&rec, now, &mut found);
                 self.findings(found, now);
             }
@@ -301,112 +293,6 @@ impl<W: WatchSink> Pipeline<W> {
                 }
             }
             Engine::Stopped => {}
-        }
-    }
-
-    /// Turns confirmed hits into findings: filters, fingerprints, events, replays.
-    fn findings(&mut self, found: Vec<Located>, now: Instant) {
-        if found.is_empty() {
-            return;
-        }
-        let Some(m) = self.matching.as_mut() else {
-            return;
-        };
-        let mut events = Vec::new();
-        for loc in found {
-            let rule = m.rules.rule(loc.hit.rule);
-            let service = self
-                .targeting
-                .ids()
-                .name(loc.service)
-                .unwrap_or("unknown")
-                .to_owned();
-            if !rule.services.is_empty() && !rule.services.contains(&service) {
-                continue;
-            }
-            if self.targeting.catalog().is_public(&service, &loc.hit.name) {
-                continue;
-            }
-            let kind = loc.hit.kind;
-            let fp = m.fingerprints.fingerprint(kind, &loc.hit.value);
-            let labels = FindingLabels {
-                service: service.clone(),
-                kind: kind.name().into(),
-                severity: rule.severity.name().into(),
-            };
-            self.metrics.findings.get_or_create(&labels).inc();
-            let latency = mono_now_ns().saturating_sub(loc.ts_ns) as f64 / 1e9;
-            self.metrics.detection_latency.observe(latency);
-            // Client → server orientation, whichever way the value travelled.
-            let (a, b) = (loc.key.src(loc.direction), loc.key.dst(loc.direction));
-            let addr = |e: (&[u8; 16], u16)| {
-                let ip = if loc.key.family == sensor_common::flow::FAMILY_V4 {
-                    std::net::IpAddr::from([e.0[0], e.0[1], e.0[2], e.0[3]])
-                } else {
-                    std::net::IpAddr::from(*e.0)
-                };
-                (ip, e.1)
-            };
-            let (client, server) = if loc.from_client {
-                (addr(a), addr(b))
-            } else {
-                (addr(b), addr(a))
-            };
-            let iface = self
-                .ifaces
-                .iter()
-                .find(|(i, _)| *i == loc.ifindex)
-                .map_or("unknown", |(_, n)| n.as_str())
-                .to_owned();
-            let tcp = loc.key.proto == sensor_common::flow::IPPROTO_TCP;
-            let base = Event::new(
-                "leak",
-                self.clock.rfc3339(loc.ts_ns),
-                client,
-                server,
-                tcp,
-                &iface,
-                &service,
-                loc.head.as_ref(),
-            );
-            let mut ev = base.clone();
-            ev.kind = Some(kind.name());
-            ev.rule = Some(rule.id.clone());
-            ev.severity = Some(rule.severity.name());
-            ev.evidence = Some(evidence(&loc.hit.name, &loc.hit.value, m.evidence));
-            ev.fingerprint = Some(fp.clone());
-            ev.context = Some(loc.hit.ctx.name());
-            ev.direction = Some(if loc.from_client {
-                "to_server"
-            } else {
-                "to_client"
-            });
-            events.push(ev);
-            if kind.is_replayable()
-                && loc.from_client
-                && let Some(r) = m.replay.observe(&fp, client.0, now)
-            {
-                self.metrics
-                    .replays
-                    .get_or_create(&ServiceLabels {
-                        service: service.clone(),
-                    })
-                    .inc();
-                let mut rev = base;
-                rev.event_type = "replay";
-                rev.kind = Some(kind.name());
-                rev.rule = Some(rule.id.clone());
-                rev.severity = Some(rule.severity.name());
-                rev.fingerprint = Some(fp);
-                rev.replay = Some(ReplayInfo {
-                    first_client_ip: r.first_client,
-                    seconds_since_first: r.since.as_secs(),
-                });
-                events.push(rev);
-            }
-        }
-        for ev in &events {
-            self.write_event(ev);
         }
     }
 
@@ -448,77 +334,6 @@ impl<W: WatchSink> Pipeline<W> {
         }
     }
 
-    /// Exports the matcher's counters (cumulative per worker) as deltas.
-    fn export_stream_stats(&mut self) {
-        let Some(m) = self.matching.as_mut() else {
-            return;
-        };
-        if let Engine::Inline(t) = &m.engine {
-            m.stats.insert(0, t.stats.clone());
-        }
-        let mut now = StreamStats::default();
-        for st in m.stats.values() {
-            now.bytes_scanned += st.bytes_scanned;
-            now.gate.add(st.gate);
-            now.gaps += st.gaps;
-            now.scan_errors += st.scan_errors;
-            now.table.add(st.table);
-            for (k, v) in &st.evicted {
-                *now.evicted.entry(k).or_default() += v;
-            }
-        }
-        self.metrics
-            .bytes_scanned
-            .inc_by(now.bytes_scanned.saturating_sub(m.exported.bytes_scanned));
-        self.metrics
-            .reassembly_gaps
-            .inc_by(now.gaps.saturating_sub(m.exported.gaps));
-        self.metrics
-            .prefiltered
-            .inc_by(now.gate.bytes.saturating_sub(m.exported.gate.bytes));
-        now.scan_errors += m.lost;
-        self.metrics
-            .scan_errors
-            .inc_by(now.scan_errors.saturating_sub(m.exported.scan_errors));
-        let skipped = |g: &crate::matcher::triggers::GateStats| g.sections - g.decoded;
-        for (result, n, before) in [
-            ("decoded", now.gate.decoded, m.exported.gate.decoded),
-            ("skipped", skipped(&now.gate), skipped(&m.exported.gate)),
-        ] {
-            self.metrics
-                .sections
-                .get_or_create(&ResultLabels {
-                    result: result.into(),
-                })
-                .inc_by(n.saturating_sub(before));
-        }
-        for (reason, n) in &now.evicted {
-            let before = m.exported.evicted.get(reason).copied().unwrap_or(0);
-            if *n > before {
-                self.metrics
-                    .flows_evicted
-                    .get_or_create(&ReasonLabels {
-                        reason: (*reason).into(),
-                    })
-                    .inc_by(n - before);
-            }
-        }
-        self.metrics.set_evictions("matcher_flows", now.table);
-        m.exported = now;
-    }
-
-    /// Brings every bounded table's eviction counts to the metrics.
-    fn export_evictions(&self) {
-        let (name, e) = self.targeting.table_evictions();
-        self.metrics.set_evictions(name, e);
-        let (name, e) = self.posture.evictions();
-        self.metrics.set_evictions(name, e);
-        if let Some(m) = self.matching.as_ref() {
-            let (name, e) = m.replay.evictions();
-            self.metrics.set_evictions(name, e);
-        }
-    }
-
     /// Once a second or so: expiries and idle flows.
     pub fn tick(&mut self, now: Instant) {
         if let Some(m) = self.matching.as_mut() {
@@ -553,92 +368,6 @@ impl<W: WatchSink> Pipeline<W> {
                 .watched_addresses
                 .get_or_create(&l)
                 .set(n as i64);
-        }
-    }
-
-    fn emit(&mut self, out: &mut Vec<Output>) {
-        let evicted = self.targeting.evicted();
-        for (i, fam) in ["ipv4", "ipv6"].into_iter().enumerate() {
-            let d = evicted[i] - self.evicted_seen[i];
-            if d > 0 {
-                self.metrics
-                    .learned_evicted
-                    .get_or_create(&FamilyLabels { family: fam.into() })
-                    .inc_by(d);
-            }
-        }
-        self.evicted_seen = evicted;
-        for o in out.drain(..) {
-            match o {
-                Output::Flow { service, transport } => {
-                    let l = FlowLabels {
-                        service: self.service(service),
-                        transport: transport.name().into(),
-                    };
-                    self.metrics.flows.get_or_create(&l).inc();
-                }
-                Output::Bytes {
-                    service,
-                    transport,
-                    to_server,
-                    bytes,
-                } => {
-                    let c = if let Some(c) = self.flow_bytes.get(&(service, transport, to_server)) {
-                        c.clone()
-                    } else {
-                        let l = FlowBytesLabels {
-                            service: self.service(service),
-                            transport: transport.name().into(),
-                            direction: if to_server { "to_server" } else { "to_client" }.into(),
-                        };
-                        let c = self.metrics.flow_bytes.get_or_create(&l).clone();
-                        self.flow_bytes
-                            .insert((service, transport, to_server), c.clone());
-                        c
-                    };
-                    c.inc_by(bytes);
-                }
-                Output::Tls {
-                    service,
-                    version,
-                    sni,
-                } => {
-                    log::debug!(
-                        "TLS flow of {} ({version}, sni {sni:?})",
-                        self.service(service)
-                    );
-                    let l = TlsLabels {
-                        service: self.service(service),
-                        version: version.into(),
-                    };
-                    self.metrics.tls_flows.get_or_create(&l).inc();
-                }
-                Output::Cleartext { record, http } => {
-                    let ev = Event::cleartext_flow(
-                        &record,
-                        self.clock.rfc3339(record.hdr.ts_ns),
-                        self.iface(record.hdr.ifindex),
-                        &self.service(record.hdr.service),
-                        http.as_ref(),
-                    );
-                    self.write_event(&ev);
-                }
-            }
-        }
-    }
-
-    fn write_event(&mut self, ev: &Event) {
-        self.metrics
-            .events
-            .get_or_create(&EventLabels {
-                event_type: ev.event_type.into(),
-            })
-            .inc();
-        if let Some(log) = self.events.as_mut()
-            && let Err(e) = log.write(ev)
-        {
-            log::error!("writing --events: {e}; no more events are written");
-            self.events = None;
         }
     }
 }
@@ -687,8 +416,14 @@ mod tests {
         let metrics = Arc::new(Metrics::new());
         let buf = Buf::default();
         let rules = Arc::new(RuleSet::compile(rules::builtin()).unwrap());
-        let table =
-            StreamTable::new(Arc::clone(&rules), Duration::from_mins(1), 100, 1 << 16).unwrap();
+        let table = StreamTable::new(
+            Arc::clone(&rules),
+            Arc::new(assemble::services(&targeting)),
+            Duration::from_mins(1),
+            100,
+            1 << 16,
+        )
+        .unwrap();
         let m = MatchStage::new(
             Engine::Inline(Box::new(table)),
             rules,

@@ -11,6 +11,12 @@ use std::io::Read as _;
 
 use super::fields::{Ctx, FieldSink, form_pairs, json_pairs, json_pairs_lenient};
 
+/// Whether `hay` holds `needle`, ASCII case-insensitively.
+pub fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle))
+}
+
 /// Bytes a compressed body may inflate to.
 pub const MAX_INFLATED: u64 = 1024 * 1024;
 /// A text line longer than this is cut into pieces.
@@ -22,6 +28,25 @@ pub enum Coding {
     #[default]
     Identity,
     Gzip,
+}
+
+impl Coding {
+    /// The coding after a Content-Encoding header with `value`.
+    pub fn and(self, value: &[u8]) -> Self {
+        if contains_ci(value, b"gzip") {
+            Self::Gzip
+        } else {
+            self
+        }
+    }
+}
+
+/// The size on a chunk-size line (hex, extensions after `;` ignored).
+pub fn chunk_size_line(line: &[u8]) -> Option<u64> {
+    let digits = line.split(|&ch| ch == b';').next().unwrap_or(b"");
+    std::str::from_utf8(digits)
+        .ok()
+        .and_then(|s| u64::from_str_radix(s.trim(), 16).ok())
 }
 
 /// The body once its content coding is undone: borrowed when there was none,
@@ -51,6 +76,19 @@ pub enum BodyType {
     Form,
     Json,
     Other,
+}
+
+impl BodyType {
+    /// What a Content-Type header says a body is.
+    pub fn declared(content_type: &[u8]) -> Self {
+        if contains_ci(content_type, b"x-www-form-urlencoded") {
+            Self::Form
+        } else if contains_ci(content_type, b"json") {
+            Self::Json
+        } else {
+            Self::Other
+        }
+    }
 }
 
 /// Emits the fields of a (decoded) body of declared type `declared`, message

@@ -18,37 +18,7 @@ use std::{fmt, str::FromStr};
 
 use ipnet::IpNet;
 
-/// Service names ↔ the u32 ids the kernel stores in its tries. Id 0 is "none".
-#[derive(Debug, Default, Clone)]
-pub struct ServiceIds {
-    names: Vec<String>,
-}
-
-impl ServiceIds {
-    /// The id of `name`, assigning the next one on first use.
-    pub fn id(&mut self, name: &str) -> u32 {
-        let pos = if let Some(p) = self.names.iter().position(|n| n == name) {
-            p
-        } else {
-            self.names.push(name.to_owned());
-            self.names.len() - 1
-        };
-        pos as u32 + 1
-    }
-
-    /// The id of `name` if it has one.
-    pub fn id_of(&self, name: &str) -> Option<u32> {
-        self.names
-            .iter()
-            .position(|n| n == name)
-            .map(|p| p as u32 + 1)
-    }
-
-    pub fn name(&self, id: u32) -> Option<&str> {
-        let idx = usize::try_from(id).ok()?.checked_sub(1)?;
-        self.names.get(idx).map(String::as_str)
-    }
-}
+pub use crate::shared::ids::ServiceIds;
 
 /// A static watched prefix: `CIDR=SERVICE`, e.g. `192.0.2.0/24=qobuz`.
 #[derive(Debug, Clone, PartialEq, Eq)]

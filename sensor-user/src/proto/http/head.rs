@@ -6,6 +6,9 @@ use std::borrow::Cow;
 
 use memchr::memchr;
 
+pub use crate::proto::decode::contains_ci;
+use crate::proto::fields::{Ctx, FieldSink, form_pairs, percent_decode, unescape_percent};
+
 /// Methods that start an HTTP/1.x request.
 pub const METHODS: &[&str] = &[
     "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "CONNECT", "TRACE",
@@ -118,11 +121,6 @@ pub fn text(b: &[u8]) -> Cow<'_, str> {
     String::from_utf8_lossy(b)
 }
 
-pub fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len())
-        .any(|w| w.eq_ignore_ascii_case(needle))
-}
-
 /// Lines of a head, without their line ends (one memchr iterator: a byte-wise
 /// split costs more than the rest of the framing).
 pub fn head_lines(head: &[u8]) -> impl Iterator<Item = &[u8]> {
@@ -156,6 +154,36 @@ pub fn request_line(head: &[u8]) -> (&[u8], &[u8], &[u8]) {
     match memchr(b'?', target) {
         Some(q) => (method, &target[..q], &target[q + 1..]),
         None => (method, target, b""),
+    }
+}
+
+/// Emits a head's fields: the request line's path and query (requests),
+/// headers, cookies; `msg` is the message index they carry.
+pub fn head_fields<S: FieldSink + ?Sized>(head: &[u8], requests: bool, msg: u64, out: &mut S) {
+    if requests {
+        let (_, path, query) = request_line(head);
+        out.push(Ctx::Query, "path", &percent_decode(&text(path)), msg);
+        let query = text(query);
+        for (k, v) in form_pairs(query.split('#').next().unwrap_or("")) {
+            out.push(Ctx::Query, &k, &v, msg);
+        }
+    }
+    for (name, value) in header_fields(head) {
+        let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
+        let value = text(value);
+        // Cookie values are often URL-encoded (`%40`); `+` stays (base64).
+        if is(b"cookie") {
+            for pair in value.split(';') {
+                let (k, v) = pair.trim().split_once('=').unwrap_or((pair.trim(), ""));
+                out.push(Ctx::Cookie, k, &unescape_percent(v), msg);
+            }
+        } else if is(b"set-cookie") {
+            let first = value.split(';').next().unwrap_or("");
+            let (k, v) = first.trim().split_once('=').unwrap_or((first.trim(), ""));
+            out.push(Ctx::Cookie, k, &unescape_percent(v), msg);
+        } else {
+            out.push(Ctx::Header, &text(name), &value, msg);
+        }
     }
 }
 

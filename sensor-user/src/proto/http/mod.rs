@@ -16,12 +16,12 @@ pub use head::{
     METHODS, RequestHead, looks_like_request, looks_like_response, parse_request_head,
     sender_is_client,
 };
-use head::{contains_ci, head_lines, header_fields, request_line, text, trim};
+use head::{contains_ci, head_fields, head_lines, header_fields};
 
 use super::{
     Dissector, Protocol, Recognition, Registration,
-    decode::{BodyType, Coding, body_fields, undo_coding},
-    fields::{Ctx, FieldSink, form_pairs, percent_decode, unescape_percent},
+    decode::{BodyType, Coding, body_fields, chunk_size_line, undo_coding},
+    fields::FieldSink,
     lines::Lines,
 };
 
@@ -139,11 +139,6 @@ impl HttpStream {
     /// The latest request's method, path (without parameters), host and User-Agent.
     pub fn head(&self) -> Option<RequestHead> {
         (!self.last_head.is_empty()).then(|| RequestHead::from_head(&self.last_head))
-    }
-
-    /// Whether the stream turned out not to be HTTP.
-    pub fn is_raw(&self) -> bool {
-        matches!(self.state, State::Raw)
     }
 
     /// Sets which side this direction is, while nothing was parsed yet (a flow
@@ -309,34 +304,9 @@ impl HttpStream {
         true
     }
 
-    /// Emits a head's fields: the request line's path and query, headers, cookies.
+    /// Emits a head's fields (message index: this head's).
     fn decode_head<S: FieldSink + ?Sized>(&self, head: &[u8], out: &mut S) {
-        let msg = self.messages - 1;
-        if self.requests {
-            let (_, path, query) = request_line(head);
-            out.push(Ctx::Query, "path", &percent_decode(&text(path)), msg);
-            let query = text(query);
-            for (k, v) in form_pairs(query.split('#').next().unwrap_or("")) {
-                out.push(Ctx::Query, &k, &v, msg);
-            }
-        }
-        for (name, value) in header_fields(head) {
-            let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
-            let value = text(value);
-            // Cookie values are often URL-encoded (`%40`); `+` stays (base64).
-            if is(b"cookie") {
-                for pair in value.split(';') {
-                    let (k, v) = pair.trim().split_once('=').unwrap_or((pair.trim(), ""));
-                    out.push(Ctx::Cookie, k, &unescape_percent(v), msg);
-                }
-            } else if is(b"set-cookie") {
-                let first = value.split(';').next().unwrap_or("");
-                let (k, v) = first.trim().split_once('=').unwrap_or((first.trim(), ""));
-                out.push(Ctx::Cookie, k, &unescape_percent(v), msg);
-            } else {
-                out.push(Ctx::Header, &text(name), &value, msg);
-            }
-        }
+        head_fields(head, self.requests, self.messages - 1, out);
     }
 
     /// Reads a head's framing (body length and coding, content type) and keeps
@@ -364,18 +334,8 @@ impl HttpStream {
                     length = std::str::from_utf8(value).ok().and_then(|v| v.parse().ok());
                 }
                 17 if is(b"transfer-encoding") => chunked = contains_ci(value, b"chunked"),
-                12 if is(b"content-type") => {
-                    self.body_type = if contains_ci(value, b"x-www-form-urlencoded") {
-                        BodyType::Form
-                    } else if contains_ci(value, b"json") {
-                        BodyType::Json
-                    } else {
-                        BodyType::Other
-                    };
-                }
-                16 if is(b"content-encoding") && contains_ci(value, b"gzip") => {
-                    self.coding = Coding::Gzip;
-                }
+                12 if is(b"content-type") => self.body_type = BodyType::declared(value),
+                16 if is(b"content-encoding") => self.coding = self.coding.and(value),
                 _ => {}
             }
         }
@@ -437,11 +397,7 @@ impl HttpStream {
             }
             return false;
         };
-        let line = trim(&b[..eol]);
-        let digits = line.split(|&ch| ch == b';').next().unwrap_or(b"");
-        let size = std::str::from_utf8(trim(digits))
-            .ok()
-            .and_then(|s| u64::from_str_radix(s, 16).ok());
+        let size = chunk_size_line(&b[..eol]);
         c.pos += eol + 1;
         match size {
             Some(0) => self.state = State::Trailers,
@@ -540,8 +496,11 @@ impl Dissector for HttpStream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::decode::{header_shaped, sniff};
     use crate::proto::fields::FieldBatch;
+    use crate::proto::{
+        decode::{BodyType, header_shaped, sniff},
+        fields::Ctx,
+    };
 
     fn fields(requests: bool, parts: &[&[u8]]) -> (Vec<(Ctx, String, String)>, HttpStream) {
         let mut s = HttpStream::new(requests);
@@ -683,7 +642,7 @@ mod tests {
             "<td>5f4dcc3b5aa765d61d8327deb882cf99</td>"
         ));
         let (f, s) = fields(true, &[b"USER anonymous\r\nPASS jane@exa", b"mple.com\r\n"]);
-        assert!(s.is_raw());
+        assert!(matches!(s.state, State::Raw));
         assert!(has(&f, Ctx::Raw, "", "PASS jane@example.com"), "{f:?}");
     }
 

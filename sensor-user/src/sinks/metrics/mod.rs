@@ -2,23 +2,26 @@
 
 use std::{
     fmt,
-    net::SocketAddr,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
     },
 };
 
-use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
 use prometheus_client::{
-    collector::Collector,
-    encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric as _},
-    metrics::{MetricType, counter::Counter, family::Family, gauge::Gauge, info::Info},
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge, info::Info},
     registry::Registry,
 };
 use sensor_common::counters::{Counter as XdpCounter, NUM_COUNTERS};
 
 use crate::capture::stats::Stats;
+
+mod serve;
+mod xdp;
+
+pub use serve::serve;
+use xdp::{Source, XdpCollector};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
@@ -456,116 +459,6 @@ impl Metrics {
         }
         out
     }
-}
-
-/// Where the XDP outcome counters come from.
-enum Source {
-    /// The kernel's per-CPU maps, per interface slot.
-    Kernel {
-        stats: Mutex<Stats>,
-        slots: Vec<(u32, String)>,
-    },
-    /// The replay sampler's, under one label.
-    Sampler {
-        label: String,
-        counts: Arc<Mutex<[u64; NUM_COUNTERS]>>,
-    },
-}
-
-struct XdpCollector {
-    source: Source,
-}
-
-impl fmt::Debug for XdpCollector {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("XdpCollector").finish_non_exhaustive()
-    }
-}
-
-impl Collector for XdpCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
-        let mut rows = Vec::new();
-        match &self.source {
-            Source::Kernel { stats, slots } => {
-                let stats = stats
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                for (ifindex, label) in slots {
-                    match stats.snapshot(*ifindex) {
-                        Ok(s) => rows.push((label.clone(), s)),
-                        Err(e) => log::warn!("reading XDP counters of {label}: {e}"),
-                    }
-                }
-            }
-            Source::Sampler { label, counts } => {
-                let counts = counts
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                let s = XdpCounter::ALL
-                    .iter()
-                    .map(|&c| (c, counts[c as usize]))
-                    .collect();
-                rows.push((label.clone(), s));
-            }
-        }
-        for (name, help, outcome) in [
-            (
-                "leakwatch_xdp_packets",
-                "Packets seen by the XDP program, by interface and outcome (every packet ends in exactly one reason)",
-                true,
-            ),
-            (
-                "leakwatch_xdp_notes",
-                "Side events in the XDP program (e.g. snap_truncated: a record carries fewer bytes than the frame)",
-                false,
-            ),
-        ] {
-            let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
-            for (label, snapshot) in &rows {
-                for (c, v) in snapshot.iter().filter(|(c, _)| c.is_outcome() == outcome) {
-                    let labels = [("interface", label.as_str()), ("reason", c.name())];
-                    let counter = prometheus_client::metrics::counter::ConstCounter::new(*v);
-                    counter.encode(metric.encode_family(&labels)?)?;
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-/// prometheus-client writes OpenMetrics text (`info` metrics, `# EOF`); said
-/// otherwise, Prometheus rejects the scrape ("invalid metric type info").
-const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
-async fn metrics_handler(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
-    ([("content-type", OPENMETRICS)], m.encode())
-}
-
-async fn healthz_handler(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
-    if m.is_ready() {
-        (StatusCode::OK, "ok\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "starting\n")
-    }
-}
-
-/// Binds `addr` now (so a taken port is an immediate, clear error) and serves
-/// until `shutdown` resolves.
-pub async fn serve(
-    addr: SocketAddr,
-    metrics: Arc<Metrics>,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    let app = Router::new()
-        .route("/metrics", get(metrics_handler))
-        .route("/healthz", get(healthz_handler))
-        .with_state(metrics);
-    Ok(tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-    }))
 }
 
 #[cfg(test)]

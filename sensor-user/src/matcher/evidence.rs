@@ -1,4 +1,4 @@
-//! Findings: what the matcher confirmed, shown without giving the secret away.
+//! Evidence: findings shown without giving the secret away, and recognised again.
 //!
 //! - Evidence is redacted by default: the field name, the value's first and last
 //!   two characters and its length. `fingerprint` shows no characters; `full`

@@ -1,0 +1,297 @@
+//! The findings stage: which confirmed hits become findings, decided in one
+//! place ([`FlowFindings::admit`]). Everything detection adds about what is and
+//! is not a leak goes here; `flows/` only delivers hits with their flow, and the
+//! pipeline only routes findings to the sinks.
+//!
+//! Applied in order:
+//! 1. a rule restricted to services fires only on their flows;
+//! 2. values of fields a service publishes (its app id) are not secrets;
+//! 3. personal data in a response's free text (HTML, plain text) is not a leak —
+//!    pages publish contact addresses — only in its fields;
+//! 4. a value is reported once per flow, however many rules or places find it
+//!    (a JWT bearer is both `bearer_token` and `jwt_value`);
+//! 5. gender is too common alone: held until other personal data of the same
+//!    message is found, dropped if none is.
+
+use std::{
+    collections::HashSet,
+    hash::{Hash as _, Hasher as _},
+};
+
+use sensor_common::flow::FlowKey;
+
+use super::{
+    engine::{Hit, RuleSet},
+    rules::{Kind, Severity},
+};
+use crate::{proto::http::RequestHead, shared::ids::ServiceIds};
+
+/// Gender findings held per flow while waiting for other PII in their message.
+const MAX_HELD: usize = 16;
+
+/// A finding: a hit the policy let through, where it was found, and how bad.
+#[derive(Debug, Clone)]
+pub struct Finding {
+    pub hit: Hit,
+    /// The rule's id and severity.
+    pub rule: String,
+    pub severity: Severity,
+    /// The record whose data completed the match (time, interface, addresses).
+    pub ts_ns: u64,
+    pub ifindex: u32,
+    pub key: FlowKey,
+    /// Key direction the data travelled in.
+    pub direction: u8,
+    pub from_client: bool,
+    pub service: u32,
+    /// The request this belongs to (for responses: the latest request).
+    pub head: Option<RequestHead>,
+}
+
+/// Where a batch of hits was found.
+#[derive(Debug, Clone)]
+pub struct Place {
+    pub ts_ns: u64,
+    pub ifindex: u32,
+    pub key: FlowKey,
+    pub direction: u8,
+    pub from_client: bool,
+    pub service: u32,
+    pub head: Option<RequestHead>,
+}
+
+/// What the policy knows of services: names by id, and the field names whose
+/// values each publishes (not secrets). Plain data, shared by matcher threads.
+#[derive(Debug, Default, Clone)]
+pub struct Services {
+    ids: ServiceIds,
+    /// Public field names, by service id − 1.
+    public: Vec<Vec<String>>,
+}
+
+impl Services {
+    /// `public(name)`: the field names service `name` publishes.
+    pub fn new(ids: ServiceIds, public: impl Fn(&str) -> Vec<String>) -> Self {
+        let public = ids.names().map(public).collect();
+        Self { ids, public }
+    }
+
+    pub fn name(&self, id: u32) -> Option<&str> {
+        self.ids.name(id)
+    }
+
+    fn is_public(&self, id: u32, field: &str) -> bool {
+        let Some(i) = usize::try_from(id).ok().and_then(|i| i.checked_sub(1)) else {
+            return false;
+        };
+        self.public
+            .get(i)
+            .is_some_and(|p| p.iter().any(|n| n.eq_ignore_ascii_case(field)))
+    }
+}
+
+fn value_hash(v: &str) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    v.hash(&mut h);
+    h.finish()
+}
+
+/// One flow's findings state: what it reported, which messages carried
+/// personal data, and the gender values waiting for company.
+#[derive(Debug, Default)]
+pub struct FlowFindings {
+    /// (kind, value hash) reported so far.
+    reported: HashSet<(Kind, u64)>,
+    /// (direction, message) pairs that carried PII.
+    pii: HashSet<(u8, u64)>,
+    held: Vec<Finding>,
+}
+
+impl FlowFindings {
+    /// Every rule about which `hits` become findings (module docs); findings go to `out`.
+    pub fn admit(
+        &mut self,
+        rules: &RuleSet,
+        services: &Services,
+        hits: Vec<Hit>,
+        at: &Place,
+        out: &mut Vec<Finding>,
+    ) {
+        for hit in hits {
+            let rule = rules.rule(hit.rule);
+            if !rule.services.is_empty()
+                && !services
+                    .name(at.service)
+                    .is_some_and(|n| rule.services.iter().any(|s| s == n))
+            {
+                continue;
+            }
+            if services.is_public(at.service, &hit.name) {
+                continue;
+            }
+            if !at.from_client && hit.name.is_empty() && hit.kind.is_pii() {
+                continue;
+            }
+            if !self.reported.insert((hit.kind, value_hash(&hit.value))) {
+                continue;
+            }
+            let msg = (at.direction, hit.message);
+            let f = Finding {
+                rule: rule.id.clone(),
+                severity: rule.severity,
+                ts_ns: at.ts_ns,
+                ifindex: at.ifindex,
+                key: at.key,
+                direction: at.direction,
+                from_client: at.from_client,
+                service: at.service,
+                head: at.head.clone(),
+                hit,
+            };
+            if f.hit.kind == Kind::Gender {
+                if self.pii.contains(&msg) {
+                    out.push(f);
+                } else if self.held.len() < MAX_HELD {
+                    self.held.push(f);
+                }
+                continue;
+            }
+            if f.hit.kind.is_pii() && self.pii.insert(msg) {
+                let (company, keep): (Vec<_>, Vec<_>) = self
+                    .held
+                    .drain(..)
+                    .partition(|g| (g.direction, g.hit.message) == msg);
+                self.held = keep;
+                out.extend(company);
+            }
+            out.push(f);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{matcher::rules, proto::fields::Ctx};
+
+    fn set() -> RuleSet {
+        let mut all = rules::builtin();
+        let mut only_qobuz = all
+            .iter()
+            .find(|r| r.id == "auth_token_param")
+            .unwrap()
+            .clone();
+        only_qobuz.id = "qobuz_only".into();
+        only_qobuz.services = vec!["qobuz".into()];
+        all.push(only_qobuz);
+        RuleSet::compile(all).unwrap()
+    }
+
+    fn hit(set: &RuleSet, rule: &str, name: &str, value: &str, message: u64) -> Hit {
+        let i = set.rules().position(|r| r.id == rule).unwrap();
+        let r = set.rule(i);
+        Hit {
+            rule: i,
+            kind: r.kind,
+            value: value.into(),
+            ctx: Ctx::Query,
+            name: name.into(),
+            message,
+        }
+    }
+
+    fn place(service: u32, from_client: bool) -> Place {
+        Place {
+            ts_ns: 1,
+            ifindex: 1,
+            key: FlowKey::zeroed(),
+            direction: u8::from(!from_client),
+            from_client,
+            service,
+            head: None,
+        }
+    }
+
+    /// Each step of the policy, and that it is the only filter.
+    #[test]
+    fn the_policy_step_by_step() {
+        let set = set();
+        let mut ids = ServiceIds::default();
+        let (qobuz, tidal) = (ids.id("qobuz"), ids.id("tidal"));
+        let services = Services::new(ids, |n| {
+            if n == "tidal" {
+                vec!["token".into()]
+            } else {
+                Vec::new()
+            }
+        });
+        let admit = |hits: Vec<Hit>, at: &Place| {
+            let mut out = Vec::new();
+            FlowFindings::default().admit(&set, &services, hits, at, &mut out);
+            out.iter().map(|f| f.rule.clone()).collect::<Vec<_>>()
+        };
+        let tok = "QkX3u9rVb0dY7nWq2LpZsT5hGmJc8aEf";
+        // 1. A rule for qobuz only: silent on tidal.
+        assert_eq!(
+            admit(
+                vec![hit(&set, "qobuz_only", "t", tok, 0)],
+                &place(qobuz, true)
+            ),
+            ["qobuz_only"]
+        );
+        assert!(
+            admit(
+                vec![hit(&set, "qobuz_only", "t", tok, 0)],
+                &place(tidal, true)
+            )
+            .is_empty()
+        );
+        // 2. Tidal publishes `token`.
+        assert!(
+            admit(
+                vec![hit(&set, "auth_token_param", "token", tok, 0)],
+                &place(tidal, true)
+            )
+            .is_empty()
+        );
+        // 3. An address in a response's free text is not a leak; in a field it is.
+        let email = |name, msg| hit(&set, "email_value", name, "jane@example.com", msg);
+        assert!(admit(vec![email("", 0)], &place(qobuz, false)).is_empty());
+        assert_eq!(
+            admit(vec![email("email", 0)], &place(qobuz, false)).len(),
+            1
+        );
+        // 4. Once per flow; 5. gender only beside other PII of its message.
+        let mut flow = FlowFindings::default();
+        let mut out = Vec::new();
+        let at = place(qobuz, true);
+        let gender = hit(&set, "gender_field", "sex", "female", 3);
+        flow.admit(
+            &set,
+            &services,
+            vec![gender, email("email", 3)],
+            &at,
+            &mut out,
+        );
+        assert_eq!(
+            out.len(),
+            2,
+            "gender joins the e-mail of message 3? {out:?}"
+        );
+        let mut out = Vec::new();
+        flow.admit(
+            &set,
+            &services,
+            vec![
+                email("mail", 4),
+                hit(&set, "gender_field", "sex", "male", 5),
+            ],
+            &at,
+            &mut out,
+        );
+        assert!(
+            out.is_empty(),
+            "the same e-mail again; gender alone in message 5: {out:?}"
+        );
+    }
+}

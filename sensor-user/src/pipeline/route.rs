@@ -1,0 +1,209 @@
+//! Routing to the sinks: findings to metrics, `leak` and `replay` events;
+//! posture outputs to flow metrics and `cleartext_flow` events.
+
+use std::time::Instant;
+
+use super::Pipeline;
+use crate::{
+    capture::clock::mono_now_ns,
+    flows::posture::Output,
+    matcher::{evidence::evidence, finding::Finding},
+    sinks::{
+        events::{Event, ReplayInfo},
+        metrics::{
+            EventLabels, FamilyLabels, FindingLabels, FlowBytesLabels, FlowLabels, ServiceLabels,
+            TlsLabels,
+        },
+    },
+    targets::learning::WatchSink,
+};
+
+impl<W: WatchSink> Pipeline<W> {
+    /// Routes findings to the sinks: metrics, `leak` events with evidence and
+    /// fingerprints, and `replay` events for a secret seen from a second client.
+    /// Which hits are findings was decided by the matcher (`matcher::finding`).
+    pub(super) fn findings(&mut self, found: Vec<Finding>, now: Instant) {
+        if found.is_empty() {
+            return;
+        }
+        let Some(m) = self.matching.as_mut() else {
+            return;
+        };
+        let mut events = Vec::new();
+        for f in found {
+            let service = self
+                .targeting
+                .ids()
+                .name(f.service)
+                .unwrap_or("unknown")
+                .to_owned();
+            let kind = f.hit.kind;
+            let severity = f.severity.name();
+            let fp = m.fingerprints.fingerprint(kind, &f.hit.value);
+            let labels = FindingLabels {
+                service: service.clone(),
+                kind: kind.name().into(),
+                severity: severity.into(),
+            };
+            self.metrics.findings.get_or_create(&labels).inc();
+            let latency = mono_now_ns().saturating_sub(f.ts_ns) as f64 / 1e9;
+            self.metrics.detection_latency.observe(latency);
+            // Client → server orientation, whichever way the value travelled.
+            let (a, b) = (f.key.src(f.direction), f.key.dst(f.direction));
+            let addr = |e: (&[u8; 16], u16)| {
+                let ip = if f.key.family == sensor_common::flow::FAMILY_V4 {
+                    std::net::IpAddr::from([e.0[0], e.0[1], e.0[2], e.0[3]])
+                } else {
+                    std::net::IpAddr::from(*e.0)
+                };
+                (ip, e.1)
+            };
+            let (client, server) = if f.from_client {
+                (addr(a), addr(b))
+            } else {
+                (addr(b), addr(a))
+            };
+            let iface = self
+                .ifaces
+                .iter()
+                .find(|(i, _)| *i == f.ifindex)
+                .map_or("unknown", |(_, n)| n.as_str())
+                .to_owned();
+            let tcp = f.key.proto == sensor_common::flow::IPPROTO_TCP;
+            let base = Event::new(
+                "leak",
+                self.clock.rfc3339(f.ts_ns),
+                client,
+                server,
+                tcp,
+                &iface,
+                &service,
+                f.head.as_ref(),
+            );
+            let mut ev = base.clone();
+            ev.kind = Some(kind.name());
+            ev.rule = Some(f.rule.clone());
+            ev.severity = Some(severity);
+            ev.evidence = Some(evidence(&f.hit.name, &f.hit.value, m.evidence));
+            ev.fingerprint = Some(fp.clone());
+            ev.context = Some(f.hit.ctx.name());
+            ev.direction = Some(if f.from_client {
+                "to_server"
+            } else {
+                "to_client"
+            });
+            events.push(ev);
+            if kind.is_replayable()
+                && f.from_client
+                && let Some(r) = m.replay.observe(&fp, client.0, now)
+            {
+                self.metrics
+                    .replays
+                    .get_or_create(&ServiceLabels {
+                        service: service.clone(),
+                    })
+                    .inc();
+                let mut rev = base;
+                rev.event_type = "replay";
+                rev.kind = Some(kind.name());
+                rev.rule = Some(f.rule);
+                rev.severity = Some(severity);
+                rev.fingerprint = Some(fp);
+                rev.replay = Some(ReplayInfo {
+                    first_client_ip: r.first_client,
+                    seconds_since_first: r.since.as_secs(),
+                });
+                events.push(rev);
+            }
+        }
+        for ev in &events {
+            self.write_event(ev);
+        }
+    }
+
+    pub(super) fn emit(&mut self, out: &mut Vec<Output>) {
+        let evicted = self.targeting.evicted();
+        for (i, fam) in ["ipv4", "ipv6"].into_iter().enumerate() {
+            let d = evicted[i] - self.evicted_seen[i];
+            if d > 0 {
+                self.metrics
+                    .learned_evicted
+                    .get_or_create(&FamilyLabels { family: fam.into() })
+                    .inc_by(d);
+            }
+        }
+        self.evicted_seen = evicted;
+        for o in out.drain(..) {
+            match o {
+                Output::Flow { service, transport } => {
+                    let l = FlowLabels {
+                        service: self.service(service),
+                        transport: transport.name().into(),
+                    };
+                    self.metrics.flows.get_or_create(&l).inc();
+                }
+                Output::Bytes {
+                    service,
+                    transport,
+                    to_server,
+                    bytes,
+                } => {
+                    let c = if let Some(c) = self.flow_bytes.get(&(service, transport, to_server)) {
+                        c.clone()
+                    } else {
+                        let l = FlowBytesLabels {
+                            service: self.service(service),
+                            transport: transport.name().into(),
+                            direction: if to_server { "to_server" } else { "to_client" }.into(),
+                        };
+                        let c = self.metrics.flow_bytes.get_or_create(&l).clone();
+                        self.flow_bytes
+                            .insert((service, transport, to_server), c.clone());
+                        c
+                    };
+                    c.inc_by(bytes);
+                }
+                Output::Tls {
+                    service,
+                    version,
+                    sni,
+                } => {
+                    log::debug!(
+                        "TLS flow of {} ({version}, sni {sni:?})",
+                        self.service(service)
+                    );
+                    let l = TlsLabels {
+                        service: self.service(service),
+                        version: version.into(),
+                    };
+                    self.metrics.tls_flows.get_or_create(&l).inc();
+                }
+                Output::Cleartext { record, http } => {
+                    let ev = Event::cleartext_flow(
+                        &record,
+                        self.clock.rfc3339(record.hdr.ts_ns),
+                        self.iface(record.hdr.ifindex),
+                        &self.service(record.hdr.service),
+                        http.as_ref(),
+                    );
+                    self.write_event(&ev);
+                }
+            }
+        }
+    }
+
+    pub(super) fn write_event(&mut self, ev: &Event) {
+        self.metrics
+            .events
+            .get_or_create(&EventLabels {
+                event_type: ev.event_type.into(),
+            })
+            .inc();
+        if let Some(log) = self.events.as_mut()
+            && let Err(e) = log.write(ev)
+        {
+            log::error!("writing --events: {e}; no more events are written");
+            self.events = None;
+        }
+    }
+}
