@@ -18,11 +18,44 @@ pub fn json_lines(path: &Path) -> Vec<Value> {
         .collect()
 }
 
-/// The value of the series `name{labels}` in a Prometheus text exposition.
+/// The value of the series `name{labels}` in a Prometheus text exposition:
+/// summed over every series of `name` whose labels include these (a label
+/// added to a metric does not change what a test reads).
 pub fn metric(exposition: &str, series: &str) -> Option<u64> {
-    exposition
-        .lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+    let (name, want) = labels_of(series);
+    let mut sum = None;
+    for line in exposition.lines().filter(|l| !l.starts_with('#')) {
+        let Some((head, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let (n, have) = labels_of(head);
+        if n == name
+            && want.iter().all(|w| have.contains(w))
+            && let Ok(v) = value.trim().parse::<f64>()
+        {
+            *sum.get_or_insert(0) += v as u64;
+        }
+    }
+    sum
+}
+
+/// `name{a="x",b="y"}` → (name, [(a, x), (b, y)]).
+fn labels_of(series: &str) -> (&str, Vec<(String, String)>) {
+    let Some((name, rest)) = series.split_once('{') else {
+        return (series.trim(), Vec::new());
+    };
+    let body = rest.trim_end().trim_end_matches('}');
+    let labels = body
+        .split("\",")
+        .filter_map(|kv| {
+            let (k, v) = kv.split_once("=\"")?;
+            Some((
+                k.trim_start_matches(',').to_owned(),
+                v.trim_end_matches('"').to_owned(),
+            ))
+        })
+        .collect();
+    (name, labels)
 }
 
 /// Non-zero `leakwatch_findings_total` summed over severities, by (service, kind).

@@ -80,7 +80,10 @@ fn credential_in_a_url_query() {
         ]
     );
     assert!(
-        metrics.contains("leakwatch_flows_total{service=\"lab_dvwa\",transport=\"cleartext\"} 2"),
+        metric(
+            &metrics,
+            "leakwatch_flows_total{service=\"lab_dvwa\",transport=\"cleartext\"}"
+        ) == 2,
         "{metrics}"
     );
     // Deterministic: the same input gives the same events.
@@ -140,7 +143,10 @@ fn no_leak_in_plain_ipv4_and_ipv6_requests() {
     );
     assert!(ev.iter().any(|e| e["dest_ip"] == "2001:db8:1:2::1000"));
     assert!(
-        metrics.contains("leakwatch_flows_total{service=\"lab\",transport=\"cleartext\"} 2"),
+        metric(
+            &metrics,
+            "leakwatch_flows_total{service=\"lab\",transport=\"cleartext\"}"
+        ) == 2,
         "{metrics}"
     );
 }
@@ -168,7 +174,10 @@ fn a_client_hello_over_three_segments_teaches_its_sni() {
         "{metrics}"
     );
     assert!(
-        metrics.contains("leakwatch_flows_total{service=\"lab_google\",transport=\"tls\"} 1"),
+        metric(
+            &metrics,
+            "leakwatch_flows_total{service=\"lab_google\",transport=\"tls\"}"
+        ) == 1,
         "{metrics}"
     );
 }
@@ -193,11 +202,17 @@ fn pppoe_over_qinq() {
         "{metrics}"
     );
     assert!(
-        metrics.contains("leakwatch_flows_total{service=\"lab_apple\",transport=\"tls\"} 1"),
+        metric(
+            &metrics,
+            "leakwatch_flows_total{service=\"lab_apple\",transport=\"tls\"}"
+        ) == 1,
         "{metrics}"
     );
     assert!(
-        !metrics.contains("leakwatch_flows_total{service=\"lab_apple\",transport=\"cleartext\"} 1")
+        metric(
+            &metrics,
+            "leakwatch_flows_total{service=\"lab_apple\",transport=\"cleartext\"}"
+        ) != 1
     );
 }
 

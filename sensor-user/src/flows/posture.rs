@@ -15,6 +15,7 @@ use super::role::Role;
 use crate::{
     capture::record::Record,
     proto::{
+        self, Protocol,
         http::{self, RequestHead},
         tls,
     },
@@ -48,8 +49,12 @@ impl Transport {
 /// What posture tells the sinks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
-    /// A flow got its class (once per flow).
-    Flow { service: u32, transport: Transport },
+    /// A flow got its class and protocol (once per flow).
+    Flow {
+        service: u32,
+        transport: Transport,
+        protocol: Protocol,
+    },
     /// Bytes (L3) attributed to a flow's class since the last report.
     Bytes {
         service: u32,
@@ -89,6 +94,9 @@ struct Flow {
     /// Offered by the client, then as chosen by the server.
     tls_version: Option<u16>,
     tls_reported: bool,
+    /// The server's first bytes, while the class is unknown: banners name
+    /// protocols (FTP, SMTP, POP3, IMAP) before the client speaks.
+    server_first: Vec<u8>,
 }
 
 pub struct Posture {
@@ -96,6 +104,8 @@ pub struct Posture {
     idle: Duration,
 }
 
+/// Server bytes kept for recognising a protocol by its banner.
+const MAX_SERVER_FIRST: usize = 256;
 /// Largest client hello kept while it spans records.
 const MAX_HELLO: usize = 16 * 1024 + 5;
 
@@ -139,6 +149,7 @@ impl Posture {
                 sni: None,
                 tls_version: None,
                 tls_reported: false,
+                server_first: Vec::new(),
             };
             if let Some((_, old)) = self.flows.insert(h.flow, new, now) {
                 Self::report_end(old, out);
@@ -151,6 +162,11 @@ impl Posture {
         let from_client = f.role.observe(h, rec.payload());
 
         // Classify.
+        if f.transport.is_none() && !from_client && f.server_first.len() < MAX_SERVER_FIRST {
+            let room = MAX_SERVER_FIRST - f.server_first.len();
+            let p = rec.payload();
+            f.server_first.extend_from_slice(&p[..p.len().min(room)]);
+        }
         if f.transport.is_none() {
             let t = if h.flow.proto == IPPROTO_UDP {
                 let server_port = if from_client {
@@ -174,9 +190,18 @@ impl Posture {
             };
             if let Some(t) = t {
                 f.transport = Some(t);
+                let protocol = match t {
+                    Transport::Tls | Transport::Quic => Protocol::Tls,
+                    Transport::Cleartext if h.flow.proto != IPPROTO_UDP => {
+                        proto::protocol_of(rec.payload(), &f.server_first)
+                    }
+                    Transport::Cleartext | Transport::Unknown => Protocol::Other,
+                };
+                f.server_first = Vec::new();
                 out.push(Output::Flow {
                     service: f.service,
                     transport: t,
+                    protocol,
                 });
                 if t == Transport::Cleartext {
                     let head = if from_client {
@@ -190,6 +215,15 @@ impl Posture {
                     });
                 }
             }
+        }
+
+        // STARTTLS: a cleartext flow whose client starts a TLS handshake is
+        // TLS from then on (its later bytes count as TLS).
+        if f.transport == Some(Transport::Cleartext)
+            && from_client
+            && rec.payload().starts_with(&[0x16, 0x03])
+        {
+            f.transport = Some(Transport::Tls);
         }
 
         // TLS hellos: the client's (SNI, offered version; possibly over several
@@ -290,6 +324,7 @@ impl Posture {
             out.push(Output::Flow {
                 service: f.service,
                 transport: Transport::Unknown,
+                protocol: Protocol::Other,
             });
             for (d, p) in f.pending.into_iter().enumerate() {
                 if p > 0 {
@@ -363,7 +398,8 @@ mod tests {
             out[0],
             Output::Flow {
                 service: 1,
-                transport: Transport::Cleartext
+                transport: Transport::Cleartext,
+                protocol: Protocol::Http,
             }
         );
         let Output::Cleartext {
@@ -448,7 +484,8 @@ mod tests {
             out[0],
             Output::Flow {
                 service: 1,
-                transport: Transport::Tls
+                transport: Transport::Tls,
+                protocol: Protocol::Tls,
             }
         );
         assert!(
@@ -540,7 +577,8 @@ mod tests {
             out[0],
             Output::Flow {
                 service: 1,
-                transport: Transport::Quic
+                transport: Transport::Quic,
+                protocol: Protocol::Tls,
             }
         );
         out.clear();
@@ -558,7 +596,8 @@ mod tests {
         p.sweep(t0 + Duration::from_secs(2), &mut out);
         assert!(out.contains(&Output::Flow {
             service: 1,
-            transport: Transport::Unknown
+            transport: Transport::Unknown,
+            protocol: Protocol::Other,
         }));
         assert!(out.contains(&Output::Bytes {
             service: 1,

@@ -28,7 +28,7 @@ use crate::{
         triggers::{Gate, GateStats},
         validators::Date,
     },
-    proto::{Stream, fields::FieldBatch},
+    proto::{Credential, Dissection, Out, fields::FieldBatch},
     shared::table::FlowTable,
 };
 
@@ -57,12 +57,13 @@ impl Eviction {
 
 struct Dir {
     reasm: Reassembler,
-    proto: Stream,
     scan: DirScanner,
 }
 
 struct Flow {
     dirs: [Option<Dir>; 2],
+    /// The flow's protocol, both directions.
+    proto: Dissection,
     role: Role,
     service: u32,
     /// Time and interface of the latest record, for hits found at close.
@@ -141,6 +142,7 @@ impl StreamTable {
             }
             let new = Flow {
                 dirs: [None, None],
+                proto: Dissection::new(),
                 role: Role::default(),
                 service: h.service,
                 last_ts_ns: h.ts_ns,
@@ -161,21 +163,25 @@ impl StreamTable {
         let requests = flow.role.observe(h, rec.payload());
         let dir = flow.dirs[d as usize].get_or_insert_with(|| Dir {
             reasm: Reassembler::new(self.buffer),
-            proto: Stream::new(requests),
             scan: self.rules.open(),
         });
-        dir.proto.set_requests(requests);
         let mut batch = FieldBatch::default();
+        let mut creds = Vec::new();
         let mut gate = Gate::new(&mut batch, self.rules.triggers(), &self.scratch);
+        let mut o = Out {
+            fields: &mut gate,
+            credentials: &mut creds,
+        };
         let payload = rec.payload();
+        let proto = &mut flow.proto;
         if h.flow.proto == IPPROTO_TCP {
             if h.tcp_flags & TCP_SYN != 0 {
                 dir.reasm.syn(h.tcp_seq);
             }
-            let (reasm, proto) = (&mut dir.reasm, &mut dir.proto);
+            let reasm = &mut dir.reasm;
             let mut feed = |c: Chunk<'_>| match c {
-                Chunk::Data(b) => proto.feed(b, &mut gate),
-                Chunk::Gap(_) => proto.gap(&mut gate),
+                Chunk::Data(b) => proto.feed(d, requests, b, &mut o),
+                Chunk::Gap(_) => proto.gap(d, requests, &mut o),
             };
             if h.flags & flags::TAIL != 0 {
                 reasm.jump(h.tcp_seq, &mut feed);
@@ -185,12 +191,12 @@ impl StreamTable {
             }
         } else if !payload.is_empty() {
             // UDP: each datagram stands alone.
-            dir.proto.feed(payload, &mut gate);
-            dir.proto.finish(&mut gate);
+            proto.feed(d, requests, payload, &mut o);
+            proto.finish(d, requests, &mut o);
         }
         let end = h.tcp_flags & (TCP_FIN | TCP_RST) != 0;
         if end {
-            dir.proto.finish(&mut gate);
+            proto.finish(d, requests, &mut o);
         }
         self.stats.gate.add(gate.stats);
         if end {
@@ -200,7 +206,7 @@ impl StreamTable {
                 1 << d
             };
         }
-        self.scan_batch(h.flow, d, h.ts_ns, h.ifindex, &batch, out);
+        self.scan_batch(h.flow, d, h.ts_ns, h.ifindex, (&batch, creds), out);
         if let Some(flow) = self.flows.get(&h.flow)
             && flow.fins == 3
         {
@@ -219,7 +225,7 @@ impl StreamTable {
         d: u8,
         ts_ns: u64,
         ifindex: u32,
-        batch: &FieldBatch,
+        found: (&FieldBatch, Vec<Credential>),
         out: &mut Vec<Finding>,
     ) {
         let Self {
@@ -237,9 +243,10 @@ impl StreamTable {
                 ts_ns,
                 ifindex,
             };
-            Self::scan_flow((rules, services), scratch, stats, flow, at, batch, out);
+            Self::scan_flow((rules, services), scratch, stats, flow, at, found, out);
         }
     }
+
     /// Scans one decoded batch of a flow direction; what becomes a finding goes to `out`.
     fn scan_flow(
         (rules, services): (&RuleSet, &Services),
@@ -247,13 +254,27 @@ impl StreamTable {
         stats: &mut StreamStats,
         flow: &mut Flow,
         at: At,
-        batch: &FieldBatch,
+        (batch, creds): (&FieldBatch, Vec<Credential>),
         out: &mut Vec<Finding>,
     ) {
+        // Built only when something was found: the head is parsed on demand.
+        let place = |flow: &Flow| Place {
+            ts_ns: at.ts_ns,
+            ifindex: at.ifindex,
+            key: at.key,
+            direction: at.d,
+            from_client: flow.role.client_dir() == Some(at.d),
+            service: flow.service,
+            head: flow.proto.request_head(),
+            protocol: flow.proto.protocol(),
+        };
+        if !creds.is_empty() {
+            let p = place(flow);
+            flow.findings.credentials(creds, &p, out);
+        }
         if batch.fields.is_empty() {
             return;
         }
-        let requests = flow.role.client_dir() == Some(at.d);
         let Some(dir) = flow.dirs[at.d as usize].as_mut() else {
             return;
         };
@@ -267,24 +288,10 @@ impl StreamTable {
             }
         };
         stats.bytes_scanned += dir.scan.offset() - before;
-        // The request a hit belongs to: this direction's, or (responses) the other's.
-        let head = if requests {
-            dir.proto.request_head()
-        } else {
-            flow.dirs[(at.d ^ 1) as usize]
-                .as_ref()
-                .and_then(|o| o.proto.request_head())
-        };
-        let place = Place {
-            ts_ns: at.ts_ns,
-            ifindex: at.ifindex,
-            key: at.key,
-            direction: at.d,
-            from_client: requests,
-            service: flow.service,
-            head,
-        };
-        flow.findings.admit(rules, services, hits, &place, out);
+        if !hits.is_empty() {
+            let p = place(flow);
+            flow.findings.admit(rules, services, hits, &p, out);
+        }
     }
 
     /// Ends a flow's matching: scans what its parsers still held, closes its
@@ -303,11 +310,20 @@ impl StreamTable {
             let Some(dir) = flow.dirs[usize::from(d)].as_mut() else {
                 continue;
             };
-            let mut batch = FieldBatch::default();
-            let mut gate = Gate::new(&mut batch, self.rules.triggers(), &self.scratch);
-            dir.proto.finish(&mut gate);
-            self.stats.gate.add(gate.stats);
             self.stats.gaps += dir.reasm.stats.gaps;
+            let mut batch = FieldBatch::default();
+            let mut creds = Vec::new();
+            let mut gate = Gate::new(&mut batch, self.rules.triggers(), &self.scratch);
+            let client = flow.role.client_dir() == Some(d);
+            flow.proto.finish(
+                d,
+                client,
+                &mut Out {
+                    fields: &mut gate,
+                    credentials: &mut creds,
+                },
+            );
+            self.stats.gate.add(gate.stats);
             let at = At {
                 key,
                 d,
@@ -320,7 +336,7 @@ impl StreamTable {
                 &mut self.stats,
                 &mut flow,
                 at,
-                &batch,
+                (&batch, creds),
                 out,
             );
         }

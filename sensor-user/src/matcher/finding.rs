@@ -24,7 +24,13 @@ use super::{
     engine::{Hit, RuleSet},
     rules::{Kind, Severity},
 };
-use crate::{proto::http::RequestHead, shared::ids::ServiceIds};
+use crate::{
+    proto::{Credential, Level, Outcome, Protocol, http::RequestHead},
+    shared::ids::ServiceIds,
+};
+
+/// `Hit::rule` of a finding that protocol semantics named, not a pattern rule.
+pub const SEMANTIC: usize = usize::MAX;
 
 /// Gender findings held per flow while waiting for other PII in their message.
 const MAX_HELD: usize = 16;
@@ -46,6 +52,12 @@ pub struct Finding {
     pub service: u32,
     /// The request this belongs to (for responses: the latest request).
     pub head: Option<RequestHead>,
+    /// What the server said of the login (protocol credentials).
+    pub outcome: Option<Outcome>,
+    /// Whether a challenge–response hash can be cracked (its challenge was seen).
+    pub crackable: Option<bool>,
+    /// The flow's application protocol, once recognised.
+    pub protocol: Option<Protocol>,
 }
 
 /// Where a batch of hits was found.
@@ -58,6 +70,7 @@ pub struct Place {
     pub from_client: bool,
     pub service: u32,
     pub head: Option<RequestHead>,
+    pub protocol: Option<Protocol>,
 }
 
 /// What the policy knows of services: names by id, and the field names whose
@@ -146,6 +159,9 @@ impl FlowFindings {
                 from_client: at.from_client,
                 service: at.service,
                 head: at.head.clone(),
+                outcome: None,
+                crackable: None,
+                protocol: at.protocol,
                 hit,
             };
             if f.hit.kind == Kind::Gender {
@@ -165,6 +181,49 @@ impl FlowFindings {
                 out.extend(company);
             }
             out.push(f);
+        }
+    }
+
+    /// Credentials a protocol's semantics named: findings whatever their
+    /// values look like (no pattern, no validator), once per flow and value.
+    pub fn credentials(&mut self, creds: Vec<Credential>, at: &Place, out: &mut Vec<Finding>) {
+        for c in creds {
+            let Some(kind) = Kind::ALL.into_iter().find(|k| k.name() == c.kind) else {
+                continue;
+            };
+            if c.value.is_empty() || !self.reported.insert((kind, value_hash(&c.value))) {
+                continue;
+            }
+            if kind.is_pii() {
+                self.pii.insert((c.dir, 0));
+            }
+            out.push(Finding {
+                rule: c.rule.to_owned(),
+                severity: match c.level {
+                    Level::Low => Severity::Low,
+                    Level::Medium => Severity::Medium,
+                    Level::High => Severity::High,
+                    Level::Critical => Severity::Critical,
+                },
+                ts_ns: at.ts_ns,
+                ifindex: at.ifindex,
+                key: at.key,
+                direction: c.dir,
+                from_client: c.from_client,
+                service: at.service,
+                head: at.head.clone(),
+                outcome: c.outcome,
+                crackable: c.crackable,
+                protocol: at.protocol,
+                hit: Hit {
+                    rule: SEMANTIC,
+                    kind,
+                    value: c.value,
+                    ctx: c.ctx,
+                    name: c.name,
+                    message: 0,
+                },
+            });
         }
     }
 }
@@ -209,6 +268,7 @@ mod tests {
             from_client,
             service,
             head: None,
+            protocol: None,
         }
     }
 

@@ -87,6 +87,12 @@ impl<W: WatchSink> Pipeline<W> {
             ev.evidence = Some(evidence(&f.hit.name, &f.hit.value, m.evidence));
             ev.fingerprint = Some(fp.clone());
             ev.context = Some(f.hit.ctx.name());
+            ev.outcome = f.outcome.map(crate::proto::Outcome::name);
+            ev.crackable = f.crackable;
+            ev.app_proto = f
+                .protocol
+                .filter(|p| *p != crate::proto::Protocol::Other)
+                .map(crate::proto::Protocol::name);
             ev.direction = Some(if f.from_client {
                 "to_server"
             } else {
@@ -135,10 +141,15 @@ impl<W: WatchSink> Pipeline<W> {
         self.evicted_seen = evicted;
         for o in out.drain(..) {
             match o {
-                Output::Flow { service, transport } => {
+                Output::Flow {
+                    service,
+                    transport,
+                    protocol,
+                } => {
                     let l = FlowLabels {
                         service: self.service(service),
                         transport: transport.name().into(),
+                        protocol: protocol.name().into(),
                     };
                     self.metrics.flows.get_or_create(&l).inc();
                 }

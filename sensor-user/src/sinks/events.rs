@@ -60,6 +60,15 @@ pub struct Event {
     /// `to_server` or `to_client`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub direction: Option<&'static str>,
+    /// A login's verdict from the server: `accepted` or `rejected`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<&'static str>,
+    /// A challenge–response hash: whether its challenge was seen (crackable offline).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub crackable: Option<bool>,
+    /// The flow's application protocol, when not HTTP (`ftp`, `pop3`, `imap`, `smtp`, `mqtt`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app_proto: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http: Option<Http>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -109,6 +118,9 @@ impl Event {
             fingerprint: None,
             context: None,
             direction: None,
+            outcome: None,
+            crackable: None,
+            app_proto: None,
             http: head.map(Http::from),
             tls: None,
             replay: None,

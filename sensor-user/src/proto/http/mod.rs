@@ -8,7 +8,11 @@
 //! wants it (the matcher's trigger prefilter), which most sections are not.
 //! Bodies are decoded by the shared [`super::decode`] layer.
 
+pub mod auth;
+mod dissector;
 pub mod head;
+
+pub use dissector::{HttpDissector, REGISTRATION};
 
 use memchr::{memchr, memmem};
 
@@ -16,44 +20,16 @@ pub use head::{
     METHODS, RequestHead, looks_like_request, looks_like_response, parse_request_head,
     sender_is_client,
 };
-use head::{contains_ci, head_fields, head_lines, header_fields};
+use head::{contains_ci, head_fields, head_lines, header_fields, text};
 
 use super::{
-    Dissector, Protocol, Recognition, Registration,
     decode::{BodyType, Coding, body_fields, chunk_size_line, undo_coding},
     fields::FieldSink,
-    lines::Lines,
+    lines,
 };
-
-/// HTTP/1.x: recognised by a request line (client → server) or a status line.
-pub const REGISTRATION: Registration = Registration {
-    protocol: Protocol::Http,
-    recognise,
-    make: |requests| Box::new(HttpStream::new(requests)),
-};
-
-fn recognise(first: &[u8], requests: bool) -> Recognition {
-    let mut b = first;
-    // Blank lines may come before a message.
-    while let Some(rest) = b.strip_prefix(b"\r\n") {
-        b = rest;
-    }
-    if b.is_empty() {
-        return Recognition::NeedMore;
-    }
-    if requests && looks_like_request(b) {
-        Recognition::Yes("request line")
-    } else if !requests && looks_like_response(b) {
-        Recognition::Yes("status line")
-    } else if could_be_start(b, requests) {
-        Recognition::NeedMore
-    } else {
-        Recognition::No
-    }
-}
 
 /// Bytes that may still grow into a start line.
-fn could_be_start(b: &[u8], requests: bool) -> bool {
+pub(super) fn could_be_start(b: &[u8], requests: bool) -> bool {
     if requests {
         METHODS.iter().any(|m| m.as_bytes().starts_with(b))
     } else {
@@ -103,6 +79,8 @@ pub struct HttpStream {
     pub messages: u64,
     /// Bytes skipped: bodies over the bound, resynchronisation.
     pub skipped: u64,
+    /// Authentication headers (NTLM, Negotiate, Digest) framed and not yet read.
+    auth: Vec<(String, String)>,
 }
 
 /// Unconsumed input: the stream's buffer, or a caller's slice read in place.
@@ -133,6 +111,7 @@ impl HttpStream {
             last_head: Vec::new(),
             messages: 0,
             skipped: 0,
+            auth: Vec::new(),
         }
     }
 
@@ -336,6 +315,10 @@ impl HttpStream {
                 17 if is(b"transfer-encoding") => chunked = contains_ci(value, b"chunked"),
                 12 if is(b"content-type") => self.body_type = BodyType::declared(value),
                 16 if is(b"content-encoding") => self.coding = self.coding.and(value),
+                13 | 16 | 18 | 19 if auth::wanted(name, value, self.requests) => {
+                    self.auth
+                        .push((text(name).into_owned(), text(value).into_owned()));
+                }
                 _ => {}
             }
         }
@@ -462,34 +445,8 @@ impl HttpStream {
 
     /// Emits complete raw lines (all pending bytes when `all`).
     fn raw_lines<S: FieldSink + ?Sized>(&mut self, c: &mut Cursor<'_>, out: &mut S, all: bool) {
-        let used = Lines::new(self.messages).emit(c.rest(), out, all);
+        let used = lines::emit(c.rest(), out, all, self.messages);
         c.pos += used;
-    }
-}
-
-impl Dissector for HttpStream {
-    fn protocol(&self) -> Protocol {
-        Protocol::Http
-    }
-
-    fn feed(&mut self, data: &[u8], out: &mut dyn FieldSink) {
-        HttpStream::feed(self, data, out);
-    }
-
-    fn gap(&mut self, out: &mut dyn FieldSink) {
-        HttpStream::gap(self, out);
-    }
-
-    fn finish(&mut self, out: &mut dyn FieldSink) {
-        HttpStream::finish(self, out);
-    }
-
-    fn set_requests(&mut self, requests: bool) {
-        HttpStream::set_requests(self, requests);
-    }
-
-    fn request_head(&self) -> Option<RequestHead> {
-        self.head()
     }
 }
 

@@ -43,6 +43,8 @@ pub struct AttachLabels {
 pub struct FlowLabels {
     pub service: String,
     pub transport: String,
+    /// Recognised by content: http, ftp, pop3, imap, smtp, mqtt, tls, other.
+    pub protocol: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -421,10 +423,17 @@ impl Metrics {
             let _ = self
                 .replays
                 .get_or_create(&ServiceLabels { service: s.clone() });
-            for t in ["cleartext", "tls", "quic", "unknown"] {
+            // The usual (transport, protocol) pairs, so dashboards start at zero.
+            for (t, p) in [
+                ("cleartext", "http"),
+                ("tls", "tls"),
+                ("quic", "tls"),
+                ("unknown", "other"),
+            ] {
                 let _ = self.flows.get_or_create(&FlowLabels {
                     service: s.clone(),
                     transport: t.into(),
+                    protocol: p.into(),
                 });
             }
         }
