@@ -13,7 +13,9 @@
 )]
 
 pub mod capture;
+pub mod convo;
 pub mod dashboard;
+pub mod dialogue;
 pub mod dns;
 pub mod http;
 pub mod lab;

@@ -76,7 +76,7 @@ pub fn run() -> anyhow::Result<()> {
     )?;
     let bin = crate::shell::root().join("target/debug/leakwatch");
     step(
-        "unprivileged tests: replay of real captures, event schema, dashboards",
+        "unprivileged tests: replay of real captures, authentication protocols, event schema, dashboards",
         cargo().env("LEAKWATCH_BIN", &bin).args([
             "test",
             "-p",
@@ -87,6 +87,8 @@ pub fn run() -> anyhow::Result<()> {
             "events_schema",
             "--test",
             "dashboards",
+            "--test",
+            "auth_protocols",
         ]),
     )?;
     if !is_root() {

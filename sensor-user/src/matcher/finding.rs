@@ -7,7 +7,8 @@
 //! 1. a rule restricted to services fires only on their flows;
 //! 2. values of fields a service publishes (its app id) are not secrets;
 //! 3. personal data in a response's free text (HTML, plain text) is not a leak —
-//!    pages publish contact addresses — only in its fields;
+//!    pages publish contact addresses — only in its fields; and mail
+//!    identifiers (`Message-ID`, `References`, …) look like addresses and are not;
 //! 4. a value is reported once per flow, however many rules or places find it
 //!    (a JWT bearer is both `bearer_token` and `jwt_value`);
 //! 5. gender is too common alone: held until other personal data of the same
@@ -103,6 +104,19 @@ impl Services {
     }
 }
 
+/// Mail headers whose values are `<id@host>` identifiers, not addresses.
+fn is_mail_identifier(field: &str) -> bool {
+    [
+        "message-id",
+        "references",
+        "in-reply-to",
+        "content-id",
+        "resent-message-id",
+    ]
+    .iter()
+    .any(|n| field.eq_ignore_ascii_case(n))
+}
+
 fn value_hash(v: &str) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     v.hash(&mut h);
@@ -143,6 +157,9 @@ impl FlowFindings {
                 continue;
             }
             if !at.from_client && hit.name.is_empty() && hit.kind.is_pii() {
+                continue;
+            }
+            if hit.kind == Kind::Email && is_mail_identifier(&hit.name) {
                 continue;
             }
             if !self.reported.insert((hit.kind, value_hash(&hit.value))) {
@@ -317,6 +334,7 @@ mod tests {
         // 3. An address in a response's free text is not a leak; in a field it is.
         let email = |name, msg| hit(&set, "email_value", name, "jane@example.com", msg);
         assert!(admit(vec![email("", 0)], &place(qobuz, false)).is_empty());
+        assert!(admit(vec![email("Message-ID", 0)], &place(qobuz, true)).is_empty());
         assert_eq!(
             admit(vec![email("email", 0)], &place(qobuz, false)).len(),
             1
