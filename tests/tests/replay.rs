@@ -364,7 +364,8 @@ fn json_login_without_content_type_over_ipv6_loopback() {
     let f = found(&ev);
     for want in [
         ("password", "password_param", "password"),
-        ("auth_token", "auth_token_param", "token"),
+        // The response's `Token:` header: a header named for a token.
+        ("auth_token", "auth_token_header", "token"),
         ("email", "email_value", "email"),
         // `login_id` in the request; the response's `username` is the same value.
         ("username", "username_param", "login_id"),

@@ -12,7 +12,13 @@
 //! 4. a value is reported once per flow, however many rules or places find it
 //!    (a JWT bearer is both `bearer_token` and `jwt_value`);
 //! 5. gender is too common alone: held until other personal data of the same
-//!    message is found, dropped if none is.
+//!    message is found, dropped if none is;
+//! 6. what an HTTP server sends is a leak in an authentication or account exchange
+//!    (the request's path names one, or the request carried a credential), or
+//!    when it is a record of people (a name beside a user name, e-mail or
+//!    password hash in one message); public catalog data and settings are not.
+//!
+//! Severity is the rule's, but a password of a few characters is not critical.
 
 use std::{
     collections::HashSet,
@@ -35,6 +41,29 @@ pub const SEMANTIC: usize = usize::MAX;
 
 /// Gender findings held per flow while waiting for other PII in their message.
 const MAX_HELD: usize = 16;
+/// Response findings held per flow while waiting to be a record of people.
+const MAX_RECORD_HELD: usize = 64;
+/// Passwords shorter than this are not critical.
+const MIN_CRITICAL_PASSWORD: usize = 6;
+
+/// Kinds that make a request an authentication exchange.
+fn is_credential(k: Kind) -> bool {
+    matches!(
+        k,
+        Kind::Password | Kind::PasswordHash | Kind::AuthToken | Kind::Username
+    )
+}
+
+/// Paths of authentication and account exchanges, whose responses issue
+/// tokens and carry the user's own profile.
+fn is_account_path(path: &str) -> bool {
+    let p = path.to_ascii_lowercase();
+    [
+        "login", "signin", "auth", "token", "account", "register", "profile", "session",
+    ]
+    .iter()
+    .any(|w| p.contains(w))
+}
 
 /// A finding: a hit the policy let through, where it was found, and how bad.
 #[derive(Debug, Clone)]
@@ -132,6 +161,11 @@ pub struct FlowFindings {
     /// (direction, message) pairs that carried PII.
     pii: HashSet<(u8, u64)>,
     held: Vec<Finding>,
+    /// Client messages (requests) that carried a credential.
+    credential_requests: HashSet<u64>,
+    /// Response findings outside an account exchange, waiting to show they
+    /// are a record of people.
+    records: Vec<Finding>,
 }
 
 impl FlowFindings {
@@ -162,13 +196,15 @@ impl FlowFindings {
             if hit.kind == Kind::Email && is_mail_identifier(&hit.name) {
                 continue;
             }
-            if !self.reported.insert((hit.kind, value_hash(&hit.value))) {
-                continue;
+            let mut severity = rule.severity;
+            // A password of a few characters is a setting or a placeholder
+            // more often than a secret, and tells an attacker little.
+            if hit.kind == Kind::Password && hit.value.chars().count() < MIN_CRITICAL_PASSWORD {
+                severity = severity.min(Severity::Medium);
             }
-            let msg = (at.direction, hit.message);
             let f = Finding {
                 rule: rule.id.clone(),
-                severity: rule.severity,
+                severity,
                 ts_ns: at.ts_ns,
                 ifindex: at.ifindex,
                 key: at.key,
@@ -181,24 +217,72 @@ impl FlowFindings {
                 protocol: at.protocol,
                 hit,
             };
-            if f.hit.kind == Kind::Gender {
-                if self.pii.contains(&msg) {
-                    out.push(f);
-                } else if self.held.len() < MAX_HELD {
-                    self.held.push(f);
+            // Rule 6 reads HTTP's request/response semantics; a mail server's
+            // data (fetched messages) is the user's own, and stays a leak.
+            if at.from_client || at.protocol != Some(Protocol::Http) {
+                if at.from_client && is_credential(f.hit.kind) {
+                    self.credential_requests.insert(f.hit.message);
                 }
-                continue;
+                self.accept(f, out);
+            } else {
+                self.response(f, out);
             }
-            if f.hit.kind.is_pii() && self.pii.insert(msg) {
-                let (company, keep): (Vec<_>, Vec<_>) = self
-                    .held
-                    .drain(..)
-                    .partition(|g| (g.direction, g.hit.message) == msg);
-                self.held = keep;
-                out.extend(company);
-            }
-            out.push(f);
         }
+    }
+
+    /// 6. What a server sends: everything in an authentication or account
+    /// exchange (the request's path says so, or the request carried a
+    /// credential); otherwise only records of people (a name beside a user
+    /// name, e-mail or password hash in the same message), held until the
+    /// message shows one.
+    fn response(&mut self, f: Finding, out: &mut Vec<Finding>) {
+        let auth = self.credential_requests.contains(&f.hit.message)
+            || f.head.as_ref().is_some_and(|h| is_account_path(&h.path));
+        if auth {
+            self.accept(f, out);
+            return;
+        }
+        let msg = (f.direction, f.hit.message);
+        let same = |g: &Finding| (g.direction, g.hit.message) == msg;
+        let kinds = || self.records.iter().filter(|g| same(g)).map(|g| g.hit.kind);
+        let name = f.hit.kind == Kind::PersonName || kinds().any(|k| k == Kind::PersonName);
+        let identity = |k: Kind| matches!(k, Kind::Username | Kind::Email | Kind::PasswordHash);
+        let id = identity(f.hit.kind) || kinds().any(identity);
+        if name && id {
+            let (record, keep): (Vec<_>, Vec<_>) = self.records.drain(..).partition(same);
+            self.records = keep;
+            for g in record {
+                self.accept(g, out);
+            }
+            self.accept(f, out);
+        } else if self.records.len() < MAX_RECORD_HELD {
+            self.records.push(f);
+        }
+    }
+
+    /// 4. and 5.: once per flow and value; gender only with company.
+    fn accept(&mut self, f: Finding, out: &mut Vec<Finding>) {
+        if !self.reported.insert((f.hit.kind, value_hash(&f.hit.value))) {
+            return;
+        }
+        let msg = (f.direction, f.hit.message);
+        if f.hit.kind == Kind::Gender {
+            if self.pii.contains(&msg) {
+                out.push(f);
+            } else if self.held.len() < MAX_HELD {
+                self.held.push(f);
+            }
+            return;
+        }
+        if f.hit.kind.is_pii() && self.pii.insert(msg) {
+            let (company, keep): (Vec<_>, Vec<_>) = self
+                .held
+                .drain(..)
+                .partition(|g| (g.direction, g.hit.message) == msg);
+            self.held = keep;
+            out.extend(company);
+        }
+        out.push(f);
     }
 
     /// Credentials a protocol's semantics named: findings whatever their
@@ -277,6 +361,7 @@ mod tests {
     }
 
     fn place(service: u32, from_client: bool) -> Place {
+        // Responses answer message 0 of a flow whose request carried nothing.
         Place {
             ts_ns: 1,
             ifindex: 1,
@@ -285,7 +370,7 @@ mod tests {
             from_client,
             service,
             head: None,
-            protocol: None,
+            protocol: Some(Protocol::Http),
         }
     }
 
@@ -331,14 +416,43 @@ mod tests {
             )
             .is_empty()
         );
-        // 3. An address in a response's free text is not a leak; in a field it is.
+        // 3. An address in a response's free text is not a leak; mail ids never.
         let email = |name, msg| hit(&set, "email_value", name, "jane@example.com", msg);
-        assert!(admit(vec![email("", 0)], &place(qobuz, false)).is_empty());
+        let mut login = place(qobuz, false);
+        login.head = crate::proto::http::parse_request_head(b"POST /api/login HTTP/1.1\r\n\r\n");
+        assert!(admit(vec![email("", 0)], &login).is_empty());
         assert!(admit(vec![email("Message-ID", 0)], &place(qobuz, true)).is_empty());
-        assert_eq!(
-            admit(vec![email("email", 0)], &place(qobuz, false)).len(),
-            1
+        // 6. In a response: the account exchange's fields are leaks…
+        assert_eq!(admit(vec![email("email", 0)], &login).len(), 1);
+        // …elsewhere only a record of people (a name beside an identity);
+        // a short `pw` in a settings document is neither (nor critical).
+        let settings = place(qobuz, false);
+        assert!(admit(vec![email("email", 0)], &settings).is_empty());
+        let name = hit(&set, "person_name_field", "surname", "Gordon", 0);
+        let hash = hit(
+            &set,
+            "password_hash_param",
+            "password",
+            "e99a18c428cb38d5f260853678922e03",
+            0,
         );
+        assert_eq!(admit(vec![name, hash], &settings).len(), 2);
+        assert!(
+            admit(
+                vec![hit(&set, "password_param", "pw", "abcd", 0)],
+                &settings
+            )
+            .is_empty()
+        );
+        let mut out = Vec::new();
+        FlowFindings::default().admit(
+            &set,
+            &services,
+            vec![hit(&set, "password_param", "pw", "abcd", 0)],
+            &login,
+            &mut out,
+        );
+        assert_eq!(out[0].severity, Severity::Medium);
         // 4. Once per flow; 5. gender only beside other PII of its message.
         let mut flow = FlowFindings::default();
         let mut out = Vec::new();

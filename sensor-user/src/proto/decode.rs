@@ -102,6 +102,8 @@ pub fn body_fields<S: FieldSink + ?Sized>(body: &[u8], declared: BodyType, msg: 
         // Apps often send JSON or forms without (or with a generic)
         // Content-Type: go by what the body looks like.
         BodyType::Other => sniff(&text),
+        // A "form" that is a JSON document (Netflix's appboot) is JSON.
+        BodyType::Form if sniff(&text) == BodyType::Json => BodyType::Json,
         t => t,
     };
     match kind {

@@ -171,16 +171,23 @@ pub fn head_fields<S: FieldSink + ?Sized>(head: &[u8], requests: bool, msg: u64,
     for (name, value) in header_fields(head) {
         let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
         let value = text(value);
-        // Cookie values are often URL-encoded (`%40`); `+` stays (base64).
+        // Cookie values are often URL-encoded (`%40`); `+` stays (base64); a
+        // quoted value (RFC 6265 allows DQUOTEs around it) is the value inside.
+        let cookie = |pair: &str, out: &mut S| {
+            let (k, v) = pair.trim().split_once('=').unwrap_or((pair.trim(), ""));
+            let v = v.trim();
+            let v = v
+                .strip_prefix('"')
+                .and_then(|q| q.strip_suffix('"'))
+                .unwrap_or(v);
+            out.push(Ctx::Cookie, k, &unescape_percent(v), msg);
+        };
         if is(b"cookie") {
             for pair in value.split(';') {
-                let (k, v) = pair.trim().split_once('=').unwrap_or((pair.trim(), ""));
-                out.push(Ctx::Cookie, k, &unescape_percent(v), msg);
+                cookie(pair, out);
             }
         } else if is(b"set-cookie") {
-            let first = value.split(';').next().unwrap_or("");
-            let (k, v) = first.trim().split_once('=').unwrap_or((first.trim(), ""));
-            out.push(Ctx::Cookie, k, &unescape_percent(v), msg);
+            cookie(value.split(';').next().unwrap_or(""), out);
         } else {
             out.push(Ctx::Header, &text(name), &value, msg);
         }
