@@ -230,8 +230,8 @@ impl FlowFindings {
         }
     }
 
-    /// 6. What a server sends: everything in an authentication or account
-    /// exchange (the request's path says so, or the request carried a
+    /// Rule 6, what a server sends: everything in an authentication or
+    /// account exchange (the request's path says so, or the request carried a
     /// credential); otherwise only records of people (a name beside a user
     /// name, e-mail or password hash in the same message), held until the
     /// message shows one.
@@ -260,7 +260,7 @@ impl FlowFindings {
         }
     }
 
-    /// 4. and 5.: once per flow and value; gender only with company.
+    /// Rules 4 and 5: once per flow and value; gender only with company.
     fn accept(&mut self, f: Finding, out: &mut Vec<Finding>) {
         if !self.reported.insert((f.hit.kind, value_hash(&f.hit.value))) {
             return;
