@@ -76,7 +76,7 @@ pub fn run() -> anyhow::Result<()> {
     )?;
     let bin = crate::shell::root().join("target/debug/leakwatch");
     step(
-        "unprivileged tests: replay of real captures, authentication protocols, event schema, dashboards",
+        "unprivileged tests: replay of real captures, the corpus contract, authentication protocols, event schema, dashboards",
         cargo().env("LEAKWATCH_BIN", &bin).args([
             "test",
             "-p",
@@ -89,6 +89,8 @@ pub fn run() -> anyhow::Result<()> {
             "dashboards",
             "--test",
             "auth_protocols",
+            "--test",
+            "corpus_contract",
         ]),
     )?;
     if !is_root() {

@@ -134,7 +134,10 @@ pub fn body_fields<S: FieldSink + ?Sized>(body: &[u8], declared: BodyType, msg: 
                 }
             }
         }
-        BodyType::Other => lines_of(&text, Ctx::Body, msg, out),
+        BodyType::Other => {
+            lines_of(&text, Ctx::Body, msg, out);
+            super::html::records(&text, msg, out);
+        }
     }
 }
 

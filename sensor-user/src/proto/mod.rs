@@ -17,6 +17,7 @@
 pub mod decode;
 pub mod fields;
 pub mod ftp;
+pub mod html;
 pub mod http;
 pub mod imap;
 pub mod lines;
