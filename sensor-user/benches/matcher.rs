@@ -88,7 +88,7 @@ fn matcher_pass(set: &RuleSet, scratch: &Scratch, reqs: &[Vec<u8>], today: Date)
     let mut findings = 0;
     let t = Instant::now();
     for r in reqs {
-        let mut http = HttpStream::new(true);
+        let mut http = HttpStream::new(true, sensor_user::proto::coding::Limits::default());
         let mut batch = FieldBatch::default();
         let mut gate = Gate::new(&mut batch, set.triggers(), scratch);
         http.feed(r, &mut gate);

@@ -19,6 +19,9 @@
 //! replay_fingerprints = 100000 # fingerprints the replay detector remembers
 //! matcher_threads = 2          # default: available cores
 //! flow_buffer_bytes = 262144   # out-of-order bytes buffered per flow direction
+//! max_inflated_bytes = 1048576 # a compressed body inflates to at most this
+//! max_inflate_ratio = 200      # …and at most this × its compressed size
+//! max_decode_depth = 3         # content codings stacked on one body
 //!
 //! [targets]
 //! dns_ttl_min_secs = 60        # learned addresses live their DNS TTL, clamped
@@ -56,6 +59,7 @@ pub use crate::targets::settings::TargetSettings;
 use crate::{
     flows::streams::DEFAULT_FLOW_BUFFER,
     matcher::{evidence::EvidenceMode, rules::Rule},
+    proto::coding::Limits,
     targets::catalog::ServiceDef,
 };
 
@@ -92,6 +96,12 @@ pub struct Config {
     pub replay_fingerprints: usize,
     pub matcher_threads: Option<usize>,
     pub flow_buffer_bytes: usize,
+    /// Bytes one message's compressed body may inflate to.
+    pub max_inflated_bytes: u64,
+    /// Output bytes per compressed byte.
+    pub max_inflate_ratio: u64,
+    /// Content codings stacked on one body.
+    pub max_decode_depth: usize,
     pub targets: TargetSettings,
     pub services: Vec<ServiceDef>,
     /// Admin rules, added to the built-in ones.
@@ -123,6 +133,9 @@ impl Default for Config {
             replay_fingerprints: 100_000,
             matcher_threads: None,
             flow_buffer_bytes: DEFAULT_FLOW_BUFFER,
+            max_inflated_bytes: Limits::default().max_out,
+            max_inflate_ratio: Limits::default().max_ratio,
+            max_decode_depth: Limits::default().max_depth,
             targets: TargetSettings::default(),
             services: Vec::new(),
             rules: Vec::new(),
@@ -131,6 +144,15 @@ impl Default for Config {
 }
 
 impl Config {
+    /// Bounds on undoing content codings.
+    pub fn decode_limits(&self) -> Limits {
+        Limits {
+            max_out: self.max_inflated_bytes,
+            max_ratio: self.max_inflate_ratio,
+            max_depth: self.max_decode_depth,
+        }
+    }
+
     /// What no value of the right type can rule out (also run on the values
     /// after flags override the file).
     pub fn check(&self) -> Result<(), String> {
@@ -155,6 +177,9 @@ impl Config {
             ("replay_fingerprints", self.replay_fingerprints),
             ("flow_buffer_bytes", self.flow_buffer_bytes),
             ("matcher_threads", self.matcher_threads.unwrap_or(1)),
+            ("max_inflated_bytes", self.max_inflated_bytes as usize),
+            ("max_inflate_ratio", self.max_inflate_ratio as usize),
+            ("max_decode_depth", self.max_decode_depth),
         ] {
             if v == 0 {
                 return Err(format!("{name} must be at least 1"));

@@ -28,7 +28,11 @@ use crate::{
         triggers::{Gate, GateStats},
         validators::Date,
     },
-    proto::{Credential, Dissection, Out, fields::FieldBatch},
+    proto::{
+        Credential, Dissection, Out,
+        coding::{DecodeStats, Limits},
+        fields::FieldBatch,
+    },
     shared::table::FlowTable,
 };
 
@@ -85,11 +89,14 @@ pub struct StreamStats {
     pub scan_errors: u64,
     /// The flow table's own cap and idle evictions.
     pub table: crate::shared::table::Evictions,
+    /// What the content-decoding bounds stopped.
+    pub decode: DecodeStats,
 }
 
 pub struct StreamTable {
     rules: Arc<RuleSet>,
     services: Arc<Services>,
+    limits: Limits,
     scratch: Scratch,
     flows: FlowTable<FlowKey, Flow>,
     idle: Duration,
@@ -105,11 +112,13 @@ impl StreamTable {
         idle: Duration,
         cap: usize,
         buffer: usize,
+        limits: Limits,
     ) -> Result<Self, RuleError> {
         let scratch = rules.scratch()?;
         Ok(Self {
             rules,
             services,
+            limits,
             scratch,
             flows: FlowTable::new("matcher_flows", cap),
             idle,
@@ -142,7 +151,7 @@ impl StreamTable {
             }
             let new = Flow {
                 dirs: [None, None],
-                proto: Dissection::new(),
+                proto: Dissection::new(self.limits),
                 role: Role::default(),
                 service: h.service,
                 last_ts_ns: h.ts_ns,
@@ -171,6 +180,7 @@ impl StreamTable {
         let mut o = Out {
             fields: &mut gate,
             credentials: &mut creds,
+            decode: &mut self.stats.decode,
         };
         let payload = rec.payload();
         let proto = &mut flow.proto;
@@ -321,6 +331,7 @@ impl StreamTable {
                 &mut Out {
                     fields: &mut gate,
                     credentials: &mut creds,
+                    decode: &mut self.stats.decode,
                 },
             );
             self.stats.gate.add(gate.stats);
@@ -400,6 +411,7 @@ mod tests {
             Duration::from_mins(1),
             100,
             DEFAULT_FLOW_BUFFER,
+            Limits::default(),
         )
         .unwrap()
     }

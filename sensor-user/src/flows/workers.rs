@@ -56,14 +56,21 @@ impl Workers {
         idle: Duration,
         cap: usize,
         buffer: usize,
+        limits: crate::proto::coding::Limits,
     ) -> Result<(Self, Receiver<Report>), RuleError> {
         let (report_tx, report_rx) = unbounded();
         let mut jobs = Vec::new();
         let mut handles = Vec::new();
         for i in 0..n.max(1) {
             // Scratch is allocated here, so a failure is reported before any thread runs.
-            let mut table =
-                StreamTable::new(Arc::clone(rules), Arc::clone(services), idle, cap, buffer)?;
+            let mut table = StreamTable::new(
+                Arc::clone(rules),
+                Arc::clone(services),
+                idle,
+                cap,
+                buffer,
+                limits,
+            )?;
             let (tx, rx) = bounded::<Job>(QUEUE);
             let report = report_tx.clone();
             let h = thread::Builder::new()
@@ -148,6 +155,7 @@ mod tests {
             Duration::from_mins(1),
             100,
             1 << 16,
+            crate::proto::coding::Limits::default(),
         )
         .unwrap();
         assert_eq!(w.len(), 3);

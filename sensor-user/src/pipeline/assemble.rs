@@ -205,6 +205,7 @@ pub fn assemble<W: WatchSink>(
                 idle,
                 flows,
                 c.flow_buffer_bytes,
+                c.decode_limits(),
             )
             .context("Hyperscan scratch")?;
             (Engine::Inline(Box::new(t)), None)
@@ -218,6 +219,7 @@ pub fn assemble<W: WatchSink>(
                 idle,
                 flows.div_ceil(n),
                 c.flow_buffer_bytes,
+                c.decode_limits(),
             )
             .context("starting the matcher threads")?;
             log::info!("matching on {n} thread(s)");

@@ -422,6 +422,7 @@ mod tests {
             Duration::from_mins(1),
             100,
             1 << 16,
+            crate::proto::coding::Limits::default(),
         )
         .unwrap();
         let m = MatchStage::new(

@@ -23,6 +23,7 @@ impl<W: WatchSink> Pipeline<W> {
             now.gaps += st.gaps;
             now.scan_errors += st.scan_errors;
             now.table.add(st.table);
+            now.decode.add(st.decode);
             for (k, v) in &st.evicted {
                 *now.evicted.entry(k).or_default() += v;
             }
@@ -64,6 +65,7 @@ impl<W: WatchSink> Pipeline<W> {
             }
         }
         self.metrics.set_evictions("matcher_flows", now.table);
+        self.metrics.set_decode_limits(now.decode);
         m.exported = now;
     }
 

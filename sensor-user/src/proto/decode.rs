@@ -1,13 +1,10 @@
 //! Content decoding that dissectors share: what a body's bytes are once its
 //! transfer and content codings are undone, and the fields they hold.
 //!
-//! - Content codings: gzip today, inflated within a bound ([`MAX_INFLATED`]);
-//!   a body cut short (sampling, a gap) inflates as far as its bytes go.
+//! - Content codings: in [`super::coding`] (gzip, deflate, br; bounded).
 //! - Bodies: form, JSON (strict, else lenient for cut or sloppy JSON) or text
 //!   lines, by the declared type or, when none is usable, by what they look like.
 //! - Text: non-empty lines as nameless fields, `Name: value` lines as headers.
-
-use std::io::Read as _;
 
 use super::fields::{Ctx, FieldSink, form_pairs, json_pairs, json_pairs_lenient};
 
@@ -17,29 +14,8 @@ pub fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
         .any(|w| w.eq_ignore_ascii_case(needle))
 }
 
-/// Bytes a compressed body may inflate to.
-pub const MAX_INFLATED: u64 = 1024 * 1024;
 /// A text line longer than this is cut into pieces.
 pub const MAX_LINE: usize = 4096;
-
-/// A body's content coding, from its Content-Encoding.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Coding {
-    #[default]
-    Identity,
-    Gzip,
-}
-
-impl Coding {
-    /// The coding after a Content-Encoding header with `value`.
-    pub fn and(self, value: &[u8]) -> Self {
-        if contains_ci(value, b"gzip") {
-            Self::Gzip
-        } else {
-            self
-        }
-    }
-}
 
 /// The size on a chunk-size line (hex, extensions after `;` ignored).
 pub fn chunk_size_line(line: &[u8]) -> Option<u64> {
@@ -47,27 +23,6 @@ pub fn chunk_size_line(line: &[u8]) -> Option<u64> {
     std::str::from_utf8(digits)
         .ok()
         .and_then(|s| u64::from_str_radix(s.trim(), 16).ok())
-}
-
-/// The body once its content coding is undone: borrowed when there was none,
-/// `None` when nothing could be inflated.
-pub fn undo_coding(coding: Coding, raw: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
-    match coding {
-        Coding::Identity => Some(std::borrow::Cow::Borrowed(raw)),
-        Coding::Gzip => {
-            let mut d = Vec::new();
-            match flate2::read::MultiGzDecoder::new(raw)
-                .take(MAX_INFLATED)
-                .read_to_end(&mut d)
-            {
-                Ok(_) => {}
-                // A cut gzip stream still yields what inflated before the cut.
-                Err(_) if !d.is_empty() => {}
-                Err(_) => return None,
-            }
-            Some(std::borrow::Cow::Owned(d))
-        }
-    }
 }
 
 /// What a body holds.

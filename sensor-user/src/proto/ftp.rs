@@ -12,7 +12,7 @@ use super::{
 pub const REGISTRATION: Registration = Registration {
     protocol: Protocol::Ftp,
     recognise,
-    make: || Box::<Ftp>::default(),
+    make: |_| Box::<Ftp>::default(),
 };
 
 const MAX_LINE: usize = 4096;

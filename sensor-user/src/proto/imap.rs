@@ -14,7 +14,7 @@ use super::{
 pub const REGISTRATION: Registration = Registration {
     protocol: Protocol::Imap,
     recognise,
-    make: || Box::<Imap>::default(),
+    make: |_| Box::<Imap>::default(),
 };
 
 const MAX_LINE: usize = 8192;

@@ -14,6 +14,7 @@
 //! port), then hands everything to it; a flow nobody recognises is read as text
 //! lines ([`lines`]). Content decoding dissectors share lives in [`decode`].
 
+pub mod coding;
 pub mod decode;
 pub mod fields;
 pub mod ftp;
@@ -147,6 +148,8 @@ pub struct Out<'a> {
     /// Fields of the direction being fed, for the pattern rules.
     pub fields: &'a mut dyn FieldSink,
     pub credentials: &'a mut Vec<Credential>,
+    /// What content-decoding bounds stopped.
+    pub decode: &'a mut coding::DecodeStats,
 }
 
 /// One flow, dissected.
@@ -184,7 +187,7 @@ pub enum Recognition {
 pub struct Registration {
     pub protocol: Protocol,
     pub recognise: fn(client: &[u8], server: &[u8]) -> Recognition,
-    pub make: fn() -> Box<dyn Dissector>,
+    pub make: fn(&coding::Limits) -> Box<dyn Dissector>,
 }
 
 /// Every dissector, tried in order on a flow's first bytes.
@@ -234,20 +237,23 @@ pub struct Dissection {
     /// Which key direction is the client, as last told.
     client_dir: Option<u8>,
     decided: Option<(Box<dyn Dissector>, Option<&'static str>)>,
+    limits: coding::Limits,
 }
 
 impl Default for Dissection {
     fn default() -> Self {
-        Self::new()
+        Self::new(coding::Limits::default())
     }
 }
 
 impl Dissection {
-    pub fn new() -> Self {
+    /// A flow whose bodies are decoded within `limits`.
+    pub fn new(limits: coding::Limits) -> Self {
         Self {
             held: [Vec::new(), Vec::new()],
             client_dir: None,
             decided: None,
+            limits,
         }
     }
 
@@ -279,7 +285,7 @@ impl Dissection {
         let (client, server) = self.sides();
         if let Some((i, by)) = recognise(client, server, all) {
             self.decided = Some(match DISSECTORS.get(i) {
-                Some(r) => ((r.make)(), Some(by)),
+                Some(r) => ((r.make)(&self.limits), Some(by)),
                 None => (Box::new(lines::Lines::default()), None),
             });
         }
@@ -366,13 +372,15 @@ mod tests {
 
     /// Feeds (dir, bytes) pairs, client = direction 0; returns fields and credentials.
     pub fn run(parts: &[(u8, &[u8])]) -> (Dissection, FieldBatch, Vec<Credential>) {
-        let mut d = Dissection::new();
+        let mut d = Dissection::default();
         let mut fields = FieldBatch::default();
         let mut creds = Vec::new();
+        let mut decode = coding::DecodeStats::default();
         for (dir, b) in parts {
             let mut out = Out {
                 fields: &mut fields,
                 credentials: &mut creds,
+                decode: &mut decode,
             };
             d.feed(*dir, *dir == 0, b, &mut out);
         }
@@ -380,6 +388,7 @@ mod tests {
             let mut out = Out {
                 fields: &mut fields,
                 credentials: &mut creds,
+                decode: &mut decode,
             };
             d.finish(dir, dir == 0, &mut out);
         }

@@ -8,7 +8,7 @@ use super::{Credential, Dissector, Level, Out, Protocol, Recognition, Registrati
 pub const REGISTRATION: Registration = Registration {
     protocol: Protocol::Mqtt,
     recognise,
-    make: || Box::<Mqtt>::default(),
+    make: |_| Box::<Mqtt>::default(),
 };
 
 /// Largest CONNECT read.

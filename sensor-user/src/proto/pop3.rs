@@ -12,7 +12,7 @@ use super::{
 pub const REGISTRATION: Registration = Registration {
     protocol: Protocol::Pop3,
     recognise,
-    make: || Box::<Pop3>::default(),
+    make: |_| Box::<Pop3>::default(),
 };
 
 const MAX_LINE: usize = 4096;

@@ -16,7 +16,7 @@ use super::{
 pub const REGISTRATION: Registration = Registration {
     protocol: Protocol::Smtp,
     recognise,
-    make: || Box::<Smtp>::default(),
+    make: |_| Box::<Smtp>::default(),
 };
 
 const MAX_LINE: usize = 4096;

@@ -4,14 +4,14 @@
 use super::{
     HttpStream, RequestHead, auth, could_be_start, looks_like_request, looks_like_response,
 };
-use crate::proto::{Dissector, Out, Protocol, Recognition, Registration};
+use crate::proto::{Dissector, Out, Protocol, Recognition, Registration, coding::Limits};
 
 /// HTTP/1.x: recognised by a request line from the client or a status line
 /// from the server.
 pub const REGISTRATION: Registration = Registration {
     protocol: Protocol::Http,
     recognise,
-    make: || Box::<HttpDissector>::default(),
+    make: |limits| Box::new(HttpDissector::new(*limits)),
 };
 
 fn recognise(client: &[u8], server: &[u8]) -> Recognition {
@@ -40,23 +40,36 @@ fn recognise(client: &[u8], server: &[u8]) -> Recognition {
 
 /// Both directions of an HTTP flow: requests one way, responses the other;
 /// NTLM and Digest authentication read across them ([`auth`]).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct HttpDissector {
     /// By key direction.
     sides: [Option<HttpStream>; 2],
     auth: auth::Auth,
+    limits: Limits,
 }
 
 impl HttpDissector {
+    pub fn new(limits: Limits) -> Self {
+        Self {
+            sides: [None, None],
+            auth: auth::Auth::default(),
+            limits,
+        }
+    }
+
     fn side(&mut self, dir: u8, client: bool) -> &mut HttpStream {
-        let s = self.sides[usize::from(dir & 1)].get_or_insert_with(|| HttpStream::new(client));
+        let limits = self.limits;
+        let s =
+            self.sides[usize::from(dir & 1)].get_or_insert_with(|| HttpStream::new(client, limits));
         s.set_requests(client);
         s
     }
 
-    /// Reads the authentication headers the side just framed.
+    /// Reads the authentication headers the side just framed, and takes its
+    /// decoding counts.
     fn authenticate(&mut self, dir: u8, client: bool, out: &mut Out<'_>) {
         if let Some(s) = self.sides[usize::from(dir & 1)].as_mut() {
+            out.decode.add(std::mem::take(&mut s.decode));
             for (name, value) in s.auth.drain(..) {
                 self.auth
                     .header(dir, client, &name, &value, out.credentials);

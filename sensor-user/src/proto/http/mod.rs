@@ -23,7 +23,8 @@ pub use head::{
 use head::{contains_ci, head_fields, head_lines, header_fields, text};
 
 use super::{
-    decode::{BodyType, Coding, body_fields, chunk_size_line, undo_coding},
+    coding::{Codings, DecodeStats, Limits},
+    decode::{BodyType, body_fields, chunk_size_line},
     fields::FieldSink,
     lines,
 };
@@ -71,7 +72,10 @@ pub struct HttpStream {
     buf: Vec<u8>,
     body: Vec<u8>,
     body_type: BodyType,
-    coding: Coding,
+    codings: Codings,
+    limits: Limits,
+    /// What the coding bounds stopped, since the dissector last took it.
+    pub decode: DecodeStats,
     /// The latest request head, raw: parsed into a `Head` only when a finding
     /// needs it.
     last_head: Vec<u8>,
@@ -100,14 +104,18 @@ static HEAD_END: std::sync::LazyLock<memmem::Finder<'static>> =
     std::sync::LazyLock::new(|| memmem::Finder::new(b"\r\n\r\n"));
 
 impl HttpStream {
-    pub fn new(requests: bool) -> Self {
+    /// A direction carrying requests (`requests`) or responses, whose bodies
+    /// are decoded within `limits`.
+    pub fn new(requests: bool, limits: Limits) -> Self {
         Self {
             requests,
             state: State::Start,
             buf: Vec::new(),
             body: Vec::new(),
             body_type: BodyType::Other,
-            coding: Coding::Identity,
+            codings: Codings::default(),
+            limits,
+            decode: DecodeStats::default(),
             last_head: Vec::new(),
             messages: 0,
             skipped: 0,
@@ -257,7 +265,7 @@ impl HttpStream {
         // whether either section needs a look (most messages: neither).
         let whole = match self.state {
             State::Length(n)
-                if self.coding == Coding::Identity
+                if self.codings.is_identity()
                     && n <= MAX_BODY as u64
                     && (b.len() - end) as u64 >= n =>
             {
@@ -304,7 +312,7 @@ impl HttpStream {
         }
         let (mut length, mut chunked) = (None, false);
         self.body_type = BodyType::Other;
-        self.coding = Coding::Identity;
+        self.codings = Codings::default();
         for (name, value) in header_fields(head) {
             let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
             // Framing headers; the length check first keeps the common miss cheap.
@@ -314,7 +322,7 @@ impl HttpStream {
                 }
                 17 if is(b"transfer-encoding") => chunked = contains_ci(value, b"chunked"),
                 12 if is(b"content-type") => self.body_type = BodyType::declared(value),
-                16 if is(b"content-encoding") => self.coding = self.coding.and(value),
+                16 if is(b"content-encoding") => self.codings.add_header(value),
                 13 | 16 | 18 | 19 if auth::wanted(name, value, self.requests) => {
                     self.auth
                         .push((text(name).into_owned(), text(value).into_owned()));
@@ -437,9 +445,10 @@ impl HttpStream {
         self.body = raw;
     }
 
-    fn decode_body<S: FieldSink + ?Sized>(&self, raw: &[u8], out: &mut S) {
-        if let Some(body) = undo_coding(self.coding, raw) {
-            body_fields(&body, self.body_type, self.messages.saturating_sub(1), out);
+    fn decode_body<S: FieldSink + ?Sized>(&mut self, raw: &[u8], out: &mut S) {
+        let msg = self.messages.saturating_sub(1);
+        if let Some(body) = self.codings.undo(raw, &self.limits, &mut self.decode) {
+            body_fields(&body, self.body_type, msg, out);
         }
     }
 
@@ -460,7 +469,7 @@ mod tests {
     };
 
     fn fields(requests: bool, parts: &[&[u8]]) -> (Vec<(Ctx, String, String)>, HttpStream) {
-        let mut s = HttpStream::new(requests);
+        let mut s = HttpStream::new(requests, Limits::default());
         let mut out = FieldBatch::default();
         for p in parts {
             s.feed(p, &mut out);
@@ -605,7 +614,7 @@ mod tests {
 
     #[test]
     fn resynchronises_after_a_gap() {
-        let mut s = HttpStream::new(true);
+        let mut s = HttpStream::new(true, Limits::default());
         let mut out = FieldBatch::default();
         s.feed(
             b"POST /x HTTP/1.1\r\nContent-Length: 100\r\n\r\nabc",

@@ -116,10 +116,16 @@ pub struct Metrics {
     pub scan_errors: Counter,
     pub flows_evicted: Family<ReasonLabels, Counter>,
     pub evictions: Family<TableLabels, Counter>,
+    pub decode_limits: Family<LimitLabels, Counter>,
     pub reassembly_gaps: Counter,
     pub detection_latency: prometheus_client::metrics::histogram::Histogram,
     rules_info: Family<VersionLabels, Gauge>,
     ready: AtomicBool,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabels {
+    pub limit: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -146,6 +152,20 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Brings `leakwatch_decode_limits_total{limit}` up to the matcher's
+    /// cumulative counts.
+    pub fn set_decode_limits(&self, d: crate::proto::coding::DecodeStats) {
+        for (limit, n) in d.by_limit() {
+            let c = self.decode_limits.get_or_create(&LimitLabels {
+                limit: limit.into(),
+            });
+            let now = c.get();
+            if n > now {
+                c.inc_by(n - now);
+            }
+        }
+    }
+
     /// Brings `leakwatch_evictions_total{table}` up to a table's cumulative
     /// counts (counters only go up; a count below what was exported is ignored).
     pub fn set_evictions(&self, table: &str, e: crate::shared::table::Evictions) {
@@ -288,6 +308,12 @@ impl Metrics {
             "Entries a bounded userspace table dropped to stay within its size (cap) or for idleness (idle), by table",
             evictions.clone(),
         );
+        let decode_limits = Family::<LimitLabels, Counter>::default();
+        registry.register(
+            "leakwatch_decode_limits",
+            "Compressed bodies whose decoding a bound stopped: size (max_inflated_bytes), ratio (max_inflate_ratio), depth (too many or unknown codings: not decoded), cut (cut short by sampling or a gap: inflated as far as it went)",
+            decode_limits.clone(),
+        );
         let reassembly_gaps = Counter::default();
         registry.register(
             "leakwatch_reassembly_gaps",
@@ -346,6 +372,7 @@ impl Metrics {
             scan_errors,
             flows_evicted,
             evictions,
+            decode_limits,
             reassembly_gaps,
             detection_latency,
             rules_info,
