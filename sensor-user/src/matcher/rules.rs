@@ -236,10 +236,11 @@ impl Rule {
         }
         let names = field_names(&self.pattern)?;
         // A field name on the wire, in any case: a query/form/cookie key (`name=`),
-        // a header (`Name:`; RFC 9112 forbids space before the colon), a JSON key
-        // (`"name"`). Literals with no assertions keep Hyperscan fast.
+        // a header (`Name:`; RFC 9112 forbids space before the colon), an XML
+        // element (`<name>`), a JSON key or multipart part name (`"name"`).
+        // Literals with no assertions keep Hyperscan fast.
         let names = names.join("|");
-        Some(vec![format!("(?i)(?:{names})[=:]|\"(?:{names})\"")])
+        Some(vec![format!("(?i)(?:{names})[=:>]|\"(?:{names})\"")])
     }
     /// The Hyperscan expression. Anchored patterns (`^…`) start right after their
     /// field's `\x1e<ctx>\x1f` prefix (a literal that makes them cheap and applies

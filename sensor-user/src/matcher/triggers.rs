@@ -274,7 +274,7 @@ mod tests {
         let r = |p: &str| rules::Rule::bare("r", p);
         assert_eq!(
             r("^(pw|pass)=(?P<v>.+)$").trigger_expressions().unwrap(),
-            [r#"(?i)(?:pw|pass)[=:]|"(?:pw|pass)""#]
+            [r#"(?i)(?:pw|pass)[=:>]|"(?:pw|pass)""#]
         );
         assert!(
             r("^authorization=[Bb]asic (?P<v>.+)$")

@@ -23,12 +23,14 @@ pub mod http;
 pub mod imap;
 pub mod lines;
 pub mod mqtt;
+pub mod multipart;
 pub mod ntlm;
 pub mod pop3;
 pub mod sasl;
 pub mod smtp;
 pub mod tls;
 pub mod user_agent;
+pub mod xml;
 
 use fields::FieldSink;
 use http::RequestHead;

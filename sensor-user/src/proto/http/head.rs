@@ -160,6 +160,17 @@ pub fn request_line(head: &[u8]) -> (&[u8], &[u8], &[u8]) {
 /// Emits a head's fields: the request line's path and query (requests),
 /// headers, cookies; `msg` is the message index they carry.
 pub fn head_fields<S: FieldSink + ?Sized>(head: &[u8], requests: bool, msg: u64, out: &mut S) {
+    // obs-fold (RFC 9112 §5.2): a line starting with a space or tab continues
+    // the header before it.
+    let unfolded;
+    let head = if memchr::memmem::find(head, b"\n ").is_some()
+        || memchr::memmem::find(head, b"\n\t").is_some()
+    {
+        unfolded = unfold(head);
+        &unfolded[..]
+    } else {
+        head
+    };
     if requests {
         let (_, path, query) = request_line(head);
         out.push(Ctx::Query, "path", &percent_decode(&text(path)), msg);
@@ -194,9 +205,55 @@ pub fn head_fields<S: FieldSink + ?Sized>(head: &[u8], requests: bool, msg: u64,
     }
 }
 
+/// `head` with folded header lines joined to the line before, by one space.
+fn unfold(head: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(head.len());
+    let mut i = 0;
+    while i < head.len() {
+        let crlf = head[i..].starts_with(b"\r\n") && i + 2 < head.len();
+        let lf = head[i] == b'\n' && i + 1 < head.len();
+        let next = if crlf { i + 2 } else { i + 1 };
+        if (crlf || lf) && matches!(head[next], b' ' | b'\t') && !head[next..].starts_with(b" \r\n")
+        {
+            out.push(b' ');
+            i = next;
+            while i < head.len() && matches!(head[i], b' ' | b'\t') {
+                i += 1;
+            }
+        } else {
+            out.push(head[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn folded_headers_are_one() {
+        let mut out = crate::proto::fields::FieldBatch::default();
+        head_fields(
+            b"GET / HTTP/1.1\r\nX-Auth-Token: abcd\r\n\tefgh\r\nHost: a\r\n\r\n",
+            true,
+            0,
+            &mut out,
+        );
+        assert!(
+            out.fields
+                .iter()
+                .any(|f| f.name == "x-auth-token" && f.value == "abcd efgh"),
+            "{:?}",
+            out.fields
+        );
+        assert!(
+            out.fields
+                .iter()
+                .any(|f| f.name == "host" && f.value == "a")
+        );
+    }
 
     #[test]
     fn request_heads() {

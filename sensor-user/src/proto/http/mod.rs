@@ -448,7 +448,7 @@ impl HttpStream {
     fn decode_body<S: FieldSink + ?Sized>(&mut self, raw: &[u8], out: &mut S) {
         let msg = self.messages.saturating_sub(1);
         if let Some(body) = self.codings.undo(raw, &self.limits, &mut self.decode) {
-            body_fields(&body, self.body_type, msg, out);
+            body_fields(&body, &self.body_type, msg, out);
         }
     }
 
