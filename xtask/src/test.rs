@@ -76,7 +76,7 @@ pub fn run() -> anyhow::Result<()> {
     )?;
     let bin = crate::shell::root().join("target/debug/leakwatch");
     step(
-        "unprivileged tests: replay of real captures, the corpus contract, authentication protocols, event schema, dashboards",
+        "unprivileged tests: replay of real captures, the corpus contract, HTTP breadth, authentication protocols, event schema, dashboards",
         cargo().env("LEAKWATCH_BIN", &bin).args([
             "test",
             "-p",
@@ -91,6 +91,8 @@ pub fn run() -> anyhow::Result<()> {
             "auth_protocols",
             "--test",
             "corpus_contract",
+            "--test",
+            "http_breadth",
         ]),
     )?;
     if !is_root() {

@@ -30,6 +30,7 @@ pub mod sasl;
 pub mod smtp;
 pub mod tls;
 pub mod user_agent;
+pub mod websocket;
 pub mod xml;
 
 use fields::FieldSink;

@@ -86,6 +86,14 @@ impl Dissector for HttpDissector {
     fn feed(&mut self, dir: u8, client: bool, data: &[u8], out: &mut Out<'_>) {
         self.side(dir, client).feed(data, out.fields);
         self.authenticate(dir, client, out);
+        // A 101 on one side switches the other to WebSocket too.
+        if let Some(ext) = self.sides[usize::from(dir & 1)]
+            .as_mut()
+            .and_then(|s| s.switched.take())
+            && let Some(other) = self.sides[usize::from(dir & 1) ^ 1].as_mut()
+        {
+            other.to_websocket(&ext);
+        }
     }
 
     fn gap(&mut self, dir: u8, client: bool, out: &mut Out<'_>) {

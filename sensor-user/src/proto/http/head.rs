@@ -51,6 +51,15 @@ pub fn sender_is_client(payload: &[u8]) -> Option<bool> {
     }
 }
 
+/// Bytes that may still grow into a start line.
+pub fn could_be_start(b: &[u8], requests: bool) -> bool {
+    if requests {
+        METHODS.iter().any(|m| m.as_bytes().starts_with(b))
+    } else {
+        b"HTTP/1.".starts_with(b) || b.starts_with(b"HTTP/1.")
+    }
+}
+
 /// Parses the request line and headers at the start of `buf`; a head cut short
 /// (headers beyond the captured bytes) yields what was readable. `None` unless
 /// it starts with an HTTP/1.x request line.

@@ -17,8 +17,8 @@ pub use dissector::{HttpDissector, REGISTRATION};
 use memchr::{memchr, memmem};
 
 pub use head::{
-    METHODS, RequestHead, looks_like_request, looks_like_response, parse_request_head,
-    sender_is_client,
+    METHODS, RequestHead, could_be_start, looks_like_request, looks_like_response,
+    parse_request_head, sender_is_client,
 };
 use head::{contains_ci, head_fields, head_lines, header_fields, text};
 
@@ -27,16 +27,8 @@ use super::{
     decode::{BodyType, body_fields, chunk_size_line},
     fields::FieldSink,
     lines,
+    websocket::{Deflate, WsStream},
 };
-
-/// Bytes that may still grow into a start line.
-pub(super) fn could_be_start(b: &[u8], requests: bool) -> bool {
-    if requests {
-        METHODS.iter().any(|m| m.as_bytes().starts_with(b))
-    } else {
-        b"HTTP/1.".starts_with(b) || b.starts_with(b"HTTP/1.")
-    }
-}
 
 /// Largest header block; beyond it the stream is treated as raw.
 const MAX_HEAD: usize = 64 * 1024;
@@ -61,6 +53,8 @@ enum State {
     UntilClose,
     /// Not HTTP: raw lines.
     Raw,
+    /// After a 101 to an Upgrade: WebSocket frames.
+    WebSocket,
 }
 
 #[derive(Debug)]
@@ -85,6 +79,10 @@ pub struct HttpStream {
     pub skipped: u64,
     /// Authentication headers (NTLM, Negotiate, Digest) framed and not yet read.
     auth: Vec<(String, String)>,
+    ws: Option<WsStream>,
+    /// A 101 switched this side to WebSocket, with these extensions: the
+    /// other side follows.
+    pub switched: Option<String>,
 }
 
 /// Unconsumed input: the stream's buffer, or a caller's slice read in place.
@@ -120,7 +118,17 @@ impl HttpStream {
             messages: 0,
             skipped: 0,
             auth: Vec::new(),
+            ws: None,
+            switched: None,
         }
+    }
+
+    /// The other side of the connection switched to WebSocket (`extensions` as
+    /// the 101 agreed them): this side follows, from its next byte.
+    pub fn to_websocket(&mut self, extensions: &str) {
+        let d = Deflate::negotiated(extensions, self.requests);
+        self.ws = Some(WsStream::new(d, self.limits));
+        self.state = State::WebSocket;
     }
 
     /// The latest request's method, path (without parameters), host and User-Agent.
@@ -183,6 +191,14 @@ impl HttpStream {
                     self.raw_lines(&mut c, out, false);
                     false
                 }
+                State::WebSocket => {
+                    let rest = c.rest();
+                    if let Some(ws) = self.ws.as_mut() {
+                        ws.feed(rest, out, &mut self.decode);
+                    }
+                    c.pos += rest.len();
+                    false
+                }
             };
             if !progressed {
                 break;
@@ -195,7 +211,9 @@ impl HttpStream {
     /// body with what arrived, and look for the next message.
     pub fn gap<S: FieldSink + ?Sized>(&mut self, out: &mut S) {
         self.flush(out);
-        if !matches!(self.state, State::Raw) {
+        if let Some(ws) = self.ws.as_mut() {
+            ws.gap();
+        } else if !matches!(self.state, State::Raw) {
             self.state = State::Start;
         }
     }
@@ -217,7 +235,7 @@ impl HttpStream {
                 let buf = std::mem::take(&mut self.buf);
                 self.raw_lines(&mut Cursor { b: &buf, pos: 0 }, out, true);
             }
-            State::Start => {}
+            State::Start | State::WebSocket => {}
         }
         self.buf.clear();
     }
@@ -311,6 +329,7 @@ impl HttpStream {
                 .unwrap_or(0);
         }
         let (mut length, mut chunked) = (None, false);
+        let (mut upgrade, mut extensions) = (false, String::new());
         self.body_type = BodyType::Other;
         self.codings = Codings::default();
         for (name, value) in header_fields(head) {
@@ -323,6 +342,8 @@ impl HttpStream {
                 17 if is(b"transfer-encoding") => chunked = contains_ci(value, b"chunked"),
                 12 if is(b"content-type") => self.body_type = BodyType::declared(value),
                 16 if is(b"content-encoding") => self.codings.add_header(value),
+                7 if is(b"upgrade") => upgrade = contains_ci(value, b"websocket"),
+                24 if is(b"sec-websocket-extensions") => extensions = text(value).into_owned(),
                 13 | 16 | 18 | 19 if auth::wanted(name, value, self.requests) => {
                     self.auth
                         .push((text(name).into_owned(), text(value).into_owned()));
@@ -331,6 +352,17 @@ impl HttpStream {
             }
         }
         self.body.clear();
+        if status == 101 && upgrade {
+            // The connection now carries WebSocket frames, this way and the
+            // other (the dissector switches the requests' side).
+            self.state = State::WebSocket;
+            self.ws = Some(WsStream::new(
+                Deflate::negotiated(&extensions, false),
+                self.limits,
+            ));
+            self.switched = Some(extensions);
+            return;
+        }
         let bodiless = !self.requests && (status < 200 || status == 204 || status == 304);
         self.state = if chunked {
             State::ChunkSize
