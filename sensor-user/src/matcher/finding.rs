@@ -7,8 +7,9 @@
 //! 1. a rule restricted to services fires only on their flows;
 //! 2. values of fields a service publishes (its app id) are not secrets;
 //! 3. personal data in a response's free text (HTML, plain text) is not a leak —
-//!    pages publish contact addresses — only in its fields; and mail
-//!    identifiers (`Message-ID`, `References`, …) look like addresses and are not;
+//!    pages publish contact addresses — only in its fields; mail identifiers
+//!    (`Message-ID`, `References`, …) look like addresses and are not; digit
+//!    runs in fields named like ids (`order_id`, `ean`, `isrc`) are not cards;
 //! 4. a value is reported once per flow, however many rules or places find it
 //!    (a JWT bearer is both `bearer_token` and `jwt_value`);
 //! 5. gender is too common alone: held until other personal data of the same
@@ -133,6 +134,20 @@ impl Services {
     }
 }
 
+/// Fields named like identifiers (`track_id`, `orderId`, `ean`, `isrc`):
+/// their long digit runs are ids and codes, not card numbers.
+fn is_id_field(field: &str) -> bool {
+    let f = field.to_ascii_lowercase();
+    f.ends_with("id")
+        || f.ends_with("_ids")
+        || f.starts_with("order")
+        || [
+            "ean", "upc", "isrc", "gtin", "sku", "isbn", "barcode", "msisdn", "phone",
+        ]
+        .iter()
+        .any(|n| f == *n || f.ends_with(&format!("_{n}")))
+}
+
 /// Mail headers whose values are `<id@host>` identifiers, not addresses.
 fn is_mail_identifier(field: &str) -> bool {
     [
@@ -194,6 +209,9 @@ impl FlowFindings {
                 continue;
             }
             if hit.kind == Kind::Email && is_mail_identifier(&hit.name) {
+                continue;
+            }
+            if hit.kind == Kind::PaymentCard && is_id_field(&hit.name) {
                 continue;
             }
             let mut severity = rule.severity;
@@ -422,6 +440,10 @@ mod tests {
         login.head = crate::proto::http::parse_request_head(b"POST /api/login HTTP/1.1\r\n\r\n");
         assert!(admit(vec![email("", 0)], &login).is_empty());
         assert!(admit(vec![email("Message-ID", 0)], &place(qobuz, true)).is_empty());
+        let card = |name| hit(&set, "payment_card", name, "4111111111111111", 0);
+        assert!(admit(vec![card("order_id")], &place(qobuz, true)).is_empty());
+        assert!(admit(vec![card("isrc")], &place(qobuz, true)).is_empty());
+        assert_eq!(admit(vec![card("cc_number")], &place(qobuz, true)).len(), 1);
         // 6. In a response: the account exchange's fields are leaks…
         assert_eq!(admit(vec![email("email", 0)], &login).len(), 1);
         // …elsewhere only a record of people (a name beside an identity);

@@ -546,7 +546,7 @@ mod tests {
             text.contains("leakwatch_replays_total{service=\"qobuz\"} 1"),
             "{text}"
         );
-        assert!(text.contains("leakwatch_findings_total{service=\"qobuz\",kind=\"auth_token\",severity=\"high\"} 4"), "{text}");
+        assert!(text.contains("leakwatch_findings_total{service=\"qobuz\",kind=\"auth_token\",severity=\"critical\"} 4"), "{text}");
         // The public app id is not a secret, and no event holds the token in full.
         assert!(!ev.iter().any(|e| {
             e["evidence"]
