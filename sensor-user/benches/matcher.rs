@@ -157,7 +157,7 @@ fn mixed_corpus(n: usize) -> (Vec<(Vec<u8>, bool)>, usize) {
                     json.into_bytes()
                 };
                 let key = [0x12, 0x34, 0x56, 0x78];
-                let mut f = vec![0x80 | (u8::from(compressed) << 6) | 1, 0x80 | 126];
+                let mut f = vec![0x80 | (u8::from(compressed) << 6) | 1, 0x80 | 0x7e];
                 f.extend_from_slice(&(payload.len() as u16).to_be_bytes());
                 f.extend_from_slice(&key);
                 f.extend(payload.iter().enumerate().map(|(j, b)| b ^ key[j % 4]));
