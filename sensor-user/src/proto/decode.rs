@@ -22,11 +22,7 @@ use super::{
 /// Levels of documents inside values opened.
 pub const MAX_NESTING: usize = 3;
 
-/// Whether `hay` holds `needle`, ASCII case-insensitively.
-pub fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len())
-        .any(|w| w.eq_ignore_ascii_case(needle))
-}
+pub use super::fields::contains_ci;
 
 /// A text line longer than this is cut into pieces.
 pub const MAX_LINE: usize = 4096;

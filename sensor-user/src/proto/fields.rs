@@ -187,6 +187,12 @@ fn decode(s: &str, plus_is_space: bool) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Whether `hay` holds `needle`, ASCII case-insensitively.
+pub fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle))
+}
+
 /// `a=1&b=2` pairs, decoded.
 pub fn form_pairs(s: &str) -> impl Iterator<Item = (String, String)> + '_ {
     s.split('&')

@@ -53,9 +53,37 @@ fn split_ci<'a>(text: &'a str, seps: &[&str]) -> Vec<&'a str> {
         .collect()
 }
 
+/// The tags records are split by (after their `<`, any case).
+const BLOCK_TAGS: [&[u8]; 4] = [b"pre", b"td", b"li", b"br"];
+
+/// Whether `b` holds a run of 32 or more hex digits (a digest could be there).
+fn has_digest_run(b: &[u8]) -> bool {
+    let mut run = 0;
+    for &c in b {
+        if c.is_ascii_hexdigit() {
+            run += 1;
+            if run >= 32 {
+                return true;
+            }
+        } else {
+            run = 0;
+        }
+    }
+    false
+}
+
 /// Emits the fields of the dumped accounts in an HTML `text`, message `msg`.
 pub fn records<S: FieldSink + ?Sized>(text: &str, msg: u64, out: &mut S) {
-    if !text.contains('<') {
+    // Cheap first (SIMD searches): most bodies have none of the block tags a
+    // dumped table comes in, most pages no digest.
+    let b = text.as_bytes();
+    let tagged = memchr::memchr_iter(b'<', b).any(|i| {
+        let t = &b[i + 1..b.len().min(i + 4)];
+        BLOCK_TAGS
+            .iter()
+            .any(|tag| t.len() >= tag.len() && t[..tag.len()].eq_ignore_ascii_case(tag))
+    });
+    if !tagged || !has_digest_run(b) || !super::fields::contains_ci(b, b"name") {
         return;
     }
     for block in split_ci(text, &["<pre", "</pre", "<tr", "</tr", "<li", "<hr"]) {

@@ -172,9 +172,9 @@ pub fn head_fields<S: FieldSink + ?Sized>(head: &[u8], requests: bool, msg: u64,
     // obs-fold (RFC 9112 §5.2): a line starting with a space or tab continues
     // the header before it.
     let unfolded;
-    let head = if memchr::memmem::find(head, b"\n ").is_some()
-        || memchr::memmem::find(head, b"\n\t").is_some()
-    {
+    let folded =
+        memchr::memchr_iter(b'\n', head).any(|i| matches!(head.get(i + 1), Some(b' ' | b'\t')));
+    let head = if folded {
         unfolded = unfold(head);
         &unfolded[..]
     } else {
