@@ -7,10 +7,12 @@
 //! | bench   | setup, XDP per-packet cost against a null program                  |
 //! | demo    | setup, the namespace lab with the live sensor and streaming traffic |
 //! | lab     | `up`: the demo's lab in the foreground for exploring; `down`: cleanup |
+//! | fuzz    | the libFuzzer targets in fuzz/, seeded from the real captures      |
 
 mod bench;
 mod demo;
 mod flood;
+mod fuzz;
 mod lab;
 mod live;
 mod setup;
@@ -41,6 +43,8 @@ enum Cmd {
     },
     /// The lab with the live sensor and leak traffic.
     Demo(demo::DemoArgs),
+    /// The fuzz targets (cargo-fuzz); `--report` writes docs/reliability.md.
+    Fuzz(fuzz::FuzzArgs),
     /// The lab alone, for manual exploration.
     Lab {
         #[command(subcommand)]
@@ -58,6 +62,10 @@ fn main() -> anyhow::Result<()> {
         Cmd::Bench { only } => {
             setup::run()?;
             bench::run(only)
+        }
+        Cmd::Fuzz(args) => {
+            setup::run()?;
+            fuzz::run(&args)
         }
         Cmd::Demo(args) => {
             setup::run()?;

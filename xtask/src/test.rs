@@ -115,6 +115,11 @@ pub fn run() -> anyhow::Result<()> {
             "--test-threads=1",
         ]),
     )?;
+    crate::fuzz::run(&crate::fuzz::FuzzArgs {
+        time: 10,
+        report: false,
+        target: None,
+    })?;
     println!("==> all checks and tests passed");
     Ok(())
 }
