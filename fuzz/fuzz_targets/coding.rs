@@ -18,6 +18,10 @@ fuzz_target!(|i: Input<'_>| {
     let limits = Limits::default();
     let mut st = DecodeStats::default();
     if let Some(out) = c.undo(i.body, &limits, &mut st) {
-        assert!(out.len() as u64 <= limits.max_out.max(i.body.len() as u64), "{} bytes", out.len());
+        assert!(
+            out.len() as u64 <= limits.max_out.max(i.body.len() as u64),
+            "{} bytes",
+            out.len()
+        );
     }
 });

@@ -6,6 +6,8 @@ use sensor_user::config::Config;
 
 fuzz_target!(|text: &str| {
     if let Err(e) = Config::parse(text, "fuzz.toml") {
-        assert!(e.to_string().starts_with("config fuzz.toml") || e.to_string().contains("fuzz.toml"));
+        assert!(
+            e.to_string().starts_with("config fuzz.toml") || e.to_string().contains("fuzz.toml")
+        );
     }
 });

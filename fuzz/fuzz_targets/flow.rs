@@ -42,11 +42,21 @@ fn rules_once() -> Arc<RuleSet> {
 }
 
 fn feed(segments: &[(u32, Vec<u8>)]) -> Vec<(String, String)> {
-    let mut t = StreamTable::new(rules_once(), Arc::default(), Duration::from_secs(60), 16, BUFFER, Limits::default())
-        .expect("table");
+    let mut t = StreamTable::new(
+        rules_once(),
+        Arc::default(),
+        Duration::from_secs(60),
+        16,
+        BUFFER,
+        Limits::default(),
+    )
+    .expect("table");
     let mut found = Vec::new();
     let now = Instant::now();
-    let syn = FrameBuilder::tcp("192.0.2.1", 40000, "198.51.100.2", 80).flags(TCP_SYN).seq(ISN).build();
+    let syn = FrameBuilder::tcp("192.0.2.1", 40000, "198.51.100.2", 80)
+        .flags(TCP_SYN)
+        .seq(ISN)
+        .build();
     let mut r = record(RecordKind::Meta, flags::FROM_CLIENT, &syn);
     r.hdr.service = 1;
     t.on_record(&r, now, &mut found);
@@ -77,7 +87,11 @@ fuzz_target!(|flow: Flow| {
     )
     .into_bytes();
     msg.extend_from_slice(body);
-    let mut cuts: Vec<usize> = flow.cuts.iter().map(|&c| usize::from(c) % (msg.len() + 1)).collect();
+    let mut cuts: Vec<usize> = flow
+        .cuts
+        .iter()
+        .map(|&c| usize::from(c) % (msg.len() + 1))
+        .collect();
     cuts.push(0);
     cuts.push(msg.len());
     cuts.sort_unstable();
@@ -96,7 +110,11 @@ fuzz_target!(|flow: Flow| {
     }
     for d in &flow.dup {
         if let Some((seq, data)) = segs.get(usize::from(*d) % segs.len().max(1)).cloned() {
-            let data = if flow.conflict { data.iter().map(|b| b ^ 0x55).collect() } else { data };
+            let data = if flow.conflict {
+                data.iter().map(|b| b ^ 0x55).collect()
+            } else {
+                data
+            };
             shuffled.push((seq, data));
         }
     }

@@ -6,11 +6,10 @@
 use leakwatch_fuzz::{Step, converse};
 use libfuzzer_sys::fuzz_target;
 use sensor_user::proto::{
-    Out,
+    Dissection, Out,
     coding::{DecodeStats, Limits},
     fields::FieldBatch,
     lines::Lines,
-    Dissection,
 };
 
 fuzz_target!(|steps: Vec<Step>| {
@@ -20,7 +19,11 @@ fuzz_target!(|steps: Vec<Step>| {
     let mut creds = Vec::new();
     let mut decode = DecodeStats::default();
     for s in &steps {
-        let mut out = Out { fields: &mut fields, credentials: &mut creds, decode: &mut decode };
+        let mut out = Out {
+            fields: &mut fields,
+            credentials: &mut creds,
+            decode: &mut decode,
+        };
         match s {
             leakwatch_fuzz::Step::Client(b) => d.feed(0, true, b, &mut out),
             leakwatch_fuzz::Step::Server(b) => d.feed(1, false, b, &mut out),

@@ -30,6 +30,10 @@ fuzz_target!(|ops: Vec<Op>| {
             Op::Jump(seq) => r.jump(seq, &mut out),
             Op::SkipHole => r.skip_hole(&mut out),
         }
-        assert!(r.pending_bytes() <= BOUND + 65_536, "held {} bytes", r.pending_bytes());
+        assert!(
+            r.pending_bytes() <= BOUND + 65_536,
+            "held {} bytes",
+            r.pending_bytes()
+        );
     }
 });

@@ -18,7 +18,10 @@ struct Input {
 }
 
 fuzz_target!(|i: Input| {
-    let d = Deflate { enabled: i.deflate, no_context_takeover: i.no_takeover };
+    let d = Deflate {
+        enabled: i.deflate,
+        no_context_takeover: i.no_takeover,
+    };
     let mut ws = WsStream::new(d, Limits::default());
     let mut out = FieldBatch::default();
     let mut st = DecodeStats::default();
