@@ -296,13 +296,10 @@ impl Dissector for Imap {
 #[cfg(test)]
 mod tests {
     use super::tokens;
-    use crate::proto::{Outcome, Protocol, tests::run};
-
-    fn values(c: &[crate::proto::Credential]) -> Vec<(&str, &str, Option<Outcome>)> {
-        c.iter()
-            .map(|c| (c.kind, c.value.as_str(), c.outcome))
-            .collect()
-    }
+    use crate::proto::{
+        Outcome, Protocol,
+        tests::{found, run},
+    };
 
     #[test]
     fn login_quoted_atoms_and_literals() {
@@ -313,7 +310,7 @@ mod tests {
         ]);
         assert_eq!(d.protocol(), Some(Protocol::Imap));
         assert_eq!(
-            values(&c),
+            found(&c),
             [
                 ("username", "neulingern", Some(Outcome::Accepted)),
                 ("password", "XXXXXX", Some(Outcome::Accepted))
@@ -328,7 +325,7 @@ mod tests {
             (0, b"a2 login bob \"p\\\"w\"\r\n"),
         ]);
         assert_eq!(
-            values(&c),
+            found(&c),
             [
                 ("username", "jane", Some(Outcome::Rejected)),
                 ("password", "se\"cr et!", Some(Outcome::Rejected)),
@@ -350,7 +347,7 @@ mod tests {
             (0, b"t2 AUTHENTICATE PLAIN AGJvYgBwdw==\r\n"),
         ]);
         assert_eq!(
-            values(&c),
+            found(&c),
             [
                 ("username", "jane", Some(Outcome::Accepted)),
                 ("password", "s3cret", Some(Outcome::Accepted)),

@@ -373,6 +373,13 @@ mod tests {
     use super::*;
     use crate::proto::fields::FieldBatch;
 
+    /// (kind, value, outcome) of each credential, for asserting.
+    pub fn found(c: &[Credential]) -> Vec<(&str, &str, Option<Outcome>)> {
+        c.iter()
+            .map(|c| (c.kind, c.value.as_str(), c.outcome))
+            .collect()
+    }
+
     /// Feeds (dir, bytes) pairs, client = direction 0; returns fields and credentials.
     pub fn run(parts: &[(u8, &[u8])]) -> (Dissection, FieldBatch, Vec<Credential>) {
         let mut d = Dissection::default();

@@ -177,13 +177,10 @@ impl Dissector for Pop3 {
 
 #[cfg(test)]
 mod tests {
-    use crate::proto::{Outcome, Protocol, tests::run};
-
-    fn kinds(c: &[crate::proto::Credential]) -> Vec<(&str, &str, Option<Outcome>)> {
-        c.iter()
-            .map(|c| (c.kind, c.value.as_str(), c.outcome))
-            .collect()
-    }
+    use crate::proto::{
+        Outcome, Protocol,
+        tests::{found, run},
+    };
 
     #[test]
     fn user_pass_apop_and_auth_over_lines() {
@@ -198,7 +195,7 @@ mod tests {
         ]);
         assert_eq!(d.protocol(), Some(Protocol::Pop3));
         assert_eq!(
-            kinds(&c),
+            found(&c),
             [
                 ("username", "jane", Some(Outcome::Rejected)),
                 ("password", "s3cret", Some(Outcome::Rejected)),
@@ -221,7 +218,7 @@ mod tests {
             (0, b"AUTH PLAIN AGJvYgBwdw==\r\n"),
         ]);
         assert_eq!(
-            kinds(&c),
+            found(&c),
             [
                 ("username", "jane", Some(Outcome::Accepted)),
                 ("password", "s3cret", Some(Outcome::Accepted)),

@@ -218,13 +218,10 @@ impl Dissector for Smtp {
 
 #[cfg(test)]
 mod tests {
-    use crate::proto::{Outcome, Protocol, tests::run};
-
-    fn values(c: &[crate::proto::Credential]) -> Vec<(&str, &str, Option<Outcome>)> {
-        c.iter()
-            .map(|c| (c.kind, c.value.as_str(), c.outcome))
-            .collect()
-    }
+    use crate::proto::{
+        Outcome, Protocol,
+        tests::{found, run},
+    };
 
     #[test]
     fn auth_login_envelope_and_from_name() {
@@ -248,7 +245,7 @@ mod tests {
         ]);
         assert_eq!(d.protocol(), Some(Protocol::Smtp));
         assert_eq!(
-            values(&c),
+            found(&c),
             [
                 ("username", "jane@example.com", Some(Outcome::Accepted)),
                 ("password", "s3cret", Some(Outcome::Accepted)),
@@ -278,7 +275,7 @@ mod tests {
             (1, b"535 no\r\n"),
         ]);
         assert_eq!(
-            values(&c),
+            found(&c),
             [
                 ("username", "tim", Some(Outcome::Rejected)),
                 (
