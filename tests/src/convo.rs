@@ -93,10 +93,16 @@ impl Conversation {
 
     /// Writes `convos` as one pcap at `path`, a millisecond between frames.
     pub fn write(path: &Path, convos: &[&Conversation]) -> std::io::Result<()> {
+        Self::write_snapped(path, convos, 65_535)
+    }
+
+    /// As [`Self::write`], as `tcpdump -s SNAP` would: frames cut to `snap`
+    /// bytes, their original lengths kept.
+    pub fn write_snapped(path: &Path, convos: &[&Conversation], snap: u32) -> std::io::Result<()> {
         let mut out = Vec::new();
         out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
         out.extend_from_slice(&[2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-        out.extend_from_slice(&65_535u32.to_le_bytes());
+        out.extend_from_slice(&snap.to_le_bytes());
         out.extend_from_slice(&1u32.to_le_bytes());
         let mut us = 1_700_000_000_000_000u64;
         for c in convos {
@@ -104,9 +110,10 @@ impl Conversation {
                 us += 1000;
                 out.extend_from_slice(&((us / 1_000_000) as u32).to_le_bytes());
                 out.extend_from_slice(&((us % 1_000_000) as u32).to_le_bytes());
+                let kept = &f[..f.len().min(snap as usize)];
+                out.extend_from_slice(&(kept.len() as u32).to_le_bytes());
                 out.extend_from_slice(&(f.len() as u32).to_le_bytes());
-                out.extend_from_slice(&(f.len() as u32).to_le_bytes());
-                out.extend_from_slice(f);
+                out.extend_from_slice(kept);
             }
         }
         std::fs::write(path, out)

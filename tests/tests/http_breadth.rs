@@ -277,3 +277,37 @@ fn websocket_masked_fragmented_and_deflated() {
     assert!(f.contains(&(41022, "email".into())), "{f:?}");
     assert!(!f.iter().any(|(p, _)| *p == 41023), "{f:?}");
 }
+
+/// A capture taken with a snap length (`tcpdump -s 128`, what admins keep for
+/// days) replays: what fits in the first 128 bytes of each frame is analysed.
+#[test]
+fn a_snap_length_capture_replays() {
+    let mut c = Conversation::new(CLIENT, 41031, SERVER, 80);
+    c.client(b"GET /l?password=hunter2x HTTP/1.1\r\nHost: a.example\r\nUser-Agent: a very long user agent string that goes past the snap length\r\n\r\n")
+        .server(b"HTTP/1.1 204 No Content\r\n\r\n")
+        .close();
+    let dir = std::env::temp_dir().join(unique("snap"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (pcap, events) = (dir.join("s.pcap"), dir.join("events.jsonl"));
+    Conversation::write_snapped(&pcap, &[&c], 128).unwrap();
+    let out = Command::new(lab::leakwatch_bin())
+        .arg("replay")
+        .arg(&pcap)
+        .args(["--watch", "0.0.0.0/0=any", "--progress", "never"])
+        .args(["--events", events.to_str().unwrap()])
+        .args(["--state-dir", dir.join("state").to_str().unwrap()])
+        .output()
+        .expect("run leakwatch replay");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ev = read::json_lines(&events);
+    let _ = std::fs::remove_dir_all(dir);
+    assert!(
+        ev.iter()
+            .any(|e| e["event_type"] == "leak" && e["kind"] == "password"),
+        "{ev:?}"
+    );
+}

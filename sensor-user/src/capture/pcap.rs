@@ -41,6 +41,9 @@ pub struct Frame<'a> {
     /// Ethernet-framed bytes: borrowed from the file's buffer for Ethernet
     /// captures (no copy per packet), built for other link types.
     pub data: std::borrow::Cow<'a, [u8]>,
+    /// Bytes the capture's snap length cut off the end (original length less
+    /// captured length; 0 for a whole frame).
+    pub cut: usize,
 }
 
 /// Ethertype for an IP version nibble.
@@ -167,11 +170,14 @@ pub fn read(
     };
     // Counts as it hands a frame on: (delivered, skipped).
     let mut deliver =
-        |link: DataLink, ts_ns: u64, data: &[u8], c: &mut (u64, u64)| match to_ethernet(link, data)
-        {
+        |link: DataLink, ts_ns: u64, data: &[u8], orig: u32, c: &mut (u64, u64)| match to_ethernet(
+            link, data,
+        ) {
             Some(data) => {
                 c.0 += 1;
-                each(Frame { ts_ns, data });
+                let cut = (orig as usize).saturating_sub(data.len().min(orig as usize));
+                let cut = cut.min(MAX_CUT);
+                each(Frame { ts_ns, data, cut });
             }
             None => c.1 += 1,
         };
@@ -191,11 +197,17 @@ pub fn read(
                         .get(epb.interface_id as usize)
                         .copied()
                         .unwrap_or(DataLink::ETHERNET);
-                    deliver(link, epb.timestamp.as_nanos() as u64, &epb.data, &mut c);
+                    deliver(
+                        link,
+                        epb.timestamp.as_nanos() as u64,
+                        &epb.data,
+                        epb.original_len,
+                        &mut c,
+                    );
                 }
                 Block::SimplePacket(spb) => {
                     let link = links.first().copied().unwrap_or(DataLink::ETHERNET);
-                    deliver(link, 0, &spb.data, &mut c);
+                    deliver(link, 0, &spb.data, spb.original_len, &mut c);
                 }
                 _ => {}
             }
@@ -207,9 +219,20 @@ pub fn read(
         let used = input.data().len() - rest.len();
         input.consume(used);
         let link = parser.header().datalink;
+        let nanos = parser.header().ts_resolution == pcap_file::TsResolution::NanoSecond;
+        // Raw records, validated here: a capture taken with a snap length
+        // (`tcpdump -s 128`) has original lengths above it, which is what such
+        // captures are; a packet cut short is analysed as far as it goes.
         let stop = units(&mut input, &mut progress, |data| {
-            let (rest, pkt) = parser.next_packet(data)?;
-            deliver(link, pkt.timestamp.as_nanos() as u64, &pkt.data, &mut c);
+            let (rest, pkt) = parser.next_raw_packet(data)?;
+            let frac = if nanos {
+                u64::from(pkt.ts_frac)
+            } else {
+                u64::from(pkt.ts_frac) * 1000
+            };
+            // A fraction out of range is taken as its whole seconds' worth.
+            let ts_ns = u64::from(pkt.ts_sec) * 1_000_000_000 + frac.min(999_999_999);
+            deliver(link, ts_ns, &pkt.data, pkt.orig_len, &mut c);
             Ok(data.len() - rest.len())
         });
         (stop, "packet")
@@ -225,6 +248,9 @@ pub fn read(
         Stop::Io(e) => Err(io(e)),
     }
 }
+
+/// Most bytes a snap length is taken to have cut (an IP packet's largest).
+const MAX_CUT: usize = 65_535;
 
 /// Why reading stopped.
 enum Stop {
@@ -292,6 +318,32 @@ mod tests {
             let _ = std::fs::remove_file(&p);
             assert_eq!((n, ts), (1, vec![want]));
         }
+    }
+
+    /// What `tcpdump -s 128` writes: a snap length of 128 in the header, long
+    /// packets cut to it with their original length kept. Read as far as each
+    /// goes; a record with an odd length or timestamp fraction is still taken.
+    #[test]
+    fn snap_length_captures_are_read() {
+        let mut f = Vec::new();
+        f.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+        f.extend_from_slice(&[2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        f.extend_from_slice(&128u32.to_le_bytes());
+        f.extend_from_slice(&1u32.to_le_bytes());
+        let frame = [0x42u8; 128];
+        for (frac, incl, orig) in [(10u32, 128u32, 1514u32), (2_000_000, 128, 60), (30, 60, 60)] {
+            f.extend_from_slice(&1_700_000_000u32.to_le_bytes());
+            f.extend_from_slice(&frac.to_le_bytes());
+            f.extend_from_slice(&incl.to_le_bytes());
+            f.extend_from_slice(&orig.to_le_bytes());
+            f.extend_from_slice(&frame[..incl as usize]);
+        }
+        let p = std::env::temp_dir().join(format!("lw-snap-{}.pcap", std::process::id()));
+        std::fs::write(&p, f).unwrap();
+        let mut lens = Vec::new();
+        let (n, _) = read(&p, |fr| lens.push(fr.data.len()), |_| {}).unwrap();
+        let _ = std::fs::remove_file(&p);
+        assert_eq!((n, lens), (3, vec![128, 128, 60]));
     }
 
     #[test]

@@ -101,11 +101,25 @@ pub fn replay(r: &Replay<'_>) -> anyhow::Result<()> {
                     last_tick = at;
                     pipeline.tick(now);
                 }
-                bytes += frame.data.len() as u64;
+                bytes += (frame.data.len() + frame.cut) as u64;
                 packets += 1;
-                if let Some(rec) =
-                    sampler.process(&frame.data, frame.ts_ns, 1, pipeline.targeting.sink())
+                // A frame a snap length cut is parsed at its original length
+                // (the parser trusts the IP header's), and only its captured
+                // bytes are analysed.
+                let padded;
+                let data: &[u8] = if frame.cut > 0 {
+                    padded = [&frame.data[..], &vec![0; frame.cut]].concat();
+                    &padded
+                } else {
+                    &frame.data
+                };
+                if let Some(mut rec) =
+                    sampler.process(data, frame.ts_ns, 1, pipeline.targeting.sink())
                 {
+                    if frame.cut > 0 && rec.frame.len() > frame.data.len() {
+                        rec.frame.truncate(frame.data.len());
+                        rec.hdr.flags |= sensor_common::record::flags::TRUNCATED;
+                    }
                     records += 1;
                     pipeline.handle(Ok(rec), now);
                 }

@@ -123,12 +123,11 @@ impl HttpStream {
         }
     }
 
-    /// The other side of the connection switched to WebSocket (`extensions` as
-    /// the 101 agreed them): this side follows, from its next byte.
+    /// The other side switched to WebSocket (`extensions` as the 101 agreed
+    /// them): this side follows, from its next byte.
     pub fn to_websocket(&mut self, extensions: &str) {
         let d = Deflate::negotiated(extensions, self.requests);
-        self.ws = Some(WsStream::new(d, self.limits));
-        self.state = State::WebSocket;
+        (self.ws, self.state) = (Some(WsStream::new(d, self.limits)), State::WebSocket);
     }
 
     /// The latest request's method, path (without parameters), host and User-Agent.
@@ -234,6 +233,15 @@ impl HttpStream {
             State::Raw => {
                 let buf = std::mem::take(&mut self.buf);
                 self.raw_lines(&mut Cursor { b: &buf, pos: 0 }, out, true);
+            }
+            // A head cut short (a snap length, a gap, the end): what was read
+            // of it still says something.
+            State::Start if self.looks_like_start(&self.buf) => {
+                let head = std::mem::take(&mut self.buf);
+                self.messages += 1;
+                if out.wants(&head) {
+                    self.decode_head(&head, out);
+                }
             }
             State::Start | State::WebSocket => {}
         }
