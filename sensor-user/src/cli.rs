@@ -23,6 +23,12 @@ pub enum Cmd {
     Run(Box<RunArgs>),
     /// Run the pipeline over pcap/pcapng captures, offline (no privileges needed).
     Replay(Box<ReplayArgs>),
+    /// Validate a config file and its rules without starting (exit 1 and the
+    /// error, with file, line and column, when something is wrong).
+    Check {
+        #[arg(long, value_name = "PATH")]
+        config: PathBuf,
+    },
     /// The service catalog.
     Catalog {
         #[command(subcommand)]

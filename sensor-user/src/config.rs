@@ -22,6 +22,7 @@
 //! max_inflated_bytes = 1048576 # a compressed body inflates to at most this
 //! max_inflate_ratio = 200      # …and at most this × its compressed size
 //! max_decode_depth = 3         # content codings stacked on one body
+//! sensor_name = "gw1"          # `host` in events (default: the host name)
 //!
 //! [targets]
 //! dns_ttl_min_secs = 60        # learned addresses live their DNS TTL, clamped
@@ -102,6 +103,8 @@ pub struct Config {
     pub max_inflate_ratio: u64,
     /// Content codings stacked on one body.
     pub max_decode_depth: usize,
+    /// The sensor's name in events (`host`); default: the host name.
+    pub sensor_name: Option<String>,
     pub targets: TargetSettings,
     pub services: Vec<ServiceDef>,
     /// Admin rules, added to the built-in ones.
@@ -136,6 +139,7 @@ impl Default for Config {
             max_inflated_bytes: Limits::default().max_out,
             max_inflate_ratio: Limits::default().max_ratio,
             max_decode_depth: Limits::default().max_depth,
+            sensor_name: None,
             targets: TargetSettings::default(),
             services: Vec::new(),
             rules: Vec::new(),

@@ -21,6 +21,7 @@ fn main() {
     let result = match Cli::parse().cmd {
         Cmd::Run(args) => run(&args),
         Cmd::Replay(args) => replay(&args),
+        Cmd::Check { config } => check(&config),
         Cmd::Catalog {
             cmd: CatalogCmd::List { config },
         } => catalog_list(config.as_deref()),
@@ -98,6 +99,19 @@ fn replay(args: &sensor_user::cli::ReplayArgs) -> anyhow::Result<()> {
             ProgressWhen::Never => ShowProgress::Never,
         },
     })
+}
+
+fn check(config: &Path) -> anyhow::Result<()> {
+    let l = loaded(Some(config), |_| {})?;
+    let set = l.rules(None)?;
+    println!(
+        "{}: OK ({} services, {} rules, version {})",
+        config.display(),
+        l.catalog.services().len(),
+        set.rules().count(),
+        set.version
+    );
+    Ok(())
 }
 
 fn rules_check(config: Option<&Path>) -> anyhow::Result<()> {

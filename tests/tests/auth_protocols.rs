@@ -114,6 +114,13 @@ fn csl_ftp_anonymous_login() {
         "{ev:?}"
     );
     assert!(ev.iter().all(|e| e["app_proto"] == "ftp"));
+    // One flow: one flow_id; the sensor names itself.
+    let ids: BTreeSet<u64> = ev.iter().map(|e| e["flow_id"].as_u64().unwrap()).collect();
+    assert_eq!(ids.len(), 1, "{ev:?}");
+    assert!(
+        ev.iter()
+            .all(|e| e["host"].as_str().is_some_and(|h| !h.is_empty()))
+    );
 }
 
 #[test]

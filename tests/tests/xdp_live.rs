@@ -345,6 +345,16 @@ fn clear_errors_for_missing_interface_busy_interface_and_no_privileges() {
     let err = run_expect_failure(lab.gateway.command(bin_s).args(["run", "--iface", "nope0"]));
     assert!(err.contains("interface \"nope0\" does not exist"), "{err}");
 
+    // A service name nobody declared is a typo, not a new service.
+    let err = run_expect_failure(lab.gateway.command(bin_s).args([
+        "run",
+        "--iface",
+        LAN_IF,
+        "--watch",
+        "10.0.0.0/8=netflx",
+    ]));
+    assert!(err.contains("no service \"netflx\""), "{err}");
+
     let _first = lab.start_sensor(&bin, METRICS, &[]).expect("sensor");
     let err = run_expect_failure(lab.gateway.command(bin_s).args([
         "run",

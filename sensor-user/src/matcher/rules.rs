@@ -165,6 +165,29 @@ pub enum Validator {
     BasicAuth,
 }
 
+impl Validator {
+    /// The name rules files use (`hex_digest`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Nonempty => "nonempty",
+            Self::PlainPassword => "plain_password",
+            Self::HexDigest => "hex_digest",
+            Self::Jwt => "jwt",
+            Self::Bearer => "bearer",
+            Self::Entropy => "entropy",
+            Self::Email => "email",
+            Self::Birthdate => "birthdate",
+            Self::Gender => "gender",
+            Self::PersonName => "person_name",
+            Self::DeviceUuid => "device_uuid",
+            Self::AndroidId => "android_id",
+            Self::Imei => "imei",
+            Self::PaymentCard => "payment_card",
+            Self::BasicAuth => "basic_auth",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Rule {

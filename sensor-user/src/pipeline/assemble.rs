@@ -148,6 +148,10 @@ pub struct Parts<'a, W: WatchSink> {
     pub matching: Matching,
     pub dump: Option<RecordLog>,
     pub clock: Clock,
+    /// `--watch` may name a service neither the catalog nor the config has
+    /// (replay: an ad-hoc label, warned about); else that is an error (a typo
+    /// would silently make a new service).
+    pub adhoc_services: bool,
 }
 
 /// The pipeline, and the matcher workers' report channel when sharded.
@@ -165,6 +169,7 @@ pub fn assemble<W: WatchSink>(
         matching,
         dump,
         clock,
+        adhoc_services,
     } = parts;
     let c = &loaded.config;
     let key_path = state_dir.join("fingerprint.key");
@@ -188,6 +193,18 @@ pub fn assemble<W: WatchSink>(
         .map_err(anyhow::Error::msg)
         .context("watching the catalog's static prefixes")?;
     for w in watch {
+        if targeting.ids().id_of(&w.service).is_none() {
+            if !adhoc_services {
+                anyhow::bail!(
+                    "--watch {w}: no service {:?} in the catalog or the config (`leakwatch catalog list`; declare it under [[services]])",
+                    w.service
+                );
+            }
+            log::warn!(
+                "--watch {w}: {:?} is no catalog service; findings are labelled with it as given",
+                w.service
+            );
+        }
         targeting
             .add_static(w.net, &w.service)
             .map_err(anyhow::Error::msg)
@@ -240,6 +257,11 @@ pub fn assemble<W: WatchSink>(
         ifaces,
     )
     .with_matching(stage)
-    .with_clock(clock);
+    .with_clock(clock)
+    .with_host(
+        c.sensor_name
+            .clone()
+            .unwrap_or_else(crate::sinks::events::host_name),
+    );
     Ok((pipeline, reports))
 }

@@ -78,6 +78,7 @@ pub fn run(a: &Attach<'_>, loaded: &Loaded) -> anyhow::Result<()> {
         matching: Matching::Sharded(threads),
         dump,
         clock: Clock::new(),
+        adhoc_services: false,
     })
     .context("assembling the pipeline")?;
     for iface in a.ifaces {

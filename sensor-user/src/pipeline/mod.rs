@@ -86,6 +86,8 @@ pub struct Pipeline<W: WatchSink> {
     dump: Option<RecordLog>,
     ifaces: Vec<(u32, String)>,
     clock: Clock,
+    /// The sensor's name, in every event.
+    host: String,
     evicted_seen: [u64; 2],
     out: Vec<Output>,
     matching: Option<MatchStage>,
@@ -128,6 +130,7 @@ impl<W: WatchSink> Pipeline<W> {
             dump,
             ifaces,
             clock: Clock::new(),
+            host: crate::sinks::events::host_name(),
             evicted_seen: [0; 2],
             out: Vec::new(),
             matching: None,
@@ -141,6 +144,12 @@ impl<W: WatchSink> Pipeline<W> {
     /// Uses `clock` for event timestamps (offline replay: capture times).
     pub fn with_clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// Names the sensor in events (`host`).
+    pub fn with_host(mut self, host: String) -> Self {
+        self.host = host;
         self
     }
 

@@ -59,6 +59,7 @@ pub fn replay(r: &Replay<'_>) -> anyhow::Result<()> {
         matching: Matching::Inline,
         dump: None,
         clock: Clock::identity(),
+        adhoc_services: true,
     })?;
     // The kernel's maps, sized as `run` sizes them.
     let entries = loaded.config.flow_table_size as usize;

@@ -80,6 +80,9 @@ impl<W: WatchSink> Pipeline<W> {
                 &service,
                 f.head.as_ref(),
             );
+            let mut base = base;
+            base.host = Some(self.host.clone());
+            base.flow_id = Some(crate::sinks::events::flow_id(&f.key));
             let mut ev = base.clone();
             ev.kind = Some(kind.name());
             ev.rule = Some(f.rule.clone());
@@ -190,13 +193,15 @@ impl<W: WatchSink> Pipeline<W> {
                     self.metrics.tls_flows.get_or_create(&l).inc();
                 }
                 Output::Cleartext { record, http } => {
-                    let ev = Event::cleartext_flow(
+                    let mut ev = Event::cleartext_flow(
                         &record,
                         self.clock.rfc3339(record.hdr.ts_ns),
                         self.iface(record.hdr.ifindex),
                         &self.service(record.hdr.service),
                         http.as_ref(),
                     );
+                    ev.host = Some(self.host.clone());
+                    ev.flow_id = Some(crate::sinks::events::flow_id(&record.hdr.flow));
                     self.write_event(&ev);
                 }
             }

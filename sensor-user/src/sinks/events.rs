@@ -31,6 +31,12 @@ pub struct FlowInfo {
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Event {
     pub timestamp: String,
+    /// The sensor's name (EVE's `host`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// The same for every event of one flow (EVE's `flow_id`: below 2^51).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flow_id: Option<u64>,
     pub event_type: &'static str,
     pub src_ip: IpAddr,
     pub src_port: u16,
@@ -102,6 +108,8 @@ impl Event {
     ) -> Self {
         Self {
             timestamp,
+            host: None,
+            flow_id: None,
             event_type,
             src_ip,
             src_port,
@@ -167,6 +175,32 @@ impl From<&RequestHead> for Http {
             user_agent: h.user_agent.clone(),
         }
     }
+}
+
+/// A flow's `flow_id`: FNV-1a of its direction-normalised key, 51 bits (EVE
+/// keeps flow ids below 2^51 so JSON readers hold them exactly).
+pub fn flow_id(k: &sensor_common::flow::FlowKey) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    let mut eat = |b: &[u8]| {
+        for &x in b {
+            h = (h ^ u64::from(x)).wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    eat(&k.addr_a);
+    eat(&k.addr_b);
+    eat(&k.port_a.to_le_bytes());
+    eat(&k.port_b.to_le_bytes());
+    eat(&[k.proto, k.family]);
+    h & ((1 << 51) - 1)
+}
+
+/// The sensor's name by default: the host name.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
 }
 
 /// The `--events` writer.

@@ -14,7 +14,7 @@ pub fn rules(out: &mut impl Write, set: &RuleSet) -> io::Result<()> {
     for r in set.rules() {
         let validator = r
             .validator
-            .map_or_else(|| "-".to_owned(), |v| format!("{v:?}").to_ascii_lowercase());
+            .map_or("-", crate::matcher::rules::Validator::name);
         let services = if r.services.is_empty() {
             "all".to_owned()
         } else {
