@@ -355,6 +355,29 @@ fn clear_errors_for_missing_interface_busy_interface_and_no_privileges() {
     ]));
     assert!(err.contains("no service \"netflx\""), "{err}");
 
+    // A metrics port already taken fails the start before anything is attached.
+    let taken = lab
+        .gateway
+        .run(|| std::net::TcpListener::bind("127.0.0.1:9479"))
+        .unwrap()
+        .unwrap();
+    let err = run_expect_failure(lab.gateway.command(bin_s).args([
+        "run",
+        "--iface",
+        LAN_IF,
+        "--metrics-addr",
+        "127.0.0.1:9479",
+    ]));
+    assert!(
+        err.contains("metrics_addr 127.0.0.1:9479: cannot listen"),
+        "{err}"
+    );
+    assert!(
+        !lab.gateway.xdp_attached(LAN_IF).unwrap(),
+        "nothing attached"
+    );
+    drop(taken);
+
     let _first = lab.start_sensor(&bin, METRICS, &[]).expect("sensor");
     let err = run_expect_failure(lab.gateway.command(bin_s).args([
         "run",

@@ -2,7 +2,7 @@
 //! pipeline on its own thread (record handling never blocks tokio), records and
 //! ticks meeting in one queue so the pipeline stays single-threaded.
 
-use std::{net::SocketAddr, sync::Arc, thread, time::Instant};
+use std::{sync::Arc, thread, time::Instant};
 
 use anyhow::Context as _;
 use aya::maps::{MapData, RingBuf};
@@ -37,8 +37,9 @@ impl<W: WatchSink + Send + 'static> Pipeline<W> {
         mut self,
         ring: RingBuf<MapData>,
         reports: Option<Receiver<Report>>,
-        metrics_addr: SocketAddr,
+        listener: std::net::TcpListener,
     ) -> anyhow::Result<()> {
+        let metrics_addr = listener.local_addr().context("the metrics listener")?;
         let metrics: Arc<Metrics> = Arc::clone(&self.metrics);
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -88,7 +89,7 @@ impl<W: WatchSink + Send + 'static> Pipeline<W> {
 
         rt.block_on(async {
             let mut server_stop = stop_rx.clone();
-            let server = metrics::serve(metrics_addr, Arc::clone(&metrics), async move {
+            let server = metrics::serve(listener, Arc::clone(&metrics), async move {
                 let _ = server_stop.wait_for(|s| *s).await;
             })
             .await

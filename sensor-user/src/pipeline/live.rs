@@ -47,6 +47,10 @@ pub fn run(a: &Attach<'_>, loaded: &Loaded) -> anyhow::Result<()> {
         rules.rules().count(),
         rules.version
     );
+    // Every listener is bound before the program is attached: a taken port
+    // fails the start before traffic is touched.
+    let listener = std::net::TcpListener::bind(c.metrics_addr)
+        .with_context(|| format!("metrics_addr {}: cannot listen", c.metrics_addr))?;
     let sizes = MapSizes {
         ring_bytes: c.ring_bytes,
         flow_entries: c.flow_table_size,
@@ -97,7 +101,7 @@ pub fn run(a: &Attach<'_>, loaded: &Loaded) -> anyhow::Result<()> {
             })
             .set(1);
     }
-    pipeline.serve(ring, reports, c.metrics_addr)?;
+    pipeline.serve(ring, reports, listener)?;
     sensor.detach_all();
     Ok(())
 }

@@ -15,8 +15,18 @@ pub struct JsonLines {
     path: Option<PathBuf>,
 }
 
+/// Opens `path` for appending: created 0600 (events hold evidence), its
+/// directory created when missing.
 fn append(path: &Path) -> io::Result<File> {
-    File::options().create(true).append(true).open(path)
+    use std::os::unix::fs::OpenOptionsExt as _;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    File::options()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
 }
 
 impl JsonLines {
@@ -55,6 +65,17 @@ impl JsonLines {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn files_are_private_and_their_directory_is_made() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = std::env::temp_dir().join(format!("lw-jsonl-{}", std::process::id()));
+        let p = dir.join("sub/events.jsonl");
+        let _ = super::JsonLines::open(&p).unwrap();
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(mode, 0o600);
+    }
+
     use super::*;
     use std::sync::{Arc, Mutex};
 

@@ -1,6 +1,6 @@
 //! The HTTP endpoint: `/metrics` and `/healthz`.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::sync::Arc;
 
 use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
 
@@ -22,14 +22,15 @@ async fn healthz_handler(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
     }
 }
 
-/// Binds `addr` now (so a taken port is an immediate, clear error) and serves
-/// until `shutdown` resolves.
+/// Serves on `listener` (bound by the caller before anything else starts, so a
+/// taken port is an immediate, clear error) until `shutdown` resolves.
 pub async fn serve(
-    addr: SocketAddr,
+    listener: std::net::TcpListener,
     metrics: Arc<Metrics>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
+    listener.set_nonblocking(true)?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
     let app = Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(healthz_handler))
