@@ -66,3 +66,40 @@ fn contract_violations_fail() {
         assert!(!v.is_valid(&e), "{what} should be rejected");
     }
 }
+
+/// The Vector example (docs/examples/vector.toml) uses only fields the schema
+/// defines, and as labels only bounded ones (never addresses or evidence).
+#[test]
+fn the_vector_example_uses_schema_fields() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("{root}/docs/events.schema.json")).unwrap(),
+    )
+    .unwrap();
+    let props = schema["properties"].as_object().unwrap();
+    let vector = std::fs::read_to_string(format!("{root}/docs/examples/vector.toml")).unwrap();
+    // `{{ field }}` templates and `.field` paths in the remap program.
+    let mut used = Vec::new();
+    for part in vector.split("{{").skip(1) {
+        used.push(part.split("}}").next().unwrap().trim().to_owned());
+    }
+    for w in vector.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.')) {
+        if let Some(f) = w.strip_prefix('.')
+            && !f.is_empty()
+            && f != "message"
+        {
+            used.push(f.split('.').next().unwrap().to_owned());
+        }
+    }
+    assert!(used.len() >= 6, "{used:?}");
+    for f in &used {
+        assert!(
+            props.contains_key(f),
+            "docs/examples/vector.toml uses {f:?}, which events do not carry"
+        );
+        assert!(
+            !["src_ip", "dest_ip", "evidence", "fingerprint"].contains(&f.as_str()),
+            "{f} must not become a Loki label"
+        );
+    }
+}
