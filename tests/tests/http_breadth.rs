@@ -279,7 +279,8 @@ fn websocket_masked_fragmented_and_deflated() {
 }
 
 /// A capture taken with a snap length (`tcpdump -s 128`, what admins keep for
-/// days) replays: what fits in the first 128 bytes of each frame is analysed.
+/// days) replays: what fits in the first 128 bytes of each frame is analysed,
+/// and the cut records are counted in the summary.
 #[test]
 fn a_snap_length_capture_replays() {
     let mut c = Conversation::new(CLIENT, 41031, SERVER, 80);
@@ -309,5 +310,11 @@ fn a_snap_length_capture_replays() {
         ev.iter()
             .any(|e| e["event_type"] == "leak" && e["kind"] == "password"),
         "{ev:?}"
+    );
+    // Only the request is longer than 128 bytes: one cut record, said once.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("warning: 1 record cut by the capture's snap length"),
+        "{stderr}"
     );
 }

@@ -131,15 +131,40 @@ impl Input {
     }
 }
 
+/// What reading a capture counted.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ReadCounts {
+    /// Frames handed on.
+    pub delivered: u64,
+    /// Frames of link types we do not read.
+    pub skipped: u64,
+    /// Records the snap length cut (included length below the original).
+    pub truncated: u64,
+    /// Records whose included length exceeds their original length (taken
+    /// as captured, as Wireshark does).
+    pub oversized: u64,
+    /// Records whose timestamp fraction is out of range (clamped).
+    pub bad_timestamps: u64,
+}
+
+impl std::ops::AddAssign for ReadCounts {
+    fn add_assign(&mut self, o: Self) {
+        self.delivered += o.delivered;
+        self.skipped += o.skipped;
+        self.truncated += o.truncated;
+        self.oversized += o.oversized;
+        self.bad_timestamps += o.bad_timestamps;
+    }
+}
+
 /// Reads every frame of `path`, calling `each` in capture order, and `progress`
 /// with the bytes read from the file so far after each chunk. Frames read before a damaged
 /// part are delivered; the error then says at which byte, after which packet.
-/// Returns (frames delivered, frames skipped for their link type).
 pub fn read(
     path: &Path,
     mut each: impl FnMut(Frame<'_>),
     mut progress: impl FnMut(u64),
-) -> Result<(u64, u64), CaptureError> {
+) -> Result<ReadCounts, CaptureError> {
     let name = path.display().to_string();
     let file = File::open(path).map_err(|source| CaptureError::Open {
         path: name.clone(),
@@ -168,20 +193,21 @@ pub fn read(
         path: name.clone(),
         message: e.to_string(),
     };
-    // Counts as it hands a frame on: (delivered, skipped).
-    let mut deliver =
-        |link: DataLink, ts_ns: u64, data: &[u8], orig: u32, c: &mut (u64, u64)| match to_ethernet(
-            link, data,
-        ) {
+    // Counts as it hands a frame on. What the snap length cut is measured on
+    // the record as stored, before any link header is swapped for Ethernet's.
+    let mut deliver = |link: DataLink, ts_ns: u64, raw: &[u8], orig: u32, c: &mut ReadCounts| {
+        let cut = (orig as usize).saturating_sub(raw.len()).min(MAX_CUT);
+        c.truncated += u64::from(cut > 0);
+        c.oversized += u64::from(raw.len() > orig as usize);
+        match to_ethernet(link, raw) {
             Some(data) => {
-                c.0 += 1;
-                let cut = (orig as usize).saturating_sub(data.len().min(orig as usize));
-                let cut = cut.min(MAX_CUT);
+                c.delivered += 1;
                 each(Frame { ts_ns, data, cut });
             }
-            None => c.1 += 1,
-        };
-    let mut c = (0u64, 0u64);
+            None => c.skipped += 1,
+        }
+    };
+    let mut c = ReadCounts::default();
     let (stop, unit) = if input.data().starts_with(&[0x0a, 0x0d, 0x0d, 0x0a]) {
         let (rest, mut parser) = PcapNgParser::new(input.data()).map_err(format)?;
         let used = input.data().len() - rest.len();
@@ -230,7 +256,8 @@ pub fn read(
             } else {
                 u64::from(pkt.ts_frac) * 1000
             };
-            // A fraction out of range is taken as its whole seconds' worth.
+            // A fraction out of range is taken as its whole second's worth.
+            c.bad_timestamps += u64::from(frac > 999_999_999);
             let ts_ns = u64::from(pkt.ts_sec) * 1_000_000_000 + frac.min(999_999_999);
             deliver(link, ts_ns, &pkt.data, pkt.orig_len, &mut c);
             Ok(data.len() - rest.len())
@@ -241,10 +268,10 @@ pub fn read(
         Stop::End => Ok(c),
         Stop::Truncated => Err(damaged(
             &input,
-            c.0,
+            c.delivered,
             format!("the file ends inside a {unit}"),
         )),
-        Stop::Bad(m) => Err(damaged(&input, c.0, m)),
+        Stop::Bad(m) => Err(damaged(&input, c.delivered, m)),
         Stop::Io(e) => Err(io(e)),
     }
 }
@@ -314,36 +341,67 @@ mod tests {
             let p = dir.join(format!("lw-ts-{}-{magic:x}.pcap", std::process::id()));
             std::fs::write(&p, one_packet_pcap(magic, 1_700_000_000, frac)).unwrap();
             let mut ts = Vec::new();
-            let (n, _) = read(&p, |f| ts.push(f.ts_ns), |_| {}).unwrap();
+            let c = read(&p, |f| ts.push(f.ts_ns), |_| {}).unwrap();
             let _ = std::fs::remove_file(&p);
-            assert_eq!((n, ts), (1, vec![want]));
+            assert_eq!((c.delivered, c.bad_timestamps, ts), (1, 0, vec![want]));
         }
     }
 
     /// What `tcpdump -s 128` writes: a snap length of 128 in the header, long
     /// packets cut to it with their original length kept. Read as far as each
-    /// goes; a record with an odd length or timestamp fraction is still taken.
+    /// goes; a record with an odd length or timestamp fraction is still taken,
+    /// and each is counted.
     #[test]
     fn snap_length_captures_are_read() {
+        let f = pcap_of(1, &[(10, 128, 1514), (2_000_000, 128, 60), (30, 60, 60)]);
+        let p = std::env::temp_dir().join(format!("lw-snap-{}.pcap", std::process::id()));
+        std::fs::write(&p, f).unwrap();
+        let mut got = Vec::new();
+        let c = read(&p, |fr| got.push((fr.data.len(), fr.cut)), |_| {}).unwrap();
+        let _ = std::fs::remove_file(&p);
+        assert_eq!(got, vec![(128, 1386), (128, 0), (60, 0)]);
+        let want = ReadCounts {
+            delivered: 3,
+            skipped: 0,
+            truncated: 1,
+            oversized: 1,
+            bad_timestamps: 1,
+        };
+        assert_eq!(c, want);
+    }
+
+    /// A whole frame of a link type whose header is longer than Ethernet's
+    /// is not taken as cut: the cut is measured on the record as stored.
+    #[test]
+    fn whole_cooked_frames_are_not_cut() {
+        let f = pcap_of(113, &[(0, 76, 76)]);
+        let p = std::env::temp_dir().join(format!("lw-sll-{}.pcap", std::process::id()));
+        std::fs::write(&p, f).unwrap();
+        let mut got = Vec::new();
+        let c = read(&p, |fr| got.push((fr.data.len(), fr.cut)), |_| {}).unwrap();
+        let _ = std::fs::remove_file(&p);
+        assert_eq!((got, c.truncated), (vec![(74, 0)], 0));
+    }
+
+    /// A microsecond pcap of `link` with a snap length of 128 and records of
+    /// (timestamp fraction, included length, original length); the frames
+    /// are SLL-shaped IPv4 bytes, which Ethernet captures do not look at here.
+    fn pcap_of(link: u32, records: &[(u32, u32, u32)]) -> Vec<u8> {
         let mut f = Vec::new();
         f.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
         f.extend_from_slice(&[2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
         f.extend_from_slice(&128u32.to_le_bytes());
-        f.extend_from_slice(&1u32.to_le_bytes());
-        let frame = [0x42u8; 128];
-        for (frac, incl, orig) in [(10u32, 128u32, 1514u32), (2_000_000, 128, 60), (30, 60, 60)] {
+        f.extend_from_slice(&link.to_le_bytes());
+        let mut frame = [0x42u8; 128];
+        frame[14..16].copy_from_slice(&ETH_P_IPV4.to_be_bytes());
+        for &(frac, incl, orig) in records {
             f.extend_from_slice(&1_700_000_000u32.to_le_bytes());
             f.extend_from_slice(&frac.to_le_bytes());
             f.extend_from_slice(&incl.to_le_bytes());
             f.extend_from_slice(&orig.to_le_bytes());
             f.extend_from_slice(&frame[..incl as usize]);
         }
-        let p = std::env::temp_dir().join(format!("lw-snap-{}.pcap", std::process::id()));
-        std::fs::write(&p, f).unwrap();
-        let mut lens = Vec::new();
-        let (n, _) = read(&p, |fr| lens.push(fr.data.len()), |_| {}).unwrap();
-        let _ = std::fs::remove_file(&p);
-        assert_eq!((n, lens), (3, vec![128, 128, 60]));
+        f
     }
 
     #[test]

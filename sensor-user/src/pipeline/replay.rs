@@ -75,7 +75,7 @@ pub fn replay(r: &Replay<'_>) -> anyhow::Result<()> {
         (None::<u64>, Duration::ZERO, 0u64, 0u64);
     let mut now = base;
     let mut failure = None;
-    let (mut packets, mut skipped) = (0u64, 0u64);
+    let (mut packets, mut counts) = (0u64, pcap::ReadCounts::default());
     let sizes: Vec<u64> = r
         .files
         .iter()
@@ -133,7 +133,7 @@ pub fn replay(r: &Replay<'_>) -> anyhow::Result<()> {
         );
         done_before += size;
         match result {
-            Ok((_, s)) => skipped += s,
+            Ok(c) => counts += c,
             Err(e) => {
                 failure = Some(e);
                 break;
@@ -159,7 +159,7 @@ pub fn replay(r: &Replay<'_>) -> anyhow::Result<()> {
         files,
         packets,
         bytes,
-        skipped,
+        capture: counts,
         records,
         elapsed: started.elapsed(),
     };

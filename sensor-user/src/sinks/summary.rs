@@ -9,6 +9,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::capture::pcap::ReadCounts;
+
 /// Series of `metric` in an exposition: (labels, value), zero values left out.
 pub fn series(text: &str, metric: &str) -> Vec<(BTreeMap<String, String>, f64)> {
     let prefix = format!("{metric}{{");
@@ -33,7 +35,8 @@ pub struct Totals {
     pub files: usize,
     pub packets: u64,
     pub bytes: u64,
-    pub skipped: u64,
+    /// What reading the captures counted (skipped link types, cut records…).
+    pub capture: ReadCounts,
     pub records: u64,
     pub elapsed: Duration,
 }
@@ -48,11 +51,35 @@ pub fn table(t: &Totals, metrics: &str) -> String {
         t.files,
         if t.files == 1 { "" } else { "s" },
         t.bytes as f64 / 1e6,
-        t.skipped,
+        t.capture.skipped,
         t.records,
         secs,
         t.bytes as f64 / 1e6 / secs.max(1e-9)
     );
+    // Records taken as Wireshark takes them, said once each.
+    let c = &t.capture;
+    for (n, what) in [
+        (
+            c.truncated,
+            "cut by the capture's snap length, analysed as far as they go",
+        ),
+        (
+            c.oversized,
+            "with an included length above the original, taken as captured",
+        ),
+        (
+            c.bad_timestamps,
+            "with a timestamp fraction out of range, clamped",
+        ),
+    ] {
+        if n > 0 {
+            let _ = writeln!(
+                out,
+                "warning: {n} record{} {what}",
+                if n == 1 { "" } else { "s" }
+            );
+        }
+    }
     let section = |out: &mut String, title: &str, metric: &str, col: &str| {
         let mut rows: BTreeMap<(String, String), f64> = BTreeMap::new();
         for (labels, v) in series(metrics, metric) {
@@ -180,6 +207,29 @@ mod tests {
             "{out}"
         );
         assert!(out.contains("replays"), "{out}");
+        assert!(!out.contains("warning"), "{out}");
+    }
+
+    #[test]
+    fn odd_records_are_warned_about_once_each() {
+        let t = Totals {
+            capture: ReadCounts {
+                truncated: 12,
+                bad_timestamps: 1,
+                ..ReadCounts::default()
+            },
+            ..Totals::default()
+        };
+        let out = table(&t, TEXT);
+        assert!(
+            out.contains("warning: 12 records cut by the capture's snap length"),
+            "{out}"
+        );
+        assert!(
+            out.contains("warning: 1 record with a timestamp fraction out of range"),
+            "{out}"
+        );
+        assert!(!out.contains("included length"), "{out}");
     }
 
     #[test]
