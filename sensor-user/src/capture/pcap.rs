@@ -370,6 +370,38 @@ mod tests {
         assert_eq!(c, want);
     }
 
+    /// The same in pcapng (what `tcpdump -s 128 -w x.pcapng` and `editcap -s`
+    /// on a pcapng write): an Enhanced Packet Block whose captured length is
+    /// below its original length.
+    #[test]
+    fn snap_length_pcapng_is_read() {
+        let le = |f: &mut Vec<u8>, v: u32| f.extend_from_slice(&v.to_le_bytes());
+        let mut f = Vec::new();
+        // Section header: type, length, byte-order magic, version 1.0, unknown section length.
+        for v in [0x0a0d_0d0a, 28, 0x1a2b_3c4d, 1, u32::MAX, u32::MAX, 28] {
+            le(&mut f, v);
+        }
+        // Interface: Ethernet, snap length 128.
+        for v in [1, 20, 1, 128, 20] {
+            le(&mut f, v);
+        }
+        for (captured, original) in [(128u32, 1514u32), (60, 60)] {
+            let total = 32 + captured;
+            for v in [6, total, 0, 0, 1, captured, original] {
+                le(&mut f, v);
+            }
+            f.extend_from_slice(&vec![0x42; captured as usize]);
+            le(&mut f, total);
+        }
+        let p = std::env::temp_dir().join(format!("lw-snap-{}.pcapng", std::process::id()));
+        std::fs::write(&p, f).unwrap();
+        let mut got = Vec::new();
+        let c = read(&p, |fr| got.push((fr.data.len(), fr.cut)), |_| {}).unwrap();
+        let _ = std::fs::remove_file(&p);
+        assert_eq!(got, vec![(128, 1386), (60, 0)]);
+        assert_eq!((c.delivered, c.truncated, c.oversized), (2, 1, 0));
+    }
+
     /// A whole frame of a link type whose header is longer than Ethernet's
     /// is not taken as cut: the cut is measured on the record as stored.
     #[test]
