@@ -17,6 +17,7 @@ pub mod convo;
 pub mod dashboard;
 pub mod dialogue;
 pub mod dns;
+pub mod encode;
 pub mod http;
 pub mod lab;
 pub mod netns;

@@ -11,9 +11,15 @@
     reason = "test code: a failed step is a failed test, with its backtrace"
 )]
 
-use std::{collections::BTreeSet, io::Write as _, process::Command};
+use std::{collections::BTreeSet, process::Command};
 
-use leakwatch_tests::{convo::Conversation, lab, netns::unique, read};
+use leakwatch_tests::{
+    convo::Conversation,
+    encode::{brotli, deflate_raw, gzip},
+    lab,
+    netns::unique,
+    read,
+};
 use serde_json::Value;
 
 mod common;
@@ -23,10 +29,16 @@ const SERVER: &str = "198.51.100.8";
 
 /// Replays `convos` watching every address; returns the leak events.
 fn leaks(convos: &[&Conversation]) -> Vec<Value> {
+    replay(|p| Conversation::write(p, convos)).0
+}
+
+/// Replays the capture `write` makes, watching every address; returns the
+/// leak events (checked against the schema) and what replay printed.
+fn replay(write: impl FnOnce(&std::path::Path) -> std::io::Result<()>) -> (Vec<Value>, String) {
     let dir = std::env::temp_dir().join(unique("breadth"));
     std::fs::create_dir_all(&dir).unwrap();
     let (pcap, events) = (dir.join("c.pcap"), dir.join("events.jsonl"));
-    Conversation::write(&pcap, convos).unwrap();
+    write(&pcap).unwrap();
     let out = Command::new(lab::leakwatch_bin())
         .arg("replay")
         .arg(&pcap)
@@ -35,17 +47,16 @@ fn leaks(convos: &[&Conversation]) -> Vec<Value> {
         .args(["--state-dir", dir.join("state").to_str().unwrap()])
         .output()
         .expect("run leakwatch replay");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
     let ev = read::json_lines(&events);
     common::assert_valid_events(&ev);
     let _ = std::fs::remove_dir_all(dir);
-    ev.into_iter()
+    let leaks = ev
+        .into_iter()
         .filter(|e| e["event_type"] == "leak")
-        .collect()
+        .collect();
+    (leaks, stderr)
 }
 
 /// (source port, kind) of each leak.
@@ -72,26 +83,6 @@ fn post(port: u16, path: &str, headers: &str, body: &[u8]) -> Conversation {
         .server(b"HTTP/1.1 204 No Content\r\n\r\n")
         .close();
     c
-}
-
-fn gzip(b: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    e.write_all(b).unwrap();
-    e.finish().unwrap()
-}
-
-fn deflate_raw(b: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
-    e.write_all(b).unwrap();
-    e.finish().unwrap()
-}
-
-fn brotli(b: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut w = brotli::CompressorWriter::new(&mut out, 4096, 5, 22);
-    w.write_all(b).unwrap();
-    drop(w);
-    out
 }
 
 const FORM: &[u8] = b"email=jane.doe%40example.com&password=hunter2%21x";
@@ -287,32 +278,9 @@ fn a_snap_length_capture_replays() {
     c.client(b"GET /l?password=hunter2x HTTP/1.1\r\nHost: a.example\r\nUser-Agent: a very long user agent string that goes past the snap length\r\n\r\n")
         .server(b"HTTP/1.1 204 No Content\r\n\r\n")
         .close();
-    let dir = std::env::temp_dir().join(unique("snap"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (pcap, events) = (dir.join("s.pcap"), dir.join("events.jsonl"));
-    Conversation::write_snapped(&pcap, &[&c], 128).unwrap();
-    let out = Command::new(lab::leakwatch_bin())
-        .arg("replay")
-        .arg(&pcap)
-        .args(["--watch", "0.0.0.0/0=any", "--progress", "never"])
-        .args(["--events", events.to_str().unwrap()])
-        .args(["--state-dir", dir.join("state").to_str().unwrap()])
-        .output()
-        .expect("run leakwatch replay");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let ev = read::json_lines(&events);
-    let _ = std::fs::remove_dir_all(dir);
-    assert!(
-        ev.iter()
-            .any(|e| e["event_type"] == "leak" && e["kind"] == "password"),
-        "{ev:?}"
-    );
+    let (ev, stderr) = replay(|p| Conversation::write_snapped(p, &[&c], 128));
+    assert!(ev.iter().any(|e| e["kind"] == "password"), "{ev:?}");
     // Only the request is longer than 128 bytes: one cut record, said once.
-    let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("warning: 1 record cut by the capture's snap length"),
         "{stderr}"

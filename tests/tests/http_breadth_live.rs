@@ -8,12 +8,12 @@
 )]
 
 use std::{
-    io::Write as _,
     net::SocketAddr,
     time::{Duration, Instant},
 };
 
 use leakwatch_tests::{
+    encode::{brotli, gzip},
     http::{HttpServer, exchange},
     lab::{self, Lab, SERVER_V4},
     netns::unique,
@@ -56,16 +56,8 @@ fn compressed_and_multipart_bodies_live() {
             ],
         )
         .expect("sensor");
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    gz.write_all(br#"{"email":"live.user@example.com","password":"gzSecret!42"}"#)
-        .unwrap();
-    let gz = gz.finish().unwrap();
-    let mut br = Vec::new();
-    {
-        let mut w = brotli::CompressorWriter::new(&mut br, 4096, 5, 22);
-        w.write_all(b"username=liveuser&password=brSecret%2142")
-            .unwrap();
-    }
+    let gz = gzip(br#"{"email":"live.user@example.com","password":"gzSecret!42"}"#);
+    let br = brotli(b"username=liveuser&password=brSecret%2142");
     let mp = b"--B\r\nContent-Disposition: form-data; name=\"last_name\"\r\n\r\nLovelace\r\n--B\r\nContent-Disposition: form-data; name=\"email\"\r\n\r\nada@example.com\r\n--B--\r\n";
     for req in [
         request(

@@ -383,6 +383,7 @@ mod tests {
     use crate::{
         fixtures::{FrameBuilder, record},
         matcher::rules,
+        proto::coding::tests::{brotli, gzip, zlib},
     };
     use sensor_common::parse::TCP_ACK;
 
@@ -617,29 +618,6 @@ mod tests {
         .into_bytes();
         m.extend_from_slice(body);
         m
-    }
-
-    fn gzip(b: &[u8]) -> Vec<u8> {
-        use std::io::Write as _;
-        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-        e.write_all(b).unwrap();
-        e.finish().unwrap()
-    }
-
-    fn zlib(b: &[u8]) -> Vec<u8> {
-        use std::io::Write as _;
-        let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
-        e.write_all(b).unwrap();
-        e.finish().unwrap()
-    }
-
-    fn brotli(b: &[u8]) -> Vec<u8> {
-        use std::io::Write as _;
-        let mut out = Vec::new();
-        let mut w = brotli::CompressorWriter::new(&mut out, 4096, 5, 22);
-        w.write_all(b).unwrap();
-        drop(w);
-        out
     }
 
     /// (kind, field name, value, another field of the same message).

@@ -172,30 +172,31 @@ fn zlib_header(b: &[u8]) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
+    //! Encoders for fixtures: other modules' tests use them too.
     use std::io::Write as _;
 
     use super::*;
 
-    fn gzip(b: &[u8]) -> Vec<u8> {
+    pub(crate) fn gzip(b: &[u8]) -> Vec<u8> {
         let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         e.write_all(b).unwrap();
         e.finish().unwrap()
     }
 
-    fn zlib(b: &[u8]) -> Vec<u8> {
+    pub(crate) fn zlib(b: &[u8]) -> Vec<u8> {
         let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
         e.write_all(b).unwrap();
         e.finish().unwrap()
     }
 
-    fn raw_deflate(b: &[u8]) -> Vec<u8> {
+    pub(crate) fn raw_deflate(b: &[u8]) -> Vec<u8> {
         let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
         e.write_all(b).unwrap();
         e.finish().unwrap()
     }
 
-    pub fn brotli(b: &[u8]) -> Vec<u8> {
+    pub(crate) fn brotli(b: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
         let mut w = brotli::CompressorWriter::new(&mut out, 4096, 5, 22);
         w.write_all(b).unwrap();

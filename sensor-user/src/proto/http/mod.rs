@@ -615,11 +615,9 @@ mod tests {
 
     #[test]
     fn gzip_json_response() {
-        use std::io::Write as _;
-        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-        enc.write_all(br#"{"user_auth_token":"QkX3u9rVb0dY7nWq2LpZsT5hGmJc8aEf"}"#)
-            .unwrap();
-        let gz = enc.finish().unwrap();
+        let gz = crate::proto::coding::tests::gzip(
+            br#"{"user_auth_token":"QkX3u9rVb0dY7nWq2LpZsT5hGmJc8aEf"}"#,
+        );
         let mut resp = format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\nSet-Cookie: sp_dc=AQBxyz; Path=/\r\n\r\n", gz.len()).into_bytes();
         resp.extend_from_slice(&gz);
         let (f, _) = fields(false, &[&resp]);
