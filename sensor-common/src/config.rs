@@ -18,6 +18,9 @@ pub mod config_flags {
     pub const DNS: u32 = 1 << 0;
     /// Hand the first payload of new TCP flows to probe ports to userspace.
     pub const PROBE: u32 = 1 << 1;
+    /// Blocking is on: consult the block maps (`sensor_common::block`). Off, the
+    /// program never drops and never looks them up.
+    pub const BLOCK: u32 = 1 << 2;
 }
 
 /// What the XDP program does with what it sees. 40 bytes.
@@ -36,8 +39,8 @@ pub struct Config {
     pub flags: u32,
     /// 16: TCP destination ports whose new flows are probed (0: unused slot).
     pub probe_ports: [u16; MAX_PROBE_PORTS],
-    /// 32: 0 = monitor. Reserved for blocking modes; the program passes every packet.
-    pub mode: u32,
+    /// 32: zero (blocking is [`config_flags::BLOCK`] and the block maps).
+    pub _reserved: u32,
     /// 36: zero.
     pub _pad: u32,
 }
@@ -56,7 +59,7 @@ impl Default for Config {
             tail_every: DEFAULT_TAIL_EVERY,
             flags: config_flags::DNS | config_flags::PROBE,
             probe_ports,
-            mode: 0,
+            _reserved: 0,
             _pad: 0,
         }
     }

@@ -76,8 +76,27 @@ counters! {
     RingFull = "ring_full", true;
     /// The flow table refused a new entry.
     FlowInsertFailed = "flow_insert_failed", true;
+    /// A client packet of a blocked flow (or of a flow whose cleartext was
+    /// refused), dropped.
+    BlockedDrop = "blocked_drop", true;
+    /// The client's first packet after its flow was blocked, answered with a TCP
+    /// RST in its place (XDP_TX).
+    BlockedRst = "blocked_rst", true;
+    /// The first client payload of a new flow that is not TLS, to an address
+    /// with the `block-cleartext` policy or from a quarantined client: sampled,
+    /// then answered with a TCP RST in its place (dropped if no RST could be built).
+    CleartextDrop = "cleartext_drop", true;
     /// Note: a record carries fewer frame bytes than the frame had (SNAPLEN).
     SnapTruncated = "snap_truncated", false;
+    /// Note: an RST could not be built in a blocked packet's place (no ACK in
+    /// the trigger, an encapsulation it cannot be written into, a helper
+    /// failure): the packet was dropped instead.
+    RstFailed = "rst_failed", false;
+    /// Note: `dry-run` policy: the packet would have been dropped, and passed.
+    WouldBlock = "would_block", false;
+    /// Note: a cleartext refusal did not apply because the flow was first seen
+    /// mid-stream (it raced its DNS answer or the policy): it passed.
+    CleartextRace = "cleartext_race", false;
 }
 
 /// Number of counters per interface slot.
@@ -108,6 +127,6 @@ mod tests {
                 assert_ne!(c.name(), d.name());
             }
         }
-        assert!((stats_index(u32::MAX, Counter::SnapTruncated) as usize) < STATS_ENTRIES);
+        assert!((stats_index(u32::MAX, Counter::CleartextRace) as usize) < STATS_ENTRIES);
     }
 }

@@ -139,6 +139,12 @@ pub mod flow_flags {
     pub const PAYLOAD_SEEN_A: u8 = 1 << 1;
     /// A payload packet was seen from `b` to `a`.
     pub const PAYLOAD_SEEN_B: u8 = 1 << 2;
+    /// The client's first payload was refused (cleartext policy or quarantine):
+    /// its later packets on this flow are dropped.
+    pub const REFUSED: u8 = 1 << 3;
+    /// The flow was first seen at its SYN (not mid-stream): its first payload is
+    /// the real one, and a cleartext refusal may act on it.
+    pub const OPENED: u8 = 1 << 4;
 }
 
 /// Value of the `FLOWS` LRU map. Counters are indexed by direction (0: a→b).
@@ -167,8 +173,10 @@ pub struct FlowState {
     pub client_dir: u8,
     /// 69: [`flow_flags`] bits.
     pub flags: u8,
-    /// 70: zero.
-    pub _pad: [u8; 2],
+    /// 70: policy bits of the watched address (`block::policy`).
+    pub policy: u8,
+    /// 71: zero.
+    pub _pad: u8,
 }
 
 impl FlowState {
@@ -183,7 +191,8 @@ impl FlowState {
             service,
             client_dir,
             flags: 0,
-            _pad: [0; 2],
+            policy: 0,
+            _pad: 0,
         }
     }
 }

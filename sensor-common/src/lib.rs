@@ -6,6 +6,7 @@
 //! |-------------|----------------------------------------------------------------|
 //! | [`record`]  | ring-buffer record header, record kinds and flags, `SNAPLEN`   |
 //! | [`flow`]    | direction-normalised flow key, per-flow kernel state            |
+//! | [`block`]   | blocking maps, policy bits, the RST the program sends          |
 //! | [`config`]  | the sampling policy userspace writes into the `CONFIG` map      |
 //! | [`counters`]| names of the per-CPU counters, one per exit path                |
 //! | [`parse`]   | L2–L4 header parser over any byte source (kernel or pcap)       |
@@ -14,6 +15,7 @@
 //! | [`watch`]   | the watched-address prefilter bitmap                            |
 #![no_std]
 
+pub mod block;
 pub mod config;
 pub mod counters;
 pub mod flow;
@@ -27,6 +29,7 @@ pub mod watch;
 mod pod {
     //! Userspace: these types travel through aya maps as plain old data.
     use crate::{
+        block::{BlockEntry, QuarantineKey},
         config::Config,
         flow::{FlowKey, FlowState},
         record::RecordHeader,
@@ -40,4 +43,8 @@ mod pod {
     unsafe impl aya::Pod for Config {}
     // SAFETY: as above.
     unsafe impl aya::Pod for RecordHeader {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for BlockEntry {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for QuarantineKey {}
 }

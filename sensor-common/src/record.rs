@@ -73,6 +73,11 @@ pub mod flags {
     pub const IP_FRAGMENT: u16 = 1 << 5;
     /// The frame carried at least one VLAN tag.
     pub const VLAN: u16 = 1 << 6;
+    /// The packet was dropped by a blocking policy after it was sampled (its
+    /// findings carry `"blocked":true`).
+    pub const BLOCKED: u16 = 1 << 7;
+    /// A `dry-run` policy would have dropped the packet; it passed.
+    pub const WOULD_BLOCK: u16 = 1 << 8;
 }
 
 /// Header of every ring-buffer record. Offsets in bytes; all integers in host order

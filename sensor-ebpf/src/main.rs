@@ -6,13 +6,16 @@
 //! ```text
 //! frame ─ parse ─┬─ error ─────────────────────────────── counter, PASS
 //!                ├─ DNS answer (from :53) ───────────────── ring: Dns
-//!                ├─ WATCH_BITS hit ─ FLOWS, else WATCH_V4/V6 ─ policy ─ ring: Sample/Meta
+//!                ├─ WATCH_BITS hit ─ [BLOCKED] ─ FLOWS, else WATCH_V4/V6 ─ policy ─ ring: Sample/Meta
+//!                │                                                    └─ [refuse cleartext]
 //!                ├─ new TCP flow to a probe port ─ PROBE_PENDING ─ ring: Probe
 //!                └─ else ─────────────────────────────────── counter, PASS
 //! ```
 //!
-//! Every path ends in exactly one outcome counter. The verdict is always XDP_PASS:
-//! a passive sensor never harms traffic; blocking will be decided in [`verdict`].
+//! Every path ends in exactly one outcome counter. Without `config_flags::BLOCK`
+//! every packet passes and the block maps are never read. With it, [`verdict`]
+//! drops the client packets of blocked flows, or sends a TCP RST in their place
+//! (see `sensor_common::block`); nothing else is ever dropped.
 #![no_std]
 #![no_main]
 #![expect(
@@ -32,20 +35,27 @@ use core::ffi::c_void;
 
 use aya_ebpf::{
     bindings::{BPF_NOEXIST, xdp_action},
-    helpers::generated::{bpf_ktime_get_ns, bpf_xdp_get_buff_len, bpf_xdp_load_bytes},
+    helpers::generated::{
+        bpf_ktime_get_ns, bpf_xdp_adjust_tail, bpf_xdp_get_buff_len, bpf_xdp_load_bytes,
+        bpf_xdp_store_bytes,
+    },
     macros::{map, xdp},
-    maps::{Array, LpmTrie, LruHashMap, PerCpuArray, RingBuf, lpm_trie::Key},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf, lpm_trie::Key},
     programs::XdpContext,
 };
 use sensor_common::{
+    block::{
+        self, BlockEntry, QuarantineKey, RST_MAX, ROLE_LAN, block_flags, rst_headers,
+        split_watch_value,
+    },
     config::{CONFIG_VERSION, Config, config_flags},
     counters::{Counter, STATS_ENTRIES, stats_index},
-    flow::{FAMILY_V4, FlowKey, FlowState},
+    flow::{FAMILY_V4, FlowKey, FlowState, flow_flags},
     maps::{
         DEFAULT_FLOW_ENTRIES, DEFAULT_PROBE_ENTRIES, DEFAULT_RING_BYTES, DEFAULT_WATCH_ENTRIES,
         NO_SERVICE,
     },
-    parse::{PacketBytes, Parsed, TCP_ACK, TCP_SYN, parse_into},
+    parse::{ETH_P_IPV4, ETH_P_IPV6, PacketBytes, Parsed, TCP_ACK, TCP_SYN, parse_into},
     policy::{
         Decision, PROBE_AWAITING, client_dir, is_dns_answer, probe_remaining, watched_packet,
     },
@@ -76,6 +86,25 @@ static FLOWS: LruHashMap<FlowKey, FlowState> =
 static PROBE_PENDING: LruHashMap<FlowKey, u64> =
     LruHashMap::with_max_entries(DEFAULT_PROBE_ENTRIES, 0);
 
+#[map(name = "BLOCKED")]
+static BLOCKED: HashMap<FlowKey, BlockEntry> =
+    HashMap::with_max_entries(block::DEFAULT_BLOCKED_ENTRIES, 0);
+
+#[map(name = "QUARANTINE")]
+static QUARANTINE: HashMap<QuarantineKey, BlockEntry> =
+    HashMap::with_max_entries(block::DEFAULT_QUARANTINE_ENTRIES, 0);
+
+#[map(name = "IFACE_ROLES")]
+static IFACE_ROLES: HashMap<u32, u32> = HashMap::with_max_entries(block::MAX_IFACES, 0);
+
+#[map(name = "ALLOW_V4")]
+static ALLOW_V4: LpmTrie<[u8; 4], u8> =
+    LpmTrie::with_max_entries(block::DEFAULT_ALLOW_ENTRIES, 0);
+
+#[map(name = "ALLOW_V6")]
+static ALLOW_V6: LpmTrie<[u8; 16], u8> =
+    LpmTrie::with_max_entries(block::DEFAULT_ALLOW_ENTRIES, 0);
+
 #[map(name = "CONFIG")]
 static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
 
@@ -89,6 +118,11 @@ struct Scratch {
     parsed: Parsed,
     key: FlowKey,
     new_flow: FlowState,
+    qkey: QuarantineKey,
+    /// The RST's IP and TCP headers, built here before they are written.
+    rst: [u8; RST_MAX],
+    /// The frame was rewritten into an RST: send it back (XDP_TX).
+    tx: bool,
 }
 
 #[map(name = "SCRATCH")]
@@ -106,17 +140,25 @@ struct Rec<const N: usize> {
 pub fn leakwatch(ctx: XdpContext) -> u32 {
     // SAFETY: ctx.ctx is the kernel's xdp_md for this invocation.
     let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
-    let outcome = try_leakwatch(&ctx, ifindex);
+    let (outcome, tx) = try_leakwatch(&ctx, ifindex);
     count(ifindex, outcome);
-    verdict(outcome)
+    verdict(outcome, tx)
 }
 
-/// The one place a packet's fate is decided. Monitor mode: always XDP_PASS.
-/// Blocking modes (drop the rest of a leaking flow, drop cleartext to watched
-/// services) will consult `Config::mode` and a BLOCKED map here.
+/// The one place a packet's fate is decided: only the blocking outcomes leave
+/// the packet's path, as the RST written in its place (`tx`) or dropped.
 #[inline(always)]
-fn verdict(_outcome: Counter) -> u32 {
-    xdp_action::XDP_PASS
+fn verdict(outcome: Counter, tx: bool) -> u32 {
+    match outcome {
+        Counter::BlockedDrop | Counter::BlockedRst | Counter::CleartextDrop => {
+            if tx {
+                xdp_action::XDP_TX
+            } else {
+                xdp_action::XDP_DROP
+            }
+        }
+        _ => xdp_action::XDP_PASS,
+    }
 }
 
 #[inline(always)]
@@ -184,20 +226,28 @@ impl PacketBytes for Frame<'_> {
     }
 }
 
+/// The packet's outcome, and whether its frame became an RST to send back.
 #[inline(always)]
-fn try_leakwatch(ctx: &XdpContext, ifindex: u32) -> Counter {
+fn try_leakwatch(ctx: &XdpContext, ifindex: u32) -> (Counter, bool) {
     let Some(cfg) = CONFIG.get(0) else {
-        return Counter::Unconfigured;
+        return (Counter::Unconfigured, false);
     };
     if cfg.version != CONFIG_VERSION {
-        return Counter::Unconfigured;
+        return (Counter::Unconfigured, false);
     }
     let Some(s) = SCRATCH.get_ptr_mut(0) else {
-        return Counter::Unconfigured;
+        return (Counter::Unconfigured, false);
     };
     // SAFETY: this CPU's scratch slot; XDP does not nest on a CPU, so nothing else
     // touches it until this invocation returns.
     let s = unsafe { &mut *s };
+    s.tx = false;
+    let c = classify(cfg, ctx, ifindex, s);
+    (c, s.tx)
+}
+
+#[inline(always)]
+fn classify(cfg: &Config, ctx: &XdpContext, ifindex: u32, s: &mut Scratch) -> Counter {
     let frame = Frame {
         ctx,
         linear: ctx.data_end() - ctx.data(),
@@ -267,19 +317,28 @@ fn maybe_watched(p: &Parsed) -> bool {
 /// confirm. `None` when neither endpoint is watched after all.
 #[inline(always)]
 fn watched_flow(cfg: &Config, out: &Out, s: &mut Scratch, dir: u8) -> Option<Counter> {
-    let p = &s.parsed;
     let ts = now();
+    let blocking = cfg.flags & config_flags::BLOCK != 0 && s.parsed.is_tcp();
+    if blocking && let Some(c) = blocked_flow(out, s, dir, ts) {
+        return Some(c);
+    }
+    let p = &s.parsed;
     // A known flow stays watched for its lifetime, even if its address expires.
     let st = match FLOWS.get_ptr_mut(&s.key) {
         Some(st) => st,
         None => {
             let src_svc = lookup_service(p, &p.src);
             let dst_svc = lookup_service(p, &p.dst);
-            let ((Some(service), _) | (None, Some(service))) = (dst_svc, src_svc) else {
+            let ((Some(value), _) | (None, Some(value))) = (dst_svc, src_svc) else {
                 return None;
             };
+            let (service, policy) = split_watch_value(value);
             let cdir = client_dir(p, dir, src_svc.is_some(), dst_svc.is_some());
             s.new_flow = FlowState::new(service, cdir, ts);
+            s.new_flow.policy = policy;
+            if p.is_tcp() && p.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
+                s.new_flow.flags = flow_flags::OPENED;
+            }
             // NOEXIST: if another CPU created the flow meanwhile, keep its entry.
             let _ = FLOWS.insert(&s.key, &s.new_flow, BPF_NOEXIST as u64);
             match FLOWS.get_ptr_mut(&s.key) {
@@ -290,15 +349,31 @@ fn watched_flow(cfg: &Config, out: &Out, s: &mut Scratch, dir: u8) -> Option<Cou
     };
     // SAFETY: a live LRU entry; see FlowState for why plain stores are fine.
     let st = unsafe { &mut *st };
+    if blocking && st.flags & flow_flags::REFUSED != 0 && dir == st.client_dir {
+        return Some(Counter::BlockedDrop);
+    }
     let frame = out.frame;
     Some(
         match watched_packet(cfg, st, dir, p, ts, || frame.peek(p.payload_off as usize)) {
             Decision::Skip(c) => c,
             Decision::Record {
                 kind,
-                flags,
-                counter,
+                mut flags,
+                mut counter,
             } => {
+                // The flow's first client payload decides a cleartext refusal.
+                let first = flags::FROM_CLIENT | flags::FIRST_PAYLOAD;
+                if blocking && flags & (first | flags::TLS) == first {
+                    match refuse_cleartext(out, s, st) {
+                        Refusal::No => {}
+                        Refusal::Would => flags |= flags::WOULD_BLOCK,
+                        Refusal::Yes => {
+                            st.flags |= flow_flags::REFUSED;
+                            flags |= flags::BLOCKED;
+                            counter = Counter::CleartextDrop;
+                        }
+                    }
+                }
                 let counts = if dir == 0 {
                     (st.bytes[0], st.pkts[0])
                 } else {
@@ -313,10 +388,163 @@ fn watched_flow(cfg: &Config, out: &Out, s: &mut Scratch, dir: u8) -> Option<Cou
                     counts,
                     ts,
                 };
-                out.emit(f, counter)
+                let c = out.emit(f, counter);
+                if counter == Counter::CleartextDrop {
+                    // Sampled first (its findings carry "blocked"), then refused,
+                    // whether or not the ring had room.
+                    s.tx = send_rst(out, s);
+                    Counter::CleartextDrop
+                } else {
+                    c
+                }
             }
         },
     )
+}
+
+/// A client packet of a flow userspace blocked: the first is answered with an
+/// RST in its place, the rest dropped. `None`: not blocked (or not the client).
+#[inline(always)]
+fn blocked_flow(out: &Out, s: &mut Scratch, dir: u8, ts: u64) -> Option<Counter> {
+    let e = BLOCKED.get_ptr_mut(&s.key)?;
+    // SAFETY: a live entry of this map; a racing update only loses a flag.
+    let e = unsafe { &mut *e };
+    // Expired entries are ignored before userspace removes them.
+    if e.deadline_ns <= ts || dir != e.client_dir || !is_lan(out.ifindex) {
+        return None;
+    }
+    if e.flags & block_flags::RST_SENT != 0 {
+        return Some(Counter::BlockedDrop);
+    }
+    e.flags |= block_flags::RST_SENT;
+    if send_rst(out, s) {
+        s.tx = true;
+        Some(Counter::BlockedRst)
+    } else {
+        Some(Counter::BlockedDrop)
+    }
+}
+
+#[inline(always)]
+fn is_lan(ifindex: u32) -> bool {
+    // SAFETY: a plain map read of a u32.
+    unsafe { IFACE_ROLES.get(&ifindex) }.is_some_and(|r| *r == ROLE_LAN)
+}
+
+enum Refusal {
+    No,
+    /// A dry-run policy would refuse it.
+    Would,
+    Yes,
+}
+
+/// Whether the first client payload of `st`'s flow, not TLS, is refused: the
+/// address has the `block-cleartext` policy or the client is quarantined for
+/// the service; only clients on a LAN interface and not allow-listed; only
+/// flows seen from their SYN (one that raced its DNS answer passes, counted).
+#[inline(always)]
+fn refuse_cleartext(out: &Out, s: &mut Scratch, st: &FlowState) -> Refusal {
+    let p = &s.parsed;
+    let policy = st.policy;
+    let mut quarantined = false;
+    if policy & block::policy::BLOCK_CLEARTEXT == 0 {
+        s.qkey.client = p.src;
+        s.qkey.service = st.service;
+        s.qkey.family = p.family;
+        s.qkey._pad = [0; 3];
+        // SAFETY: a plain map read.
+        quarantined = unsafe { QUARANTINE.get(&s.qkey) }.is_some_and(|e| e.deadline_ns > now());
+        if !quarantined {
+            return Refusal::No;
+        }
+    }
+    if !is_lan(out.ifindex) || allowed(p) {
+        return Refusal::No;
+    }
+    if st.flags & flow_flags::OPENED == 0 {
+        count(out.ifindex, Counter::CleartextRace);
+        return Refusal::No;
+    }
+    if !quarantined && policy & block::policy::DRY_RUN != 0 {
+        count(out.ifindex, Counter::WouldBlock);
+        return Refusal::Would;
+    }
+    Refusal::Yes
+}
+
+/// Whether the packet's source is an allow-listed client.
+#[inline(always)]
+fn allowed(p: &Parsed) -> bool {
+    if p.family == FAMILY_V4 {
+        let a = &p.src;
+        ALLOW_V4.get(Key::new(32, [a[0], a[1], a[2], a[3]])).is_some()
+    } else {
+        ALLOW_V6.get(Key::new(128, p.src)).is_some()
+    }
+}
+
+/// Rewrites the frame into the RST answering it (`sensor_common::block::rst_headers`):
+/// MACs swapped, any 802.1Q tags kept, new IP and TCP headers, trimmed. False
+/// (counted `rst_failed`) when that cannot be done; the caller then drops.
+#[inline(always)]
+fn send_rst(out: &Out, s: &mut Scratch) -> bool {
+    let ok = write_rst(out, s);
+    if !ok {
+        count(out.ifindex, Counter::RstFailed);
+    }
+    ok
+}
+
+#[inline(always)]
+fn write_rst(out: &Out, s: &mut Scratch) -> bool {
+    let p = &s.parsed;
+    let l3 = p.l3_off as usize;
+    // Only Ethernet and VLAN tags may precede IP: a PPPoE length or an MPLS label
+    // stack would need rewriting too. The two bytes before IP are then its ethertype.
+    let want = if p.family == FAMILY_V4 {
+        ETH_P_IPV4
+    } else {
+        ETH_P_IPV6
+    };
+    match out.frame.peek::<2>(l3.wrapping_sub(2)) {
+        Some(t) if u16::from_be_bytes(t) == want => {}
+        _ => return false,
+    }
+    let Some(n) = rst_headers(p, &mut s.rst) else {
+        return false;
+    };
+    let Some(m) = out.frame.peek::<12>(0) else {
+        return false;
+    };
+    let swapped = [
+        m[6], m[7], m[8], m[9], m[10], m[11], m[0], m[1], m[2], m[3], m[4], m[5],
+    ];
+    let len = out.frame.len();
+    let end = l3 + n;
+    if end > len {
+        return false;
+    }
+    let ctx = out.ctx.ctx;
+    // Constant lengths for the helper; it checks the offsets against the frame.
+    // SAFETY: helper calls on this program's context with buffers of the given sizes.
+    unsafe {
+        if bpf_xdp_store_bytes(ctx, 0, swapped.as_ptr() as *mut c_void, 12) != 0 {
+            return false;
+        }
+        let hdrs = s.rst.as_mut_ptr().cast::<c_void>();
+        let r = if n == RST_MAX {
+            bpf_xdp_store_bytes(ctx, l3 as u32, hdrs, RST_MAX as u32)
+        } else {
+            bpf_xdp_store_bytes(ctx, l3 as u32, hdrs, 40)
+        };
+        if r != 0 {
+            return false;
+        }
+        if end < len && bpf_xdp_adjust_tail(ctx, end as i32 - len as i32) != 0 {
+            return false;
+        }
+    }
+    true
 }
 
 /// Service id of the watched prefix containing `addr`, if any.

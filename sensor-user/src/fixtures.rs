@@ -47,6 +47,7 @@ pub struct FrameBuilder {
     payload: Vec<u8>,
     vlans: Vec<(u16, u16)>,
     ipv4_options: Vec<u8>,
+    tcp_options: Vec<u8>,
     ipv4_frag: (u16, bool),
     ext6: Vec<Ext6>,
     pppoe: bool,
@@ -85,6 +86,7 @@ impl FrameBuilder {
             payload: Vec::new(),
             vlans: Vec::new(),
             ipv4_options: Vec::new(),
+            tcp_options: Vec::new(),
             ipv4_frag: (0, false),
             ext6: Vec::new(),
             pppoe: false,
@@ -99,6 +101,20 @@ impl FrameBuilder {
 
     pub fn seq(mut self, seq: u32) -> Self {
         self.seq = seq;
+        self
+    }
+
+    pub fn ack(mut self, ack: u32) -> Self {
+        self.ack = ack;
+        self
+    }
+
+    /// TCP options (padded to a multiple of 4 bytes with NOPs).
+    pub fn tcp_options(mut self, opts: &[u8]) -> Self {
+        self.tcp_options = opts.to_vec();
+        while !self.tcp_options.len().is_multiple_of(4) {
+            self.tcp_options.push(1);
+        }
         self
     }
 
@@ -152,10 +168,11 @@ impl FrameBuilder {
         if self.proto == IPPROTO_TCP {
             l4.extend_from_slice(&self.seq.to_be_bytes());
             l4.extend_from_slice(&self.ack.to_be_bytes());
-            l4.push(5 << 4);
+            l4.push((((20 + self.tcp_options.len()) / 4) as u8) << 4);
             l4.push(self.tcp_flags);
             l4.extend_from_slice(&65535u16.to_be_bytes());
             l4.extend_from_slice(&[0; 4]); // checksum, urgent pointer
+            l4.extend_from_slice(&self.tcp_options);
         } else {
             l4.extend_from_slice(&((8 + self.payload.len()) as u16).to_be_bytes());
             l4.extend_from_slice(&[0; 2]);

@@ -102,7 +102,15 @@ pub fn run() -> anyhow::Result<()> {
     }
     step(
         "BPF_PROG_TEST_RUN tests (root)",
-        cargo().args(["test", "-p", "sensor-user", "--test", "xdp_test_run"]),
+        cargo().args([
+            "test",
+            "-p",
+            "sensor-user",
+            "--test",
+            "xdp_test_run",
+            "--test",
+            "xdp_block",
+        ]),
     )?;
     step(
         "network-namespace tests (root)",

@@ -10,7 +10,7 @@ use aya::{
 };
 use sensor_common::{config::Config, maps};
 
-use super::{stats::Stats, watch::WatchMaps};
+use super::{blocks::BlockMaps, stats::Stats, watch::WatchMaps};
 
 /// The XDP program object, built by build.rs.
 pub static XDP_OBJECT: &[u8] =
@@ -251,6 +251,18 @@ impl Sensor {
     pub fn take_stats(&mut self) -> Result<Stats, LoadError> {
         let map: PerCpuArray<MapData, u64> = take(&mut self.ebpf, maps::STATS)?;
         Ok(Stats::new(map))
+    }
+
+    /// The blocking maps. Once.
+    pub fn take_blocks(&mut self) -> Result<BlockMaps, LoadError> {
+        use sensor_common::block;
+        Ok(BlockMaps {
+            blocked: take(&mut self.ebpf, block::BLOCKED)?,
+            quarantine: take(&mut self.ebpf, block::QUARANTINE)?,
+            roles: take(&mut self.ebpf, block::IFACE_ROLES)?,
+            allow_v4: take(&mut self.ebpf, block::ALLOW_V4)?,
+            allow_v6: take(&mut self.ebpf, block::ALLOW_V6)?,
+        })
     }
 
     /// The watched-prefix tries and their prefilter bitmaps. Once.

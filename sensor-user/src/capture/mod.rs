@@ -2,6 +2,7 @@
 //!
 //! | module     | holds                                                           |
 //! |------------|-----------------------------------------------------------------|
+//! | `blocks`   | the blocking maps: blocked flows, quarantine, roles, allow-list  |
 //! | `clock`    | kernel timestamps to wall-clock time                             |
 //! | `loader`   | loading the program, sizing maps, config, attaching to interfaces|
 //! | `privilege`| the capability check done before touching the kernel             |
@@ -10,6 +11,7 @@
 //! | `stats`    | reading the per-CPU counters                                     |
 //! | `watch`    | the watched-prefix tries                                         |
 
+pub mod blocks;
 pub mod clock;
 pub mod loader;
 pub mod pcap;
