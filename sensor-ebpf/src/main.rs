@@ -45,7 +45,7 @@ use aya_ebpf::{
 };
 use sensor_common::{
     block::{
-        self, BlockEntry, QuarantineKey, RST_MAX, ROLE_LAN, block_flags, rst_headers,
+        self, BlockEntry, QuarantineKey, ROLE_LAN, RST_MAX, block_flags, rst_headers,
         split_watch_value,
     },
     config::{CONFIG_VERSION, Config, config_flags},
@@ -98,12 +98,10 @@ static QUARANTINE: HashMap<QuarantineKey, BlockEntry> =
 static IFACE_ROLES: HashMap<u32, u32> = HashMap::with_max_entries(block::MAX_IFACES, 0);
 
 #[map(name = "ALLOW_V4")]
-static ALLOW_V4: LpmTrie<[u8; 4], u8> =
-    LpmTrie::with_max_entries(block::DEFAULT_ALLOW_ENTRIES, 0);
+static ALLOW_V4: LpmTrie<[u8; 4], u8> = LpmTrie::with_max_entries(block::DEFAULT_ALLOW_ENTRIES, 0);
 
 #[map(name = "ALLOW_V6")]
-static ALLOW_V6: LpmTrie<[u8; 16], u8> =
-    LpmTrie::with_max_entries(block::DEFAULT_ALLOW_ENTRIES, 0);
+static ALLOW_V6: LpmTrie<[u8; 16], u8> = LpmTrie::with_max_entries(block::DEFAULT_ALLOW_ENTRIES, 0);
 
 #[map(name = "CONFIG")]
 static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
@@ -477,7 +475,9 @@ fn refuse_cleartext(out: &Out, s: &mut Scratch, st: &FlowState) -> Refusal {
 fn allowed(p: &Parsed) -> bool {
     if p.family == FAMILY_V4 {
         let a = &p.src;
-        ALLOW_V4.get(Key::new(32, [a[0], a[1], a[2], a[3]])).is_some()
+        ALLOW_V4
+            .get(Key::new(32, [a[0], a[1], a[2], a[3]]))
+            .is_some()
     } else {
         ALLOW_V6.get(Key::new(128, p.src)).is_some()
     }

@@ -4,7 +4,12 @@ use std::{net::SocketAddr, path::PathBuf};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::{config::Config, matcher::evidence::EvidenceMode, targets::StaticWatch};
+use crate::{
+    capture::loader::AttachMode,
+    config::{Config, Interface},
+    matcher::evidence::EvidenceMode,
+    targets::{StaticWatch, policy::BlockMode},
+};
 
 #[derive(Parser)]
 #[command(
@@ -39,6 +44,32 @@ pub enum Cmd {
         #[command(subcommand)]
         cmd: RulesCmd,
     },
+    /// Blocks in force in the running sensor (over its control socket).
+    Blocks {
+        #[command(subcommand)]
+        cmd: BlocksCmd,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum BlocksCmd {
+    /// List the blocks: client, service, reason, since, expiry.
+    List {
+        /// One JSON object per block instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// The sensor's control socket [/run/leakwatch/control.sock].
+        #[arg(long, value_name = "PATH")]
+        control_socket: Option<PathBuf>,
+    },
+    /// Lift a block (a flow or a quarantine) by its id.
+    Lift {
+        #[arg(value_name = "ID")]
+        id: u64,
+        /// The sensor's control socket [/run/leakwatch/control.sock].
+        #[arg(long, value_name = "PATH")]
+        control_socket: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -72,6 +103,16 @@ pub enum XdpModeArg {
     Auto,
     Native,
     Generic,
+}
+
+impl From<XdpModeArg> for AttachMode {
+    fn from(m: XdpModeArg) -> Self {
+        match m {
+            XdpModeArg::Auto => Self::Auto,
+            XdpModeArg::Native => Self::Native,
+            XdpModeArg::Generic => Self::Generic,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -126,6 +167,11 @@ pub struct Pipeline {
     /// Out-of-order bytes buffered per flow direction before a hole is skipped [262144].
     #[arg(long, value_name = "BYTES")]
     pub flow_buffer_bytes: Option<usize>,
+    /// Blocking mode everywhere no [blocking] service or domain says otherwise:
+    /// monitor, dry-run, reset, quarantine, block-cleartext [monitor]. Replay
+    /// reports what it would have blocked.
+    #[arg(long = "block", value_name = "MODE")]
+    pub block: Option<BlockMode>,
 }
 
 impl Pipeline {
@@ -145,6 +191,7 @@ impl Pipeline {
             flow_table_size,
             replay_window_secs,
             flow_buffer_bytes,
+            block,
         } = self;
         set(&mut c.events, events.clone().map(Some));
         set(&mut c.evidence, *evidence);
@@ -157,6 +204,7 @@ impl Pipeline {
         set(&mut c.flow_table_size, *flow_table_size);
         set(&mut c.replay_window_secs, *replay_window_secs);
         set(&mut c.flow_buffer_bytes, *flow_buffer_bytes);
+        set(&mut c.blocking.mode, *block);
     }
 }
 
@@ -168,11 +216,17 @@ fn set<T>(slot: &mut T, flag: Option<T>) {
 
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
-    /// Interface to attach to (repeat for several: a gateway's LAN and WAN sides).
-    #[arg(long = "iface", value_name = "IF", required = true)]
-    pub ifaces: Vec<String>,
-    #[arg(long, value_enum, default_value_t)]
-    pub xdp_mode: XdpModeArg,
+    /// Interface to attach to, with its role (repeat for several: a gateway's
+    /// LAN and WAN sides); only clients on lan interfaces can be blocked [wan].
+    /// Replaces the config's `interfaces`.
+    #[arg(long = "iface", value_name = "IF[:lan|wan]")]
+    pub ifaces: Vec<Interface>,
+    /// How to attach [auto: native, else generic].
+    #[arg(long, value_enum)]
+    pub xdp_mode: Option<XdpModeArg>,
+    /// Where `leakwatch blocks` reaches this sensor [/run/leakwatch/control.sock].
+    #[arg(long, value_name = "PATH")]
+    pub control_socket: Option<PathBuf>,
     #[command(flatten)]
     pub pipeline: Pipeline,
     /// Ring buffer size in bytes (a power of two, at least one page) [8 MiB].
@@ -197,6 +251,11 @@ impl RunArgs {
         set(&mut c.metrics_addr, self.metrics_addr);
         set(&mut c.dump_records, self.dump_records.clone().map(Some));
         set(&mut c.matcher_threads, self.matcher_threads.map(Some));
+        if !self.ifaces.is_empty() {
+            c.interfaces.clone_from(&self.ifaces);
+        }
+        set(&mut c.xdp_mode, self.xdp_mode.map(AttachMode::from));
+        set(&mut c.control_socket, self.control_socket.clone());
     }
 }
 
@@ -255,6 +314,10 @@ mod tests {
             "--no-dns",
             "--ring-bytes",
             "8192",
+            "--block",
+            "quarantine",
+            "--iface",
+            "lan0:lan",
         ])
         .cmd
         else {
@@ -266,5 +329,11 @@ mod tests {
             (c.head_bytes, c.replay_window_secs, c.dns, c.ring_bytes),
             (100, 7, false, 8192)
         );
+        assert_eq!(c.blocking.mode, BlockMode::Quarantine);
+        assert_eq!(
+            c.interfaces,
+            ["lo:wan".parse().unwrap(), "lan0:lan".parse().unwrap()]
+        );
+        assert!(Cli::try_parse_from(["leakwatch", "run", "--block", "drop"]).is_err());
     }
 }

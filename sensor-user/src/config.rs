@@ -23,6 +23,12 @@
 //! max_inflate_ratio = 200      # …and at most this × its compressed size
 //! max_decode_depth = 3         # content codings stacked on one body
 //! sensor_name = "gw1"          # `host` in events (default: the host name)
+//! interfaces = [{ name = "lan0", role = "lan" }, { name = "wan0" }]  # run only; role: lan | wan (default)
+//! xdp_mode = "auto"            # run only: auto | native | generic
+//! control_socket = "/run/leakwatch/control.sock"  # run only: `leakwatch blocks`
+//!
+//! [blocking]                   # see targets::policy
+//! mode = "monitor"             # monitor | dry-run | reset | quarantine | block-cleartext
 //!
 //! [targets]
 //! dns_ttl_min_secs = 60        # learned addresses live their DNS TTL, clamped
@@ -46,8 +52,10 @@
 //! ```
 
 use std::{
+    fmt,
     net::SocketAddr,
     path::{Path, PathBuf},
+    str::FromStr,
 };
 
 use sensor_common::{
@@ -56,8 +64,9 @@ use sensor_common::{
 };
 use serde::Deserialize;
 
-pub use crate::targets::settings::TargetSettings;
+pub use crate::targets::{policy::BlockSettings, settings::TargetSettings};
 use crate::{
+    capture::loader::AttachMode,
     flows::streams::DEFAULT_FLOW_BUFFER,
     matcher::{evidence::EvidenceMode, rules::Rule},
     proto::coding::Limits,
@@ -105,10 +114,72 @@ pub struct Config {
     pub max_decode_depth: usize,
     /// The sensor's name in events (`host`); default: the host name.
     pub sensor_name: Option<String>,
+    /// Interfaces `run` attaches to, with their roles.
+    pub interfaces: Vec<Interface>,
+    pub xdp_mode: AttachMode,
+    /// Where `run` listens for `leakwatch blocks`.
+    pub control_socket: PathBuf,
+    pub blocking: BlockSettings,
     pub targets: TargetSettings,
     pub services: Vec<ServiceDef>,
     /// Admin rules, added to the built-in ones.
     pub rules: Vec<Rule>,
+}
+
+/// Where `run` listens for `leakwatch blocks` when neither flag nor file says.
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/leakwatch/control.sock";
+
+/// What an interface faces: clients on a `lan` interface can be blocked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Lan,
+    #[default]
+    Wan,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Lan => "lan",
+            Self::Wan => "wan",
+        }
+    }
+}
+
+/// An interface to attach to: `--iface NAME[:ROLE]`, or `interfaces` in the file.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Interface {
+    pub name: String,
+    #[serde(default)]
+    pub role: Role,
+}
+
+impl FromStr for Interface {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (name, role) = match s.rsplit_once(':') {
+            Some((n, "lan")) => (n, Role::Lan),
+            Some((n, "wan")) => (n, Role::Wan),
+            Some((_, r)) => return Err(format!("{s:?}: role {r:?} is not lan or wan")),
+            None => (s, Role::Wan),
+        };
+        if name.is_empty() {
+            return Err(format!("{s:?}: no interface name"));
+        }
+        Ok(Self {
+            name: name.to_owned(),
+            role,
+        })
+    }
+}
+
+impl fmt::Display for Interface {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.name, self.role.name())
+    }
 }
 
 /// Where `run` keeps its fingerprint key when neither flag nor file says.
@@ -140,6 +211,10 @@ impl Default for Config {
             max_inflate_ratio: Limits::default().max_ratio,
             max_decode_depth: Limits::default().max_depth,
             sensor_name: None,
+            interfaces: Vec::new(),
+            xdp_mode: AttachMode::Auto,
+            control_socket: PathBuf::from(DEFAULT_CONTROL_SOCKET),
+            blocking: BlockSettings::default(),
             targets: TargetSettings::default(),
             services: Vec::new(),
             rules: Vec::new(),
@@ -222,6 +297,12 @@ impl Config {
             ));
         }
         c.check().map_err(invalid)?;
+        let mut names = std::collections::HashSet::new();
+        for i in &c.interfaces {
+            if !names.insert(&i.name) {
+                return Err(invalid(format!("interfaces: {:?} is listed twice", i.name)));
+            }
+        }
         Ok(c)
     }
 
@@ -255,6 +336,36 @@ mod tests {
         assert_eq!(c.targets.dns_ttl(1), Duration::from_secs(5));
         assert_eq!(c.targets.dns_ttl(99_999), Duration::from_hours(1));
         assert_eq!(c.targets.dns_ttl(300), Duration::from_mins(5));
+    }
+
+    #[test]
+    fn interfaces_and_roles() {
+        let c = Config::parse(
+            "interfaces = [{ name = \"lan0\", role = \"lan\" }, { name = \"wan0\" }]\nxdp_mode = \"generic\"\n",
+            "c.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            c.interfaces,
+            ["lan0:lan".parse().unwrap(), "wan0".parse().unwrap()]
+        );
+        assert_eq!(c.interfaces[1].role, Role::Wan);
+        assert_eq!(c.xdp_mode, AttachMode::Generic);
+        assert!("lan0:dmz".parse::<Interface>().unwrap_err().contains("dmz"));
+        let e = Config::parse(
+            "interfaces = [{ name = \"a\", role = \"dmz\" }]\n",
+            "c.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("dmz") && e.contains("line 1"), "{e}");
+        let e = Config::parse(
+            "interfaces = [{ name = \"a\" }, { name = \"a\" }]\n",
+            "c.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("listed twice"), "{e}");
     }
 
     #[test]

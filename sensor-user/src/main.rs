@@ -5,11 +5,11 @@ use std::path::{Path, PathBuf};
 
 use clap::Parser as _;
 use sensor_user::{
-    capture::loader::AttachMode,
-    cli::{CatalogCmd, Cli, Cmd, ProgressWhen, RulesCmd, XdpModeArg},
-    config::DEFAULT_STATE_DIR,
+    cli::{BlocksCmd, CatalogCmd, Cli, Cmd, ProgressWhen, RulesCmd},
+    config::{DEFAULT_CONTROL_SOCKET, DEFAULT_STATE_DIR},
     pipeline::{
         assemble::Loaded,
+        control,
         live::{self, Attach},
         replay::{self, Replay, ShowProgress},
     },
@@ -31,6 +31,16 @@ fn main() {
         Cmd::Rules {
             cmd: RulesCmd::List { config },
         } => rules_list(config.as_deref()),
+        Cmd::Blocks {
+            cmd:
+                BlocksCmd::List {
+                    json,
+                    control_socket,
+                },
+        } => control::list(&socket(control_socket), json, &mut std::io::stdout().lock()),
+        Cmd::Blocks {
+            cmd: BlocksCmd::Lift { id, control_socket },
+        } => control::lift(&socket(control_socket), id),
     };
     if let Err(e) = result {
         // A closed stdout (`leakwatch catalog list | head`) is not a failure.
@@ -63,14 +73,7 @@ fn run(args: &sensor_user::cli::RunArgs) -> anyhow::Result<()> {
         .state_dir
         .clone()
         .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
-    let mode = match args.xdp_mode {
-        XdpModeArg::Auto => AttachMode::Auto,
-        XdpModeArg::Native => AttachMode::Native,
-        XdpModeArg::Generic => AttachMode::Generic,
-    };
     let attach = Attach {
-        ifaces: &args.ifaces,
-        mode,
         watch: &args.pipeline.watch,
         state_dir: &state_dir,
     };
@@ -99,6 +102,10 @@ fn replay(args: &sensor_user::cli::ReplayArgs) -> anyhow::Result<()> {
             ProgressWhen::Never => ShowProgress::Never,
         },
     })
+}
+
+fn socket(flag: Option<PathBuf>) -> PathBuf {
+    flag.unwrap_or_else(|| PathBuf::from(DEFAULT_CONTROL_SOCKET))
 }
 
 fn check(config: &Path) -> anyhow::Result<()> {

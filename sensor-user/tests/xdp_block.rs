@@ -126,8 +126,7 @@ impl Harness {
     /// Blocks the flow of `frame` (a client packet) for a minute.
     fn block(&mut self, frame: &[u8]) {
         let p = sensor_common::parse::parse(frame).unwrap();
-        let (key, dir) =
-            FlowKey::from_packet(p.family, p.proto, &p.src, p.sport, &p.dst, p.dport);
+        let (key, dir) = FlowKey::from_packet(p.family, p.proto, &p.src, p.sport, &p.dst, p.dport);
         let entry = BlockEntry {
             deadline_ns: mono_now_ns() + 60_000_000_000,
             service: QOBUZ,
@@ -162,8 +161,16 @@ fn sums_to_ones(parts: &[&[u8]]) -> bool {
 /// RST from the server to the client with seq = the trigger's ack, checksums
 /// right, nothing after it.
 fn assert_rst_answers(rst: &[u8], trigger: &[u8], l3: usize, v4: bool, ack: u32) {
-    assert_eq!(&rst[..6], &trigger[6..12], "destination MAC = trigger's source");
-    assert_eq!(&rst[6..12], &trigger[..6], "source MAC = trigger's destination");
+    assert_eq!(
+        &rst[..6],
+        &trigger[6..12],
+        "destination MAC = trigger's source"
+    );
+    assert_eq!(
+        &rst[6..12],
+        &trigger[..6],
+        "source MAC = trigger's destination"
+    );
     assert_eq!(&rst[12..l3], &trigger[12..l3], "link header and tags kept");
     let (ip_len, src, dst, proto_ok) = if v4 {
         let ip = &rst[l3..l3 + 20];
@@ -174,7 +181,12 @@ fn assert_rst_answers(rst: &[u8], trigger: &[u8], l3: usize, v4: bool, ack: u32)
         let ihl = usize::from(t[0] & 0x0f) * 4;
         assert_eq!(&ip[12..16], &t[16..20], "from the trigger's destination");
         assert_eq!(&ip[16..20], &t[12..16], "to the trigger's source");
-        (20, ip[12..16].to_vec(), ip[16..20].to_vec(), ip[9] == 6 && ihl >= 20)
+        (
+            20,
+            ip[12..16].to_vec(),
+            ip[16..20].to_vec(),
+            ip[9] == 6 && ihl >= 20,
+        )
     } else {
         let ip = &rst[l3..l3 + 40];
         assert_eq!(ip[0] >> 4, 6);
@@ -241,7 +253,12 @@ fn reset_answers_the_next_client_packet_with_an_rst_then_drops() {
         let leaking = b.clone().ack(0x1111_2222).payload(leak()).build();
         assert_eq!(h.run(&leaking).0, XDP_PASS, "{name}: before the block");
         h.block(&leaking);
-        let next = b.clone().seq(5000).ack(0xfeed_f00d).payload(b"more").build();
+        let next = b
+            .clone()
+            .seq(5000)
+            .ack(0xfeed_f00d)
+            .payload(b"more")
+            .build();
         let (ret, rst) = h.run(&next);
         assert_eq!(ret, XDP_TX, "{name}: the next client packet becomes an RST");
         assert_rst_answers(&rst, &next, l3, v4, 0xfeed_f00d);
@@ -249,7 +266,11 @@ fn reset_answers_the_next_client_packet_with_an_rst_then_drops() {
         assert_eq!(ret, XDP_DROP, "{name}: later client packets are dropped");
         // The server's packets on the flow pass.
         let p = sensor_common::parse::parse(next.as_slice()).unwrap();
-        let (src, dst) = if v4 { (SERVER, CLIENT) } else { (SERVER6, CLIENT6) };
+        let (src, dst) = if v4 {
+            (SERVER, CLIENT)
+        } else {
+            (SERVER6, CLIENT6)
+        };
         let reply = FrameBuilder::tcp(src, 80, dst, p.sport).payload(b"HTTP/1.1 200 OK\r\n\r\n");
         assert_eq!(h.run(&reply.build()).0, XDP_PASS, "{name}: server side");
         n += 1;
@@ -279,7 +300,9 @@ fn blocks_apply_only_live_on_a_lan_interface_with_blocking_on() {
     assert_eq!(h.run(&frame).0, XDP_PASS, "expired block");
     // The server direction of a blocked flow is never the client's.
     h.block(&frame);
-    let reply = FrameBuilder::tcp(SERVER, 80, CLIENT, 41000).payload(b"x").build();
+    let reply = FrameBuilder::tcp(SERVER, 80, CLIENT, 41000)
+        .payload(b"x")
+        .build();
     assert_eq!(h.run(&reply).0, XDP_PASS);
     // Not a LAN interface: nothing is blocked.
     h.blocks.set_role(LO, false).unwrap();
@@ -301,7 +324,9 @@ fn blocks_apply_only_live_on_a_lan_interface_with_blocking_on() {
         .build();
     h.block(&other);
     assert_eq!(h.run(&other).0, XDP_PASS, "unwatched");
-    let dns = FrameBuilder::udp(CLIENT, 5353, SERVER, 53).payload([0; 12]).build();
+    let dns = FrameBuilder::udp(CLIENT, 5353, SERVER, 53)
+        .payload([0; 12])
+        .build();
     h.block(&dns);
     assert_eq!(h.run(&dns).0, XDP_PASS, "DNS");
     assert_eq!(h.count(Counter::BlockedRst), 1);
@@ -328,7 +353,9 @@ fn block_cleartext_refuses_the_first_cleartext_payload_and_passes_tls() {
     assert_rst_answers(&rst, &trigger, 14, true, 0x0102_0304);
     // The refused payload was still sampled, flagged blocked.
     let recs = h.records();
-    let sample = recs.iter().find(|r| r.hdr.flags & flags::FIRST_PAYLOAD != 0);
+    let sample = recs
+        .iter()
+        .find(|r| r.hdr.flags & flags::FIRST_PAYLOAD != 0);
     let sample = sample.expect("the refused payload is sampled");
     assert_ne!(sample.hdr.flags & flags::BLOCKED, 0);
     assert!(sample.frame.ends_with(leak()));
@@ -340,7 +367,9 @@ fn block_cleartext_refuses_the_first_cleartext_payload_and_passes_tls() {
     assert_eq!(ret, XDP_PASS, "TLS passes");
     assert_eq!(h.run(&t.clone().payload(b"GET /").build()).0, XDP_PASS);
     // A flow first seen mid-stream (it raced its DNS answer) passes, counted.
-    let raced = FrameBuilder::tcp(CLIENT, 42002, SERVER, 80).payload(leak()).build();
+    let raced = FrameBuilder::tcp(CLIENT, 42002, SERVER, 80)
+        .payload(leak())
+        .build();
     assert_eq!(h.run(&raced).0, XDP_PASS);
     assert_eq!(h.count(Counter::CleartextRace), 1);
     // An allow-listed client passes.
@@ -348,7 +377,9 @@ fn block_cleartext_refuses_the_first_cleartext_payload_and_passes_tls() {
     let (ret, _) = open_and_send(&h, &FrameBuilder::tcp(CLIENT, 42003, SERVER, 80), leak());
     assert_eq!(ret, XDP_PASS, "allow-listed");
     // UDP is never refused.
-    let udp = FrameBuilder::udp("192.0.2.11", 5000, SERVER, 80).payload(leak()).build();
+    let udp = FrameBuilder::udp("192.0.2.11", 5000, SERVER, 80)
+        .payload(leak())
+        .build();
     assert_eq!(h.run(&udp).0, XDP_PASS);
     assert_eq!(h.count(Counter::CleartextDrop), 1);
     assert_eq!(h.count(Counter::BlockedDrop), 1);

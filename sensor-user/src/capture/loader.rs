@@ -20,7 +20,8 @@ pub static XDP_OBJECT: &[u8] =
 pub static NULL_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdp-null"));
 
 /// How to attach: `auto` tries the driver (native) first, then generic.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum AttachMode {
     #[default]
     Auto,

@@ -4,16 +4,19 @@
 //! records the kernel would. The differential test in tests/xdp_test_run.rs runs
 //! both over the same frames and compares the records byte for byte.
 //!
-//! One difference by design: the kernel keeps a known flow watched while its
+//! Differences by design: the kernel keeps a known flow watched while its
 //! address's prefilter bucket is set; here a known flow stays watched until it
-//! leaves the flow table.
+//! leaves the flow table. Replay never drops: with blocking on, a cleartext
+//! refusal is decided as the kernel would for a LAN client (no quarantine,
+//! no allow-list here) and only flagged `WOULD_BLOCK`.
 
 use std::net::IpAddr;
 
 use sensor_common::{
+    block::{policy, split_watch_value},
     config::{Config, config_flags},
     counters::{Counter, NUM_COUNTERS},
-    flow::{FAMILY_V4, FlowKey, FlowState},
+    flow::{FAMILY_V4, FlowKey, FlowState, flow_flags},
     maps::NO_SERVICE,
     parse::{PacketBytes, Parsed, TCP_ACK, TCP_SYN, parse},
     policy::{
@@ -25,7 +28,8 @@ use sensor_common::{
 use super::record::{Origin, Record};
 use crate::shared::table::{Evictions, FlowTable};
 
-/// Where the sampler asks which service an address belongs to (the tries).
+/// Where the sampler asks which service an address belongs to (the tries):
+/// the watch-map value, service id and policy bits (`sensor_common::block`).
 pub trait Watched {
     fn service_of(&self, addr: IpAddr) -> Option<u32>;
 }
@@ -114,13 +118,18 @@ impl Sampler {
         if !self.flows.contains_key(&key) {
             let src = watch.service_of(ip(&p, &p.src));
             let dst = watch.service_of(ip(&p, &p.dst));
-            let Some(service) = dst.or(src) else {
+            let Some(value) = dst.or(src) else {
                 return self.unwatched(&out);
             };
+            let (service, policy) = split_watch_value(value);
             // LRU, as the kernel's map: a full table forgets its least recent flow.
             let cdir = client_dir(&p, dir, src.is_some(), dst.is_some());
-            self.flows
-                .insert(key, FlowState::new(service, cdir, ts), ts);
+            let mut st = FlowState::new(service, cdir, ts);
+            st.policy = policy;
+            if p.is_tcp() && p.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
+                st.flags = flow_flags::OPENED;
+            }
+            self.flows.insert(key, st, ts);
         }
         let Some(st) = self.flows.touch(&key, ts) else {
             return (Counter::Unwatched, None);
@@ -131,9 +140,22 @@ impl Sampler {
             Decision::Skip(c) => (c, None),
             Decision::Record {
                 kind,
-                flags,
+                mut flags,
                 counter,
             } => {
+                let first = flags::FROM_CLIENT | flags::FIRST_PAYLOAD;
+                let blocking = self.cfg.flags & config_flags::BLOCK != 0 && p.is_tcp();
+                if blocking
+                    && flags & (first | flags::TLS) == first
+                    && st.policy & policy::BLOCK_CLEARTEXT != 0
+                {
+                    if st.flags & flow_flags::OPENED == 0 {
+                        self.counters[Counter::CleartextRace as usize] += 1;
+                    } else {
+                        self.counters[Counter::WouldBlock as usize] += 1;
+                        flags |= flags::WOULD_BLOCK;
+                    }
+                }
                 let d = usize::from(dir & 1);
                 let counts = (st.bytes[d], st.pkts[d]);
                 (counter, Some(out.record(kind, flags, st.service, counts)))

@@ -3,6 +3,7 @@
 //! replayed with the live sensor's config behaves like the sensor.
 
 use std::{
+    collections::HashSet,
     path::{Path, PathBuf},
     sync::Arc,
     time::Duration,
@@ -14,7 +15,10 @@ use sensor_common::config::{Config as KernelConfig, config_flags};
 
 use super::{Engine, MatchStage, Pipeline};
 use crate::{
-    capture::clock::Clock,
+    capture::{
+        blocks::{BlockSink, NoBlocks},
+        clock::Clock,
+    },
     config::Config,
     flows::{
         posture::Posture,
@@ -27,7 +31,7 @@ use crate::{
         finding::Services,
         rules,
     },
-    sinks::{jsonl::JsonLines, metrics::Metrics, records::RecordLog},
+    sinks::{block::Blocker, jsonl::JsonLines, metrics::Metrics, records::RecordLog},
     targets::{
         StaticWatch,
         catalog::Catalog,
@@ -57,6 +61,11 @@ impl Loaded {
         catalog
             .extend(config.services.clone())
             .with_context(|| format!("services in {src}"))?;
+        config
+            .blocking
+            .check(|id| catalog.services().iter().any(|s| s.id == id))
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("[blocking] in {src}"))?;
         Ok(Self {
             config,
             path: path.map(Path::to_path_buf),
@@ -98,6 +107,9 @@ impl Loaded {
         }
         if !c.probe {
             k.flags &= !config_flags::PROBE;
+        }
+        if c.blocking.any() {
+            k.flags |= config_flags::BLOCK;
         }
         k
     }
@@ -152,6 +164,9 @@ pub struct Parts<'a, W: WatchSink> {
     /// (replay: an ad-hoc label, warned about); else that is an error (a typo
     /// would silently make a new service).
     pub adhoc_services: bool,
+    /// Live: the kernel's block maps and the LAN interfaces. `None` (replay):
+    /// blocking decisions are reported, never enforced.
+    pub blocks: Option<(Box<dyn BlockSink + Send>, HashSet<u32>)>,
 }
 
 /// The pipeline, and the matcher workers' report channel when sharded.
@@ -170,6 +185,7 @@ pub fn assemble<W: WatchSink>(
         dump,
         clock,
         adhoc_services,
+        blocks,
     } = parts;
     let c = &loaded.config;
     let key_path = state_dir.join("fingerprint.key");
@@ -188,6 +204,7 @@ pub fn assemble<W: WatchSink>(
         .map(|p| output(p, "events"))
         .transpose()?;
     let mut targeting = Targeting::new(loaded.catalog.clone(), c.targets.clone(), sink);
+    targeting.set_blocking(c.blocking.clone());
     targeting
         .add_catalog_statics()
         .map_err(anyhow::Error::msg)
@@ -248,7 +265,11 @@ pub fn assemble<W: WatchSink>(
         c.replay_fingerprints,
     );
     let stage = MatchStage::new(engine, rules, fingerprints, c.evidence, replay);
-    let pipeline = Pipeline::new(
+    let blocker = c.blocking.any().then(|| match blocks {
+        Some((sink, lan)) => Blocker::new(c.blocking.clone(), Some(lan), true, sink),
+        None => Blocker::new(c.blocking.clone(), None, false, Box::new(NoBlocks)),
+    });
+    let mut pipeline = Pipeline::new(
         targeting,
         Posture::new(idle, flows),
         metrics,
@@ -263,5 +284,8 @@ pub fn assemble<W: WatchSink>(
             .clone()
             .unwrap_or_else(crate::sinks::events::host_name),
     );
+    if let Some(b) = blocker {
+        pipeline = pipeline.with_blocker(b);
+    }
     Ok((pipeline, reports))
 }

@@ -23,6 +23,17 @@ enum Msg {
     Tick,
     /// SIGHUP: reopen the output files (log rotation).
     Reopen,
+    /// A control-socket request and where its reply goes.
+    Control(
+        super::control::Request,
+        tokio::sync::oneshot::Sender<super::control::Reply>,
+    ),
+}
+
+/// The control socket, bound before the program is attached, and its path.
+pub struct ControlSocket {
+    pub listener: std::os::unix::net::UnixListener,
+    pub path: std::path::PathBuf,
 }
 
 /// Queued records and ticks before the ring reader waits (and the kernel
@@ -31,13 +42,15 @@ const QUEUE: usize = 8192;
 
 impl<W: WatchSink + Send + 'static> Pipeline<W> {
     /// Runs until SIGTERM or SIGINT: reads `ring`, serves `metrics` on
-    /// `metrics_addr`, takes the matcher workers' `reports`, reopens the output
-    /// files on SIGHUP. Returns once everything has drained.
+    /// `metrics_addr` and `control` requests, takes the matcher workers'
+    /// `reports`, reopens the output files on SIGHUP. Returns once everything
+    /// has drained.
     pub fn serve(
         mut self,
         ring: RingBuf<MapData>,
         reports: Option<Receiver<Report>>,
         listener: std::net::TcpListener,
+        control: Option<ControlSocket>,
     ) -> anyhow::Result<()> {
         let metrics_addr = listener.local_addr().context("the metrics listener")?;
         let metrics: Arc<Metrics> = Arc::clone(&self.metrics);
@@ -60,6 +73,9 @@ impl<W: WatchSink + Send + 'static> Pipeline<W> {
                             Ok(Msg::Record(r)) => self.handle(r, Instant::now()),
                             Ok(Msg::Tick) => self.tick(Instant::now()),
                             Ok(Msg::Reopen) => self.reopen(),
+                            Ok(Msg::Control(req, reply)) => {
+                                let _ = reply.send(self.control(&req));
+                            }
                             Err(_) => break,
                         },
                         recv(reports) -> r => if let Ok(r) = r {
@@ -108,6 +124,14 @@ impl<W: WatchSink + Send + 'static> Pipeline<W> {
                     }
                 }
             });
+            let controller = control.map(|c| {
+                log::info!("control socket on {}", c.path.display());
+                let tx = msg_tx.clone();
+                tokio::spawn(super::control::serve(c.listener, c.path, move |req| {
+                    let (reply_tx, reply_rx) = tokio::sync::oneshot::channel();
+                    tx.send(Msg::Control(req, reply_tx)).ok().map(|()| reply_rx)
+                }))
+            });
             let mut ticks = tokio::time::interval(std::time::Duration::from_secs(1));
             let ticker = tokio::spawn(async move {
                 loop {
@@ -129,6 +153,9 @@ impl<W: WatchSink + Send + 'static> Pipeline<W> {
                 .context("reading the ring buffer")?;
             ticker.abort();
             reopener.abort();
+            if let Some(c) = controller {
+                c.abort();
+            }
             server
                 .await
                 .context("metrics server task")?

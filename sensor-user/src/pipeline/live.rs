@@ -1,27 +1,31 @@
 //! `leakwatch run`: load the XDP program, attach it, assemble the pipeline from
 //! the config, and serve until a stop signal. The program is attached through
-//! bpf_link, so it is detached when the process ends, however it ends.
+//! bpf_link, so it is detached when the process ends, however it ends: blocking
+//! fails open, since the block maps are only read by the attached program.
 
-use std::{path::Path, sync::Arc, thread};
+use std::{collections::HashSet, path::Path, sync::Arc, thread};
 
 use anyhow::Context as _;
 use sensor_common::maps::DEFAULT_WATCH_ENTRIES;
 
-use super::assemble::{Loaded, Matching, Parts, assemble, output};
+use super::{
+    assemble::{Loaded, Matching, Parts, assemble, output},
+    daemon::ControlSocket,
+};
 use crate::{
     capture::{
         clock::Clock,
-        loader::{self, AttachMode, MapSizes, Sensor, XDP_OBJECT},
+        loader::{self, MapSizes, Sensor, XDP_OBJECT},
         privilege,
     },
+    config::Role,
     sinks::metrics::{AttachLabels, Metrics},
     targets::StaticWatch,
 };
 
-/// What `run` attaches to, besides the config.
+/// What `run` needs besides the config (whose `interfaces`, `xdp_mode` and
+/// `control_socket` the flags already overrode).
 pub struct Attach<'a> {
-    pub ifaces: &'a [String],
-    pub mode: AttachMode,
     pub watch: &'a [StaticWatch],
     pub state_dir: &'a Path,
 }
@@ -32,9 +36,20 @@ pub fn run(a: &Attach<'_>, loaded: &Loaded) -> anyhow::Result<()> {
     if !privilege::can_load_xdp() {
         return Err(loader::LoadError::NotPrivileged.into());
     }
+    if c.interfaces.is_empty() {
+        anyhow::bail!(
+            "no interface to attach to: give --iface NAME[:lan|wan] or set `interfaces` in the config"
+        );
+    }
     // Fail on the admin's typos before touching the kernel.
-    for iface in a.ifaces {
-        loader::ifindex(iface)?;
+    for iface in &c.interfaces {
+        loader::ifindex(&iface.name)?;
+    }
+    if c.blocking.any() && !c.interfaces.iter().any(|i| i.role == Role::Lan) {
+        log::warn!(
+            "blocking mode {} is set, but no interface has the lan role: nothing can be blocked (--iface NAME:lan)",
+            c.blocking.mode
+        );
     }
     let dump = c
         .dump_records
@@ -51,6 +66,10 @@ pub fn run(a: &Attach<'_>, loaded: &Loaded) -> anyhow::Result<()> {
     // fails the start before traffic is touched.
     let listener = std::net::TcpListener::bind(c.metrics_addr)
         .with_context(|| format!("metrics_addr {}: cannot listen", c.metrics_addr))?;
+    let control = ControlSocket {
+        listener: super::control::bind(&c.control_socket)?,
+        path: c.control_socket.clone(),
+    };
     let sizes = MapSizes {
         ring_bytes: c.ring_bytes,
         flow_entries: c.flow_table_size,
@@ -58,11 +77,26 @@ pub fn run(a: &Attach<'_>, loaded: &Loaded) -> anyhow::Result<()> {
         ..MapSizes::default()
     };
     let mut sensor = Sensor::load(XDP_OBJECT, &sizes, &loaded.kernel_config())?;
-    let ifaces = a
-        .ifaces
+    let ifaces = c
+        .interfaces
         .iter()
-        .map(|i| Ok((loader::ifindex(i)?, i.clone())))
+        .map(|i| Ok((loader::ifindex(&i.name)?, i.name.clone())))
         .collect::<Result<Vec<_>, loader::LoadError>>()?;
+    let mut blocks = sensor.take_blocks()?;
+    let mut lan = HashSet::new();
+    for (iface, (ifindex, _)) in c.interfaces.iter().zip(&ifaces) {
+        if iface.role == Role::Lan {
+            blocks
+                .set_role(*ifindex, true)
+                .with_context(|| format!("interface {}: setting its role", iface.name))?;
+            lan.insert(*ifindex);
+        }
+    }
+    for net in &c.blocking.allow_clients {
+        blocks
+            .allow(*net)
+            .with_context(|| format!("blocking.allow_clients {net}"))?;
+    }
     let mut metrics = Metrics::new();
     metrics.register_xdp_stats(sensor.take_stats()?, &ifaces);
     let metrics = Arc::new(metrics);
@@ -83,14 +117,22 @@ pub fn run(a: &Attach<'_>, loaded: &Loaded) -> anyhow::Result<()> {
         dump,
         clock: Clock::new(),
         adhoc_services: false,
+        blocks: Some((Box::new(blocks), lan)),
     })
     .context("assembling the pipeline")?;
-    for iface in a.ifaces {
-        let at = sensor.attach(iface, a.mode)?;
+    if c.blocking.any() {
         log::info!(
-            "attached to {} (ifindex {}) in {} mode",
+            "blocking: {} (see [blocking] for per-service modes)",
+            c.blocking.mode
+        );
+    }
+    for iface in &c.interfaces {
+        let at = sensor.attach(&iface.name, c.xdp_mode)?;
+        log::info!(
+            "attached to {} (ifindex {}, {}) in {} mode",
             at.iface,
             at.ifindex,
+            iface.role.name(),
             at.mode
         );
         metrics
@@ -101,7 +143,8 @@ pub fn run(a: &Attach<'_>, loaded: &Loaded) -> anyhow::Result<()> {
             })
             .set(1);
     }
-    pipeline.serve(ring, reports, listener)?;
+    pipeline.serve(ring, reports, listener, Some(control))?;
+    let _ = std::fs::remove_file(&c.control_socket);
     sensor.detach_all();
     Ok(())
 }

@@ -4,6 +4,8 @@
 //! Sample/Meta → posture (service, transport, bytes) → metrics and events.
 
 pub mod assemble;
+mod blocking;
+pub mod control;
 pub mod daemon;
 pub mod live;
 pub mod replay;
@@ -25,6 +27,7 @@ use crate::{
         finding::Finding,
     },
     sinks::{
+        block::Blocker,
         events::EventLog,
         metrics::{KindLabels, Metrics, ReasonLabels, ResultLabels, WatchedLabels},
         records::{RecordLine, RecordLog},
@@ -97,6 +100,8 @@ pub struct Pipeline<W: WatchSink> {
     /// `leakwatch_flow_bytes_total` by (service id, transport, to_server), for
     /// the same reason.
     flow_bytes: HashMap<(u32, Transport, bool), Counter>,
+    /// Blocking decisions (run and replay; replay never enforces).
+    blocker: Option<Blocker>,
 }
 
 impl<W: WatchSink> Pipeline<W> {
@@ -136,6 +141,7 @@ impl<W: WatchSink> Pipeline<W> {
             matching: None,
             ring_records,
             flow_bytes: HashMap::new(),
+            blocker: None,
         };
         p.publish_watched();
         p
@@ -271,7 +277,12 @@ impl<W: WatchSink> Pipeline<W> {
                     self.sample(sample, now);
                 }
             }
-            RecordKind::Sample | RecordKind::Meta => self.sample(rec, now),
+            RecordKind::Sample | RecordKind::Meta => {
+                if rec.hdr.flags & (flags::BLOCKED | flags::WOULD_BLOCK) != 0 {
+                    self.block_record(&rec, now);
+                }
+                self.sample(rec, now);
+            }
         }
     }
 
@@ -364,6 +375,7 @@ impl<W: WatchSink> Pipeline<W> {
         self.posture.sweep(now, &mut out);
         self.emit(&mut out);
         self.out = out;
+        self.block_tick(now);
         self.export_evictions();
     }
 

@@ -60,6 +60,7 @@ pub fn replay(r: &Replay<'_>) -> anyhow::Result<()> {
         dump: None,
         clock: Clock::identity(),
         adhoc_services: true,
+        blocks: None,
     })?;
     // The kernel's maps, sized as `run` sizes them.
     let entries = loaded.config.flow_table_size as usize;

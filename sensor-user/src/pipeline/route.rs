@@ -101,7 +101,24 @@ impl<W: WatchSink> Pipeline<W> {
             } else {
                 "to_client"
             });
-            events.push(ev);
+            if let Some(b) = self.blocker.as_mut() {
+                if b.refused(&f.key) {
+                    ev.blocked = Some(true);
+                }
+                let blocks = super::blocking::finding_events(
+                    b,
+                    &self.metrics,
+                    &self.clock,
+                    &f,
+                    &service,
+                    &ev,
+                    now,
+                );
+                events.push(ev);
+                events.extend(blocks);
+            } else {
+                events.push(ev);
+            }
             if kind.is_replayable()
                 && f.from_client
                 && let Some(r) = m.replay.observe(&fp, client.0, now)

@@ -71,8 +71,9 @@ impl<W: WatchSink> Pipeline<W> {
 
     /// Brings every bounded table's eviction counts to the metrics.
     pub(super) fn export_evictions(&self) {
-        let (name, e) = self.targeting.table_evictions();
-        self.metrics.set_evictions(name, e);
+        for (name, e) in self.targeting.table_evictions() {
+            self.metrics.set_evictions(name, e);
+        }
         let (name, e) = self.posture.evictions();
         self.metrics.set_evictions(name, e);
         if let Some(m) = self.matching.as_ref() {

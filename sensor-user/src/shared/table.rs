@@ -224,6 +224,23 @@ impl<K: Hash + Eq + Clone, V, T: Copy + Ord> FlowTable<K, V, T> {
         Some(self.take(i))
     }
 
+    /// As [`FlowTable::expire`], for tables stamped with deadlines: the least
+    /// recent entry if its stamp is at or before `now`, not counted (it ended,
+    /// it was not evicted).
+    pub fn take_due(&mut self, now: T) -> Option<(K, V)> {
+        if self.oldest == NIL || self.node(self.oldest).last > now {
+            return None;
+        }
+        Some(self.take(self.oldest))
+    }
+
+    /// The key of the most recent entry matching `pred` (a linear scan).
+    pub fn find(&self, pred: impl Fn(&K, &V) -> bool) -> Option<K> {
+        self.iter()
+            .find(|(k, v)| pred(k, v))
+            .map(|(k, _)| k.clone())
+    }
+
     /// Keys and values from the most to the least recent.
     pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
         let mut i = self.newest;

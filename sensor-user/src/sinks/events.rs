@@ -84,6 +84,29 @@ pub struct Event {
     /// The app named by the User-Agent (name, version, platform).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub app: Option<crate::proto::user_agent::App>,
+    /// `leak`: found in a payload a blocking policy refused (it never left).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blocked: Option<bool>,
+    /// `block` and `would_block`: what was (or would have been) blocked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub block: Option<BlockInfo>,
+}
+
+/// A block decision.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct BlockInfo {
+    /// For `leakwatch blocks lift ID`.
+    pub id: u64,
+    /// `flow` or `quarantine` (the client's new cleartext flows to the service).
+    pub scope: &'static str,
+    /// `finding`, `quarantine` or `cleartext`.
+    pub reason: &'static str,
+    /// The mode that decided it.
+    pub mode: &'static str,
+    /// When the block ends (RFC 3339); absent for a refused payload (its flow is
+    /// reset at once).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
 }
 
 /// The first sighting a replay repeats.
@@ -135,6 +158,8 @@ impl Event {
             app: head
                 .and_then(|h| h.user_agent.as_deref())
                 .and_then(crate::proto::user_agent::parse),
+            blocked: None,
+            block: None,
         }
     }
 

@@ -1,5 +1,6 @@
-//! Where results go: Prometheus metrics, events, record logs.
+//! Where results go: Prometheus metrics, events, record logs, and blocks.
 
+pub mod block;
 pub mod events;
 pub mod jsonl;
 pub mod listing;

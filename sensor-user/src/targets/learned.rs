@@ -8,6 +8,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use sensor_common::block::watch_value;
+
 /// Where an address was learned (the `source` metric label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Source {
@@ -38,14 +40,24 @@ pub fn family(a: &IpAddr) -> &'static str {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Entry {
     service: u32,
+    /// Cleartext policy bits (`sensor_common::block::policy`): those every name
+    /// the address was learned from, or seen for, carries.
+    policy: u8,
     source: Source,
     expires: Instant,
+}
+
+impl Entry {
+    fn value(&self) -> u32 {
+        watch_value(self.service, self.policy)
+    }
 }
 
 /// What the tries must do after a change to the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Change {
-    /// Watch this address as this service (new, or its service changed).
+    /// Watch this address with this watch-map value (service id and policy
+    /// bits: new, or changed).
     Watch(IpAddr, u32),
     /// Stop watching this address.
     Unwatch(IpAddr),
@@ -75,12 +87,14 @@ impl Learned {
         usize::from(a.is_ipv6())
     }
 
-    /// Learns (or refreshes) `addr` for `service` until `now + ttl`. A refresh never
-    /// shortens an entry's life.
+    /// Learns (or refreshes) `addr` for `service` until `now + ttl`, from a name
+    /// with `policy` bits. A refresh never shortens an entry's life, and keeps
+    /// only the policy bits both names carry.
     pub fn learn(
         &mut self,
         addr: IpAddr,
         service: u32,
+        policy: u8,
         source: Source,
         ttl: Duration,
         now: Instant,
@@ -89,7 +103,7 @@ impl Learned {
         let f = Self::fam(&addr);
         let mut changes = Vec::new();
         if let Some(e) = self.entries.get_mut(&addr) {
-            let changed = e.service != service;
+            let was = e.value();
             if expires > e.expires {
                 self.by_expiry[f].remove(&(e.expires, addr));
                 e.expires = expires;
@@ -97,8 +111,9 @@ impl Learned {
             }
             e.service = service;
             e.source = source;
-            if changed {
-                changes.push(Change::Watch(addr, service));
+            e.policy &= policy;
+            if e.value() != was {
+                changes.push(Change::Watch(addr, e.value()));
             }
             return changes;
         }
@@ -110,17 +125,25 @@ impl Learned {
                 changes.push(Change::Unwatch(v));
             }
         }
-        self.entries.insert(
-            addr,
-            Entry {
-                service,
-                source,
-                expires,
-            },
-        );
+        let e = Entry {
+            service,
+            policy,
+            source,
+            expires,
+        };
+        self.entries.insert(addr, e);
         self.by_expiry[f].insert((expires, addr));
-        changes.push(Change::Watch(addr, service));
+        changes.push(Change::Watch(addr, e.value()));
         changes
+    }
+
+    /// `addr` was seen for a name carrying only `policy` bits (a CDN address
+    /// shared with names without the policy): keep only those.
+    pub fn restrict(&mut self, addr: &IpAddr, policy: u8) -> Option<Change> {
+        let e = self.entries.get_mut(addr)?;
+        let was = e.value();
+        e.policy &= policy;
+        (e.value() != was).then(|| Change::Watch(*addr, e.value()))
     }
 
     /// Removes every entry expired at `now`.
@@ -172,11 +195,14 @@ mod tests {
         let mut l = Learned::new(10);
         let a = ip("198.51.100.2");
         assert_eq!(
-            l.learn(a, 1, Source::Dns, Duration::from_mins(1), t0),
+            l.learn(a, 1, 0, Source::Dns, Duration::from_mins(1), t0),
             [Change::Watch(a, 1)]
         );
         // Refresh with a shorter TTL keeps the longer life; same service: no change.
-        assert_eq!(l.learn(a, 1, Source::Dns, Duration::from_secs(5), t0), []);
+        assert_eq!(
+            l.learn(a, 1, 0, Source::Dns, Duration::from_secs(5), t0),
+            []
+        );
         assert_eq!(l.expire(t0 + Duration::from_secs(59)), []);
         assert_eq!(l.expire(t0 + Duration::from_mins(1)), [Change::Unwatch(a)]);
         assert_eq!(l.service_of(&a), None);
@@ -187,9 +213,9 @@ mod tests {
         let t0 = Instant::now();
         let mut l = Learned::new(10);
         let a = ip("2001:db8::2");
-        l.learn(a, 1, Source::Dns, Duration::from_mins(1), t0);
+        l.learn(a, 1, 0, Source::Dns, Duration::from_mins(1), t0);
         assert_eq!(
-            l.learn(a, 2, Source::Sni, Duration::from_mins(1), t0),
+            l.learn(a, 2, 0, Source::Sni, Duration::from_mins(1), t0),
             [Change::Watch(a, 2)]
         );
         assert_eq!(l.counts().get(&("ipv6", Source::Sni)), Some(&1));
@@ -201,13 +227,31 @@ mod tests {
         let mut l = Learned::new(2);
         let (a, b, c) = (ip("192.0.2.1"), ip("192.0.2.2"), ip("192.0.2.3"));
         let v6 = ip("2001:db8::1");
-        l.learn(a, 1, Source::Dns, Duration::from_secs(100), t0);
-        l.learn(b, 1, Source::Dns, Duration::from_secs(10), t0);
-        l.learn(v6, 1, Source::Dns, Duration::from_secs(1), t0);
-        let ch = l.learn(c, 1, Source::Dns, Duration::from_secs(50), t0);
+        l.learn(a, 1, 0, Source::Dns, Duration::from_secs(100), t0);
+        l.learn(b, 1, 0, Source::Dns, Duration::from_secs(10), t0);
+        l.learn(v6, 1, 0, Source::Dns, Duration::from_secs(1), t0);
+        let ch = l.learn(c, 1, 0, Source::Dns, Duration::from_secs(50), t0);
         assert_eq!(ch, [Change::Unwatch(b), Change::Watch(c, 1)]);
         assert_eq!(l.evicted(), [1, 0]);
         assert_eq!(l.service_of(&v6), Some(1), "the other family is untouched");
         assert_eq!(l.service_of(&a), Some(1));
+    }
+
+    #[test]
+    fn a_shared_address_keeps_only_the_policy_every_name_carries() {
+        let t0 = Instant::now();
+        let mut l = Learned::new(10);
+        let a = ip("198.51.100.7");
+        let ttl = Duration::from_mins(1);
+        let strict = watch_value(1, 1);
+        assert_eq!(
+            l.learn(a, 1, 1, Source::Dns, ttl, t0),
+            [Change::Watch(a, strict)]
+        );
+        assert_eq!(l.learn(a, 1, 1, Source::Dns, ttl, t0), []);
+        // The same address answered for a name without the policy.
+        assert_eq!(l.restrict(&a, 0), Some(Change::Watch(a, 1)));
+        assert_eq!(l.learn(a, 1, 1, Source::Dns, ttl, t0), []);
+        assert_eq!(l.restrict(&ip("198.51.100.8"), 0), None);
     }
 }

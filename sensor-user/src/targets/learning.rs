@@ -10,6 +10,7 @@ use std::{
 
 use ipnet::IpNet;
 use sensor_common::{
+    block::watch_value,
     flow::{FlowKey, IPPROTO_TCP},
     record::flags,
 };
@@ -19,6 +20,7 @@ use super::{
     catalog::Catalog,
     dns::{self, DnsError},
     learned::{Change, Learned, Source, family},
+    policy::BlockSettings,
     settings::TargetSettings,
 };
 use crate::{
@@ -135,6 +137,11 @@ pub struct Targeting<W: WatchSink> {
     /// Probe payloads of split ClientHellos: bytes so far, next TCP sequence number.
     /// Stamped when the hello's first record came (not touched after).
     hellos: FlowTable<FlowKey, (u32, Vec<u8>)>,
+    /// Blocking modes: the policy bits each watched address carries.
+    blocking: BlockSettings,
+    /// Addresses recently answered for names without cleartext policy (kept
+    /// only while some name has one): a learned address among them carries none.
+    shared: FlowTable<IpAddr, ()>,
     /// Errors writing to the sink (kept, not fatal: the next change retries).
     pub sink_errors: u64,
 }
@@ -150,13 +157,21 @@ impl<W: WatchSink> Targeting<W> {
         Self {
             catalog,
             ids,
-            settings,
             learned,
             statics: Vec::new(),
             sink,
             hellos: FlowTable::new("split_hellos", MAX_PENDING_HELLOS),
+            shared: FlowTable::new("shared_addresses", settings.max_learned_per_family),
+            settings,
+            blocking: BlockSettings::default(),
             sink_errors: 0,
         }
+    }
+
+    /// Sets the blocking modes; before any address is watched (statics carry
+    /// their service's policy from the start).
+    pub fn set_blocking(&mut self, blocking: BlockSettings) {
+        self.blocking = blocking;
     }
 
     pub fn catalog(&self) -> &Catalog {
@@ -171,9 +186,12 @@ impl<W: WatchSink> Targeting<W> {
         &self.sink
     }
 
-    /// The split-hello table's evictions (by name).
-    pub fn table_evictions(&self) -> (&'static str, Evictions) {
-        (self.hellos.name(), self.hellos.evictions())
+    /// The split-hello and shared-address tables' evictions (by name).
+    pub fn table_evictions(&self) -> [(&'static str, Evictions); 2] {
+        [
+            (self.hellos.name(), self.hellos.evictions()),
+            (self.shared.name(), self.shared.evictions()),
+        ]
     }
 
     /// The service an address is watched as now: a static prefix (the longest)
@@ -190,7 +208,8 @@ impl<W: WatchSink> Targeting<W> {
     /// Watches `net` as `service` for good (catalog CIDRs, `--watch`).
     pub fn add_static(&mut self, net: IpNet, service: &str) -> Result<(), String> {
         let id = self.ids.id(service);
-        self.sink.watch(net.trunc(), id)?;
+        let value = watch_value(id, self.blocking.service_bits(service));
+        self.sink.watch(net.trunc(), value)?;
         self.statics.push((net.trunc(), id));
         Ok(())
     }
@@ -239,10 +258,25 @@ impl<W: WatchSink> Targeting<W> {
         if self.statics.iter().any(|(n, _)| n.contains(&addr)) {
             return true;
         }
+        let mut bits = self.blocking.name_bits(service, name);
+        if self.shared.contains_key(&addr) {
+            bits = 0;
+        }
         let id = self.ids.id(service);
-        let changes = self.learned.learn(addr, id, source, ttl, now);
+        let changes = self.learned.learn(addr, id, bits, source, ttl, now);
         self.apply(changes);
         true
+    }
+
+    /// `addr` was answered for names none of which is the catalog's: a learned
+    /// address shared with them (a CDN) loses its cleartext policy.
+    fn seen_for_other_names(&mut self, addr: IpAddr, now: Instant) {
+        if !self.blocking.has_cleartext_policy() {
+            return;
+        }
+        self.shared.insert(addr, (), now);
+        let changes = self.learned.restrict(&addr, 0).into_iter().collect();
+        self.apply(changes);
     }
 
     /// A DNS record from the kernel (UDP payload, or a TCP segment holding a
@@ -282,6 +316,8 @@ impl<W: WatchSink> Targeting<W> {
                 .cloned()
             {
                 learned |= self.learn_name(&name, r.addr, Source::Dns, ttl, now);
+            } else {
+                self.seen_for_other_names(r.addr, now);
             }
         }
         if learned {
@@ -358,6 +394,10 @@ impl<W: WatchSink> Targeting<W> {
         self.apply(changes);
         if let Some(cutoff) = now.checked_sub(HELLO_WAIT) {
             while self.hellos.expire(cutoff).is_some() {}
+        }
+        let shared_for = Duration::from_secs(self.settings.dns_ttl_max_secs);
+        if let Some(cutoff) = now.checked_sub(shared_for) {
+            while self.shared.expire(cutoff).is_some() {}
         }
     }
 

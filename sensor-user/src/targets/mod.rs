@@ -6,12 +6,14 @@
 //! | `dns`      | DNS response parsing, CNAME chains                              |
 //! | `learned`  | learned addresses with TTL expiry and a cap                     |
 //! | `learning` | DNS/SNI/Host → learned addresses → the kernel's tries          |
+//! | `policy`   | blocking modes: global, per service, per domain; policy bits    |
 //! | (here)     | service ids, `--watch` prefixes                                 |
 
 pub mod catalog;
 pub mod dns;
 pub mod learned;
 pub mod learning;
+pub mod policy;
 pub mod settings;
 
 use std::{fmt, str::FromStr};

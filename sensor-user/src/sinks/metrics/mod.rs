@@ -9,7 +9,6 @@ use std::{
 };
 
 use prometheus_client::{
-    encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge, info::Info},
     registry::Registry,
 };
@@ -17,82 +16,14 @@ use sensor_common::counters::{Counter as XdpCounter, NUM_COUNTERS};
 
 use crate::capture::stats::Stats;
 
+pub mod block;
+mod labels;
 mod serve;
 mod xdp;
 
+pub use labels::*;
 pub use serve::serve;
 use xdp::{Source, XdpCollector};
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct KindLabels {
-    pub kind: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReasonLabels {
-    pub reason: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct AttachLabels {
-    pub interface: String,
-    pub mode: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct FlowLabels {
-    pub service: String,
-    pub transport: String,
-    /// Recognised by content: http, ftp, pop3, imap, smtp, mqtt, tls, other.
-    pub protocol: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct FlowBytesLabels {
-    pub service: String,
-    pub transport: String,
-    /// `to_server` or `to_client`.
-    pub direction: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct TlsLabels {
-    pub service: String,
-    pub version: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct WatchedLabels {
-    pub family: String,
-    pub source: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ResultLabels {
-    pub result: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct FamilyLabels {
-    pub family: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct FindingLabels {
-    pub service: String,
-    pub kind: String,
-    pub severity: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ServiceLabels {
-    pub service: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct EventLabels {
-    pub event_type: String,
-}
 
 /// Everything the sensor exports.
 pub struct Metrics {
@@ -120,23 +51,8 @@ pub struct Metrics {
     pub reassembly_gaps: Counter,
     pub detection_latency: prometheus_client::metrics::histogram::Histogram,
     rules_info: Family<VersionLabels, Gauge>,
+    pub blocking: block::BlockMetrics,
     ready: AtomicBool,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct LimitLabels {
-    pub limit: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct TableLabels {
-    pub table: String,
-    pub reason: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct VersionLabels {
-    pub version: String,
 }
 
 impl fmt::Debug for Metrics {
@@ -358,12 +274,14 @@ impl Metrics {
         for r in ["fin", "rst", "idle", "cap"] {
             let _ = flows_evicted.get_or_create(&ReasonLabels { reason: r.into() });
         }
-        for e in ["cleartext_flow", "leak", "replay"] {
+        for e in ["cleartext_flow", "leak", "replay", "block", "would_block"] {
             let _ = events.get_or_create(&EventLabels {
                 event_type: e.into(),
             });
         }
+        let blocking = block::BlockMetrics::register(&mut registry);
         Self {
+            blocking,
             findings,
             replays,
             bytes_scanned,
