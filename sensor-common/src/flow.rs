@@ -142,8 +142,8 @@ pub mod flow_flags {
     /// The client's first payload was refused (cleartext policy or quarantine):
     /// its later packets on this flow are dropped.
     pub const REFUSED: u8 = 1 << 3;
-    /// The flow was first seen at its SYN (not mid-stream): its first payload is
-    /// the real one, and a cleartext refusal may act on it.
+    /// The flow was first seen at its handshake (SYN or SYN+ACK, not mid-stream):
+    /// its first payload is the real one, and a cleartext refusal may act on it.
     pub const OPENED: u8 = 1 << 4;
 }
 

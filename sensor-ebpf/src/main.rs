@@ -334,7 +334,7 @@ fn watched_flow(cfg: &Config, out: &Out, s: &mut Scratch, dir: u8) -> Option<Cou
             let cdir = client_dir(p, dir, src_svc.is_some(), dst_svc.is_some());
             s.new_flow = FlowState::new(service, cdir, ts);
             s.new_flow.policy = policy;
-            if p.is_tcp() && p.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
+            if p.is_tcp() && p.tcp_flags & TCP_SYN != 0 {
                 s.new_flow.flags = flow_flags::OPENED;
             }
             // NOEXIST: if another CPU created the flow meanwhile, keep its entry.

@@ -126,7 +126,7 @@ impl Sampler {
             let cdir = client_dir(&p, dir, src.is_some(), dst.is_some());
             let mut st = FlowState::new(service, cdir, ts);
             st.policy = policy;
-            if p.is_tcp() && p.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
+            if p.is_tcp() && p.tcp_flags & TCP_SYN != 0 {
                 st.flags = flow_flags::OPENED;
             }
             self.flows.insert(key, st, ts);

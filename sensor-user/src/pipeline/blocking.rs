@@ -34,10 +34,11 @@ impl<W: WatchSink> Pipeline<W> {
         let Some(b) = self.blocker.as_mut() else {
             return;
         };
-        let Some(d) = b.on_record(rec, &service, now) else {
+        let head = parse_request_head(rec.payload());
+        let host = head.as_ref().and_then(|h| h.host.as_deref());
+        let Some(d) = b.on_record(rec, &service, host, now) else {
             return;
         };
-        let head = parse_request_head(rec.payload());
         let mut base = Event::new(
             "block",
             self.clock.rfc3339(rec.hdr.ts_ns),

@@ -204,7 +204,8 @@ impl Blocker {
             self.skipped.not_lan += 1;
             return Vec::new();
         }
-        if self.flows.contains_key(&f.key) {
+        // Already blocked, or its first payload refused: the flow is dead.
+        if self.flows.contains_key(&f.key) || self.refused.contains_key(&f.key) {
             return Vec::new();
         }
         let enforced = self.enforce && mode != BlockMode::DryRun;
@@ -278,8 +279,15 @@ impl Blocker {
     }
 
     /// A record the kernel flagged: its cleartext was refused (`BLOCKED`) or a
-    /// dry-run policy would have refused it (`WOULD_BLOCK`). `service`: its name.
-    pub fn on_record(&mut self, rec: &Record, service: &str, now: Instant) -> Option<Decision> {
+    /// dry-run policy would have refused it (`WOULD_BLOCK`). `service`: its
+    /// name; `host`: the request's Host, if any.
+    pub fn on_record(
+        &mut self,
+        rec: &Record,
+        service: &str,
+        host: Option<&str>,
+        now: Instant,
+    ) -> Option<Decision> {
         let h = &rec.hdr;
         let enforced = h.flags & flags::BLOCKED != 0;
         if !enforced && h.flags & flags::WOULD_BLOCK == 0 {
@@ -293,7 +301,15 @@ impl Blocker {
         } else if enforced {
             (Reason::Cleartext, BlockMode::BlockCleartext)
         } else {
-            (Reason::Cleartext, BlockMode::DryRun)
+            // The mode that would have refused it: dry-run live, the policy's
+            // own mode in replay.
+            let mode = self.settings.mode_for(service, host);
+            let mode = if self.enforce || mode == BlockMode::Monitor {
+                BlockMode::DryRun
+            } else {
+                mode
+            };
+            (Reason::Cleartext, mode)
         };
         let active = Active {
             id: self.id(),
@@ -428,4 +444,265 @@ fn endpoint(k: &FlowKey, direction: u8) -> (IpAddr, u16) {
         IpAddr::from(*a)
     };
     (ip, port)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::{
+        matcher::{
+            engine::Hit,
+            rules::{Kind, Severity},
+        },
+        proto::fields::Ctx,
+    };
+
+    /// What the blocker wrote to the kernel maps.
+    #[derive(Default)]
+    struct Maps {
+        blocked: Vec<(FlowKey, BlockEntry)>,
+        quarantined: Vec<QuarantineKey>,
+        full: bool,
+    }
+
+    #[derive(Clone, Default)]
+    struct Sink(Arc<Mutex<Maps>>);
+
+    impl BlockSink for Sink {
+        fn block(&mut self, key: &FlowKey, entry: &BlockEntry) -> Result<(), String> {
+            let mut m = self.0.lock().unwrap();
+            if m.full {
+                return Err("no space left".into());
+            }
+            m.blocked.push((*key, *entry));
+            Ok(())
+        }
+        fn unblock(&mut self, key: &FlowKey) -> Result<(), String> {
+            self.0.lock().unwrap().blocked.retain(|(k, _)| k != key);
+            Ok(())
+        }
+        fn quarantine(&mut self, key: &QuarantineKey, _: &BlockEntry) -> Result<(), String> {
+            self.0.lock().unwrap().quarantined.push(*key);
+            Ok(())
+        }
+        fn release(&mut self, key: &QuarantineKey) -> Result<(), String> {
+            self.0.lock().unwrap().quarantined.retain(|k| k != key);
+            Ok(())
+        }
+    }
+
+    const LAN: u32 = 3;
+    const WAN: u32 = 4;
+
+    fn blocker(toml: &str) -> (Blocker, Sink) {
+        let settings: BlockSettings = toml::from_str(toml).unwrap();
+        let sink = Sink::default();
+        let b = Blocker::new(
+            settings,
+            Some(HashSet::from([LAN])),
+            true,
+            Box::new(sink.clone()),
+        );
+        (b, sink)
+    }
+
+    /// A finding of `kind` in what 192.0.2.10:`port` sent to 198.51.100.2:80.
+    fn finding(kind: Kind, severity: Severity, port: u16, ifindex: u32) -> Finding {
+        let c: std::net::Ipv4Addr = "192.0.2.10".parse().unwrap();
+        let s: std::net::Ipv4Addr = "198.51.100.2".parse().unwrap();
+        let mut ca = [0u8; 16];
+        ca[..4].copy_from_slice(&c.octets());
+        let mut sa = [0u8; 16];
+        sa[..4].copy_from_slice(&s.octets());
+        let (key, direction) = FlowKey::from_packet(FAMILY_V4, IPPROTO_TCP, &ca, port, &sa, 80);
+        Finding {
+            hit: Hit {
+                rule: 0,
+                kind,
+                value: "5f4dcc3b5aa765d61d8327deb882cf99".into(),
+                ctx: Ctx::Query,
+                name: "password".into(),
+                message: 0,
+            },
+            rule: "qobuz_password_md5".into(),
+            severity,
+            ts_ns: 1_000_000_000,
+            ifindex,
+            key,
+            direction,
+            from_client: true,
+            service: 1,
+            head: None,
+            outcome: None,
+            crackable: None,
+            protocol: None,
+        }
+    }
+
+    #[test]
+    fn reset_blocks_the_flow_once_in_the_client_direction() {
+        let (mut b, sink) = blocker("mode = \"reset\"\n");
+        let now = Instant::now();
+        let f = finding(Kind::PasswordHash, Severity::Critical, 40000, LAN);
+        let d = b.on_finding(&f, "qobuz", now);
+        assert_eq!(d.len(), 1);
+        assert!(d[0].enforced);
+        let a = &d[0].active;
+        assert_eq!((a.scope, a.reason, a.mode), ("flow", "finding", "reset"));
+        assert_eq!(a.client.to_string(), "192.0.2.10");
+        assert_eq!(a.expires_ns - a.since_ns, 3600 * 1_000_000_000);
+        {
+            let m = sink.0.lock().unwrap();
+            assert_eq!(m.blocked.len(), 1);
+            let (k, e) = m.blocked[0];
+            assert_eq!(k, f.key);
+            assert_eq!(e.client_dir, f.direction);
+            assert_eq!(e.reason, reason::FINDING);
+            assert!(e.deadline_ns > mono_now_ns());
+        }
+        // A second finding on the blocked flow adds nothing.
+        assert!(b.on_finding(&f, "qobuz", now).is_empty());
+        assert_eq!(b.active(), (1, 0));
+        // Expiry ends it in the kernel too.
+        assert_eq!(b.expire(now + Duration::from_secs(3599)), 0);
+        assert_eq!(b.expire(now + Duration::from_secs(3601)), 1);
+        assert!(sink.0.lock().unwrap().blocked.is_empty());
+        assert_eq!(b.active(), (0, 0));
+    }
+
+    #[test]
+    fn only_trigger_kinds_at_the_severity_from_lan_clients_not_allow_listed() {
+        let (mut b, sink) = blocker(
+            "mode = \"reset\"\nallow_clients = [\"192.0.2.0/28\"]\nkinds = [\"password\"]\n",
+        );
+        let now = Instant::now();
+        let mut f = finding(Kind::Password, Severity::Critical, 40001, LAN);
+        assert!(b.on_finding(&f, "qobuz", now).is_empty(), "allow-listed");
+        assert_eq!(b.skipped.allow_listed, 1);
+        let (mut b, _) = blocker("mode = \"reset\"\n");
+        assert!(
+            b.on_finding(
+                &finding(Kind::Email, Severity::High, 40002, LAN),
+                "qobuz",
+                now
+            )
+            .is_empty(),
+            "not a trigger kind"
+        );
+        assert!(
+            b.on_finding(
+                &finding(Kind::Password, Severity::Medium, 40003, LAN),
+                "qobuz",
+                now
+            )
+            .is_empty(),
+            "below the severity"
+        );
+        f.ifindex = WAN;
+        assert!(b.on_finding(&f, "qobuz", now).is_empty(), "WAN client");
+        assert_eq!(b.skipped.not_lan, 1);
+        f.ifindex = LAN;
+        f.key.proto = sensor_common::flow::IPPROTO_UDP;
+        assert!(b.on_finding(&f, "qobuz", now).is_empty(), "UDP");
+        assert_eq!(b.skipped.not_tcp, 1);
+        assert!(sink.0.lock().unwrap().blocked.is_empty());
+    }
+
+    #[test]
+    fn modes_by_service_dry_run_and_quarantine() {
+        let (mut b, sink) = blocker(
+            "mode = \"dry-run\"\n[services]\ndeezer = \"monitor\"\nqobuz = \"quarantine\"\n",
+        );
+        let now = Instant::now();
+        let f = finding(Kind::AuthToken, Severity::High, 40010, LAN);
+        assert!(b.on_finding(&f, "deezer", now).is_empty(), "monitor");
+        let d = b.on_finding(&f, "spotify", now);
+        assert_eq!(d.len(), 1);
+        assert!(!d[0].enforced, "dry-run decides and does not enforce");
+        assert_eq!(d[0].active.mode, "dry-run");
+        assert!(sink.0.lock().unwrap().blocked.is_empty());
+        assert_eq!(b.active(), (0, 0), "not in force");
+        let g = finding(Kind::AuthToken, Severity::High, 40011, LAN);
+        let d = b.on_finding(&g, "qobuz", now);
+        let scopes: Vec<_> = d
+            .iter()
+            .map(|d| (d.active.scope, d.active.reason))
+            .collect();
+        assert_eq!(scopes, [("flow", "finding"), ("quarantine", "quarantine")]);
+        assert_eq!(sink.0.lock().unwrap().quarantined.len(), 1);
+        // Another leak of the same client: its flow is blocked, no new quarantine.
+        let h = finding(Kind::AuthToken, Severity::High, 40012, LAN);
+        assert_eq!(b.on_finding(&h, "qobuz", now).len(), 1);
+        assert_eq!(b.active(), (2, 1));
+        // Lifted by id, in the kernel too.
+        let q = b
+            .list()
+            .into_iter()
+            .find(|a| a.scope == "quarantine")
+            .unwrap();
+        assert_eq!(b.lift(q.id).map(|a| a.id), Some(q.id));
+        assert!(sink.0.lock().unwrap().quarantined.is_empty());
+        assert!(b.lift(q.id).is_none());
+        // The quarantine expires after quarantine_secs (900), flows later.
+        assert_eq!(b.list().len(), 3, "two flows and the dry-run decision");
+    }
+
+    #[test]
+    fn a_full_kernel_map_is_an_error_counted_and_nothing_pretends() {
+        let (mut b, sink) = blocker("mode = \"reset\"\n");
+        sink.0.lock().unwrap().full = true;
+        let f = finding(Kind::Password, Severity::High, 40020, LAN);
+        assert!(b.on_finding(&f, "qobuz", Instant::now()).is_empty());
+        assert_eq!(b.errors, 1);
+        assert_eq!(b.active(), (0, 0));
+    }
+
+    #[test]
+    fn at_capacity_the_oldest_block_makes_room_and_leaves_the_kernel() {
+        let (mut b, sink) = blocker("mode = \"reset\"\nmax_blocks = 2\n");
+        let now = Instant::now();
+        for port in [41000, 41001, 41002] {
+            let f = finding(Kind::Password, Severity::High, port, LAN);
+            assert_eq!(b.on_finding(&f, "qobuz", now).len(), 1);
+        }
+        let m = sink.0.lock().unwrap();
+        assert_eq!(m.blocked.len(), 2);
+        assert!(
+            m.blocked
+                .iter()
+                .all(|(k, _)| k.port_a != 41000 && k.port_b != 41000)
+        );
+        drop(m);
+        assert_eq!(b.evictions()[0].1.cap, 1);
+    }
+
+    #[test]
+    fn refused_records_become_decisions_and_mark_their_flow() {
+        let (mut b, _) = blocker("mode = \"block-cleartext\"\n");
+        let frame = crate::fixtures::FrameBuilder::tcp("192.0.2.10", 42000, "198.51.100.2", 80)
+            .payload(b"GET / HTTP/1.1\r\n\r\n")
+            .build();
+        let mut rec = crate::fixtures::record(
+            sensor_common::record::RecordKind::Sample,
+            flags::FROM_CLIENT | flags::FIRST_PAYLOAD | flags::BLOCKED,
+            &frame,
+        );
+        rec.hdr.service = 1;
+        let now = Instant::now();
+        let d = b.on_record(&rec, "qobuz", None, now).unwrap();
+        assert!(d.enforced);
+        assert_eq!(
+            (d.active.reason, d.active.mode),
+            ("cleartext", "block-cleartext")
+        );
+        assert!(b.refused(&rec.hdr.flow));
+        rec.hdr.flags = flags::FROM_CLIENT | flags::FIRST_PAYLOAD | flags::WOULD_BLOCK;
+        let d = b.on_record(&rec, "qobuz", None, now).unwrap();
+        assert!(!d.enforced);
+        assert_eq!(d.active.mode, "dry-run");
+        rec.hdr.flags = flags::FROM_CLIENT;
+        assert!(b.on_record(&rec, "qobuz", None, now).is_none());
+    }
 }

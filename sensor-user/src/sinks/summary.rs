@@ -104,6 +104,15 @@ pub fn table(t: &Totals, metrics: &str) -> String {
     section(&mut out, "flows", "leakwatch_flows_total", "transport");
     section(&mut out, "findings", "leakwatch_findings_total", "kind");
     section(&mut out, "replays", "leakwatch_replays_total", "");
+    // `replay --block MODE`: what the mode would have blocked.
+    if metrics.contains("leakwatch_would_block_total{") {
+        section(
+            &mut out,
+            "would block",
+            "leakwatch_would_block_total",
+            "reason",
+        );
+    }
     out
 }
 

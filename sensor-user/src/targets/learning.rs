@@ -484,6 +484,58 @@ mod tests {
         assert!(t.sink().0.is_empty());
     }
 
+    fn answer(name: &str, addr: &str) -> Record {
+        let msg = dns::build_response(9, name, &[], &[ip(addr)], 300);
+        record(
+            RecordKind::Dns,
+            0,
+            FrameBuilder::udp("198.51.100.53", 53, "192.0.2.10", 5353)
+                .payload(&msg)
+                .build(),
+        )
+    }
+
+    #[test]
+    fn watched_addresses_carry_the_cleartext_policy_of_their_names() {
+        use sensor_common::block::{policy, split_watch_value};
+        let mut t = targeting(TargetSettings::default());
+        t.set_blocking(
+            toml::from_str(
+                "[services]\ndeezer = \"dry-run\"\n[domains]\n\"www.qobuz.com\" = \"block-cleartext\"\n",
+            )
+            .unwrap(),
+        );
+        t.add_static("203.0.113.0/24".parse().unwrap(), "deezer")
+            .unwrap();
+        let bits = |t: &Targeting<MemoryWatch>, n: &str| {
+            t.sink()
+                .0
+                .get(&n.parse::<IpNet>().unwrap())
+                .map(|v| split_watch_value(*v).1)
+        };
+        assert_eq!(
+            bits(&t, "203.0.113.0/24"),
+            Some(policy::BLOCK_CLEARTEXT | policy::DRY_RUN),
+            "a static prefix has its service's policy"
+        );
+        let now = Instant::now();
+        t.on_dns(&answer("www.qobuz.com", "198.51.100.2"), now);
+        assert_eq!(bits(&t, "198.51.100.2/32"), Some(policy::BLOCK_CLEARTEXT));
+        // Another name of the service without the policy shares the address.
+        t.on_dns(&answer("api.qobuz.com", "198.51.100.2"), now);
+        assert_eq!(bits(&t, "198.51.100.2/32"), Some(0));
+        // A CDN address: first answered for a name outside the catalog.
+        t.on_dns(&answer("cdn.example.net", "198.51.100.9"), now);
+        t.on_dns(&answer("www.qobuz.com", "198.51.100.9"), now);
+        assert_eq!(bits(&t, "198.51.100.9/32"), Some(0), "shared: no policy");
+        // …and the other way round.
+        t.on_dns(&answer("www.qobuz.com", "198.51.100.10"), now);
+        t.on_dns(&answer("cdn.example.net", "198.51.100.10"), now);
+        assert_eq!(bits(&t, "198.51.100.10/32"), Some(0));
+        let qobuz = t.ids().id_of("qobuz").unwrap();
+        assert_eq!(t.service_of(ip("198.51.100.10")), Some(qobuz));
+    }
+
     #[test]
     fn a_cname_into_a_service_domain_attributes_too() {
         let mut t = targeting(TargetSettings::default());
