@@ -189,3 +189,119 @@ fn dechunk(mut s: &str) -> String {
     }
     out
 }
+
+/// What connections brought to a [`RecordingServer`]: (its listening address,
+/// the peer, the bytes).
+pub type Received = Arc<std::sync::Mutex<Vec<(SocketAddr, SocketAddr, Vec<u8>)>>>;
+
+/// A keep-alive server that answers `200 OK` to each request of a connection
+/// and records every byte each connection sent (by peer address), so a test
+/// can tell what reached the server. Until dropped.
+pub struct RecordingServer {
+    pub received: Received,
+    /// Stops the accept and connection threads when dropped.
+    _server: HttpServer,
+}
+
+impl RecordingServer {
+    pub fn start(ns: &Netns, addrs: &[SocketAddr]) -> anyhow::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let received: Received = Arc::default();
+        let mut threads = Vec::new();
+        for &addr in addrs {
+            let listener = ns
+                .run(move || TcpListener::bind(addr))?
+                .with_context(|| format!("binding {addr}"))?;
+            listener.set_nonblocking(true)?;
+            let (stop, received) = (Arc::clone(&stop), Arc::clone(&received));
+            threads.push(std::thread::spawn(move || {
+                let mut conns = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    match listener.accept() {
+                        Ok((s, peer)) => {
+                            let (stop, received) = (Arc::clone(&stop), Arc::clone(&received));
+                            conns.push(std::thread::spawn(move || {
+                                keep_alive(s, (addr, peer), &stop, &received);
+                            }));
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            std::thread::sleep(Duration::from_millis(10));
+                        }
+                        Err(_) => break,
+                    }
+                }
+                for c in conns {
+                    let _ = c.join();
+                }
+            }));
+        }
+        Ok(Self {
+            received,
+            _server: HttpServer { stop, threads },
+        })
+    }
+
+    /// What connections from `peer` sent, joined.
+    pub fn from(&self, peer: SocketAddr) -> Vec<u8> {
+        self.received
+            .lock()
+            .map(|r| {
+                r.iter()
+                    .filter(|(_, p, _)| *p == peer)
+                    .flat_map(|(_, _, b)| b.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// (peer, bytes) of the connections to the listening address `to`.
+    pub fn at(&self, to: SocketAddr) -> Vec<(SocketAddr, Vec<u8>)> {
+        self.received
+            .lock()
+            .map(|r| {
+                r.iter()
+                    .filter(|(t, _, _)| *t == to)
+                    .map(|(_, p, b)| (*p, b.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// Serves one keep-alive connection: records what arrives, answers each
+/// request (each `\r\n\r\n`-terminated head; bodies are not expected).
+fn keep_alive(
+    mut s: TcpStream,
+    (to, peer): (SocketAddr, SocketAddr),
+    stop: &AtomicBool,
+    received: &Received,
+) {
+    let _ = s.set_nonblocking(false);
+    let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+    let mut pending = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !stop.load(Ordering::Relaxed) {
+        match s.read(&mut chunk) {
+            Ok(0) => return,
+            Ok(n) => {
+                if let Ok(mut r) = received.lock() {
+                    match r.iter_mut().find(|(t, p, _)| *t == to && *p == peer) {
+                        Some((_, _, b)) => b.extend_from_slice(&chunk[..n]),
+                        None => r.push((to, peer, chunk[..n].to_vec())),
+                    }
+                }
+                pending.extend_from_slice(&chunk[..n]);
+                while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                    pending.drain(..end + 4);
+                    let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return,
+        }
+    }
+}

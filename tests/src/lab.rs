@@ -10,8 +10,10 @@
 //!  2001:db8:d::10/64        2001:db8:d::1
 //! ```
 //! Documentation-range addresses only, routed only between these namespaces.
-//! The sensor attaches to lan0, lan1 (where client2's frames carry their
-//! 802.1Q tag in the packet: VLAN offload is off) and wan0.
+//! The sensor attaches to lan0 and lan1 as LAN interfaces (on lan1 client2's
+//! frames carry their 802.1Q tag in the packet: VLAN offload is off) and to
+//! wan0. The clients' eth0 run an XDP program that passes everything, so an
+//! RST the sensor sends with XDP_TX reaches them. `masquerade` turns the gateway into a NAT.
 
 use std::{
     path::PathBuf,
@@ -56,8 +58,10 @@ pub struct Lab {
     pub client2: Netns,
     pub gateway: Netns,
     pub server: Netns,
-    /// The trunk's tc links (tagging lives as long as they do).
+    /// The trunk's tc links and the clients' XDP links (live as long as these).
     vlan_links: Vec<std::os::fd::OwnedFd>,
+    /// Where the sensor this lab starts serves `leakwatch blocks`.
+    pub control_socket: PathBuf,
 }
 
 fn veth(a_ns: &Netns, a: &str, b_ns: &Netns, b: &str) -> anyhow::Result<()> {
@@ -110,6 +114,7 @@ impl Lab {
             gateway: Netns::new("g", dns)?,
             server: Netns::new("s", dns)?,
             vlan_links: Vec::new(),
+            control_socket: std::env::temp_dir().join(format!("{}.sock", unique("control"))),
         };
         veth(&lab.gateway, LAN_IF, &lab.client, "eth0")?;
         veth(&lab.gateway, WAN_IF, &lab.server, "eth0")?;
@@ -165,7 +170,28 @@ impl Lab {
         s.ip(&["route", "add", "default", "via", GW_WAN_V4])?;
         s.ip(&["-6", "route", "add", "default", "via", GW_WAN_V6])?;
         lab.vlan_lan()?;
+        // A frame the sensor sends back with XDP_TX (a blocking RST) is
+        // delivered by a veth peer that has an XDP program of its own (GRO
+        // alone enables NAPI, but nothing then flushes such frames).
+        for ns in [&lab.client, &lab.client2] {
+            let link = crate::vlan::xdp_pass(ns, "eth0")?;
+            lab.vlan_links.push(link);
+        }
         Ok(lab)
+    }
+
+    /// Masquerades what leaves the gateway on wan0 (IPv4 and IPv6): the LAN and
+    /// WAN sides of one connection then have different tuples.
+    pub fn masquerade(&self) -> anyhow::Result<()> {
+        let rules = format!(
+            "table inet lab_nat {{\n chain post {{\n  type nat hook postrouting priority srcnat;\n  oifname \"{WAN_IF}\" masquerade\n }}\n}}\n"
+        );
+        let path = std::env::temp_dir().join(format!("{}.nft", unique("nat")));
+        std::fs::write(&path, rules)?;
+        let r = crate::netns::run(self.gateway.command("nft").arg("-f").arg(&path))
+            .context("masquerading on the gateway (apt-get install nftables)");
+        let _ = std::fs::remove_file(&path);
+        r.map(|_| ())
     }
 
     /// client2 ─ lan1: an 802.1Q trunk carrying VLAN 100 (see `vlan`).
@@ -209,14 +235,16 @@ impl Lab {
             .args([
                 "run",
                 "--iface",
-                LAN_IF,
+                &format!("{LAN_IF}:lan"),
                 "--iface",
-                LAN2_IF,
+                &format!("{LAN2_IF}:lan"),
                 "--iface",
                 WAN_IF,
                 "--metrics-addr",
                 metrics_addr,
             ])
+            .arg("--control-socket")
+            .arg(&self.control_socket)
             // This run's fingerprint key stays with this run, not in /var/lib.
             .arg("--state-dir")
             .arg(std::env::temp_dir().join(unique("state")))

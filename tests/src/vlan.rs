@@ -62,30 +62,40 @@ fn bpf(cmd: libc::c_long, attr: &mut [u8; 128]) -> std::io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
-/// Loads the program and attaches it to `iface` (run in the interface's namespace).
-fn attach(iface: &str, push: Option<u16>, attach_type: u32) -> anyhow::Result<OwnedFd> {
-    let insns = program(push);
+/// Loads a program of `prog_type` made of `insns` (its `name`, at most 15
+/// bytes) and links it to `iface` as `attach_type` (run in the interface's
+/// namespace). The link lives as long as the returned descriptor.
+pub(crate) fn attach_program(
+    iface: &str,
+    prog_type: u32,
+    insns: &[u8],
+    attach_type: u32,
+    name: &[u8],
+) -> anyhow::Result<OwnedFd> {
     let license = c"GPL";
     let mut log = vec![0u8; 4096];
     let mut attr = [0u8; 128];
-    attr[0..4].copy_from_slice(&BPF_PROG_TYPE_SCHED_CLS.to_ne_bytes());
+    attr[0..4].copy_from_slice(&prog_type.to_ne_bytes());
     attr[4..8].copy_from_slice(&((insns.len() / 8) as u32).to_ne_bytes());
     attr[8..16].copy_from_slice(&(insns.as_ptr() as u64).to_ne_bytes());
     attr[16..24].copy_from_slice(&(license.as_ptr() as u64).to_ne_bytes());
     attr[24..28].copy_from_slice(&1u32.to_ne_bytes()); // log_level
     attr[28..32].copy_from_slice(&(log.len() as u32).to_ne_bytes());
     attr[32..40].copy_from_slice(&(log.as_mut_ptr() as u64).to_ne_bytes());
-    attr[48..56].copy_from_slice(b"lab_vlan");
+    let n = name.len().min(15);
+    attr[48..48 + n].copy_from_slice(&name[..n]);
+    attr[68..72].copy_from_slice(&attach_type.to_ne_bytes()); // expected_attach_type
     let prog = bpf(BPF_PROG_LOAD, &mut attr).map_err(|e| {
         let end = log.iter().position(|&b| b == 0).unwrap_or(0);
         anyhow::anyhow!(
-            "loading the VLAN tc program: {e}: {}",
+            "loading the lab's {} program: {e}: {}",
+            String::from_utf8_lossy(name),
             String::from_utf8_lossy(&log[..end])
         )
     })?;
-    let name = std::ffi::CString::new(iface)?;
+    let cname = std::ffi::CString::new(iface)?;
     // SAFETY: a NUL-terminated interface name.
-    let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    let ifindex = unsafe { libc::if_nametoindex(cname.as_ptr()) };
     if ifindex == 0 {
         bail!("no interface {iface}");
     }
@@ -93,8 +103,39 @@ fn attach(iface: &str, push: Option<u16>, attach_type: u32) -> anyhow::Result<Ow
     attr[0..4].copy_from_slice(&(std::os::fd::AsRawFd::as_raw_fd(&prog) as u32).to_ne_bytes());
     attr[4..8].copy_from_slice(&ifindex.to_ne_bytes());
     attr[8..12].copy_from_slice(&attach_type.to_ne_bytes());
-    bpf(BPF_LINK_CREATE, &mut attr)
-        .with_context(|| format!("attaching the VLAN tc program to {iface}"))
+    bpf(BPF_LINK_CREATE, &mut attr).with_context(|| {
+        format!(
+            "attaching the lab's {} program to {iface}",
+            String::from_utf8_lossy(name)
+        )
+    })
+}
+
+fn attach(iface: &str, push: Option<u16>, attach_type: u32) -> anyhow::Result<OwnedFd> {
+    attach_program(
+        iface,
+        BPF_PROG_TYPE_SCHED_CLS,
+        &program(push),
+        attach_type,
+        b"lab_vlan",
+    )
+}
+
+const BPF_PROG_TYPE_XDP: u32 = 6;
+const BPF_XDP: u32 = 37;
+const XDP_PASS: i32 = 2;
+
+/// Attaches an XDP program that passes every frame to `iface` in `ns` (native
+/// mode). A veth end with an XDP program runs NAPI and flushes what its peer
+/// sends it with XDP_TX; without one, such frames wait in its ring. The link
+/// lives as long as the returned descriptor.
+pub fn xdp_pass(ns: &Netns, iface: &str) -> anyhow::Result<OwnedFd> {
+    let name = iface.to_owned();
+    ns.run(move || -> anyhow::Result<OwnedFd> {
+        let mut insns = insn(MOV64_IMM, 0, XDP_PASS).to_vec();
+        insns.extend(insn(EXIT, 0, 0));
+        attach_program(&name, BPF_PROG_TYPE_XDP, &insns, BPF_XDP, b"lab_xdp_pass")
+    })?
 }
 
 /// Makes `iface` in `ns` one end of a trunk carrying `vlan`: frames it sends are

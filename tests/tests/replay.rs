@@ -713,7 +713,7 @@ fn replay_block_reports_what_each_mode_would_have_blocked() {
     assert!(n > 0 && pairs.len() == n, "{q:#?}");
     // block-cleartext: every cleartext flow to a service, refused at its first
     // payload (the capture interleaves lan and wan: a SYN+ACK may come first);
-    // the leaks in those payloads say they would not have left.
+    // nothing was really refused, so no leak says it was blocked.
     let (ev, _) = replay(
         "lab_streaming-session.pcap",
         &["--block", "block-cleartext"],
@@ -726,7 +726,7 @@ fn replay_block_reports_what_each_mode_would_have_blocked() {
     assert!(refused.iter().all(|e| e["dest_port"] == 80
         && e["block"]["mode"] == "block-cleartext"
         && e["block"].get("expires").is_none()));
-    assert!(ev.iter().any(|e| trigger(e) && e["blocked"] == true));
+    assert!(!ev.iter().any(|e| e.get("blocked").is_some()));
     assert!(
         !ev.iter()
             .any(|e| e["event_type"] == "would_block" && e["block"]["reason"] == "finding"),

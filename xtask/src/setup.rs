@@ -20,6 +20,7 @@ const APT_PACKAGES: &[&str] = &[
     "ethtool",      // the lab's VLAN trunk: tags written into frames
     "openssl",      // the lab's HTTPS certificate
     "prometheus",   // promtool for the alert rules; the end-to-end scrape test
+    "nftables",     // the lab's masquerading gateway (blocking on the LAN side)
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13";

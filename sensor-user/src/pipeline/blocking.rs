@@ -57,10 +57,17 @@ impl<W: WatchSink> Pipeline<W> {
 
     /// Expires blocks and brings the block metrics up to date.
     pub(super) fn block_tick(&mut self, now: Instant) {
-        let Some(b) = self.blocker.as_mut() else {
+        if let Some(b) = self.blocker.as_mut() {
+            b.expire(now);
+        }
+        self.publish_blocks();
+    }
+
+    /// The block gauges and counters, from the blocker's state.
+    pub(super) fn publish_blocks(&self) {
+        let Some(b) = self.blocker.as_ref() else {
             return;
         };
-        b.expire(now);
         let m = &self.metrics.blocking;
         let (flows, quarantines) = b.active();
         for (scope, n) in [("flow", flows), ("quarantine", quarantines)] {

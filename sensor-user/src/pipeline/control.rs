@@ -72,8 +72,17 @@ pub enum Reply {
     Error(String),
 }
 
+/// Removes the socket file when dropped (the daemon ends, or fails to start).
+pub struct SocketFile(PathBuf);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// Binds the socket (0600; a stale socket file is replaced, its directory made).
-pub fn bind(path: &Path) -> anyhow::Result<std::os::unix::net::UnixListener> {
+pub fn bind(path: &Path) -> anyhow::Result<(std::os::unix::net::UnixListener, SocketFile)> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("control_socket: creating {}", dir.display()))?;
@@ -91,11 +100,12 @@ pub fn bind(path: &Path) -> anyhow::Result<std::os::unix::net::UnixListener> {
     }
     let l = std::os::unix::net::UnixListener::bind(path)
         .with_context(|| format!("control_socket {}: cannot listen", path.display()))?;
+    let file = SocketFile(path.to_owned());
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("control_socket {}: setting mode 0600", path.display()))?;
     l.set_nonblocking(true)
         .context("control socket: non-blocking mode")?;
-    Ok(l)
+    Ok((l, file))
 }
 
 /// Serves the socket: each request is handed to `handle` (the pipeline thread,

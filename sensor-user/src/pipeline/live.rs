@@ -66,8 +66,9 @@ pub fn run(a: &Attach<'_>, loaded: &Loaded) -> anyhow::Result<()> {
     // fails the start before traffic is touched.
     let listener = std::net::TcpListener::bind(c.metrics_addr)
         .with_context(|| format!("metrics_addr {}: cannot listen", c.metrics_addr))?;
+    let (listener_unix, _socket_file) = super::control::bind(&c.control_socket)?;
     let control = ControlSocket {
-        listener: super::control::bind(&c.control_socket)?,
+        listener: listener_unix,
         path: c.control_socket.clone(),
     };
     let sizes = MapSizes {
@@ -144,7 +145,6 @@ pub fn run(a: &Attach<'_>, loaded: &Loaded) -> anyhow::Result<()> {
             .set(1);
     }
     pipeline.serve(ring, reports, listener, Some(control))?;
-    let _ = std::fs::remove_file(&c.control_socket);
     sensor.detach_all();
     Ok(())
 }

@@ -145,6 +145,7 @@ impl<W: WatchSink> Pipeline<W> {
         for ev in &events {
             self.write_event(ev);
         }
+        self.publish_blocks();
     }
 
     pub(super) fn emit(&mut self, out: &mut Vec<Output>) {

@@ -120,9 +120,10 @@ pub struct Blocker {
     /// Stamped with their deadlines (constant durations: oldest expires first).
     flows: FlowTable<FlowKey, Active>,
     quarantined: FlowTable<QuarantineKey, Active>,
-    /// Flows whose first payload the kernel refused: their findings are
-    /// `"blocked": true` (the matcher reports them after the record).
-    refused: FlowTable<FlowKey, ()>,
+    /// Flows whose first payload the kernel refused (`true`: their findings are
+    /// `"blocked": true`; the matcher reports them after the record) or, in
+    /// replay, would have refused (`false`). Either way no finding blocks them.
+    refused: FlowTable<FlowKey, bool>,
     next_id: u64,
     pub skipped: Skipped,
     /// Kernel map writes that failed (the block is then not in force).
@@ -293,7 +294,10 @@ impl Blocker {
         if !enforced && h.flags & flags::WOULD_BLOCK == 0 {
             return None;
         }
-        self.refused.insert(h.flow, (), now);
+        // Live dry-run flows go on: their findings are decided as `reset` would.
+        if enforced || !self.enforce {
+            self.refused.insert(h.flow, enforced, now);
+        }
         let client = endpoint(&h.flow, h.direction).0;
         let q = quarantine_key(client, h.service);
         let (reason, mode) = if enforced && self.quarantined.contains_key(&q) {
@@ -332,9 +336,9 @@ impl Blocker {
         })
     }
 
-    /// Whether the flow's first payload was refused (or, dry-run, would be).
+    /// Whether the flow's first payload was refused: it never left.
     pub fn refused(&self, key: &FlowKey) -> bool {
-        self.refused.contains_key(key)
+        self.refused.get(key).copied().unwrap_or(false)
     }
 
     /// Ends the blocks whose time is up, in the kernel maps too. Returns how many.
@@ -698,10 +702,12 @@ mod tests {
             ("cleartext", "block-cleartext")
         );
         assert!(b.refused(&rec.hdr.flow));
+        rec.hdr.flow.port_a += 1;
         rec.hdr.flags = flags::FROM_CLIENT | flags::FIRST_PAYLOAD | flags::WOULD_BLOCK;
         let d = b.on_record(&rec, "qobuz", None, now).unwrap();
         assert!(!d.enforced);
         assert_eq!(d.active.mode, "dry-run");
+        assert!(!b.refused(&rec.hdr.flow), "a dry-run flow goes on");
         rec.hdr.flags = flags::FROM_CLIENT;
         assert!(b.on_record(&rec, "qobuz", None, now).is_none());
     }
