@@ -189,6 +189,7 @@ impl<W: WatchSink> Pipeline<W> {
         kinds.sort_unstable();
         kinds.dedup();
         self.metrics.init_service_series(&services, &kinds);
+        self.metrics.blocking.init_services(&services);
         self.matching = Some(m);
         self
     }

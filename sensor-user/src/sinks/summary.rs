@@ -105,7 +105,7 @@ pub fn table(t: &Totals, metrics: &str) -> String {
     section(&mut out, "findings", "leakwatch_findings_total", "kind");
     section(&mut out, "replays", "leakwatch_replays_total", "");
     // `replay --block MODE`: what the mode would have blocked.
-    if metrics.contains("leakwatch_would_block_total{") {
+    if !series(metrics, "leakwatch_would_block_total").is_empty() {
         section(
             &mut out,
             "would block",

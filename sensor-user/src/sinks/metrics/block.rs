@@ -83,6 +83,33 @@ impl BlockMetrics {
         }
     }
 
+    /// Series at 0 for every service and every (reason, mode) the live sensor
+    /// can count, so alerts see an increase from the first block.
+    pub fn init_services(&self, services: &[String]) {
+        for service in services {
+            for (reason, mode) in [
+                ("finding", "reset"),
+                ("finding", "quarantine"),
+                ("finding", "block-cleartext"),
+                ("quarantine", "quarantine"),
+                ("cleartext", "block-cleartext"),
+            ] {
+                let _ = self.blocks.get_or_create(&BlockLabels {
+                    service: service.clone(),
+                    reason: reason.into(),
+                    mode: mode.into(),
+                });
+            }
+            for reason in ["finding", "cleartext"] {
+                let _ = self.would_block.get_or_create(&BlockLabels {
+                    service: service.clone(),
+                    reason: reason.into(),
+                    mode: "dry-run".into(),
+                });
+            }
+        }
+    }
+
     /// Brings a cumulative count to its counter.
     pub fn set_total(c: &Counter, n: u64) {
         let now = c.get();
