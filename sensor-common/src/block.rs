@@ -11,6 +11,11 @@ use crate::parse::{Parsed, TCP_ACK};
 /// `HashMap<FlowKey, BlockEntry>`: flows blocked after a finding.
 pub const BLOCKED: &str = "BLOCKED";
 pub const DEFAULT_BLOCKED_ENTRIES: u32 = 16_384;
+/// `Array<u64>` of `watch::BITMAP_WORDS`: one bit per [`flow_bucket`], set while
+/// a flow of the bucket is in `BLOCKED`. The program reads one inlined word
+/// before it pays for the hash lookup, so blocking costs packets it does not
+/// block next to nothing.
+pub const BLOCK_BITS: &str = "BLOCK_BITS";
 /// `HashMap<QuarantineKey, BlockEntry>`: (client, service) pairs whose new
 /// cleartext TCP flows are refused.
 pub const QUARANTINE: &str = "QUARANTINE";
@@ -26,6 +31,20 @@ pub const DEFAULT_ALLOW_ENTRIES: u32 = 1024;
 /// Interface roles: only clients on a LAN interface can be blocked.
 pub const ROLE_WAN: u32 = 0;
 pub const ROLE_LAN: u32 = 1;
+
+/// The [`BLOCK_BITS`] bucket of a flow: the ports and the first and last 32
+/// bits of both addresses, folded to 16 bits.
+#[inline(always)]
+pub fn flow_bucket(k: &crate::flow::FlowKey) -> u32 {
+    // Native-endian words: no byte swaps; kernel and userspace share the host's order.
+    let w = |a: &[u8; 16], i: usize| u32::from_ne_bytes([a[i], a[i + 1], a[i + 2], a[i + 3]]);
+    let h = w(&k.addr_a, 0)
+        ^ w(&k.addr_a, 12)
+        ^ w(&k.addr_b, 0).rotate_left(8)
+        ^ w(&k.addr_b, 12).rotate_left(16)
+        ^ (((k.port_a as u32) << 16) | k.port_b as u32);
+    (h ^ (h >> 16)) & 0xffff
+}
 
 /// A watch-map value: service id in the low 24 bits, policy bits above.
 pub const SERVICE_MASK: u32 = 0x00ff_ffff;
@@ -61,29 +80,43 @@ pub mod reason {
     pub const CLEARTEXT: u8 = 3;
 }
 
-/// Bits of [`BlockEntry::flags`].
-pub mod block_flags {
-    /// The RST answering the client's first packet after the block was sent.
-    pub const RST_SENT: u8 = 1 << 0;
-}
+/// A blocked flow's client packets get an RST in their place at most this
+/// often; the rest are dropped. The first after the block gets one at once,
+/// and a retransmission after a lost RST (TCP waits ≥ 200 ms) gets another, so
+/// the app never hangs on a black hole; a flood gets ten a second.
+pub const RST_INTERVAL_NS: u64 = 100_000_000;
 
-/// Value of `BLOCKED` and `QUARANTINE`. 16 bytes.
+/// Value of `BLOCKED` and `QUARANTINE`. 24 bytes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BlockEntry {
     /// 0: CLOCK_MONOTONIC ns after which the entry no longer applies.
     pub deadline_ns: u64,
-    /// 8: the service id, for counting.
+    /// 8: when the program last sent an RST for the flow (0: never); written
+    /// by the program.
+    pub last_rst_ns: u64,
+    /// 16: the service id, for counting.
     pub service: u32,
-    /// 12: [`reason`].
+    /// 20: [`reason`].
     pub reason: u8,
-    /// 13: [`block_flags`]; written by the program.
-    pub flags: u8,
-    /// 14: direction index (0/1, relative to the flow key) the client sends in;
+    /// 21: direction index (0/1, relative to the flow key) the client sends in;
     /// unused in `QUARANTINE`.
     pub client_dir: u8,
-    /// 15: zero.
-    pub _pad: u8,
+    /// 22: zero.
+    pub _pad: [u8; 2],
+}
+
+impl BlockEntry {
+    pub const fn new(deadline_ns: u64, service: u32, reason: u8, client_dir: u8) -> Self {
+        Self {
+            deadline_ns,
+            last_rst_ns: 0,
+            service,
+            reason,
+            client_dir,
+            _pad: [0; 2],
+        }
+    }
 }
 
 /// Key of `QUARANTINE`: a client address and a service. 24 bytes.
@@ -299,7 +332,7 @@ mod tests {
         let v = watch_value(7, policy::BLOCK_CLEARTEXT);
         assert_eq!(split_watch_value(v), (7, policy::BLOCK_CLEARTEXT));
         assert_eq!(split_watch_value(9), (9, 0));
-        assert_eq!(core::mem::size_of::<BlockEntry>(), 16);
+        assert_eq!(core::mem::size_of::<BlockEntry>(), 24);
         assert_eq!(core::mem::size_of::<QuarantineKey>(), 24);
     }
 }

@@ -45,8 +45,8 @@ use aya_ebpf::{
 };
 use sensor_common::{
     block::{
-        self, BlockEntry, QuarantineKey, ROLE_LAN, RST_MAX, block_flags, rst_headers,
-        split_watch_value,
+        self, BlockEntry, QuarantineKey, ROLE_LAN, RST_INTERVAL_NS, RST_MAX, flow_bucket,
+        rst_headers, split_watch_value,
     },
     config::{CONFIG_VERSION, Config, config_flags},
     counters::{Counter, STATS_ENTRIES, stats_index},
@@ -89,6 +89,9 @@ static PROBE_PENDING: LruHashMap<FlowKey, u64> =
 #[map(name = "BLOCKED")]
 static BLOCKED: HashMap<FlowKey, BlockEntry> =
     HashMap::with_max_entries(block::DEFAULT_BLOCKED_ENTRIES, 0);
+
+#[map(name = "BLOCK_BITS")]
+static BLOCK_BITS: Array<u64> = Array::with_max_entries(BITMAP_WORDS, 0);
 
 #[map(name = "QUARANTINE")]
 static QUARANTINE: HashMap<QuarantineKey, BlockEntry> =
@@ -317,7 +320,11 @@ fn maybe_watched(p: &Parsed) -> bool {
 fn watched_flow(cfg: &Config, out: &Out, s: &mut Scratch, dir: u8) -> Option<Counter> {
     let ts = now();
     let blocking = cfg.flags & config_flags::BLOCK != 0 && s.parsed.is_tcp();
-    if blocking && let Some(c) = blocked_flow(out, s, dir, ts) {
+    // One inlined bitmap word keeps packets of unblocked flows off the hash lookup.
+    if blocking
+        && bit_set(&BLOCK_BITS, flow_bucket(&s.key))
+        && let Some(c) = blocked_flow(out, s, dir, ts)
+    {
         return Some(c);
     }
     let p = &s.parsed;
@@ -400,8 +407,9 @@ fn watched_flow(cfg: &Config, out: &Out, s: &mut Scratch, dir: u8) -> Option<Cou
     )
 }
 
-/// A client packet of a flow userspace blocked: the first is answered with an
-/// RST in its place, the rest dropped. `None`: not blocked (or not the client).
+/// A client packet of a flow userspace blocked: answered with an RST in its
+/// place at most every `RST_INTERVAL_NS` (the first at once; a retransmission
+/// after a lost RST gets another), otherwise dropped. `None`: not blocked (or not the client).
 #[inline(always)]
 fn blocked_flow(out: &Out, s: &mut Scratch, dir: u8, ts: u64) -> Option<Counter> {
     let e = BLOCKED.get_ptr_mut(&s.key)?;
@@ -411,10 +419,10 @@ fn blocked_flow(out: &Out, s: &mut Scratch, dir: u8, ts: u64) -> Option<Counter>
     if e.deadline_ns <= ts || dir != e.client_dir || !is_lan(out.ifindex) {
         return None;
     }
-    if e.flags & block_flags::RST_SENT != 0 {
+    if ts.wrapping_sub(e.last_rst_ns) < RST_INTERVAL_NS {
         return Some(Counter::BlockedDrop);
     }
-    e.flags |= block_flags::RST_SENT;
+    e.last_rst_ns = ts;
     if send_rst(out, s) {
         s.tx = true;
         Some(Counter::BlockedRst)

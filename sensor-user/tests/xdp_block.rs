@@ -14,7 +14,7 @@ use aya::{
     programs::{TestRun, TestRunOptions},
 };
 use sensor_common::{
-    block::{BlockEntry, policy, reason, watch_value},
+    block::{BlockEntry, RST_INTERVAL_NS, policy, reason, watch_value},
     config::{Config, config_flags},
     counters::Counter,
     flow::FlowKey,
@@ -127,14 +127,7 @@ impl Harness {
     fn block(&mut self, frame: &[u8]) {
         let p = sensor_common::parse::parse(frame).unwrap();
         let (key, dir) = FlowKey::from_packet(p.family, p.proto, &p.src, p.sport, &p.dst, p.dport);
-        let entry = BlockEntry {
-            deadline_ns: mono_now_ns() + 60_000_000_000,
-            service: QOBUZ,
-            reason: reason::FINDING,
-            flags: 0,
-            client_dir: dir,
-            _pad: 0,
-        };
+        let entry = BlockEntry::new(mono_now_ns() + 60_000_000_000, QOBUZ, reason::FINDING, dir);
         self.blocks.block(&key, &entry).unwrap();
     }
 }
@@ -264,6 +257,22 @@ fn reset_answers_the_next_client_packet_with_an_rst_then_drops() {
         assert_rst_answers(&rst, &next, l3, v4, 0xfeed_f00d);
         let (ret, _) = h.run(&next);
         assert_eq!(ret, XDP_DROP, "{name}: later client packets are dropped");
+        // A retransmission after a lost RST (TCP waits ≥ 200 ms) gets another.
+        std::thread::sleep(std::time::Duration::from_nanos(RST_INTERVAL_NS));
+        let retry = b
+            .clone()
+            .seq(5000)
+            .ack(0xfeed_f00e)
+            .payload(b"more")
+            .build();
+        let (ret, rst) = h.run(&retry);
+        assert_eq!(ret, XDP_TX, "{name}: a retransmission gets an RST");
+        assert_rst_answers(&rst, &retry, l3, v4, 0xfeed_f00e);
+        assert_eq!(
+            h.run(&retry).0,
+            XDP_DROP,
+            "{name}: at most one per interval"
+        );
         // The server's packets on the flow pass.
         let p = sensor_common::parse::parse(next.as_slice()).unwrap();
         let (src, dst) = if v4 {
@@ -275,8 +284,8 @@ fn reset_answers_the_next_client_packet_with_an_rst_then_drops() {
         assert_eq!(h.run(&reply.build()).0, XDP_PASS, "{name}: server side");
         n += 1;
     }
-    assert_eq!(h.count(Counter::BlockedRst), n);
-    assert_eq!(h.count(Counter::BlockedDrop), n);
+    assert_eq!(h.count(Counter::BlockedRst), 2 * n);
+    assert_eq!(h.count(Counter::BlockedDrop), 2 * n);
     assert_eq!(h.count(Counter::RstFailed), 0);
 }
 
@@ -288,14 +297,7 @@ fn blocks_apply_only_live_on_a_lan_interface_with_blocking_on() {
     // Expired: ignored before userspace removes it.
     let p = sensor_common::parse::parse(frame.as_slice()).unwrap();
     let (key, dir) = FlowKey::from_packet(p.family, p.proto, &p.src, p.sport, &p.dst, p.dport);
-    let stale = BlockEntry {
-        deadline_ns: mono_now_ns() - 1,
-        service: QOBUZ,
-        reason: reason::FINDING,
-        flags: 0,
-        client_dir: dir,
-        _pad: 0,
-    };
+    let stale = BlockEntry::new(mono_now_ns() - 1, QOBUZ, reason::FINDING, dir);
     h.blocks.block(&key, &stale).unwrap();
     assert_eq!(h.run(&frame).0, XDP_PASS, "expired block");
     // The server direction of a blocked flow is never the client's.
@@ -407,14 +409,7 @@ fn dry_run_policy_passes_and_flags_the_record() {
 fn quarantine_refuses_a_clients_new_cleartext_flows_to_the_service() {
     let Some(mut h) = Harness::new(0) else { return };
     let q = quarantine_key(CLIENT.parse().unwrap(), QOBUZ);
-    let entry = BlockEntry {
-        deadline_ns: mono_now_ns() + 60_000_000_000,
-        service: QOBUZ,
-        reason: reason::QUARANTINE,
-        flags: 0,
-        client_dir: 0,
-        _pad: 0,
-    };
+    let entry = BlockEntry::new(mono_now_ns() + 60_000_000_000, QOBUZ, reason::QUARANTINE, 0);
     h.blocks.quarantine(&q, &entry).unwrap();
     let (ret, _) = open_and_send(&h, &FrameBuilder::tcp(CLIENT, 44000, SERVER, 80), leak());
     assert_eq!(ret, XDP_TX, "the retry is refused");
@@ -445,4 +440,11 @@ fn no_rst_can_be_written_into_pppoe_the_packet_is_dropped() {
     assert_eq!(h.run(&frame).0, XDP_DROP);
     assert_eq!(h.count(Counter::RstFailed), 1);
     assert_eq!(h.count(Counter::BlockedDrop), 1);
+    // Packets without ACK get no RST either.
+    let syn = FrameBuilder::tcp(CLIENT, 45001, SERVER, 80)
+        .flags(TCP_SYN)
+        .build();
+    h.block(&syn);
+    assert_eq!(h.run(&syn).0, XDP_DROP);
+    assert_eq!(h.count(Counter::RstFailed), 2);
 }

@@ -192,20 +192,16 @@ fn reset_cuts_the_leaking_connection() {
         ask(&mut fresh, &next()).expect("a new connection passes");
     }
     let m = metrics(&lab);
-    assert_eq!(
+    // One RST per blocked flow's next packet (more only when one is lost).
+    let rst = |iface: &str| {
         read::metric(
             &m,
-            "leakwatch_xdp_packets_total{interface=\"lan0\",reason=\"blocked_rst\"}"
-        ),
-        Some(2)
-    );
-    assert_eq!(
-        read::metric(
-            &m,
-            "leakwatch_xdp_packets_total{interface=\"lan1\",reason=\"blocked_rst\"}"
-        ),
-        Some(1)
-    );
+            &format!("leakwatch_xdp_packets_total{{interface=\"{iface}\",reason=\"blocked_rst\"}}"),
+        )
+        .unwrap()
+    };
+    assert!(rst("lan0") >= 2 && rst("lan1") >= 1, "{m}");
+    assert_eq!(rst("wan0"), 0);
     assert_eq!(
         read::metric(
             &m,

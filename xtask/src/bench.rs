@@ -12,6 +12,7 @@ pub enum Which {
     Live,
     Replay,
     Flood,
+    Block,
 }
 
 pub fn run(only: Option<Which>) -> anyhow::Result<()> {
@@ -51,6 +52,16 @@ pub fn run(only: Option<Which>) -> anyhow::Result<()> {
             "==> replay: leakwatch against Suricata 7 on the same captures → target/bench/replay.json"
         );
         crate::suricata::run()?;
+    }
+    if want(Which::Block) {
+        step(
+            "building leakwatch (release) for the blocking latency",
+            cargo().args(["build", "--release", "-p", "sensor-user"]),
+        )?;
+        println!(
+            "==> block: time from a leaking packet to its block in place, under load → target/bench/block.json"
+        );
+        crate::block::run()?;
     }
     if want(Which::Flood) {
         step(

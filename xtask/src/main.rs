@@ -10,6 +10,7 @@
 //! | fuzz    | the libFuzzer targets in fuzz/, seeded from the real captures      |
 
 mod bench;
+mod block;
 mod demo;
 mod flood;
 mod fuzz;

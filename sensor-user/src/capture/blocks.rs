@@ -10,9 +10,11 @@ use aya::maps::{
 };
 use ipnet::IpNet;
 use sensor_common::{
-    block::{BlockEntry, QuarantineKey, ROLE_LAN},
+    block::{BlockEntry, QuarantineKey, ROLE_LAN, flow_bucket},
     flow::{FAMILY_V4, FAMILY_V6, FlowKey},
 };
+
+use super::watch::Bitmap;
 
 /// Where blocks go: the kernel maps live, nowhere in replay.
 pub trait BlockSink {
@@ -44,6 +46,10 @@ impl BlockSink for NoBlocks {
 /// The program's blocking maps.
 pub struct BlockMaps {
     pub(super) blocked: HashMap<MapData, FlowKey, BlockEntry>,
+    /// The prefilter in front of `blocked`, kept in step: entry first on
+    /// insert, bit first on remove... and the reverse: the bit is set before
+    /// the entry exists, so the program never misses a blocked flow.
+    pub(super) bits: Bitmap,
     pub(super) quarantine: HashMap<MapData, QuarantineKey, BlockEntry>,
     pub(super) roles: HashMap<MapData, u32, u32>,
     pub(super) allow_v4: LpmTrie<MapData, [u8; 4], u8>,
@@ -61,6 +67,11 @@ impl BlockMaps {
                 Err(e) => Err(e),
             }
         }
+    }
+
+    /// The kernel's entry for a blocked flow (with the RSTs it sent).
+    pub fn entry(&self, key: &FlowKey) -> Option<BlockEntry> {
+        self.blocked.get(key, 0).ok()
     }
 
     /// Clients in `net` are never blocked.
@@ -81,14 +92,28 @@ impl BlockMaps {
 
 impl BlockSink for BlockMaps {
     fn block(&mut self, key: &FlowKey, entry: &BlockEntry) -> Result<(), String> {
-        self.blocked
-            .insert(key, entry, 0)
-            .map_err(|e| e.to_string())
+        let bucket = std::iter::once(flow_bucket(key));
+        let is_new = self.blocked.get(key, 0).is_err();
+        if is_new {
+            self.bits
+                .adjust(bucket.clone(), 1)
+                .map_err(|e| e.to_string())?;
+        }
+        self.blocked.insert(key, entry, 0).map_err(|e| {
+            if is_new {
+                let _ = self.bits.adjust(bucket, -1);
+            }
+            e.to_string()
+        })
     }
 
     fn unblock(&mut self, key: &FlowKey) -> Result<(), String> {
         match self.blocked.remove(key) {
-            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Ok(()) => self
+                .bits
+                .adjust(std::iter::once(flow_bucket(key)), -1)
+                .map_err(|e| e.to_string()),
+            Err(MapError::KeyNotFound) => Ok(()),
             Err(e) => Err(e.to_string()),
         }
     }

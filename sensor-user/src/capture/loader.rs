@@ -259,6 +259,7 @@ impl Sensor {
         use sensor_common::block;
         Ok(BlockMaps {
             blocked: take(&mut self.ebpf, block::BLOCKED)?,
+            bits: super::watch::Bitmap::new(take(&mut self.ebpf, block::BLOCK_BITS)?),
             quarantine: take(&mut self.ebpf, block::QUARANTINE)?,
             roles: take(&mut self.ebpf, block::IFACE_ROLES)?,
             allow_v4: take(&mut self.ebpf, block::ALLOW_V4)?,

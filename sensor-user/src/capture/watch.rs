@@ -11,14 +11,15 @@ use aya::maps::{
 use ipnet::IpNet;
 use sensor_common::watch::{BUCKETS, bit, buckets_v4, buckets_v6};
 
-/// One family's prefilter: per-bucket prefix counts mirrored into the kernel bitmap.
-struct Bitmap {
+/// A prefilter bitmap: per-bucket counts mirrored into a kernel bitmap (one
+/// family's watched prefixes; the blocked flows).
+pub(super) struct Bitmap {
     map: Array<MapData, u64>,
     counts: Vec<u32>,
 }
 
 impl Bitmap {
-    fn new(map: Array<MapData, u64>) -> Self {
+    pub(super) fn new(map: Array<MapData, u64>) -> Self {
         Self {
             map,
             counts: vec![0; BUCKETS as usize],
@@ -26,7 +27,11 @@ impl Bitmap {
     }
 
     /// Adds `delta` (±1) to each bucket and rewrites the words whose bits changed.
-    fn adjust(&mut self, buckets: impl Iterator<Item = u32>, delta: i32) -> Result<(), MapError> {
+    pub(super) fn adjust(
+        &mut self,
+        buckets: impl Iterator<Item = u32>,
+        delta: i32,
+    ) -> Result<(), MapError> {
         let mut dirty = Vec::new();
         for b in buckets {
             let c = &mut self.counts[b as usize];

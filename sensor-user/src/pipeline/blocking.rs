@@ -9,7 +9,10 @@ use super::{
     control::{Listed, Reply, Request},
 };
 use crate::{
-    capture::{clock::Clock, record::Record},
+    capture::{
+        clock::{Clock, mono_now_ns},
+        record::Record,
+    },
     matcher::finding::Finding,
     proto::http::parse_request_head,
     sinks::{
@@ -143,7 +146,12 @@ pub(super) fn finding_events(
     base.outcome = None;
     base.crackable = None;
     base.blocked = None;
-    b.on_finding(f, service, now)
+    let decisions = b.on_finding(f, service, now);
+    if decisions.iter().any(|d| d.enforced) {
+        let secs = mono_now_ns().saturating_sub(f.ts_ns) as f64 / 1e9;
+        metrics.blocking.latency.observe(secs);
+    }
+    decisions
         .iter()
         .map(|d| decision_event(d, &base, clock, metrics))
         .collect()

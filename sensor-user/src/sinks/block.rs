@@ -429,14 +429,12 @@ fn secs_ns(secs: u64) -> u64 {
 }
 
 fn kernel_entry(service: u32, reason: Reason, client_dir: u8, secs: u64) -> BlockEntry {
-    BlockEntry {
-        deadline_ns: mono_now_ns().saturating_add(secs_ns(secs)),
+    BlockEntry::new(
+        mono_now_ns().saturating_add(secs_ns(secs)),
         service,
-        reason: reason.code(),
-        flags: 0,
+        reason.code(),
         client_dir,
-        _pad: 0,
-    }
+    )
 }
 
 /// The address and port a packet in `direction` comes from.

@@ -32,6 +32,7 @@ pub struct BlockMetrics {
     pub active: Family<ScopeLabels, Gauge>,
     pub skipped: Family<ReasonLabels, Counter>,
     pub errors: Counter,
+    pub latency: prometheus_client::metrics::histogram::Histogram,
 }
 
 impl BlockMetrics {
@@ -66,6 +67,15 @@ impl BlockMetrics {
             "Writes to the kernel's block maps that failed (the block was not put in force)",
             errors.clone(),
         );
+        let latency = prometheus_client::metrics::histogram::Histogram::new([
+            0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1.0,
+        ]);
+        registry.register_with_unit(
+            "leakwatch_block_latency",
+            "Time from the kernel seeing the packet that completed a trigger finding to its flow's block being in the kernel map",
+            prometheus_client::registry::Unit::Seconds,
+            latency.clone(),
+        );
         for scope in ["flow", "quarantine"] {
             let _ = active.get_or_create(&ScopeLabels {
                 scope: scope.into(),
@@ -80,6 +90,7 @@ impl BlockMetrics {
             active,
             skipped,
             errors,
+            latency,
         }
     }
 
