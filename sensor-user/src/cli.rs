@@ -33,6 +33,11 @@ pub enum Cmd {
     Check {
         #[arg(long, value_name = "PATH")]
         config: PathBuf,
+        /// Also require `interfaces` to be set: exit 1 when it is empty (the
+        /// unit's ExecCondition: the service is skipped until it is), 255 when
+        /// the config is broken.
+        #[arg(long)]
+        has_interfaces: bool,
     },
     /// The service catalog.
     Catalog {
@@ -49,6 +54,38 @@ pub enum Cmd {
         #[command(subcommand)]
         cmd: BlocksCmd,
     },
+    /// Write the man page (leakwatch.1, .1.gz) and bash, zsh and fish
+    /// completions into DIR (packaging).
+    #[command(hide = true)]
+    Generate {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
+}
+
+/// Writes the man page and the shell completions of [`Cli`] into `dir`.
+pub fn generate(dir: &std::path::Path) -> std::io::Result<()> {
+    use clap::CommandFactory as _;
+    use std::io::Write as _;
+    std::fs::create_dir_all(dir)?;
+    let mut roff = Vec::new();
+    clap_mangen::Man::new(Cli::command()).render(&mut roff)?;
+    std::fs::write(dir.join("leakwatch.1"), &roff)?;
+    let mut gz = flate2::write::GzEncoder::new(
+        std::fs::File::create(dir.join("leakwatch.1.gz"))?,
+        flate2::Compression::best(),
+    );
+    gz.write_all(&roff)?;
+    gz.finish()?;
+    for (shell, file) in [
+        (clap_complete::Shell::Bash, "leakwatch.bash"),
+        (clap_complete::Shell::Zsh, "_leakwatch"),
+        (clap_complete::Shell::Fish, "leakwatch.fish"),
+    ] {
+        let mut out = std::fs::File::create(dir.join(file))?;
+        clap_complete::generate(shell, &mut Cli::command(), "leakwatch", &mut out);
+    }
+    Ok(())
 }
 
 #[derive(Subcommand)]

@@ -23,6 +23,7 @@
 //! max_inflate_ratio = 200      # …and at most this × its compressed size
 //! max_decode_depth = 3         # content codings stacked on one body
 //! sensor_name = "gw1"          # `host` in events (default: the host name)
+//! fingerprint_key_file = "/etc/leakwatch/fleet.key"  # a key shared by a fleet
 //! interfaces = [{ name = "lan0", role = "lan" }, { name = "wan0" }]  # run only; role: lan | wan (default)
 //! xdp_mode = "auto"            # run only: auto | native | generic
 //! control_socket = "/run/leakwatch/control.sock"  # run only: `leakwatch blocks`
@@ -114,6 +115,9 @@ pub struct Config {
     pub max_decode_depth: usize,
     /// The sensor's name in events (`host`); default: the host name.
     pub sensor_name: Option<String>,
+    /// A fingerprint key shared by a fleet (default: the per-host key in
+    /// `state_dir`).
+    pub fingerprint_key_file: Option<PathBuf>,
     /// Interfaces `run` attaches to, with their roles.
     pub interfaces: Vec<Interface>,
     pub xdp_mode: AttachMode,
@@ -211,6 +215,7 @@ impl Default for Config {
             max_inflate_ratio: Limits::default().max_ratio,
             max_decode_depth: Limits::default().max_depth,
             sensor_name: None,
+            fingerprint_key_file: None,
             interfaces: Vec::new(),
             xdp_mode: AttachMode::Auto,
             control_socket: PathBuf::from(DEFAULT_CONTROL_SOCKET),
@@ -336,6 +341,90 @@ mod tests {
         assert_eq!(c.targets.dns_ttl(1), Duration::from_secs(5));
         assert_eq!(c.targets.dns_ttl(99_999), Duration::from_hours(1));
         assert_eq!(c.targets.dns_ttl(300), Duration::from_mins(5));
+    }
+
+    /// The packaged /etc/leakwatch/leakwatch.toml shows every key, with its
+    /// default (but where the package writes events and keeps state).
+    #[test]
+    fn the_packaged_config_holds_every_key_with_its_default() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../packaging/leakwatch.toml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let mut c = Config::parse(&text, path).unwrap();
+        assert_eq!(
+            c.events.as_deref(),
+            Some(Path::new("/var/log/leakwatch/events.json"))
+        );
+        assert_eq!(c.state_dir.as_deref(), Some(Path::new(DEFAULT_STATE_DIR)));
+        (c.events, c.state_dir) = (None, None);
+        assert_eq!(c, Config::default());
+        // Destructured in full: a new key fails to compile here until it is
+        // added to the packaged file.
+        let Config {
+            head_bytes: _,
+            tail_every: _,
+            probe_ports: _,
+            dns: _,
+            probe: _,
+            ring_bytes: _,
+            flow_table_size: _,
+            metrics_addr: _,
+            events: _,
+            dump_records: _,
+            evidence: _,
+            state_dir: _,
+            replay_window_secs: _,
+            replay_fingerprints: _,
+            matcher_threads: _,
+            flow_buffer_bytes: _,
+            max_inflated_bytes: _,
+            max_inflate_ratio: _,
+            max_decode_depth: _,
+            sensor_name: _,
+            fingerprint_key_file: _,
+            interfaces: _,
+            xdp_mode: _,
+            control_socket: _,
+            blocking: _,
+            targets: _,
+            services: _,
+            rules: _,
+        } = Config::default();
+        for key in [
+            "head_bytes",
+            "tail_every",
+            "probe_ports",
+            "dns",
+            "probe",
+            "ring_bytes",
+            "flow_table_size",
+            "metrics_addr",
+            "events",
+            "dump_records",
+            "evidence",
+            "state_dir",
+            "replay_window_secs",
+            "replay_fingerprints",
+            "matcher_threads",
+            "flow_buffer_bytes",
+            "max_inflated_bytes",
+            "max_inflate_ratio",
+            "max_decode_depth",
+            "sensor_name",
+            "fingerprint_key_file",
+            "interfaces",
+            "xdp_mode",
+            "control_socket",
+            "[blocking]",
+            "[targets]",
+            "[[services]]",
+            "[[rules]]",
+        ] {
+            assert!(
+                text.lines()
+                    .any(|l| l.trim_start_matches(['#', ' ']).starts_with(key)),
+                "{key} is not in packaging/leakwatch.toml"
+            );
+        }
     }
 
     #[test]

@@ -21,7 +21,10 @@ fn main() {
     let result = match Cli::parse().cmd {
         Cmd::Run(args) => run(&args),
         Cmd::Replay(args) => replay(&args),
-        Cmd::Check { config } => check(&config),
+        Cmd::Check {
+            config,
+            has_interfaces,
+        } => check(&config, has_interfaces),
         Cmd::Catalog {
             cmd: CatalogCmd::List { config },
         } => catalog_list(config.as_deref()),
@@ -41,6 +44,7 @@ fn main() {
         Cmd::Blocks {
             cmd: BlocksCmd::Lift { id, control_socket },
         } => control::lift(&socket(control_socket), id),
+        Cmd::Generate { dir } => sensor_user::cli::generate(&dir).map_err(Into::into),
     };
     if let Err(e) = result {
         // A closed stdout (`leakwatch catalog list | head`) is not a failure.
@@ -108,9 +112,18 @@ fn socket(flag: Option<PathBuf>) -> PathBuf {
     flag.unwrap_or_else(|| PathBuf::from(DEFAULT_CONTROL_SOCKET))
 }
 
-fn check(config: &Path) -> anyhow::Result<()> {
-    let l = loaded(Some(config), |_| {})?;
-    let set = l.rules(None)?;
+fn check(config: &Path, has_interfaces: bool) -> anyhow::Result<()> {
+    // For systemd's ExecCondition: 1 skips the unit, 255 fails it.
+    let fail = |e: anyhow::Error| {
+        has_interfaces.then(|| listing::exit(&e, 255));
+        e
+    };
+    let l = loaded(Some(config), |_| {}).map_err(fail)?;
+    let set = l.rules(None).map_err(fail)?;
+    if has_interfaces && l.config.interfaces.is_empty() {
+        let e = anyhow::anyhow!("{}: no interfaces set", config.display());
+        listing::exit(&e.context("the service waits for them"), 1);
+    }
     println!(
         "{}: OK ({} services, {} rules, version {})",
         config.display(),
@@ -123,18 +136,7 @@ fn check(config: &Path) -> anyhow::Result<()> {
 
 fn rules_check(config: Option<&Path>) -> anyhow::Result<()> {
     let set = Loaded::load(config)?.rules(None)?;
-    println!(
-        "{} rules compiled (version {})",
-        set.rules().count(),
-        set.version
-    );
-    for id in &set.triggers().untriggered {
-        println!(
-            "note: rule {id} has no triggers: every message section is decoded for it (slow); \
-             give it `triggers` or a `^(name|…)=` pattern"
-        );
-    }
-    Ok(())
+    Ok(listing::rules_check(&mut std::io::stdout().lock(), &set)?)
 }
 
 fn rules_list(config: Option<&Path>) -> anyhow::Result<()> {

@@ -229,9 +229,21 @@ impl Lab {
         metrics_addr: &str,
         args: &[&str],
     ) -> anyhow::Result<ChildGuard> {
+        self.start_sensor_env(bin, metrics_addr, args, &[])
+    }
+
+    /// As `start_sensor`, with environment variables set for the sensor.
+    pub fn start_sensor_env(
+        &self,
+        bin: &std::path::Path,
+        metrics_addr: &str,
+        args: &[&str],
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> anyhow::Result<ChildGuard> {
         let child = self
             .gateway
             .command(bin.to_str().context("non-UTF-8 path to leakwatch")?)
+            .envs(env.iter().copied())
             .args([
                 "run",
                 "--iface",

@@ -321,6 +321,48 @@ fn sigterm_shuts_down_cleanly_and_detaches() {
     assert!(!lab.gateway.xdp_attached(LAN_IF).unwrap());
 }
 
+/// Type=notify: the daemon tells systemd READY once attached and serving,
+/// WATCHDOG while its pipeline turns, STOPPING on SIGTERM.
+#[test]
+fn tells_systemd_ready_watchdog_and_stopping() {
+    if leakwatch_tests::lab::skip_without_root("tells_systemd_ready_watchdog_and_stopping") {
+        return;
+    }
+    let lab = Lab::up().expect("lab");
+    let path = std::env::temp_dir().join(format!("{}.sock", unique("notify")));
+    let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut sensor = lab
+        .start_sensor_env(
+            &lab::leakwatch_bin(),
+            METRICS,
+            &[],
+            &[("NOTIFY_SOCKET", path.as_os_str())],
+        )
+        .expect("sensor");
+    let mut said = Vec::new();
+    let mut buf = [0u8; 256];
+    let mut next = |said: &mut Vec<String>| {
+        let n = sock.recv(&mut buf).expect("a notification within 5 s");
+        said.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    };
+    next(&mut said);
+    assert_eq!(said[0], "READY=1\n", "{said:?}");
+    next(&mut said);
+    assert_eq!(said[1], "WATCHDOG=1\n", "{said:?}");
+    sensor.signal(libc::SIGTERM);
+    while !said.iter().any(|s| s.starts_with("STOPPING=1")) {
+        next(&mut said);
+    }
+    assert!(
+        sensor
+            .wait_timeout(Duration::from_secs(10))
+            .unwrap()
+            .success()
+    );
+    let _ = std::fs::remove_file(path);
+}
+
 fn run_expect_failure(cmd: &mut std::process::Command) -> String {
     let out = cmd.stdin(Stdio::null()).output().expect("run leakwatch");
     assert!(
@@ -411,8 +453,18 @@ fn clear_errors_for_missing_interface_busy_interface_and_no_privileges() {
             .args(["run", "--iface", "lo"]),
     );
     assert!(
-        err.contains("needs CAP_BPF") && err.contains("run it as root"),
+        err.contains("needs CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN") && err.contains("run it as root"),
         "{err}"
     );
+    // Root without CAP_PERFMON (and CAP_SYS_ADMIN, which stands for it): named
+    // before the kernel would answer with a verifier dump.
+    let err = run_expect_failure(
+        std::process::Command::new("setpriv")
+            .args(["--bounding-set", "-perfmon,-sys_admin"])
+            .arg(&bin)
+            .args(["run", "--iface", "lo", "--control-socket"])
+            .arg(dir.join("control.sock")),
+    );
+    assert!(err.contains("needs CAP_PERFMON to load"), "{err}");
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -42,10 +42,11 @@ impl fmt::Display for AttachMode {
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error(
-        "leakwatch needs CAP_BPF (or CAP_SYS_ADMIN) and CAP_NET_ADMIN to load and attach XDP \
-         programs: run it as root"
+        "leakwatch needs {0} to load and attach XDP programs (CAP_BPF, CAP_PERFMON and \
+         CAP_NET_ADMIN; CAP_SYS_ADMIN stands for the first two): run it as root, or grant \
+         them (the systemd unit does)"
     )]
-    NotPrivileged,
+    NotPrivileged(String),
     #[error("interface {0:?} does not exist (see `ip link`)")]
     NoSuchInterface(String),
     #[error(
@@ -126,8 +127,9 @@ impl Sensor {
     /// Loads `object` (normally [`XDP_OBJECT`]) into the kernel, where the verifier
     /// checks it, and writes `config`. Nothing is attached yet.
     pub fn load(object: &[u8], sizes: &MapSizes, config: &Config) -> Result<Self, LoadError> {
-        if !super::privilege::can_load_xdp() {
-            return Err(LoadError::NotPrivileged);
+        let missing = super::privilege::missing();
+        if !missing.is_empty() {
+            return Err(LoadError::NotPrivileged(missing.join(", ")));
         }
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(maps::EVENTS, sizes.ring_bytes)

@@ -126,6 +126,37 @@ impl Fingerprinter {
         Ok(Self { key })
     }
 
+    /// A key shared by a fleet (`fingerprint_key_file`): it must exist (a key
+    /// made up here would not match the other gateways'), hold 32 bytes, and
+    /// not be readable by others. It is not modified.
+    pub fn load(path: &Path) -> io::Result<Self> {
+        let mut f = fs::File::open(path)?;
+        let meta = f.metadata()?;
+        if meta.permissions().mode() & 0o007 != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "{} is readable by others (mode {:o}): make it 0600 or 0640",
+                    path.display(),
+                    meta.permissions().mode() & 0o777
+                ),
+            ));
+        }
+        if meta.len() != 32 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{} holds {} bytes, a key is 32 (head -c 32 /dev/urandom)",
+                    path.display(),
+                    meta.len()
+                ),
+            ));
+        }
+        let mut key = [0u8; 32];
+        f.read_exact(&mut key)?;
+        Ok(Self { key })
+    }
+
     /// 32 hex characters identifying `value` of `kind` on this installation.
     pub fn fingerprint(&self, kind: Kind, value: &str) -> String {
         let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&self.key) else {
@@ -294,6 +325,37 @@ mod tests {
             fs::metadata(&path).unwrap().permissions().mode() & 0o777,
             0o600
         );
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_fleet_key_is_read_as_it_is_or_refused_with_the_reason() {
+        let dir = std::env::temp_dir().join(format!("lw-fleet-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("fleet.key");
+        let e = Fingerprinter::load(&path).err().unwrap();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound, "never created here");
+        fs::write(&path, [9u8; 32]).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        let e = Fingerprinter::load(&path).err().unwrap().to_string();
+        assert!(e.contains("readable by others") && e.contains("644"), "{e}");
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o644,
+            "not modified"
+        );
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
+        // Two gateways with the same key agree.
+        let a = Fingerprinter::load(&path).unwrap();
+        let b = Fingerprinter::from_key([9; 32]);
+        assert_eq!(
+            a.fingerprint(Kind::AuthToken, "tok"),
+            b.fingerprint(Kind::AuthToken, "tok")
+        );
+        fs::write(&path, [9u8; 31]).unwrap();
+        let e = Fingerprinter::load(&path).err().unwrap().to_string();
+        assert!(e.contains("31 bytes"), "{e}");
         let _ = fs::remove_dir_all(&dir);
     }
 

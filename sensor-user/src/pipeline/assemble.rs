@@ -188,13 +188,18 @@ pub fn assemble<W: WatchSink>(
         blocks,
     } = parts;
     let c = &loaded.config;
-    let key_path = state_dir.join("fingerprint.key");
-    let fingerprints = Fingerprinter::load_or_create(&key_path).with_context(|| {
-        format!(
-            "fingerprint key {} (choose a writable --state-dir)",
-            key_path.display()
-        )
-    })?;
+    let fingerprints = if let Some(fleet) = &c.fingerprint_key_file {
+        Fingerprinter::load(fleet)
+            .with_context(|| format!("fingerprint_key_file {}", fleet.display()))?
+    } else {
+        let key_path = state_dir.join("fingerprint.key");
+        Fingerprinter::load_or_create(&key_path).with_context(|| {
+            format!(
+                "fingerprint key {} (choose a writable --state-dir)",
+                key_path.display()
+            )
+        })?
+    };
     if c.evidence == EvidenceMode::Full {
         log::warn!("evidence = full: events will carry leaked secrets and personal data in full");
     }

@@ -71,7 +71,11 @@ impl<W: WatchSink + Send + 'static> Pipeline<W> {
                     crossbeam_channel::select! {
                         recv(msg_rx) -> m => match m {
                             Ok(Msg::Record(r)) => self.handle(r, Instant::now()),
-                            Ok(Msg::Tick) => self.tick(Instant::now()),
+                            Ok(Msg::Tick) => {
+                                self.tick(Instant::now());
+                                // systemd's watchdog: the pipeline still turns.
+                                systemd(&[sd_notify::NotifyState::Watchdog]);
+                            }
                             Ok(Msg::Reopen) => self.reopen(),
                             Ok(Msg::Control(req, reply)) => {
                                 let _ = reply.send(self.control(&req));
@@ -142,9 +146,12 @@ impl<W: WatchSink + Send + 'static> Pipeline<W> {
                 }
             });
             metrics.set_ready(true);
+            // Type=notify: attached, rules loaded, ring read, metrics served.
+            systemd(&[sd_notify::NotifyState::Ready]);
 
             wait_for_signal().await?;
             log::info!("shutting down");
+            systemd(&[sd_notify::NotifyState::Stopping]);
             metrics.set_ready(false);
             let _ = stop_tx.send(true);
             reader
@@ -172,6 +179,13 @@ impl<W: WatchSink + Send + 'static> Pipeline<W> {
             .join()
             .map_err(|_| anyhow::anyhow!("pipeline thread panicked"))?;
         Ok(())
+    }
+}
+
+/// Tells systemd (a no-op outside a unit).
+fn systemd(state: &[sd_notify::NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(state) {
+        log::debug!("notifying systemd: {e}");
     }
 }
 

@@ -33,8 +33,9 @@ pub struct Attach<'a> {
 pub fn run(a: &Attach<'_>, loaded: &Loaded) -> anyhow::Result<()> {
     let c = &loaded.config;
     // The one sentence that matters to an unprivileged user comes first.
-    if !privilege::can_load_xdp() {
-        return Err(loader::LoadError::NotPrivileged.into());
+    let missing = privilege::missing();
+    if !missing.is_empty() {
+        return Err(loader::LoadError::NotPrivileged(missing.join(", ")).into());
     }
     if c.interfaces.is_empty() {
         anyhow::bail!(

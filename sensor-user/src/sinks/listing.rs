@@ -48,3 +48,28 @@ pub fn catalog(out: &mut impl Write, catalog: &Catalog) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// `leakwatch rules check`: the compiled rule count and the rules without triggers.
+pub fn rules_check(w: &mut impl Write, set: &RuleSet) -> std::io::Result<()> {
+    writeln!(
+        w,
+        "{} rules compiled (version {})",
+        set.rules().count(),
+        set.version
+    )?;
+    for id in &set.triggers().untriggered {
+        writeln!(
+            w,
+            "note: rule {id} has no triggers: every message section is decoded for it (slow); \
+             give it `triggers` or a `^(name|…)=` pattern"
+        )?;
+    }
+    Ok(())
+}
+
+/// Prints `e` as the binary does and exits with `code` (for callers such as
+/// systemd's ExecCondition that read the code).
+pub fn exit(e: &anyhow::Error, code: i32) -> ! {
+    eprintln!("leakwatch: {e:#}");
+    std::process::exit(code)
+}
