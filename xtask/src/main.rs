@@ -8,6 +8,7 @@
 //! | demo    | setup, the namespace lab with the live sensor and streaming traffic |
 //! | lab     | `up`: the demo's lab in the foreground for exploring; `down`: cleanup |
 //! | fuzz    | the libFuzzer targets in fuzz/, seeded from the real captures      |
+//! | package | the Debian package (amd64), checked: contents, unit, man page       |
 
 mod bench;
 mod block;
@@ -16,6 +17,7 @@ mod flood;
 mod fuzz;
 mod lab;
 mod live;
+mod package;
 mod setup;
 mod shell;
 mod suricata;
@@ -46,6 +48,8 @@ enum Cmd {
     Demo(demo::DemoArgs),
     /// The fuzz targets (cargo-fuzz); `--report` writes docs/reliability.md.
     Fuzz(fuzz::FuzzArgs),
+    /// Build the Debian package (target/debian/) and check it.
+    Package,
     /// The lab alone, for manual exploration.
     Lab {
         #[command(subcommand)]
@@ -67,6 +71,10 @@ fn main() -> anyhow::Result<()> {
         Cmd::Fuzz(args) => {
             setup::run()?;
             fuzz::run(&args)
+        }
+        Cmd::Package => {
+            setup::run()?;
+            package::run()
         }
         Cmd::Demo(args) => {
             setup::run()?;

@@ -15,7 +15,7 @@ use crate::shell::{cargo, output, root, step};
 const CONTENTS: &[&str] = &[
     "./usr/bin/leakwatch",
     "./etc/leakwatch/leakwatch.toml",
-    "./lib/systemd/system/leakwatch.service",
+    "./usr/lib/systemd/system/leakwatch.service",
     "./usr/share/man/man1/leakwatch.1.gz",
     "./usr/share/bash-completion/completions/leakwatch",
     "./usr/share/zsh/vendor-completions/_leakwatch",
@@ -44,7 +44,14 @@ pub fn build() -> anyhow::Result<PathBuf> {
     ensure_cargo_deb()?;
     step(
         "building leakwatch (release)",
-        cargo().args(["build", "--release", "-p", "sensor-user", "--bin", "leakwatch"]),
+        cargo().args([
+            "build",
+            "--release",
+            "-p",
+            "sensor-user",
+            "--bin",
+            "leakwatch",
+        ]),
     )?;
     let bin = root().join("target/release/leakwatch");
     let gen_dir = root().join("target/package");
@@ -89,7 +96,10 @@ pub fn check(deb: &std::path::Path) -> anyhow::Result<()> {
             bail!("{} lacks {want}:\n{listing}", deb.display());
         }
     }
-    println!("==> package contents: all {} expected files", CONTENTS.len());
+    println!(
+        "==> package contents: all {} expected files",
+        CONTENTS.len()
+    );
     let conffiles = output(
         Command::new("dpkg-deb")
             .args(["--info"])

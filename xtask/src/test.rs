@@ -95,6 +95,8 @@ pub fn run() -> anyhow::Result<()> {
             "http_breadth",
         ]),
     )?;
+    println!("==> Debian package: build and check (contents, systemd-analyze verify, man page)");
+    crate::package::run()?;
     if !is_root() {
         bail!(
             "the remaining tests load XDP programs and build network namespaces: run `cargo xtask test` as root"
