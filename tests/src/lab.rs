@@ -240,10 +240,36 @@ impl Lab {
         args: &[&str],
         env: &[(&str, &std::ffi::OsStr)],
     ) -> anyhow::Result<ChildGuard> {
+        self.spawn_sensor(bin, metrics_addr, args, env, Stdio::inherit())
+    }
+
+    /// As `start_sensor_env`, its log (stderr) written to `log`.
+    pub fn start_sensor_logged(
+        &self,
+        bin: &std::path::Path,
+        metrics_addr: &str,
+        args: &[&str],
+        env: &[(&str, &std::ffi::OsStr)],
+        log: &std::path::Path,
+    ) -> anyhow::Result<ChildGuard> {
+        let file =
+            std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        self.spawn_sensor(bin, metrics_addr, args, env, Stdio::from(file))
+    }
+
+    fn spawn_sensor(
+        &self,
+        bin: &std::path::Path,
+        metrics_addr: &str,
+        args: &[&str],
+        env: &[(&str, &std::ffi::OsStr)],
+        stderr: Stdio,
+    ) -> anyhow::Result<ChildGuard> {
         let child = self
             .gateway
             .command(bin.to_str().context("non-UTF-8 path to leakwatch")?)
             .envs(env.iter().copied())
+            .stderr(stderr)
             .args([
                 "run",
                 "--iface",

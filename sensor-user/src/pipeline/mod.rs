@@ -102,6 +102,8 @@ pub struct Pipeline<W: WatchSink> {
     flow_bytes: HashMap<(u32, Transport, bool), Counter>,
     /// Blocking decisions (run and replay; replay never enforces).
     blocker: Option<Blocker>,
+    /// When the output files' paths were last checked.
+    outputs_checked: Option<Instant>,
 }
 
 impl<W: WatchSink> Pipeline<W> {
@@ -142,6 +144,7 @@ impl<W: WatchSink> Pipeline<W> {
             ring_records,
             flow_bytes: HashMap::new(),
             blocker: None,
+            outputs_checked: None,
         };
         p.publish_watched();
         p
@@ -231,9 +234,9 @@ impl<W: WatchSink> Pipeline<W> {
                 .find(|(i, _)| *i == rec.hdr.ifindex)
                 .map_or("unknown", |(_, n)| n.as_str());
             let line = RecordLine::new(&rec, iface, self.targeting.ids().name(rec.hdr.service));
-            if let Err(e) = log.write(&line) {
-                log::error!("writing --dump-records: {e}; no more records are dumped");
-                self.dump = None;
+            // Counted and logged by the writer; the record itself was read.
+            if log.write(&line).is_err() {
+                self.metrics.output_error("records");
             }
         }
         match rec.kind {
@@ -378,6 +381,28 @@ impl<W: WatchSink> Pipeline<W> {
         self.out = out;
         self.block_tick(now);
         self.export_evictions();
+        self.follow_outputs(now);
+    }
+
+    /// Every 10 s: reopens an output file deleted or moved without SIGHUP.
+    fn follow_outputs(&mut self, now: Instant) {
+        if self
+            .outputs_checked
+            .is_some_and(|t| now.duration_since(t) < std::time::Duration::from_secs(10))
+        {
+            return;
+        }
+        self.outputs_checked = Some(now);
+        for (what, log) in [
+            ("--events", self.events.as_mut()),
+            ("--dump-records", self.dump.as_mut()),
+        ] {
+            if let Some(l) = log
+                && let Err(e) = l.follow_path()
+            {
+                log::error!("reopening the {what} file: {e}");
+            }
+        }
     }
 
     fn publish_watched(&self) {

@@ -233,11 +233,11 @@ impl<W: WatchSink> Pipeline<W> {
                 event_type: ev.event_type.into(),
             })
             .inc();
+        // A failed write is counted and logged by the writer, which goes on.
         if let Some(log) = self.events.as_mut()
-            && let Err(e) = log.write(ev)
+            && log.write(ev).is_err()
         {
-            log::error!("writing --events: {e}; no more events are written");
-            self.events = None;
+            self.metrics.output_error("events");
         }
     }
 }

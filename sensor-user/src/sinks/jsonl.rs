@@ -1,18 +1,38 @@
 //! JSON lines: one object per line, written whole and flushed, so `tail -f`,
 //! log shippers and tests never see half a line.
+//!
+//! Faults are survived: a write that fails (a full disk) is undone to the last
+//! whole line, counted and logged once, and writing resumes with the next line
+//! once it succeeds; a file deleted or rotated without SIGHUP is noticed
+//! ([`JsonLines::follow_path`]) and reopened.
 
 use std::{
     fs::File,
     io::{self, Write},
+    os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
 };
 
 use serde::Serialize;
 
+enum Out {
+    File(File),
+    Stream(Box<dyn Write + Send>),
+}
+
 pub struct JsonLines {
-    out: Box<dyn Write + Send>,
+    out: Out,
     /// The file behind `out`, to reopen after log rotation (None: not a file).
     path: Option<PathBuf>,
+    /// Writes that failed, in all.
+    errors: u64,
+    /// The last write failed (a failure is logged once, and the recovery).
+    failing: bool,
+}
+
+/// (device, inode) of a file.
+fn identity(m: &std::fs::Metadata) -> (u64, u64) {
+    (m.dev(), m.ino())
 }
 
 /// Opens `path` for appending: created 0600 (events hold evidence), its
@@ -31,7 +51,12 @@ fn append(path: &Path) -> io::Result<File> {
 
 impl JsonLines {
     pub fn new(out: Box<dyn Write + Send>) -> Self {
-        Self { out, path: None }
+        Self {
+            out: Out::Stream(out),
+            path: None,
+            errors: 0,
+            failing: false,
+        }
     }
 
     /// `-` for stdout, else a file opened for appending.
@@ -40,8 +65,10 @@ impl JsonLines {
             return Ok(Self::new(Box::new(io::stdout())));
         }
         Ok(Self {
-            out: Box::new(append(path)?),
+            out: Out::File(append(path)?),
             path: Some(path.to_owned()),
+            errors: 0,
+            failing: false,
         })
     }
 
@@ -49,17 +76,73 @@ impl JsonLines {
     /// old one if the new one cannot be opened.
     pub fn reopen(&mut self) -> io::Result<()> {
         if let Some(p) = &self.path {
-            self.out = Box::new(append(p)?);
+            self.out = Out::File(append(p)?);
         }
         Ok(())
     }
 
-    /// One `write` per line, then flush.
+    /// Reopens the file when its path no longer leads to it (deleted, or
+    /// rotated without SIGHUP). Returns whether it did.
+    pub fn follow_path(&mut self) -> io::Result<bool> {
+        let (Some(p), Out::File(f)) = (&self.path, &self.out) else {
+            return Ok(false);
+        };
+        let open = identity(&f.metadata()?);
+        let current = std::fs::metadata(p).map(|m| identity(&m)).ok();
+        if current == Some(open) {
+            return Ok(false);
+        }
+        log::info!(
+            "{}: the file was moved or deleted; reopening it",
+            p.display()
+        );
+        self.reopen()?;
+        Ok(true)
+    }
+
+    /// Writes that failed since the start.
+    pub fn errors(&self) -> u64 {
+        self.errors
+    }
+
+    /// One `write` per line, then flush. A failed write leaves no part of its
+    /// line behind, is counted, and is logged when writing starts failing.
     pub fn write<T: Serialize>(&mut self, value: &T) -> io::Result<()> {
         let mut buf = serde_json::to_vec(value)?;
         buf.push(b'\n');
-        self.out.write_all(&buf)?;
-        self.out.flush()
+        let r = match &mut self.out {
+            Out::File(f) => {
+                let before = f.metadata()?.len();
+                let r = f.write_all(&buf).and_then(|()| f.flush());
+                if r.is_err() {
+                    // Undo a partial line: readers only ever see whole ones.
+                    let _ = f.set_len(before);
+                }
+                r
+            }
+            Out::Stream(w) => w.write_all(&buf).and_then(|()| w.flush()),
+        };
+        let name = self
+            .path
+            .as_deref()
+            .map_or_else(|| "stdout".into(), |p| p.display().to_string());
+        match &r {
+            Err(e) => {
+                self.errors += 1;
+                if !self.failing {
+                    log::error!(
+                        "writing {name}: {e}; lines are dropped and counted until it works again"
+                    );
+                }
+                self.failing = true;
+            }
+            Ok(()) if self.failing => {
+                log::info!("writing {name} works again");
+                self.failing = false;
+            }
+            Ok(()) => {}
+        }
+        r
     }
 }
 
@@ -68,7 +151,7 @@ mod tests {
     #[test]
     fn files_are_private_and_their_directory_is_made() {
         use std::os::unix::fs::PermissionsExt as _;
-        let dir = std::env::temp_dir().join(format!("lw-jsonl-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("lw-jsonl-private-{}", std::process::id()));
         let p = dir.join("sub/events.jsonl");
         let _ = super::JsonLines::open(&p).unwrap();
         let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
@@ -109,6 +192,44 @@ mod tests {
             "{\"n\":1}\n{\"n\":2}\n"
         );
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"n\":3}\n");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_deleted_or_moved_file_is_noticed_and_reopened() {
+        let dir = std::env::temp_dir().join(format!("lw-jsonl-follow-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("events.jsonl");
+        let mut j = JsonLines::open(&path).unwrap();
+        j.write(&serde_json::json!({"n": 1})).unwrap();
+        assert!(!j.follow_path().unwrap(), "still there");
+        std::fs::remove_file(&path).unwrap();
+        assert!(j.follow_path().unwrap());
+        j.write(&serde_json::json!({"n": 2})).unwrap();
+        std::fs::rename(&path, dir.join("events.jsonl.1")).unwrap();
+        assert!(j.follow_path().unwrap());
+        j.write(&serde_json::json!({"n": 3})).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"n\":3}\n");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// A full disk: /dev/full fails every write with ENOSPC.
+    #[test]
+    fn a_full_disk_is_counted_and_writing_goes_on() {
+        let mut j = JsonLines::open(Path::new("/dev/full")).unwrap();
+        for _ in 0..3 {
+            let e = j.write(&serde_json::json!({"n": 1})).unwrap_err();
+            assert_eq!(e.raw_os_error(), Some(libc::ENOSPC));
+        }
+        assert_eq!(j.errors(), 3);
+        // Space returns (here: the writer is pointed at a real file again).
+        let dir = std::env::temp_dir().join(format!("lw-jsonl-full-{}", std::process::id()));
+        let path = dir.join("events.jsonl");
+        j.path = Some(path.clone());
+        j.reopen().unwrap();
+        j.write(&serde_json::json!({"n": 2})).unwrap();
+        assert!(!j.failing);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"n\":2}\n");
         let _ = std::fs::remove_dir_all(dir);
     }
 

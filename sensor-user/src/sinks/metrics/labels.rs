@@ -88,3 +88,9 @@ pub struct TableLabels {
 pub struct VersionLabels {
     pub version: String,
 }
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutputLabels {
+    /// `events` or `records`.
+    pub output: String,
+}

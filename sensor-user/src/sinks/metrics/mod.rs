@@ -52,6 +52,7 @@ pub struct Metrics {
     pub detection_latency: prometheus_client::metrics::histogram::Histogram,
     rules_info: Family<VersionLabels, Gauge>,
     pub blocking: block::BlockMetrics,
+    output_errors: Family<OutputLabels, Counter>,
     ready: AtomicBool,
 }
 
@@ -280,8 +281,18 @@ impl Metrics {
             });
         }
         let blocking = block::BlockMetrics::register(&mut registry);
+        let output_errors = Family::<OutputLabels, Counter>::default();
+        registry.register(
+            "leakwatch_output_errors",
+            "Lines an output file could not take (a full disk, an I/O error): dropped, counted, and writing goes on",
+            output_errors.clone(),
+        );
+        for o in ["events", "records"] {
+            let _ = output_errors.get_or_create(&OutputLabels { output: o.into() });
+        }
         Self {
             blocking,
+            output_errors,
             findings,
             replays,
             bytes_scanned,
@@ -395,6 +406,15 @@ impl Metrics {
     }
 
     /// `/healthz` turns ready once programs are attached and the ring is read.
+    /// A line `output` (`events`, `records`) could not take.
+    pub fn output_error(&self, output: &str) {
+        self.output_errors
+            .get_or_create(&OutputLabels {
+                output: output.into(),
+            })
+            .inc();
+    }
+
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::SeqCst);
     }
