@@ -1,61 +1,68 @@
-//! Reads the ring buffer on tokio without busy polling: the ring's fd becomes
-//! readable when the kernel submitted records.
+//! Reads the ring buffer on a thread of its own without busy polling: the
+//! ring's fd becomes readable when the kernel submitted records, and each record
+//! goes straight to the pipeline's queue (one thread hop from the kernel to the
+//! pipeline: what a block waits for).
+
+use std::{
+    os::fd::AsRawFd as _,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+};
 
 use aya::maps::{MapData, RingBuf};
-use tokio::{
-    io::unix::AsyncFd,
-    sync::{mpsc, watch},
-};
 
 use super::record::{Record, RecordError};
 
 /// What the reader hands downstream.
 pub type RecordResult = Result<Record, RecordError>;
 
+/// How long one wait for records lasts before the stop flag is looked at.
+const POLL_MS: i32 = 100;
+
 pub struct RingReader {
-    fd: AsyncFd<RingBuf<MapData>>,
+    ring: RingBuf<MapData>,
 }
 
 impl RingReader {
-    /// Registers the ring with tokio's reactor; call inside a runtime.
-    pub fn new(ring: RingBuf<MapData>) -> std::io::Result<Self> {
-        // SAFETY: the RingBuf owns its map fd and keeps it open, unchanged, for as
-        // long as it lives, and the AsyncFd owns the RingBuf.
-        let fd = unsafe { AsyncFd::register(ring) }.map_err(|e| e.into_parts().1)?;
-        Ok(Self { fd })
+    pub fn new(ring: RingBuf<MapData>) -> Self {
+        Self { ring }
     }
 
-    /// Drains the ring into `tx` until `shutdown` turns true or `tx` closes.
-    /// A full channel holds the reader back; the kernel then counts `ring_full`
-    /// instead of anything being lost silently.
-    pub async fn run(
+    /// Drains the ring into `deliver` until `stop` is set or `deliver` says
+    /// the pipeline is gone (returns false). A full queue holds the reader back
+    /// (`deliver` blocks); the kernel then counts `ring_full` instead of
+    /// anything being lost silently.
+    pub fn run(
         mut self,
-        tx: mpsc::Sender<RecordResult>,
-        mut shutdown: watch::Receiver<bool>,
+        stop: &Arc<AtomicBool>,
+        mut deliver: impl FnMut(RecordResult) -> bool,
     ) -> std::io::Result<()> {
-        loop {
-            tokio::select! {
-                biased;
-                changed = shutdown.changed() => {
-                    if changed.is_err() || *shutdown.borrow() {
-                        return Ok(());
-                    }
+        let fd = self.ring.as_raw_fd();
+        while !stop.load(Ordering::Relaxed) {
+            while let Some(item) = self.ring.next() {
+                // Decode (copy) first: an item borrows the ring.
+                let rec = Record::decode(&item);
+                drop(item);
+                if !deliver(rec) {
+                    return Ok(());
                 }
-                guard = self.fd.readable_mut() => {
-                    let mut guard = guard?;
-                    loop {
-                        // Decode (copy) before awaiting: an item borrows the ring.
-                        let rec = match guard.get_inner_mut().next() {
-                            Some(item) => Record::decode(&item),
-                            None => break,
-                        };
-                        if tx.send(rec).await.is_err() {
-                            return Ok(());
-                        }
-                    }
-                    guard.clear_ready();
+            }
+            let mut pfd = libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd for the ring's open fd.
+            let r = unsafe { libc::poll(&raw mut pfd, 1, POLL_MS) };
+            if r < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(e);
                 }
             }
         }
+        Ok(())
     }
 }

@@ -1,13 +1,18 @@
-//! The live daemon loop: the ring reader and the signal handlers on tokio, the
-//! pipeline on its own thread (record handling never blocks tokio), records and
-//! ticks meeting in one queue so the pipeline stays single-threaded.
+//! The live daemon loop: the ring reader on a thread of its own, the signal
+//! handlers and servers on tokio, the pipeline on its own thread (record
+//! handling never blocks tokio), records and ticks meeting in one queue so the
+//! pipeline stays single-threaded.
 
-use std::{sync::Arc, thread, time::Instant};
+use std::{
+    sync::{Arc, atomic::AtomicBool},
+    thread,
+    time::Instant,
+};
 
 use anyhow::Context as _;
 use aya::maps::{MapData, RingBuf};
 use crossbeam_channel::Receiver;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use super::Pipeline;
 use crate::{
@@ -60,7 +65,6 @@ impl<W: WatchSink + Send + 'static> Pipeline<W> {
             .build()
             .context("starting the tokio runtime")?;
         let (stop_tx, stop_rx) = watch::channel(false);
-        let (tx, rx) = mpsc::channel::<RecordResult>(QUEUE);
         let (msg_tx, msg_rx) = crossbeam_channel::bounded::<Msg>(QUEUE);
         let reports = reports.unwrap_or_else(crossbeam_channel::never);
 
@@ -94,18 +98,17 @@ impl<W: WatchSink + Send + 'static> Pipeline<W> {
                 }
             })
             .context("starting the pipeline thread")?;
-        let forward_tx = msg_tx.clone();
-        let forwarder = thread::Builder::new()
-            .name("records".into())
-            .spawn(move || {
-                let mut rx = rx;
-                while let Some(r) = rx.blocking_recv() {
-                    if forward_tx.send(Msg::Record(r)).is_err() {
-                        break;
-                    }
-                }
-            })
-            .context("starting the record forwarder")?;
+        let ring_stop = Arc::new(AtomicBool::new(false));
+        let ring_tx = msg_tx.clone();
+        let reader = {
+            let stop = Arc::clone(&ring_stop);
+            thread::Builder::new()
+                .name("ring".into())
+                .spawn(move || {
+                    RingReader::new(ring).run(&stop, |r| ring_tx.send(Msg::Record(r)).is_ok())
+                })
+                .context("starting the ring reader")?
+        };
 
         rt.block_on(async {
             let mut server_stop = stop_rx.clone();
@@ -115,8 +118,6 @@ impl<W: WatchSink + Send + 'static> Pipeline<W> {
             .await
             .with_context(|| format!("serving metrics on {metrics_addr}"))?;
             log::info!("metrics on http://{metrics_addr}/metrics");
-            let ring = RingReader::new(ring).context("registering the ring buffer with tokio")?;
-            let reader = tokio::spawn(ring.run(tx, stop_rx));
             let hup_tx = msg_tx.clone();
             let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
                 .context("installing the SIGHUP handler")?;
@@ -154,10 +155,6 @@ impl<W: WatchSink + Send + 'static> Pipeline<W> {
             systemd(&[sd_notify::NotifyState::Stopping]);
             metrics.set_ready(false);
             let _ = stop_tx.send(true);
-            reader
-                .await
-                .context("ring reader task")?
-                .context("reading the ring buffer")?;
             ticker.abort();
             reopener.abort();
             if let Some(c) = controller {
@@ -169,11 +166,13 @@ impl<W: WatchSink + Send + 'static> Pipeline<W> {
                 .context("metrics server")?;
             anyhow::Ok(())
         })?;
-        // The reader is done (its sender dropped, so the forwarder ends); dropping
-        // the runtime drops the ticker's sender: the pipeline then drains and ends.
-        forwarder
+        // The reader stops (its sender dropped); dropping the runtime drops the
+        // ticker's sender: the pipeline then drains and ends.
+        ring_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        reader
             .join()
-            .map_err(|_| anyhow::anyhow!("record forwarder panicked"))?;
+            .map_err(|_| anyhow::anyhow!("ring reader panicked"))?
+            .context("reading the ring buffer")?;
         drop(rt);
         pipeline
             .join()
