@@ -24,6 +24,7 @@
 //! max_decode_depth = 3         # content codings stacked on one body
 //! sensor_name = "gw1"          # `host` in events (default: the host name)
 //! fingerprint_key_file = "/etc/leakwatch/fleet.key"  # a key shared by a fleet
+//! output_group = "adm"         # events/records files 0640 and this group's
 //! interfaces = [{ name = "lan0", role = "lan" }, { name = "wan0" }]  # run only; role: lan | wan (default)
 //! xdp_mode = "auto"            # run only: auto | native | generic
 //! control_socket = "/run/leakwatch/control.sock"  # run only: `leakwatch blocks`
@@ -118,6 +119,9 @@ pub struct Config {
     /// A fingerprint key shared by a fleet (default: the per-host key in
     /// `state_dir`).
     pub fingerprint_key_file: Option<PathBuf>,
+    /// Events and records files are 0640 and this group's (e.g. a log
+    /// shipper's); default: 0600, the daemon's alone.
+    pub output_group: Option<String>,
     /// Interfaces `run` attaches to, with their roles.
     pub interfaces: Vec<Interface>,
     pub xdp_mode: AttachMode,
@@ -216,6 +220,7 @@ impl Default for Config {
             max_decode_depth: Limits::default().max_depth,
             sensor_name: None,
             fingerprint_key_file: None,
+            output_group: None,
             interfaces: Vec::new(),
             xdp_mode: AttachMode::Auto,
             control_socket: PathBuf::from(DEFAULT_CONTROL_SOCKET),
@@ -381,6 +386,7 @@ mod tests {
             max_decode_depth: _,
             sensor_name: _,
             fingerprint_key_file: _,
+            output_group: _,
             interfaces: _,
             xdp_mode: _,
             control_socket: _,

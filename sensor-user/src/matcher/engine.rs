@@ -118,24 +118,12 @@ impl RuleSet {
                 db
             }
         };
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for c in &compiled {
-            let triggers = c.rule.triggers.iter().flatten();
-            for b in c
-                .rule
-                .id
-                .bytes()
-                .chain(c.rule.pattern.bytes())
-                .chain(triggers.flat_map(|t| t.bytes()))
-            {
-                h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-            }
-        }
+        let version = rules_version(compiled.iter().map(|c| &c.rule));
         Ok(Self {
             rules: compiled,
             db,
             triggers,
-            version: format!("{:012x}", h >> 16),
+            version,
         })
     }
 
@@ -444,10 +432,85 @@ impl Drop for DirScanner {
     }
 }
 
+/// The rule set's version: a hash of every field of every rule, so any change
+/// that can change a finding changes it (`leakwatch_rules_info{version}`).
+pub fn rules_version<'a>(rules: impl Iterator<Item = &'a Rule>) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |s: &str| {
+        // A separator after each field: ("ab", "c") and ("a", "bc") differ.
+        for b in s.bytes().chain(std::iter::once(0)) {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    for r in rules {
+        eat(&r.id);
+        eat(r.kind.name());
+        eat(&r.pattern);
+        eat(r.severity.name());
+        eat(&r.services.join(","));
+        eat(r
+            .validator
+            .map_or("", crate::matcher::rules::Validator::name));
+        eat(r.context.codes());
+        eat(&r
+            .triggers
+            .as_ref()
+            .map_or_else(String::new, |t| t.join("\u{1}")));
+        eat(&r.trigger_digits.map_or_else(String::new, |d| d.to_string()));
+    }
+    format!("{:012x}", h >> 16)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::matcher::rules;
+
+    #[test]
+    fn the_version_changes_with_any_field_of_any_rule() {
+        let base = rules::builtin();
+        let v = |rs: &[Rule]| rules_version(rs.iter());
+        let v0 = v(&base);
+        assert_eq!(v0, v(&rules::builtin()), "stable");
+        // Each change makes the field differ from what it was.
+        let changes: [fn(&mut Rule); 7] = [
+            |r| {
+                r.severity = if r.severity == rules::Severity::Low {
+                    rules::Severity::High
+                } else {
+                    rules::Severity::Low
+                };
+            },
+            |r| {
+                r.kind = if r.kind == Kind::Email {
+                    Kind::Password
+                } else {
+                    Kind::Email
+                }
+            },
+            |r| r.services.push("zz_other".into()),
+            |r| {
+                r.validator = match r.validator {
+                    Some(Validator::Nonempty) => None,
+                    _ => Some(Validator::Nonempty),
+                };
+            },
+            |r| {
+                r.context = if r.context == rules::Context::Cookie {
+                    rules::Context::Body
+                } else {
+                    rules::Context::Cookie
+                };
+            },
+            |r| r.triggers.get_or_insert_with(Vec::new).push("zz=".into()),
+            |r| r.trigger_digits = Some(r.trigger_digits.map_or(12, |d| d + 1)),
+        ];
+        for (i, change) in changes.iter().enumerate() {
+            let mut rs = base.clone();
+            change(&mut rs[0]);
+            assert_ne!(v(&rs), v0, "change {i} left the version as it was");
+        }
+    }
 
     fn today() -> Date {
         Date::new(2026, 11, 23).unwrap()

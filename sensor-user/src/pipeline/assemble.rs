@@ -44,6 +44,8 @@ pub struct Loaded {
     pub config: Config,
     pub path: Option<PathBuf>,
     pub catalog: Catalog,
+    /// A hash of the file's bytes (`leakwatch_config_info`); "none" without one.
+    pub hash: String,
 }
 
 impl Loaded {
@@ -53,6 +55,9 @@ impl Loaded {
             Some(p) => Config::load(p)?,
             None => Config::default(),
         };
+        let hash = path
+            .and_then(|p| std::fs::read(p).ok())
+            .map_or_else(|| "none".to_owned(), |b| file_hash(&b));
         let mut catalog = Catalog::builtin();
         let src = path.map_or_else(
             || "the built-in catalog".to_owned(),
@@ -70,6 +75,7 @@ impl Loaded {
             config,
             path: path.map(Path::to_path_buf),
             catalog,
+            hash,
         })
     }
 
@@ -120,6 +126,14 @@ impl Loaded {
     }
 }
 
+/// 48 bits of FNV-1a over a file's bytes, in hex.
+fn file_hash(bytes: &[u8]) -> String {
+    let h = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("{:012x}", h >> 16)
+}
+
 /// What the findings policy needs of the services targeting knows: their ids
 /// and the fields each publishes.
 pub fn services<W: WatchSink>(targeting: &Targeting<W>) -> Services {
@@ -134,9 +148,15 @@ pub fn services<W: WatchSink>(targeting: &Targeting<W>) -> Services {
     })
 }
 
-/// Opens a JSON-lines output named by a config key or flag.
-pub fn output(path: &Path, what: &str) -> anyhow::Result<JsonLines> {
-    JsonLines::open(path).with_context(|| format!("opening the {what} file {}", path.display()))
+/// Opens a JSON-lines output named by a config key or flag: 0600, or 0640
+/// and `group`'s (config `output_group`).
+pub fn output(path: &Path, what: &str, group: Option<&str>) -> anyhow::Result<JsonLines> {
+    let gid = group
+        .map(crate::sinks::jsonl::group_id)
+        .transpose()
+        .context("output_group")?;
+    JsonLines::open_for(path, gid)
+        .with_context(|| format!("opening the {what} file {}", path.display()))
 }
 
 /// Where matching runs.
@@ -206,7 +226,7 @@ pub fn assemble<W: WatchSink>(
     let events = c
         .events
         .as_deref()
-        .map(|p| output(p, "events"))
+        .map(|p| output(p, "events", c.output_group.as_deref()))
         .transpose()?;
     let mut targeting = Targeting::new(loaded.catalog.clone(), c.targets.clone(), sink);
     targeting.set_blocking(c.blocking.clone());
@@ -292,5 +312,6 @@ pub fn assemble<W: WatchSink>(
     if let Some(b) = blocker {
         pipeline = pipeline.with_blocker(b);
     }
+    pipeline.metrics().set_config_hash(&loaded.hash);
     Ok((pipeline, reports))
 }

@@ -55,7 +55,7 @@ pub fn run(a: &Attach<'_>, loaded: &Loaded) -> anyhow::Result<()> {
     let dump = c
         .dump_records
         .as_deref()
-        .map(|p| output(p, "dump_records"))
+        .map(|p| output(p, "dump_records", c.output_group.as_deref()))
         .transpose()?;
     let rules = Arc::new(loaded.rules(Some(a.state_dir))?);
     log::info!(

@@ -28,6 +28,8 @@ pub struct JsonLines {
     errors: u64,
     /// The last write failed (a failure is logged once, and the recovery).
     failing: bool,
+    /// Files are made 0640 and given to this group (a log shipper's), else 0600.
+    group: Option<libc::gid_t>,
 }
 
 /// (device, inode) of a file.
@@ -35,18 +37,41 @@ fn identity(m: &std::fs::Metadata) -> (u64, u64) {
     (m.dev(), m.ino())
 }
 
-/// Opens `path` for appending: created 0600 (events hold evidence), its
-/// directory created when missing.
-fn append(path: &Path) -> io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt as _;
+/// Opens `path` for appending: created 0600 (events hold evidence) or, with a
+/// `group`, 0640 and that group's; its directory created when missing.
+fn append(path: &Path, group: Option<libc::gid_t>) -> io::Result<File> {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
-    File::options()
+    let mode = if group.is_some() { 0o640 } else { 0o600 };
+    let f = File::options()
         .create(true)
         .append(true)
-        .mode(0o600)
-        .open(path)
+        .mode(mode)
+        .open(path)?;
+    if let Some(gid) = group {
+        std::os::unix::fs::fchown(&f, None, Some(gid))?;
+        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+    }
+    Ok(f)
+}
+
+/// The id of group `name`.
+pub fn group_id(name: &str) -> io::Result<libc::gid_t> {
+    let c = std::ffi::CString::new(name)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL in the group name"))?;
+    // SAFETY: a NUL-terminated name; the returned entry is read at once, before
+    // any other call could reuse its static storage.
+    let g = unsafe { libc::getgrnam(c.as_ptr()) };
+    if g.is_null() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("no group {name:?} (see /etc/group)"),
+        ));
+    }
+    // SAFETY: non-null, as checked.
+    Ok(unsafe { (*g).gr_gid })
 }
 
 impl JsonLines {
@@ -56,19 +81,26 @@ impl JsonLines {
             path: None,
             errors: 0,
             failing: false,
+            group: None,
         }
     }
 
-    /// `-` for stdout, else a file opened for appending.
+    /// `-` for stdout, else a file opened for appending (0600).
     pub fn open(path: &Path) -> io::Result<Self> {
+        Self::open_for(path, None)
+    }
+
+    /// As [`JsonLines::open`]; with a `group`, the file is 0640 and that group's.
+    pub fn open_for(path: &Path, group: Option<libc::gid_t>) -> io::Result<Self> {
         if path.as_os_str() == "-" {
             return Ok(Self::new(Box::new(io::stdout())));
         }
         Ok(Self {
-            out: Out::File(append(path)?),
+            out: Out::File(append(path, group)?),
             path: Some(path.to_owned()),
             errors: 0,
             failing: false,
+            group,
         })
     }
 
@@ -76,7 +108,7 @@ impl JsonLines {
     /// old one if the new one cannot be opened.
     pub fn reopen(&mut self) -> io::Result<()> {
         if let Some(p) = &self.path {
-            self.out = Out::File(append(p)?);
+            self.out = Out::File(append(p, self.group)?);
         }
         Ok(())
     }
@@ -192,6 +224,28 @@ mod tests {
             "{\"n\":1}\n{\"n\":2}\n"
         );
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"n\":3}\n");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn with_a_group_files_are_0640_and_that_groups() {
+        use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+        let dir = std::env::temp_dir().join(format!("lw-jsonl-group-{}", std::process::id()));
+        let p = dir.join("events.jsonl");
+        // The process's own group: any user may give a file to it.
+        // SAFETY: getegid has no preconditions.
+        let gid = unsafe { libc::getegid() };
+        let mut j = JsonLines::open_for(&p, Some(gid)).unwrap();
+        j.write(&serde_json::json!({"n": 1})).unwrap();
+        let m = std::fs::metadata(&p).unwrap();
+        assert_eq!((m.permissions().mode() & 0o777, m.gid()), (0o640, gid));
+        std::fs::remove_file(&p).unwrap();
+        j.reopen().unwrap();
+        let m = std::fs::metadata(&p).unwrap();
+        assert_eq!(m.permissions().mode() & 0o777, 0o640, "reopened alike");
+        assert_eq!(group_id("root").unwrap(), 0);
+        let e = group_id("no-such-group-lw").unwrap_err().to_string();
+        assert!(e.contains("no-such-group-lw"), "{e}");
         let _ = std::fs::remove_dir_all(dir);
     }
 

@@ -94,3 +94,8 @@ pub struct OutputLabels {
     /// `events` or `records`.
     pub output: String,
 }
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HashLabels {
+    pub hash: String,
+}

@@ -53,6 +53,7 @@ pub struct Metrics {
     rules_info: Family<VersionLabels, Gauge>,
     pub blocking: block::BlockMetrics,
     output_errors: Family<OutputLabels, Counter>,
+    config_info: Family<HashLabels, Gauge>,
     ready: AtomicBool,
 }
 
@@ -287,12 +288,19 @@ impl Metrics {
             "Lines an output file could not take (a full disk, an I/O error): dropped, counted, and writing goes on",
             output_errors.clone(),
         );
+        let config_info = Family::<HashLabels, Gauge>::default();
+        registry.register(
+            "leakwatch_config_info",
+            "The loaded config (1), by a hash of the file (\"none\" without one)",
+            config_info.clone(),
+        );
         for o in ["events", "records"] {
             let _ = output_errors.get_or_create(&OutputLabels { output: o.into() });
         }
         Self {
             blocking,
             output_errors,
+            config_info,
             findings,
             replays,
             bytes_scanned,
@@ -405,7 +413,6 @@ impl Metrics {
             .set(1);
     }
 
-    /// `/healthz` turns ready once programs are attached and the ring is read.
     /// A line `output` (`events`, `records`) could not take.
     pub fn output_error(&self, output: &str) {
         self.output_errors
@@ -415,6 +422,17 @@ impl Metrics {
             .inc();
     }
 
+    /// `leakwatch_config_info{hash}`: the loaded config file's hash.
+    pub fn set_config_hash(&self, hash: &str) {
+        self.config_info.clear();
+        self.config_info
+            .get_or_create(&HashLabels {
+                hash: hash.to_owned(),
+            })
+            .set(1);
+    }
+
+    /// `/healthz` turns ready once programs are attached and the ring is read.
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::SeqCst);
     }
