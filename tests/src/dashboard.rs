@@ -12,6 +12,24 @@ pub fn load() -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{PATH}: {e}"))
 }
 
+/// (panel id, title, expression) of every query of every panel.
+pub fn queries(d: &Value) -> Vec<(u64, String, String)> {
+    d["panels"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|p| {
+            let id = p["id"].as_u64().unwrap_or(0);
+            let title = p["title"].as_str().unwrap_or("").to_owned();
+            p["targets"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(move |t| Some((id, title.clone(), t["expr"].as_str()?.to_owned())))
+        })
+        .collect()
+}
+
 /// Every PromQL expression of every panel.
 pub fn expressions(d: &Value) -> Vec<String> {
     d["panels"]
@@ -29,6 +47,7 @@ pub fn substitute(expr: &str) -> String {
         .replace("$__interval", "1m")
         .replace("$instance", ".*")
         .replace("$service", ".*")
+        .replace("$job", "leakwatch")
 }
 
 /// `leakwatch_*` metric names an expression uses (histogram series mapped to

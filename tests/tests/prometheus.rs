@@ -146,5 +146,32 @@ fn prometheus_sees_the_leak_and_the_alert_fires() {
             })
         })
     });
+    // Every panel shows data after the lab ran: each query, as Grafana sends
+    // it, returns at least one series (TLS versions need TLS traffic).
+    // (A rate needs two scrapes of a series: give new series a few seconds.)
+    let d = leakwatch_tests::dashboard::load();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut empty = Vec::new();
+        for (id, title, expr) in leakwatch_tests::dashboard::queries(&d) {
+            if expr.contains("leakwatch_tls_flows_total") {
+                continue;
+            }
+            let q = leakwatch_tests::dashboard::substitute(&expr);
+            let v = api(&lab, &format!("/api/v1/query?query={}", encode(&q)));
+            if v["data"]["result"].as_array().is_none_or(Vec::is_empty) {
+                empty.push(format!("panel {id} ({title}): {q} → {v}"));
+            }
+        }
+        if empty.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "panels without data:\n{}",
+            empty.join("\n")
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
     let _ = std::fs::remove_dir_all(dir);
 }
