@@ -38,6 +38,10 @@ pub struct DemoArgs {
     /// Root-namespace loopback port where the sensor's /metrics is reachable.
     #[arg(long, default_value_t = 9477)]
     metrics_port: u16,
+    /// Blocking mode for the sensor: monitor (default), dry-run, reset,
+    /// quarantine, block-cleartext — see the leaking connections cut.
+    #[arg(long, default_value = "monitor", value_name = "MODE")]
+    block: String,
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -182,6 +186,23 @@ fn print_events(path: &PathBuf, pos: &mut usize) {
                 e["replay"]["seconds_since_first"].as_f64().unwrap_or(0.0),
                 s("src_ip")
             ),
+            Some(t @ ("block" | "would_block")) => println!(
+                "  ⛔ {} {} client {} → {} ({}: {}, mode {}){}",
+                if t == "block" {
+                    "BLOCKED"
+                } else {
+                    "WOULD BLOCK"
+                },
+                s("service"),
+                s("src_ip"),
+                s("dest_ip"),
+                e["block"]["scope"].as_str().unwrap_or("?"),
+                e["block"]["reason"].as_str().unwrap_or("?"),
+                e["block"]["mode"].as_str().unwrap_or("?"),
+                e["block"]["expires"]
+                    .as_str()
+                    .map_or(String::new(), |x| format!(" until {x}"))
+            ),
             Some("cleartext_flow") => println!(
                 "  · cleartext flow to {} ({}:{})",
                 s("service"),
@@ -225,8 +246,9 @@ impl Drop for Running {
 }
 
 /// Builds leakwatch, the lab, its services and the sensor (learning from DNS,
-/// nothing configured); forwards its /metrics to 127.0.0.1:`metrics_port`.
-pub fn start(metrics_port: u16) -> anyhow::Result<Running> {
+/// nothing configured but the blocking mode `block`); forwards its /metrics to
+/// 127.0.0.1:`metrics_port`.
+pub fn start(metrics_port: u16, block: &str) -> anyhow::Result<Running> {
     if !is_root() {
         bail!("the lab builds network namespaces and attaches XDP: run it as root");
     }
@@ -251,6 +273,8 @@ pub fn start(metrics_port: u16) -> anyhow::Result<Running> {
             dump.to_str().context("temp path")?,
             "--events",
             events.to_str().context("temp path")?,
+            "--block",
+            block,
         ],
     )?;
     forward(metrics_port, &lab.gateway, sensor_metrics.parse()?)?;
@@ -302,7 +326,7 @@ fn cleartext(r: &Running, w: &mut Watch, ns: &Netns, who: &str, s: &Scenario) {
 
 pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     catch_signals();
-    let r = start(args.metrics_port)?;
+    let r = start(args.metrics_port, &args.block)?;
     println!(
         "==> nothing configured: the sensor learns the services' addresses from the DNS answers it sees\n"
     );

@@ -86,7 +86,7 @@ fn record(out: &Path) -> anyhow::Result<()> {
 
 fn up(metrics_port: u16) -> anyhow::Result<()> {
     catch_signals();
-    let r = start(metrics_port)?;
+    let r = start(metrics_port, "monitor")?;
     let l = &r.lab;
     let names = [
         ("CLIENT", l.client.name()),
