@@ -74,6 +74,9 @@ struct Flow {
     last_ts_ns: u64,
     ifindex: u32,
     fins: u8,
+    /// The rule generation the flow started with (kept across a reload: its
+    /// Hyperscan streams belong to those databases).
+    generation: u64,
     /// What the findings stage keeps of this flow.
     findings: FlowFindings,
 }
@@ -93,11 +96,28 @@ pub struct StreamStats {
     pub decode: DecodeStats,
 }
 
-pub struct StreamTable {
+/// A rule set with what matching with it needs: flows match with the
+/// generation they started with; new flows take the newest.
+struct Generation {
+    id: u64,
     rules: Arc<RuleSet>,
     services: Arc<Services>,
-    limits: Limits,
     scratch: Scratch,
+    /// Flows matching with it; an older generation goes when this is 0.
+    flows: usize,
+}
+
+/// The generation `id` (the newest if it is gone, which cannot happen while
+/// a flow holds it).
+fn generation(gens: &[Generation], id: u64) -> &Generation {
+    let newest = gens.len() - 1;
+    gens.iter().find(|g| g.id == id).unwrap_or(&gens[newest])
+}
+
+pub struct StreamTable {
+    /// Oldest first; the last is the current one (never empty).
+    gens: Vec<Generation>,
+    limits: Limits,
     flows: FlowTable<FlowKey, Flow>,
     idle: Duration,
     buffer: usize,
@@ -116,10 +136,14 @@ impl StreamTable {
     ) -> Result<Self, RuleError> {
         let scratch = rules.scratch()?;
         Ok(Self {
-            rules,
-            services,
+            gens: vec![Generation {
+                id: 0,
+                rules,
+                services,
+                scratch,
+                flows: 0,
+            }],
             limits,
-            scratch,
             flows: FlowTable::new("matcher_flows", cap),
             idle,
             buffer,
@@ -129,6 +153,45 @@ impl StreamTable {
 
     pub fn len(&self) -> usize {
         self.flows.len()
+    }
+
+    /// New rules (a reload): flows from now on match with them; open flows
+    /// keep theirs until they end. On error (no scratch) nothing changes.
+    pub fn set_rules(
+        &mut self,
+        rules: Arc<RuleSet>,
+        services: Arc<Services>,
+    ) -> Result<(), RuleError> {
+        let scratch = rules.scratch()?;
+        let id = self.current().id + 1;
+        self.gens.push(Generation {
+            id,
+            rules,
+            services,
+            scratch,
+            flows: 0,
+        });
+        self.prune();
+        Ok(())
+    }
+
+    /// Rule generations in use (the current one included).
+    pub fn generations(&self) -> usize {
+        self.gens.len()
+    }
+
+    fn current(&self) -> &Generation {
+        &self.gens[self.gens.len() - 1]
+    }
+
+    /// Drops older generations no flow matches with any more.
+    fn prune(&mut self) {
+        let newest = self.gens.len() - 1;
+        let mut i = 0;
+        self.gens.retain(|g| {
+            i += 1;
+            i - 1 == newest || g.flows > 0
+        });
     }
 
     pub fn is_empty(&self) -> bool {
@@ -158,7 +221,10 @@ impl StreamTable {
                 ifindex: h.ifindex,
                 fins: 0,
                 findings: FlowFindings::default(),
+                generation: self.current().id,
             };
+            let n = self.gens.len() - 1;
+            self.gens[n].flows += 1;
             if let Some((k, old)) = self.flows.insert(h.flow, new, now) {
                 self.finish(k, old, Eviction::Cap, out);
             }
@@ -170,13 +236,14 @@ impl StreamTable {
         flow.ifindex = h.ifindex;
         let d = h.direction & 1;
         let requests = flow.role.observe(h, rec.payload());
+        let g = generation(&self.gens, flow.generation);
         let dir = flow.dirs[d as usize].get_or_insert_with(|| Dir {
             reasm: Reassembler::new(self.buffer),
-            scan: self.rules.open(),
+            scan: g.rules.open(),
         });
         let mut batch = FieldBatch::default();
         let mut creds = Vec::new();
-        let mut gate = Gate::new(&mut batch, self.rules.triggers(), &self.scratch);
+        let mut gate = Gate::new(&mut batch, g.rules.triggers(), &g.scratch);
         let mut o = Out {
             fields: &mut gate,
             credentials: &mut creds,
@@ -239,12 +306,7 @@ impl StreamTable {
         out: &mut Vec<Finding>,
     ) {
         let Self {
-            rules,
-            services,
-            scratch,
-            flows,
-            stats,
-            ..
+            gens, flows, stats, ..
         } = self;
         if let Some(flow) = flows.get_mut(&key) {
             let at = At {
@@ -253,7 +315,16 @@ impl StreamTable {
                 ts_ns,
                 ifindex,
             };
-            Self::scan_flow((rules, services), scratch, stats, flow, at, found, out);
+            let g = generation(gens, flow.generation);
+            Self::scan_flow(
+                (&g.rules, &g.services),
+                &g.scratch,
+                stats,
+                flow,
+                at,
+                found,
+                out,
+            );
         }
     }
 
@@ -316,6 +387,7 @@ impl StreamTable {
     /// [`Self::close`] for a flow already out of the table.
     fn finish(&mut self, key: FlowKey, mut flow: Flow, why: Eviction, out: &mut Vec<Finding>) {
         let (ts_ns, ifindex) = (flow.last_ts_ns, flow.ifindex);
+        let g = generation(&self.gens, flow.generation);
         for d in 0..2u8 {
             let Some(dir) = flow.dirs[usize::from(d)].as_mut() else {
                 continue;
@@ -323,7 +395,7 @@ impl StreamTable {
             self.stats.gaps += dir.reasm.stats.gaps;
             let mut batch = FieldBatch::default();
             let mut creds = Vec::new();
-            let mut gate = Gate::new(&mut batch, self.rules.triggers(), &self.scratch);
+            let mut gate = Gate::new(&mut batch, g.rules.triggers(), &g.scratch);
             let client = flow.role.client_dir() == Some(d);
             flow.proto.finish(
                 d,
@@ -342,8 +414,8 @@ impl StreamTable {
                 ifindex,
             };
             Self::scan_flow(
-                (&self.rules, &self.services),
-                &self.scratch,
+                (&g.rules, &g.services),
+                &g.scratch,
                 &mut self.stats,
                 &mut flow,
                 at,
@@ -351,6 +423,13 @@ impl StreamTable {
                 out,
             );
         }
+        // The flow's streams close here, before its generation may go.
+        let id = flow.generation;
+        drop(flow);
+        if let Some(g) = self.gens.iter_mut().find(|g| g.id == id) {
+            g.flows = g.flows.saturating_sub(1);
+        }
+        self.prune();
         *self.stats.evicted.entry(why.name()).or_default() += 1;
         self.stats.table = self.flows.evictions();
     }
@@ -469,6 +548,70 @@ mod tests {
             .collect();
         v.sort();
         (v, t.stats.gate)
+    }
+
+    /// A client segment of flow `port` (its SYN when `data` is empty).
+    fn segment(port: u16, seq: u32, data: &[u8], tcp_flags: u8) -> Record {
+        let kind = if data.is_empty() {
+            RecordKind::Meta
+        } else {
+            RecordKind::Sample
+        };
+        let mut r = record(
+            kind,
+            flags::FROM_CLIENT,
+            &FrameBuilder::tcp("192.0.2.10", port, "198.51.100.2", 80)
+                .flags(tcp_flags)
+                .seq(seq)
+                .payload(data)
+                .build(),
+        );
+        r.hdr.service = 1;
+        r
+    }
+
+    /// A reload: open flows keep the rules they started with, new flows take
+    /// the new ones, and the old rules go when their last flow ends.
+    #[test]
+    fn open_flows_keep_their_rules_across_a_reload() {
+        let mut t = table();
+        let now = Instant::now();
+        let mut out = Vec::new();
+        let req = |v: &str| format!("GET /x?corp_ticket={v} HTTP/1.1\r\nHost: a\r\n\r\n");
+        // Flow A opens under the built-in rules.
+        t.on_record(&segment(41000, 999, b"", TCP_SYN), now, &mut out);
+        t.on_record(&segment(41000, 1000, b"GET / HTTP/1.1\r\n\r\n", TCP_ACK), now, &mut out);
+        let mut with_ticket = rules::builtin();
+        with_ticket.push(rules::Rule {
+            triggers: Some(vec!["corp_ticket=".into()]),
+            ..rules::Rule::bare("corp_ticket", "^corp_ticket=(?P<v>ST-[0-9]{6})$")
+        });
+        t.set_rules(
+            Arc::new(RuleSet::compile(with_ticket).unwrap()),
+            Arc::default(),
+        )
+        .unwrap();
+        assert_eq!(t.generations(), 2);
+        // Flow B, new: the new rule finds its ticket.
+        t.on_record(&segment(41001, 999, b"", TCP_SYN), now, &mut out);
+        t.on_record(
+            &segment(41001, 1000, req("ST-123456").as_bytes(), TCP_ACK),
+            now,
+            &mut out,
+        );
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(out[0].hit.value, "ST-123456");
+        // Flow A, still on the old rules: a built-in rule finds its token, the
+        // new rule nothing.
+        out.clear();
+        let a_req = req("ST-654321&user_auth_token=QkX3u9rVb0dY7nWq2LpZsT5hGmJc8aEf");
+        t.on_record(&segment(41000, 1018, a_req.as_bytes(), TCP_ACK), now, &mut out);
+        let kinds: Vec<&str> = out.iter().map(|f| f.hit.kind.name()).collect();
+        assert_eq!(kinds, ["auth_token"], "{out:?}");
+        // A ends: the old rules go.
+        let end = 1018 + a_req.len() as u32;
+        t.on_record(&segment(41000, end, b"", TCP_ACK | TCP_RST), now, &mut out);
+        assert_eq!(t.generations(), 1);
     }
 
     const LOGIN: &[u8] = b"GET /api.json/0.2/user/login?email=jane.doe%40example.com&password=5f4dcc3b5aa765d61d8327deb882cf99&app_id=950096963&request_sig=0123456789abcdef0123456789abcdef HTTP/1.1\r\nHost: www.qobuz.com\r\nX-User-Auth-Token: QkX3u9rVb0dY7nWq2LpZsT5hGmJc8aEf\r\n\r\n";
