@@ -161,7 +161,7 @@ pub enum ProgressWhen {
 
 /// What `run` and `replay` share: the pipeline's settings. Each flag, when
 /// given, overrides its config key (same name, `_` for `-`).
-#[derive(clap::Args, Debug, Default)]
+#[derive(clap::Args, Debug, Default, Clone)]
 pub struct Pipeline {
     /// Admin config (TOML): settings, services, domains, static prefixes, rules.
     #[arg(long, value_name = "PATH")]
@@ -251,7 +251,7 @@ fn set<T>(slot: &mut T, flag: Option<T>) {
     }
 }
 
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, Clone)]
 pub struct RunArgs {
     /// Interface to attach to, with its role (repeat for several: a gateway's
     /// LAN and WAN sides); only clients on lan interfaces can be blocked [wan].

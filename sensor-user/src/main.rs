@@ -72,14 +72,13 @@ fn run(args: &sensor_user::cli::RunArgs) -> anyhow::Result<()> {
     let l = loaded(args.pipeline.config.as_deref(), |l| {
         args.apply(&mut l.config);
     })?;
-    let state_dir = l
-        .config
-        .state_dir
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+    let state_dir = (l.config.state_dir.clone()).unwrap_or_else(|| DEFAULT_STATE_DIR.into());
+    // A reload lays the same flags over the file again.
+    let flags = args.clone();
     let attach = Attach {
         watch: &args.pipeline.watch,
         state_dir: &state_dir,
+        flags: std::sync::Arc::new(move |c| flags.apply(c)),
     };
     live::run(&attach, &l)
 }

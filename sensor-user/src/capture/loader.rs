@@ -109,8 +109,21 @@ pub struct Attachment {
 /// The loaded program and its maps. Dropping it detaches every link.
 pub struct Sensor {
     ebpf: Ebpf,
-    config: Array<MapData, Config>,
+    config: Option<KernelConfig>,
     attached: Vec<Attachment>,
+}
+
+/// The program's `CONFIG` map: the sampling policy and switches, replaced as
+/// a whole (the program reads it per packet).
+pub struct KernelConfig(Array<MapData, Config>);
+
+impl KernelConfig {
+    pub fn set(&mut self, config: &Config) -> Result<(), LoadError> {
+        self.0.set(0, config, 0).map_err(|source| LoadError::Map {
+            name: maps::CONFIG,
+            source,
+        })
+    }
 }
 
 /// Interface index of `iface`, or a clear error.
@@ -147,7 +160,7 @@ impl Sensor {
         let config_map = take(&mut ebpf, maps::CONFIG)?;
         let mut sensor = Self {
             ebpf,
-            config: config_map,
+            config: Some(KernelConfig(config_map)),
             attached: Vec::new(),
         };
         sensor.set_config(config)?;
@@ -157,11 +170,15 @@ impl Sensor {
     /// Replaces the sampling policy; the program uses it from its next packet on.
     pub fn set_config(&mut self, config: &Config) -> Result<(), LoadError> {
         self.config
-            .set(0, config, 0)
-            .map_err(|source| LoadError::Map {
-                name: maps::CONFIG,
-                source,
-            })
+            .as_mut()
+            .ok_or(LoadError::Missing(maps::CONFIG))?
+            .set(config)
+    }
+
+    /// The `CONFIG` map, for the pipeline's reloads. Once; `set_config` then
+    /// fails.
+    pub fn take_config(&mut self) -> Result<KernelConfig, LoadError> {
+        self.config.take().ok_or(LoadError::Missing(maps::CONFIG))
     }
 
     /// Attaches to `iface`. With [`AttachMode::Auto`], native first, then generic.

@@ -580,7 +580,11 @@ mod tests {
         let req = |v: &str| format!("GET /x?corp_ticket={v} HTTP/1.1\r\nHost: a\r\n\r\n");
         // Flow A opens under the built-in rules.
         t.on_record(&segment(41000, 999, b"", TCP_SYN), now, &mut out);
-        t.on_record(&segment(41000, 1000, b"GET / HTTP/1.1\r\n\r\n", TCP_ACK), now, &mut out);
+        t.on_record(
+            &segment(41000, 1000, b"GET / HTTP/1.1\r\n\r\n", TCP_ACK),
+            now,
+            &mut out,
+        );
         let mut with_ticket = rules::builtin();
         with_ticket.push(rules::Rule {
             triggers: Some(vec!["corp_ticket=".into()]),
@@ -605,7 +609,11 @@ mod tests {
         // new rule nothing.
         out.clear();
         let a_req = req("ST-654321&user_auth_token=QkX3u9rVb0dY7nWq2LpZsT5hGmJc8aEf");
-        t.on_record(&segment(41000, 1018, a_req.as_bytes(), TCP_ACK), now, &mut out);
+        t.on_record(
+            &segment(41000, 1018, a_req.as_bytes(), TCP_ACK),
+            now,
+            &mut out,
+        );
         let kinds: Vec<&str> = out.iter().map(|f| f.hit.kind.name()).collect();
         assert_eq!(kinds, ["auth_token"], "{out:?}");
         // A ends: the old rules go.

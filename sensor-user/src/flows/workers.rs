@@ -28,6 +28,8 @@ use crate::{
 enum Job {
     Record(Box<Record>),
     Tick(Instant),
+    /// New rules for new flows (a reload).
+    Rules(Arc<RuleSet>, Arc<Services>),
 }
 
 /// What workers send back.
@@ -84,6 +86,13 @@ impl Workers {
                                 table.sweep(now, &mut found);
                                 let _ = report.send(Report::Stats(i, table.stats.clone()));
                             }
+                            Job::Rules(rules, services) => {
+                                if let Err(e) = table.set_rules(rules, services) {
+                                    log::error!(
+                                        "matcher {i}: the reloaded rules need scratch: {e}; keeping the old ones"
+                                    );
+                                }
+                            }
                         }
                         if !found.is_empty()
                             && report
@@ -118,6 +127,13 @@ impl Workers {
         rec.hdr.flow.hash(&mut h);
         let i = (h.finish() % self.jobs.len() as u64) as usize;
         self.jobs[i].send(Job::Record(Box::new(rec))).is_ok()
+    }
+
+    /// New rules for new flows on every worker (a reload).
+    pub fn set_rules(&self, rules: &Arc<RuleSet>, services: &Arc<Services>) {
+        for j in &self.jobs {
+            let _ = j.send(Job::Rules(Arc::clone(rules), Arc::clone(services)));
+        }
     }
 
     /// Idle sweeps and counter reports.

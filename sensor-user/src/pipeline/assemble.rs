@@ -290,10 +290,14 @@ pub fn assemble<W: WatchSink>(
         c.replay_fingerprints,
     );
     let stage = MatchStage::new(engine, rules, fingerprints, c.evidence, replay);
-    let blocker = c.blocking.any().then(|| match blocks {
-        Some((sink, lan)) => Blocker::new(c.blocking.clone(), Some(lan), true, sink),
-        None => Blocker::new(c.blocking.clone(), None, false, Box::new(NoBlocks)),
-    });
+    // Live, the blocker always exists: a reload may turn blocking on.
+    let blocker = match blocks {
+        Some((sink, lan)) => Some(Blocker::new(c.blocking.clone(), Some(lan), true, sink)),
+        None => c
+            .blocking
+            .any()
+            .then(|| Blocker::new(c.blocking.clone(), None, false, Box::new(NoBlocks))),
+    };
     let mut pipeline = Pipeline::new(
         targeting,
         Posture::new(idle, flows),
@@ -313,5 +317,6 @@ pub fn assemble<W: WatchSink>(
         pipeline = pipeline.with_blocker(b);
     }
     pipeline.metrics().set_config_hash(&loaded.hash);
+    let pipeline = pipeline.with_config(c.clone()).with_watch(watch);
     Ok((pipeline, reports))
 }

@@ -28,6 +28,8 @@ enum Msg {
     Tick,
     /// SIGHUP: reopen the output files (log rotation).
     Reopen,
+    /// SIGHUP: a config read and compiled off this thread, or why it failed.
+    Reload(Box<anyhow::Result<super::reload::Reloaded>>),
     /// A control-socket request and where its reply goes.
     Control(
         super::control::Request,
@@ -56,6 +58,7 @@ impl<W: WatchSink + Send + 'static> Pipeline<W> {
         reports: Option<Receiver<Report>>,
         listener: std::net::TcpListener,
         control: Option<ControlSocket>,
+        reload: Option<Arc<super::reload::ReloadSource>>,
     ) -> anyhow::Result<()> {
         let metrics_addr = listener.local_addr().context("the metrics listener")?;
         let metrics: Arc<Metrics> = Arc::clone(&self.metrics);
@@ -81,6 +84,10 @@ impl<W: WatchSink + Send + 'static> Pipeline<W> {
                                 systemd(&[sd_notify::NotifyState::Watchdog]);
                             }
                             Ok(Msg::Reopen) => self.reopen(),
+                            Ok(Msg::Reload(r)) => match *r {
+                                Ok(r) => self.reload(r),
+                                Err(e) => self.reload_failed(&e),
+                            },
                             Ok(Msg::Control(req, reply)) => {
                                 let _ = reply.send(self.control(&req));
                             }
@@ -123,9 +130,18 @@ impl<W: WatchSink + Send + 'static> Pipeline<W> {
                 .context("installing the SIGHUP handler")?;
             let reopener = tokio::spawn(async move {
                 while hup.recv().await.is_some() {
-                    log::info!("SIGHUP: reopening the output files");
+                    log::info!("SIGHUP: reopening the output files, reloading the config");
                     if hup_tx.send(Msg::Reopen).is_err() {
                         break;
+                    }
+                    // Reading and compiling take a while: not on tokio, not on
+                    // the pipeline thread.
+                    if let Some(src) = reload.clone() {
+                        let tx = hup_tx.clone();
+                        std::thread::spawn(move || {
+                            let r = super::reload::prepare(&src);
+                            let _ = tx.send(Msg::Reload(Box::new(r)));
+                        });
                     }
                 }
             });

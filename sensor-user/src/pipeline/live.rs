@@ -28,6 +28,8 @@ use crate::{
 pub struct Attach<'a> {
     pub watch: &'a [StaticWatch],
     pub state_dir: &'a Path,
+    /// The command line's flags, laid again over a reloaded config.
+    pub flags: Arc<dyn Fn(&mut crate::config::Config) + Send + Sync>,
 }
 
 pub fn run(a: &Attach<'_>, loaded: &Loaded) -> anyhow::Result<()> {
@@ -103,6 +105,7 @@ pub fn run(a: &Attach<'_>, loaded: &Loaded) -> anyhow::Result<()> {
     metrics.register_xdp_stats(sensor.take_stats()?, &ifaces);
     let metrics = Arc::new(metrics);
     let ring = sensor.take_ring()?;
+    let kernel_config = sensor.take_config()?;
     let threads = c
         .matcher_threads
         .unwrap_or_else(|| thread::available_parallelism().map_or(1, usize::from));
@@ -122,6 +125,14 @@ pub fn run(a: &Attach<'_>, loaded: &Loaded) -> anyhow::Result<()> {
         blocks: Some((Box::new(blocks), lan)),
     })
     .context("assembling the pipeline")?;
+    let pipeline = pipeline.with_kernel_config(kernel_config);
+    let reload = loaded.path.clone().map(|path| {
+        Arc::new(super::reload::ReloadSource {
+            path,
+            apply: Arc::clone(&a.flags),
+            state_dir: a.state_dir.to_owned(),
+        })
+    });
     if c.blocking.any() {
         log::info!(
             "blocking: {} (see [blocking] for per-service modes)",
@@ -145,7 +156,7 @@ pub fn run(a: &Attach<'_>, loaded: &Loaded) -> anyhow::Result<()> {
             })
             .set(1);
     }
-    pipeline.serve(ring, reports, listener, Some(control))?;
+    pipeline.serve(ring, reports, listener, Some(control), reload)?;
     sensor.detach_all();
     Ok(())
 }

@@ -8,6 +8,7 @@ mod blocking;
 pub mod control;
 pub mod daemon;
 pub mod live;
+pub mod reload;
 pub mod replay;
 mod route;
 mod stats;
@@ -104,6 +105,12 @@ pub struct Pipeline<W: WatchSink> {
     blocker: Option<Blocker>,
     /// When the output files' paths were last checked.
     outputs_checked: Option<Instant>,
+    /// The config assembled from (reloads compare against it).
+    config: Option<crate::config::Config>,
+    /// The kernel's `CONFIG` map (live only).
+    kernel_config: Option<crate::capture::loader::KernelConfig>,
+    /// `--watch` prefixes, kept across reloads.
+    reload_watch: Vec<crate::targets::StaticWatch>,
 }
 
 impl<W: WatchSink> Pipeline<W> {
@@ -145,6 +152,9 @@ impl<W: WatchSink> Pipeline<W> {
             flow_bytes: HashMap::new(),
             blocker: None,
             outputs_checked: None,
+            config: None,
+            kernel_config: None,
+            reload_watch: Vec::new(),
         };
         p.publish_watched();
         p

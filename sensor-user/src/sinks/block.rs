@@ -158,6 +158,11 @@ impl Blocker {
         &self.settings
     }
 
+    /// New modes and triggers (a reload); blocks in force stay until they end.
+    pub fn set_settings(&mut self, settings: BlockSettings) {
+        self.settings = settings;
+    }
+
     fn allowed(&self, client: IpAddr) -> bool {
         self.settings
             .allow_clients

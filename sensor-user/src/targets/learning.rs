@@ -214,6 +214,40 @@ impl<W: WatchSink> Targeting<W> {
         Ok(())
     }
 
+    /// A reload: the new catalog (services, domains, static prefixes, public
+    /// ids) and blocking modes; `extra` are the `--watch` prefixes, kept.
+    /// Service ids are never reused; learned addresses stay (with the policy
+    /// bits they were learned with) until they expire.
+    pub fn reload(
+        &mut self,
+        catalog: Catalog,
+        blocking: BlockSettings,
+        extra: &[(IpNet, String)],
+    ) -> Result<(), String> {
+        for s in catalog.services() {
+            self.ids.id(&s.id);
+        }
+        self.catalog = catalog;
+        self.blocking = blocking;
+        let mut want: Vec<(IpNet, String)> = self
+            .catalog
+            .services()
+            .iter()
+            .flat_map(|s| s.cidrs.iter().map(|n| (n.trunc(), s.id.clone())))
+            .collect();
+        want.extend(extra.iter().map(|(n, s)| (n.trunc(), s.clone())));
+        for (net, _) in std::mem::take(&mut self.statics) {
+            if !want.iter().any(|(n, _)| *n == net) {
+                self.sink.unwatch(net)?;
+            }
+        }
+        for (net, service) in want {
+            self.add_static(net, &service)
+                .map_err(|e| format!("{net}={service}: {e}"))?;
+        }
+        Ok(())
+    }
+
     /// Adds every catalog service's static prefixes.
     pub fn add_catalog_statics(&mut self) -> Result<(), String> {
         let nets: Vec<(IpNet, String)> = self

@@ -54,6 +54,7 @@ pub struct Metrics {
     pub blocking: block::BlockMetrics,
     output_errors: Family<OutputLabels, Counter>,
     config_info: Family<HashLabels, Gauge>,
+    pub config_reloads: Family<ResultLabels, Counter>,
     ready: AtomicBool,
 }
 
@@ -294,6 +295,15 @@ impl Metrics {
             "The loaded config (1), by a hash of the file (\"none\" without one)",
             config_info.clone(),
         );
+        let config_reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "leakwatch_config_reload",
+            "Reloads of the config and rules (SIGHUP), by result: ok, or error (the running config stayed)",
+            config_reloads.clone(),
+        );
+        for r in ["ok", "error"] {
+            let _ = config_reloads.get_or_create(&ResultLabels { result: r.into() });
+        }
         for o in ["events", "records"] {
             let _ = output_errors.get_or_create(&OutputLabels { output: o.into() });
         }
@@ -301,6 +311,7 @@ impl Metrics {
             blocking,
             output_errors,
             config_info,
+            config_reloads,
             findings,
             replays,
             bytes_scanned,
