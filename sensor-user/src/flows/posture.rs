@@ -135,6 +135,12 @@ impl Posture {
         if !matches!(rec.kind, RecordKind::Sample | RecordKind::Meta) || rec.hdr.service == 0 {
             return;
         }
+        // DNS with a watched address (the host's resolver queries to a DNS
+        // server inside a service's static prefix) is no traffic of the app's.
+        let dns = sensor_common::policy::DNS_PORT;
+        if rec.hdr.flow.port_a == dns || rec.hdr.flow.port_b == dns {
+            return;
+        }
         let h = &rec.hdr;
         if !self.flows.contains_key(&h.flow) {
             let new = Flow {
@@ -375,6 +381,25 @@ mod tests {
 
     fn down() -> FrameBuilder {
         FrameBuilder::tcp("198.51.100.2", 80, "192.0.2.10", 40000)
+    }
+
+    #[test]
+    fn dns_with_a_watched_address_is_no_service_flow() {
+        let mut p = Posture::new(Duration::from_mins(1), 100);
+        let mut out = Vec::new();
+        let q = FrameBuilder::udp("192.0.2.1", 33000, "198.51.100.2", 53).payload([0u8; 30]);
+        p.on_record(
+            &rec(RecordKind::Sample, C | FP, 58, q),
+            Instant::now(),
+            &mut out,
+        );
+        let a = FrameBuilder::tcp("198.51.100.2", 53, "192.0.2.1", 40001).payload([0u8; 40]);
+        p.on_record(
+            &rec(RecordKind::Sample, FP, 80, a),
+            Instant::now(),
+            &mut out,
+        );
+        assert!(out.is_empty(), "{out:?}");
     }
 
     #[test]
