@@ -62,6 +62,9 @@ pub struct Lab {
     vlan_links: Vec<std::os::fd::OwnedFd>,
     /// Where the sensor this lab starts serves `leakwatch blocks`.
     pub control_socket: PathBuf,
+    /// The sensors' state directory (fingerprint key, rules cache, learned
+    /// addresses): one per lab, so a restarted sensor finds its state.
+    pub state_dir: PathBuf,
 }
 
 fn veth(a_ns: &Netns, a: &str, b_ns: &Netns, b: &str) -> anyhow::Result<()> {
@@ -115,6 +118,7 @@ impl Lab {
             server: Netns::new("s", dns)?,
             vlan_links: Vec::new(),
             control_socket: std::env::temp_dir().join(format!("{}.sock", unique("control"))),
+            state_dir: std::env::temp_dir().join(unique("state")),
         };
         veth(&lab.gateway, LAN_IF, &lab.client, "eth0")?;
         veth(&lab.gateway, WAN_IF, &lab.server, "eth0")?;
@@ -285,7 +289,7 @@ impl Lab {
             .arg(&self.control_socket)
             // This run's fingerprint key stays with this run, not in /var/lib.
             .arg("--state-dir")
-            .arg(std::env::temp_dir().join(unique("state")))
+            .arg(&self.state_dir)
             .args(args)
             .stdin(Stdio::null())
             .spawn()

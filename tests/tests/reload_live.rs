@@ -168,3 +168,40 @@ fn sighup_reloads_services_and_keeps_open_flows() {
     drop(sensor);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Learned addresses survive a restart: written at exit, read back at start.
+#[test]
+fn a_restart_keeps_learned_addresses() {
+    if lab::skip_without_root("a_restart_keeps_learned_addresses") {
+        return;
+    }
+    let lab = Lab::up().expect("lab");
+    let other: SocketAddr = format!("{OTHER_V4}:80").parse().unwrap();
+    let _server = RecordingServer::start(&lab.server, &[other]).expect("server");
+    let learned = "leakwatch_watched_addresses{family=\"ipv4\",source=\"host\"}";
+    let mut sensor = lab
+        .start_sensor(&lab::leakwatch_bin(), METRICS, &[])
+        .expect("sensor");
+    assert_eq!(metric(&lab, learned), 0);
+    // A new flow names a Qobuz host: its address is learned from the probe.
+    let mut s = connect(&lab, other);
+    ask(&mut s, "GET / HTTP/1.1\r\nHost: www.qobuz.com\r\n\r\n");
+    wait("the address learned from Host", || {
+        metric(&lab, learned) == 1
+    });
+    sensor.signal(libc::SIGTERM);
+    assert!(
+        sensor
+            .wait_timeout(Duration::from_secs(10))
+            .unwrap()
+            .success()
+    );
+    let file = lab.state_dir.join("learned.json");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.contains(OTHER_V4) && text.contains("qobuz"), "{text}");
+    // The next start watches it at once.
+    let _again = lab
+        .start_sensor(&lab::leakwatch_bin(), METRICS, &[])
+        .expect("sensor again");
+    assert_eq!(metric(&lab, learned), 1);
+}

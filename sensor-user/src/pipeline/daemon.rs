@@ -103,6 +103,7 @@ impl<W: WatchSink + Send + 'static> Pipeline<W> {
                 for r in reports.try_iter() {
                     self.report(r, Instant::now());
                 }
+                self.save_learned(Instant::now(), true);
             })
             .context("starting the pipeline thread")?;
         let ring_stop = Arc::new(AtomicBool::new(false));

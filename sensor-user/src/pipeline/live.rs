@@ -125,7 +125,9 @@ pub fn run(a: &Attach<'_>, loaded: &Loaded) -> anyhow::Result<()> {
         blocks: Some((Box::new(blocks), lan)),
     })
     .context("assembling the pipeline")?;
-    let pipeline = pipeline.with_kernel_config(kernel_config);
+    let pipeline = pipeline
+        .with_kernel_config(kernel_config)
+        .with_learned_file(a.state_dir.join(crate::targets::store::FILE));
     let reload = loaded.path.clone().map(|path| {
         Arc::new(super::reload::ReloadSource {
             path,

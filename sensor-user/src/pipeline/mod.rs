@@ -111,6 +111,8 @@ pub struct Pipeline<W: WatchSink> {
     kernel_config: Option<crate::capture::loader::KernelConfig>,
     /// `--watch` prefixes, kept across reloads.
     reload_watch: Vec<crate::targets::StaticWatch>,
+    /// Where learned addresses are kept across restarts, and when last written.
+    learned_file: Option<(std::path::PathBuf, Instant)>,
 }
 
 impl<W: WatchSink> Pipeline<W> {
@@ -155,6 +157,7 @@ impl<W: WatchSink> Pipeline<W> {
             config: None,
             kernel_config: None,
             reload_watch: Vec::new(),
+            learned_file: None,
         };
         p.publish_watched();
         p
@@ -392,6 +395,7 @@ impl<W: WatchSink> Pipeline<W> {
         self.block_tick(now);
         self.export_evictions();
         self.follow_outputs(now);
+        self.save_learned(now, false);
     }
 
     /// Every 10 s: reopens an output file deleted or moved without SIGHUP.

@@ -115,6 +115,38 @@ impl<W: WatchSink> Pipeline<W> {
         self
     }
 
+    /// Keeps learned addresses in `path` across restarts (live): restores
+    /// what it holds now, writes it every minute and at exit.
+    pub fn with_learned_file(mut self, path: std::path::PathBuf) -> Self {
+        let now = std::time::Instant::now();
+        match crate::targets::store::load(&path, std::time::SystemTime::now()) {
+            Ok(entries) => {
+                let n = self.targeting.restore(&entries, now);
+                log::info!("{n} learned addresses restored from {}", path.display());
+                self.publish_watched();
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => log::warn!("learned addresses not restored: {e}"),
+        }
+        self.learned_file = Some((path, now));
+        self
+    }
+
+    /// Writes the learned addresses when a minute has passed (or `force`).
+    pub fn save_learned(&mut self, now: std::time::Instant, force: bool) {
+        let Some((path, last)) = self.learned_file.as_mut() else {
+            return;
+        };
+        if !force && now.duration_since(*last) < crate::targets::store::EVERY {
+            return;
+        }
+        *last = now;
+        let entries = self.targeting.learned_snapshot(now);
+        if let Err(e) = crate::targets::store::save(path, &entries, std::time::SystemTime::now()) {
+            log::warn!("keeping learned addresses in {}: {e}", path.display());
+        }
+    }
+
     /// The kernel's `CONFIG` map (live), for reloads of the sampling policy.
     pub fn with_kernel_config(mut self, k: KernelConfig) -> Self {
         self.kernel_config = Some(k);

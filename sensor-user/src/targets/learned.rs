@@ -22,6 +22,11 @@ pub enum Source {
 impl Source {
     pub const ALL: [Source; 4] = [Source::Dns, Source::Sni, Source::Host, Source::Static];
 
+    /// The source named `name` (see [`Source::name`]).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.name() == name)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Self::Dns => "dns",
@@ -178,6 +183,13 @@ impl Learned {
 
     pub fn service_of(&self, a: &IpAddr) -> Option<u32> {
         self.entries.get(a).map(|e| e.service)
+    }
+
+    /// Every entry: address, service id, source, and when it expires.
+    pub fn entries(&self) -> impl Iterator<Item = (IpAddr, u32, Source, Instant)> + '_ {
+        self.entries
+            .iter()
+            .map(|(a, e)| (*a, e.service, e.source, e.expires))
     }
 }
 

@@ -455,6 +455,40 @@ impl<W: WatchSink> Targeting<W> {
         out
     }
 
+    /// The learned addresses, to keep across a restart: (address, service
+    /// name, source, seconds left).
+    pub fn learned_snapshot(&self, now: Instant) -> Vec<(IpAddr, String, Source, u64)> {
+        self.learned
+            .entries()
+            .filter_map(|(a, id, src, expires)| {
+                let left = expires.checked_duration_since(now)?.as_secs();
+                Some((a, self.ids.name(id)?.to_owned(), src, left))
+            })
+            .filter(|e| e.3 > 0)
+            .collect()
+    }
+
+    /// Learns the addresses of a snapshot again, each for the time it had
+    /// left; services the catalog no longer has, and addresses a static prefix
+    /// covers, are skipped. Cleartext policy bits start empty (fail open): a
+    /// fresh DNS answer gives them back. Returns how many were restored.
+    pub fn restore(&mut self, entries: &[(IpAddr, String, Source, u64)], now: Instant) -> usize {
+        let mut n = 0;
+        for (addr, service, source, left) in entries {
+            if !self.catalog.services().iter().any(|s| &s.id == service)
+                || self.statics.iter().any(|(net, _)| net.contains(addr))
+            {
+                continue;
+            }
+            let id = self.ids.id(service);
+            let ttl = Duration::from_secs(*left);
+            let changes = self.learned.learn(*addr, id, 0, *source, ttl, now);
+            self.apply(changes);
+            n += 1;
+        }
+        n
+    }
+
     /// Learned entries evicted for room, per family (ipv4, ipv6).
     pub fn evicted(&self) -> [u64; 2] {
         self.learned.evicted()

@@ -6,6 +6,7 @@
 //! | `dns`      | DNS response parsing, CNAME chains                              |
 //! | `learned`  | learned addresses with TTL expiry and a cap                     |
 //! | `learning` | DNS/SNI/Host → learned addresses → the kernel's tries          |
+//! | `store`    | learned addresses kept across a restart (state directory)      |
 //! | `policy`   | blocking modes: global, per service, per domain; policy bits    |
 //! | (here)     | service ids, `--watch` prefixes                                 |
 
@@ -15,6 +16,7 @@ pub mod learned;
 pub mod learning;
 pub mod policy;
 pub mod settings;
+pub mod store;
 
 use std::{fmt, str::FromStr};
 
