@@ -278,12 +278,29 @@ impl Config {
     }
 }
 
+/// A TOML error as one line: where (line, column) and what.
+fn one_line(text: &str, e: &toml::de::Error) -> String {
+    let what = e.message().trim().replace('\n', "; ");
+    let Some(span) = e.span() else {
+        return what;
+    };
+    let before = text.get(..span.start).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before[before.rfind('\n').map_or(0, |i| i + 1)..]
+        .chars()
+        .count()
+        + 1;
+    format!("line {line}, column {column}: {what}")
+}
+
+/// The largest config file read (a bigger one is a mistake, not a config).
+pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
+
 impl Config {
     pub fn parse(text: &str, path: &str) -> Result<Self, ConfigError> {
-        // toml's message names line and column and quotes the offending line.
         let c: Self = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
-            message: e.to_string(),
+            message: one_line(text, &e),
         })?;
         let t = &c.targets;
         let invalid = |message: String| ConfigError::Invalid {
@@ -318,6 +335,18 @@ impl Config {
 
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let p = path.display().to_string();
+        if let Ok(m) = std::fs::metadata(path)
+            && m.len() > MAX_CONFIG_BYTES
+        {
+            return Err(ConfigError::Invalid {
+                path: p,
+                message: format!(
+                    "{} bytes: a config is at most {} MiB (is this the right file?)",
+                    m.len(),
+                    MAX_CONFIG_BYTES >> 20
+                ),
+            });
+        }
         let text = std::fs::read_to_string(path).map_err(|err| ConfigError::Io {
             path: p.clone(),
             err,
@@ -463,6 +492,69 @@ mod tests {
         assert!(e.contains("listed twice"), "{e}");
     }
 
+    /// Malformed configs: each gives one line naming the file, where, and
+    /// what is wrong.
+    #[test]
+    fn bad_configs_give_one_clear_line_each() {
+        for (text, want) in [
+            (
+                "head_bytes = \"x\"\n",
+                "line 1, column 14: invalid type: string \"x\", expected u32",
+            ),
+            (
+                "heed_bytes = 1\n",
+                "line 1, column 1: unknown field `heed_bytes`",
+            ),
+            ("[targets]\nsni_ttl_secs = -5\n", "line 2, column 16"),
+            (
+                "[[services]]\nid = \"x\"\ncidrs = [\"10.0.0.0/33\"]\n",
+                "line 3, column 10",
+            ),
+            (
+                "head_bytes = 1\nhead_bytes = 2\n",
+                "line 2, column 1: duplicate key",
+            ),
+            (
+                "interfaces = [{ name = \"a\", role = \"dmz\" }]\n",
+                "line 1, column 36: unknown variant `dmz`",
+            ),
+            (
+                "[blocking]\nmode = \"drop\"\n",
+                "line 2, column 8: unknown variant `drop`",
+            ),
+            ("metrics_addr = \"localhost\"\n", "line 1, column 16"),
+            (
+                "probe_ports = [80, 0]\n",
+                "probe_ports: port 0 is not a port",
+            ),
+            (
+                "ring_bytes = 1000\n",
+                "ring_bytes 1000 must be a power of two",
+            ),
+            ("[rules]\n", "line 1, column 1"),
+            ("= 1\n", "line 1, column 1"),
+        ] {
+            let e = Config::parse(text, "/etc/leakwatch/leakwatch.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                !e.contains('\n')
+                    && e.starts_with("config /etc/leakwatch/leakwatch.toml: ")
+                    && e.contains(want),
+                "{text:?}: {e}"
+            );
+        }
+        // A 100 MB file is refused before it is read.
+        let dir = std::env::temp_dir().join(format!("lw-config-big-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let big = dir.join("big.toml");
+        let f = std::fs::File::create(&big).unwrap();
+        f.set_len(100 << 20).unwrap();
+        let e = Config::load(&big).unwrap_err().to_string();
+        assert!(e.contains("104857600 bytes") && e.contains("16 MiB"), "{e}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
     #[test]
     fn errors_name_file_line_and_problem() {
         let e = Config::parse(
@@ -472,7 +564,7 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(
-            e.contains("/etc/leakwatch.toml") && e.contains("line 2"),
+            e.contains("/etc/leakwatch.toml") && e.contains("line 2, column"),
             "{e}"
         );
         let e = Config::parse("[[services]]\nid = \"x\"\ncidr = []\n", "c.toml")
