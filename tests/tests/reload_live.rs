@@ -133,6 +133,14 @@ fn sighup_reloads_services_and_keeps_open_flows() {
         1
     );
     assert_ne!(hash(&lab), hash0, "leakwatch_config_info follows the file");
+    // The new service's series exist at 0 for alerts, as at start.
+    assert_eq!(
+        metric(
+            &lab,
+            "leakwatch_findings_total{service=\"internal_radio\",kind=\"email\"}"
+        ),
+        0
+    );
 
     // The open flow is still matched, and the new service's traffic is too.
     ask(&mut open, &leak("QkX3u9rVb0dY7nWq2LpZsT5hGmJc8aEf"));

@@ -13,7 +13,6 @@
 use std::{
     io::{ErrorKind, Read as _, Write as _},
     net::{SocketAddr, TcpStream},
-    process::Stdio,
     time::{Duration, Instant},
 };
 
@@ -39,15 +38,7 @@ const GIVE_UP: Duration = Duration::from_secs(2);
 /// cores they do not take the CPU from the gateway's own work (forwarding in
 /// softirq, the sensor) as they would not on a real gateway.
 fn iperf(ns: &Netns, args: &[&str]) -> anyhow::Result<ChildGuard> {
-    let child = ns
-        .command("nice")
-        .args(["-n", "19", "iperf3"])
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting iperf3 (apt-get install iperf3)")?;
-    Ok(ChildGuard::new(child, format!("iperf3 {}", args.join(" "))))
+    crate::live::iperf_at(ns, args, true)
 }
 
 /// One leak: milliseconds from the login's write to the reset, or `None`.

@@ -32,15 +32,26 @@ fn tx_packets(gw: &Netns) -> anyhow::Result<u64> {
         .context("no tx packet counter")
 }
 
-fn iperf(ns: &Netns, args: &[&str]) -> anyhow::Result<ChildGuard> {
-    let child = ns
-        .command("iperf3")
+/// An iperf3 process in `ns` with `args`; `nice` runs it at the lowest priority.
+pub fn iperf_at(ns: &Netns, args: &[&str], nice: bool) -> anyhow::Result<ChildGuard> {
+    let mut cmd = if nice {
+        let mut c = ns.command("nice");
+        c.args(["-n", "19", "iperf3"]);
+        c
+    } else {
+        ns.command("iperf3")
+    };
+    let child = cmd
         .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .context("starting iperf3 (apt-get install iperf3)")?;
     Ok(ChildGuard::new(child, format!("iperf3 {}", args.join(" "))))
+}
+
+fn iperf(ns: &Netns, args: &[&str]) -> anyhow::Result<ChildGuard> {
+    iperf_at(ns, args, false)
 }
 
 /// One round of mixed traffic; returns forwarded packets per second.

@@ -182,7 +182,16 @@ impl<W: WatchSink> Pipeline<W> {
 
     /// Adds leak matching.
     pub fn with_matching(mut self, m: MatchStage) -> Self {
-        self.metrics.set_rules_version(&m.rules.version);
+        self.init_series(&m.rules);
+        self.matching = Some(m);
+        self
+    }
+
+    /// The rules' version, and every series alerts rely on at 0 for every
+    /// catalog service × (kind, severity) the rules produce (at start and after
+    /// a reload). Returns how many services the catalog has.
+    fn init_series(&self, rules: &RuleSet) -> usize {
+        self.metrics.set_rules_version(&rules.version);
         let services: Vec<String> = self
             .targeting
             .catalog()
@@ -190,14 +199,13 @@ impl<W: WatchSink> Pipeline<W> {
             .iter()
             .map(|s| s.id.clone())
             .collect();
-        let mut kinds: Vec<(&'static str, &'static str)> = m
-            .rules
+        let mut kinds: Vec<(&'static str, &'static str)> = rules
             .rules()
             .map(|r| (r.kind.name(), r.severity.name()))
             .collect();
         // Basic auth also yields usernames, at the rule's severity.
         kinds.extend(
-            m.rules
+            rules
                 .rules()
                 .filter(|r| r.validator == Some(crate::matcher::rules::Validator::BasicAuth))
                 .map(|r| ("username", r.severity.name())),
@@ -206,8 +214,7 @@ impl<W: WatchSink> Pipeline<W> {
         kinds.dedup();
         self.metrics.init_service_series(&services, &kinds);
         self.metrics.blocking.init_services(&services);
-        self.matching = Some(m);
-        self
+        services.len()
     }
 
     fn iface(&self, ifindex: u32) -> &str {

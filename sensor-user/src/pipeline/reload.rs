@@ -216,16 +216,9 @@ impl<W: WatchSink> Pipeline<W> {
         if let Some(b) = self.blocker.as_mut() {
             b.set_settings(c.blocking.clone());
         }
-        self.metrics.set_rules_version(&rules.version);
+        // New services and rules get their series at 0, as at start.
+        let n_services = self.init_series(&rules);
         self.metrics.set_config_hash(&loaded.hash);
-        let names: Vec<String> = self
-            .targeting
-            .catalog()
-            .services()
-            .iter()
-            .map(|s| s.id.clone())
-            .collect();
-        self.metrics.blocking.init_services(&names);
         self.publish_watched();
         self.count_reload("ok");
         log::info!(
@@ -234,7 +227,7 @@ impl<W: WatchSink> Pipeline<W> {
                 .path
                 .as_deref()
                 .map_or_else(String::new, |p| p.display().to_string()),
-            names.len(),
+            n_services,
             rules.rules().count(),
             rules.version
         );

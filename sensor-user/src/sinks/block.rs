@@ -80,10 +80,6 @@ pub struct Active {
     #[serde(skip)]
     pub expires_ns: u64,
     #[serde(skip)]
-    pub flow: Option<FlowKey>,
-    #[serde(skip)]
-    pub service_id: u32,
-    #[serde(skip)]
     enforced: bool,
 }
 
@@ -99,8 +95,6 @@ impl Active {
 pub struct Decision {
     pub enforced: bool,
     pub active: Active,
-    /// The blocked flow (for quarantine: the flow that caused it).
-    pub key: FlowKey,
 }
 
 /// What the blocker did not block, and why (metric `reason` of skipped blocks).
@@ -152,10 +146,6 @@ impl Blocker {
             skipped: Skipped::default(),
             errors: 0,
         }
-    }
-
-    pub fn settings(&self) -> &BlockSettings {
-        &self.settings
     }
 
     /// New modes and triggers (a reload); blocks in force stay until they end.
@@ -226,8 +216,6 @@ impl Blocker {
             mode: mode.name(),
             since_ns: f.ts_ns,
             expires_ns: f.ts_ns + secs_ns(self.settings.block_secs),
-            flow: Some(f.key),
-            service_id: f.service,
             enforced,
         };
         let entry = kernel_entry(
@@ -246,7 +234,6 @@ impl Blocker {
             out.push(Decision {
                 enforced,
                 active: block,
-                key: f.key,
             });
         }
         let q = quarantine_key(client, f.service);
@@ -262,8 +249,6 @@ impl Blocker {
                 mode: mode.name(),
                 since_ns: f.ts_ns,
                 expires_ns: f.ts_ns + secs_ns(secs),
-                flow: None,
-                service_id: f.service,
                 enforced,
             };
             let entry = kernel_entry(f.service, Reason::Quarantine, 0, secs);
@@ -274,11 +259,7 @@ impl Blocker {
                 if let Some((k, old)) = self.quarantined.insert(q, active.clone(), deadline) {
                     self.end_quarantine(&k, &old);
                 }
-                out.push(Decision {
-                    enforced,
-                    active,
-                    key: f.key,
-                });
+                out.push(Decision { enforced, active });
             }
         }
         out
@@ -330,15 +311,9 @@ impl Blocker {
             mode: mode.name(),
             since_ns: h.ts_ns,
             expires_ns: h.ts_ns,
-            flow: Some(h.flow),
-            service_id: h.service,
             enforced,
         };
-        Some(Decision {
-            enforced,
-            active,
-            key: h.flow,
-        })
+        Some(Decision { enforced, active })
     }
 
     /// Whether the flow's first payload was refused: it never left.
