@@ -278,6 +278,10 @@ pub struct RunArgs {
     /// Matcher threads (flows are sharded over them) [available cores].
     #[arg(long, value_name = "N")]
     pub matcher_threads: Option<usize>,
+    /// SCHED_FIFO priority (1-99) of the threads a block waits for: ring reader,
+    /// pipeline, matchers [0: off]. Needs CAP_SYS_NICE or RLIMIT_RTPRIO.
+    #[arg(long, value_name = "N")]
+    pub realtime_priority: Option<u8>,
 }
 
 impl RunArgs {
@@ -288,6 +292,7 @@ impl RunArgs {
         set(&mut c.metrics_addr, self.metrics_addr);
         set(&mut c.dump_records, self.dump_records.clone().map(Some));
         set(&mut c.matcher_threads, self.matcher_threads.map(Some));
+        set(&mut c.realtime_priority, self.realtime_priority);
         if !self.ifaces.is_empty() {
             c.interfaces.clone_from(&self.ifaces);
         }

@@ -18,6 +18,7 @@
 //! replay_window_secs = 3600    # a token from a second client within this is a replay
 //! replay_fingerprints = 100000 # fingerprints the replay detector remembers
 //! matcher_threads = 2          # default: available cores
+//! realtime_priority = 0        # run only: SCHED_FIFO priority of the decision path (0: off)
 //! flow_buffer_bytes = 262144   # out-of-order bytes buffered per flow direction
 //! max_inflated_bytes = 1048576 # a compressed body inflates to at most this
 //! max_inflate_ratio = 200      # …and at most this × its compressed size
@@ -107,6 +108,9 @@ pub struct Config {
     pub replay_window_secs: u64,
     pub replay_fingerprints: usize,
     pub matcher_threads: Option<usize>,
+    /// SCHED_FIFO priority of the threads between a packet and its block (ring
+    /// reader, pipeline, matchers); 0: ordinary scheduling.
+    pub realtime_priority: u8,
     pub flow_buffer_bytes: usize,
     /// Bytes one message's compressed body may inflate to.
     pub max_inflated_bytes: u64,
@@ -214,6 +218,7 @@ impl Default for Config {
             replay_window_secs: 3600,
             replay_fingerprints: 100_000,
             matcher_threads: None,
+            realtime_priority: 0,
             flow_buffer_bytes: DEFAULT_FLOW_BUFFER,
             max_inflated_bytes: Limits::default().max_out,
             max_inflate_ratio: Limits::default().max_ratio,
@@ -259,6 +264,13 @@ impl Config {
             return Err(format!(
                 "ring_bytes {} must be a power of two of at least {page}",
                 self.ring_bytes
+            ));
+        }
+        if self.realtime_priority > crate::capture::sched::MAX_PRIORITY {
+            return Err(format!(
+                "realtime_priority {} is above {} (SCHED_FIFO priorities are 1 to 99; 0 turns it off)",
+                self.realtime_priority,
+                crate::capture::sched::MAX_PRIORITY
             ));
         }
         for (name, v) in [
@@ -409,6 +421,7 @@ mod tests {
             replay_window_secs: _,
             replay_fingerprints: _,
             matcher_threads: _,
+            realtime_priority: _,
             flow_buffer_bytes: _,
             max_inflated_bytes: _,
             max_inflate_ratio: _,
@@ -440,6 +453,7 @@ mod tests {
             "replay_window_secs",
             "replay_fingerprints",
             "matcher_threads",
+            "realtime_priority",
             "flow_buffer_bytes",
             "max_inflated_bytes",
             "max_inflate_ratio",
@@ -530,6 +544,10 @@ mod tests {
             (
                 "ring_bytes = 1000\n",
                 "ring_bytes 1000 must be a power of two",
+            ),
+            (
+                "realtime_priority = 120\n",
+                "realtime_priority 120 is above 99",
             ),
             ("[rules]\n", "line 1, column 1"),
             ("= 1\n", "line 1, column 1"),

@@ -129,6 +129,28 @@ fn blocks(lab: &Lab, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// Scheduling policy (0 other, 1 fifo) by thread name, from /proc.
+fn thread_policies(pid: u32) -> std::collections::HashMap<String, u32> {
+    let mut out = std::collections::HashMap::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+        // Fields after the command's closing parenthesis start at field 3;
+        // the policy is field 41.
+        let policy = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(41 - 3))
+            .and_then(|p| p.parse().ok());
+        if let Some(p) = policy {
+            out.insert(comm.trim().to_owned(), p);
+        }
+    }
+    out
+}
+
 fn start(lab: &Lab, events: &Path, extra: &[&str]) -> ChildGuard {
     let mut args = vec![
         "--watch",
@@ -156,7 +178,17 @@ fn reset_cuts_the_leaking_connection() {
     );
     let server = RecordingServer::start(&lab.server, &[srv, srv6, other]).expect("servers");
     let events = events_path();
-    let _sensor = start(&lab, &events, &["--block", "reset"]);
+    let sensor = start(
+        &lab,
+        &events,
+        &["--block", "reset", "--realtime-priority", "5"],
+    );
+    // The threads a block waits for run SCHED_FIFO (1); the others do not.
+    let policies = thread_policies(sensor.pid());
+    for name in ["ring", "pipeline", "matcher-0"] {
+        assert_eq!(policies.get(name), Some(&1), "{name}: {policies:?}");
+    }
+    assert_eq!(policies.get("leakwatch"), Some(&0), "{policies:?}");
 
     // IPv4, IPv6, and the VLAN-tagged client: each login is found, its
     // connection blocked, the next request reset, and nothing of it arrives.

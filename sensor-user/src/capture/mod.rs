@@ -19,5 +19,6 @@ pub mod privilege;
 pub mod record;
 pub mod ring;
 pub mod sampler;
+pub mod sched;
 pub mod stats;
 pub mod watch;

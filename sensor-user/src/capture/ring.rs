@@ -39,6 +39,7 @@ impl RingReader {
         stop: &Arc<AtomicBool>,
         mut deliver: impl FnMut(RecordResult) -> bool,
     ) -> std::io::Result<()> {
+        super::sched::enter("ring");
         let fd = self.ring.as_raw_fd();
         while !stop.load(Ordering::Relaxed) {
             while let Some(item) = self.ring.next() {

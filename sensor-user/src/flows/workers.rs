@@ -2,6 +2,10 @@
 //! the flows that hash to it (reassembly, HTTP, Hyperscan streams) and its own
 //! Hyperscan scratch, so no lock is taken per packet.
 //!
+//! A finding's block is decided on the worker that found it ([`OnFinding`]:
+//! the shared blocker): one thread hop less between the leaking packet and its
+//! block.
+//!
 //! Jobs go to a worker over a bounded channel: a slow worker holds the pipeline
 //! back, the ring fills, and the kernel counts `ring_full` — nothing is dropped
 //! silently. Reports come back over an unbounded channel, so a worker never waits
@@ -25,6 +29,19 @@ use crate::{
     },
 };
 
+/// What a worker does with each finding before reporting it (the blocker's
+/// decision: a block waits for no further thread). `service`: its name.
+pub trait OnFinding: Send + Sync + 'static {
+    type Out: Send + 'static;
+    fn on_finding(&self, f: &Finding, service: &str, now: Instant) -> Self::Out;
+}
+
+/// No hook.
+impl OnFinding for () {
+    type Out = ();
+    fn on_finding(&self, _: &Finding, _: &str, _: Instant) {}
+}
+
 enum Job {
     Record(Box<Record>),
     Tick(Instant),
@@ -34,11 +51,15 @@ enum Job {
 
 /// What workers send back.
 #[derive(Debug)]
-pub enum Report {
-    Found(Vec<Finding>),
+pub enum Report<D = ()> {
+    /// Findings, with what the hook made of each (when there is one).
+    Found(Vec<(Finding, Option<D>)>),
     /// A worker's cumulative counters (on every tick).
     Stats(usize, StreamStats),
 }
+
+/// Where the workers' reports arrive.
+pub type Reports<D = ()> = Receiver<Report<D>>;
 
 pub struct Workers {
     jobs: Vec<Sender<Job>>,
@@ -50,8 +71,9 @@ const QUEUE: usize = 4096;
 
 impl Workers {
     /// Starts `n` workers (at least one); `cap` flows per worker, `buffer`
-    /// out-of-order bytes per flow direction.
-    pub fn start(
+    /// out-of-order bytes per flow direction; `hook`: sees each finding first.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start<H: OnFinding>(
         n: usize,
         rules: &Arc<RuleSet>,
         services: &Arc<Services>,
@@ -59,7 +81,8 @@ impl Workers {
         cap: usize,
         buffer: usize,
         limits: crate::proto::coding::Limits,
-    ) -> Result<(Self, Receiver<Report>), RuleError> {
+        hook: Option<&Arc<H>>,
+    ) -> Result<(Self, Reports<H::Out>), RuleError> {
         let (report_tx, report_rx) = unbounded();
         let mut jobs = Vec::new();
         let mut handles = Vec::new();
@@ -75,18 +98,23 @@ impl Workers {
             )?;
             let (tx, rx) = bounded::<Job>(QUEUE);
             let report = report_tx.clone();
+            let hook = hook.cloned();
+            let mut names = Arc::clone(services);
             let h = thread::Builder::new()
                 .name(format!("matcher-{i}"))
                 .spawn(move || {
+                    crate::capture::sched::enter("matcher");
                     let mut found = Vec::new();
                     for job in rx {
+                        let now = Instant::now();
                         match job {
-                            Job::Record(r) => table.on_record(&r, Instant::now(), &mut found),
-                            Job::Tick(now) => {
-                                table.sweep(now, &mut found);
+                            Job::Record(r) => table.on_record(&r, now, &mut found),
+                            Job::Tick(t) => {
+                                table.sweep(t, &mut found);
                                 let _ = report.send(Report::Stats(i, table.stats.clone()));
                             }
                             Job::Rules(rules, services) => {
+                                names = Arc::clone(&services);
                                 if let Err(e) = table.set_rules(rules, services) {
                                     log::error!(
                                         "matcher {i}: the reloaded rules need scratch: {e}; keeping the old ones"
@@ -94,11 +122,18 @@ impl Workers {
                                 }
                             }
                         }
-                        if !found.is_empty()
-                            && report
-                                .send(Report::Found(std::mem::take(&mut found)))
-                                .is_err()
-                        {
+                        if found.is_empty() {
+                            continue;
+                        }
+                        let decided = found
+                            .drain(..)
+                            .map(|f| {
+                                let service = names.name(f.service).unwrap_or("unknown");
+                                let out = hook.as_deref().map(|h| h.on_finding(&f, service, now));
+                                (f, out)
+                            })
+                            .collect();
+                        if report.send(Report::Found(decided)).is_err() {
                             break;
                         }
                     }
@@ -172,6 +207,7 @@ mod tests {
             100,
             1 << 16,
             crate::proto::coding::Limits::default(),
+            None::<&Arc<()>>,
         )
         .unwrap();
         assert_eq!(w.len(), 3);

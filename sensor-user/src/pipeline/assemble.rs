@@ -5,12 +5,11 @@
 use std::{
     collections::HashSet,
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
 use anyhow::Context as _;
-use crossbeam_channel::Receiver;
 use sensor_common::config::{Config as KernelConfig, config_flags};
 
 use super::{Engine, MatchStage, Pipeline};
@@ -20,11 +19,7 @@ use crate::{
         clock::Clock,
     },
     config::Config,
-    flows::{
-        posture::Posture,
-        streams::StreamTable,
-        workers::{Report, Workers},
-    },
+    flows::{posture::Posture, streams::StreamTable, workers::Workers},
     matcher::{
         engine::RuleSet,
         evidence::{EvidenceMode, Fingerprinter, ReplayDetector},
@@ -192,7 +187,10 @@ pub struct Parts<'a, W: WatchSink> {
 /// The pipeline, and the matcher workers' report channel when sharded.
 pub fn assemble<W: WatchSink>(
     parts: Parts<'_, W>,
-) -> anyhow::Result<(Pipeline<W>, Option<Receiver<Report>>)> {
+) -> anyhow::Result<(
+    Pipeline<W>,
+    Option<crate::flows::workers::Reports<crate::sinks::block::Blocked>>,
+)> {
     let Parts {
         loaded,
         rules,
@@ -255,6 +253,15 @@ pub fn assemble<W: WatchSink>(
     }
     let idle = loaded.idle();
     let flows = c.flow_table_size as usize;
+    // Live, the blocker always exists: a reload may turn blocking on.
+    let blocker = match blocks {
+        Some((sink, lan)) => Some(Blocker::new(c.blocking.clone(), Some(lan), true, sink)),
+        None => c
+            .blocking
+            .any()
+            .then(|| Blocker::new(c.blocking.clone(), None, false, Box::new(NoBlocks))),
+    }
+    .map(|b| Arc::new(Mutex::new(b)));
     let services = Arc::new(services(&targeting));
     let (engine, reports) = match matching {
         Matching::Inline => {
@@ -279,6 +286,7 @@ pub fn assemble<W: WatchSink>(
                 flows.div_ceil(n),
                 c.flow_buffer_bytes,
                 c.decode_limits(),
+                blocker.as_ref(),
             )
             .context("starting the matcher threads")?;
             log::info!("matching on {n} thread(s)");
@@ -290,14 +298,6 @@ pub fn assemble<W: WatchSink>(
         c.replay_fingerprints,
     );
     let stage = MatchStage::new(engine, rules, fingerprints, c.evidence, replay);
-    // Live, the blocker always exists: a reload may turn blocking on.
-    let blocker = match blocks {
-        Some((sink, lan)) => Some(Blocker::new(c.blocking.clone(), Some(lan), true, sink)),
-        None => c
-            .blocking
-            .any()
-            .then(|| Blocker::new(c.blocking.clone(), None, false, Box::new(NoBlocks))),
-    };
     let mut pipeline = Pipeline::new(
         targeting,
         Posture::new(idle, flows),

@@ -9,14 +9,11 @@ use super::{
     control::{Listed, Reply, Request},
 };
 use crate::{
-    capture::{
-        clock::{Clock, mono_now_ns},
-        record::Record,
-    },
+    capture::{clock::Clock, record::Record},
     matcher::finding::Finding,
     proto::http::parse_request_head,
     sinks::{
-        block::{Blocker, Decision},
+        block::{self, Blocked, Blocker, Decision, SharedBlocker},
         events::{BlockInfo, Event, flow_id},
         metrics::{Metrics, ReasonLabels, block::BlockLabels, block::BlockMetrics},
     },
@@ -25,7 +22,7 @@ use crate::{
 
 impl<W: WatchSink> Pipeline<W> {
     /// Adds blocking decisions.
-    pub fn with_blocker(mut self, b: Blocker) -> Self {
+    pub fn with_blocker(mut self, b: SharedBlocker) -> Self {
         self.blocker = Some(b);
         self
     }
@@ -34,12 +31,12 @@ impl<W: WatchSink> Pipeline<W> {
     /// `would_block` event.
     pub(super) fn block_record(&mut self, rec: &Record, now: Instant) {
         let service = self.service(rec.hdr.service);
-        let Some(b) = self.blocker.as_mut() else {
+        let Some(b) = self.blocker.as_deref() else {
             return;
         };
         let head = parse_request_head(rec.payload());
         let host = head.as_ref().and_then(|h| h.host.as_deref());
-        let Some(d) = b.on_record(rec, &service, host, now) else {
+        let Some(d) = block::lock(b).on_record(rec, &service, host, now) else {
             return;
         };
         let mut base = Event::new(
@@ -60,17 +57,18 @@ impl<W: WatchSink> Pipeline<W> {
 
     /// Expires blocks and brings the block metrics up to date.
     pub(super) fn block_tick(&mut self, now: Instant) {
-        if let Some(b) = self.blocker.as_mut() {
-            b.expire(now);
+        if let Some(b) = self.blocker.as_deref() {
+            block::lock(b).expire(now);
         }
         self.publish_blocks();
     }
 
     /// The block gauges and counters, from the blocker's state.
     pub(super) fn publish_blocks(&self) {
-        let Some(b) = self.blocker.as_ref() else {
+        let Some(b) = self.blocker.as_deref() else {
             return;
         };
+        let b = block::lock(b);
         let m = &self.metrics.blocking;
         let (flows, quarantines) = b.active();
         for (scope, n) in [("flow", flows), ("quarantine", quarantines)] {
@@ -101,9 +99,10 @@ impl<W: WatchSink> Pipeline<W> {
 
     /// A control-socket request.
     pub fn control(&mut self, req: &Request) -> Reply {
-        let Some(b) = self.blocker.as_mut() else {
+        let Some(b) = self.blocker.as_deref() else {
             return Reply::Error("blocking is not set up in this sensor".into());
         };
+        let mut b = block::lock(b);
         match req {
             Request::List => Reply::Blocks(
                 b.list()
@@ -128,14 +127,15 @@ impl<W: WatchSink> Pipeline<W> {
     }
 }
 
-/// The `block`/`would_block` events of a finding's decisions, built on its
-/// `leak` event (client → server, interface, service, flow id, kind, rule,
-/// severity, fingerprint; not its evidence).
+/// The `block`/`would_block` events of a finding's decisions (`blocked`: made
+/// by the matcher worker; else decided here), built on its `leak` event
+/// (client → server, interface, service, flow id, kind, rule, severity,
+/// fingerprint; not its evidence).
 pub(super) fn finding_events(
-    b: &mut Blocker,
+    b: &std::sync::Mutex<Blocker>,
     metrics: &Metrics,
     clock: &Clock,
-    f: &Finding,
+    (f, blocked): (&Finding, Option<Blocked>),
     service: &str,
     leak: &Event,
     now: Instant,
@@ -146,12 +146,12 @@ pub(super) fn finding_events(
     base.outcome = None;
     base.crackable = None;
     base.blocked = None;
-    let decisions = b.on_finding(f, service, now);
-    if decisions.iter().any(|d| d.enforced) {
-        let secs = mono_now_ns().saturating_sub(f.ts_ns) as f64 / 1e9;
-        metrics.blocking.latency.observe(secs);
+    let blocked = blocked.unwrap_or_else(|| block::decide(b, f, service, now));
+    if let Some(ns) = blocked.latency_ns {
+        metrics.blocking.latency.observe(ns as f64 / 1e9);
     }
-    decisions
+    blocked
+        .decisions
         .iter()
         .map(|d| decision_event(d, &base, clock, metrics))
         .collect()

@@ -11,13 +11,11 @@ use std::{
 
 use anyhow::Context as _;
 use aya::maps::{MapData, RingBuf};
-use crossbeam_channel::Receiver;
 use tokio::sync::watch;
 
 use super::Pipeline;
 use crate::{
     capture::ring::{RecordResult, RingReader},
-    flows::workers::Report,
     sinks::metrics::{self, Metrics},
     targets::learning::WatchSink,
 };
@@ -55,7 +53,7 @@ impl<W: WatchSink + Send + 'static> Pipeline<W> {
     pub fn serve(
         mut self,
         ring: RingBuf<MapData>,
-        reports: Option<Receiver<Report>>,
+        reports: Option<crate::flows::workers::Reports<crate::sinks::block::Blocked>>,
         listener: std::net::TcpListener,
         control: Option<ControlSocket>,
         reload: Option<Arc<super::reload::ReloadSource>>,
@@ -74,6 +72,7 @@ impl<W: WatchSink + Send + 'static> Pipeline<W> {
         let pipeline = thread::Builder::new()
             .name("pipeline".into())
             .spawn(move || {
+                crate::capture::sched::enter("pipeline");
                 loop {
                     crossbeam_channel::select! {
                         recv(msg_rx) -> m => match m {

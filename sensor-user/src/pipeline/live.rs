@@ -54,6 +54,7 @@ pub fn run(a: &Attach<'_>, loaded: &Loaded) -> anyhow::Result<()> {
             c.blocking.mode
         );
     }
+    crate::capture::sched::set(c.realtime_priority)?;
     let dump = c
         .dump_records
         .as_deref()

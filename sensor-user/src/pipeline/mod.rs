@@ -28,7 +28,7 @@ use crate::{
         finding::Finding,
     },
     sinks::{
-        block::Blocker,
+        block::SharedBlocker,
         events::EventLog,
         metrics::{KindLabels, Metrics, ReasonLabels, ResultLabels, WatchedLabels},
         records::{RecordLine, RecordLog},
@@ -102,7 +102,7 @@ pub struct Pipeline<W: WatchSink> {
     /// the same reason.
     flow_bytes: HashMap<(u32, Transport, bool), Counter>,
     /// Blocking decisions (run and replay; replay never enforces).
-    blocker: Option<Blocker>,
+    blocker: Option<SharedBlocker>,
     /// When the output files' paths were last checked.
     outputs_checked: Option<Instant>,
     /// The config assembled from (reloads compare against it).
@@ -323,7 +323,7 @@ impl<W: WatchSink> Pipeline<W> {
             Engine::Inline(t) => {
                 let mut found: Vec<Finding> = Vec::new();
                 t.on_record(&rec, now, &mut found);
-                self.findings(found, now);
+                self.findings(found.into_iter().map(|f| (f, None)).collect(), now);
             }
             Engine::Sharded(w) => {
                 if !w.dispatch(rec) {
@@ -355,7 +355,7 @@ impl<W: WatchSink> Pipeline<W> {
     }
 
     /// What a matcher worker reported.
-    pub fn report(&mut self, r: Report, now: Instant) {
+    pub fn report(&mut self, r: Report<crate::sinks::block::Blocked>, now: Instant) {
         match r {
             Report::Found(found) => self.findings(found, now),
             Report::Stats(i, st) => {
@@ -386,7 +386,7 @@ impl<W: WatchSink> Pipeline<W> {
                 Engine::Inline(t) => {
                     let mut found = Vec::new();
                     t.sweep(now, &mut found);
-                    self.findings(found, now);
+                    self.findings(found.into_iter().map(|f| (f, None)).collect(), now);
                 }
                 Engine::Sharded(w) => w.tick(now),
                 Engine::Stopped => {}

@@ -213,8 +213,8 @@ impl<W: WatchSink> Pipeline<W> {
                 Engine::Stopped => {}
             }
         }
-        if let Some(b) = self.blocker.as_mut() {
-            b.set_settings(c.blocking.clone());
+        if let Some(b) = self.blocker.as_deref() {
+            crate::sinks::block::lock(b).set_settings(c.blocking.clone());
         }
         // New services and rules get their series at 0, as at start.
         let n_services = self.init_series(&rules);

@@ -9,6 +9,7 @@ use crate::{
     flows::posture::Output,
     matcher::{evidence::evidence, finding::Finding},
     sinks::{
+        block::{self, Blocked},
         events::{Event, ReplayInfo},
         metrics::{
             EventLabels, FamilyLabels, FindingLabels, FlowBytesLabels, FlowLabels, ServiceLabels,
@@ -22,7 +23,8 @@ impl<W: WatchSink> Pipeline<W> {
     /// Routes findings to the sinks: metrics, `leak` events with evidence and
     /// fingerprints, and `replay` events for a secret seen from a second client.
     /// Which hits are findings was decided by the matcher (`matcher::finding`).
-    pub(super) fn findings(&mut self, found: Vec<Finding>, now: Instant) {
+    /// `found`: with their block decisions when a matcher worker made them.
+    pub(super) fn findings(&mut self, found: Vec<(Finding, Option<Blocked>)>, now: Instant) {
         if found.is_empty() {
             return;
         }
@@ -30,7 +32,7 @@ impl<W: WatchSink> Pipeline<W> {
             return;
         };
         let mut events = Vec::new();
-        for f in found {
+        for (f, blocked) in found {
             let service = self
                 .targeting
                 .ids()
@@ -101,15 +103,15 @@ impl<W: WatchSink> Pipeline<W> {
             } else {
                 "to_client"
             });
-            if let Some(b) = self.blocker.as_mut() {
-                if b.refused(&f.key) {
+            if let Some(b) = self.blocker.as_deref() {
+                if block::lock(b).refused(&f.key) {
                     ev.blocked = Some(true);
                 }
                 let blocks = super::blocking::finding_events(
                     b,
                     &self.metrics,
                     &self.clock,
-                    &f,
+                    (&f, blocked),
                     &service,
                     &ev,
                     now,

@@ -10,6 +10,7 @@
 use std::{
     collections::HashSet,
     net::IpAddr,
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
     time::{Duration, Instant},
 };
 
@@ -26,6 +27,7 @@ use crate::{
         clock::mono_now_ns,
         record::Record,
     },
+    flows::workers::OnFinding,
     matcher::finding::Finding,
     shared::table::{Evictions, FlowTable},
     targets::policy::{BlockMode, BlockSettings},
@@ -95,6 +97,46 @@ impl Active {
 pub struct Decision {
     pub enforced: bool,
     pub active: Active,
+}
+
+/// The blocker, shared by the pipeline (records, expiry, control socket) and
+/// the matcher workers, which decide a finding's block where it is found: the
+/// block is in the kernel map before the finding travels on.
+pub type SharedBlocker = Arc<Mutex<Blocker>>;
+
+/// The blocker, even after a thread panicked holding it: its tables stay
+/// consistent between calls, and blocking must go on.
+pub fn lock(b: &Mutex<Blocker>) -> MutexGuard<'_, Blocker> {
+    b.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A finding's block decisions, and how long after the kernel saw its packet
+/// an enforced one was in force.
+#[derive(Debug, Default)]
+pub struct Blocked {
+    pub decisions: Vec<Decision>,
+    pub latency_ns: Option<u64>,
+}
+
+/// Decides a finding's blocks (`service`: its name).
+pub fn decide(b: &Mutex<Blocker>, f: &Finding, service: &str, now: Instant) -> Blocked {
+    let decisions = lock(b).on_finding(f, service, now);
+    let latency_ns = decisions
+        .iter()
+        .any(|d| d.enforced)
+        .then(|| mono_now_ns().saturating_sub(f.ts_ns));
+    Blocked {
+        decisions,
+        latency_ns,
+    }
+}
+
+/// The matcher workers decide blocks where they find the leak.
+impl OnFinding for Mutex<Blocker> {
+    type Out = Blocked;
+    fn on_finding(&self, f: &Finding, service: &str, now: Instant) -> Blocked {
+        decide(self, f, service, now)
+    }
 }
 
 /// What the blocker did not block, and why (metric `reason` of skipped blocks).
@@ -688,5 +730,57 @@ mod tests {
         assert!(!b.refused(&rec.hdr.flow), "a dry-run flow goes on");
         rec.hdr.flags = flags::FROM_CLIENT;
         assert!(b.on_record(&rec, "qobuz", None, now).is_none());
+    }
+    #[test]
+    fn a_finding_is_blocked_by_the_worker_before_it_is_reported() {
+        use crate::{
+            capture::{blocks::NoBlocks, record::Record},
+            fixtures::{FrameBuilder, record},
+            flows::workers::{Report, Workers},
+            matcher::{engine::RuleSet, rules},
+        };
+        use sensor_common::record::{RecordKind, flags as rflags};
+        let set = Arc::new(RuleSet::compile(rules::builtin()).unwrap());
+        let settings = toml::from_str("mode = \"reset\"").unwrap();
+        let blocker: SharedBlocker = Arc::new(std::sync::Mutex::new(Blocker::new(
+            settings,
+            None,
+            true,
+            Box::new(NoBlocks),
+        )));
+        let (w, reports) = Workers::start(
+            1,
+            &set,
+            &Arc::default(),
+            Duration::from_mins(1),
+            100,
+            1 << 16,
+            crate::proto::coding::Limits::default(),
+            Some(&blocker),
+        )
+        .unwrap();
+        let mut r: Record = record(
+            RecordKind::Sample,
+            rflags::FROM_CLIENT | rflags::FIRST_PAYLOAD,
+            &FrameBuilder::tcp("192.0.2.10", 40000, "198.51.100.2", 80)
+                .payload("GET /x?password=5f4dcc3b5aa765d61d8327deb882cf99 HTTP/1.1\r\n\r\n")
+                .build(),
+        );
+        r.hdr.service = 1;
+        r.hdr.ts_ns = crate::capture::clock::mono_now_ns();
+        w.dispatch(r);
+        let rep = reports.recv_timeout(Duration::from_secs(10)).unwrap();
+        // The block is in the table by the time its finding arrives.
+        assert_eq!(lock(&blocker).list().len(), 1);
+        let Report::Found(v) = rep else {
+            panic!("expected a finding first: {rep:?}");
+        };
+        let (f, b) = &v[0];
+        assert_eq!(f.hit.kind, crate::matcher::rules::Kind::PasswordHash);
+        let b = b.as_ref().expect("decided on the worker");
+        assert_eq!(b.decisions.len(), 1);
+        assert!(b.decisions[0].enforced);
+        assert!(b.latency_ns.is_some());
+        w.shutdown();
     }
 }
