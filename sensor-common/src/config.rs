@@ -2,7 +2,7 @@
 
 /// Layout version of [`Config`]; the XDP program passes everything untouched
 /// (counted as `unconfigured`) until userspace wrote a config of this version.
-pub const CONFIG_VERSION: u32 = 1;
+pub const CONFIG_VERSION: u32 = 2;
 
 /// How many probe ports [`Config::probe_ports`] holds.
 pub const MAX_PROBE_PORTS: usize = 8;
@@ -39,8 +39,9 @@ pub struct Config {
     pub flags: u32,
     /// 16: TCP destination ports whose new flows are probed (0: unused slot).
     pub probe_ports: [u16; MAX_PROBE_PORTS],
-    /// 32: zero (blocking is [`config_flags::BLOCK`] and the block maps).
-    pub _reserved: u32,
+    /// 32: new watched flows a client address may start per second (0: no
+    /// limit; see [`crate::admit`]).
+    pub new_flows_per_source: u32,
     /// 36: zero.
     pub _pad: u32,
 }
@@ -59,7 +60,7 @@ impl Default for Config {
             tail_every: DEFAULT_TAIL_EVERY,
             flags: config_flags::DNS | config_flags::PROBE,
             probe_ports,
-            _reserved: 0,
+            new_flows_per_source: crate::admit::DEFAULT_NEW_FLOWS_PER_SOURCE,
             _pad: 0,
         }
     }

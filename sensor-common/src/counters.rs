@@ -76,6 +76,12 @@ counters! {
     RingFull = "ring_full", true;
     /// The flow table refused a new entry.
     FlowInsertFailed = "flow_insert_failed", true;
+    /// A bare SYN to a watched address: remembered, not tracked or recorded
+    /// until the SYN-ACK or the flow's next packet (`sensor_common::admit`).
+    SynDeferred = "syn_deferred", true;
+    /// A new watched flow over its client address's budget of new flows per
+    /// second: passed, not tracked or sampled.
+    SourceBudget = "source_budget", true;
     /// A client packet of a blocked flow (or of a flow whose cleartext was
     /// refused), dropped.
     BlockedDrop = "blocked_drop", true;

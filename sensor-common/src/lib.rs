@@ -4,6 +4,7 @@
 //!
 //! | module      | holds                                                          |
 //! |-------------|----------------------------------------------------------------|
+//! | [`admit`]   | which packets may start tracking a flow (flood defence)        |
 //! | [`record`]  | ring-buffer record header, record kinds and flags, `SNAPLEN`   |
 //! | [`flow`]    | direction-normalised flow key, per-flow kernel state            |
 //! | [`block`]   | blocking maps, policy bits, the RST the program sends          |
@@ -15,6 +16,7 @@
 //! | [`watch`]   | the watched-address prefilter bitmap                            |
 #![no_std]
 
+pub mod admit;
 pub mod block;
 pub mod config;
 pub mod counters;
@@ -29,6 +31,7 @@ pub mod watch;
 mod pod {
     //! Userspace: these types travel through aya maps as plain old data.
     use crate::{
+        admit::{SourceBudget, SourceKey},
         block::{BlockEntry, QuarantineKey},
         config::Config,
         flow::{FlowKey, FlowState},
@@ -47,4 +50,8 @@ mod pod {
     unsafe impl aya::Pod for BlockEntry {}
     // SAFETY: as above.
     unsafe impl aya::Pod for QuarantineKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for SourceKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for SourceBudget {}
 }

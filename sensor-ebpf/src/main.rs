@@ -44,6 +44,9 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use sensor_common::{
+    admit::{
+        DEFAULT_SOURCE_ENTRIES, DEFAULT_SYN_ENTRIES, SourceBudget, SourceKey, is_bare_syn, opened,
+    },
     block::{
         self, BlockEntry, QuarantineKey, ROLE_LAN, RST_INTERVAL_NS, RST_MAX, flow_bucket,
         rst_headers, split_watch_value,
@@ -86,6 +89,13 @@ static FLOWS: LruHashMap<FlowKey, FlowState> =
 static PROBE_PENDING: LruHashMap<FlowKey, u64> =
     LruHashMap::with_max_entries(DEFAULT_PROBE_ENTRIES, 0);
 
+#[map(name = "SYN_PENDING")]
+static SYN_PENDING: LruHashMap<FlowKey, u64> = LruHashMap::with_max_entries(DEFAULT_SYN_ENTRIES, 0);
+
+#[map(name = "SOURCES")]
+static SOURCES: LruHashMap<SourceKey, SourceBudget> =
+    LruHashMap::with_max_entries(DEFAULT_SOURCE_ENTRIES, 0);
+
 #[map(name = "BLOCKED")]
 static BLOCKED: HashMap<FlowKey, BlockEntry> =
     HashMap::with_max_entries(block::DEFAULT_BLOCKED_ENTRIES, 0);
@@ -120,6 +130,8 @@ struct Scratch {
     key: FlowKey,
     new_flow: FlowState,
     qkey: QuarantineKey,
+    source: SourceKey,
+    budget: SourceBudget,
     /// The RST's IP and TCP headers, built here before they are written.
     rst: [u8; RST_MAX],
     /// The frame was rewritten into an RST: send it back (XDP_TX).
@@ -327,21 +339,36 @@ fn watched_flow(cfg: &Config, out: &Out, s: &mut Scratch, dir: u8) -> Option<Cou
     {
         return Some(c);
     }
-    let p = &s.parsed;
     // A known flow stays watched for its lifetime, even if its address expires.
     let st = match FLOWS.get_ptr_mut(&s.key) {
         Some(st) => st,
         None => {
+            let p = &s.parsed;
             let src_svc = lookup_service(p, &p.src);
             let dst_svc = lookup_service(p, &p.dst);
             let ((Some(value), _) | (None, Some(value))) = (dst_svc, src_svc) else {
                 return None;
             };
+            // A bare SYN starts nothing yet: a SYN flood churns SYN_PENDING,
+            // not FLOWS or the ring.
+            if is_bare_syn(p) {
+                let _ = SYN_PENDING.insert(&s.key, &ts, 0);
+                return Some(Counter::SynDeferred);
+            }
             let (service, policy) = split_watch_value(value);
             let cdir = client_dir(p, dir, src_svc.is_some(), dst_svc.is_some());
+            if !source_admits(cfg, s, cdir, ts) {
+                return Some(Counter::SourceBudget);
+            }
+            let p = &s.parsed;
+            // SAFETY: a plain map read.
+            let syn_seen = p.is_tcp() && unsafe { SYN_PENDING.get(&s.key) }.is_some();
+            if syn_seen {
+                let _ = SYN_PENDING.remove(&s.key);
+            }
             s.new_flow = FlowState::new(service, cdir, ts);
             s.new_flow.policy = policy;
-            if p.is_tcp() && p.tcp_flags & TCP_SYN != 0 {
+            if opened(p, syn_seen) {
                 s.new_flow.flags = flow_flags::OPENED;
             }
             // NOEXIST: if another CPU created the flow meanwhile, keep its entry.
@@ -354,6 +381,7 @@ fn watched_flow(cfg: &Config, out: &Out, s: &mut Scratch, dir: u8) -> Option<Cou
     };
     // SAFETY: a live LRU entry; see FlowState for why plain stores are fine.
     let st = unsafe { &mut *st };
+    let p = &s.parsed;
     if blocking && st.flags & flow_flags::REFUSED != 0 && dir == st.client_dir {
         return Some(Counter::BlockedDrop);
     }
@@ -405,6 +433,31 @@ fn watched_flow(cfg: &Config, out: &Out, s: &mut Scratch, dir: u8) -> Option<Cou
             }
         },
     )
+}
+
+/// Whether the new flow's client address (the endpoint `cdir` sends from) may
+/// start one more watched flow this second; counts it if so.
+#[inline(always)]
+fn source_admits(cfg: &Config, s: &mut Scratch, cdir: u8, ts: u64) -> bool {
+    let per_second = cfg.new_flows_per_source;
+    if per_second == 0 {
+        return true;
+    }
+    let addr = if cdir == 0 {
+        s.key.addr_a
+    } else {
+        s.key.addr_b
+    };
+    s.source.set(&addr, s.key.family);
+    if let Some(b) = SOURCES.get_ptr_mut(&s.source) {
+        // SAFETY: a live LRU entry; racing CPUs may each count one flow less,
+        // which only loosens the budget slightly.
+        return unsafe { &mut *b }.admit(ts, per_second);
+    }
+    s.budget = SourceBudget::default();
+    let admitted = s.budget.admit(ts, per_second);
+    let _ = SOURCES.insert(&s.source, &s.budget, 0);
+    admitted
 }
 
 /// A client packet of a flow userspace blocked: answered with an RST in its

@@ -5,6 +5,7 @@
 //! # A command-line flag overrides its key.
 //! head_bytes = 16384           # payload bytes sampled at the start of each direction
 //! tail_every = 64              # then 1 in K packets per direction (0: none)
+//! new_flows_per_source = 1000  # new watched flows a client may start per second (0: no limit)
 //! probe_ports = [80, 443, 8080]
 //! dns = true                   # hand DNS answers to userspace
 //! probe = true                 # probe new flows on probe_ports for SNI/Host
@@ -95,6 +96,9 @@ pub enum ConfigError {
 pub struct Config {
     pub head_bytes: u32,
     pub tail_every: u32,
+    /// New watched flows one client address may start per second; beyond it
+    /// the kernel neither tracks nor samples them (0: no limit).
+    pub new_flows_per_source: u32,
     pub probe_ports: Vec<u16>,
     pub dns: bool,
     pub probe: bool,
@@ -205,6 +209,7 @@ impl Default for Config {
         Self {
             head_bytes: DEFAULT_HEAD_BYTES,
             tail_every: DEFAULT_TAIL_EVERY,
+            new_flows_per_source: sensor_common::admit::DEFAULT_NEW_FLOWS_PER_SOURCE,
             probe_ports: DEFAULT_PROBE_PORTS.to_vec(),
             dns: true,
             probe: true,
@@ -408,6 +413,7 @@ mod tests {
         let Config {
             head_bytes: _,
             tail_every: _,
+            new_flows_per_source: _,
             probe_ports: _,
             dns: _,
             probe: _,
@@ -440,6 +446,7 @@ mod tests {
         for key in [
             "head_bytes",
             "tail_every",
+            "new_flows_per_source",
             "probe_ports",
             "dns",
             "probe",

@@ -572,17 +572,90 @@ fn control_packets_of_watched_flows_are_metadata() {
             .flags(TCP_FIN | TCP_ACK)
             .build(),
     );
+    // The bare SYN is deferred: the flow starts at the SYN+ACK.
     let recs = h.records();
-    assert_eq!(recs.len(), 3);
+    assert_eq!(recs.len(), 2);
     assert!(
         recs.iter()
             .all(|r| r.kind == RecordKind::Meta && r.frame.is_empty())
     );
-    assert_eq!(recs[0].hdr.tcp_seq, 99);
-    // The SYN told the kernel who the client is; the SYN+ACK is not from it.
-    assert_eq!(recs[0].hdr.flags, flags::FROM_CLIENT);
-    assert_eq!(recs[1].hdr.flags, 0);
-    h.assert_outcomes(&[(Counter::Control, 3), (Counter::WatchedNoPayload, 1)]);
+    // The SYN+ACK tells who the client is (not its sender) and, by its
+    // acknowledgment, where the client's stream starts.
+    assert_eq!(recs[0].hdr.flags, 0);
+    assert_eq!(recs[0].hdr.tcp_flags, TCP_SYN | TCP_ACK);
+    assert_eq!(recs[1].hdr.flags, flags::FROM_CLIENT);
+    h.assert_outcomes(&[
+        (Counter::SynDeferred, 1),
+        (Counter::Control, 2),
+        (Counter::WatchedNoPayload, 1),
+    ]);
+}
+
+#[test]
+fn a_syn_flood_reaches_neither_the_flow_table_nor_the_ring() {
+    if skip_without_root("a_syn_flood_reaches_neither_the_flow_table_nor_the_ring") {
+        return;
+    }
+    let mut h = Harness::new(Config::default());
+    for port in 1024..3024u16 {
+        h.run(
+            &FrameBuilder::tcp("203.0.113.66", port, "198.51.100.2", 80)
+                .flags(TCP_SYN)
+                .build(),
+        );
+    }
+    assert!(h.records().is_empty(), "no record for a bare SYN");
+    // A real client's handshake and login right after are sampled whole.
+    let login = b"GET /login?password=5f4dcc3b5aa765d61d8327deb882cf99 HTTP/1.1\r\n\r\n";
+    let c = FrameBuilder::tcp("192.0.2.10", 40000, "198.51.100.2", 80);
+    h.run(&c.clone().flags(TCP_SYN).seq(99).build());
+    h.run(
+        &FrameBuilder::tcp("198.51.100.2", 80, "192.0.2.10", 40000)
+            .flags(TCP_SYN | TCP_ACK)
+            .ack(100)
+            .build(),
+    );
+    h.run(
+        &c.clone()
+            .flags(TCP_ACK | 0x08)
+            .seq(100)
+            .payload(login)
+            .build(),
+    );
+    let recs = h.records();
+    assert_eq!(recs.len(), 2, "the SYN+ACK and the login");
+    assert_eq!(recs[1].kind, RecordKind::Sample);
+    assert_eq!(&recs[1].frame[recs[1].frame.len() - login.len()..], login);
+    h.assert_outcomes(&[
+        (Counter::SynDeferred, 2001),
+        (Counter::Control, 1),
+        (Counter::SampledHead, 1),
+    ]);
+}
+
+#[test]
+fn a_source_over_its_budget_of_new_flows_is_not_tracked() {
+    if skip_without_root("a_source_over_its_budget_of_new_flows_is_not_tracked") {
+        return;
+    }
+    let mut h = Harness::new(Config {
+        new_flows_per_source: 3,
+        ..Config::default()
+    });
+    // One byte each, as a flood of stalled flows sends.
+    let one = |client: &str, port: u16| {
+        FrameBuilder::tcp(client, port, "198.51.100.2", 80)
+            .flags(TCP_ACK | 0x08)
+            .payload(b"G")
+            .build()
+    };
+    for port in 40000..40005u16 {
+        h.run(&one("203.0.113.66", port));
+    }
+    // Another client is not held back by the first one's flood.
+    h.run(&one("192.0.2.10", 40000));
+    assert_eq!(h.records().len(), 4);
+    h.assert_outcomes(&[(Counter::SampledHead, 4), (Counter::SourceBudget, 2)]);
 }
 
 #[test]

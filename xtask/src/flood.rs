@@ -3,7 +3,8 @@
 //! request, never finished), 20,000 and 200,000 flows, replayed with
 //! `leakwatch replay`: past the flow tables' size (65,536) every new flow evicts
 //! one, and that must cost the same whatever the number tracked. The time ratio
-//! must stay ≤ 12× for 10× the flows → target/bench/flood.json.
+//! must stay ≤ 12× for 10× the flows. Then the live flood in the lab
+//! (`flood_lab`). Both → target/bench/flood.json (`replay`, `lab`).
 
 use std::{
     io::{BufWriter, Write as _},
@@ -118,16 +119,22 @@ pub fn run() -> anyhow::Result<()> {
         LARGE / SMALL,
         if ok { "met" } else { "MISSED" }
     );
-    let json = serde_json::json!({
+    let replay = serde_json::json!({
         "what": "leakwatch replay of new flows to a watched prefix (SYN + half a request), best of 3",
         "flows": times.iter().map(|(f, s)| serde_json::json!({"flows": f, "seconds": s, "us_per_flow": s * 1e6 / f64::from(*f)})).collect::<Vec<_>>(),
         "ratio": ratio,
         "target_max_ratio": MAX_RATIO,
         "met": ok,
     });
+    println!("  the live flood in the lab:");
+    let lab = crate::flood_lab::run(&bin);
+    let json = serde_json::json!({
+        "replay": replay,
+        "lab": lab.as_ref().map_or_else(|e| serde_json::json!({ "error": format!("{e:#}") }), Clone::clone),
+    });
     std::fs::write(dir.join("flood.json"), serde_json::to_string_pretty(&json)?)?;
     if !ok {
         bail!("new-flow cost grows with the tracked flows: {ratio:.2}× > {MAX_RATIO}×");
     }
-    Ok(())
+    lab.map(|_| ())
 }

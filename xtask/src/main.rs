@@ -14,6 +14,7 @@ mod bench;
 mod block;
 mod demo;
 mod flood;
+mod flood_lab;
 mod fuzz;
 mod lab;
 mod live;

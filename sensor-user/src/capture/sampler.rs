@@ -13,6 +13,7 @@
 use std::net::IpAddr;
 
 use sensor_common::{
+    admit::{SourceBudget, SourceKey, is_bare_syn, opened},
     block::{policy, split_watch_value},
     config::{Config, config_flags},
     counters::{Counter, NUM_COUNTERS},
@@ -47,6 +48,9 @@ pub struct Sampler {
     /// The kernel's FLOWS and PROBES: LRU hashes, stamped with capture time.
     flows: FlowTable<FlowKey, FlowState, u64>,
     probes: FlowTable<FlowKey, u64, u64>,
+    /// The kernel's SYN_PENDING and SOURCES (`sensor_common::admit`).
+    syns: FlowTable<FlowKey, (), u64>,
+    sources: FlowTable<SourceKey, SourceBudget, u64>,
     /// Per-reason packet counts, as the kernel's STATS.
     pub counters: [u64; NUM_COUNTERS],
 }
@@ -57,17 +61,42 @@ impl Sampler {
             cfg,
             flows: FlowTable::new("sampler_flows", flow_cap),
             probes: FlowTable::new("sampler_probes", probe_cap),
+            syns: FlowTable::new("sampler_syns", probe_cap),
+            sources: FlowTable::new("sampler_sources", probe_cap),
             counters: [0; NUM_COUNTERS],
         }
     }
 
-    /// Evictions of the flow and probe tables (the kernel's LRU maps do not
-    /// count theirs).
-    pub fn evictions(&self) -> [(&'static str, Evictions); 2] {
+    /// Evictions of the flow, probe, SYN and source tables (the kernel's LRU
+    /// maps do not count theirs).
+    pub fn evictions(&self) -> [(&'static str, Evictions); 4] {
         [
             (self.flows.name(), self.flows.evictions()),
             (self.probes.name(), self.probes.evictions()),
+            (self.syns.name(), self.syns.evictions()),
+            (self.sources.name(), self.sources.evictions()),
         ]
+    }
+
+    /// The kernel's `source_admits`: one more new flow from the client address
+    /// `cdir` sends from, if its budget allows.
+    fn source_admits(&mut self, key: &FlowKey, cdir: u8, ts: u64) -> bool {
+        let per_second = self.cfg.new_flows_per_source;
+        if per_second == 0 {
+            return true;
+        }
+        let mut source = SourceKey::default();
+        source.set(
+            if cdir == 0 { &key.addr_a } else { &key.addr_b },
+            key.family,
+        );
+        if let Some(b) = self.sources.touch(&source, ts) {
+            return b.admit(ts, per_second);
+        }
+        let mut b = SourceBudget::default();
+        let admitted = b.admit(ts, per_second);
+        self.sources.insert(source, b, ts);
+        admitted
     }
 
     /// What the XDP program would hand up for this frame, if anything.
@@ -121,12 +150,20 @@ impl Sampler {
             let Some(value) = dst.or(src) else {
                 return self.unwatched(&out);
             };
+            if is_bare_syn(&p) {
+                self.syns.insert(key, (), ts);
+                return (Counter::SynDeferred, None);
+            }
             let (service, policy) = split_watch_value(value);
-            // LRU, as the kernel's map: a full table forgets its least recent flow.
             let cdir = client_dir(&p, dir, src.is_some(), dst.is_some());
+            if !self.source_admits(&key, cdir, ts) {
+                return (Counter::SourceBudget, None);
+            }
+            let syn_seen = p.is_tcp() && self.syns.remove(&key).is_some();
+            // LRU, as the kernel's map: a full table forgets its least recent flow.
             let mut st = FlowState::new(service, cdir, ts);
             st.policy = policy;
-            if p.is_tcp() && p.tcp_flags & TCP_SYN != 0 {
+            if opened(&p, syn_seen) {
                 st.flags = flow_flags::OPENED;
             }
             self.flows.insert(key, st, ts);

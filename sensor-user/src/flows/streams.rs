@@ -12,7 +12,7 @@ use std::{
 use hyperscan::Scratch;
 use sensor_common::{
     flow::{FlowKey, IPPROTO_TCP},
-    parse::{TCP_FIN, TCP_RST, TCP_SYN},
+    parse::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     record::{RecordKind, flags},
 };
 
@@ -237,6 +237,20 @@ impl StreamTable {
         let d = h.direction & 1;
         let requests = flow.role.observe(h, rec.payload());
         let g = generation(&self.gens, flow.generation);
+        // A flow first seen at its SYN-ACK (the kernel defers bare SYNs): the
+        // client's stream starts after the ISN the SYN-ACK acknowledges.
+        let syn_ack = TCP_SYN | TCP_ACK;
+        if h.flow.proto == IPPROTO_TCP && h.tcp_flags & syn_ack == syn_ack {
+            let other = &mut flow.dirs[usize::from(d ^ 1)];
+            if other.is_none() {
+                let mut reasm = Reassembler::new(self.buffer);
+                reasm.syn(h.tcp_ack.wrapping_sub(1));
+                *other = Some(Dir {
+                    reasm,
+                    scan: g.rules.open(),
+                });
+            }
+        }
         let dir = flow.dirs[d as usize].get_or_insert_with(|| Dir {
             reasm: Reassembler::new(self.buffer),
             scan: g.rules.open(),
@@ -568,6 +582,35 @@ mod tests {
         );
         r.hdr.service = 1;
         r
+    }
+
+    /// The kernel defers bare SYNs: a flow may start at its SYN-ACK, whose
+    /// acknowledgment gives the client's stream start, so a first request
+    /// whose segments arrive out of order is still put together.
+    #[test]
+    fn a_flow_first_seen_at_its_syn_ack_knows_where_the_client_starts() {
+        let mut t = table();
+        let now = Instant::now();
+        let mut out = Vec::new();
+        let mut syn_ack = record(
+            RecordKind::Meta,
+            0,
+            &FrameBuilder::tcp("198.51.100.2", 80, "192.0.2.10", 40000)
+                .flags(TCP_SYN | TCP_ACK)
+                .seq(7000)
+                .ack(1000)
+                .build(),
+        );
+        syn_ack.hdr.service = 1;
+        t.on_record(&syn_ack, now, &mut out);
+        let req = b"GET /x?password=5f4dcc3b5aa765d61d8327deb882cf99 HTTP/1.1\r\n\r\n";
+        // The second half first: without the stream start it would be taken
+        // as the start, and the first half dropped as old.
+        t.on_record(&segment(40000, 1020, &req[20..], TCP_ACK), now, &mut out);
+        assert!(out.is_empty());
+        t.on_record(&segment(40000, 1000, &req[..20], TCP_ACK), now, &mut out);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(out[0].hit.kind.name(), "password_hash");
     }
 
     /// A reload: open flows keep the rules they started with, new flows take

@@ -96,6 +96,7 @@ impl Loaded {
         let mut k = KernelConfig {
             head_bytes: c.head_bytes,
             tail_every: c.tail_every,
+            new_flows_per_source: c.new_flows_per_source,
             ..KernelConfig::default()
         };
         // `Config::check` bounded the list to the kernel's slots.
