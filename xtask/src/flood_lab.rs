@@ -15,7 +15,7 @@
 //! about 1,000 flows tracked and again with the table full of the flood.
 
 use std::{
-    io::{Read as _, Write as _},
+    io::Write as _,
     net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream},
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
     path::Path,
@@ -37,7 +37,10 @@ const STALL_FLOWS: u32 = 400_000;
 const OOO_FLOWS: u32 = 200_000;
 /// Known flows the per-packet cost is measured on, and ACKs sent to them.
 const PROBE_FLOWS: u32 = 1_000;
-const PROBE_ROUNDS: u32 = 200;
+const PROBE_ROUNDS: u32 = 100;
+/// The probe's cost is the least of this many sends (other work on the
+/// CPUs only ever adds to it).
+const PROBE_REPEATS: usize = 5;
 const FLOW_TABLE: &str = "1048576";
 const METRICS: &str = "127.0.0.1:9479";
 
@@ -228,15 +231,20 @@ fn prog_stats() -> anyhow::Result<(u64, u64)> {
     Ok((t, n))
 }
 
-/// Nanoseconds per run of the program while `f` sends.
-fn cost(f: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<f64> {
-    let (t0, n0) = prog_stats()?;
-    f()?;
-    let (t1, n1) = prog_stats()?;
-    if n1 <= n0 {
-        bail!("the XDP program did not run while the probe was sent");
+/// Nanoseconds per run of the program while `f` sends, the least of
+/// [`PROBE_REPEATS`].
+fn cost(mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<f64> {
+    let mut best = f64::INFINITY;
+    for _ in 0..PROBE_REPEATS {
+        let (t0, n0) = prog_stats()?;
+        f()?;
+        let (t1, n1) = prog_stats()?;
+        if n1 <= n0 {
+            bail!("the XDP program did not run while the probe was sent");
+        }
+        best = best.min((t1 - t0) as f64 / (n1 - n0) as f64);
     }
-    Ok((t1 - t0) as f64 / (n1 - n0) as f64)
+    Ok(best)
 }
 
 /// Entries in the sensor's FLOWS map.
@@ -265,20 +273,26 @@ fn kb(status: &str, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// The probe: a pure ACK to each of the known flows, `PROBE_ROUNDS` times.
+/// The probe: a pure ACK to each of the known flows, `PROBE_ROUNDS` times,
+/// with a hop limit of 1: the gateway does not forward them, so no answer
+/// from the server adds its own runs of the program to the measure.
 fn probe(s: &mut Sender) -> anyhow::Result<()> {
     let server: Ipv6Addr = SERVER_V6.parse()?;
     for r in 0..PROBE_ROUNDS {
         for i in 0..PROBE_FLOWS {
             let (c, port) = v6_client(u32::MAX - i);
-            s.send(&tcp6(c, server, (port, 80), 2 + r, ACK, b""), 0x86dd)?;
+            let mut p = tcp6(c, server, (port, 80), 2 + r, ACK, b"");
+            p[7] = 1;
+            s.send(&p, 0x86dd)?;
         }
     }
     Ok(())
 }
 
-/// The known flows (re)made: one byte each.
+/// The known flows (re)made: one byte each, in a fresh budget window of
+/// their /64 (the flood's one-byte flows share it).
 fn known(s: &mut Sender) -> anyhow::Result<()> {
+    std::thread::sleep(Duration::from_millis(1100));
     let server: Ipv6Addr = SERVER_V6.parse()?;
     for i in 0..PROBE_FLOWS {
         let (c, port) = v6_client(u32::MAX - i);
@@ -309,18 +323,19 @@ fn flood(s: &mut Sender) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The real client's login (run in its namespace): milliseconds to its answer.
+/// The real client's login (run in its namespace): milliseconds until it is
+/// connected and sent (the recording server does not answer).
 fn login(to: SocketAddr) -> anyhow::Result<f64> {
     let t = Instant::now();
     let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(10))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
     let req = format!(
         "GET /api.json/0.2/user/login?email=jane.doe%40example.com&password={MD5}&app_id=950096963 HTTP/1.1\r\nHost: www.qobuz.com\r\nConnection: close\r\n\r\n"
     );
     s.write_all(req.as_bytes())?;
-    let mut buf = Vec::new();
-    let _ = s.read_to_end(&mut buf);
-    Ok(t.elapsed().as_secs_f64() * 1e3)
+    let ms = t.elapsed().as_secs_f64() * 1e3;
+    // Open until the flood is over, as an app's connection would be.
+    std::thread::sleep(Duration::from_secs(2));
+    Ok(ms)
 }
 
 pub fn run(bin: &Path) -> anyhow::Result<serde_json::Value> {
@@ -367,6 +382,21 @@ pub fn run(bin: &Path) -> anyhow::Result<serde_json::Value> {
         .join()
         .map_err(|_| anyhow::anyhow!("the login thread panicked"))??;
 
+    // The sensor catches up first: its backlog would share the CPUs with the probe.
+    let samples = || -> anyhow::Result<u64> {
+        let m = lab.gateway_http_get(METRICS, "/metrics")?;
+        Ok(read::metric(&m, "leakwatch_ring_records_total{kind=\"sample\"}").unwrap_or(0))
+    };
+    let settle = Instant::now() + Duration::from_mins(2);
+    let mut last = samples()?;
+    while Instant::now() < settle {
+        std::thread::sleep(Duration::from_secs(1));
+        let now = samples()?;
+        if now == last {
+            break;
+        }
+        last = now;
+    }
     known(&mut s)?;
     std::thread::sleep(Duration::from_millis(500));
     let large = tracked_flows()?;
@@ -429,7 +459,7 @@ pub fn run(bin: &Path) -> anyhow::Result<serde_json::Value> {
 
     let flows = SYN_FLOWS + STALL_FLOWS + OOO_FLOWS;
     println!(
-        "  lab flood: {flows} flows, {} packets at {pps:.0} pps; the login answered in {login_ms:.0} ms, its finding {}",
+        "  lab flood: {flows} flows, {} packets at {pps:.0} pps; the login was sent {login_ms:.0} ms after its connect began, its finding {}",
         s.sent - sent0,
         if found { "reported" } else { "MISSING" }
     );
@@ -450,7 +480,7 @@ pub fn run(bin: &Path) -> anyhow::Result<serde_json::Value> {
         "seconds": secs,
         "pps": pps,
         "login_finding_reported": found,
-        "login_answer_ms": login_ms,
+        "login_sent_ms": login_ms,
         "idle_rss_mib": idle_rss_kb as f64 / 1024.0,
         "peak_rss_mib": peak_rss_kb as f64 / 1024.0,
         "xdp_ns_per_known_flow_ack": {
