@@ -171,6 +171,7 @@ mod tests {
             tcp_ack: 0,
             vlan: false,
             first_fragment: false,
+            tunnel: 0,
         };
         assert!(is_bare_syn(&p) && opened(&p, false));
         p.tcp_flags = TCP_SYN | TCP_ACK;

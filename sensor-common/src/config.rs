@@ -42,8 +42,10 @@ pub struct Config {
     /// 32: new watched flows a client address may start per second (0: no
     /// limit; see [`crate::admit`]).
     pub new_flows_per_source: u32,
-    /// 36: zero.
-    pub _pad: u32,
+    /// 36: UDP port whose VXLAN packets are looked into (0: none).
+    pub vxlan_port: u16,
+    /// 38: zero.
+    pub _pad: u16,
 }
 
 impl Default for Config {
@@ -61,6 +63,7 @@ impl Default for Config {
             flags: config_flags::DNS | config_flags::PROBE,
             probe_ports,
             new_flows_per_source: crate::admit::DEFAULT_NEW_FLOWS_PER_SOURCE,
+            vxlan_port: crate::tunnel::VXLAN_PORT,
             _pad: 0,
         }
     }

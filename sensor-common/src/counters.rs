@@ -82,6 +82,14 @@ counters! {
     /// A new watched flow over its client address's budget of new flows per
     /// second: passed, not tracked or sampled.
     SourceBudget = "source_budget", true;
+    /// A tunnel header (GRE, ERSPAN, VXLAN) truncated or with fields the
+    /// parser does not follow (GRE version or routing).
+    BadTunnel = "bad_tunnel", true;
+    /// A tunnel inside a tunnel: only one level is looked through.
+    TunnelTooDeep = "tunnel_too_deep", true;
+    /// A tunnelled packet in the first fragment of its outer datagram, cut
+    /// short: replay reassembles outer fragments, the kernel does not.
+    TunnelFragment = "tunnel_fragment", true;
     /// A client packet of a blocked flow (or of a flow whose cleartext was
     /// refused), dropped.
     BlockedDrop = "blocked_drop", true;

@@ -11,6 +11,7 @@
 //! | [`config`]  | the sampling policy userspace writes into the `CONFIG` map      |
 //! | [`counters`]| names of the per-CPU counters, one per exit path                |
 //! | [`parse`]   | L2–L4 header parser over any byte source (kernel or pcap)       |
+//! | [`tunnel`]  | GRE, ERSPAN and VXLAN headers the parser looks through          |
 //! | [`policy`]  | the sampling decision for one packet of a flow                  |
 //! | [`maps`]    | map names, sizes and LPM key types                              |
 //! | [`watch`]   | the watched-address prefilter bitmap                            |
@@ -25,6 +26,7 @@ pub mod maps;
 pub mod parse;
 pub mod policy;
 pub mod record;
+pub mod tunnel;
 pub mod watch;
 
 #[cfg(feature = "user")]

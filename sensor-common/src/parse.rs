@@ -7,6 +7,7 @@
 use crate::{
     counters::Counter,
     flow::{FAMILY_V4, FAMILY_V6, IPPROTO_TCP, IPPROTO_UDP},
+    tunnel::{self, IPPROTO_GRE, Inner, Start, VXLAN_PORT},
 };
 
 pub const ETH_HLEN: usize = 14;
@@ -89,6 +90,8 @@ pub struct Parsed {
     pub vlan: bool,
     /// First fragment of a fragmented datagram (more fragments follow).
     pub first_fragment: bool,
+    /// The tunnel the packet came through (`tunnel::kind`; 0: none).
+    pub tunnel: u8,
 }
 
 impl Parsed {
@@ -121,25 +124,89 @@ impl Parsed {
             tcp_ack: 0,
             vlan: false,
             first_fragment: false,
+            tunnel: 0,
         }
     }
 }
 
-/// Parses Ethernet, up to two VLAN tags, IPv4/IPv6, TCP/UDP.
+/// Parses Ethernet, up to two VLAN tags, IPv4/IPv6, TCP/UDP, through one
+/// level of tunnel (GRE, ERSPAN, VXLAN on its default port).
 pub fn parse<P: PacketBytes + ?Sized>(p: &P) -> Result<Parsed, Counter> {
+    parse_with(p, VXLAN_PORT)
+}
+
+/// [`parse`] with VXLAN on `vxlan_port` (0: not looked into).
+pub fn parse_with<P: PacketBytes + ?Sized>(p: &P, vxlan_port: u16) -> Result<Parsed, Counter> {
     let mut out = Parsed::zeroed();
-    parse_into(p, &mut out)?;
+    parse_into(p, &mut out, vxlan_port)?;
     Ok(out)
 }
 
-/// [`parse`] writing into `out` (the kernel keeps it in a per-CPU slot: its stack
-/// is 512 bytes). Every field of `out` is written on success.
+/// [`parse_with`] writing into `out` (the kernel keeps it in a per-CPU slot: its
+/// stack is 512 bytes). Every field of `out` is written on success; for a
+/// tunnelled packet they describe the inner one and `tunnel` says which tunnel.
 #[inline(always)]
-pub fn parse_into<P: PacketBytes + ?Sized>(p: &P, out: &mut Parsed) -> Result<(), Counter> {
-    let eth: [u8; ETH_HLEN] = p.header(0).ok_or(Counter::ShortEthernet)?;
+pub fn parse_into<P: PacketBytes + ?Sized>(
+    p: &P,
+    out: &mut Parsed,
+    vxlan_port: u16,
+) -> Result<(), Counter> {
+    out.vlan = false;
+    out.tunnel = 0;
+    let (ethertype, off) = link(p, 0, out)?;
+    let Some(inner) = ip_l4(p, ethertype, off, out, vxlan_port)? else {
+        return Ok(());
+    };
+    // One level: an inner tunnel is counted, not followed.
+    let outer_fragment = out.first_fragment;
+    let r = match inner.start {
+        Start::Ethernet(o) => match link(p, inner_off(o)?, out) {
+            Ok((ethertype, o)) => ip_l4(p, ethertype, o, out, vxlan_port),
+            Err(c) => Err(c),
+        },
+        Start::Ip(ethertype, o) => ip_l4(p, ethertype, inner_off(o)?, out, vxlan_port),
+    };
+    match r {
+        Ok(None) => {
+            out.tunnel = inner.kind;
+            Ok(())
+        }
+        Ok(Some(_)) => Err(Counter::TunnelTooDeep),
+        // The outer datagram's first fragment holds only the start of the
+        // inner packet; replay reassembles outer fragments, the kernel cannot.
+        Err(_) if outer_fragment => Err(Counter::TunnelFragment),
+        Err(c) => Err(c),
+    }
+}
+
+/// Inner packets start below this offset; a tunnel deeper in the frame is
+/// `bad_tunnel`.
+pub const MAX_INNER_OFF: usize = 1024;
+
+/// `o`, checked to be below [`MAX_INNER_OFF`]. The mask changes nothing on
+/// the way out; it makes the verifier see one range of offsets for every
+/// outer path (tags, labels, options, extension headers), so it merges them
+/// instead of walking each into the inner parse.
+#[inline(always)]
+fn inner_off(o: usize) -> Result<usize, Counter> {
+    let m = o & (MAX_INNER_OFF - 1);
+    if m != o {
+        return Err(Counter::BadTunnel);
+    }
+    Ok(m)
+}
+
+/// The link layer at `off`: Ethernet, VLAN tags, PPPoE, MPLS. Returns the
+/// network layer's ethertype and offset.
+#[inline(always)]
+fn link<P: PacketBytes + ?Sized>(
+    p: &P,
+    off: usize,
+    out: &mut Parsed,
+) -> Result<(u16, usize), Counter> {
+    let eth: [u8; ETH_HLEN] = p.header(off).ok_or(Counter::ShortEthernet)?;
     let mut ethertype = be16([eth[12], eth[13]]);
-    let mut off = ETH_HLEN;
-    let mut vlan = false;
+    let mut off = off + ETH_HLEN;
     // Bounded: at most MAX_VLAN_TAGS iterations.
     for _ in 0..MAX_VLAN_TAGS {
         if ethertype != ETH_P_8021Q && ethertype != ETH_P_8021AD {
@@ -148,7 +215,7 @@ pub fn parse_into<P: PacketBytes + ?Sized>(p: &P, out: &mut Parsed) -> Result<()
         let tag: [u8; VLAN_HLEN] = p.header(off).ok_or(Counter::ShortEthernet)?;
         ethertype = be16([tag[2], tag[3]]);
         off += VLAN_HLEN;
-        vlan = true;
+        out.vlan = true;
     }
     if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
         return Err(Counter::VlanTooDeep);
@@ -175,13 +242,28 @@ pub fn parse_into<P: PacketBytes + ?Sized>(p: &P, out: &mut Parsed) -> Result<()
                 break;
             }
         }
-        let first: [u8; 1] = p.header(off).ok_or(Counter::ShortEthernet)?;
+        // Four bytes, not one: the verifier rejects the one-byte bounds check
+        // LLVM emits at a variable (inner) offset; an IP header has twenty.
+        let first: [u8; 4] = p.header(off).ok_or(Counter::ShortEthernet)?;
         ethertype = match (bottom, first[0] >> 4) {
             (true, 4) => ETH_P_IPV4,
             (true, 6) => ETH_P_IPV6,
             _ => return Err(Counter::NotIp),
         };
     }
+    Ok((ethertype, off))
+}
+
+/// IP and TCP/UDP at `off`. `Some`: a tunnel whose inner packet is still to
+/// parse (TCP, the common case, pays nothing for this; UDP one comparison).
+#[inline(always)]
+fn ip_l4<P: PacketBytes + ?Sized>(
+    p: &P,
+    ethertype: u16,
+    off: usize,
+    out: &mut Parsed,
+    vxlan_port: u16,
+) -> Result<Option<Inner>, Counter> {
     out.src = [0; 16];
     out.dst = [0; 16];
     out.sport = 0;
@@ -190,9 +272,9 @@ pub fn parse_into<P: PacketBytes + ?Sized>(p: &P, out: &mut Parsed) -> Result<()
     out.tcp_seq = 0;
     out.tcp_ack = 0;
     out.first_fragment = false;
-    out.vlan = vlan;
     out.l3_off = off as u16;
-    // l3_off ≤ 14 + 2·4 + 8 + 4·4 = 46 here, so every offset below stays small and bounded.
+    // Offsets stay bounded: the link layer adds at most 46 bytes, IPv4 60,
+    // IPv6 its bounded extension chain, a tunnel header 36, twice at most.
     let (l4_off, l3_end) = match ethertype {
         ETH_P_IPV4 => ipv4(p, off, out)?,
         ETH_P_IPV6 => ipv6(p, off, out)?,
@@ -217,8 +299,15 @@ pub fn parse_into<P: PacketBytes + ?Sized>(p: &P, out: &mut Parsed) -> Result<()
             let u: [u8; 8] = p.header(l4_off).ok_or(Counter::BadL4)?;
             out.sport = be16([u[0], u[1]]);
             out.dport = be16([u[2], u[3]]);
+            if out.dport == vxlan_port
+                && vxlan_port != 0
+                && let Some(inner) = tunnel::vxlan(p, l4_off + 8, l3_end)?
+            {
+                return Ok(Some(inner));
+            }
             8
         }
+        IPPROTO_GRE => return tunnel::gre(p, l4_off, l3_end).map(Some),
         _ => return Err(Counter::NotTcpUdp),
     };
     let payload_off = l4_off + l4_hlen;
@@ -227,7 +316,7 @@ pub fn parse_into<P: PacketBytes + ?Sized>(p: &P, out: &mut Parsed) -> Result<()
     }
     out.payload_off = payload_off as u16;
     out.payload_len = (l3_end - payload_off) as u32;
-    Ok(())
+    Ok(None)
 }
 
 /// Returns (L4 offset, end of the IP datagram).

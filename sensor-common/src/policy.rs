@@ -254,6 +254,7 @@ mod tests {
             tcp_ack: 0,
             vlan: false,
             first_fragment: false,
+            tunnel: 0,
         }
     }
 

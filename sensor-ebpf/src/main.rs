@@ -265,7 +265,7 @@ fn classify(cfg: &Config, ctx: &XdpContext, ifindex: u32, s: &mut Scratch) -> Co
         ctx,
         linear: ctx.data_end() - ctx.data(),
     };
-    if let Err(c) = parse_into(&frame, &mut s.parsed) {
+    if let Err(c) = parse_into(&frame, &mut s.parsed, cfg.vxlan_port) {
         return c;
     }
     let out = Out {
@@ -331,7 +331,9 @@ fn maybe_watched(p: &Parsed) -> bool {
 #[inline(always)]
 fn watched_flow(cfg: &Config, out: &Out, s: &mut Scratch, dir: u8) -> Option<Counter> {
     let ts = now();
-    let blocking = cfg.flags & config_flags::BLOCK != 0 && s.parsed.is_tcp();
+    // A tunnelled packet is a copy (a mirror feed): nothing to drop or answer.
+    let blocking =
+        cfg.flags & config_flags::BLOCK != 0 && s.parsed.is_tcp() && s.parsed.tunnel == 0;
     // One inlined bitmap word keeps packets of unblocked flows off the hash lookup.
     if blocking
         && bit_set(&BLOCK_BITS, flow_bucket(&s.key))

@@ -6,6 +6,7 @@
 //! head_bytes = 16384           # payload bytes sampled at the start of each direction
 //! tail_every = 64              # then 1 in K packets per direction (0: none)
 //! new_flows_per_source = 1000  # new watched flows a client may start per second (0: no limit)
+//! vxlan_port = 4789            # UDP port whose VXLAN packets are looked into (0: none)
 //! probe_ports = [80, 443, 8080]
 //! dns = true                   # hand DNS answers to userspace
 //! probe = true                 # probe new flows on probe_ports for SNI/Host
@@ -99,6 +100,8 @@ pub struct Config {
     /// New watched flows one client address may start per second; beyond it
     /// the kernel neither tracks nor samples them (0: no limit).
     pub new_flows_per_source: u32,
+    /// UDP port whose VXLAN packets are decapsulated (0: none).
+    pub vxlan_port: u16,
     pub probe_ports: Vec<u16>,
     pub dns: bool,
     pub probe: bool,
@@ -210,6 +213,7 @@ impl Default for Config {
             head_bytes: DEFAULT_HEAD_BYTES,
             tail_every: DEFAULT_TAIL_EVERY,
             new_flows_per_source: sensor_common::admit::DEFAULT_NEW_FLOWS_PER_SOURCE,
+            vxlan_port: sensor_common::tunnel::VXLAN_PORT,
             probe_ports: DEFAULT_PROBE_PORTS.to_vec(),
             dns: true,
             probe: true,
@@ -414,6 +418,7 @@ mod tests {
             head_bytes: _,
             tail_every: _,
             new_flows_per_source: _,
+            vxlan_port: _,
             probe_ports: _,
             dns: _,
             probe: _,
@@ -447,6 +452,7 @@ mod tests {
             "head_bytes",
             "tail_every",
             "new_flows_per_source",
+            "vxlan_port",
             "probe_ports",
             "dns",
             "probe",

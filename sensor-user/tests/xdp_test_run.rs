@@ -927,6 +927,82 @@ fn probe_follows_a_client_hello_split_over_segments() {
 }
 
 /// The frames of every shape above, in one sequence.
+/// `inner` carried in GRE of protocol `proto` (with `fields` after the base
+/// header, per `flags`) from 10.200.0.3 to 10.200.0.224, as a mirror feed
+/// delivers it; `frag`: the outer IPv4 flags/offset field.
+fn gre(flags: u16, proto: u16, fields: &[u8], inner: &[u8], frag: u16) -> Vec<u8> {
+    let mut g = flags.to_be_bytes().to_vec();
+    g.extend_from_slice(&proto.to_be_bytes());
+    g.extend_from_slice(fields);
+    g.extend_from_slice(inner);
+    let mut f = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1, 0x08, 0x00];
+    let mut ip = vec![
+        0x45, 0, 0, 0, 0, 1, 0, 0, 64, 47, 0, 0, 10, 200, 0, 3, 10, 200, 0, 224,
+    ];
+    ip[2..4].copy_from_slice(&((20 + g.len()) as u16).to_be_bytes());
+    ip[6..8].copy_from_slice(&frag.to_be_bytes());
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&g);
+    f
+}
+
+/// Each tunnel the parser looks through, around a login to the watched
+/// address (`sport` tells them apart), and the ones it counts instead.
+fn tunnelled() -> Vec<Vec<u8>> {
+    let inner = |sport: u16| {
+        FrameBuilder::tcp("192.0.2.10", sport, "198.51.100.2", 80)
+            .payload(http_get())
+            .build()
+    };
+    let erspan2 = [0, 0, 0, 9, 0x10, 0x01, 0, 0, 0, 0, 0, 0];
+    let mut vxlan = vec![0x08, 0, 0, 0, 0, 0, 7, 0];
+    vxlan.extend_from_slice(&inner(40104));
+    let once = gre(0, 0x6558, &[], &inner(40105), 0);
+    let mut cut = gre(0x1000, 0x88be, &erspan2, &inner(40106), 0x2000);
+    cut.truncate(cut.len() - 20);
+    let outer_len = (cut.len() - 14) as u16;
+    cut[16..18].copy_from_slice(&outer_len.to_be_bytes());
+    vec![
+        gre(0x2000, 0x6558, &[0, 0, 0, 5], &inner(40101), 0),
+        gre(0x1000, 0x88be, &erspan2, &inner(40102), 0),
+        gre(0, 0x0800, &[], &inner(40103)[14..], 0),
+        FrameBuilder::udp("10.200.0.3", 50000, "10.200.0.224", 4789)
+            .payload(vxlan)
+            .build(),
+        gre(0, 0x6558, &[], &once, 0),
+        cut,
+    ]
+}
+
+#[test]
+fn tunnelled_flows_are_seen_inside() {
+    if skip_without_root("tunnelled_flows_are_seen_inside") {
+        return;
+    }
+    let mut h = Harness::new(Config::default());
+    for f in tunnelled() {
+        h.run(&f);
+    }
+    let recs = h.records();
+    let ports: Vec<u16> = recs.iter().map(|r| r.src().1).collect();
+    assert_eq!(
+        ports,
+        [40101, 40102, 40103, 40104],
+        "GRE, ERSPAN, raw GRE, VXLAN"
+    );
+    for r in &recs {
+        assert_eq!(r.kind, RecordKind::Sample);
+        assert_eq!(r.hdr.service, QOBUZ);
+        assert_eq!(r.dst(), ("198.51.100.2".parse().unwrap(), 80));
+        assert_eq!(r.payload(), http_get());
+    }
+    h.assert_outcomes(&[
+        (Counter::SampledHead, 4),
+        (Counter::TunnelTooDeep, 1),
+        (Counter::TunnelFragment, 1),
+    ]);
+}
+
 fn every_shape() -> Vec<Vec<u8>> {
     let up = |sport: u16, f: u8, seq: u32, p: &[u8]| {
         FrameBuilder::tcp("192.0.2.10", sport, "198.51.100.2", 80)
@@ -1019,6 +1095,7 @@ fn every_shape() -> Vec<Vec<u8>> {
     let mut arp = good[..42].to_vec();
     arp[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
     v.push(arp);
+    v.extend(tunnelled());
     v
 }
 

@@ -172,11 +172,9 @@ fn csl_http_ntlm() {
     row("csl_http-ntlm.pcap", &["password_hash"], &[]);
 }
 
-/// The NTLMv2 login inside GRE/ERSPAN with fragmented outer IPv4: the inner
-/// flows are seen only once the shared parser decapsulates (the data-plane
-/// issue's tunnelled feeds); the NTLM dissector is ready for them.
+/// The NTLMv2 login inside GRE/ERSPAN (type I) with fragmented outer IPv4:
+/// the inner flows are seen because the shared parser decapsulates.
 #[test]
-#[ignore = "needs GRE/ERSPAN decapsulation and outer IPv4 reassembly (data-plane issue)"]
 fn zeek_erspan() {
     row("zeek_erspan.pcap", &["password_hash"], &[]);
 }

@@ -19,7 +19,7 @@ use sensor_common::{
     counters::{Counter, NUM_COUNTERS},
     flow::{FAMILY_V4, FlowKey, FlowState, flow_flags},
     maps::NO_SERVICE,
-    parse::{PacketBytes, Parsed, TCP_ACK, TCP_SYN, parse},
+    parse::{PacketBytes, Parsed, TCP_ACK, TCP_SYN, parse_with},
     policy::{
         Decision, PROBE_AWAITING, client_dir, is_dns_answer, probe_remaining, watched_packet,
     },
@@ -125,7 +125,7 @@ impl Sampler {
         ifindex: u32,
         watch: &impl Watched,
     ) -> (Counter, Option<Record>) {
-        let p = match parse(frame) {
+        let p = match parse_with(frame, self.cfg.vxlan_port) {
             Ok(p) => p,
             Err(c) => return (c, None),
         };
@@ -181,7 +181,8 @@ impl Sampler {
                 counter,
             } => {
                 let first = flags::FROM_CLIENT | flags::FIRST_PAYLOAD;
-                let blocking = self.cfg.flags & config_flags::BLOCK != 0 && p.is_tcp();
+                let blocking =
+                    self.cfg.flags & config_flags::BLOCK != 0 && p.is_tcp() && p.tunnel == 0;
                 if blocking
                     && flags & (first | flags::TLS) == first
                     && st.policy & policy::BLOCK_CLEARTEXT != 0

@@ -97,6 +97,7 @@ impl Loaded {
             head_bytes: c.head_bytes,
             tail_every: c.tail_every,
             new_flows_per_source: c.new_flows_per_source,
+            vxlan_port: c.vxlan_port,
             ..KernelConfig::default()
         };
         // `Config::check` bounded the list to the kernel's slots.
