@@ -179,6 +179,12 @@ pub fn parse_into<P: PacketBytes + ?Sized>(
     }
 }
 
+/// A frame's network layer: its ethertype and offset (past Ethernet, VLAN
+/// tags, PPPoE, MPLS).
+pub fn network<P: PacketBytes + ?Sized>(p: &P) -> Result<(u16, usize), Counter> {
+    link(p, 0, &mut Parsed::zeroed())
+}
+
 /// Inner packets start below this offset; a tunnel deeper in the frame is
 /// `bad_tunnel`.
 pub const MAX_INNER_OFF: usize = 1024;

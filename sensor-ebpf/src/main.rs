@@ -1,6 +1,7 @@
 //! leakwatch's XDP program.
 //!
-//! Parses L2–L4 with the shared parser ([`sensor_common::parse`]), keeps only what
+//! Parses L2–L4 with the shared parser ([`sensor_common::parse`], through one
+//! level of GRE, ERSPAN or VXLAN), keeps only what
 //! userspace needs, and hands it up through one ring buffer:
 //!
 //! ```text

@@ -179,6 +179,41 @@ fn zeek_erspan() {
     row("zeek_erspan.pcap", &["password_hash"], &[]);
 }
 
+/// Inside the mirror: the HTTP flows to 192.168.69.2:80, the outer IPv4
+/// fragments put back together (16 datagrams from 55 fragments).
+#[test]
+fn zeek_erspan_inner_flows_and_outer_fragments() {
+    let dir = std::env::temp_dir().join(unique("erspan"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let events = dir.join("events.jsonl");
+    let out = Command::new(lab::leakwatch_bin())
+        .arg("replay")
+        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/zeek_erspan.pcap"))
+        .args(["--watch", "192.168.69.2/32=any"])
+        .args(["--events", events.to_str().unwrap()])
+        .args(["--state-dir", dir.join("state").to_str().unwrap()])
+        .args(["--progress", "never"])
+        .output()
+        .expect("run leakwatch replay");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr
+            .contains("16 tunnelled datagrams put together from 55 outer fragments (0 incomplete"),
+        "{stderr}"
+    );
+    let ev = read::json_lines(&events);
+    let inner: Vec<_> = ev
+        .iter()
+        .filter(|e| e["event_type"] == "cleartext_flow")
+        .filter(|e| e["dest_ip"] == "192.168.69.2" && e["dest_port"] == 80)
+        .collect();
+    let ports: BTreeSet<_> = inner.iter().map(|r| r["src_port"].as_u64()).collect();
+    assert_eq!(ports.len(), 5, "the 5 HTTP connections: {ports:?}");
+    assert!(inner.iter().all(|r| r["src_ip"] == "192.168.69.10"));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 #[test]
 fn csl_ftp() {
     row("csl_ftp.pcap", USER_PASS, &[]);

@@ -13,6 +13,7 @@
 
 pub mod blocks;
 pub mod clock;
+pub mod defrag;
 pub mod loader;
 pub mod pcap;
 pub mod privilege;

@@ -13,7 +13,12 @@ use anyhow::Context as _;
 
 use super::assemble::{Loaded, Matching, Parts, assemble};
 use crate::{
-    capture::{clock::Clock, pcap, sampler::Sampler},
+    capture::{
+        clock::Clock,
+        defrag::{Defrag, Defragged},
+        pcap,
+        sampler::Sampler,
+    },
     sinks::{
         metrics::Metrics,
         summary::{self, Progress, Totals},
@@ -70,6 +75,7 @@ pub fn replay(r: &Replay<'_>) -> anyhow::Result<()> {
         sensor_common::maps::DEFAULT_PROBE_ENTRIES as usize,
     );
 
+    let mut defrag = Defrag::default();
     let started = Instant::now();
     let base = Instant::now();
     let (mut first_ts, mut last_tick, mut bytes, mut records) =
@@ -109,11 +115,20 @@ pub fn replay(r: &Replay<'_>) -> anyhow::Result<()> {
                 // (the parser trusts the IP header's), and only its captured
                 // bytes are analysed.
                 let padded;
+                let whole;
                 let data: &[u8] = if frame.cut > 0 {
                     padded = [&frame.data[..], &vec![0; frame.cut]].concat();
                     &padded
                 } else {
-                    &frame.data
+                    // Outer fragments of a tunnel wait for their datagram.
+                    match defrag.push(&frame.data, frame.ts_ns) {
+                        Defragged::Frame(d) => d,
+                        Defragged::Held => return,
+                        Defragged::Whole(w) => {
+                            whole = w;
+                            &whole
+                        }
+                    }
                 };
                 if let Some(mut rec) =
                     sampler.process(data, frame.ts_ns, 1, pipeline.targeting.sink())
@@ -150,6 +165,9 @@ pub fn replay(r: &Replay<'_>) -> anyhow::Result<()> {
     for (name, e) in sampler.evictions() {
         metrics.set_evictions(name, e);
     }
+    defrag.finish();
+    let (name, e) = defrag.evictions();
+    metrics.set_evictions(name, e);
 
     let text = metrics.encode();
     if let Some(p) = &r.metrics_out {
@@ -169,6 +187,13 @@ pub fn replay(r: &Replay<'_>) -> anyhow::Result<()> {
         "{}",
         summary::table(&totals, &text)
     )?;
+    let d = defrag.stats;
+    if d.fragments > 0 {
+        eprintln!(
+            "{} tunnelled datagrams put together from {} outer fragments ({} incomplete, dropped); live, the kernel counts such fragments instead",
+            d.reassembled, d.fragments, d.dropped
+        );
+    }
     match failure {
         // Everything read before the damage was reported above.
         Some(e) => Err(e.into()),
