@@ -22,6 +22,7 @@ pub mod http;
 pub mod lab;
 pub mod netns;
 pub mod process;
+pub mod raw;
 pub mod read;
 pub mod scenarios;
 pub mod tls;

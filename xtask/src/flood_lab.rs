@@ -17,7 +17,6 @@
 use std::{
     io::Write as _,
     net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream},
-    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
     path::Path,
     time::{Duration, Instant},
 };
@@ -26,7 +25,8 @@ use anyhow::{Context as _, bail};
 use leakwatch_tests::{
     http::RecordingServer,
     lab::{CLIENT_V4, Lab, SERVER_V4, SERVER_V6},
-    netns::{Netns, unique},
+    netns::unique,
+    raw::{ETH_P_IPV4, ETH_P_IPV6, Sender, mac, tcp4, tcp6},
     read,
     scenarios::MD5,
 };
@@ -43,155 +43,6 @@ const PROBE_ROUNDS: u32 = 100;
 const PROBE_REPEATS: usize = 5;
 const FLOW_TABLE: &str = "1048576";
 const METRICS: &str = "127.0.0.1:9479";
-
-/// Raw frames out of one interface of a namespace.
-struct Sender {
-    fd: OwnedFd,
-    ifindex: i32,
-    src_mac: [u8; 6],
-    dst_mac: [u8; 6],
-    sent: u64,
-}
-
-fn mac(ns: &Netns, iface: &str) -> anyhow::Result<([u8; 6], i32)> {
-    let out = ns.ip(&["-j", "link", "show", "dev", iface])?;
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("ip -j link")?;
-    let addr = v[0]["address"].as_str().context("no MAC address")?;
-    let mut m = [0u8; 6];
-    for (i, b) in addr.split(':').enumerate().take(6) {
-        m[i] = u8::from_str_radix(b, 16)?;
-    }
-    let ifindex = v[0]["ifindex"].as_i64().context("no ifindex")?;
-    Ok((m, i32::try_from(ifindex)?))
-}
-
-impl Sender {
-    fn new(lab: &Lab) -> anyhow::Result<Self> {
-        let (src_mac, ifindex) = mac(&lab.client, "eth0")?;
-        let (dst_mac, _) = mac(&lab.gateway, leakwatch_tests::lab::LAN_IF)?;
-        let fd = lab.client.run(|| {
-            // SAFETY: plain socket call; the fd is owned right away.
-            let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
-            if fd < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // SAFETY: a fresh fd of our own.
-            Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-        })??;
-        Ok(Self {
-            fd,
-            ifindex,
-            src_mac,
-            dst_mac,
-            sent: 0,
-        })
-    }
-
-    fn send(&mut self, l3: &[u8], ethertype: u16) -> anyhow::Result<()> {
-        let mut frame = Vec::with_capacity(14 + l3.len());
-        frame.extend_from_slice(&self.dst_mac);
-        frame.extend_from_slice(&self.src_mac);
-        frame.extend_from_slice(&ethertype.to_be_bytes());
-        frame.extend_from_slice(l3);
-        // SAFETY: zeroed sockaddr_ll is valid; the fields are set below.
-        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_ifindex = self.ifindex;
-        sll.sll_halen = 6;
-        sll.sll_addr[..6].copy_from_slice(&self.dst_mac);
-        loop {
-            // SAFETY: a valid buffer and address of the stated lengths.
-            let r = unsafe {
-                libc::sendto(
-                    self.fd.as_raw_fd(),
-                    frame.as_ptr().cast(),
-                    frame.len(),
-                    0,
-                    (&raw const sll).cast(),
-                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
-                )
-            };
-            if r >= 0 {
-                self.sent += 1;
-                return Ok(());
-            }
-            let e = std::io::Error::last_os_error();
-            // A full transmit queue: wait for it, as a flood source would.
-            if e.raw_os_error() != Some(libc::ENOBUFS) {
-                return Err(e).context("sending a raw frame");
-            }
-            std::thread::yield_now();
-        }
-    }
-}
-
-fn fold(mut sum: u32) -> u16 {
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
-fn add(sum: &mut u32, b: &[u8]) {
-    for c in b.chunks(2) {
-        let w = if c.len() == 2 {
-            u16::from_be_bytes([c[0], c[1]])
-        } else {
-            u16::from_be_bytes([c[0], 0])
-        };
-        *sum += u32::from(w);
-    }
-}
-
-/// A TCP header and payload, checksummed over `pseudo`.
-fn tcp(pseudo: u32, ports: (u16, u16), seq: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
-    let mut t = Vec::with_capacity(20 + payload.len());
-    t.extend_from_slice(&ports.0.to_be_bytes());
-    t.extend_from_slice(&ports.1.to_be_bytes());
-    t.extend_from_slice(&seq.to_be_bytes());
-    t.extend_from_slice(&1u32.to_be_bytes());
-    t.extend_from_slice(&[0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
-    t.extend_from_slice(payload);
-    let mut sum = pseudo;
-    add(&mut sum, &t);
-    let c = fold(sum);
-    t[16..18].copy_from_slice(&c.to_be_bytes());
-    t
-}
-
-fn tcp4(src: Ipv4Addr, dst: Ipv4Addr, ports: (u16, u16), seq: u32, flags: u8, p: &[u8]) -> Vec<u8> {
-    let len = (20 + p.len()) as u16;
-    let mut pseudo = 0u32;
-    add(&mut pseudo, &src.octets());
-    add(&mut pseudo, &dst.octets());
-    pseudo += 6 + u32::from(len);
-    let t = tcp(pseudo, ports, seq, flags, p);
-    let mut ip = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 6, 0, 0];
-    ip[2..4].copy_from_slice(&(20 + len).to_be_bytes());
-    ip.extend_from_slice(&src.octets());
-    ip.extend_from_slice(&dst.octets());
-    let mut sum = 0;
-    add(&mut sum, &ip);
-    let c = fold(sum);
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
-    ip.extend_from_slice(&t);
-    ip
-}
-
-fn tcp6(src: Ipv6Addr, dst: Ipv6Addr, ports: (u16, u16), seq: u32, flags: u8, p: &[u8]) -> Vec<u8> {
-    let len = (20 + p.len()) as u16;
-    let mut pseudo = 0u32;
-    add(&mut pseudo, &src.octets());
-    add(&mut pseudo, &dst.octets());
-    pseudo += 6 + u32::from(len);
-    let t = tcp(pseudo, ports, seq, flags, p);
-    let mut ip = vec![0x60, 0, 0, 0, 0, 0, 6, 64];
-    ip[4..6].copy_from_slice(&len.to_be_bytes());
-    ip.extend_from_slice(&src.octets());
-    ip.extend_from_slice(&dst.octets());
-    ip.extend_from_slice(&t);
-    ip
-}
 
 const ACK: u8 = 0x10;
 const PSH_ACK: u8 = 0x18;
@@ -283,7 +134,7 @@ fn probe(s: &mut Sender) -> anyhow::Result<()> {
             let (c, port) = v6_client(u32::MAX - i);
             let mut p = tcp6(c, server, (port, 80), 2 + r, ACK, b"");
             p[7] = 1;
-            s.send(&p, 0x86dd)?;
+            s.send(&p, ETH_P_IPV6)?;
         }
     }
     Ok(())
@@ -296,7 +147,7 @@ fn known(s: &mut Sender) -> anyhow::Result<()> {
     let server: Ipv6Addr = SERVER_V6.parse()?;
     for i in 0..PROBE_FLOWS {
         let (c, port) = v6_client(u32::MAX - i);
-        s.send(&tcp6(c, server, (port, 80), 1, PSH_ACK, b"G"), 0x86dd)?;
+        s.send(&tcp6(c, server, (port, 80), 1, PSH_ACK, b"G"), ETH_P_IPV6)?;
     }
     Ok(())
 }
@@ -306,17 +157,17 @@ fn flood(s: &mut Sender) -> anyhow::Result<()> {
     for i in 0..SYN_FLOWS.max(STALL_FLOWS).max(OOO_FLOWS) {
         if i < SYN_FLOWS {
             let (c, port) = v4_client(i);
-            s.send(&tcp4(c, v4s, (port, 80), 1000, SYN, b""), 0x0800)?;
+            s.send(&tcp4(c, v4s, (port, 80), 1000, SYN, b""), ETH_P_IPV4)?;
         }
         if i < STALL_FLOWS {
             let (c, port) = v6_client(i);
-            s.send(&tcp6(c, v6s, (port, 80), 1, PSH_ACK, b"G"), 0x86dd)?;
+            s.send(&tcp6(c, v6s, (port, 80), 1, PSH_ACK, b"G"), ETH_P_IPV6)?;
         }
         if i < OOO_FLOWS {
             let (c, port) = v4_client(i);
             for k in [2u32, 1, 0] {
                 let b = [b'a' + k as u8];
-                s.send(&tcp4(c, v4s, (port, 8080), 1 + k, PSH_ACK, &b), 0x0800)?;
+                s.send(&tcp4(c, v4s, (port, 8080), 1 + k, PSH_ACK, &b), ETH_P_IPV4)?;
             }
         }
     }
@@ -361,7 +212,8 @@ pub fn run(bin: &Path) -> anyhow::Result<serde_json::Value> {
     )?;
     let status = || std::fs::read_to_string(format!("/proc/{}/status", sensor.pid()));
     let idle_rss_kb = kb(&status()?, "VmRSS:");
-    let mut s = Sender::new(&lab)?;
+    let (gateway_mac, _) = mac(&lab.gateway, leakwatch_tests::lab::LAN_IF)?;
+    let mut s = Sender::new(&lab.client, "eth0", gateway_mac)?;
 
     known(&mut s)?;
     std::thread::sleep(Duration::from_millis(500));
