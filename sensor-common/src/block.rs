@@ -90,7 +90,8 @@ pub const RST_INTERVAL_NS: u64 = 100_000_000;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BlockEntry {
-    /// 0: CLOCK_MONOTONIC ns after which the entry no longer applies.
+    /// 0: CLOCK_MONOTONIC ns after which the entry no longer applies (the
+    /// program compares it with the coarse clock: up to a tick late).
     pub deadline_ns: u64,
     /// 8: when the program last sent an RST for the flow (0: never); written
     /// by the program.

@@ -37,8 +37,8 @@ use core::ffi::c_void;
 use aya_ebpf::{
     bindings::{BPF_NOEXIST, xdp_action},
     helpers::generated::{
-        bpf_ktime_get_ns, bpf_xdp_adjust_tail, bpf_xdp_get_buff_len, bpf_xdp_load_bytes,
-        bpf_xdp_store_bytes,
+        bpf_ktime_get_coarse_ns, bpf_ktime_get_ns, bpf_xdp_adjust_tail, bpf_xdp_get_buff_len,
+        bpf_xdp_load_bytes, bpf_xdp_store_bytes,
     },
     macros::{map, xdp},
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf, lpm_trie::Key},
@@ -287,7 +287,8 @@ fn classify(cfg: &Config, ctx: &XdpContext, ifindex: u32, s: &mut Scratch) -> Co
             rflags: 0,
             service: NO_SERVICE,
             counts: (0, 0),
-            ts: now(),
+            // DNS answers only teach addresses and TTLs: the coarse clock does.
+            ts: coarse_now(),
         };
         return out.emit(f, Counter::DnsAnswer);
     }
@@ -307,6 +308,15 @@ fn classify(cfg: &Config, ctx: &XdpContext, ifindex: u32, s: &mut Scratch) -> Co
 fn now() -> u64 {
     // SAFETY: plain helper call.
     unsafe { bpf_ktime_get_ns() }
+}
+
+/// CLOCK_MONOTONIC_COARSE: a read of the last tick's time, far cheaper than
+/// [`now`]. Enough for flow bookkeeping and deadlines (a tick is at most a few
+/// ms); records carry [`now`].
+#[inline(always)]
+fn coarse_now() -> u64 {
+    // SAFETY: plain helper call.
+    unsafe { bpf_ktime_get_coarse_ns() }
 }
 
 #[inline(always)]
@@ -331,7 +341,7 @@ fn maybe_watched(p: &Parsed) -> bool {
 /// confirm. `None` when neither endpoint is watched after all.
 #[inline(always)]
 fn watched_flow(cfg: &Config, out: &Out, s: &mut Scratch, dir: u8) -> Option<Counter> {
-    let ts = now();
+    let ts = coarse_now();
     // A tunnelled packet is a copy (a mirror feed): nothing to drop or answer.
     let blocking =
         cfg.flags & config_flags::BLOCK != 0 && s.parsed.is_tcp() && s.parsed.tunnel == 0;
@@ -422,7 +432,7 @@ fn watched_flow(cfg: &Config, out: &Out, s: &mut Scratch, dir: u8) -> Option<Cou
                     rflags: flags,
                     service: st.service,
                     counts,
-                    ts,
+                    ts: now(),
                 };
                 let c = out.emit(f, counter);
                 if counter == Counter::CleartextDrop {

@@ -294,10 +294,11 @@ fn blocks_apply_only_live_on_a_lan_interface_with_blocking_on() {
     let Some(mut h) = Harness::new(0) else { return };
     let b = FrameBuilder::tcp(CLIENT, 41000, SERVER, 80).payload(leak());
     let frame = b.build();
-    // Expired: ignored before userspace removes it.
+    // Expired: ignored before userspace removes it (by more than a tick: the
+    // program compares deadlines with the coarse clock).
     let p = sensor_common::parse::parse(frame.as_slice()).unwrap();
     let (key, dir) = FlowKey::from_packet(p.family, p.proto, &p.src, p.sport, &p.dst, p.dport);
-    let stale = BlockEntry::new(mono_now_ns() - 1, QOBUZ, reason::FINDING, dir);
+    let stale = BlockEntry::new(mono_now_ns() - 20_000_000, QOBUZ, reason::FINDING, dir);
     h.blocks.block(&key, &stale).unwrap();
     assert_eq!(h.run(&frame).0, XDP_PASS, "expired block");
     // The server direction of a blocked flow is never the client's.

@@ -19,6 +19,10 @@ pub static XDP_OBJECT: &[u8] =
 /// An XDP program that only passes packets: the benchmarks' floor.
 pub static NULL_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdp-null"));
 
+/// An XDP program that only copies the frame into a ring record and submits
+/// it: the benchmarks' reference for the sampled paths.
+pub static REF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdp-ref"));
+
 /// How to attach: `auto` tries the driver (native) first, then generic.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
