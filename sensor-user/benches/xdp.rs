@@ -221,7 +221,7 @@ fn main() {
         rows.push((format!("{}+blocking", b.name), ns, ns / null_ns, None));
         blocking_rows.push((b.name, ratios[PAIRED_ROUNDS / 2]));
     }
-    print_and_write(&rows, &ref_rows, &blocking_rows, size);
+    print_and_write(&rows, &ref_rows, &blocking_rows, &size);
 }
 
 /// Rounds of monitor/blocking pairs; the median ratio is reported. (Each round
@@ -270,7 +270,7 @@ fn print_and_write(
     rows: &[Row],
     ref_rows: &[(&str, f64, f64, f64)],
     blocking_rows: &[(&str, f64)],
-    size: serde_json::Value,
+    size: &serde_json::Value,
 ) {
     println!(
         "\n{:<24} {:>14} {:>14} {:>10}",

@@ -4,6 +4,10 @@
 //! and DNS paths as a ratio to it: what leakwatch adds to handing a packet up.
 #![no_std]
 #![no_main]
+#![expect(
+    clippy::needless_pass_by_value,
+    reason = "aya hands the program its context by value"
+)]
 
 use core::ffi::c_void;
 
