@@ -92,7 +92,6 @@ pub struct Pipeline<W: WatchSink> {
     clock: Clock,
     /// The sensor's name, in every event.
     host: String,
-    evicted_seen: [u64; 2],
     out: Vec<Output>,
     matching: Option<MatchStage>,
     /// `leakwatch_ring_records_total` per record kind, looked up once: the
@@ -147,7 +146,6 @@ impl<W: WatchSink> Pipeline<W> {
             ifaces,
             clock: Clock::new(),
             host: crate::sinks::events::host_name(),
-            evicted_seen: [0; 2],
             out: Vec::new(),
             matching: None,
             ring_records,
@@ -658,5 +656,42 @@ mod tests {
                 .count(),
             1
         );
+    }
+
+    /// Learned addresses dropped at their family's cap are evictions of the
+    /// `learned_ipv4` table (the one eviction metric, as every table's).
+    #[test]
+    fn learned_addresses_over_the_cap_are_counted_as_evictions() {
+        let (mut p, _buf, metrics) = pipeline();
+        p.targeting = Targeting::new(
+            Catalog::builtin(),
+            TargetSettings {
+                max_learned_per_family: 2,
+                ..TargetSettings::default()
+            },
+            MemoryWatch::default(),
+        );
+        let answer = crate::fixtures::dns_answer(
+            9,
+            "www.qobuz.com",
+            &[[198, 51, 100, 2], [198, 51, 100, 3], [198, 51, 100, 4]],
+            300,
+        );
+        let rec = crate::fixtures::record(
+            RecordKind::Dns,
+            0,
+            &crate::fixtures::FrameBuilder::udp("198.51.100.53", 53, "192.0.2.10", 5353)
+                .payload(answer)
+                .build(),
+        );
+        let now = Instant::now();
+        p.handle(Ok(rec), now);
+        p.tick(now);
+        let text = metrics.encode();
+        assert!(
+            text.contains("leakwatch_evictions_total{table=\"learned_ipv4\",reason=\"cap\"} 1"),
+            "{text}"
+        );
+        assert!(!text.contains("leakwatch_learned_addresses_evicted"));
     }
 }

@@ -12,8 +12,7 @@ use crate::{
         block::{self, Blocked},
         events::{Event, ReplayInfo},
         metrics::{
-            EventLabels, FamilyLabels, FindingLabels, FlowBytesLabels, FlowLabels, ServiceLabels,
-            TlsLabels,
+            EventLabels, FindingLabels, FlowBytesLabels, FlowLabels, ServiceLabels, TlsLabels,
         },
     },
     targets::learning::WatchSink,
@@ -151,17 +150,18 @@ impl<W: WatchSink> Pipeline<W> {
     }
 
     pub(super) fn emit(&mut self, out: &mut Vec<Output>) {
+        // Learned addresses dropped at their family's cap (the ones closest
+        // to expiry go first).
         let evicted = self.targeting.evicted();
-        for (i, fam) in ["ipv4", "ipv6"].into_iter().enumerate() {
-            let d = evicted[i] - self.evicted_seen[i];
-            if d > 0 {
-                self.metrics
-                    .learned_evicted
-                    .get_or_create(&FamilyLabels { family: fam.into() })
-                    .inc_by(d);
-            }
+        for (i, table) in ["learned_ipv4", "learned_ipv6"].into_iter().enumerate() {
+            self.metrics.set_evictions(
+                table,
+                crate::shared::table::Evictions {
+                    cap: evicted[i],
+                    idle: 0,
+                },
+            );
         }
-        self.evicted_seen = evicted;
         for o in out.drain(..) {
             match o {
                 Output::Flow {

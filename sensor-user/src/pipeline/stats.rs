@@ -2,9 +2,7 @@
 
 use super::{Engine, Pipeline};
 use crate::{
-    flows::streams::StreamStats,
-    sinks::metrics::{ReasonLabels, ResultLabels},
-    targets::learning::WatchSink,
+    flows::streams::StreamStats, sinks::metrics::ResultLabels, targets::learning::WatchSink,
 };
 
 impl<W: WatchSink> Pipeline<W> {
@@ -52,17 +50,6 @@ impl<W: WatchSink> Pipeline<W> {
                     result: result.into(),
                 })
                 .inc_by(n.saturating_sub(before));
-        }
-        for (reason, n) in &now.evicted {
-            let before = m.exported.evicted.get(reason).copied().unwrap_or(0);
-            if *n > before {
-                self.metrics
-                    .flows_evicted
-                    .get_or_create(&ReasonLabels {
-                        reason: (*reason).into(),
-                    })
-                    .inc_by(n - before);
-            }
         }
         self.metrics.set_evictions("matcher_flows", now.table);
         self.metrics.set_decode_limits(now.decode);

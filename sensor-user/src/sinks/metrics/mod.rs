@@ -37,7 +37,6 @@ pub struct Metrics {
     pub watched_addresses: Family<WatchedLabels, Gauge>,
     pub dns_answers: Family<ResultLabels, Counter>,
     pub probes: Family<ResultLabels, Counter>,
-    pub learned_evicted: Family<FamilyLabels, Counter>,
     pub events: Family<EventLabels, Counter>,
     pub findings: Family<FindingLabels, Counter>,
     pub replays: Family<ServiceLabels, Counter>,
@@ -45,7 +44,6 @@ pub struct Metrics {
     pub prefiltered: Counter,
     pub sections: Family<ResultLabels, Counter>,
     pub scan_errors: Counter,
-    pub flows_evicted: Family<ReasonLabels, Counter>,
     pub evictions: Family<TableLabels, Counter>,
     pub decode_limits: Family<LimitLabels, Counter>,
     pub reassembly_gaps: Counter,
@@ -162,12 +160,6 @@ impl Metrics {
             "Probed first payloads of new flows, by result (sni, host, unrelated, incomplete, no_name)",
             probes.clone(),
         );
-        let learned_evicted = Family::<FamilyLabels, Counter>::default();
-        registry.register(
-            "leakwatch_learned_addresses_evicted",
-            "Learned addresses dropped before expiry because the table was full",
-            learned_evicted.clone(),
-        );
         let events = Family::<EventLabels, Counter>::default();
         registry.register(
             "leakwatch_events",
@@ -214,12 +206,6 @@ impl Metrics {
             "leakwatch_matcher_scan_errors",
             "Hyperscan errors while scanning a flow's fields (the batch is skipped), and records a dead matcher thread could not take",
             scan_errors.clone(),
-        );
-        let flows_evicted = Family::<ReasonLabels, Counter>::default();
-        registry.register(
-            "leakwatch_matcher_flows_evicted",
-            "Flows whose matching state ended, by reason (fin, rst, idle, cap)",
-            flows_evicted.clone(),
         );
         let evictions = Family::<TableLabels, Counter>::default();
         registry.register(
@@ -271,12 +257,6 @@ impl Metrics {
         for r in ["too_short", "version", "kind", "cap_len"] {
             let _ = ring_invalid.get_or_create(&ReasonLabels { reason: r.into() });
         }
-        for f in ["ipv4", "ipv6"] {
-            let _ = learned_evicted.get_or_create(&FamilyLabels { family: f.into() });
-        }
-        for r in ["fin", "rst", "idle", "cap"] {
-            let _ = flows_evicted.get_or_create(&ReasonLabels { reason: r.into() });
-        }
         for e in ["cleartext_flow", "leak", "replay", "block", "would_block"] {
             let _ = events.get_or_create(&EventLabels {
                 event_type: e.into(),
@@ -318,7 +298,6 @@ impl Metrics {
             prefiltered,
             sections,
             scan_errors,
-            flows_evicted,
             evictions,
             decode_limits,
             reassembly_gaps,
@@ -334,7 +313,6 @@ impl Metrics {
             watched_addresses,
             dns_answers,
             probes,
-            learned_evicted,
             events,
             ready: AtomicBool::new(false),
         }
