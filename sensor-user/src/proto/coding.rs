@@ -48,6 +48,14 @@ pub struct DecodeStats {
     pub depth: u64,
     /// Compressed bodies cut short (sampling budget, a gap): inflated as far as they go.
     pub cut: u64,
+    /// HTTP header blocks past 64 KiB without their end (a header without
+    /// end, a 10 MB cookie): the rest of the stream is read as raw lines.
+    pub head: u64,
+    /// HTTP bodies past 256 KiB, a chunked one with endless chunks included:
+    /// the rest is skipped, not kept or scanned.
+    pub body: u64,
+    /// Chunk-size lines past 1 KiB: the body is given up.
+    pub chunk_line: u64,
 }
 
 impl DecodeStats {
@@ -56,15 +64,21 @@ impl DecodeStats {
         self.ratio += o.ratio;
         self.depth += o.depth;
         self.cut += o.cut;
+        self.head += o.head;
+        self.body += o.body;
+        self.chunk_line += o.chunk_line;
     }
 
     /// (label, count) pairs, for export.
-    pub fn by_limit(self) -> [(&'static str, u64); 4] {
+    pub fn by_limit(self) -> [(&'static str, u64); 7] {
         [
             ("size", self.size),
             ("ratio", self.ratio),
             ("depth", self.depth),
             ("cut", self.cut),
+            ("head", self.head),
+            ("body", self.body),
+            ("chunk_line", self.chunk_line),
         ]
     }
 }

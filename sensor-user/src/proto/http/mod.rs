@@ -9,12 +9,13 @@
 //! Bodies are decoded by the shared [`super::decode`] layer.
 
 pub mod auth;
+mod body;
 mod dissector;
 pub mod head;
 
 pub use dissector::{HttpDissector, REGISTRATION};
 
-use memchr::{memchr, memmem};
+use memchr::memmem;
 
 pub use head::{
     METHODS, RequestHead, could_be_start, looks_like_request, looks_like_response,
@@ -24,7 +25,7 @@ use head::{contains_ci, head_fields, head_lines, header_fields, text};
 
 use super::{
     coding::{Codings, DecodeStats, Limits},
-    decode::{BodyType, body_fields, chunk_size_line},
+    decode::BodyType,
     fields::FieldSink,
     lines,
     websocket::{Deflate, WsStream},
@@ -65,6 +66,8 @@ pub struct HttpStream {
     /// Bytes received and not yet consumed (a message's unfinished part).
     buf: Vec<u8>,
     body: Vec<u8>,
+    /// This message's body went past `MAX_BODY` (counted once).
+    body_capped: bool,
     body_type: BodyType,
     codings: Codings,
     limits: Limits,
@@ -110,6 +113,7 @@ impl HttpStream {
             state: State::Start,
             buf: Vec::new(),
             body: Vec::new(),
+            body_capped: false,
             body_type: BodyType::Other,
             codings: Codings::default(),
             limits,
@@ -279,6 +283,7 @@ impl HttpStream {
             .or_else(|| memmem::find(b, b"\n\n").map(|e| e + 2))
         else {
             if b.len() > MAX_HEAD {
+                self.decode.head += 1;
                 self.state = State::Raw;
                 return true;
             }
@@ -360,6 +365,7 @@ impl HttpStream {
             }
         }
         self.body.clear();
+        self.body_capped = false;
         if status == 101 && upgrade {
             // The connection now carries WebSocket frames, this way and the
             // other (the dissector switches the requests' side).
@@ -381,115 +387,6 @@ impl HttpStream {
         } else {
             State::Start
         };
-    }
-
-    /// Moves `n` pending bytes into the body (up to the bound).
-    fn take_body(&mut self, c: &mut Cursor<'_>, n: usize) {
-        let room = MAX_BODY.saturating_sub(self.body.len()).min(n);
-        self.body.extend_from_slice(&c.rest()[..room]);
-        self.skipped += (n - room) as u64;
-        c.pos += n;
-    }
-
-    fn length_body<S: FieldSink + ?Sized>(
-        &mut self,
-        c: &mut Cursor<'_>,
-        due: u64,
-        out: &mut S,
-    ) -> bool {
-        let have = c.rest().len() as u64;
-        if self.body.is_empty() && have >= due && due <= MAX_BODY as u64 {
-            // The whole body is here: decode it in place, no copy.
-            let n = due as usize;
-            self.decode_body(&c.rest()[..n], out);
-            c.pos += n;
-            self.state = State::Start;
-            return true;
-        }
-        let n = have.min(due) as usize;
-        self.take_body(c, n);
-        let left = due - n as u64;
-        if left == 0 {
-            self.end_body(out);
-            self.state = State::Start;
-            true
-        } else {
-            self.state = State::Length(left);
-            false
-        }
-    }
-
-    fn chunk_size<S: FieldSink + ?Sized>(&mut self, c: &mut Cursor<'_>, out: &mut S) -> bool {
-        let b = c.rest();
-        let Some(eol) = memchr(b'\n', b) else {
-            if b.len() > MAX_CHUNK_LINE {
-                self.state = State::Start;
-                c.pos = c.b.len();
-            }
-            return false;
-        };
-        let size = chunk_size_line(&b[..eol]);
-        c.pos += eol + 1;
-        match size {
-            Some(0) => self.state = State::Trailers,
-            Some(n) => self.state = State::ChunkData(n + 2),
-            None => {
-                // Not a chunk size: the body is broken; keep what we have.
-                self.end_body(out);
-                self.state = State::Start;
-            }
-        }
-        true
-    }
-
-    fn chunk_data(&mut self, c: &mut Cursor<'_>, due: u64) -> bool {
-        let n = (c.rest().len() as u64).min(due) as usize;
-        // The last two bytes of `due` are the chunk's CRLF: not body.
-        let data_left = due.saturating_sub(2);
-        let data_n = (n as u64).min(data_left) as usize;
-        self.take_body(c, data_n);
-        c.pos += n - data_n;
-        let left = due - n as u64;
-        if left == 0 {
-            self.state = State::ChunkSize;
-            true
-        } else {
-            self.state = State::ChunkData(left);
-            false
-        }
-    }
-
-    fn trailers<S: FieldSink + ?Sized>(&mut self, c: &mut Cursor<'_>, out: &mut S) -> bool {
-        let b = c.rest();
-        let Some(eol) = memchr(b'\n', b) else {
-            return false;
-        };
-        let blank = eol == 0 || (eol == 1 && b[0] == b'\r');
-        c.pos += eol + 1;
-        if blank {
-            self.end_body(out);
-            self.state = State::Start;
-        }
-        true
-    }
-
-    /// Decodes and emits the collected body, if the sink wants it.
-    fn end_body<S: FieldSink + ?Sized>(&mut self, out: &mut S) {
-        if self.body.is_empty() {
-            return;
-        }
-        // Lend the body out; its allocation is kept for the next message.
-        let mut raw = std::mem::take(&mut self.body);
-        self.decode_body(&raw, out);
-        raw.clear();
-        self.body = raw;
-    }
-
-    fn decode_body<S: FieldSink + ?Sized>(&mut self, raw: &[u8], out: &mut S) {
-        let msg = self.messages.saturating_sub(1);
-        if let Some(body) = self.codings.undo(raw, &self.limits, &mut self.decode) {
-            body_fields(&body, &self.body_type, msg, out);
-        }
     }
 
     /// Emits complete raw lines (all pending bytes when `all`).
@@ -671,5 +568,47 @@ mod tests {
             out.fields
         );
         assert!(s.skipped > 0);
+    }
+
+    /// Hostile shapes stay within their caps, counted: a 10 MB cookie (a head
+    /// without end within 64 KiB), a body past 256 KiB, endless chunks, an
+    /// endless chunk-size line.
+    #[test]
+    fn heads_bodies_and_chunks_past_their_caps_are_counted_and_bounded() {
+        let mut cookie = b"GET / HTTP/1.1\r\nCookie: a=".to_vec();
+        cookie.extend(std::iter::repeat_n(b'x', 10 << 20));
+        // As it arrives: segment by segment.
+        let mut s = HttpStream::new(true, Limits::default());
+        let mut out = FieldBatch::default();
+        let mut most = 0;
+        for seg in cookie.chunks(1400) {
+            s.feed(seg, &mut out);
+            most = most.max(s.buf.len());
+        }
+        assert_eq!(s.decode.head, 1);
+        assert!(matches!(s.state, State::Raw));
+        assert!(most <= 2 * MAX_HEAD, "held at most {most} bytes of it");
+
+        let big = vec![b'q'; 300 * 1024];
+        let head = format!("POST /u HTTP/1.1\r\nContent-Length: {}\r\n\r\n", big.len());
+        let (_, s) = fields(true, &[head.as_bytes(), &big[..100_000], &big[100_000..]]);
+        assert_eq!(s.decode.body, 1, "once per message");
+        assert!(s.body.capacity() <= MAX_BODY * 2);
+
+        let mut chunked = b"POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        for _ in 0..400 {
+            chunked.extend_from_slice(b"400\r\n");
+            chunked.extend(std::iter::repeat_n(b'c', 0x400));
+            chunked.extend_from_slice(b"\r\n");
+        }
+        let parts: Vec<&[u8]> = chunked.chunks(1400).collect();
+        let (_, s) = fields(true, &parts);
+        assert_eq!(s.decode.body, 1, "endless chunks: the body capped");
+        assert!(s.body.len() <= MAX_BODY);
+
+        let mut endless = b"POST /e HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        endless.extend(std::iter::repeat_n(b'f', 4096));
+        let (_, s) = fields(true, &[&endless]);
+        assert_eq!(s.decode.chunk_line, 1);
     }
 }

@@ -69,7 +69,8 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Brings `leakwatch_decode_limits_total{limit}` up to the matcher's
+    /// Brings `leakwatch_decode_limits_total{limit}` (coding bounds and HTTP's
+    /// head, body and chunk-line caps) up to the matcher's
     /// cumulative counts.
     pub fn set_decode_limits(&self, d: crate::proto::coding::DecodeStats) {
         for (limit, n) in d.by_limit() {
@@ -216,7 +217,7 @@ impl Metrics {
         let decode_limits = Family::<LimitLabels, Counter>::default();
         registry.register(
             "leakwatch_decode_limits",
-            "Compressed bodies whose decoding a bound stopped: size (max_inflated_bytes), ratio (max_inflate_ratio), depth (too many or unknown codings: not decoded), cut (cut short by sampling or a gap: inflated as far as it went)",
+            "Compressed bodies whose decoding a bound stopped: size (max_inflated_bytes), ratio (max_inflate_ratio), depth (too many or unknown codings: not decoded), cut (cut short by sampling or a gap: inflated as far as it went); HTTP's caps: head (a header block past 64 KiB), body (a body past 256 KiB), chunk_line (a chunk-size line past 1 KiB)",
             decode_limits.clone(),
         );
         let reassembly_gaps = Counter::default();
