@@ -209,6 +209,9 @@ pub struct Pipeline {
     /// reports what it would have blocked.
     #[arg(long = "block", value_name = "MODE")]
     pub block: Option<BlockMode>,
+    /// Memory the tables and buffers may hold together, e.g. 512MiB [512MiB].
+    #[arg(long, value_name = "SIZE", value_parser = crate::shared::budget::parse_size)]
+    pub memory_limit: Option<u64>,
 }
 
 impl Pipeline {
@@ -229,6 +232,7 @@ impl Pipeline {
             replay_window_secs,
             flow_buffer_bytes,
             block,
+            memory_limit,
         } = self;
         set(&mut c.events, events.clone().map(Some));
         set(&mut c.evidence, *evidence);
@@ -242,6 +246,7 @@ impl Pipeline {
         set(&mut c.replay_window_secs, *replay_window_secs);
         set(&mut c.flow_buffer_bytes, *flow_buffer_bytes);
         set(&mut c.blocking.mode, *block);
+        set(&mut c.memory_limit, *memory_limit);
     }
 }
 

@@ -22,6 +22,7 @@
 //! matcher_threads = 2          # default: available cores
 //! realtime_priority = 0        # run only: SCHED_FIFO priority of the decision path (0: off)
 //! flow_buffer_bytes = 262144   # out-of-order bytes buffered per flow direction
+//! memory_limit = "512MiB"      # what every table and buffer may hold together
 //! max_inflated_bytes = 1048576 # a compressed body inflates to at most this
 //! max_inflate_ratio = 200      # …and at most this × its compressed size
 //! max_decode_depth = 3         # content codings stacked on one body
@@ -119,6 +120,9 @@ pub struct Config {
     /// reader, pipeline, matchers); 0: ordinary scheduling.
     pub realtime_priority: u8,
     pub flow_buffer_bytes: usize,
+    /// What the tables and buffers may hold together (`shared::budget`).
+    #[serde(deserialize_with = "size")]
+    pub memory_limit: u64,
     /// Bytes one message's compressed body may inflate to.
     pub max_inflated_bytes: u64,
     /// Output bytes per compressed byte.
@@ -229,6 +233,7 @@ impl Default for Config {
             matcher_threads: None,
             realtime_priority: 0,
             flow_buffer_bytes: DEFAULT_FLOW_BUFFER,
+            memory_limit: crate::shared::budget::DEFAULT_MEMORY_LIMIT,
             max_inflated_bytes: Limits::default().max_out,
             max_inflate_ratio: Limits::default().max_ratio,
             max_decode_depth: Limits::default().max_depth,
@@ -275,6 +280,13 @@ impl Config {
                 self.ring_bytes
             ));
         }
+        if self.memory_limit < crate::shared::budget::MIN_MEMORY_LIMIT {
+            return Err(format!(
+                "memory_limit {} is below {} MiB: too little for the sensor's tables",
+                self.memory_limit,
+                crate::shared::budget::MIN_MEMORY_LIMIT >> 20
+            ));
+        }
         if self.realtime_priority > crate::capture::sched::MAX_PRIORITY {
             return Err(format!(
                 "realtime_priority {} is above {} (SCHED_FIFO priorities are 1 to 99; 0 turns it off)",
@@ -296,6 +308,20 @@ impl Config {
             }
         }
         Ok(())
+    }
+}
+
+/// `memory_limit`: bytes as a number, or a string with a unit ("512MiB").
+fn size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Bytes(u64),
+        Text(String),
+    }
+    match Size::deserialize(d)? {
+        Size::Bytes(n) => Ok(n),
+        Size::Text(s) => crate::shared::budget::parse_size(&s).map_err(serde::de::Error::custom),
     }
 }
 
@@ -434,6 +460,7 @@ mod tests {
             matcher_threads: _,
             realtime_priority: _,
             flow_buffer_bytes: _,
+            memory_limit: _,
             max_inflated_bytes: _,
             max_inflate_ratio: _,
             max_decode_depth: _,
@@ -468,6 +495,7 @@ mod tests {
             "matcher_threads",
             "realtime_priority",
             "flow_buffer_bytes",
+            "memory_limit",
             "max_inflated_bytes",
             "max_inflate_ratio",
             "max_decode_depth",
@@ -557,6 +585,11 @@ mod tests {
             (
                 "ring_bytes = 1000\n",
                 "ring_bytes 1000 must be a power of two",
+            ),
+            ("memory_limit = \"lots\"\n", "is not a size"),
+            (
+                "memory_limit = \"1MiB\"\n",
+                "memory_limit 1048576 is below 16 MiB",
             ),
             (
                 "realtime_priority = 120\n",

@@ -272,6 +272,11 @@ pub fn run(bin: &Path) -> anyhow::Result<serde_json::Value> {
     };
     let after = lab.gateway_http_get(METRICS, "/metrics")?;
     let peak_rss_kb = kb(&status()?, "VmHWM:");
+    let accounted = read::metric(&after, "leakwatch_memory_accounted_bytes").unwrap_or(0);
+    let limit = read::metric(&after, "leakwatch_memory_limit_bytes").unwrap_or(0);
+    // The bound: RSS within the limit + the idle RSS + 64 MiB
+    // (Hyperscan databases, the ring mapping and stacks are not accounted).
+    let rss_bound_kb = limit / 1024 + idle_rss_kb + 64 * 1024;
     drop(sensor);
     let _ = std::fs::remove_file(&events);
 
@@ -320,9 +325,17 @@ pub fn run(bin: &Path) -> anyhow::Result<serde_json::Value> {
         cost_large / cost_small
     );
     println!(
-        "  sensor RSS: idle {} MiB, peak {} MiB; counters {}",
+        "  sensor RSS: idle {} MiB, peak {} MiB (bound: limit {} MiB + idle + 64 MiB = {} MiB: {}); accounted after {} MiB; counters {}",
         idle_rss_kb / 1024,
         peak_rss_kb / 1024,
+        limit >> 20,
+        rss_bound_kb / 1024,
+        if peak_rss_kb <= rss_bound_kb {
+            "met"
+        } else {
+            "MISSED"
+        },
+        accounted >> 20,
         serde_json::Value::Object(counters.clone())
     );
     let json = serde_json::json!({
@@ -335,6 +348,10 @@ pub fn run(bin: &Path) -> anyhow::Result<serde_json::Value> {
         "login_sent_ms": login_ms,
         "idle_rss_mib": idle_rss_kb as f64 / 1024.0,
         "peak_rss_mib": peak_rss_kb as f64 / 1024.0,
+        "memory_limit_mib": limit as f64 / 1_048_576.0,
+        "accounted_after_mib": accounted as f64 / 1_048_576.0,
+        "rss_bound_mib": rss_bound_kb as f64 / 1024.0,
+        "rss_within_bound": peak_rss_kb <= rss_bound_kb,
         "xdp_ns_per_known_flow_ack": {
             "what": "kernel BPF stats (run time / runs) while pure ACKs go to 1,000 known flows",
             "small": { "tracked_flows": small, "ns": cost_small },

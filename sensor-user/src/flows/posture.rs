@@ -117,6 +117,11 @@ impl Posture {
         }
     }
 
+    /// Draws the flows from the shared memory budget.
+    pub fn set_budget(&mut self, budget: std::sync::Arc<crate::shared::budget::Budget>) {
+        self.flows.set_budget(budget);
+    }
+
     /// Flows forgotten to stay under the cap or for idleness.
     pub fn evictions(&self) -> (&'static str, Evictions) {
         (self.flows.name(), self.flows.evictions())
@@ -158,6 +163,9 @@ impl Posture {
                 server_first: Vec::new(),
             };
             if let Some((_, old)) = self.flows.insert(h.flow, new, now) {
+                Self::report_end(old, out);
+            }
+            while let Some((_, old)) = self.flows.evict_over_budget() {
                 Self::report_end(old, out);
             }
         }

@@ -46,6 +46,8 @@ pub enum Eviction {
     Rst,
     Idle,
     Cap,
+    /// The memory budget was spent while flows grew.
+    Budget,
 }
 
 impl Eviction {
@@ -55,6 +57,7 @@ impl Eviction {
             Self::Rst => "rst",
             Self::Idle => "idle",
             Self::Cap => "cap",
+            Self::Budget => "budget",
         }
     }
 }
@@ -153,6 +156,23 @@ impl StreamTable {
 
     pub fn len(&self) -> usize {
         self.flows.len()
+    }
+
+    /// Draws the flows from the shared memory budget: each is charged its
+    /// slot, buffers and Hyperscan stream state, kept current as it grows.
+    pub fn set_budget(&mut self, budget: Arc<crate::shared::budget::Budget>) {
+        self.flows.set_budget(budget);
+    }
+
+    /// What `flow` holds besides its slot.
+    fn held(flow: &Flow, stream_bytes: usize) -> u64 {
+        let dirs: usize = flow
+            .dirs
+            .iter()
+            .flatten()
+            .map(|d| d.reasm.pending_bytes() + if d.scan.is_open() { stream_bytes } else { 0 })
+            .sum();
+        (dirs + flow.proto.heap_bytes()) as u64
     }
 
     /// New rules (a reload): flows from now on match with them; open flows
@@ -298,6 +318,14 @@ impl StreamTable {
             };
         }
         self.scan_batch(h.flow, d, h.ts_ns, h.ifindex, (&batch, creds), out);
+        if let Some(flow) = self.flows.get(&h.flow) {
+            let stream_bytes = generation(&self.gens, flow.generation).rules.stream_bytes();
+            let held = Self::held(flow, stream_bytes);
+            self.flows.recharge(&h.flow, held);
+        }
+        while let Some((k, old)) = self.flows.evict_over_budget() {
+            self.finish(k, old, Eviction::Budget, out);
+        }
         if let Some(flow) = self.flows.get(&h.flow)
             && flow.fins == 3
         {
@@ -963,5 +991,37 @@ mod tests {
             (2, 0),
             "head and body skipped"
         );
+    }
+
+    /// The memory budget: flows holding out-of-order data are charged it;
+    /// past the limit the least recent flows go (`budget`), the accounted
+    /// memory comes back under the limit, and what leaves is credited.
+    #[test]
+    fn flows_past_the_memory_budget_are_evicted_and_credited() {
+        // A record carries at most SNAPLEN frame bytes: about 2.7 KiB a flow.
+        let limit = 64 * 1024;
+        let budget = Arc::new(crate::shared::budget::Budget::new(limit));
+        let mut t = table();
+        t.set_budget(Arc::clone(&budget));
+        let now = Instant::now();
+        let mut out = Vec::new();
+        // Each flow: its SYN, then 1,800 bytes that wait behind a hole.
+        for port in 42000..42100u16 {
+            t.on_record(&segment(port, 999, b"", TCP_SYN), now, &mut out);
+            t.on_record(&segment(port, 2000, &[b'x'; 1800], TCP_ACK), now, &mut out);
+            assert!(
+                budget.used() <= limit + 4 * 1024,
+                "accounted {} past the limit {limit}",
+                budget.used()
+            );
+        }
+        assert!(t.flows.evictions().budget > 50, "{:?}", t.flows.evictions());
+        assert!(t.len() < 40, "{} flows kept", t.len());
+        // The newest flows stayed; closing them all credits everything.
+        let keys: Vec<FlowKey> = t.flows.iter().map(|(k, _)| *k).collect();
+        for k in keys {
+            t.close(k, Eviction::Fin, &mut out);
+        }
+        assert_eq!(budget.used(), 0);
     }
 }

@@ -82,6 +82,7 @@ impl Workers {
         buffer: usize,
         limits: crate::proto::coding::Limits,
         hook: Option<&Arc<H>>,
+        budget: Option<&Arc<crate::shared::budget::Budget>>,
     ) -> Result<(Self, Reports<H::Out>), RuleError> {
         let (report_tx, report_rx) = unbounded();
         let mut jobs = Vec::new();
@@ -96,6 +97,9 @@ impl Workers {
                 buffer,
                 limits,
             )?;
+            if let Some(b) = budget {
+                table.set_budget(Arc::clone(b));
+            }
             let (tx, rx) = bounded::<Job>(QUEUE);
             let report = report_tx.clone();
             let hook = hook.cloned();
@@ -208,6 +212,7 @@ mod tests {
             1 << 16,
             crate::proto::coding::Limits::default(),
             None::<&Arc<()>>,
+            None,
         )
         .unwrap();
         assert_eq!(w.len(), 3);

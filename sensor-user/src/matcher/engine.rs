@@ -127,6 +127,11 @@ impl RuleSet {
         })
     }
 
+    /// Bytes of one open stream's state.
+    pub fn stream_bytes(&self) -> usize {
+        self.db.stream_size().unwrap_or(0)
+    }
+
     pub fn rules(&self) -> impl Iterator<Item = &Rule> {
         self.rules.iter().map(|c| &c.rule)
     }
@@ -412,6 +417,12 @@ impl DirScanner {
             }
         }
         Ok(hits)
+    }
+
+    /// Whether the Hyperscan stream is open (it holds the database's stream
+    /// state).
+    pub fn is_open(&self) -> bool {
+        self.stream.is_some()
     }
 
     /// Bytes scanned so far.

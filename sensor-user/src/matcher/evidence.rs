@@ -203,6 +203,11 @@ impl ReplayDetector {
         }
     }
 
+    /// Draws the fingerprints from the shared memory budget.
+    pub fn set_budget(&mut self, budget: std::sync::Arc<crate::shared::budget::Budget>) {
+        self.seen.set_budget(budget);
+    }
+
     /// Records `fingerprint` from `client`; a replay when another client sent it
     /// within the window (reported once per new client).
     pub fn observe(&mut self, fingerprint: &str, client: IpAddr, now: Instant) -> Option<Replay> {
@@ -231,6 +236,7 @@ impl ReplayDetector {
             },
             now,
         );
+        while self.seen.evict_over_budget().is_some() {}
         None
     }
 

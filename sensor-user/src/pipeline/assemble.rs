@@ -265,9 +265,12 @@ pub fn assemble<W: WatchSink>(
     }
     .map(|b| Arc::new(Mutex::new(b)));
     let services = Arc::new(services(&targeting));
+    // One budget for the matcher's flows, the posture flows and the replay
+    // detector's fingerprints.
+    let budget = Arc::new(crate::shared::budget::Budget::new(c.memory_limit));
     let (engine, reports) = match matching {
         Matching::Inline => {
-            let t = StreamTable::new(
+            let mut t = StreamTable::new(
                 Arc::clone(&rules),
                 services,
                 idle,
@@ -276,6 +279,7 @@ pub fn assemble<W: WatchSink>(
                 c.decode_limits(),
             )
             .context("Hyperscan scratch")?;
+            t.set_budget(Arc::clone(&budget));
             (Engine::Inline(Box::new(t)), None)
         }
         Matching::Sharded(n) => {
@@ -289,32 +293,30 @@ pub fn assemble<W: WatchSink>(
                 c.flow_buffer_bytes,
                 c.decode_limits(),
                 blocker.as_ref(),
+                Some(&budget),
             )
             .context("starting the matcher threads")?;
             log::info!("matching on {n} thread(s)");
             (Engine::Sharded(w), Some(r))
         }
     };
-    let replay = ReplayDetector::new(
+    let mut replay = ReplayDetector::new(
         Duration::from_secs(c.replay_window_secs),
         c.replay_fingerprints,
     );
+    replay.set_budget(Arc::clone(&budget));
+    let mut posture = Posture::new(idle, flows);
+    posture.set_budget(Arc::clone(&budget));
     let stage = MatchStage::new(engine, rules, fingerprints, c.evidence, replay);
-    let mut pipeline = Pipeline::new(
-        targeting,
-        Posture::new(idle, flows),
-        metrics,
-        events,
-        dump,
-        ifaces,
-    )
-    .with_matching(stage)
-    .with_clock(clock)
-    .with_host(
-        c.sensor_name
-            .clone()
-            .unwrap_or_else(crate::sinks::events::host_name),
-    );
+    let mut pipeline = Pipeline::new(targeting, posture, metrics, events, dump, ifaces)
+        .with_matching(stage)
+        .with_budget(budget)
+        .with_clock(clock)
+        .with_host(
+            c.sensor_name
+                .clone()
+                .unwrap_or_else(crate::sinks::events::host_name),
+        );
     if let Some(b) = blocker {
         pipeline = pipeline.with_blocker(b);
     }

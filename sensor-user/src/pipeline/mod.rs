@@ -102,6 +102,8 @@ pub struct Pipeline<W: WatchSink> {
     flow_bytes: HashMap<(u32, Transport, bool), Counter>,
     /// Blocking decisions (run and replay; replay never enforces).
     blocker: Option<SharedBlocker>,
+    /// The memory budget the tables draw from, for its gauges.
+    budget: Option<Arc<crate::shared::budget::Budget>>,
     /// When the output files' paths were last checked.
     outputs_checked: Option<Instant>,
     /// The config assembled from (reloads compare against it).
@@ -151,6 +153,7 @@ impl<W: WatchSink> Pipeline<W> {
             ring_records,
             flow_bytes: HashMap::new(),
             blocker: None,
+            budget: None,
             outputs_checked: None,
             config: None,
             kernel_config: None,
@@ -162,6 +165,13 @@ impl<W: WatchSink> Pipeline<W> {
     }
 
     /// Uses `clock` for event timestamps (offline replay: capture times).
+    /// The memory budget, exported on every tick.
+    pub fn with_budget(mut self, budget: Arc<crate::shared::budget::Budget>) -> Self {
+        self.metrics.memory_limit.set(budget.limit() as i64);
+        self.budget = Some(budget);
+        self
+    }
+
     pub fn with_clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
         self
@@ -378,6 +388,9 @@ impl<W: WatchSink> Pipeline<W> {
 
     /// Once a second or so: expiries and idle flows.
     pub fn tick(&mut self, now: Instant) {
+        if let Some(b) = &self.budget {
+            self.metrics.memory_accounted.set(b.used() as i64);
+        }
         if let Some(m) = self.matching.as_mut() {
             m.replay.sweep(now);
             match &mut m.engine {

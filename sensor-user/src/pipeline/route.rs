@@ -158,7 +158,7 @@ impl<W: WatchSink> Pipeline<W> {
                 table,
                 crate::shared::table::Evictions {
                     cap: evicted[i],
-                    idle: 0,
+                    ..Default::default()
                 },
             );
         }

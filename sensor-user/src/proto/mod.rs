@@ -173,6 +173,10 @@ pub trait Dissector: Send + std::fmt::Debug {
     fn encrypted(&self) -> bool {
         false
     }
+    /// Heap bytes the dissector holds (buffers), for the memory budget.
+    fn heap_bytes(&self) -> usize {
+        0
+    }
 }
 
 /// What a dissector makes of a flow's first bytes.
@@ -272,6 +276,13 @@ impl Dissection {
 
     pub fn request_head(&self) -> Option<RequestHead> {
         self.decided.as_ref().and_then(|(d, _)| d.request_head())
+    }
+
+    /// Heap bytes held: undecided bytes and the dissector's buffers.
+    pub fn heap_bytes(&self) -> usize {
+        self.held[0].capacity()
+            + self.held[1].capacity()
+            + self.decided.as_ref().map_or(0, |(d, _)| d.heap_bytes())
     }
 
     /// Whether the flow went over to TLS (STARTTLS accepted).

@@ -6,12 +6,18 @@
 //! - Idle expiry walks from the least recent end and stops at the first entry
 //!   still live, so a sweep costs what it expires, not what the table holds.
 //! - Every eviction is counted under the table's name and its reason.
+//! - A table may draw from the shared memory budget (`with_budget`): each entry
+//!   is charged its slot (and what its owner says it holds, `recharge`), and
+//!   when the budget is spent the growing table evicts its least recent
+//!   entries (`evict_over_budget`, counted as `budget`).
 //!
 //! The stamp type `T` is whatever the owner's clock is (`Instant`, capture
 //! nanoseconds); entries are ordered by when they were last *touched*, which is
 //! the order of their stamps as long as the owner's clock does not go back.
 
-use std::{collections::HashMap, hash::Hash, time::Instant};
+use std::{collections::HashMap, hash::Hash, sync::Arc, time::Instant};
+
+use super::budget::Budget;
 
 /// Why an entry left a table (`reason` label of `leakwatch_evictions_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -20,6 +26,8 @@ pub enum Evicted {
     Cap,
     /// Not touched for the idle timeout.
     Idle,
+    /// The memory budget was spent while this table grew.
+    Budget,
 }
 
 impl Evicted {
@@ -27,6 +35,7 @@ impl Evicted {
         match self {
             Self::Cap => "cap",
             Self::Idle => "idle",
+            Self::Budget => "budget",
         }
     }
 }
@@ -36,17 +45,23 @@ impl Evicted {
 pub struct Evictions {
     pub cap: u64,
     pub idle: u64,
+    pub budget: u64,
 }
 
 impl Evictions {
     pub fn add(&mut self, o: Self) {
         self.cap += o.cap;
         self.idle += o.idle;
+        self.budget += o.budget;
     }
 
     /// (reason, count) pairs, for export.
-    pub fn by_reason(self) -> [(Evicted, u64); 2] {
-        [(Evicted::Cap, self.cap), (Evicted::Idle, self.idle)]
+    pub fn by_reason(self) -> [(Evicted, u64); 3] {
+        [
+            (Evicted::Cap, self.cap),
+            (Evicted::Idle, self.idle),
+            (Evicted::Budget, self.budget),
+        ]
     }
 }
 
@@ -56,6 +71,8 @@ struct Node<K, V, T> {
     key: K,
     value: V,
     last: T,
+    /// Bytes charged to the budget for this entry.
+    charged: u64,
     /// Towards the most recent end.
     newer: u32,
     /// Towards the least recent end.
@@ -73,6 +90,9 @@ pub struct FlowTable<K, V, T = Instant> {
     oldest: u32,
     cap: usize,
     evictions: Evictions,
+    budget: Option<Arc<Budget>>,
+    /// What one entry's slot costs: node, index entry, hash overhead.
+    entry_bytes: u64,
 }
 
 impl<K: Hash + Eq + Clone, V, T: Copy + Ord> FlowTable<K, V, T> {
@@ -89,7 +109,55 @@ impl<K: Hash + Eq + Clone, V, T: Copy + Ord> FlowTable<K, V, T> {
             oldest: NIL,
             cap: cap.max(1),
             evictions: Evictions::default(),
+            budget: None,
+            entry_bytes: (std::mem::size_of::<Option<Node<K, V, T>>>()
+                + std::mem::size_of::<(K, u32)>()
+                + 16) as u64,
         }
+    }
+
+    /// Draws this table's entries from `budget` (set before the first insert).
+    #[must_use]
+    pub fn with_budget(mut self, budget: Arc<Budget>) -> Self {
+        self.set_budget(budget);
+        self
+    }
+
+    /// As [`FlowTable::with_budget`], in place.
+    pub fn set_budget(&mut self, budget: Arc<Budget>) {
+        self.budget = Some(budget);
+    }
+
+    /// Sets what `k` holds besides its slot (buffers, stream state): the budget
+    /// is charged the difference.
+    pub fn recharge(&mut self, k: &K, extra: u64) {
+        let Some(&i) = self.index.get(k) else {
+            return;
+        };
+        let entry = self.entry_bytes;
+        let n = self.node_mut(i);
+        let (old, new) = (n.charged, entry + extra);
+        n.charged = new;
+        if let Some(b) = &self.budget {
+            if new > old {
+                b.charge(new - old);
+            } else {
+                b.credit(old - new);
+            }
+        }
+    }
+
+    /// While the budget is spent, the least recent entry (counted as
+    /// `budget`), for its owner to finish; the most recent entry stays (it
+    /// is what the table grew by). Call in a loop after growing.
+    pub fn evict_over_budget(&mut self) -> Option<(K, V)> {
+        let over = self.budget.as_ref().is_some_and(|b| b.over());
+        if !over || self.index.len() < 2 || self.oldest == NIL {
+            return None;
+        }
+        let i = self.oldest;
+        self.evictions.budget += 1;
+        Some(self.take(i))
     }
 
     pub fn name(&self) -> &'static str {
@@ -179,9 +247,13 @@ impl<K: Hash + Eq + Clone, V, T: Copy + Ord> FlowTable<K, V, T> {
             key: k.clone(),
             value: v,
             last: now,
+            charged: self.entry_bytes,
             newer: NIL,
             older: NIL,
         };
+        if let Some(b) = &self.budget {
+            b.charge(self.entry_bytes);
+        }
         let i = if let Some(i) = self.free.pop() {
             self.nodes[i as usize] = Some(node);
             i
@@ -261,6 +333,9 @@ impl<K: Hash + Eq + Clone, V, T: Copy + Ord> FlowTable<K, V, T> {
         match self.nodes.get_mut(i as usize).and_then(Option::take) {
             Some(n) => {
                 self.index.remove(&n.key);
+                if let Some(b) = &self.budget {
+                    b.credit(n.charged);
+                }
                 (n.key, n.value)
             }
             None => unreachable!("flow table {}: dangling slot {i}", self.name),
@@ -322,7 +397,14 @@ mod tests {
         assert_eq!(t.touch(&1, 13).copied(), Some("a"));
         assert_eq!(t.insert(4, "d", 14), Some((2, "b")));
         assert_eq!(keys(&t), [4, 1, 3]);
-        assert_eq!(t.evictions(), Evictions { cap: 1, idle: 0 });
+        assert_eq!(
+            t.evictions(),
+            Evictions {
+                cap: 1,
+                idle: 0,
+                budget: 0
+            }
+        );
         // Replacing a present key evicts nothing.
         assert!(t.insert(3, "C", 15).is_none());
         assert_eq!(t.get(&3), Some(&"C"));
@@ -352,7 +434,14 @@ mod tests {
         }
         assert_eq!(gone, [1, 2]);
         assert_eq!(keys(&t), [0, 4, 3]);
-        assert_eq!(t.evictions(), Evictions { cap: 0, idle: 2 });
+        assert_eq!(
+            t.evictions(),
+            Evictions {
+                cap: 0,
+                idle: 2,
+                budget: 0
+            }
+        );
         while t.expire(1_000).is_some() {}
         assert!(t.is_empty());
         assert!(t.expire(1_000).is_none());
@@ -401,5 +490,41 @@ mod tests {
             let ours: Vec<(u16, u32)> = t.iter().map(|(k, v)| (*k, *v)).collect();
             assert_eq!(ours, model, "step {step}");
         }
+    }
+
+    /// Tables sharing a budget: the one that grows evicts its own least
+    /// recent entries once the budget is spent; what leaves is credited.
+    #[test]
+    fn the_growing_table_gives_memory_back() {
+        let probe: FlowTable<u32, u64, u32> = FlowTable::new("probe", 10);
+        let per = probe.entry_bytes;
+        let budget = Arc::new(Budget::new(per * 10));
+        let mut a: FlowTable<u32, u64, u32> =
+            FlowTable::new("a", 1000).with_budget(Arc::clone(&budget));
+        let mut b: FlowTable<u32, u64, u32> =
+            FlowTable::new("b", 1000).with_budget(Arc::clone(&budget));
+        for k in 0..6 {
+            a.insert(k, 0, k);
+        }
+        for k in 0..6 {
+            b.insert(k, 0, k);
+            while b.evict_over_budget().is_some() {}
+        }
+        // b grew past the budget: b gave back, a kept all it had.
+        assert_eq!(a.len(), 6);
+        assert_eq!(b.len(), 4);
+        assert_eq!(b.evictions().budget, 2);
+        assert!(!budget.over());
+        // Buffers an entry holds count too, and are credited when it goes.
+        a.recharge(&5, per * 3);
+        assert!(budget.over());
+        while let Some((k, _)) = a.evict_over_budget() {
+            assert!(k < 5, "the least recent go first");
+        }
+        assert!(a.contains_key(&5));
+        assert!(!budget.over());
+        let used = budget.used();
+        a.remove(&5);
+        assert_eq!(budget.used(), used - 4 * per);
     }
 }

@@ -757,6 +757,7 @@ mod tests {
             1 << 16,
             crate::proto::coding::Limits::default(),
             Some(&blocker),
+            None,
         )
         .unwrap();
         let mut r: Record = record(

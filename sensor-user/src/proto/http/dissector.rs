@@ -83,6 +83,14 @@ impl Dissector for HttpDissector {
         Protocol::Http
     }
 
+    fn heap_bytes(&self) -> usize {
+        self.sides
+            .iter()
+            .flatten()
+            .map(HttpStream::heap_bytes)
+            .sum()
+    }
+
     fn feed(&mut self, dir: u8, client: bool, data: &[u8], out: &mut Out<'_>) {
         self.side(dir, client).feed(data, out.fields);
         self.authenticate(dir, client, out);

@@ -105,6 +105,11 @@ static HEAD_END: std::sync::LazyLock<memmem::Finder<'static>> =
     std::sync::LazyLock::new(|| memmem::Finder::new(b"\r\n\r\n"));
 
 impl HttpStream {
+    /// Heap bytes held: the unconsumed input, the body, the last head.
+    pub fn heap_bytes(&self) -> usize {
+        self.buf.capacity() + self.body.capacity() + self.last_head.capacity()
+    }
+
     /// A direction carrying requests (`requests`) or responses, whose bodies
     /// are decoded within `limits`.
     pub fn new(requests: bool, limits: Limits) -> Self {

@@ -52,6 +52,9 @@ pub struct Metrics {
     pub blocking: block::BlockMetrics,
     output_errors: Family<OutputLabels, Counter>,
     config_info: Family<HashLabels, Gauge>,
+    /// The memory budget: charged now, and its limit.
+    pub memory_accounted: Gauge,
+    pub memory_limit: Gauge,
     pub config_reloads: Family<ResultLabels, Counter>,
     ready: AtomicBool,
 }
@@ -285,6 +288,20 @@ impl Metrics {
         for r in ["ok", "error"] {
             let _ = config_reloads.get_or_create(&ResultLabels { result: r.into() });
         }
+        let memory_accounted = Gauge::default();
+        registry.register_with_unit(
+            "leakwatch_memory_accounted",
+            "Memory the tables and buffers hold, as the budget counts it (flows with their buffers and Hyperscan stream state, posture flows, replay fingerprints)",
+            prometheus_client::registry::Unit::Bytes,
+            memory_accounted.clone(),
+        );
+        let memory_limit = Gauge::default();
+        registry.register_with_unit(
+            "leakwatch_memory_limit",
+            "The memory budget (memory_limit): past it the growing table evicts its least recent entries (leakwatch_evictions_total{reason=\"budget\"})",
+            prometheus_client::registry::Unit::Bytes,
+            memory_limit.clone(),
+        );
         for o in ["events", "records"] {
             let _ = output_errors.get_or_create(&OutputLabels { output: o.into() });
         }
@@ -292,6 +309,8 @@ impl Metrics {
             blocking,
             output_errors,
             config_info,
+            memory_accounted,
+            memory_limit,
             config_reloads,
             findings,
             replays,
