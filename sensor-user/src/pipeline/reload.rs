@@ -53,6 +53,11 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
         }
     };
     check("interfaces", old.interfaces != new.interfaces);
+    check("memory_limit", old.memory_limit != new.memory_limit);
+    check(
+        "realtime_priority",
+        old.realtime_priority != new.realtime_priority,
+    );
     check("xdp_mode", old.xdp_mode != new.xdp_mode);
     check("ring_bytes", old.ring_bytes != new.ring_bytes);
     check(
