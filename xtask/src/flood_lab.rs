@@ -42,6 +42,8 @@ const PROBE_ROUNDS: u32 = 100;
 /// CPUs only ever adds to it).
 const PROBE_REPEATS: usize = 5;
 const FLOW_TABLE: &str = "1048576";
+/// Below what the flood's flows would take: the budget must hold.
+const MEMORY_LIMIT: &str = "256MiB";
 const METRICS: &str = "127.0.0.1:9479";
 
 const ACK: u8 = 0x10;
@@ -206,6 +208,8 @@ pub fn run(bin: &Path) -> anyhow::Result<serde_json::Value> {
             "2001:db8:5::2/128=qobuz",
             "--flow-table-size",
             FLOW_TABLE,
+            "--memory-limit",
+            MEMORY_LIMIT,
             "--events",
             events.to_str().context("path")?,
         ],
@@ -307,6 +311,12 @@ pub fn run(bin: &Path) -> anyhow::Result<serde_json::Value> {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
     counters.insert("userspace_evictions".into(), evicted.into());
+    let budget_evicted: f64 = after
+        .lines()
+        .filter(|l| l.starts_with("leakwatch_evictions_total{") && l.contains("reason=\"budget\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    counters.insert("budget_evictions".into(), budget_evicted.into());
     let ring =
         |m: &str| read::metric(m, "leakwatch_ring_records_total{kind=\"sample\"}").unwrap_or(0);
     counters.insert(
