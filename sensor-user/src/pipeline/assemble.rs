@@ -230,6 +230,10 @@ pub fn assemble<W: WatchSink>(
         .transpose()?;
     let mut targeting = Targeting::new(loaded.catalog.clone(), c.targets.clone(), sink);
     targeting.set_blocking(c.blocking.clone());
+    // One budget for the learned addresses, the matcher's flows, the posture
+    // flows and the replay detector's fingerprints.
+    let budget = Arc::new(crate::shared::budget::Budget::new(c.memory_limit));
+    targeting.set_budget(Arc::clone(&budget));
     targeting
         .add_catalog_statics()
         .map_err(anyhow::Error::msg)
@@ -265,9 +269,6 @@ pub fn assemble<W: WatchSink>(
     }
     .map(|b| Arc::new(Mutex::new(b)));
     let services = Arc::new(services(&targeting));
-    // One budget for the matcher's flows, the posture flows and the replay
-    // detector's fingerprints.
-    let budget = Arc::new(crate::shared::budget::Budget::new(c.memory_limit));
     let (engine, reports) = match matching {
         Matching::Inline => {
             let mut t = StreamTable::new(

@@ -152,12 +152,13 @@ impl<W: WatchSink> Pipeline<W> {
     pub(super) fn emit(&mut self, out: &mut Vec<Output>) {
         // Learned addresses dropped at their family's cap (the ones closest
         // to expiry go first).
-        let evicted = self.targeting.evicted();
+        let (evicted, budget) = (self.targeting.evicted(), self.targeting.evicted_budget());
         for (i, table) in ["learned_ipv4", "learned_ipv6"].into_iter().enumerate() {
             self.metrics.set_evictions(
                 table,
                 crate::shared::table::Evictions {
                     cap: evicted[i],
+                    budget: budget[i],
                     ..Default::default()
                 },
             );

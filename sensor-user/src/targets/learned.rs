@@ -5,8 +5,11 @@
 use std::{
     collections::{BTreeSet, HashMap},
     net::IpAddr,
+    sync::Arc,
     time::{Duration, Instant},
 };
+
+use crate::shared::budget::Budget;
 
 use sensor_common::block::watch_value;
 
@@ -75,7 +78,14 @@ pub struct Learned {
     by_expiry: [BTreeSet<(Instant, IpAddr)>; 2],
     cap: usize,
     evicted: [u64; 2],
+    /// The shared memory budget, and entries evicted for it per family.
+    budget: Option<Arc<Budget>>,
+    evicted_budget: [u64; 2],
 }
+
+/// What one learned address holds: its map entry and its expiry index entry.
+const ENTRY_BYTES: u64 =
+    (std::mem::size_of::<(IpAddr, Entry)>() + std::mem::size_of::<(Instant, IpAddr)>() + 48) as u64;
 
 impl Learned {
     /// `cap`: most addresses per family.
@@ -85,6 +95,19 @@ impl Learned {
             by_expiry: [BTreeSet::new(), BTreeSet::new()],
             cap,
             evicted: [0; 2],
+            budget: None,
+            evicted_budget: [0; 2],
+        }
+    }
+
+    /// Draws the entries from the shared memory budget (set before learning).
+    pub fn set_budget(&mut self, budget: Arc<Budget>) {
+        self.budget = Some(budget);
+    }
+
+    fn credit(&self) {
+        if let Some(b) = &self.budget {
+            b.credit(ENTRY_BYTES);
         }
     }
 
@@ -127,6 +150,7 @@ impl Learned {
             if let Some((_, v)) = self.by_expiry[f].pop_first() {
                 self.entries.remove(&v);
                 self.evicted[f] += 1;
+                self.credit();
                 changes.push(Change::Unwatch(v));
             }
         }
@@ -139,6 +163,21 @@ impl Learned {
         self.entries.insert(addr, e);
         self.by_expiry[f].insert((expires, addr));
         changes.push(Change::Watch(addr, e.value()));
+        if let Some(b) = self.budget.clone() {
+            b.charge(ENTRY_BYTES);
+            // The budget spent: this family gives back, closest to expiry
+            // first (never the address just learned).
+            while b.over() {
+                let Some(&(t, v)) = self.by_expiry[f].iter().find(|(_, a)| *a != addr) else {
+                    break;
+                };
+                self.by_expiry[f].remove(&(t, v));
+                self.entries.remove(&v);
+                self.evicted_budget[f] += 1;
+                b.credit(ENTRY_BYTES);
+                changes.push(Change::Unwatch(v));
+            }
+        }
         changes
     }
 
@@ -161,6 +200,9 @@ impl Learned {
                 }
                 index.pop_first();
                 self.entries.remove(&a);
+                if let Some(b) = &self.budget {
+                    b.credit(ENTRY_BYTES);
+                }
                 out.push(Change::Unwatch(a));
             }
         }
@@ -179,6 +221,11 @@ impl Learned {
     /// Entries evicted to make room, per family (ipv4, ipv6).
     pub fn evicted(&self) -> [u64; 2] {
         self.evicted
+    }
+
+    /// Entries evicted for the memory budget, per family.
+    pub fn evicted_budget(&self) -> [u64; 2] {
+        self.evicted_budget
     }
 
     pub fn service_of(&self, a: &IpAddr) -> Option<u32> {
@@ -265,5 +312,33 @@ mod tests {
         assert_eq!(l.restrict(&a, 0), Some(Change::Watch(a, 1)));
         assert_eq!(l.learn(a, 1, 1, Source::Dns, ttl, t0), []);
         assert_eq!(l.restrict(&ip("198.51.100.8"), 0), None);
+    }
+
+    /// Learned addresses draw from the memory budget: past it the family
+    /// gives back its addresses closest to expiry, never the one just learned,
+    /// and expiry credits what they held.
+    #[test]
+    fn learned_addresses_are_charged_to_the_budget() {
+        let t0 = Instant::now();
+        let budget = Arc::new(Budget::new(ENTRY_BYTES * 3));
+        let mut l = Learned::new(100);
+        l.set_budget(Arc::clone(&budget));
+        for i in 0..5u8 {
+            let a = IpAddr::from([198, 51, 100, 10 + i]);
+            let ttl = Duration::from_secs(60 + u64::from(i));
+            let changes = l.learn(a, 1, 0, Source::Dns, ttl, t0);
+            assert!(changes.contains(&Change::Watch(a, 1)), "{changes:?}");
+            assert!(!budget.over());
+        }
+        assert_eq!(l.evicted_budget(), [2, 0]);
+        assert_eq!(
+            l.service_of(&ip("198.51.100.10")),
+            None,
+            "closest to expiry went"
+        );
+        assert_eq!(l.service_of(&ip("198.51.100.14")), Some(1));
+        assert_eq!(budget.used(), ENTRY_BYTES * 3);
+        l.expire(t0 + Duration::from_mins(2));
+        assert_eq!(budget.used(), 0);
     }
 }

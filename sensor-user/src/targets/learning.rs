@@ -493,6 +493,16 @@ impl<W: WatchSink> Targeting<W> {
     pub fn evicted(&self) -> [u64; 2] {
         self.learned.evicted()
     }
+
+    /// Learned entries evicted for the memory budget, per family.
+    pub fn evicted_budget(&self) -> [u64; 2] {
+        self.learned.evicted_budget()
+    }
+
+    /// Draws the learned addresses from the shared memory budget.
+    pub fn set_budget(&mut self, budget: std::sync::Arc<crate::shared::budget::Budget>) {
+        self.learned.set_budget(budget);
+    }
 }
 
 #[cfg(test)]

@@ -291,7 +291,7 @@ impl Metrics {
         let memory_accounted = Gauge::default();
         registry.register_with_unit(
             "leakwatch_memory_accounted",
-            "Memory the tables and buffers hold, as the budget counts it (flows with their buffers and Hyperscan stream state, posture flows, replay fingerprints)",
+            "Memory the tables and buffers hold, as the budget counts it (flows with their buffers and Hyperscan stream state, learned addresses, posture flows, replay fingerprints)",
             prometheus_client::registry::Unit::Bytes,
             memory_accounted.clone(),
         );
