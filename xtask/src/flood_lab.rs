@@ -75,7 +75,16 @@ fn v6_client(i: u32) -> (Ipv6Addr, u16) {
 /// Flow `i` from a /64 of its own (a spoofing flood: no budget holds it).
 fn v6_spoofed(i: u32) -> (Ipv6Addr, u16) {
     (
-        Ipv6Addr::new(0x2001, 0xdb8, 0x1000 + (i >> 16) as u16, i as u16, 0, 0, 0, 1),
+        Ipv6Addr::new(
+            0x2001,
+            0xdb8,
+            0x1000 + (i >> 16) as u16,
+            i as u16,
+            0,
+            0,
+            0,
+            1,
+        ),
         40_000,
     )
 }
