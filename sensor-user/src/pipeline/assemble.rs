@@ -233,7 +233,7 @@ pub fn assemble<W: WatchSink>(
     // One budget for the learned addresses, the matcher's flows, the posture
     // flows and the replay detector's fingerprints.
     let budget = Arc::new(crate::shared::budget::Budget::new(c.memory_limit));
-    targeting.set_budget(Arc::clone(&budget));
+    targeting.learned_mut().set_budget(Arc::clone(&budget));
     targeting
         .add_catalog_statics()
         .map_err(anyhow::Error::msg)

@@ -152,16 +152,9 @@ impl<W: WatchSink> Pipeline<W> {
     pub(super) fn emit(&mut self, out: &mut Vec<Output>) {
         // Learned addresses dropped at their family's cap (the ones closest
         // to expiry go first).
-        let (evicted, budget) = (self.targeting.evicted(), self.targeting.evicted_budget());
-        for (i, table) in ["learned_ipv4", "learned_ipv6"].into_iter().enumerate() {
-            self.metrics.set_evictions(
-                table,
-                crate::shared::table::Evictions {
-                    cap: evicted[i],
-                    budget: budget[i],
-                    ..Default::default()
-                },
-            );
+        let learned = self.targeting.learned_mut().evictions();
+        for (table, e) in ["learned_ipv4", "learned_ipv6"].into_iter().zip(learned) {
+            self.metrics.set_evictions(table, e);
         }
         for o in out.drain(..) {
             match o {

@@ -228,6 +228,15 @@ impl Learned {
         self.evicted_budget
     }
 
+    /// Evictions of the ipv4 and ipv6 tables (cap and budget).
+    pub fn evictions(&self) -> [crate::shared::table::Evictions; 2] {
+        [0, 1].map(|f| crate::shared::table::Evictions {
+            cap: self.evicted[f],
+            budget: self.evicted_budget[f],
+            ..Default::default()
+        })
+    }
+
     pub fn service_of(&self, a: &IpAddr) -> Option<u32> {
         self.entries.get(a).map(|e| e.service)
     }

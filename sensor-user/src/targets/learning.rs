@@ -489,19 +489,9 @@ impl<W: WatchSink> Targeting<W> {
         n
     }
 
-    /// Learned entries evicted for room, per family (ipv4, ipv6).
-    pub fn evicted(&self) -> [u64; 2] {
-        self.learned.evicted()
-    }
-
-    /// Learned entries evicted for the memory budget, per family.
-    pub fn evicted_budget(&self) -> [u64; 2] {
-        self.learned.evicted_budget()
-    }
-
-    /// Draws the learned addresses from the shared memory budget.
-    pub fn set_budget(&mut self, budget: std::sync::Arc<crate::shared::budget::Budget>) {
-        self.learned.set_budget(budget);
+    /// The learned addresses' table: its evictions, its budget.
+    pub fn learned_mut(&mut self) -> &mut super::learned::Learned {
+        &mut self.learned
     }
 }
 
