@@ -258,6 +258,7 @@ impl Config {
             max_out: self.max_inflated_bytes,
             max_ratio: self.max_inflate_ratio,
             max_depth: self.max_decode_depth,
+            budget: None,
         }
     }
 

@@ -234,6 +234,11 @@ pub fn assemble<W: WatchSink>(
     // flows and the replay detector's fingerprints.
     let budget = Arc::new(crate::shared::budget::Budget::new(c.memory_limit));
     targeting.learned_mut().set_budget(Arc::clone(&budget));
+    // Decoding limits are Copy and travel into every dissector: they carry the
+    // budget as a reference that lives as long as the process (one small leak
+    // per assembled pipeline).
+    let mut limits = c.decode_limits();
+    limits.budget = Some(&**Box::leak(Box::new(Arc::clone(&budget))));
     targeting
         .add_catalog_statics()
         .map_err(anyhow::Error::msg)
@@ -277,7 +282,7 @@ pub fn assemble<W: WatchSink>(
                 idle,
                 flows,
                 c.flow_buffer_bytes,
-                c.decode_limits(),
+                limits,
             )
             .context("Hyperscan scratch")?;
             t.set_budget(Arc::clone(&budget));
@@ -292,7 +297,7 @@ pub fn assemble<W: WatchSink>(
                 idle,
                 flows.div_ceil(n),
                 c.flow_buffer_bytes,
-                c.decode_limits(),
+                limits,
                 blocker.as_ref(),
                 Some(&budget),
             )

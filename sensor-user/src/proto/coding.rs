@@ -17,7 +17,7 @@ pub enum Coding {
 }
 
 /// Bounds on undoing codings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// Bytes one message may inflate to.
     pub max_out: u64,
@@ -25,7 +25,22 @@ pub struct Limits {
     pub max_ratio: u64,
     /// Codings stacked on one body.
     pub max_depth: usize,
+    /// The memory budget decompression output draws from while it lives
+    /// (`max_out` charged up front); a spent budget leaves a body undecoded.
+    pub budget: Option<&'static crate::shared::budget::Budget>,
 }
+
+impl PartialEq for Limits {
+    fn eq(&self, o: &Self) -> bool {
+        (self.max_out, self.max_ratio, self.max_depth) == (o.max_out, o.max_ratio, o.max_depth)
+            && match (self.budget, o.budget) {
+                (Some(a), Some(b)) => std::ptr::eq(a, b),
+                (a, b) => a.is_none() && b.is_none(),
+            }
+    }
+}
+
+impl Eq for Limits {}
 
 impl Default for Limits {
     fn default() -> Self {
@@ -33,6 +48,7 @@ impl Default for Limits {
             max_out: 1024 * 1024,
             max_ratio: 200,
             max_depth: 3,
+            budget: None,
         }
     }
 }
@@ -56,6 +72,8 @@ pub struct DecodeStats {
     pub body: u64,
     /// Chunk-size lines past 1 KiB: the body is given up.
     pub chunk_line: u64,
+    /// Compressed bodies left undecoded because the memory budget was spent.
+    pub budget: u64,
 }
 
 impl DecodeStats {
@@ -67,10 +85,11 @@ impl DecodeStats {
         self.head += o.head;
         self.body += o.body;
         self.chunk_line += o.chunk_line;
+        self.budget += o.budget;
     }
 
     /// (label, count) pairs, for export.
-    pub fn by_limit(self) -> [(&'static str, u64); 7] {
+    pub fn by_limit(self) -> [(&'static str, u64); 8] {
         [
             ("size", self.size),
             ("ratio", self.ratio),
@@ -79,6 +98,7 @@ impl DecodeStats {
             ("head", self.head),
             ("body", self.body),
             ("chunk_line", self.chunk_line),
+            ("budget", self.budget),
         ]
     }
 }

@@ -128,8 +128,25 @@ impl HttpStream {
 
     pub(super) fn decode_body<S: FieldSink + ?Sized>(&mut self, raw: &[u8], out: &mut S) {
         let msg = self.messages.saturating_sub(1);
+        // Decompression output draws from the memory budget while it lives:
+        // its bound is charged up front; a spent budget leaves it undecoded.
+        let max = self.limits.max_out;
+        let charged = match self.limits.budget {
+            Some(b) if !self.codings.is_identity() => {
+                if b.used().saturating_add(max) > b.limit() {
+                    self.decode.budget += 1;
+                    return;
+                }
+                b.charge(max);
+                Some(b)
+            }
+            _ => None,
+        };
         if let Some(body) = self.codings.undo(raw, &self.limits, &mut self.decode) {
             body_fields(&body, &self.body_type, msg, out);
+        }
+        if let Some(b) = charged {
+            b.credit(max);
         }
     }
 }

@@ -535,6 +535,35 @@ mod tests {
         assert!(has(&f, Ctx::Cookie, "sp_dc", "AQBxyz"));
     }
 
+    /// Decompression output draws from the memory budget: with room, the body
+    /// is decoded and the budget is whole again after; spent, the body is left
+    /// undecoded and counted.
+    #[test]
+    fn decompression_draws_from_the_memory_budget() {
+        use crate::shared::budget::Budget;
+        let gz = crate::proto::coding::tests::gzip(
+            br#"{"user_auth_token":"QkX3u9rVb0dY7nWq2LpZsT5hGmJc8aEf"}"#,
+        );
+        let mut resp = format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\n\r\n", gz.len()).into_bytes();
+        resp.extend_from_slice(&gz);
+        let budget: &'static Budget = Box::leak(Box::new(Budget::new(4 << 20)));
+        for (used, decoded) in [(0, true), ((3 << 20) + 1, false)] {
+            budget.charge(used);
+            let limits = Limits {
+                budget: Some(budget),
+                ..Limits::default()
+            };
+            let mut s = HttpStream::new(false, limits);
+            let mut out = FieldBatch::default();
+            s.feed(&resp, &mut out);
+            let found = out.fields.iter().any(|f| f.name == "user_auth_token");
+            assert_eq!(found, decoded, "with {used} bytes already used");
+            assert_eq!(s.decode.budget, u64::from(!decoded));
+            assert_eq!(budget.used(), used, "the output's charge is given back");
+            budget.credit(used);
+        }
+    }
+
     #[test]
     fn close_delimited_response_and_raw_streams() {
         let (f, _) = fields(

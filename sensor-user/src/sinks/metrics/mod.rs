@@ -220,7 +220,7 @@ impl Metrics {
         let decode_limits = Family::<LimitLabels, Counter>::default();
         registry.register(
             "leakwatch_decode_limits",
-            "Compressed bodies whose decoding a bound stopped: size (max_inflated_bytes), ratio (max_inflate_ratio), depth (too many or unknown codings: not decoded), cut (cut short by sampling or a gap: inflated as far as it went); HTTP's caps: head (a header block past 64 KiB), body (a body past 256 KiB), chunk_line (a chunk-size line past 1 KiB)",
+            "Compressed bodies whose decoding a bound stopped: size (max_inflated_bytes), ratio (max_inflate_ratio), depth (too many or unknown codings: not decoded), cut (cut short by sampling or a gap: inflated as far as it went); HTTP's caps: head (a header block past 64 KiB), body (a body past 256 KiB), chunk_line (a chunk-size line past 1 KiB); budget (no room in the memory budget for the output: not decoded)",
             decode_limits.clone(),
         );
         let reassembly_gaps = Counter::default();
