@@ -155,23 +155,9 @@ mod tests {
     #[test]
     fn only_a_bare_syn_waits() {
         let mut p = Parsed {
-            family: crate::flow::FAMILY_V4,
             proto: crate::flow::IPPROTO_TCP,
-            src: [0; 16],
-            dst: [0; 16],
-            sport: 40000,
-            dport: 80,
-            l3_off: 14,
-            l4_off: 34,
-            payload_off: 54,
-            l3_len: 40,
-            payload_len: 0,
             tcp_flags: TCP_SYN,
-            tcp_seq: 0,
-            tcp_ack: 0,
-            vlan: false,
-            first_fragment: false,
-            tunnel: 0,
+            ..Parsed::zeroed()
         };
         assert!(is_bare_syn(&p) && opened(&p, false));
         p.tcp_flags = TCP_SYN | TCP_ACK;

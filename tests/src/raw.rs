@@ -60,11 +60,11 @@ impl Sender {
 
     /// One frame: Ethernet, then `l3` of `ethertype`.
     pub fn send(&mut self, l3: &[u8], ethertype: u16) -> anyhow::Result<()> {
-        let mut frame = Vec::with_capacity(14 + l3.len());
-        frame.extend_from_slice(&self.dst_mac);
-        frame.extend_from_slice(&self.src_mac);
-        frame.extend_from_slice(&ethertype.to_be_bytes());
-        frame.extend_from_slice(l3);
+        self.send_frame(&ethernet(self.dst_mac, self.src_mac, ethertype, l3))
+    }
+
+    /// One whole frame, as it is.
+    pub fn send_frame(&mut self, frame: &[u8]) -> anyhow::Result<()> {
         // SAFETY: zeroed sockaddr_ll is valid; the fields are set below.
         let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         sll.sll_family = libc::AF_PACKET as u16;
@@ -131,6 +131,14 @@ fn tcp(pseudo: u32, ports: (u16, u16), seq: u32, flags: u8, payload: &[u8]) -> V
     t
 }
 
+/// The TCP pseudo-header's sum for a segment of `len` bytes.
+fn pseudo(src: &[u8], dst: &[u8], len: u16) -> u32 {
+    let mut sum = 0u32;
+    add(&mut sum, src);
+    add(&mut sum, dst);
+    sum + 6 + u32::from(len)
+}
+
 /// An IPv4/TCP packet, checksums right (the receiving stack checks them).
 pub fn tcp4(
     src: Ipv4Addr,
@@ -141,21 +149,14 @@ pub fn tcp4(
     p: &[u8],
 ) -> Vec<u8> {
     let len = (20 + p.len()) as u16;
-    let mut pseudo = 0u32;
-    add(&mut pseudo, &src.octets());
-    add(&mut pseudo, &dst.octets());
-    pseudo += 6 + u32::from(len);
-    let t = tcp(pseudo, ports, seq, flags, p);
-    let mut ip = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 6, 0, 0];
-    ip[2..4].copy_from_slice(&(20 + len).to_be_bytes());
-    ip.extend_from_slice(&src.octets());
-    ip.extend_from_slice(&dst.octets());
-    let mut sum = 0;
-    add(&mut sum, &ip);
-    let c = fold(sum);
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
-    ip.extend_from_slice(&t);
-    ip
+    let t = tcp(
+        pseudo(&src.octets(), &dst.octets(), len),
+        ports,
+        seq,
+        flags,
+        p,
+    );
+    ipv4(src, dst, 6, &t)
 }
 
 /// An IPv6/TCP packet, checksum right.
@@ -168,11 +169,13 @@ pub fn tcp6(
     p: &[u8],
 ) -> Vec<u8> {
     let len = (20 + p.len()) as u16;
-    let mut pseudo = 0u32;
-    add(&mut pseudo, &src.octets());
-    add(&mut pseudo, &dst.octets());
-    pseudo += 6 + u32::from(len);
-    let t = tcp(pseudo, ports, seq, flags, p);
+    let t = tcp(
+        pseudo(&src.octets(), &dst.octets(), len),
+        ports,
+        seq,
+        flags,
+        p,
+    );
     let mut ip = vec![0x60, 0, 0, 0, 0, 0, 6, 64];
     ip[4..6].copy_from_slice(&len.to_be_bytes());
     ip.extend_from_slice(&src.octets());

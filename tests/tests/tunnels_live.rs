@@ -14,14 +14,13 @@
 
 use std::{
     net::Ipv4Addr,
-    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
 use leakwatch_tests::{
     lab::{self, CLIENT_V4, GW_LAN_V4, LAN_IF, Lab, SERVER_V4},
-    netns::{Netns, unique},
+    netns::unique,
     raw::{ETH_P_IPV4, Sender, ethernet, ipv4, mac, tcp4},
     read,
     scenarios::MD5,
@@ -59,36 +58,6 @@ fn gre(flags: u16, proto: u16, fields: &[u8], inner: &[u8]) -> Vec<u8> {
     g.extend_from_slice(fields);
     g.extend_from_slice(inner);
     g
-}
-
-/// Writes `frame` to `iface` in `ns` as it is (AF_PACKET, raw).
-fn write_raw(ns: &Netns, iface: &str, frame: Vec<u8>) {
-    let (_, ifindex) = mac(ns, iface).unwrap();
-    ns.run(move || {
-        // SAFETY: plain socket call; the fd is owned right away.
-        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
-        assert!(fd >= 0, "{}", std::io::Error::last_os_error());
-        // SAFETY: a fresh fd of our own.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        // SAFETY: zeroed sockaddr_ll is valid; the fields are set below.
-        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_ifindex = ifindex;
-        sll.sll_halen = 6;
-        // SAFETY: a valid buffer and address of the stated lengths.
-        let r = unsafe {
-            libc::sendto(
-                fd.as_raw_fd(),
-                frame.as_ptr().cast(),
-                frame.len(),
-                0,
-                (&raw const sll).cast(),
-                std::mem::size_of::<libc::sockaddr_ll>() as u32,
-            )
-        };
-        assert!(r >= 0, "{}", std::io::Error::last_os_error());
-    })
-    .unwrap();
 }
 
 fn wait_leaks(path: &Path, n: usize) -> Vec<serde_json::Value> {
@@ -133,7 +102,10 @@ fn logins_inside_gre_erspan_and_vxlan_feeds_are_found() {
     ])
     .expect("vxlan device");
     c.ip(&["link", "set", "vx0", "up"]).unwrap();
-    write_raw(c, "vx0", login(41001));
+    Sender::new(c, "vx0", [0; 6])
+        .unwrap()
+        .send_frame(&login(41001))
+        .unwrap();
 
     // GRE and ERSPAN, as a router or switch sends them to the gateway.
     let (gw_mac, _) = mac(&lab.gateway, LAN_IF).unwrap();

@@ -311,15 +311,15 @@ pub fn run(bin: &Path) -> anyhow::Result<serde_json::Value> {
     drop(sensor);
     let _ = std::fs::remove_file(&events);
 
-    let reason = |m: &str, r: &str| -> f64 {
+    // A counter summed over every series of `metric` that has `label`.
+    let sum = |m: &str, metric: &str, label: &str| -> f64 {
         m.lines()
-            .filter(|l| {
-                l.starts_with("leakwatch_xdp_packets_total{")
-                    && l.contains(&format!("reason=\"{r}\""))
-            })
+            .filter(|l| l.starts_with(&format!("{metric}{{")) && l.contains(label))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
     };
+    let reason =
+        |m: &str, r: &str| sum(m, "leakwatch_xdp_packets_total", &format!("reason=\"{r}\""));
     let mut counters = serde_json::Map::new();
     for r in [
         "syn_deferred",
@@ -332,18 +332,12 @@ pub fn run(bin: &Path) -> anyhow::Result<serde_json::Value> {
     ] {
         counters.insert(r.into(), (reason(&after, r) - reason(&before, r)).into());
     }
-    let evicted: f64 = after
-        .lines()
-        .filter(|l| l.starts_with("leakwatch_evictions_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
-    counters.insert("userspace_evictions".into(), evicted.into());
-    let budget_evicted: f64 = after
-        .lines()
-        .filter(|l| l.starts_with("leakwatch_evictions_total{") && l.contains("reason=\"budget\""))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
-    counters.insert("budget_evictions".into(), budget_evicted.into());
+    let evictions = |label: &str| sum(&after, "leakwatch_evictions_total", label);
+    counters.insert("userspace_evictions".into(), evictions("").into());
+    counters.insert(
+        "budget_evictions".into(),
+        evictions("reason=\"budget\"").into(),
+    );
     let ring =
         |m: &str| read::metric(m, "leakwatch_ring_records_total{kind=\"sample\"}").unwrap_or(0);
     counters.insert(

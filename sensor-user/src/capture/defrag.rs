@@ -36,8 +36,8 @@ struct Key {
 #[derive(Default)]
 struct Partial {
     /// The frame up to the end of the first fragment's IP header (IPv6:
-    /// without its fragment header), rewritten when the datagram is whole.
-    head: Option<Vec<u8>>,
+    /// without its fragment header), and where its IP header starts.
+    head: Option<(Vec<u8>, usize)>,
     /// Fragment data by offset.
     parts: BTreeMap<usize, Vec<u8>>,
     /// The payload's length, once the last fragment was seen.
@@ -84,9 +84,26 @@ struct Frag<'a> {
     offset: usize,
     more: bool,
     data: &'a [u8],
-    /// The frame's bytes before the payload, made into the whole datagram's
-    /// head (used from the first fragment only).
-    head: Vec<u8>,
+    /// The frame's bytes before the payload (IPv6: before the fragment
+    /// header), and where the IP header starts in them; copied from the
+    /// first fragment only.
+    head: &'a [u8],
+    l3: usize,
+}
+
+impl Frag<'_> {
+    /// The head of the whole datagram: no fragment fields (IPv4), the
+    /// fragment header's next header in its place (IPv6).
+    fn whole_head(&self) -> Vec<u8> {
+        let mut h = self.head.to_vec();
+        if self.key.v6 {
+            h[self.l3 + 6] = IPPROTO_GRE;
+        } else {
+            h[self.l3 + 6] = 0;
+            h[self.l3 + 7] = 0;
+        }
+        h
+    }
 }
 
 fn be16(b: &[u8]) -> usize {
@@ -112,16 +129,13 @@ fn fragment(frame: &[u8]) -> Option<Frag<'_>> {
             };
             key.src[..4].copy_from_slice(&h[12..16]);
             key.dst[..4].copy_from_slice(&h[16..20]);
-            let data = frame.get(l3 + ihl..l3 + total)?;
-            let mut head = frame.get(..l3 + ihl)?.to_vec();
-            head[l3 + 6] = 0;
-            head[l3 + 7] = 0;
             Some(Frag {
                 key,
                 offset,
                 more,
-                data,
-                head,
+                data: frame.get(l3 + ihl..l3 + total)?,
+                head: frame.get(..l3 + ihl)?,
+                l3,
             })
         }
         ETH_P_IPV6 => {
@@ -134,8 +148,6 @@ fn fragment(frame: &[u8]) -> Option<Frag<'_>> {
             let field = be16(&h[42..44]);
             let plen = be16(&h[4..6]);
             let data = frame.get(l3 + 48..l3 + 40 + plen)?;
-            let mut head = frame.get(..l3 + 40)?.to_vec();
-            head[l3 + 6] = IPPROTO_GRE;
             Some(Frag {
                 key: Key {
                     src: h[8..24].try_into().ok()?,
@@ -146,7 +158,8 @@ fn fragment(frame: &[u8]) -> Option<Frag<'_>> {
                 offset: field & 0xfff8,
                 more: field & 1 != 0,
                 data,
-                head,
+                head: frame.get(..l3 + 40)?,
+                l3,
             })
         }
         _ => None,
@@ -197,8 +210,8 @@ impl Defrag {
         };
         // A repeated or overlapping piece keeps what came first.
         p.parts.entry(f.offset).or_insert_with(|| f.data.to_vec());
-        if f.offset == 0 {
-            p.head = Some(f.head);
+        if f.offset == 0 && p.head.is_none() {
+            p.head = Some((f.whole_head(), f.l3));
         }
         if !f.more {
             p.total = Some(f.offset + f.data.len());
@@ -227,8 +240,7 @@ impl Defrag {
 /// The datagram as one frame: the first fragment's head with its lengths set
 /// and no fragment fields, then the payload in order.
 fn whole(p: Partial, total: usize, v6: bool) -> Vec<u8> {
-    let mut out = p.head.unwrap_or_default();
-    let l3 = if v6 { out.len() - 40 } else { 0 };
+    let (mut out, l3) = p.head.unwrap_or_default();
     let mut payload = Vec::with_capacity(total);
     for (off, data) in p.parts {
         if off + data.len() > payload.len() {
@@ -240,13 +252,9 @@ fn whole(p: Partial, total: usize, v6: bool) -> Vec<u8> {
     if v6 {
         out[l3 + 4..l3 + 6].copy_from_slice(&(payload.len() as u16).to_be_bytes());
     } else {
-        // The IPv4 header ends the head; its start is where the frame's
-        // network layer starts.
-        if let Ok((_, l3)) = network(&out[..]) {
-            let ihl = out.len() - l3;
-            let len = (ihl + payload.len()) as u16;
-            out[l3 + 2..l3 + 4].copy_from_slice(&len.to_be_bytes());
-        }
+        // The IPv4 header ends the head.
+        let len = (out.len() - l3 + payload.len()) as u16;
+        out[l3 + 2..l3 + 4].copy_from_slice(&len.to_be_bytes());
     }
     out.extend_from_slice(&payload);
     out

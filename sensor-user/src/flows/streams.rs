@@ -4,7 +4,6 @@
 //! FIN/RST, idleness and the cap (each counted), streams always closed.
 
 use std::{
-    collections::HashMap,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -39,29 +38,6 @@ use crate::{
 /// Out-of-order bytes held per direction, by default.
 pub const DEFAULT_FLOW_BUFFER: usize = 256 * 1024;
 
-/// Why a flow's matching state was dropped (`reason` label).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Eviction {
-    Fin,
-    Rst,
-    Idle,
-    Cap,
-    /// The memory budget was spent while flows grew.
-    Budget,
-}
-
-impl Eviction {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Fin => "fin",
-            Self::Rst => "rst",
-            Self::Idle => "idle",
-            Self::Cap => "cap",
-            Self::Budget => "budget",
-        }
-    }
-}
-
 struct Dir {
     reasm: Reassembler,
     scan: DirScanner,
@@ -91,7 +67,6 @@ pub struct StreamStats {
     /// The trigger prefilter in front of decoding.
     pub gate: GateStats,
     pub gaps: u64,
-    pub evicted: HashMap<&'static str, u64>,
     pub scan_errors: u64,
     /// The flow table's own cap and idle evictions.
     pub table: crate::shared::table::Evictions,
@@ -246,7 +221,7 @@ impl StreamTable {
             let n = self.gens.len() - 1;
             self.gens[n].flows += 1;
             if let Some((k, old)) = self.flows.insert(h.flow, new, now) {
-                self.finish(k, old, Eviction::Cap, out);
+                self.finish(k, old, out);
             }
         }
         let Some(flow) = self.flows.touch(&h.flow, now) else {
@@ -324,17 +299,12 @@ impl StreamTable {
             self.flows.recharge(&h.flow, held);
         }
         while let Some((k, old)) = self.flows.evict_over_budget() {
-            self.finish(k, old, Eviction::Budget, out);
+            self.finish(k, old, out);
         }
         if let Some(flow) = self.flows.get(&h.flow)
             && flow.fins == 3
         {
-            let why = if h.tcp_flags & TCP_RST != 0 {
-                Eviction::Rst
-            } else {
-                Eviction::Fin
-            };
-            self.close(h.flow, why, out);
+            self.close(h.flow, out);
         }
     }
 
@@ -420,14 +390,14 @@ impl StreamTable {
     /// Ends a flow's matching: scans what its parsers still held, closes its
     /// streams (dropping a DirScanner closes its Hyperscan stream). Held gender
     /// values that never met other PII are dropped.
-    fn close(&mut self, key: FlowKey, why: Eviction, out: &mut Vec<Finding>) {
+    fn close(&mut self, key: FlowKey, out: &mut Vec<Finding>) {
         if let Some(flow) = self.flows.remove(&key) {
-            self.finish(key, flow, why, out);
+            self.finish(key, flow, out);
         }
     }
 
     /// [`Self::close`] for a flow already out of the table.
-    fn finish(&mut self, key: FlowKey, mut flow: Flow, why: Eviction, out: &mut Vec<Finding>) {
+    fn finish(&mut self, key: FlowKey, mut flow: Flow, out: &mut Vec<Finding>) {
         let (ts_ns, ifindex) = (flow.last_ts_ns, flow.ifindex);
         let g = generation(&self.gens, flow.generation);
         for d in 0..2u8 {
@@ -472,7 +442,6 @@ impl StreamTable {
             g.flows = g.flows.saturating_sub(1);
         }
         self.prune();
-        *self.stats.evicted.entry(why.name()).or_default() += 1;
         self.stats.table = self.flows.evictions();
     }
 
@@ -483,7 +452,7 @@ impl StreamTable {
             return;
         };
         while let Some((k, flow)) = self.flows.expire(cutoff) {
-            self.finish(k, flow, Eviction::Idle, out);
+            self.finish(k, flow, out);
         }
         self.stats.table = self.flows.evictions();
     }
@@ -1020,7 +989,7 @@ mod tests {
         // The newest flows stayed; closing them all credits everything.
         let keys: Vec<FlowKey> = t.flows.iter().map(|(k, _)| *k).collect();
         for k in keys {
-            t.close(k, Eviction::Fin, &mut out);
+            t.close(k, &mut out);
         }
         assert_eq!(budget.used(), 0);
     }

@@ -29,6 +29,9 @@ struct Compiled {
 pub struct RuleSet {
     rules: Vec<Compiled>,
     db: StreamingDatabase,
+    /// Bytes of one open stream's state (asked once: flows are charged it on
+    /// every record).
+    stream_bytes: usize,
     triggers: Triggers,
     /// Short hash of the rules (`leakwatch_rules_info{version}`).
     pub version: String,
@@ -119,9 +122,11 @@ impl RuleSet {
             }
         };
         let version = rules_version(compiled.iter().map(|c| &c.rule));
+        let stream_bytes = db.stream_size().unwrap_or(0);
         Ok(Self {
             rules: compiled,
             db,
+            stream_bytes,
             triggers,
             version,
         })
@@ -129,7 +134,7 @@ impl RuleSet {
 
     /// Bytes of one open stream's state.
     pub fn stream_bytes(&self) -> usize {
-        self.db.stream_size().unwrap_or(0)
+        self.stream_bytes
     }
 
     pub fn rules(&self) -> impl Iterator<Item = &Rule> {

@@ -22,9 +22,6 @@ impl<W: WatchSink> Pipeline<W> {
             now.scan_errors += st.scan_errors;
             now.table.add(st.table);
             now.decode.add(st.decode);
-            for (k, v) in &st.evicted {
-                *now.evicted.entry(k).or_default() += v;
-            }
         }
         self.metrics
             .bytes_scanned
