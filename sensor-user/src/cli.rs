@@ -212,6 +212,10 @@ pub struct Pipeline {
     /// Memory the tables and buffers may hold together, e.g. 512MiB [512MiB].
     #[arg(long, value_name = "SIZE", value_parser = crate::shared::budget::parse_size)]
     pub memory_limit: Option<u64>,
+    /// Canary values of test accounts (TOML, mode 0600 or 0400, owned by the
+    /// daemon's user or root): found in every encoding, reported `confirmed`.
+    #[arg(long = "canaries", value_name = "PATH")]
+    pub canaries_file: Option<PathBuf>,
 }
 
 impl Pipeline {
@@ -233,6 +237,7 @@ impl Pipeline {
             flow_buffer_bytes,
             block,
             memory_limit,
+            canaries_file,
         } = self;
         set(&mut c.events, events.clone().map(Some));
         set(&mut c.evidence, *evidence);
@@ -247,6 +252,7 @@ impl Pipeline {
         set(&mut c.flow_buffer_bytes, *flow_buffer_bytes);
         set(&mut c.blocking.mode, *block);
         set(&mut c.memory_limit, *memory_limit);
+        set(&mut c.canaries_file, canaries_file.clone().map(Some));
     }
 }
 

@@ -28,6 +28,7 @@
 //! max_decode_depth = 3         # content codings stacked on one body
 //! sensor_name = "gw1"          # `host` in events (default: the host name)
 //! fingerprint_key_file = "/etc/leakwatch/fleet.key"  # a key shared by a fleet
+//! canaries_file = "/etc/leakwatch/canaries.toml"    # test-account values (0600, see docs/canaries.md)
 //! output_group = "adm"         # events/records files 0640 and this group's
 //! interfaces = [{ name = "lan0", role = "lan" }, { name = "wan0" }]  # run only; role: lan | wan (default)
 //! xdp_mode = "auto"            # run only: auto | native | generic
@@ -134,6 +135,9 @@ pub struct Config {
     /// A fingerprint key shared by a fleet (default: the per-host key in
     /// `state_dir`).
     pub fingerprint_key_file: Option<PathBuf>,
+    /// Registered canary values (`matcher::canaries`): owner-only, re-read
+    /// on reload.
+    pub canaries_file: Option<PathBuf>,
     /// Events and records files are 0640 and this group's (e.g. a log
     /// shipper's); default: 0600, the daemon's alone.
     pub output_group: Option<String>,
@@ -239,6 +243,7 @@ impl Default for Config {
             max_decode_depth: Limits::default().max_depth,
             sensor_name: None,
             fingerprint_key_file: None,
+            canaries_file: None,
             output_group: None,
             interfaces: Vec::new(),
             xdp_mode: AttachMode::Auto,
@@ -467,6 +472,7 @@ mod tests {
             max_decode_depth: _,
             sensor_name: _,
             fingerprint_key_file: _,
+            canaries_file: _,
             output_group: _,
             interfaces: _,
             xdp_mode: _,
@@ -502,6 +508,7 @@ mod tests {
             "max_decode_depth",
             "sensor_name",
             "fingerprint_key_file",
+            "canaries_file",
             "interfaces",
             "xdp_mode",
             "control_socket",

@@ -157,6 +157,194 @@ fn replay_outputs_hold_no_planted_secret() {
     let _ = std::fs::remove_dir_all(d);
 }
 
+/// Canary values of a test account: the password, a token and an e-mail.
+const CANARY_PW: &str = "Canary-Pa55w0rd!q";
+const CANARY_TOKEN: &str = "cnryTok3nQ8wE4rT6yU1iO9pA";
+const CANARY_MAIL: &str = "canary.audit@example.com";
+
+fn hex(d: &[u8]) -> String {
+    d.iter().fold(String::new(), |mut s, x| {
+        use std::fmt::Write as _;
+        let _ = write!(s, "{x:02x}");
+        s
+    })
+}
+
+/// Every literal a canary value gives, derived here independently of the
+/// sensor: any of them in an output is a leak of the canary.
+fn canary_literals(v: &str) -> Vec<Vec<u8>> {
+    use base64::{
+        Engine as _,
+        engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD},
+    };
+    use md5::Digest as _;
+    let b = v.as_bytes();
+    let mut out: Vec<String> = vec![v.to_owned(), hex(b), hex(b).to_uppercase()];
+    out.push(
+        b.iter()
+            .map(|&c| {
+                if c.is_ascii_alphanumeric() {
+                    (c as char).to_string()
+                } else {
+                    format!("%{c:02X}")
+                }
+            })
+            .collect(),
+    );
+    for d in [
+        md5::Md5::digest(b).to_vec(),
+        sha1::Sha1::digest(b).to_vec(),
+        sha2::Sha256::digest(b).to_vec(),
+    ] {
+        out.extend([
+            hex(&d),
+            hex(&d).to_uppercase(),
+            STANDARD_NO_PAD.encode(&d),
+            URL_SAFE_NO_PAD.encode(&d),
+        ]);
+    }
+    // Base64 at each alignment: the characters of whole 3-byte groups.
+    for s in 0..3 {
+        let whole = (b.len() - s) / 3 * 3;
+        out.push(STANDARD_NO_PAD.encode(&b[s..s + whole]));
+        out.push(URL_SAFE_NO_PAD.encode(&b[s..s + whole]));
+    }
+    out.into_iter().map(String::into_bytes).collect()
+}
+
+/// Canaries are found in any field and encoding, reported `confirmed` with
+/// their label, and no canary value or literal derived from one reaches any
+/// output or file — even with `--evidence full`, which shows the other
+/// findings' values.
+#[test]
+fn canary_values_reach_no_output_even_with_full_evidence() {
+    use base64::Engine as _;
+    use md5::Digest as _;
+    use std::os::unix::fs::PermissionsExt as _;
+    let d = dir();
+    let canaries = d.join("canaries.toml");
+    std::fs::write(
+        &canaries,
+        format!(
+            "[[canaries]]\nlabel = \"qobuz-test-pw\"\nkind = \"password\"\nvalue = \"{CANARY_PW}\"\n\n\
+             [[canaries]]\nlabel = \"qobuz-test-token\"\nkind = \"auth_token\"\nvalue = \"{CANARY_TOKEN}\"\n\n\
+             [[canaries]]\nlabel = \"qobuz-test-mail\"\nkind = \"email\"\nvalue = \"{CANARY_MAIL}\"\n"
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&canaries, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let md5 = hex(&md5::Md5::digest(CANARY_PW.as_bytes()));
+    let nested = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(format!("{{\"who\":\"{CANARY_MAIL}\"}}"));
+    let body = format!("{{\"blob\":\"{CANARY_PW}\",\"n\":1}}");
+    let requests = [
+        // The Qobuz app's shape: md5(password) in the query.
+        format!(
+            "GET /api.json/0.2/user/login?username=audit&password={md5} HTTP/1.1\r\nHost: www.qobuz.com\r\n\r\n"
+        ),
+        // Names no rule knows: only the canaries find these.
+        format!(
+            "POST /api.json/0.2/sync HTTP/1.1\r\nHost: www.qobuz.com\r\nX-Opaque: {CANARY_TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+        format!("GET /api.json/0.2/ping?d={nested} HTTP/1.1\r\nHost: www.qobuz.com\r\n\r\n"),
+        // A pattern finding beside them, shown in full as asked.
+        format!(
+            "GET /api.json/0.2/x?user_auth_token={TOKEN} HTTP/1.1\r\nHost: www.qobuz.com\r\n\r\n"
+        ),
+    ];
+    let pcap = d.join("canaries.pcap");
+    let convos: Vec<Conversation> = requests
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let mut c = Conversation::new("192.0.2.10", 42000 + i as u16, "198.51.100.2", 80);
+            c.client(r.as_bytes())
+                .server(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                .close();
+            c
+        })
+        .collect();
+    Conversation::write(&pcap, &convos.iter().collect::<Vec<_>>()).unwrap();
+    let (ev, others) = replay(
+        &pcap,
+        &d,
+        &[
+            "--watch",
+            "198.51.100.2/32=qobuz",
+            "--evidence",
+            "full",
+            "--canaries",
+            canaries.to_str().unwrap(),
+        ],
+    );
+    let events: Vec<serde_json::Value> = ev
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let leaks: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["event_type"] == "leak")
+        .collect();
+    for (label, kind) in [
+        ("qobuz-test-pw", "password_hash"),
+        ("qobuz-test-pw", "password"),
+        ("qobuz-test-token", "auth_token"),
+        ("qobuz-test-mail", "email"),
+    ] {
+        assert!(
+            leaks.iter().any(|e| e["canary"] == label
+                && e["kind"] == kind
+                && e["confidence"] == "confirmed"
+                && e["rule"] == "canary"),
+            "{label} as {kind} not reported confirmed: {ev}"
+        );
+    }
+    assert!(
+        leaks
+            .iter()
+            .filter(|e| e["canary"].is_null())
+            .all(|e| e["confidence"] == "pattern"),
+        "{ev}"
+    );
+    assert!(
+        ev.contains(TOKEN),
+        "--evidence full shows the pattern finding's value"
+    );
+    // Every output, and every file the run left in its state directory.
+    let mut outputs: Vec<(String, Vec<u8>)> = vec![("events".into(), ev.into_bytes())];
+    outputs.extend(others.into_iter().map(|(w, t)| (w, t.into_bytes())));
+    let mut dirs = vec![d.join("state")];
+    while let Some(dir) = dirs.pop() {
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            if e.file_type().unwrap().is_dir() {
+                dirs.push(e.path());
+            } else {
+                outputs.push((
+                    e.path().display().to_string(),
+                    std::fs::read(e.path()).unwrap(),
+                ));
+            }
+        }
+    }
+    assert!(
+        outputs.len() > 4,
+        "the state directory holds the key and the rules cache"
+    );
+    let mut bad = Vec::new();
+    for v in [CANARY_PW, CANARY_TOKEN, CANARY_MAIL] {
+        for lit in canary_literals(v) {
+            for (what, bytes) in &outputs {
+                if bytes.windows(lit.len()).any(|w| w == lit.as_slice()) {
+                    bad.push(format!("{what} carries {}", String::from_utf8_lossy(&lit)));
+                }
+            }
+        }
+    }
+    assert!(bad.is_empty(), "{bad:#?}");
+    let _ = std::fs::remove_dir_all(d);
+}
+
 #[test]
 fn live_outputs_hold_no_planted_secret() {
     if lab::skip_without_root("live_outputs_hold_no_planted_secret") {

@@ -10,6 +10,7 @@ use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
     process::Command,
+    time::Instant,
 };
 
 use anyhow::{Context as _, bail};
@@ -51,9 +52,19 @@ pub enum Seeds {
 
 #[derive(clap::Args)]
 pub struct FuzzArgs {
-    /// Seconds per target.
-    #[arg(long, default_value_t = 60)]
-    pub time: u64,
+    /// Seconds per target (with `--runs`: a cap, 0 = none).
+    #[arg(long)]
+    pub time: Option<u64>,
+    /// Executions per target: the run stops after this many (the recorded
+    /// long run uses 10,000,000).
+    #[arg(long)]
+    pub runs: Option<u64>,
+    /// Build without the address sanitizer: several times the executions per
+    /// second. The parsers are safe Rust and Hyperscan is not instrumented
+    /// either way, so a long run trades little for it; panics, overflow
+    /// checks and debug assertions stay on.
+    #[arg(long)]
+    pub no_sanitizer: bool,
     /// Write the results into docs/reliability.md.
     #[arg(long)]
     pub report: bool,
@@ -207,6 +218,42 @@ fn seed(kind: Seeds, dir: &Path) -> anyhow::Result<usize> {
     Ok(seeds.len())
 }
 
+const REPORT_START: &str = "<!-- fuzz-report";
+const REPORT_END: &str = "<!-- /fuzz-report -->";
+const REPORT_HEAD: &str = "<!-- fuzz-report: written by `cargo xtask fuzz --report`; do not edit by hand -->\n| target | date | seconds | executions | coverage (edges) | crashes | sanitizer |\n|---|---|---|---|---|---|---|\n";
+
+/// `doc` with `name`'s row in the report table replaced (or added), the rows
+/// kept in the order of [`TARGETS`].
+fn with_row(doc: &str, name: &str, row: &str) -> String {
+    let (before, rows, after) = match (doc.find(REPORT_START), doc.find(REPORT_END)) {
+        (Some(a), Some(b)) if a < b => (&doc[..a], &doc[a..b], &doc[b + REPORT_END.len()..]),
+        _ => (doc, "", "\n"),
+    };
+    let mut kept: BTreeMap<usize, String> = BTreeMap::new();
+    for line in rows.lines() {
+        if let Some(t) = line
+            .strip_prefix("| `")
+            .and_then(|l| l.split('`').next())
+            .and_then(|t| TARGETS.iter().position(|(n, _)| *n == t))
+        {
+            kept.insert(t, line.to_owned());
+        }
+    }
+    if let Some(t) = TARGETS.iter().position(|(n, _)| *n == name) {
+        kept.insert(t, row.to_owned());
+    }
+    let mut table = String::from(REPORT_HEAD);
+    for line in kept.values() {
+        // Rows from before the sanitizer column get its default.
+        table.push_str(line);
+        if line.matches('|').count() == 7 {
+            table.push_str(" address |");
+        }
+        table.push('\n');
+    }
+    format!("{before}{table}{REPORT_END}{after}")
+}
+
 fn fnv(b: &[u8]) -> u64 {
     b.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &x| {
         (h ^ u64::from(x)).wrapping_mul(0x0100_0000_01b3)
@@ -215,6 +262,7 @@ fn fnv(b: &[u8]) -> u64 {
 
 /// One target's result, read from libFuzzer's last status line.
 struct Result1 {
+    seconds: u64,
     execs: u64,
     cov: u64,
     crashed: bool,
@@ -240,9 +288,15 @@ fn parse_status(stderr: &str) -> (u64, u64) {
     (execs, cov)
 }
 
-fn run_one(name: &str, kind: Seeds, secs: u64) -> anyhow::Result<Result1> {
+fn run_one(name: &str, kind: Seeds, args: &FuzzArgs) -> anyhow::Result<Result1> {
     let fuzz = root().join("fuzz");
-    let corpus = root().join("target/fuzz-corpus").join(name);
+    let corpus = root()
+        .join(if args.no_sanitizer {
+            "target/fuzz-corpus-long"
+        } else {
+            "target/fuzz-corpus"
+        })
+        .join(name);
     let n = seed(kind, &corpus)?;
     // Regression inputs first: each must pass on its own.
     let regressions = fuzz.join("regressions").join(name);
@@ -251,6 +305,7 @@ fn run_one(name: &str, kind: Seeds, secs: u64) -> anyhow::Result<Result1> {
             let out = rustup_nightly_cargo()
                 .current_dir(&fuzz)
                 .args(["fuzz", "run", name])
+                .args(sanitizer(args))
                 .arg(input.path())
                 .output()
                 .context("cargo fuzz run (regression)")?;
@@ -263,20 +318,30 @@ fn run_one(name: &str, kind: Seeds, secs: u64) -> anyhow::Result<Result1> {
             }
         }
     }
-    println!("==> fuzz {name}: {secs} s from {n} seeds");
+    let secs = args
+        .time
+        .unwrap_or(if args.runs.is_some() { 0 } else { 60 });
+    let mut limits = vec![format!("-max_total_time={secs}")];
+    if let Some(runs) = args.runs {
+        limits.push(format!("-runs={runs}"));
+    }
+    println!("==> fuzz {name}: {} from {n} seeds", limits.join(" "));
+    let started = Instant::now();
     let out = rustup_nightly_cargo()
         .current_dir(&fuzz)
         .args(["fuzz", "run", name])
+        .args(sanitizer(args))
         .arg(&corpus)
+        .arg("--")
+        .args(&limits)
         .args([
-            "--",
-            &format!("-max_total_time={secs}"),
             "-rss_limit_mb=2048",
             "-max_len=65536",
             "-print_final_stats=1",
         ])
         .output()
         .context("cargo fuzz run")?;
+    let seconds = started.elapsed().as_secs();
     let stderr = String::from_utf8_lossy(&out.stderr);
     let (execs, cov) = parse_status(&stderr);
     let crashed = !out.status.success();
@@ -306,10 +371,27 @@ fn run_one(name: &str, kind: Seeds, secs: u64) -> anyhow::Result<Result1> {
         if crashed { ", CRASHED" } else { "" }
     );
     Ok(Result1 {
+        seconds,
         execs,
         cov,
         crashed,
     })
+}
+
+/// cargo-fuzz flags for the build asked for; a build without the sanitizer
+/// gets its own target directory, so a long run and `cargo xtask test` can
+/// run side by side without rebuilding each other's binaries.
+fn sanitizer(args: &FuzzArgs) -> Vec<String> {
+    if args.no_sanitizer {
+        vec![
+            "--sanitizer".into(),
+            "none".into(),
+            "--target-dir".into(),
+            root().join("target/fuzz-nosan").display().to_string(),
+        ]
+    } else {
+        Vec::new()
+    }
 }
 
 pub fn run(args: &FuzzArgs) -> anyhow::Result<()> {
@@ -327,54 +409,43 @@ pub fn run(args: &FuzzArgs) -> anyhow::Result<()> {
         );
     }
     step(
-        "building the fuzz targets (nightly, address sanitizer)",
+        if args.no_sanitizer {
+            "building the fuzz targets (nightly, no sanitizer)"
+        } else {
+            "building the fuzz targets (nightly, address sanitizer)"
+        },
         rustup_nightly_cargo()
             .current_dir(root().join("fuzz"))
-            .args(["fuzz", "build"]),
+            .args(["fuzz", "build"])
+            .args(sanitizer(args)),
     )?;
-    let mut rows = Vec::new();
+    let date = Command::new("date")
+        .arg("+%Y-%m-%d")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
     let mut crashed = Vec::new();
     for (name, kind) in targets {
-        let r = run_one(name, kind, args.time)?;
+        let r = run_one(name, kind, args)?;
         if r.crashed {
             crashed.push(name);
         }
-        rows.push((name, r));
-    }
-    if args.report {
-        let date = Command::new("date")
-            .arg("+%Y-%m-%d")
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-            .unwrap_or_default();
-        let mut table = String::from(
-            "<!-- fuzz-report: written by `cargo xtask fuzz --report`; do not edit by hand -->\n| target | date | seconds | executions | coverage (edges) | crashes |\n|---|---|---|---|---|---|\n",
-        );
-        for (name, r) in &rows {
-            table.push_str(&format!(
-                "| `{name}` | {date} | {} | {} | {} | {} |\n",
-                args.time,
+        // Each target's row as soon as it is done: a long run stopped half
+        // way keeps what it measured.
+        if args.report {
+            let row = format!(
+                "| `{name}` | {date} | {} | {} | {} | {} | {} |",
+                r.seconds,
                 r.execs,
                 r.cov,
-                u8::from(r.crashed)
-            ));
+                u8::from(r.crashed),
+                if args.no_sanitizer { "none" } else { "address" }
+            );
+            let path = root().join("docs/reliability.md");
+            let doc = std::fs::read_to_string(&path).unwrap_or_default();
+            std::fs::write(&path, with_row(&doc, name, &row))?;
+            println!("==> {name}: row written to {}", path.display());
         }
-        table.push_str("<!-- /fuzz-report -->\n");
-        let path = root().join("docs/reliability.md");
-        let doc = std::fs::read_to_string(&path).unwrap_or_default();
-        let doc = match (
-            doc.find("<!-- fuzz-report"),
-            doc.find("<!-- /fuzz-report -->"),
-        ) {
-            (Some(a), Some(b)) => format!(
-                "{}{table}{}",
-                &doc[..a],
-                &doc[b + "<!-- /fuzz-report -->\n".len().min(doc.len() - b)..]
-            ),
-            _ => format!("{doc}\n{table}"),
-        };
-        std::fs::write(&path, doc)?;
-        println!("==> wrote the table to {}", path.display());
     }
     if !crashed.is_empty() {
         bail!(
@@ -383,4 +454,33 @@ pub fn run(args: &FuzzArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_report_row_replaces_its_target_and_keeps_the_others() {
+        let doc = "# Title\n\nintro\n\n".to_owned();
+        let one = with_row(&doc, "http", "| `http` | d | 1 | 10 | 5 | 0 | none |");
+        let two = with_row(&one, "parse", "| `parse` | d | 2 | 20 | 6 | 0 | none |");
+        let three = with_row(&two, "http", "| `http` | e | 3 | 30 | 7 | 0 | none |");
+        assert!(three.starts_with("# Title\n\nintro\n\n<!-- fuzz-report"));
+        let rows: Vec<&str> = three.lines().filter(|l| l.starts_with("| `")).collect();
+        assert_eq!(
+            rows,
+            [
+                "| `parse` | d | 2 | 20 | 6 | 0 | none |",
+                "| `http` | e | 3 | 30 | 7 | 0 | none |"
+            ]
+        );
+        assert_eq!(three.matches(REPORT_END).count(), 1);
+        // An old row without the sanitizer column gets it.
+        let old = "<!-- fuzz-report -->\n| `tls` | d | 60 | 9 | 1 | 0 |\n<!-- /fuzz-report -->\n";
+        assert!(
+            with_row(old, "dns", "| `dns` | d | 1 | 1 | 1 | 0 | none |")
+                .contains("| `tls` | d | 60 | 9 | 1 | 0 | address |")
+        );
+    }
 }

@@ -126,7 +126,9 @@ pub fn run() -> anyhow::Result<()> {
         ]),
     )?;
     crate::fuzz::run(&crate::fuzz::FuzzArgs {
-        time: 10,
+        time: Some(10),
+        runs: None,
+        no_sanitizer: false,
         report: false,
         target: None,
     })?;

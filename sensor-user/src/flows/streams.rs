@@ -361,26 +361,31 @@ impl StreamTable {
             head: flow.proto.request_head(),
             protocol: flow.proto.protocol(),
         };
+        let mut hits = Vec::new();
+        if !batch.fields.is_empty()
+            && let Some(dir) = flow.dirs[at.d as usize].as_mut()
+        {
+            let before = dir.scan.offset();
+            match dir.scan.scan(rules, scratch, batch, Date::today()) {
+                Ok(h) => hits = h,
+                Err(e) => {
+                    stats.scan_errors += 1;
+                    log::warn!("scanning: {e}");
+                }
+            }
+            stats.bytes_scanned += dir.scan.offset() - before;
+        }
+        // Canaries first: a protocol's credential or a pattern on the same
+        // value is then the canary's finding, not a second one.
+        let (canaries, hits): (Vec<_>, Vec<_>) = hits.into_iter().partition(|h| h.canary.is_some());
+        if !canaries.is_empty() {
+            let p = place(flow);
+            flow.findings.admit(rules, services, canaries, &p, out);
+        }
         if !creds.is_empty() {
             let p = place(flow);
             flow.findings.credentials(creds, &p, out);
         }
-        if batch.fields.is_empty() {
-            return;
-        }
-        let Some(dir) = flow.dirs[at.d as usize].as_mut() else {
-            return;
-        };
-        let before = dir.scan.offset();
-        let hits = match dir.scan.scan(rules, scratch, batch, Date::today()) {
-            Ok(h) => h,
-            Err(e) => {
-                stats.scan_errors += 1;
-                log::warn!("scanning: {e}");
-                return;
-            }
-        };
-        stats.bytes_scanned += dir.scan.offset() - before;
         if !hits.is_empty() {
             let p = place(flow);
             flow.findings.admit(rules, services, hits, &p, out);
@@ -472,7 +477,7 @@ mod tests {
     use super::*;
     use crate::{
         fixtures::{FrameBuilder, record},
-        matcher::rules,
+        matcher::{canaries::Canary, canary_db::tests::encodings, rules, rules::Kind},
         proto::coding::tests::{brotli, gzip, zlib},
     };
     use sensor_common::parse::TCP_ACK;
@@ -514,11 +519,27 @@ mod tests {
 
     /// As `run`, on a given table; also its prefilter counts.
     fn run_on(
-        mut t: StreamTable,
+        t: StreamTable,
         msg: &[u8],
         cuts: &[usize],
         order: &[usize],
     ) -> (Vec<(&'static str, String)>, GateStats) {
+        let (out, stats) = findings_on(t, msg, cuts, order);
+        let mut v: Vec<(&'static str, String)> = out
+            .into_iter()
+            .map(|l| (l.hit.kind.name(), l.hit.value))
+            .collect();
+        v.sort();
+        (v, stats)
+    }
+
+    /// As `run_on`, the findings themselves.
+    fn findings_on(
+        mut t: StreamTable,
+        msg: &[u8],
+        cuts: &[usize],
+        order: &[usize],
+    ) -> (Vec<Finding>, GateStats) {
         let mut out = Vec::new();
         let now = Instant::now();
         let syn = record(
@@ -553,12 +574,7 @@ mod tests {
             r.hdr.service = 1;
             t.on_record(&r, now, &mut out);
         }
-        let mut v: Vec<(&'static str, String)> = out
-            .into_iter()
-            .map(|l| (l.hit.kind.name(), l.hit.value))
-            .collect();
-        v.sort();
-        (v, t.stats.gate)
+        (out, t.stats.gate)
     }
 
     /// A client segment of flow `port` (its SYN when `data` is empty).
@@ -943,6 +959,104 @@ mod tests {
             "{leaking} of {}",
             msgs.len()
         );
+    }
+
+    const CANARIES: [(&str, Kind, &str); 4] = [
+        ("qobuz-test-pw", Kind::Password, "Tr0ub4dor&3x?"),
+        ("qobuz-test-token", Kind::AuthToken, "tKn_9fQ2xLm4Vb7Rz1Wc"),
+        ("qobuz-test-mail", Kind::Email, "audit.user@example.com"),
+        (
+            "qobuz-test-device",
+            Kind::DeviceInfo,
+            "A1B2C3D4-E5F6-4711-8899-AABBCCDDEEFF",
+        ),
+    ];
+
+    /// The built-in rules with the test canaries; `all`: every section decoded.
+    fn canary_table(all: bool) -> StreamTable {
+        static RULES: [std::sync::OnceLock<Arc<RuleSet>>; 2] =
+            [std::sync::OnceLock::new(), std::sync::OnceLock::new()];
+        let rules = RULES[usize::from(all)].get_or_init(|| {
+            let mut r = rules::builtin();
+            if all {
+                r.push(rules::Rule::bare("no_trigger", "(?P<v>zz-never-zz)"));
+            }
+            let cs = CANARIES.map(|(l, k, v)| Canary::new(l, k, v)).to_vec();
+            Arc::new(RuleSet::compile(r).unwrap().with_canaries(cs).unwrap())
+        });
+        table_of(rules)
+    }
+
+    /// Every encoding of each canary kind, in every context a request
+    /// carries data (query, header, cookie, form, JSON, XML, multipart,
+    /// compressed, nested): found, confirmed, and the same with and without
+    /// the prefilter; one character off: found nowhere.
+    #[test]
+    fn canaries_in_every_encoding_and_context_and_the_prefilter_agrees() {
+        for (label, kind, value) in CANARIES {
+            for (enc, wire) in encodings(value) {
+                for (ctx, msg) in in_every_context("x_field", &wire, None) {
+                    let (gated, _) = findings_on(canary_table(false), &msg, &[], &[0]);
+                    let (all, _) = findings_on(canary_table(true), &msg, &[], &[0]);
+                    let key = |v: &[Finding]| {
+                        let mut k: Vec<_> = v
+                            .iter()
+                            .map(|f| (f.rule.clone(), f.hit.kind, f.hit.canary.clone()))
+                            .collect();
+                        k.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
+                        k
+                    };
+                    assert_eq!(key(&gated), key(&all), "{label} {enc} in {ctx}");
+                    let digest = enc.starts_with("md5") || enc.starts_with("sha");
+                    let want = if digest && kind == Kind::Password {
+                        Kind::PasswordHash
+                    } else {
+                        kind
+                    };
+                    let hit = gated.iter().find(|f| {
+                        f.hit.canary.as_ref().is_some_and(|c| &*c.label == label)
+                            && f.hit.kind == want
+                    });
+                    assert!(
+                        hit.is_some(),
+                        "{label} as {enc} in {ctx}: {:?}",
+                        key(&gated)
+                    );
+                    assert_eq!(hit.unwrap().rule, "canary");
+                }
+            }
+        }
+        // One character off, in every encoding and context: no canary.
+        for (enc, wire) in encodings("Tr0ub4dor&3y?") {
+            for (ctx, msg) in in_every_context("x_field", &wire, None) {
+                let (got, _) = findings_on(canary_table(false), &msg, &[], &[0]);
+                assert!(
+                    got.iter().all(|f| f.hit.canary.is_none()),
+                    "near miss as {enc} in {ctx}"
+                );
+            }
+        }
+    }
+
+    /// A pattern rule and a canary on the same value make one finding, the
+    /// canary's; so do a protocol's credential and a canary.
+    #[test]
+    fn a_canary_and_a_pattern_on_one_value_are_one_finding() {
+        let md5 = "GET /api/user/login?username=audit&password=TOKEN HTTP/1.1\r\n\r\n".replace(
+            "TOKEN",
+            &encodings("Tr0ub4dor&3x?")
+                .into_iter()
+                .find(|(e, _)| *e == "md5 hex")
+                .unwrap()
+                .1,
+        );
+        let (got, _) = findings_on(canary_table(false), md5.as_bytes(), &[], &[0]);
+        let hashes: Vec<_> = got
+            .iter()
+            .filter(|f| f.hit.kind == Kind::PasswordHash)
+            .collect();
+        assert_eq!(hashes.len(), 1, "{got:?}");
+        assert_eq!(hashes[0].rule, "canary");
     }
 
     /// Benign API traffic is not decoded at all.

@@ -14,7 +14,10 @@ use regex::Regex;
 
 pub use super::rules::RuleError;
 use super::{
-    rules::{Kind, Rule, Validator},
+    canaries::Canary,
+    canary_db::{Canaries, CanaryMatch},
+    db_cache,
+    rules::{Kind, Rule, Severity, Validator},
     triggers::Triggers,
     validators::{self, Date},
 };
@@ -88,7 +91,7 @@ impl RuleSet {
         let rules: Vec<Rule> = compiled.iter().map(|c| c.rule.clone()).collect();
         let (mut triggers, plan) = Triggers::plan(&rules)?;
         let key = cache_key(&rules, &plan);
-        let cached = cache.and_then(|dir| cache::load(&dir.join(format!("rules-{key}.hsdb"))));
+        let cached = cache.and_then(|dir| db_cache::load(&dir.join(format!("rules-{key}.hsdb"))));
         let db = match cached {
             Some((db, tdb)) if tdb.is_some() != plan.is_empty() => {
                 triggers.set_db(tdb);
@@ -114,7 +117,7 @@ impl RuleSet {
                 triggers.set_db(plan.compile()?);
                 if let Some(dir) = cache {
                     let path = dir.join(format!("rules-{key}.hsdb"));
-                    if let Err(e) = cache::save(&path, &db, triggers.db()) {
+                    if let Err(e) = db_cache::save(&path, &db, triggers.db()) {
                         log::debug!("caching the rule databases in {}: {e}", path.display());
                     }
                 }
@@ -130,6 +133,29 @@ impl RuleSet {
             triggers,
             version,
         })
+    }
+
+    /// Adds registered canaries: their own database (never cached: the
+    /// literals must not reach the disk), triggers and findings.
+    pub fn with_canaries(mut self, canaries: Vec<Canary>) -> Result<Self, RuleError> {
+        let c = Canaries::compile(canaries).map_err(|e| RuleError::Database(e.to_string()))?;
+        let rules: Vec<Rule> = self.rules().cloned().collect();
+        self.triggers
+            .set_canaries(c.map(std::sync::Arc::new), &rules)?;
+        Ok(self)
+    }
+
+    pub fn canaries(&self) -> Option<&Canaries> {
+        self.triggers.canaries()
+    }
+
+    /// A canary finding's severity: the highest of the rules for its kind.
+    pub fn severity_of(&self, kind: Kind) -> Severity {
+        self.rules()
+            .filter(|r| r.kind == kind)
+            .map(|r| r.severity)
+            .max()
+            .unwrap_or(Severity::High)
     }
 
     /// Bytes of one open stream's state.
@@ -278,69 +304,6 @@ fn cache_key(rules: &[Rule], plan: &super::triggers::Plan) -> String {
     format!("{h:016x}")
 }
 
-/// The compiled-database cache file: `LWHS1`, then the streaming rule database
-/// and the trigger block database (empty when there is none), each
-/// length-prefixed (u64 LE), as Hyperscan serialized them.
-mod cache {
-    use std::path::Path;
-
-    use hyperscan::{BlockDatabase, Serialized as _, StreamingDatabase};
-
-    const MAGIC: &[u8] = b"LWHS1";
-
-    fn mode_is(bytes: &[u8], mode: &str) -> bool {
-        bytes.info().is_ok_and(|i| i.contains(mode))
-    }
-
-    pub fn load(path: &Path) -> Option<(StreamingDatabase, Option<BlockDatabase>)> {
-        let data = std::fs::read(path).ok()?;
-        let rest = data.strip_prefix(MAGIC)?;
-        let part = |b: &[u8]| -> Option<(Vec<u8>, usize)> {
-            let n = u64::from_le_bytes(b.get(..8)?.try_into().ok()?) as usize;
-            Some((b.get(8..8 + n)?.to_vec(), 8 + n))
-        };
-        let (s, used) = part(rest)?;
-        let (b, _) = part(&rest[used..])?;
-        // Deserializing checks Hyperscan's version and the CPU's features; the
-        // mode is checked here (a mismatch would be undefined behaviour).
-        if !mode_is(&s, "STREAM") || !(b.is_empty() || mode_is(&b, "BLOCK")) {
-            return None;
-        }
-        let sdb: StreamingDatabase = s.deserialize().ok()?;
-        let bdb: Option<BlockDatabase> = if b.is_empty() {
-            None
-        } else {
-            Some(b.deserialize().ok()?)
-        };
-        Some((sdb, bdb))
-    }
-
-    pub fn save(
-        path: &Path,
-        db: &StreamingDatabase,
-        triggers: Option<&BlockDatabase>,
-    ) -> std::io::Result<()> {
-        let err = |e: hyperscan::Error| std::io::Error::other(e.to_string());
-        let s = db.serialize().map_err(err)?;
-        let b = match triggers {
-            Some(t) => t.serialize().map_err(err)?.to_vec(),
-            None => Vec::new(),
-        };
-        let mut out = MAGIC.to_vec();
-        for part in [&s[..], &b[..]] {
-            out.extend_from_slice(&(part.len() as u64).to_le_bytes());
-            out.extend_from_slice(part);
-        }
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        // Written whole, then renamed: a reader never sees half a file.
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, out)?;
-        std::fs::rename(tmp, path)
-    }
-}
-
 /// A confirmed value in one field.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hit {
@@ -352,7 +315,12 @@ pub struct Hit {
     pub name: String,
     /// HTTP message index within the direction.
     pub message: u64,
+    /// A registered canary's value (`rule` is then [`CANARY`]).
+    pub canary: Option<CanaryMatch>,
 }
+
+/// `Hit::rule` of a canary's hit: no pattern rule.
+pub const CANARY: usize = usize::MAX - 1;
 
 /// Hyperscan stream state of one flow direction. Closes its stream when dropped
 /// (the `hyperscan` crate leaks a dropped stream).
@@ -418,6 +386,35 @@ impl DirScanner {
                     ctx: f.ctx,
                     name: f.name.clone(),
                     message: f.message,
+                    canary: None,
+                });
+            }
+        }
+        if let Some(c) = set.canaries() {
+            let found = c
+                .scan(scratch, &buf, &ends, base)
+                .map_err(|e| RuleError::Database(e.to_string()))?;
+            // A pattern rule's hit on the canary's value is the canary's
+            // finding: one finding, confirmed.
+            hits.retain(|h| {
+                !found.iter().any(|x| {
+                    batch
+                        .fields
+                        .get(x.field)
+                        .is_some_and(|f| f.name == h.name && f.message == h.message)
+                        && c.covers(x, &h.value)
+                })
+            });
+            for x in found {
+                let f = &batch.fields[x.field];
+                hits.push(Hit {
+                    rule: CANARY,
+                    kind: x.kind,
+                    value: x.value,
+                    ctx: f.ctx,
+                    name: f.name.clone(),
+                    message: f.message,
+                    canary: Some(x.at),
                 });
             }
         }

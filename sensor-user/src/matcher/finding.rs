@@ -194,6 +194,30 @@ impl FlowFindings {
         out: &mut Vec<Finding>,
     ) {
         for hit in hits {
+            // A canary is the admin's own test value: certain wherever it
+            // appears, so none of the policy's guesses apply.
+            if hit.canary.is_some() {
+                let f = Finding {
+                    rule: "canary".into(),
+                    severity: rules.severity_of(hit.kind),
+                    ts_ns: at.ts_ns,
+                    ifindex: at.ifindex,
+                    key: at.key,
+                    direction: at.direction,
+                    from_client: at.from_client,
+                    service: at.service,
+                    head: at.head.clone(),
+                    outcome: None,
+                    crackable: None,
+                    protocol: at.protocol,
+                    hit,
+                };
+                if at.from_client && is_credential(f.hit.kind) {
+                    self.credential_requests.insert(f.hit.message);
+                }
+                self.accept(f, out);
+                continue;
+            }
             let rule = rules.rule(hit.rule);
             if !rule.services.is_empty()
                 && !services
@@ -341,6 +365,7 @@ impl FlowFindings {
                     ctx: c.ctx,
                     name: c.name,
                     message: 0,
+                    canary: None,
                 },
             });
         }
@@ -375,6 +400,7 @@ mod tests {
             ctx: Ctx::Query,
             name: name.into(),
             message,
+            canary: None,
         }
     }
 

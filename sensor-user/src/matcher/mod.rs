@@ -5,11 +5,17 @@
 //! |--------------|-------------------------------------------------------|
 //! | `rules`      | the rule format, built-in rules                        |
 //! | `triggers`   | the raw-bytes prefilter in front of decoding           |
+//! | `canaries`   | the canaries file: test-account values, its checks     |
+//! | `canary_db`  | every encoding of each canary, compiled and confirmed  |
 //! | `engine`     | compiled rules, per-direction Hyperscan streams, hits  |
+//! | `db_cache`   | the compiled rule databases cached on disk             |
 //! | `validators` | digest, JWT, Luhn, IMEI, email, date, entropy checks   |
 //! | `finding`    | which hits become findings: the one policy             |
 //! | `evidence`   | evidence modes, keyed fingerprints, replay detector    |
 
+pub mod canaries;
+pub mod canary_db;
+pub mod db_cache;
 pub mod digits;
 pub mod engine;
 pub mod evidence;

@@ -12,6 +12,7 @@
 use hyperscan::{Block, prelude::*};
 
 use super::{
+    canary_db::Canaries,
     digits,
     rules::{Rule, RuleError},
 };
@@ -28,6 +29,12 @@ pub struct Triggers {
     bytes: Vec<u8>,
     /// Ids of the rules without triggers.
     pub untriggered: Vec<String>,
+    /// Registered canaries: their literals are triggers too.
+    canaries: Option<std::sync::Arc<Canaries>>,
+    /// With canaries: the triggers and the canaries' anchors in one database
+    /// (one scan of each section, not two), ids past the count the anchors'.
+    /// Built at load, never cached: it holds parts of the literals.
+    combined: Option<(BlockDatabase, usize)>,
 }
 
 /// The trigger database's patterns, not yet compiled, with (rule id, expression) each.
@@ -134,6 +141,8 @@ impl Triggers {
                 digits,
                 bytes,
                 untriggered,
+                canaries: None,
+                combined: None,
             },
             Plan { patterns, owners },
         ))
@@ -148,9 +157,46 @@ impl Triggers {
         self.db.as_ref()
     }
 
+    /// Makes the canaries' literals triggers too: one database of `rules`'
+    /// triggers and the literals.
+    pub fn set_canaries(
+        &mut self,
+        canaries: Option<std::sync::Arc<Canaries>>,
+        rules: &[Rule],
+    ) -> Result<(), RuleError> {
+        self.combined = None;
+        if let Some(c) = &canaries {
+            let (_, plan) = Self::plan(rules)?;
+            let n = plan.patterns.len();
+            let mut all = plan.patterns;
+            all.extend(
+                c.anchors(n)
+                    .map_err(|e| RuleError::Database(e.to_string()))?,
+            );
+            let db = Patterns(all)
+                .build::<Block>()
+                .map_err(|e| RuleError::Database(format!("triggers with canaries: {e}")))?;
+            self.combined = Some((db, n));
+        }
+        self.canaries = canaries;
+        Ok(())
+    }
+
+    pub fn canaries(&self) -> Option<&Canaries> {
+        self.canaries.as_deref()
+    }
+
     /// Grows `scratch` to serve this database too.
     pub fn fit_scratch(&self, scratch: &mut Scratch) -> Result<(), RuleError> {
         if let Some(db) = &self.db {
+            db.realloc_scratch(scratch)
+                .map_err(|e| RuleError::Database(e.to_string()))?;
+        }
+        if let Some(c) = &self.canaries {
+            c.fit_scratch(scratch)
+                .map_err(|e| RuleError::Database(e.to_string()))?;
+        }
+        if let Some((db, _)) = &self.combined {
             db.realloc_scratch(scratch)
                 .map_err(|e| RuleError::Database(e.to_string()))?;
         }
@@ -170,6 +216,22 @@ impl Triggers {
         };
         if byte || self.digits.is_some_and(|n| digits::has_run(raw, n)) {
             return true;
+        }
+        if let (Some(c), Some((db, n))) = (&self.canaries, &self.combined) {
+            // A trigger decides at once; a canary's anchor only asks for the
+            // canaries' own scan, after this one (one scratch, one scan at a
+            // time).
+            let (mut fired, mut anchor) = (false, false);
+            let r = db.scan(raw, scratch, |id, _, _, _| {
+                if (id as usize) < *n {
+                    fired = true;
+                    Matching::Terminate
+                } else {
+                    anchor = true;
+                    Matching::Continue
+                }
+            });
+            return fired || r.is_err() || anchor && c.fires(scratch, raw);
         }
         let Some(db) = &self.db else {
             return false;

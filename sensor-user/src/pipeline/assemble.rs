@@ -83,11 +83,19 @@ impl Loaded {
             || "the built-in rules".to_owned(),
             |p| format!("the built-in rules and {}", p.display()),
         );
-        match cache {
+        let set = match cache {
             Some(dir) => RuleSet::compile_cached(all, dir),
             None => RuleSet::compile(all),
         }
-        .with_context(|| format!("compiling {src}"))
+        .with_context(|| format!("compiling {src}"))?;
+        let Some(path) = &self.config.canaries_file else {
+            return Ok(set);
+        };
+        let canaries = crate::matcher::canaries::load(path)?;
+        let n = canaries.len();
+        let set = set.with_canaries(canaries)?;
+        log::info!("{n} canaries registered from {}", path.display());
+        Ok(set)
     }
 
     /// What the XDP program (or its userspace twin) is configured with.

@@ -129,9 +129,11 @@ pub fn run(a: &Attach<'_>, loaded: &Loaded) -> anyhow::Result<()> {
     let pipeline = pipeline
         .with_kernel_config(kernel_config)
         .with_learned_file(a.state_dir.join(crate::targets::store::FILE));
-    let reload = loaded.path.clone().map(|path| {
+    // A reload re-reads the config and the files it names; without a config,
+    // the canaries file a flag named.
+    let reload = (loaded.path.is_some() || c.canaries_file.is_some()).then(|| {
         Arc::new(super::reload::ReloadSource {
-            path,
+            path: loaded.path.clone(),
             apply: Arc::clone(&a.flags),
             state_dir: a.state_dir.to_owned(),
         })

@@ -21,10 +21,11 @@ use crate::{
     targets::{StaticWatch, learning::WatchSink},
 };
 
-/// Where a reload reads from: the file, the command line's flags laid over
-/// it, and the rules cache.
+/// Where a reload reads from: the file (none: the defaults, when only the
+/// flags name files to re-read, as `--canaries` does), the command line's
+/// flags laid over it, and the rules cache.
 pub struct ReloadSource {
-    pub path: PathBuf,
+    pub path: Option<PathBuf>,
     pub apply: Arc<dyn Fn(&mut Config) + Send + Sync>,
     pub state_dir: PathBuf,
 }
@@ -37,7 +38,7 @@ pub struct Reloaded {
 
 /// Reads and compiles (slow: run it off the pipeline thread).
 pub fn prepare(src: &ReloadSource) -> anyhow::Result<Reloaded> {
-    let mut loaded = Loaded::load(Some(&src.path))?;
+    let mut loaded = Loaded::load(src.path.as_deref())?;
     (src.apply)(&mut loaded.config);
     loaded.config.check().map_err(anyhow::Error::msg)?;
     let rules = loaded.rules(Some(&src.state_dir))?;
@@ -238,5 +239,51 @@ impl<W: WatchSink> Pipeline<W> {
         );
         self.config = Some(loaded.config);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    /// A reload re-reads the canaries file: a changed file takes effect, a
+    /// refused one fails the reload (the running rules stay).
+    #[test]
+    fn a_reload_picks_up_a_changed_canaries_file() {
+        let dir = std::env::temp_dir().join(format!("lw-reload-canaries-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("canaries.toml");
+        let write = |n: usize, mode: u32| {
+            let doc = (0..n).fold(String::new(), |mut d, i| {
+                d += &format!(
+                    "[[canaries]]\nlabel = \"c{i}\"\nkind = \"auth_token\"\nvalue = \"tok-{i}-abcdef\"\n"
+                );
+                d
+            });
+            std::fs::write(&file, doc).unwrap();
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
+        };
+        let flag = file.clone();
+        let src = ReloadSource {
+            path: None,
+            apply: Arc::new(move |c: &mut Config| c.canaries_file = Some(flag.clone())),
+            state_dir: dir.join("state"),
+        };
+        let count = |r: &Reloaded| {
+            r.rules
+                .canaries()
+                .map_or(0, crate::matcher::canary_db::Canaries::len)
+        };
+        write(1, 0o600);
+        assert_eq!(count(&prepare(&src).unwrap()), 1);
+        write(3, 0o400);
+        assert_eq!(count(&prepare(&src).unwrap()), 3);
+        write(3, 0o644);
+        let e = format!("{:#}", prepare(&src).err().unwrap());
+        assert!(e.contains("refused") && e.contains("0644"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

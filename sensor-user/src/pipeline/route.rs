@@ -7,7 +7,10 @@ use super::Pipeline;
 use crate::{
     capture::clock::mono_now_ns,
     flows::posture::Output,
-    matcher::{evidence::evidence, finding::Finding},
+    matcher::{
+        evidence::{EvidenceMode, evidence},
+        finding::Finding,
+    },
     sinks::{
         block::{self, Blocked},
         events::{Event, ReplayInfo},
@@ -88,7 +91,17 @@ impl<W: WatchSink> Pipeline<W> {
             ev.kind = Some(kind.name());
             ev.rule = Some(f.rule.clone());
             ev.severity = Some(severity);
-            ev.evidence = Some(evidence(&f.hit.name, &f.hit.value, m.evidence));
+            if let Some(c) = &f.hit.canary {
+                // A canary's value never appears, whatever the mode; how it
+                // travelled does.
+                let shown = evidence(&f.hit.name, &f.hit.value, EvidenceMode::Fingerprint);
+                ev.evidence = Some(format!("{shown} [{}]", c.form));
+                ev.canary = Some(c.label.to_string());
+                ev.confidence = Some("confirmed");
+            } else {
+                ev.evidence = Some(evidence(&f.hit.name, &f.hit.value, m.evidence));
+                ev.confidence = Some("pattern");
+            }
             ev.fingerprint = Some(fp.clone());
             ev.context = Some(f.hit.ctx.name());
             ev.outcome = f.outcome.map(crate::proto::Outcome::name);

@@ -549,6 +549,7 @@ mod tests {
                 ctx: Ctx::Query,
                 name: "password".into(),
                 message: 0,
+                canary: None,
             },
             rule: "qobuz_password_md5".into(),
             severity,

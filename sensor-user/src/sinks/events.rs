@@ -54,6 +54,13 @@ pub struct Event {
     pub rule: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub severity: Option<&'static str>,
+    /// `leak`: `confirmed` for a registered canary's value, `pattern` for
+    /// every other finding.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<&'static str>,
+    /// `leak` of a canary: its label (never its value).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub canary: Option<String>,
     /// Redacted per the evidence mode; never the value unless `full` was chosen.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub evidence: Option<String>,
@@ -145,6 +152,8 @@ impl Event {
             kind: None,
             rule: None,
             severity: None,
+            confidence: None,
+            canary: None,
             evidence: None,
             fingerprint: None,
             context: None,
