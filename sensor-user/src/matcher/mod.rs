@@ -6,7 +6,8 @@
 //! | `rules`      | the rule format, built-in rules                        |
 //! | `triggers`   | the raw-bytes prefilter in front of decoding           |
 //! | `canaries`   | the canaries file: test-account values, its checks     |
-//! | `canary_db`  | every encoding of each canary, compiled and confirmed  |
+//! | `canary_db`  | the canaries compiled, matched and confirmed           |
+//! | `canary_forms` | the encodings a canary value travels in              |
 //! | `engine`     | compiled rules, per-direction Hyperscan streams, hits  |
 //! | `db_cache`   | the compiled rule databases cached on disk             |
 //! | `validators` | digest, JWT, Luhn, IMEI, email, date, entropy checks   |
@@ -15,6 +16,7 @@
 
 pub mod canaries;
 pub mod canary_db;
+pub mod canary_forms;
 pub mod db_cache;
 pub mod digits;
 pub mod engine;
