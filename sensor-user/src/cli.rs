@@ -49,6 +49,17 @@ pub enum Cmd {
         #[command(subcommand)]
         cmd: RulesCmd,
     },
+    /// The app inventory of the running sensor (over its control socket):
+    /// per service, each app version with its clients, leak kinds and
+    /// share of cleartext flows.
+    Apps {
+        /// One JSON object per app version instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// The sensor's control socket [/run/leakwatch/control.sock].
+        #[arg(long, value_name = "PATH")]
+        control_socket: Option<PathBuf>,
+    },
     /// Blocks in force in the running sensor (over its control socket).
     Blocks {
         #[command(subcommand)]
@@ -216,6 +227,10 @@ pub struct Pipeline {
     /// daemon's user or root): found in every encoding, reported `confirmed`.
     #[arg(long = "canaries", value_name = "PATH")]
     pub canaries_file: Option<PathBuf>,
+    /// App versions known to leak (TOML `[[advisories]]`): a client running
+    /// one raises a `vulnerable_app` event.
+    #[arg(long = "advisories", value_name = "PATH")]
+    pub advisories_file: Option<PathBuf>,
 }
 
 impl Pipeline {
@@ -238,6 +253,7 @@ impl Pipeline {
             block,
             memory_limit,
             canaries_file,
+            advisories_file,
         } = self;
         set(&mut c.events, events.clone().map(Some));
         set(&mut c.evidence, *evidence);
@@ -253,6 +269,7 @@ impl Pipeline {
         set(&mut c.blocking.mode, *block);
         set(&mut c.memory_limit, *memory_limit);
         set(&mut c.canaries_file, canaries_file.clone().map(Some));
+        set(&mut c.advisories_file, advisories_file.clone().map(Some));
     }
 }
 
@@ -325,6 +342,9 @@ pub struct ReplayArgs {
     /// Progress line on stderr: auto (on a terminal, for inputs over 8 MB), always, never.
     #[arg(long, default_value = "auto", value_name = "WHEN")]
     pub progress: ProgressWhen,
+    /// Print the app inventory (the report card of `leakwatch apps`) at the end.
+    #[arg(long)]
+    pub apps: bool,
 }
 
 #[cfg(test)]

@@ -28,7 +28,8 @@
 //! max_decode_depth = 3         # content codings stacked on one body
 //! sensor_name = "gw1"          # `host` in events (default: the host name)
 //! fingerprint_key_file = "/etc/leakwatch/fleet.key"  # a key shared by a fleet
-//! canaries_file = "/etc/leakwatch/canaries.toml"    # test-account values (0600, see docs/canaries.md)
+//! canaries_file = "/etc/leakwatch/canaries.toml"    # test-account values (0600, see docs/app-audit.md)
+//! advisories_file = "/etc/leakwatch/advisories.toml"  # app versions known to leak
 //! output_group = "adm"         # events/records files 0640 and this group's
 //! interfaces = [{ name = "lan0", role = "lan" }, { name = "wan0" }]  # run only; role: lan | wan (default)
 //! xdp_mode = "auto"            # run only: auto | native | generic
@@ -138,6 +139,8 @@ pub struct Config {
     /// Registered canary values (`matcher::canaries`): owner-only, re-read
     /// on reload.
     pub canaries_file: Option<PathBuf>,
+    /// App versions known to leak (`sinks::advisories`), re-read on reload.
+    pub advisories_file: Option<PathBuf>,
     /// Events and records files are 0640 and this group's (e.g. a log
     /// shipper's); default: 0600, the daemon's alone.
     pub output_group: Option<String>,
@@ -244,6 +247,7 @@ impl Default for Config {
             sensor_name: None,
             fingerprint_key_file: None,
             canaries_file: None,
+            advisories_file: None,
             output_group: None,
             interfaces: Vec::new(),
             xdp_mode: AttachMode::Auto,
@@ -473,6 +477,7 @@ mod tests {
             sensor_name: _,
             fingerprint_key_file: _,
             canaries_file: _,
+            advisories_file: _,
             output_group: _,
             interfaces: _,
             xdp_mode: _,
@@ -509,6 +514,7 @@ mod tests {
             "sensor_name",
             "fingerprint_key_file",
             "canaries_file",
+            "advisories_file",
             "interfaces",
             "xdp_mode",
             "control_socket",

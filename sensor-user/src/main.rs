@@ -28,12 +28,11 @@ fn main() {
         Cmd::Catalog {
             cmd: CatalogCmd::List { config },
         } => catalog_list(config.as_deref()),
-        Cmd::Rules {
-            cmd: RulesCmd::Check { config },
-        } => rules_check(config.as_deref()),
-        Cmd::Rules {
-            cmd: RulesCmd::List { config },
-        } => rules_list(config.as_deref()),
+        Cmd::Rules { cmd } => rules(&cmd),
+        Cmd::Apps {
+            json,
+            control_socket,
+        } => control::apps(&socket(control_socket), json),
         Cmd::Blocks {
             cmd:
                 BlocksCmd::List {
@@ -104,6 +103,7 @@ fn replay(args: &sensor_user::cli::ReplayArgs) -> anyhow::Result<()> {
             ProgressWhen::Always => ShowProgress::Always,
             ProgressWhen::Never => ShowProgress::Never,
         },
+        apps: args.apps,
     })
 }
 
@@ -133,14 +133,14 @@ fn check(config: &Path, has_interfaces: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn rules_check(config: Option<&Path>) -> anyhow::Result<()> {
-    let set = Loaded::load(config)?.rules(None)?;
-    Ok(listing::rules_check(&mut std::io::stdout().lock(), &set)?)
-}
-
-fn rules_list(config: Option<&Path>) -> anyhow::Result<()> {
-    let set = Loaded::load(config)?.rules(None)?;
-    Ok(listing::rules(&mut std::io::stdout().lock(), &set)?)
+fn rules(cmd: &RulesCmd) -> anyhow::Result<()> {
+    let (RulesCmd::Check { config } | RulesCmd::List { config }) = cmd;
+    let set = Loaded::load(config.as_deref())?.rules(None)?;
+    let out = &mut std::io::stdout().lock();
+    match cmd {
+        RulesCmd::Check { .. } => Ok(listing::rules_check(out, &set)?),
+        RulesCmd::List { .. } => Ok(listing::rules(out, &set)?),
+    }
 }
 
 fn catalog_list(config: Option<&Path>) -> anyhow::Result<()> {

@@ -52,3 +52,27 @@ pub fn curl(ns: &Netns, args: &[String]) -> anyhow::Result<String> {
     let out = run(ns.command("curl").args(args))?;
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
+
+/// A TLS 1.2-framed ClientHello record naming `sni` (captures built by code).
+pub fn client_hello(sni: &str) -> Vec<u8> {
+    let name = sni.as_bytes();
+    let n = u16::try_from(name.len()).unwrap_or(0);
+    let mut ext = vec![0, 0]; // server_name
+    ext.extend_from_slice(&(n + 5).to_be_bytes());
+    ext.extend_from_slice(&(n + 3).to_be_bytes());
+    ext.push(0);
+    ext.extend_from_slice(&n.to_be_bytes());
+    ext.extend_from_slice(name);
+    let mut body = vec![0x03, 0x03];
+    body.extend_from_slice(&[0x5a; 32]); // random
+    body.extend_from_slice(&[0, 0, 2, 0x13, 0x01, 1, 0]); // no session, one suite, null compression
+    body.extend_from_slice(&u16::try_from(ext.len()).unwrap_or(0).to_be_bytes());
+    body.extend_from_slice(&ext);
+    let mut hs = vec![0x01];
+    hs.extend_from_slice(&u32::try_from(body.len()).unwrap_or(0).to_be_bytes()[1..]);
+    hs.extend_from_slice(&body);
+    let mut rec = vec![0x16, 0x03, 0x01];
+    rec.extend_from_slice(&u16::try_from(hs.len()).unwrap_or(0).to_be_bytes());
+    rec.extend_from_slice(&hs);
+    rec
+}

@@ -23,7 +23,7 @@ fn leak() -> Value {
         "src_ip": "192.0.2.10", "src_port": 52688, "dest_ip": "198.51.100.2", "dest_port": 80,
         "proto": "TCP", "interface": "lan0", "service": "qobuz",
         "kind": "password_hash", "rule": "password_hash_param", "severity": "critical",
-        "evidence": "password=5f…99 (32 chars)", "fingerprint": "83f76f15d1284f9b6422a43c20319cc9",
+        "confidence": "pattern", "evidence": "password=5f…99 (32 chars)", "fingerprint": "83f76f15d1284f9b6422a43c20319cc9",
         "context": "query", "direction": "to_server",
         "http": {"hostname": "www.qobuz.com", "method": "GET", "path": "/api.json/0.2/user/login", "user_agent": "Qobuz/6.1"},
         "app": {"name": "Qobuz", "version": "6.1", "platform": "iOS"}
@@ -40,7 +40,18 @@ fn documented_examples_pass() {
         "src_ip": "2001:db8:c::10", "src_port": 40000, "dest_ip": "2001:db8:5::2", "dest_port": 80,
         "proto": "TCP", "interface": "lan0", "service": "qobuz", "flow": {"transport": "cleartext"}
     });
-    common::assert_valid_events(&[leak(), replay, flow]);
+    let mut canary = leak();
+    canary["rule"] = json!("canary");
+    canary["confidence"] = json!("confirmed");
+    canary["canary"] = json!("qobuz-test-account");
+    canary["evidence"] = json!("password=… (32 chars) [md5-hex]");
+    let mut vulnerable = flow.clone();
+    vulnerable["event_type"] = json!("vulnerable_app");
+    vulnerable.as_object_mut().unwrap().remove("flow");
+    vulnerable["flow_id"] = json!(1_234_567_890u64);
+    vulnerable["app"] = json!({"name": "Qobuz", "version": "4.0.3", "platform": "iOS"});
+    vulnerable["advisory"] = json!({"id": "example-2016-1", "reference": "https://example.org/a", "advice": "upgrade the app"});
+    common::assert_valid_events(&[leak(), replay, flow, canary, vulnerable]);
 }
 
 #[test]
@@ -56,12 +67,18 @@ fn contract_violations_fail() {
     bad_fp["fingerprint"] = json!("hunter2");
     let mut bad_kind = leak();
     bad_kind["kind"] = json!("password_hashes");
+    let mut no_confidence = leak();
+    no_confidence.as_object_mut().unwrap().remove("confidence");
+    let mut canary_value = leak();
+    canary_value["canary"] = json!("a label with spaces and a value: hunter2");
     for (what, e) in [
         ("query in path", with_query),
         ("leak without kind", no_kind),
         ("unknown field", unknown),
         ("fingerprint", bad_fp),
         ("kind", bad_kind),
+        ("leak without confidence", no_confidence),
+        ("canary that is not a label", canary_value),
     ] {
         assert!(!v.is_valid(&e), "{what} should be rejected");
     }

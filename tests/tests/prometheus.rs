@@ -62,16 +62,28 @@ fn prometheus_sees_the_leak_and_the_alert_fires() {
     let lab = Lab::up().expect("lab");
     let _http = HttpServer::start(&lab.server, &[format!("{SERVER_V4}:80").parse().unwrap()])
         .expect("http");
+    let dir = std::env::temp_dir().join(unique("prom"));
+    std::fs::create_dir_all(&dir).unwrap();
+    // An advisory naming the login's app version: the apps panels have data.
+    let advisories = dir.join("advisories.toml");
+    std::fs::write(
+        &advisories,
+        "[[advisories]]\nid = \"lab-1\"\nservice = \"qobuz\"\napp = \"Qobuz\"\nversions = \"<7\"\n",
+    )
+    .unwrap();
     let _sensor = lab
         .start_sensor(
             &lab::leakwatch_bin(),
             METRICS,
-            &["--watch", "198.51.100.2/32=qobuz"],
+            &[
+                "--watch",
+                "198.51.100.2/32=qobuz",
+                "--advisories",
+                advisories.to_str().unwrap(),
+            ],
         )
         .expect("sensor");
 
-    let dir = std::env::temp_dir().join(unique("prom"));
-    std::fs::create_dir_all(&dir).unwrap();
     let rules = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../dashboards/prometheus/alerts.yml");
     let config = dir.join("prometheus.yml");
@@ -106,7 +118,7 @@ fn prometheus_sees_the_leak_and_the_alert_fires() {
         query(&lab, "sum(leakwatch_xdp_packets_total)").is_some()
     });
 
-    let login = b"GET /api.json/0.2/user/login?email=jane.doe%40example.com&password=5f4dcc3b5aa765d61d8327deb882cf99 HTTP/1.1\r\nHost: www.qobuz.com\r\n\r\n";
+    let login = b"GET /api.json/0.2/user/login?email=jane.doe%40example.com&password=5f4dcc3b5aa765d61d8327deb882cf99 HTTP/1.1\r\nHost: www.qobuz.com\r\nUser-Agent: Qobuz/6.1.2 (iPhone; iOS 17.2)\r\n\r\n";
     exchange(
         &lab.client,
         format!("{SERVER_V4}:80").parse().unwrap(),
@@ -116,6 +128,11 @@ fn prometheus_sees_the_leak_and_the_alert_fires() {
 
     // Every metric the Grafana dashboard uses exists in the sensor's exposition
     // (the TLS-version series appear only with TLS traffic).
+    // The apps gauges are brought up to date once a second.
+    wait_for("the apps gauges", 10, || {
+        lab.gateway_http_get(METRICS, "/metrics")
+            .is_ok_and(|t| t.contains("leakwatch_vulnerable_app_clients{"))
+    });
     let exposition = lab.gateway_http_get(METRICS, "/metrics").expect("metrics");
     let names: std::collections::HashSet<&str> = exposition
         .lines()

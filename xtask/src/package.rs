@@ -15,6 +15,7 @@ use crate::shell::{cargo, output, root, step};
 const CONTENTS: &[&str] = &[
     "./usr/bin/leakwatch",
     "./etc/leakwatch/leakwatch.toml",
+    "./etc/leakwatch/advisories.toml",
     "./usr/lib/systemd/system/leakwatch.service",
     "./usr/share/man/man1/leakwatch.1.gz",
     "./usr/share/bash-completion/completions/leakwatch",

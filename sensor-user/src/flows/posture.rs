@@ -73,6 +73,10 @@ pub enum Output {
         service: u32,
         version: &'static str,
         sni: Option<String>,
+        /// The client, once a record showed which side it is; and the time of
+        /// the flow's latest record (the app inventory attributes the flow).
+        client: Option<std::net::IpAddr>,
+        ts_ns: u64,
     },
 }
 
@@ -97,6 +101,9 @@ struct Flow {
     /// The server's first bytes, while the class is unknown: banners name
     /// protocols (FTP, SMTP, POP3, IMAP) before the client speaks.
     server_first: Vec<u8>,
+    /// The client's address, once known, and the latest record's time.
+    client: Option<std::net::IpAddr>,
+    last_ts_ns: u64,
 }
 
 pub struct Posture {
@@ -161,6 +168,8 @@ impl Posture {
                 tls_version: None,
                 tls_reported: false,
                 server_first: Vec::new(),
+                client: None,
+                last_ts_ns: h.ts_ns,
             };
             if let Some((_, old)) = self.flows.insert(h.flow, new, now) {
                 Self::report_end(old, out);
@@ -174,6 +183,14 @@ impl Posture {
         };
         let dir = usize::from(h.direction & 1);
         let from_client = f.role.observe(h, rec.payload());
+        f.last_ts_ns = h.ts_ns;
+        if f.role.client_dir().is_some() {
+            f.client = Some(if from_client {
+                rec.src().0
+            } else {
+                rec.dst().0
+            });
+        }
 
         // Classify.
         if f.transport.is_none() && !from_client && f.server_first.len() < MAX_SERVER_FIRST {
@@ -320,6 +337,8 @@ impl Posture {
                 service: f.service,
                 version: tls::version_name(v),
                 sni: f.sni.take(),
+                client: f.client,
+                ts_ns: f.last_ts_ns,
             });
         }
     }
@@ -565,13 +584,18 @@ mod tests {
             .iter()
             .filter(|o| matches!(o, Output::Tls { .. }))
             .collect();
-        assert_eq!(
-            tls,
-            [&Output::Tls {
-                service: 1,
-                version: "1.3",
-                sni: Some("api.qobuz.com".into())
-            }]
+        assert!(
+            matches!(
+                tls[..],
+                [Output::Tls {
+                    service: 1,
+                    version: "1.3",
+                    sni: Some(sni),
+                    client: Some(_),
+                    ..
+                }] if sni == "api.qobuz.com"
+            ),
+            "{tls:?}"
         );
     }
 
@@ -590,11 +614,15 @@ mod tests {
         let rst = FrameBuilder::tcp("198.51.100.2", 443, "192.0.2.10", 40000).flags(TCP_RST);
         p.on_record(&rec(RecordKind::Meta, flags::TLS, 40, rst), now, &mut out);
         assert!(
-            out.contains(&Output::Tls {
-                service: 1,
-                version: "1.2",
-                sni: Some("www.tidal.com".into())
-            }),
+            out.iter().any(|o| matches!(
+                o,
+                Output::Tls {
+                    service: 1,
+                    version: "1.2",
+                    sni: Some(sni),
+                    ..
+                } if sni == "www.tidal.com"
+            )),
             "{out:?}"
         );
     }

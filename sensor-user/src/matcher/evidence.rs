@@ -158,6 +158,21 @@ impl Fingerprinter {
     }
 
     /// 32 hex characters identifying `value` of `kind` on this installation.
+    /// A client's keyed hash: counts it (the app inventory) without keeping
+    /// its address.
+    pub fn client_id(&self, ip: IpAddr) -> u64 {
+        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&self.key) else {
+            unreachable!("HMAC takes keys of any length")
+        };
+        mac.update(b"client\0");
+        match ip {
+            IpAddr::V4(a) => mac.update(&a.octets()),
+            IpAddr::V6(a) => mac.update(&a.octets()),
+        }
+        let d = mac.finalize().into_bytes();
+        u64::from_le_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
+    }
+
     pub fn fingerprint(&self, kind: Kind, value: &str) -> String {
         let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&self.key) else {
             unreachable!("HMAC takes keys of any length")

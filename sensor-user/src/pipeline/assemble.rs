@@ -98,6 +98,17 @@ impl Loaded {
         Ok(set)
     }
 
+    /// The advisories file's entries (none without one).
+    pub fn advisories(&self) -> anyhow::Result<crate::sinks::advisories::Advisories> {
+        let Some(path) = &self.config.advisories_file else {
+            return Ok(crate::sinks::advisories::Advisories::default());
+        };
+        let known = |id: &str| self.catalog.services().iter().any(|s| s.id == id);
+        let a = crate::sinks::advisories::Advisories::load(path, known)?;
+        log::info!("{} advisories from {}", a.0.len(), path.display());
+        Ok(a)
+    }
+
     /// What the XDP program (or its userspace twin) is configured with.
     pub fn kernel_config(&self) -> KernelConfig {
         let c = &self.config;
@@ -335,6 +346,9 @@ pub fn assemble<W: WatchSink>(
         pipeline = pipeline.with_blocker(b);
     }
     pipeline.metrics().set_config_hash(&loaded.hash);
-    let pipeline = pipeline.with_config(c.clone()).with_watch(watch);
+    let pipeline = pipeline
+        .with_config(c.clone())
+        .with_watch(watch)
+        .with_advisories(loaded.advisories()?);
     Ok((pipeline, reports))
 }

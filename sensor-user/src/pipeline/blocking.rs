@@ -99,11 +99,15 @@ impl<W: WatchSink> Pipeline<W> {
 
     /// A control-socket request.
     pub fn control(&mut self, req: &Request) -> Reply {
+        if *req == Request::Apps {
+            return Reply::Apps(self.app_rows());
+        }
         let Some(b) = self.blocker.as_deref() else {
             return Reply::Error("blocking is not set up in this sensor".into());
         };
         let mut b = block::lock(b);
         match req {
+            Request::Apps => Reply::Apps(self.app_rows()),
             Request::List => Reply::Blocks(
                 b.list()
                     .into_iter()

@@ -24,7 +24,11 @@ const MAX_REQUEST: usize = 4096;
 #[serde(tag = "cmd", rename_all = "snake_case")]
 pub enum Request {
     List,
-    Lift { id: u64 },
+    Lift {
+        id: u64,
+    },
+    /// The app inventory's report card (`leakwatch apps`).
+    Apps,
 }
 
 /// One block as listed.
@@ -64,11 +68,12 @@ impl Listed {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "reply", content = "value", rename_all = "snake_case")]
 pub enum Reply {
     Blocks(Vec<Listed>),
     Lifted(Listed),
+    Apps(Vec<crate::sinks::inventory::AppRow>),
     Error(String),
 }
 
@@ -182,7 +187,7 @@ pub fn list(path: &Path, json: bool, out: &mut impl std::io::Write) -> anyhow::R
     let blocks = match request(path, &Request::List)? {
         Reply::Blocks(b) => b,
         Reply::Error(e) => anyhow::bail!("{e}"),
-        Reply::Lifted(_) => anyhow::bail!("unexpected reply to list"),
+        Reply::Lifted(_) | Reply::Apps(_) => anyhow::bail!("unexpected reply to list"),
     };
     if json {
         for b in &blocks {
@@ -229,7 +234,19 @@ pub fn lift(path: &Path, id: u64) -> anyhow::Result<()> {
             Ok(())
         }
         Reply::Error(e) => anyhow::bail!("{e}"),
-        Reply::Blocks(_) => anyhow::bail!("unexpected reply to lift"),
+        Reply::Blocks(_) | Reply::Apps(_) => anyhow::bail!("unexpected reply to lift"),
+    }
+}
+
+/// `leakwatch apps`: the running sensor's app report card.
+pub fn apps(path: &Path, json: bool) -> anyhow::Result<()> {
+    match request(path, &Request::Apps)? {
+        Reply::Apps(rows) => {
+            super::apps::print_rows(&rows, json, &mut std::io::stdout().lock())?;
+            Ok(())
+        }
+        Reply::Error(e) => anyhow::bail!("{e}"),
+        Reply::Blocks(_) | Reply::Lifted(_) => anyhow::bail!("unexpected reply to apps"),
     }
 }
 

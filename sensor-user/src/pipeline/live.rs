@@ -131,7 +131,10 @@ pub fn run(a: &Attach<'_>, loaded: &Loaded) -> anyhow::Result<()> {
         .with_learned_file(a.state_dir.join(crate::targets::store::FILE));
     // A reload re-reads the config and the files it names; without a config,
     // the canaries file a flag named.
-    let reload = (loaded.path.is_some() || c.canaries_file.is_some()).then(|| {
+    let reload = (loaded.path.is_some()
+        || c.canaries_file.is_some()
+        || c.advisories_file.is_some())
+    .then(|| {
         Arc::new(super::reload::ReloadSource {
             path: loaded.path.clone(),
             apply: Arc::clone(&a.flags),

@@ -3,6 +3,7 @@
 //! Dns → targeting (learn addresses) · Probe → targeting (SNI/Host) ·
 //! Sample/Meta → posture (service, transport, bytes) → metrics and events.
 
+pub mod apps;
 pub mod assemble;
 mod blocking;
 pub mod control;
@@ -114,6 +115,9 @@ pub struct Pipeline<W: WatchSink> {
     reload_watch: Vec<crate::targets::StaticWatch>,
     /// Where learned addresses are kept across restarts, and when last written.
     learned_file: Option<(std::path::PathBuf, Instant)>,
+    /// The app inventory and the advisories its versions are matched with.
+    inventory: crate::sinks::inventory::Inventory,
+    advisories: crate::sinks::advisories::Advisories,
 }
 
 impl<W: WatchSink> Pipeline<W> {
@@ -159,6 +163,8 @@ impl<W: WatchSink> Pipeline<W> {
             kernel_config: None,
             reload_watch: Vec::new(),
             learned_file: None,
+            inventory: crate::sinks::inventory::Inventory::default(),
+            advisories: crate::sinks::advisories::Advisories::default(),
         };
         p.publish_watched();
         p
@@ -412,6 +418,7 @@ impl<W: WatchSink> Pipeline<W> {
         self.out = out;
         self.block_tick(now);
         self.export_evictions();
+        self.export_apps();
         self.follow_outputs(now);
         self.save_learned(now, false);
     }

@@ -34,6 +34,7 @@ pub struct ReloadSource {
 pub struct Reloaded {
     pub loaded: Loaded,
     pub rules: RuleSet,
+    pub advisories: crate::sinks::advisories::Advisories,
 }
 
 /// Reads and compiles (slow: run it off the pipeline thread).
@@ -42,7 +43,12 @@ pub fn prepare(src: &ReloadSource) -> anyhow::Result<Reloaded> {
     (src.apply)(&mut loaded.config);
     loaded.config.check().map_err(anyhow::Error::msg)?;
     let rules = loaded.rules(Some(&src.state_dir))?;
-    Ok(Reloaded { loaded, rules })
+    let advisories = loaded.advisories()?;
+    Ok(Reloaded {
+        loaded,
+        rules,
+        advisories,
+    })
 }
 
 /// Settings read once at start: a change is reported, and waits for a restart.
@@ -182,7 +188,12 @@ impl<W: WatchSink> Pipeline<W> {
     }
 
     fn apply_reload(&mut self, r: Reloaded) -> anyhow::Result<()> {
-        let Reloaded { loaded, rules } = r;
+        let Reloaded {
+            loaded,
+            rules,
+            advisories,
+        } = r;
+        self.set_advisories(advisories);
         let c = &loaded.config;
         if let Some(old) = &self.config {
             let wait = needs_restart(old, c);

@@ -43,6 +43,8 @@ pub struct Replay<'a> {
     pub state_dir: PathBuf,
     pub metrics_out: Option<PathBuf>,
     pub progress: ShowProgress,
+    /// Print the app inventory at the end.
+    pub apps: bool,
 }
 
 /// Replays the files in order. A damaged file ends the run after everything
@@ -193,6 +195,9 @@ pub fn replay(r: &Replay<'_>) -> anyhow::Result<()> {
             "{} tunnelled datagrams put together from {} outer fragments ({} incomplete, dropped); live, the kernel counts such fragments instead",
             d.reassembled, d.fragments, d.dropped
         );
+    }
+    if r.apps {
+        super::apps::print_rows(&pipeline.app_rows(), false, &mut std::io::stdout().lock())?;
     }
     match failure {
         // Everything read before the damage was reported above.

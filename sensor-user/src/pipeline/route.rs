@@ -34,6 +34,8 @@ impl<W: WatchSink> Pipeline<W> {
             return;
         };
         let mut events = Vec::new();
+        // For the app inventory, once `m` is no longer borrowed.
+        let mut seen = Vec::new();
         for (f, blocked) in found {
             let service = self
                 .targeting
@@ -73,6 +75,13 @@ impl<W: WatchSink> Pipeline<W> {
                 .find(|(i, _)| *i == f.ifindex)
                 .map_or("unknown", |(_, n)| n.as_str())
                 .to_owned();
+            seen.push((
+                f.head.clone(),
+                kind.name(),
+                f.ts_ns,
+                service.clone(),
+                client.0,
+            ));
             let tcp = f.key.proto == sensor_common::flow::IPPROTO_TCP;
             let base = Event::new(
                 "leak",
@@ -156,6 +165,9 @@ impl<W: WatchSink> Pipeline<W> {
                 events.push(rev);
             }
         }
+        for (head, kind, ts_ns, service, client) in seen {
+            self.app_finding(head.as_ref(), kind, ts_ns, &service, client);
+        }
         for ev in &events {
             self.write_event(ev);
         }
@@ -208,7 +220,10 @@ impl<W: WatchSink> Pipeline<W> {
                     service,
                     version,
                     sni,
+                    client,
+                    ts_ns,
                 } => {
+                    self.app_tls(service, client, ts_ns);
                     log::debug!(
                         "TLS flow of {} ({version}, sni {sni:?})",
                         self.service(service)
@@ -220,6 +235,8 @@ impl<W: WatchSink> Pipeline<W> {
                     self.metrics.tls_flows.get_or_create(&l).inc();
                 }
                 Output::Cleartext { record, http } => {
+                    let iface = self.iface(record.hdr.ifindex).to_owned();
+                    self.app_cleartext(&record, http.as_ref(), &iface);
                     let mut ev = Event::cleartext_flow(
                         &record,
                         self.clock.rfc3339(record.hdr.ts_ns),

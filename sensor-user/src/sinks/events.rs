@@ -97,6 +97,19 @@ pub struct Event {
     /// `block` and `would_block`: what was (or would have been) blocked.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub block: Option<BlockInfo>,
+    /// `vulnerable_app`: the advisory the client's app version is named in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advisory: Option<AdvisoryInfo>,
+}
+
+/// An advisory a client's app version is named in.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct AdvisoryInfo {
+    pub id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advice: Option<String>,
 }
 
 /// A block decision.
@@ -169,6 +182,7 @@ impl Event {
                 .and_then(crate::proto::user_agent::parse),
             blocked: None,
             block: None,
+            advisory: None,
         }
     }
 

@@ -1,7 +1,10 @@
-//! Where results go: Prometheus metrics, events, record logs, and blocks.
+//! Where results go: Prometheus metrics, events, record logs, blocks, and
+//! the app inventory with its advisories.
 
+pub mod advisories;
 pub mod block;
 pub mod events;
+pub mod inventory;
 pub mod jsonl;
 pub mod listing;
 pub mod metrics;

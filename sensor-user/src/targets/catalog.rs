@@ -21,6 +21,9 @@ pub struct ServiceDef {
     pub cidrs: Vec<IpNet>,
     #[serde(default)]
     pub public_ids: Vec<String>,
+    /// The service's apps, as User-Agent product tokens name them.
+    #[serde(default)]
+    pub apps: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -97,6 +100,7 @@ impl Catalog {
                     domains: vec![],
                     cidrs: vec![],
                     public_ids: vec![],
+                    apps: vec![],
                 });
                 self.services.len() - 1
             };
@@ -131,8 +135,25 @@ impl Catalog {
                     svc.public_ids.push(p);
                 }
             }
+            for a in def.apps {
+                if !svc.apps.iter().any(|x| x.eq_ignore_ascii_case(&a)) {
+                    svc.apps.push(a);
+                }
+            }
         }
         Ok(())
+    }
+
+    /// The catalog's name for app `name` of `service` (the User-Agent's
+    /// product token, matched without case), if it is one of its apps.
+    pub fn app_of(&self, service: &str, name: &str) -> Option<&str> {
+        self.services
+            .iter()
+            .find(|s| s.id == service)?
+            .apps
+            .iter()
+            .find(|a| a.eq_ignore_ascii_case(name))
+            .map(String::as_str)
     }
 
     pub fn services(&self) -> &[ServiceDef] {
@@ -213,12 +234,14 @@ mod tests {
                 domains: vec!["Qobuz-CDN.example.".into()],
                 cidrs: vec!["198.51.100.7/24".parse().unwrap()],
                 public_ids: vec![],
+                apps: vec![],
             },
             ServiceDef {
                 id: "internal_radio".into(),
                 domains: vec!["radio.corp.example".into()],
                 cidrs: vec![],
                 public_ids: vec![],
+                apps: vec![],
             },
         ])
         .unwrap();
@@ -231,6 +254,7 @@ mod tests {
             domains: vec!["qobuz.com".into()],
             cidrs: vec![],
             public_ids: vec![],
+            apps: vec![],
         }]);
         assert!(matches!(dup, Err(CatalogError::DuplicateDomain { .. })));
         let bad = c.extend(vec![ServiceDef {
@@ -238,6 +262,7 @@ mod tests {
             domains: vec!["bad domain".into()],
             cidrs: vec![],
             public_ids: vec![],
+            apps: vec![],
         }]);
         assert!(matches!(bad, Err(CatalogError::BadDomain { .. })));
         assert!(matches!(
@@ -245,7 +270,8 @@ mod tests {
                 id: "Bad".into(),
                 domains: vec![],
                 cidrs: vec![],
-                public_ids: vec![]
+                public_ids: vec![],
+                apps: vec![],
             }]),
             Err(CatalogError::BadId(_))
         ));

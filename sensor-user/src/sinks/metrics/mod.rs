@@ -16,6 +16,7 @@ use sensor_common::counters::{Counter as XdpCounter, NUM_COUNTERS};
 
 use crate::capture::stats::Stats;
 
+pub mod apps;
 pub mod block;
 mod labels;
 mod serve;
@@ -50,6 +51,7 @@ pub struct Metrics {
     pub detection_latency: prometheus_client::metrics::histogram::Histogram,
     rules_info: Family<VersionLabels, Gauge>,
     pub blocking: block::BlockMetrics,
+    pub apps: apps::AppMetrics,
     output_errors: Family<OutputLabels, Counter>,
     config_info: Family<HashLabels, Gauge>,
     /// The memory budget: charged now, and its limit.
@@ -267,6 +269,7 @@ impl Metrics {
             });
         }
         let blocking = block::BlockMetrics::register(&mut registry);
+        let apps = apps::AppMetrics::register(&mut registry);
         let output_errors = Family::<OutputLabels, Counter>::default();
         registry.register(
             "leakwatch_output_errors",
@@ -307,6 +310,7 @@ impl Metrics {
         }
         Self {
             blocking,
+            apps,
             output_errors,
             config_info,
             memory_accounted,
