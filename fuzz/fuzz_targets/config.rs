@@ -1,13 +1,6 @@
-//! The config file and its rules: any text is a config or one clear error.
+//! The admin's files: the config file and its rules, the canaries file and
+//! the advisories file. Any text is a file or one clear error naming it; a
+//! canaries error never repeats the text (it may hold a value).
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
-use sensor_user::config::Config;
-
-fuzz_target!(|text: &str| {
-    if let Err(e) = Config::parse(text, "fuzz.toml") {
-        assert!(
-            e.to_string().starts_with("config fuzz.toml") || e.to_string().contains("fuzz.toml")
-        );
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| leakwatch_fuzz::targets::config::run(data));

@@ -2,34 +2,4 @@
 //! documents inside values, HTML user tables, text lines, heads.
 #![no_main]
 
-use arbitrary::Arbitrary;
-use libfuzzer_sys::fuzz_target;
-use sensor_user::proto::{
-    decode::{BodyType, body_fields},
-    fields::{FieldBatch, form_pairs, json_pairs_lenient},
-    http::{head::head_fields, parse_request_head},
-};
-
-#[derive(Arbitrary, Debug)]
-struct Input<'a> {
-    kind: u8,
-    boundary: &'a str,
-    body: &'a [u8],
-}
-
-fuzz_target!(|i: Input<'_>| {
-    let declared = match i.kind % 5 {
-        0 => BodyType::Form,
-        1 => BodyType::Json,
-        2 => BodyType::Multipart(i.boundary.to_owned()),
-        3 => BodyType::Xml,
-        _ => BodyType::Other,
-    };
-    let mut out = FieldBatch::default();
-    body_fields(i.body, &declared, 0, &mut out);
-    head_fields(i.body, i.kind & 1 == 0, 0, &mut out);
-    let _ = parse_request_head(i.body);
-    let text = String::from_utf8_lossy(i.body);
-    let _ = form_pairs(&text).count();
-    let _ = json_pairs_lenient(&text);
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| leakwatch_fuzz::targets::fields::run(data));

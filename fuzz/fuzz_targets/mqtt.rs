@@ -1,9 +1,4 @@
 //! The mqtt dissector, both sides of a conversation, gaps and ends anywhere.
 #![no_main]
 
-use leakwatch_fuzz::{Step, converse, dissector};
-use libfuzzer_sys::fuzz_target;
-
-fuzz_target!(|steps: Vec<Step>| {
-    converse(dissector("mqtt").as_mut(), &steps);
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| leakwatch_fuzz::targets::mqtt::run(data));

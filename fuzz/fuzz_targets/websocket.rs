@@ -2,30 +2,4 @@
 //! context takeover).
 #![no_main]
 
-use arbitrary::Arbitrary;
-use libfuzzer_sys::fuzz_target;
-use sensor_user::proto::{
-    coding::{DecodeStats, Limits},
-    fields::FieldBatch,
-    websocket::{Deflate, WsStream},
-};
-
-#[derive(Arbitrary, Debug)]
-struct Input {
-    deflate: bool,
-    no_takeover: bool,
-    chunks: Vec<Vec<u8>>,
-}
-
-fuzz_target!(|i: Input| {
-    let d = Deflate {
-        enabled: i.deflate,
-        no_context_takeover: i.no_takeover,
-    };
-    let mut ws = WsStream::new(d, Limits::default());
-    let mut out = FieldBatch::default();
-    let mut st = DecodeStats::default();
-    for c in &i.chunks {
-        ws.feed(c, &mut out, &mut st);
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| leakwatch_fuzz::targets::websocket::run(data));

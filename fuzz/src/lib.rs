@@ -1,6 +1,8 @@
 //! What the fuzz targets share: feeding a dissector arbitrary two-sided
 //! conversations, and the invariants every target checks.
 
+pub mod targets;
+
 use arbitrary::Arbitrary;
 use sensor_user::proto::{
     Credential, Dissector, Out,

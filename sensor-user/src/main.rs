@@ -119,6 +119,7 @@ fn check(config: &Path, has_interfaces: bool) -> anyhow::Result<()> {
     };
     let l = loaded(Some(config), |_| {}).map_err(fail)?;
     let set = l.rules(None).map_err(fail)?;
+    l.advisories().map_err(fail)?;
     if has_interfaces && l.config.interfaces.is_empty() {
         let e = anyhow::anyhow!("{}: no interfaces set", config.display());
         listing::exit(&e.context("the service waits for them"), 1);

@@ -2,9 +2,13 @@
 //! in fuzz/ (cargo-fuzz, installed if missing), each seeded from the real
 //! captures (tests/data and ../shared/corpus: whole files for the capture
 //! reader, frames for the parser, payloads for the dissectors). A crash fails
-//! the run; its input is kept under fuzz/regressions/TARGET/ and replayed by
+//! the run; its input is kept under fuzz/regressions/TARGET/, replayed by a
+//! normal test (fuzz/tests/regressions.rs, in `cargo xtask test`) and by
 //! every later run (`cargo xtask test` runs them all briefly, regressions
-//! first). `--report` writes the table in docs/reliability.md.
+//! first). The targets' code lives in fuzz/src/targets/, callable without
+//! libFuzzer. `--report` writes each target's row of the table in
+//! docs/reliability.md as it finishes; `--runs N --no-sanitizer` is the
+//! recorded long run.
 
 use std::{
     collections::BTreeMap,
@@ -18,7 +22,7 @@ use anyhow::{Context as _, bail};
 use crate::shell::{root, rustup_nightly_cargo, step};
 
 /// Every target: (name, what it reads). Kept in step with fuzz/Cargo.toml.
-pub const TARGETS: [(&str, Seeds); 18] = [
+pub const TARGETS: [(&str, Seeds); 19] = [
     ("parse", Seeds::Frames),
     ("record", Seeds::None),
     ("reassembly", Seeds::None),
@@ -37,6 +41,7 @@ pub const TARGETS: [(&str, Seeds); 18] = [
     ("pcap", Seeds::Files),
     ("config", Seeds::Config),
     ("flow", Seeds::Payloads),
+    ("canary", Seeds::Payloads),
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq)]

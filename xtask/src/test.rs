@@ -125,6 +125,18 @@ pub fn run() -> anyhow::Result<()> {
             "--test-threads=1",
         ]),
     )?;
+    step(
+        "fuzz regressions replayed as a normal test (fuzz/tests/regressions.rs)",
+        cargo().args([
+            "test",
+            "--manifest-path",
+            "fuzz/Cargo.toml",
+            "--target-dir",
+            "target/fuzz-tests",
+            "--test",
+            "regressions",
+        ]),
+    )?;
     crate::fuzz::run(&crate::fuzz::FuzzArgs {
         time: Some(10),
         runs: None,

@@ -159,7 +159,7 @@ pub fn load(path: &Path) -> Result<Vec<Canary>, CanaryError> {
 }
 
 /// Parses a canaries document; errors name the place, never a value.
-fn parse(path: &str, text: &str) -> Result<Vec<Canary>, CanaryError> {
+pub fn parse(path: &str, text: &str) -> Result<Vec<Canary>, CanaryError> {
     let doc: FileDoc = toml::from_str(text).map_err(|e| {
         let at = e.span().map_or(0, |s| s.start);
         let line = text[..at.min(text.len())].matches('\n').count() + 1;
