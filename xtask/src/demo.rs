@@ -168,11 +168,12 @@ fn print_events(path: &PathBuf, pos: &mut usize) {
         let s = |k: &str| e[k].as_str().unwrap_or("?").to_owned();
         match e["event_type"].as_str() {
             Some("leak") => println!(
-                "  ⚠ LEAK   {} {} ({}, {}) in the {}: {}  [{} → {}]",
+                "  ⚠ LEAK   {} {} ({}, {}, {}) in the {}: {}  [{} → {}]",
                 s("service"),
                 s("kind"),
                 s("severity"),
                 s("rule"),
+                s("confidence"),
                 s("context"),
                 s("evidence"),
                 s("src_ip"),
@@ -375,6 +376,18 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     pause(0.5);
     w.show(&r);
     summary(&w.all, args.metrics_port);
+    // The app inventory: each app version seen, its clients, leak kinds and
+    // cleartext share (`leakwatch apps`, over the control socket).
+    println!("\nApp inventory (leakwatch apps):");
+    match std::process::Command::new(root().join("target/debug/leakwatch"))
+        .arg("apps")
+        .arg("--control-socket")
+        .arg(&r.lab.control_socket)
+        .output()
+    {
+        Ok(o) => print!("{}", String::from_utf8_lossy(&o.stdout)),
+        Err(e) => println!("  leakwatch apps: {e}"),
+    }
 
     if args.keep && !stopping() {
         println!(

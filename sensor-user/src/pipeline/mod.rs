@@ -174,6 +174,7 @@ impl<W: WatchSink> Pipeline<W> {
     /// The memory budget, exported on every tick.
     pub fn with_budget(mut self, budget: Arc<crate::shared::budget::Budget>) -> Self {
         self.metrics.memory_limit.set(budget.limit() as i64);
+        self.inventory.set_budget(&budget);
         self.budget = Some(budget);
         self
     }

@@ -135,6 +135,31 @@ impl Default for Inventory {
 }
 
 impl Inventory {
+    /// Draws the tables from the memory budget: each app version is charged
+    /// its slot and its clients; past the budget the least recently seen go.
+    pub fn set_budget(&mut self, budget: &std::sync::Arc<crate::shared::budget::Budget>) {
+        self.entries.set_budget(std::sync::Arc::clone(budget));
+        self.last_app.set_budget(std::sync::Arc::clone(budget));
+        self.alerted.set_budget(std::sync::Arc::clone(budget));
+    }
+
+    /// Charges `key`'s entry what it holds now, and gives memory back while
+    /// the budget is spent.
+    fn charge(&mut self, key: &AppKey) {
+        if let Some(e) = self.entries.get(key) {
+            // A map slot (key, value, control byte) per client; the strings.
+            let held = e.clients.capacity() * 17
+                + e.kinds.len() * 16
+                + e.advisories.iter().map(|a| a.len() + 24).sum::<usize>()
+                + key.name.len()
+                + key.version.as_ref().map_or(0, String::len);
+            self.entries.recharge(key, held as u64);
+        }
+        while self.entries.evict_over_budget().is_some() {}
+        while self.last_app.evict_over_budget().is_some() {}
+        while self.alerted.evict_over_budget().is_some() {}
+    }
+
     /// The tables' evictions, for `leakwatch_evictions_total`.
     pub fn evictions(&self) -> [(&'static str, crate::shared::table::Evictions); 3] {
         [
@@ -191,6 +216,7 @@ impl Inventory {
         let e = self.entry(&key, ts_ns);
         e.cleartext_flows += 1;
         Self::seen(e, client, ts_ns);
+        self.charge(&key);
         let Some(version) = app.version.as_deref() else {
             return Vec::new();
         };
@@ -229,6 +255,7 @@ impl Inventory {
         let e = self.entry(&key, ts_ns);
         e.tls_flows += 1;
         Self::seen(e, client, ts_ns);
+        self.charge(&key);
     }
 
     /// A finding of `kind` from `client`'s flow with `app` (none: the app its
@@ -246,6 +273,7 @@ impl Inventory {
             |a| AppKey::new(service, a),
         );
         self.entry(&key, ts_ns).kinds.insert(kind);
+        self.charge(&key);
     }
 
     /// The report card, by service, app and version; times by `rfc3339`.
@@ -460,6 +488,22 @@ mod tests {
                 2
             )]
         );
+    }
+
+    /// The inventory draws from the memory budget and gives memory back.
+    #[test]
+    fn the_inventory_is_charged_to_the_memory_budget() {
+        let budget = std::sync::Arc::new(crate::shared::budget::Budget::new(256 * 1024));
+        let mut inv = Inventory::default();
+        inv.set_budget(&budget);
+        let adv = Advisories::default();
+        for i in 0..20_000u64 {
+            let a = app("Qobuz", &format!("6.{}", i % 300), "iOS");
+            inv.cleartext("qobuz", i, Some(&a), MIN + i, &adv);
+            assert!(budget.used() <= 256 * 1024 + 64 * 1024, "{}", budget.used());
+        }
+        assert!(budget.used() > 0);
+        assert!(inv.entries.evictions().budget + inv.last_app.evictions().budget > 0);
     }
 
     /// No attacker-chosen string becomes a label: unknown apps are `other`,
