@@ -221,7 +221,115 @@ fn main() {
         rows.push((format!("{}+blocking", b.name), ns, ns / null_ns, None));
         blocking_rows.push((b.name, ratios[PAIRED_ROUNDS / 2]));
     }
-    print_and_write(&rows, &ref_rows, &blocking_rows, &size);
+    let scaling = scale(&cases[1]);
+    print_and_write(&rows, &ref_rows, &blocking_rows, &size, scaling);
+}
+
+/// Repeats per call and calls per CPU when every CPU runs at once.
+const SCALE_REPEAT: u32 = 1_000;
+const SCALE_CALLS: u32 = 100;
+/// All CPUs at once may cost at most this much more per packet than one.
+const SCALE_TARGET: f64 = 1.2;
+
+fn pin(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; the calls only read it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &raw const set);
+    }
+}
+
+/// Issue #17, "Scale across cores": the sampled path's cost per packet with
+/// every CPU running `BPF_PROG_TEST_RUN` at once (a distinct flow per CPU,
+/// all producing into the one ring) against one CPU alone, the ring drained
+/// between calls. Any `ring_full` makes the run invalid.
+fn scale(sampled: &Case) -> serde_json::Value {
+    use std::sync::Barrier;
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let frames: Vec<Vec<u8>> = (0..cpus)
+        .map(|c| {
+            FrameBuilder::tcp("192.0.2.10", 41000 + c as u16, "198.51.100.2", 80)
+                .payload(vec![b'q'; 1500 - 54])
+                .build()
+        })
+        .collect();
+    let (mut sensor, mut ring) = prepare(sampled);
+    let stats = sensor.take_stats().expect("stats");
+    let prog = sensor.program().expect("program");
+    // `n` CPUs run one call each, then the ring is drained (between calls, as
+    // for every case here: a concurrent consumer would measure its wake-ups);
+    // the mean of the CPUs' ns/packet over all calls.
+    let mut run = |n: usize| -> f64 {
+        let go = Barrier::new(n + 1);
+        let done = Barrier::new(n + 1);
+        std::thread::scope(|s| {
+            let handles: Vec<_> = frames[..n]
+                .iter()
+                .enumerate()
+                .map(|(cpu, frame)| {
+                    let (go, done) = (&go, &done);
+                    s.spawn(move || {
+                        pin(cpu);
+                        let mut total = Duration::ZERO;
+                        for _ in 0..SCALE_CALLS {
+                            go.wait();
+                            total += prog
+                                .test_run(TestRunOptions {
+                                    data_in: Some(frame),
+                                    repeat: SCALE_REPEAT,
+                                    ..TestRunOptions::default()
+                                })
+                                .expect("BPF_PROG_TEST_RUN")
+                                .duration;
+                            done.wait();
+                        }
+                        total.as_nanos() as f64 / f64::from(SCALE_CALLS)
+                    })
+                })
+                .collect();
+            for _ in 0..SCALE_CALLS {
+                go.wait();
+                done.wait();
+                while ring.next().is_some() {}
+            }
+            let each: Vec<f64> = handles
+                .into_iter()
+                .map(|h| h.join().expect("a CPU"))
+                .collect();
+            each.iter().sum::<f64>() / each.len() as f64
+        })
+    };
+    let (mut ones, mut alls) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        ones.push(run(1));
+        alls.push(run(cpus));
+    }
+    ones.sort_by(f64::total_cmp);
+    alls.sort_by(f64::total_cmp);
+    let (one, all) = (ones[ROUNDS / 2], alls[ROUNDS / 2]);
+    let ring_full = stats
+        .get(1, sensor_common::counters::Counter::RingFull)
+        .expect("stats");
+    let ratio = all / one;
+    println!(
+        "\nall {cpus} CPUs at once vs one, sampled path: {all:.1} vs {one:.1} ns/packet, {ratio:.2}× (target ≤ {SCALE_TARGET}× before per-CPU rings are needed){}",
+        if ring_full > 0 {
+            format!(" — INVALID: {ring_full} ring_full")
+        } else {
+            String::new()
+        }
+    );
+    serde_json::json!({
+        "name": "all_cpus_vs_one",
+        "cpus": cpus,
+        "one_cpu_ns_per_packet": one,
+        "all_cpus_ns_per_packet": all,
+        "ratio": ratio,
+        "target_ratio": SCALE_TARGET,
+        "ring_full": ring_full,
+        "valid": ring_full == 0,
+    })
 }
 
 /// Rounds of monitor/blocking pairs; the median ratio is reported. (Each round
@@ -271,6 +379,7 @@ fn print_and_write(
     ref_rows: &[(&str, f64, f64, f64)],
     blocking_rows: &[(&str, f64)],
     size: &serde_json::Value,
+    scaling: serde_json::Value,
 ) {
     println!(
         "\n{:<24} {:>14} {:>14} {:>10}",
@@ -328,6 +437,7 @@ fn print_and_write(
         }));
     }
     json.push(serde_json::json!({ "name": "program_size", "size": size }));
+    json.push(scaling);
     let dir = std::env::var_os("CARGO_TARGET_DIR")
         .map_or_else(
             || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"),
