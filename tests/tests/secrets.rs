@@ -212,16 +212,9 @@ fn canary_literals(v: &str) -> Vec<Vec<u8>> {
     out.into_iter().map(String::into_bytes).collect()
 }
 
-/// Canaries are found in any field and encoding, reported `confirmed` with
-/// their label, and no canary value or literal derived from one reaches any
-/// output or file — even with `--evidence full`, which shows the other
-/// findings' values.
-#[test]
-fn canary_values_reach_no_output_even_with_full_evidence() {
-    use base64::Engine as _;
-    use md5::Digest as _;
+/// The canaries file (0600) of the three canary values, in `d`.
+fn canaries_file(d: &Path) -> PathBuf {
     use std::os::unix::fs::PermissionsExt as _;
-    let d = dir();
     let canaries = d.join("canaries.toml");
     std::fs::write(
         &canaries,
@@ -233,11 +226,18 @@ fn canary_values_reach_no_output_even_with_full_evidence() {
     )
     .unwrap();
     std::fs::set_permissions(&canaries, std::fs::Permissions::from_mode(0o600)).unwrap();
+    canaries
+}
+
+/// Requests that leak the canaries in several encodings, and a pattern finding.
+fn canary_requests() -> [String; 4] {
+    use base64::Engine as _;
+    use md5::Digest as _;
     let md5 = hex(&md5::Md5::digest(CANARY_PW.as_bytes()));
     let nested = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .encode(format!("{{\"who\":\"{CANARY_MAIL}\"}}"));
     let body = format!("{{\"blob\":\"{CANARY_PW}\",\"n\":1}}");
-    let requests = [
+    [
         // The Qobuz app's shape: md5(password) in the query.
         format!(
             "GET /api.json/0.2/user/login?username=audit&password={md5} HTTP/1.1\r\nHost: www.qobuz.com\r\n\r\n"
@@ -252,7 +252,33 @@ fn canary_values_reach_no_output_even_with_full_evidence() {
         format!(
             "GET /api.json/0.2/x?user_auth_token={TOKEN} HTTP/1.1\r\nHost: www.qobuz.com\r\n\r\n"
         ),
-    ];
+    ]
+}
+
+/// Every canary literal found in any of `outputs`, by output.
+fn canary_leaks(outputs: &[(String, Vec<u8>)]) -> Vec<String> {
+    let mut bad = Vec::new();
+    for v in [CANARY_PW, CANARY_TOKEN, CANARY_MAIL] {
+        for lit in canary_literals(v) {
+            for (what, bytes) in outputs {
+                if bytes.windows(lit.len()).any(|w| w == lit.as_slice()) {
+                    bad.push(format!("{what} carries {}", String::from_utf8_lossy(&lit)));
+                }
+            }
+        }
+    }
+    bad
+}
+
+/// Canaries are found in any field and encoding, reported `confirmed` with
+/// their label, and no canary value or literal derived from one reaches any
+/// output or file — even with `--evidence full`, which shows the other
+/// findings' values.
+#[test]
+fn canary_values_reach_no_output_even_with_full_evidence() {
+    let d = dir();
+    let canaries = canaries_file(&d);
+    let requests = canary_requests();
     let pcap = d.join("canaries.pcap");
     let convos: Vec<Conversation> = requests
         .iter()
@@ -331,16 +357,7 @@ fn canary_values_reach_no_output_even_with_full_evidence() {
         outputs.len() > 4,
         "the state directory holds the key and the rules cache"
     );
-    let mut bad = Vec::new();
-    for v in [CANARY_PW, CANARY_TOKEN, CANARY_MAIL] {
-        for lit in canary_literals(v) {
-            for (what, bytes) in &outputs {
-                if bytes.windows(lit.len()).any(|w| w == lit.as_slice()) {
-                    bad.push(format!("{what} carries {}", String::from_utf8_lossy(&lit)));
-                }
-            }
-        }
-    }
+    let bad = canary_leaks(&outputs);
     assert!(bad.is_empty(), "{bad:#?}");
     let _ = std::fs::remove_dir_all(d);
 }
@@ -355,6 +372,7 @@ fn live_outputs_hold_no_planted_secret() {
     let _server = RecordingServer::start(&lab.server, &[web]).expect("server");
     let d = dir();
     let (events, records, log) = (d.join("ev.jsonl"), d.join("rec.jsonl"), d.join("log"));
+    let canaries = canaries_file(&d);
     let metrics_addr = "127.0.0.1:9477";
     let mut sensor = lab
         .start_sensor_logged(
@@ -369,12 +387,14 @@ fn live_outputs_hold_no_planted_secret() {
                 events.to_str().unwrap(),
                 "--dump-records",
                 records.to_str().unwrap(),
+                "--canaries",
+                canaries.to_str().unwrap(),
             ],
             &[("RUST_LOG", std::ffi::OsStr::new("debug"))],
             &log,
         )
         .expect("sensor");
-    for r in requests() {
+    for r in requests().into_iter().chain(canary_requests()) {
         let mut s = lab
             .client
             .run(move || TcpStream::connect_timeout(&web, Duration::from_secs(5)))
@@ -420,6 +440,23 @@ fn live_outputs_hold_no_planted_secret() {
         "blocks list",
         &String::from_utf8_lossy(&list.stdout),
     ));
+    let mut outputs: Vec<(String, Vec<u8>)> = [
+        ("events", &events),
+        ("records", &records),
+        ("debug log", &log),
+    ]
+    .iter()
+    .map(|(w, p)| ((*w).to_owned(), std::fs::read(p).unwrap()))
+    .collect();
+    outputs.push(("metrics".into(), exposition.clone().into_bytes()));
+    outputs.push(("blocks list".into(), list.stdout.clone()));
+    bad.extend(canary_leaks(&outputs));
+    let ev = read::json_lines(&events);
+    assert!(
+        ev.iter()
+            .any(|e| e["canary"] == "qobuz-test-pw" && e["confidence"] == "confirmed"),
+        "the live sensor reports the canary: {ev:?}"
+    );
     assert!(bad.is_empty(), "{bad:#?}");
     assert!(
         std::fs::read_to_string(&log).unwrap().contains("DEBUG"),
