@@ -961,7 +961,8 @@ mod tests {
         );
     }
 
-    const CANARIES: [(&str, Kind, &str); 4] = [
+    /// One canary of every leak kind.
+    const CANARIES: [(&str, Kind, &str); 10] = [
         ("qobuz-test-pw", Kind::Password, "Tr0ub4dor&3x?"),
         ("qobuz-test-token", Kind::AuthToken, "tKn_9fQ2xLm4Vb7Rz1Wc"),
         ("qobuz-test-mail", Kind::Email, "audit.user@example.com"),
@@ -970,6 +971,16 @@ mod tests {
             Kind::DeviceInfo,
             "A1B2C3D4-E5F6-4711-8899-AABBCCDDEEFF",
         ),
+        ("qobuz-test-user", Kind::Username, "audit_user_42"),
+        (
+            "qobuz-test-hash",
+            Kind::PasswordHash,
+            "0d107d09f5bbe40cade3de5c71e9e9b7",
+        ),
+        ("qobuz-test-name", Kind::PersonName, "Jeanne Dupont-Audit"),
+        ("qobuz-test-dob", Kind::Birthdate, "1987-03-14"),
+        ("qobuz-test-gender", Kind::Gender, "nonbinary"),
+        ("qobuz-test-card", Kind::PaymentCard, "4000 0566 5566 5556"),
     ];
 
     /// The built-in rules with the test canaries; `all`: every section decoded.

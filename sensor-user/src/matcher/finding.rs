@@ -215,7 +215,7 @@ impl FlowFindings {
                 if at.from_client && is_credential(f.hit.kind) {
                     self.credential_requests.insert(f.hit.message);
                 }
-                self.accept(f, out);
+                self.accept_confirmed(f, out);
                 continue;
             }
             let rule = rules.rule(hit.rule);
@@ -308,14 +308,29 @@ impl FlowFindings {
             return;
         }
         let msg = (f.direction, f.hit.message);
-        if f.hit.kind == Kind::Gender {
-            if self.pii.contains(&msg) {
-                out.push(f);
-            } else if self.held.len() < MAX_HELD {
+        if f.hit.kind == Kind::Gender && !self.pii.contains(&msg) {
+            if self.held.len() < MAX_HELD {
                 self.held.push(f);
             }
             return;
         }
+        self.release(&f, out);
+        out.push(f);
+    }
+
+    /// A canary's finding: once per flow and value, and certain, so never
+    /// held (a canary of kind `gender` is the test account's, not a guess).
+    fn accept_confirmed(&mut self, f: Finding, out: &mut Vec<Finding>) {
+        if !self.reported.insert((f.hit.kind, value_hash(&f.hit.value))) {
+            return;
+        }
+        self.release(&f, out);
+        out.push(f);
+    }
+
+    /// Personal data in a message releases the gender findings it held.
+    fn release(&mut self, f: &Finding, out: &mut Vec<Finding>) {
+        let msg = (f.direction, f.hit.message);
         if f.hit.kind.is_pii() && self.pii.insert(msg) {
             let (company, keep): (Vec<_>, Vec<_>) = self
                 .held
@@ -324,7 +339,6 @@ impl FlowFindings {
             self.held = keep;
             out.extend(company);
         }
-        out.push(f);
     }
 
     /// Credentials a protocol's semantics named: findings whatever their
