@@ -54,6 +54,21 @@ fn dir() -> PathBuf {
     d
 }
 
+/// The events at `path` are valid and hold one `vulnerable_app`: the old
+/// version's client, with its advisory.
+fn assert_one_vulnerable_app(path: &Path, client: &str) {
+    let ev = read::json_lines(path);
+    common::assert_valid_events(&ev);
+    let vulnerable: Vec<&Value> = ev
+        .iter()
+        .filter(|e| e["event_type"] == "vulnerable_app")
+        .collect();
+    assert_eq!(vulnerable.len(), 1, "{vulnerable:#?}");
+    assert_eq!(vulnerable[0]["src_ip"], client);
+    assert_eq!(vulnerable[0]["advisory"]["id"], "qobuz-ios-old");
+    assert_eq!(vulnerable[0]["app"]["version"], "4.0.3");
+}
+
 fn row<'a>(rows: &'a [Value], app: &str, version: Option<&str>) -> &'a Value {
     rows.iter()
         .find(|r| r["app"] == app && r["version"].as_str() == version)
@@ -153,16 +168,7 @@ fn replay_apps_shows_each_version_and_raises_advisories_for_affected_clients() {
         (un["clients"].as_u64(), un["tls_flows"].as_u64()),
         (Some(1), Some(1))
     );
-    let ev = read::json_lines(&events);
-    common::assert_valid_events(&ev);
-    let vulnerable: Vec<&Value> = ev
-        .iter()
-        .filter(|e| e["event_type"] == "vulnerable_app")
-        .collect();
-    assert_eq!(vulnerable.len(), 1, "{vulnerable:#?}");
-    assert_eq!(vulnerable[0]["src_ip"], "192.0.2.10");
-    assert_eq!(vulnerable[0]["advisory"]["id"], "qobuz-ios-old");
-    assert_eq!(vulnerable[0]["app"]["version"], "4.0.3");
+    assert_one_vulnerable_app(&events, "192.0.2.10");
     let text = std::fs::read_to_string(&metrics).unwrap();
     assert!(
         text.contains(r#"leakwatch_vulnerable_app_clients{service="qobuz",app="Qobuz",platform="iOS",version="4.0.3",advisory="qobuz-ios-old"} 1"#),
@@ -286,14 +292,7 @@ fn live_apps_over_the_control_socket() {
         ),
         (Some(1), Some(0))
     );
-    let ev = read::json_lines(&events);
-    common::assert_valid_events(&ev);
-    let vulnerable: Vec<&Value> = ev
-        .iter()
-        .filter(|e| e["event_type"] == "vulnerable_app")
-        .collect();
-    assert_eq!(vulnerable.len(), 1, "{vulnerable:#?}");
-    assert_eq!(vulnerable[0]["src_ip"], lab::CLIENT_V4);
+    assert_one_vulnerable_app(&events, lab::CLIENT_V4);
     let exposition = lab.gateway_http_get(metrics_addr, "/metrics").unwrap();
     assert!(exposition.contains(r#"leakwatch_vulnerable_app_clients{service="qobuz",app="Qobuz",platform="iOS",version="4.0.3",advisory="qobuz-ios-old"} 1"#), "{exposition}");
     let _ = std::fs::remove_dir_all(d);

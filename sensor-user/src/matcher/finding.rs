@@ -104,6 +104,27 @@ pub struct Place {
     pub protocol: Option<Protocol>,
 }
 
+impl Place {
+    /// A pattern or canary finding of `hit` here.
+    fn finding(&self, rule: String, severity: Severity, hit: Hit) -> Finding {
+        Finding {
+            rule,
+            severity,
+            ts_ns: self.ts_ns,
+            ifindex: self.ifindex,
+            key: self.key,
+            direction: self.direction,
+            from_client: self.from_client,
+            service: self.service,
+            head: self.head.clone(),
+            outcome: None,
+            crackable: None,
+            protocol: self.protocol,
+            hit,
+        }
+    }
+}
+
 /// What the policy knows of services: names by id, and the field names whose
 /// values each publishes (not secrets). Plain data, shared by matcher threads.
 #[derive(Debug, Default, Clone)]
@@ -197,21 +218,8 @@ impl FlowFindings {
             // A canary is the admin's own test value: certain wherever it
             // appears, so none of the policy's guesses apply.
             if hit.canary.is_some() {
-                let f = Finding {
-                    rule: "canary".into(),
-                    severity: rules.severity_of(hit.kind),
-                    ts_ns: at.ts_ns,
-                    ifindex: at.ifindex,
-                    key: at.key,
-                    direction: at.direction,
-                    from_client: at.from_client,
-                    service: at.service,
-                    head: at.head.clone(),
-                    outcome: None,
-                    crackable: None,
-                    protocol: at.protocol,
-                    hit,
-                };
+                let severity = rules.severity_of(hit.kind);
+                let f = at.finding("canary".into(), severity, hit);
                 if at.from_client && is_credential(f.hit.kind) {
                     self.credential_requests.insert(f.hit.message);
                 }
@@ -244,21 +252,7 @@ impl FlowFindings {
             if hit.kind == Kind::Password && hit.value.chars().count() < MIN_CRITICAL_PASSWORD {
                 severity = severity.min(Severity::Medium);
             }
-            let f = Finding {
-                rule: rule.id.clone(),
-                severity,
-                ts_ns: at.ts_ns,
-                ifindex: at.ifindex,
-                key: at.key,
-                direction: at.direction,
-                from_client: at.from_client,
-                service: at.service,
-                head: at.head.clone(),
-                outcome: None,
-                crackable: None,
-                protocol: at.protocol,
-                hit,
-            };
+            let f = at.finding(rule.id.clone(), severity, hit);
             // Rule 6 reads HTTP's request/response semantics; a mail server's
             // data (fetched messages) is the user's own, and stays a leak.
             if at.from_client || at.protocol != Some(Protocol::Http) {
