@@ -21,6 +21,11 @@ pub mod config_flags {
     /// Blocking is on: consult the block maps (`sensor_common::block`). Off, the
     /// program never drops and never looks them up.
     pub const BLOCK: u32 = 1 << 2;
+    /// Follow apps (`follow_apps`): packets of unwatched TCP flows on a probe
+    /// port (either end) are looked up in `FLOWS`, where userspace inserts
+    /// the flows it follows (`policy::followed_flow`). Off, unwatched traffic
+    /// never reaches that lookup.
+    pub const FOLLOW: u32 = 1 << 3;
 }
 
 /// What the XDP program does with what it sees. 40 bytes.

@@ -145,6 +145,9 @@ pub mod flow_flags {
     /// The flow was first seen at its handshake (SYN or SYN+ACK, not mid-stream):
     /// its first payload is the real one, and a cleartext refusal may act on it.
     pub const OPENED: u8 = 1 << 4;
+    /// Userspace inserted the flow: an app's flow to an address nobody watches
+    /// (`follow_apps`). Never refused or blocked: its address is not watched.
+    pub const FOLLOWED: u8 = 1 << 5;
 }
 
 /// Value of the `FLOWS` LRU map. Counters are indexed by direction (0: a→b).

@@ -93,6 +93,40 @@ pub fn probe_remaining(
     due.saturating_sub(payload_len as u64)
 }
 
+/// Whether an unwatched packet may belong to a followed flow (`follow_apps`):
+/// TCP with either port a probe port, the only flows userspace can follow.
+#[inline(always)]
+pub fn may_be_followed(cfg: &Config, p: &Parsed) -> bool {
+    cfg.flags & config_flags::FOLLOW != 0
+        && p.is_tcp()
+        && (cfg.is_probe_port(p.dport) || cfg.is_probe_port(p.sport))
+}
+
+/// The `FLOWS` entry of a flow userspace follows from its probe record: as if
+/// the watched path had sampled that first client payload (`probe_payload`
+/// bytes, of a head of `head_bytes`) at `now_ns`, so the next client packet
+/// continues the head and the server's first payload starts its own.
+pub fn followed_flow(
+    head_bytes: u32,
+    service: u32,
+    client_dir: u8,
+    now_ns: u64,
+    probe_payload: u32,
+) -> FlowState {
+    let cd = client_dir & 1;
+    let mut st = FlowState::new(service, cd, now_ns);
+    st.flags = flow_flags::FOLLOWED
+        | flow_flags::OPENED
+        | if cd == 0 {
+            flow_flags::PAYLOAD_SEEN_A
+        } else {
+            flow_flags::PAYLOAD_SEEN_B
+        };
+    *slot(&mut st.budget, cd) = head_bytes;
+    *slot(&mut st.sampled, cd) = probe_payload;
+    st
+}
+
 /// Direction index (0/1) in which the client of a new flow sends, from the packet
 /// that created it travelling in `dir`.
 #[inline(always)]
@@ -143,6 +177,9 @@ pub fn watched_packet(
     let mut f = 0u16;
     if dir == st.client_dir {
         f |= flags::FROM_CLIENT;
+    }
+    if st.flags & flow_flags::FOLLOWED != 0 {
+        f |= flags::FOLLOWED;
     }
     let control = p.is_tcp() && p.tcp_flags & (TCP_SYN | TCP_FIN | TCP_RST) != 0;
     if p.payload_len == 0 {
@@ -452,5 +489,47 @@ mod tests {
         assert!(is_dns_answer(&c, &p, || None));
         p.sport = 5353;
         assert!(!is_dns_answer(&c, &p, || Some([0, 1, 0x81])));
+    }
+
+    #[test]
+    fn a_followed_flow_continues_after_its_probe() {
+        let mut c = cfg(1000, 0);
+        let mut p = pkt(10, TCP_ACK);
+        assert!(!may_be_followed(&c, &p), "off without FOLLOW");
+        c.flags |= config_flags::FOLLOW;
+        assert!(may_be_followed(&c, &p));
+        (p.sport, p.dport) = (80, 40000);
+        assert!(may_be_followed(&c, &p), "the server's side too");
+        p.sport = 22;
+        assert!(!may_be_followed(&c, &p));
+        p.proto = IPPROTO_UDP;
+        (p.sport, p.dport) = (40000, 80);
+        assert!(!may_be_followed(&c, &p));
+
+        // The probe carried 600 client bytes: 400 more of the head, no
+        // second first payload; the server's first payload is its own.
+        let mut st = followed_flow(c.head_bytes, 7, 0, 5, 600);
+        let http = || Some(*b"GET /");
+        let d = watched_packet(&c, &mut st, 0, &pkt(300, TCP_ACK), 6, http);
+        let Decision::Record { flags: f, .. } = d else {
+            panic!("{d:?}")
+        };
+        assert_eq!(
+            f,
+            flags::FROM_CLIENT | flags::FOLLOWED,
+            "not a first payload"
+        );
+        let d = watched_packet(&c, &mut st, 0, &pkt(300, TCP_ACK), 7, http);
+        assert!(matches!(d, Decision::Record { .. }), "900 < 1000");
+        let d = watched_packet(&c, &mut st, 0, &pkt(300, TCP_ACK), 8, http);
+        assert_eq!(d, Decision::Skip(Counter::OverBudget));
+        let resp = || Some(*b"HTTP/");
+        let d = watched_packet(&c, &mut st, 1, &pkt(300, TCP_ACK), 9, resp);
+        let Decision::Record { flags: f, .. } = d else {
+            panic!("{d:?}")
+        };
+        assert_eq!(f, flags::FIRST_PAYLOAD | flags::FOLLOWED);
+        assert_eq!(st.service, 7);
+        assert_ne!(st.flags & flow_flags::OPENED, 0);
     }
 }

@@ -78,6 +78,9 @@ pub mod flags {
     pub const BLOCKED: u16 = 1 << 7;
     /// A `dry-run` policy would have dropped the packet; it passed.
     pub const WOULD_BLOCK: u16 = 1 << 8;
+    /// A followed flow (`flow_flags::FOLLOWED`): an app's flow to a third-party
+    /// host, under the app's service id.
+    pub const FOLLOWED: u16 = 1 << 9;
 }
 
 /// Header of every ring-buffer record. Offsets in bytes; all integers in host order

@@ -9,6 +9,7 @@
 //!                ├─ DNS answer (from :53) ───────────────── ring: Dns
 //!                ├─ WATCH_BITS hit ─ [BLOCKED] ─ FLOWS, else WATCH_V4/V6 ─ policy ─ ring: Sample/Meta
 //!                │                                                    └─ [refuse cleartext]
+//!                ├─ [FOLLOW] probe port ─ FLOWS (followed) ─ policy ─ ring: Sample/Meta
 //!                ├─ new TCP flow to a probe port ─ PROBE_PENDING ─ ring: Probe
 //!                └─ else ─────────────────────────────────── counter, PASS
 //! ```
@@ -61,7 +62,8 @@ use sensor_common::{
     },
     parse::{ETH_P_IPV4, ETH_P_IPV6, PacketBytes, Parsed, TCP_ACK, TCP_SYN, parse_into},
     policy::{
-        Decision, PROBE_AWAITING, client_dir, is_dns_answer, probe_remaining, watched_packet,
+        Decision, PROBE_AWAITING, client_dir, is_dns_answer, may_be_followed, probe_remaining,
+        watched_packet,
     },
     record::{RECORD_VERSION, RecordHeader, RecordKind, SMALL_SNAPLEN, SNAPLEN, flags},
     watch::{BITMAP_WORDS, bit, bucket_v4, bucket_v6},
@@ -293,15 +295,37 @@ fn classify(cfg: &Config, ctx: &XdpContext, ifindex: u32, s: &mut Scratch) -> Co
         return out.emit(f, Counter::DnsAnswer);
     }
     // Two inlined bitmap reads keep unwatched traffic away from hash and trie lookups.
+    let mut found = Lookup::Unwatched;
     if maybe_watched(p) {
         let dir = s
             .key
             .set_from_packet(p.family, p.proto, &p.src, p.sport, &p.dst, p.dport);
-        if let Some(c) = watched_flow(cfg, &out, s, dir) {
-            return c;
-        }
+        found = watched_flow(cfg, &out, s, dir);
     }
-    unwatched(cfg, &out, s)
+    if let Lookup::Unwatched = found {
+        found = unwatched(cfg, &out, s);
+    }
+    // One call site: the flow path is inlined once, whichever way it was found.
+    match found {
+        Lookup::Flow { st, dir, ts } => flow_packet(cfg, &out, s, (st, dir, ts)),
+        Lookup::Done(c) => c,
+        Lookup::Unwatched => Counter::Unwatched,
+    }
+}
+
+/// Where a packet's flow lookup ended.
+enum Lookup {
+    /// A flow in `FLOWS` (watched, or followed for an app); `dir`: the packet's;
+    /// `ts`: the coarse clock, read once.
+    Flow {
+        st: *mut FlowState,
+        dir: u8,
+        ts: u64,
+    },
+    /// Decided without a flow.
+    Done(Counter),
+    /// Neither endpoint is watched after all.
+    Unwatched,
 }
 
 #[inline(always)]
@@ -338,19 +362,16 @@ fn maybe_watched(p: &Parsed) -> bool {
 }
 
 /// A packet whose address may be watched: a known flow, or a new one if the tries
-/// confirm. `None` when neither endpoint is watched after all.
+/// confirm.
 #[inline(always)]
-fn watched_flow(cfg: &Config, out: &Out, s: &mut Scratch, dir: u8) -> Option<Counter> {
+fn watched_flow(cfg: &Config, out: &Out, s: &mut Scratch, dir: u8) -> Lookup {
     let ts = coarse_now();
-    // A tunnelled packet is a copy (a mirror feed): nothing to drop or answer.
-    let blocking =
-        cfg.flags & config_flags::BLOCK != 0 && s.parsed.is_tcp() && s.parsed.tunnel == 0;
     // One inlined bitmap word keeps packets of unblocked flows off the hash lookup.
-    if blocking
+    if blocking(cfg, &s.parsed)
         && bit_set(&BLOCK_BITS, flow_bucket(&s.key))
         && let Some(c) = blocked_flow(out, s, dir, ts)
     {
-        return Some(c);
+        return Lookup::Done(c);
     }
     // A known flow stays watched for its lifetime, even if its address expires.
     let st = match FLOWS.get_ptr_mut(&s.key) {
@@ -360,18 +381,18 @@ fn watched_flow(cfg: &Config, out: &Out, s: &mut Scratch, dir: u8) -> Option<Cou
             let src_svc = lookup_service(p, &p.src);
             let dst_svc = lookup_service(p, &p.dst);
             let ((Some(value), _) | (None, Some(value))) = (dst_svc, src_svc) else {
-                return None;
+                return Lookup::Unwatched;
             };
             // A bare SYN starts nothing yet: a SYN flood churns SYN_PENDING,
             // not FLOWS or the ring.
             if is_bare_syn(p) {
                 let _ = SYN_PENDING.insert(&s.key, &ts, 0);
-                return Some(Counter::SynDeferred);
+                return Lookup::Done(Counter::SynDeferred);
             }
             let (service, policy) = split_watch_value(value);
             let cdir = client_dir(p, dir, src_svc.is_some(), dst_svc.is_some());
             if !source_admits(cfg, s, cdir, ts) {
-                return Some(Counter::SourceBudget);
+                return Lookup::Done(Counter::SourceBudget);
             }
             let p = &s.parsed;
             // SAFETY: a plain map read.
@@ -388,64 +409,83 @@ fn watched_flow(cfg: &Config, out: &Out, s: &mut Scratch, dir: u8) -> Option<Cou
             let _ = FLOWS.insert(&s.key, &s.new_flow, BPF_NOEXIST as u64);
             match FLOWS.get_ptr_mut(&s.key) {
                 Some(st) => st,
-                None => return Some(Counter::FlowInsertFailed),
+                None => return Lookup::Done(Counter::FlowInsertFailed),
             }
         }
     };
+    Lookup::Flow { st, dir, ts }
+}
+
+/// Whether blocking may act on this packet at all. A tunnelled packet is a
+/// copy (a mirror feed): nothing to drop or answer.
+#[inline(always)]
+fn blocking(cfg: &Config, p: &Parsed) -> bool {
+    cfg.flags & config_flags::BLOCK != 0 && p.is_tcp() && p.tunnel == 0
+}
+
+/// A packet of a flow in `FLOWS`: its state updated, sampled by the policy,
+/// refused if blocking says so. A followed flow (an app's, to an address
+/// nobody watches) is never refused.
+#[inline(always)]
+fn flow_packet(
+    cfg: &Config,
+    out: &Out,
+    s: &mut Scratch,
+    (st, dir, ts): (*mut FlowState, u8, u64),
+) -> Counter {
     // SAFETY: a live LRU entry; see FlowState for why plain stores are fine.
     let st = unsafe { &mut *st };
     let p = &s.parsed;
+    let blocking = blocking(cfg, p) && st.flags & flow_flags::FOLLOWED == 0;
     if blocking && st.flags & flow_flags::REFUSED != 0 && dir == st.client_dir {
-        return Some(Counter::BlockedDrop);
+        return Counter::BlockedDrop;
     }
     let frame = out.frame;
-    Some(
-        match watched_packet(cfg, st, dir, p, ts, || frame.peek(p.payload_off as usize)) {
-            Decision::Skip(c) => c,
-            Decision::Record {
-                kind,
-                mut flags,
-                mut counter,
-            } => {
-                // The flow's first client payload decides a cleartext refusal.
-                let first = flags::FROM_CLIENT | flags::FIRST_PAYLOAD;
-                if blocking && flags & (first | flags::TLS) == first {
-                    match refuse_cleartext(out, s, st) {
-                        Refusal::No => {}
-                        Refusal::Would => flags |= flags::WOULD_BLOCK,
-                        Refusal::Yes => {
-                            st.flags |= flow_flags::REFUSED;
-                            flags |= flags::BLOCKED;
-                            counter = Counter::CleartextDrop;
-                        }
+    match watched_packet(cfg, st, dir, p, ts, || frame.peek(p.payload_off as usize)) {
+        Decision::Skip(c) => c,
+        Decision::Record {
+            kind,
+            mut flags,
+            mut counter,
+        } => {
+            // The flow's first client payload decides a cleartext refusal.
+            let first = flags::FROM_CLIENT | flags::FIRST_PAYLOAD;
+            if blocking && flags & (first | flags::TLS) == first {
+                match refuse_cleartext(out, s, st) {
+                    Refusal::No => {}
+                    Refusal::Would => flags |= flags::WOULD_BLOCK,
+                    Refusal::Yes => {
+                        st.flags |= flow_flags::REFUSED;
+                        flags |= flags::BLOCKED;
+                        counter = Counter::CleartextDrop;
                     }
                 }
-                let counts = if dir == 0 {
-                    (st.bytes[0], st.pkts[0])
-                } else {
-                    (st.bytes[1], st.pkts[1])
-                };
-                let f = Fields {
-                    s,
-                    dir,
-                    kind,
-                    rflags: flags,
-                    service: st.service,
-                    counts,
-                    ts: now(),
-                };
-                let c = out.emit(f, counter);
-                if counter == Counter::CleartextDrop {
-                    // Sampled first (its findings carry "blocked"), then refused,
-                    // whether or not the ring had room.
-                    s.tx = send_rst(out, s);
-                    Counter::CleartextDrop
-                } else {
-                    c
-                }
             }
-        },
-    )
+            let counts = if dir == 0 {
+                (st.bytes[0], st.pkts[0])
+            } else {
+                (st.bytes[1], st.pkts[1])
+            };
+            let f = Fields {
+                s,
+                dir,
+                kind,
+                rflags: flags,
+                service: st.service,
+                counts,
+                ts: now(),
+            };
+            let c = out.emit(f, counter);
+            if counter == Counter::CleartextDrop {
+                // Sampled first (its findings carry "blocked"), then refused,
+                // whether or not the ring had room.
+                s.tx = send_rst(out, s);
+                Counter::CleartextDrop
+            } else {
+                c
+            }
+        }
+    }
 }
 
 /// Whether the new flow's client address (the endpoint `cdir` sends from) may
@@ -632,10 +672,30 @@ fn lookup_service(p: &Parsed, addr: &[u8; 16]) -> Option<u32> {
     svc.copied()
 }
 
-/// Unwatched traffic: probe new TCP flows to probe ports so userspace can attribute
-/// them by SNI/Host (clients using encrypted DNS), pass the rest.
+/// Unwatched traffic: a flow userspace follows (`follow_apps`, probe ports
+/// only, one flag test when off); else probe new TCP flows to probe ports so
+/// userspace can attribute them by SNI/Host (clients using encrypted DNS) or
+/// follow them; pass the rest.
 #[inline(always)]
-fn unwatched(cfg: &Config, out: &Out, s: &mut Scratch) -> Counter {
+fn unwatched(cfg: &Config, out: &Out, s: &mut Scratch) -> Lookup {
+    let p = &s.parsed;
+    if may_be_followed(cfg, p) {
+        let dir = s
+            .key
+            .set_from_packet(p.family, p.proto, &p.src, p.sport, &p.dst, p.dport);
+        if let Some(st) = FLOWS.get_ptr_mut(&s.key) {
+            return Lookup::Flow {
+                st,
+                dir,
+                ts: coarse_now(),
+            };
+        }
+    }
+    Lookup::Done(probe(cfg, out, s))
+}
+
+#[inline(always)]
+fn probe(cfg: &Config, out: &Out, s: &mut Scratch) -> Counter {
     let p = &s.parsed;
     if !p.is_tcp() || cfg.flags & config_flags::PROBE == 0 || !cfg.is_probe_port(p.dport) {
         return Counter::Unwatched;
@@ -693,9 +753,6 @@ impl Out<'_> {
     /// the smallest constant-size slot that holds them. Returns `counter`, or
     /// `RingFull` when the ring had no room.
     #[inline(always)]
-    /// Sends a record: header only for `Meta`, else with the frame's first bytes in
-    /// the smallest constant-size slot that holds them. Returns `counter`, or
-    /// `RingFull` when the ring had no room.
     fn emit(&self, fields: Fields, counter: Counter) -> Counter {
         let len = self.frame.len();
         let sent = if fields.kind == RecordKind::Meta {

@@ -206,6 +206,10 @@ pub struct Pipeline {
     /// Do not probe new flows on the probe ports.
     #[arg(long)]
     pub no_probe: bool,
+    /// Follow the catalog's apps to any host: their cleartext flows to
+    /// third parties (analytics, ads) are matched too [config follow_apps].
+    #[arg(long)]
+    pub follow_apps: bool,
     /// Watched flows tracked at once (the kernel's LRU and userspace tables) [65536].
     #[arg(long, value_name = "N")]
     pub flow_table_size: Option<u32>,
@@ -247,6 +251,7 @@ impl Pipeline {
             probe_ports,
             no_dns,
             no_probe,
+            follow_apps,
             flow_table_size,
             replay_window_secs,
             flow_buffer_bytes,
@@ -263,6 +268,7 @@ impl Pipeline {
         set(&mut c.probe_ports, probe_ports.clone());
         c.dns &= !no_dns;
         c.probe &= !no_probe;
+        c.follow_apps |= follow_apps;
         set(&mut c.flow_table_size, *flow_table_size);
         set(&mut c.replay_window_secs, *replay_window_secs);
         set(&mut c.flow_buffer_bytes, *flow_buffer_bytes);

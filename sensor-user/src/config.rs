@@ -10,6 +10,7 @@
 //! probe_ports = [80, 443, 8080]
 //! dns = true                   # hand DNS answers to userspace
 //! probe = true                 # probe new flows on probe_ports for SNI/Host
+//! follow_apps = false          # also match an app's cleartext flows to any host (docs/app-audit.md)
 //! ring_bytes = 8388608         # run only: ring buffer (power of two)
 //! flow_table_size = 65536      # watched flows tracked (kernel LRU and userspace tables)
 //! metrics_addr = "127.0.0.1:9477"
@@ -108,6 +109,10 @@ pub struct Config {
     pub probe_ports: Vec<u16>,
     pub dns: bool,
     pub probe: bool,
+    /// Follow the apps of the catalog to any host (`targets::follow`): their
+    /// cleartext flows to third parties are matched too. Off by default: it
+    /// widens what the sensor reads.
+    pub follow_apps: bool,
     pub ring_bytes: u32,
     pub flow_table_size: u32,
     pub metrics_addr: SocketAddr,
@@ -228,6 +233,7 @@ impl Default for Config {
             probe_ports: DEFAULT_PROBE_PORTS.to_vec(),
             dns: true,
             probe: true,
+            follow_apps: false,
             ring_bytes: DEFAULT_RING_BYTES,
             flow_table_size: DEFAULT_FLOW_ENTRIES,
             metrics_addr: DEFAULT_METRICS_ADDR,
@@ -283,6 +289,11 @@ impl Config {
         }
         if self.probe_ports.contains(&0) {
             return Err("probe_ports: port 0 is not a port".into());
+        }
+        if self.follow_apps && (!self.probe || self.probe_ports.is_empty()) {
+            return Err(
+                "follow_apps needs probe = true and probe_ports: the probe hands up the request that names the app".into(),
+            );
         }
         if !self.ring_bytes.is_power_of_two() || self.ring_bytes < page {
             return Err(format!(
@@ -458,6 +469,7 @@ mod tests {
             probe_ports: _,
             dns: _,
             probe: _,
+            follow_apps: _,
             ring_bytes: _,
             flow_table_size: _,
             metrics_addr: _,
@@ -495,6 +507,7 @@ mod tests {
             "probe_ports",
             "dns",
             "probe",
+            "follow_apps",
             "ring_bytes",
             "flow_table_size",
             "metrics_addr",
@@ -595,6 +608,10 @@ mod tests {
             (
                 "probe_ports = [80, 0]\n",
                 "probe_ports: port 0 is not a port",
+            ),
+            (
+                "follow_apps = true\nprobe = false\n",
+                "follow_apps needs probe = true",
             ),
             (
                 "ring_bytes = 1000\n",

@@ -926,6 +926,116 @@ fn probe_follows_a_client_hello_split_over_segments() {
     ]);
 }
 
+/// `follow_apps`: a flow userspace inserts into FLOWS after its probe is
+/// sampled from then on, both ways, under the app's service and flagged
+/// FOLLOWED; without FOLLOW the program never looks it up. The userspace
+/// sampler, told the same, produces the same records.
+#[test]
+fn a_followed_flow_is_sampled_after_its_probe() {
+    use sensor_common::{config::config_flags, policy::followed_flow};
+    use sensor_user::{capture::sampler::Sampler, targets::learning::MemoryWatch};
+    if skip_without_root("a_followed_flow_is_sampled_after_its_probe") {
+        return;
+    }
+    let c = |f: u8, seq: u32, p: &[u8]| {
+        FrameBuilder::tcp("192.0.2.10", 40000, "203.0.113.80", 80)
+            .flags(f)
+            .seq(seq)
+            .payload(p)
+            .build()
+    };
+    let s = |p: &[u8]| {
+        FrameBuilder::tcp("203.0.113.80", 80, "192.0.2.10", 40000)
+            .flags(TCP_ACK | 0x08)
+            .payload(p)
+            .build()
+    };
+    let probe = b"GET /v1/config HTTP/1.1\r\nHost: stats.example\r\nUser-Agent: Qobuz/6.1\r\n\r\n";
+    let after = [
+        c(
+            TCP_ACK | 0x08,
+            1 + probe.len() as u32,
+            b"POST /v1/track HTTP/1.1\r\n\r\n",
+        ),
+        s(b"HTTP/1.1 200 OK\r\n\r\n"),
+        c(TCP_ACK, 100, b""),
+    ];
+    for follow in [true, false] {
+        let mut config = Config::default();
+        if follow {
+            config.flags |= config_flags::FOLLOW;
+        }
+        let mut h = Harness::new(config);
+        let mut sampler = Sampler::new(config, 1024, 1024);
+        let watch = MemoryWatch::default();
+        let mut flows = h.sensor.take_flows().unwrap();
+        h.run(&c(TCP_SYN, 0, b""));
+        h.run(&c(TCP_ACK | 0x08, 1, probe));
+        let _ = sampler.process(&c(TCP_SYN, 0, b""), 0, LO, &watch);
+        let _ = sampler.process(&c(TCP_ACK | 0x08, 1, probe), 0, LO, &watch);
+        let recs = h.records();
+        assert_eq!(recs.len(), 1);
+        assert_eq!(recs[0].kind, RecordKind::Probe);
+        let st = followed_flow(
+            config.head_bytes,
+            QOBUZ,
+            recs[0].hdr.direction,
+            0,
+            probe.len() as u32,
+        );
+        flows.insert(recs[0].hdr.flow, st, 0).unwrap();
+        sampler.follow(recs[0].hdr.flow, st);
+        for f in &after {
+            h.run(f);
+        }
+        let mut kernel = h.records();
+        if !follow {
+            assert!(kernel.is_empty(), "never looked up without FOLLOW");
+            h.assert_outcomes(&[
+                (Counter::ProbeSyn, 1),
+                (Counter::Probe, 1),
+                (Counter::Unwatched, 3),
+            ]);
+            continue;
+        }
+        let got: Vec<(RecordKind, u16, u32)> = kernel
+            .iter()
+            .map(|r| (r.kind, r.hdr.flags, r.hdr.service))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    RecordKind::Sample,
+                    flags::FROM_CLIENT | flags::FOLLOWED,
+                    QOBUZ
+                ),
+                (
+                    RecordKind::Sample,
+                    flags::FIRST_PAYLOAD | flags::FOLLOWED,
+                    QOBUZ
+                ),
+            ]
+        );
+        h.assert_outcomes(&[
+            (Counter::ProbeSyn, 1),
+            (Counter::Probe, 1),
+            (Counter::SampledHead, 2),
+            (Counter::WatchedNoPayload, 1),
+        ]);
+        let user: Vec<Record> = after
+            .iter()
+            .filter_map(|f| sampler.process(f, 0, LO, &watch))
+            .collect();
+        assert_eq!(user.len(), kernel.len());
+        for (k, u) in kernel.iter_mut().zip(&user) {
+            k.hdr.ts_ns = 0;
+            assert_eq!(k.hdr.as_bytes(), u.hdr.as_bytes());
+            assert_eq!(k.frame, u.frame);
+        }
+    }
+}
+
 /// The frames of every shape above, in one sequence.
 /// `inner` carried in GRE of protocol `proto` (with `fields` after the base
 /// header, per `flags`) from 10.200.0.3 to 10.200.0.224, as a mirror feed

@@ -299,6 +299,16 @@ impl Sensor {
             take(&mut self.ebpf, maps::WATCH_BITS_V6)?,
         ))
     }
+
+    /// The flow table (`FLOWS`), where followed flows are inserted. Once.
+    pub fn take_flows(
+        &mut self,
+    ) -> Result<
+        aya::maps::HashMap<MapData, sensor_common::flow::FlowKey, sensor_common::flow::FlowState>,
+        LoadError,
+    > {
+        take(&mut self.ebpf, maps::FLOWS)
+    }
 }
 
 impl Drop for Sensor {

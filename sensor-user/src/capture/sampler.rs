@@ -21,7 +21,8 @@ use sensor_common::{
     maps::NO_SERVICE,
     parse::{PacketBytes, Parsed, TCP_ACK, TCP_SYN, parse_with},
     policy::{
-        Decision, PROBE_AWAITING, client_dir, is_dns_answer, probe_remaining, watched_packet,
+        Decision, PROBE_AWAITING, client_dir, is_dns_answer, may_be_followed, probe_remaining,
+        watched_packet,
     },
     record::{RecordKind, flags},
 };
@@ -76,6 +77,15 @@ impl Sampler {
             (self.syns.name(), self.syns.evictions()),
             (self.sources.name(), self.sources.evictions()),
         ]
+    }
+
+    /// What `leakwatch run` writes into the kernel's `FLOWS` for a flow it
+    /// follows (`policy::followed_flow`); an existing entry is kept, as the
+    /// kernel's `BPF_NOEXIST` insert keeps it.
+    pub fn follow(&mut self, key: FlowKey, st: FlowState) {
+        if !self.flows.contains_key(&key) {
+            self.flows.insert(key, st, st.first_ns);
+        }
     }
 
     /// The kernel's `source_admits`: one more new flow from the client address
@@ -144,7 +154,18 @@ impl Sampler {
                 Some(out.record(RecordKind::Dns, 0, NO_SERVICE, (0, 0))),
             );
         }
-        if !self.flows.contains_key(&key) {
+        // A followed flow is found only where the kernel looks for it: on a
+        // probe port with FOLLOW on (or, as any known flow, when watched).
+        let known = match self.flows.get(&key) {
+            Some(st) if st.flags & flow_flags::FOLLOWED != 0 => {
+                may_be_followed(&self.cfg, &p)
+                    || watch.service_of(ip(&p, &p.src)).is_some()
+                    || watch.service_of(ip(&p, &p.dst)).is_some()
+            }
+            Some(_) => true,
+            None => false,
+        };
+        if !known {
             let src = watch.service_of(ip(&p, &p.src));
             let dst = watch.service_of(ip(&p, &p.dst));
             let Some(value) = dst.or(src) else {

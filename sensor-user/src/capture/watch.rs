@@ -9,7 +9,10 @@ use aya::maps::{
     lpm_trie::{Key, LpmTrie},
 };
 use ipnet::IpNet;
-use sensor_common::watch::{BUCKETS, bit, buckets_v4, buckets_v6};
+use sensor_common::{
+    flow::{FlowKey, FlowState},
+    watch::{BUCKETS, bit, buckets_v4, buckets_v6},
+};
 
 /// A prefilter bitmap: per-bucket counts mirrored into a kernel bitmap (one
 /// family's watched prefixes; the blocked flows).
@@ -53,6 +56,9 @@ impl Bitmap {
     }
 }
 
+/// `BPF_NOEXIST` (linux/bpf.h): create only, keep an existing entry.
+const BPF_NOEXIST: u64 = 1;
+
 /// Both tries and their prefilters.
 pub struct WatchMaps {
     v4: LpmTrie<MapData, [u8; 4], u32>,
@@ -61,6 +67,8 @@ pub struct WatchMaps {
     bits_v6: Bitmap,
     /// What is watched now, to keep bucket counts exact on replace and remove.
     entries: HashMap<IpNet, u32>,
+    /// The kernel's `FLOWS`, where followed flows go (`follow_apps`).
+    flows: Option<aya::maps::HashMap<MapData, FlowKey, FlowState>>,
 }
 
 impl WatchMaps {
@@ -76,6 +84,27 @@ impl WatchMaps {
             bits_v4: Bitmap::new(bits_v4),
             bits_v6: Bitmap::new(bits_v6),
             entries: HashMap::new(),
+            flows: None,
+        }
+    }
+
+    /// With the kernel's `FLOWS` map, for [`WatchMaps::insert_flow`].
+    pub fn with_flows(mut self, flows: aya::maps::HashMap<MapData, FlowKey, FlowState>) -> Self {
+        self.flows = Some(flows);
+        self
+    }
+
+    /// Inserts a followed flow into `FLOWS`, keeping an entry the kernel made
+    /// meanwhile (`BPF_NOEXIST`).
+    pub fn insert_flow(&mut self, key: &FlowKey, st: &FlowState) -> Result<(), MapError> {
+        let Some(flows) = self.flows.as_mut() else {
+            return Ok(());
+        };
+        match flows.insert(key, st, BPF_NOEXIST) {
+            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => {
+                Ok(())
+            }
+            r => r,
         }
     }
 

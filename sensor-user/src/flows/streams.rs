@@ -49,6 +49,8 @@ struct Flow {
     proto: Dissection,
     role: Role,
     service: u32,
+    /// A followed flow (record flag `FOLLOWED`): an app's, to a third party.
+    followed: bool,
     /// Time and interface of the latest record, for hits found at close.
     last_ts_ns: u64,
     ifindex: u32,
@@ -212,6 +214,7 @@ impl StreamTable {
                 proto: Dissection::new(self.limits),
                 role: Role::default(),
                 service: h.service,
+                followed: h.flags & flags::FOLLOWED != 0,
                 last_ts_ns: h.ts_ns,
                 ifindex: h.ifindex,
                 fins: 0,
@@ -360,6 +363,7 @@ impl StreamTable {
             service: flow.service,
             head: flow.proto.request_head(),
             protocol: flow.proto.protocol(),
+            third_party: flow.followed,
         };
         let mut hits = Vec::new();
         if !batch.fields.is_empty()

@@ -89,6 +89,9 @@ pub struct Finding {
     pub crackable: Option<bool>,
     /// The flow's application protocol, once recognised.
     pub protocol: Option<Protocol>,
+    /// A followed flow (`follow_apps`): the app's, to a host that is not its
+    /// service's.
+    pub third_party: bool,
 }
 
 /// Where a batch of hits was found.
@@ -102,6 +105,7 @@ pub struct Place {
     pub service: u32,
     pub head: Option<RequestHead>,
     pub protocol: Option<Protocol>,
+    pub third_party: bool,
 }
 
 impl Place {
@@ -120,6 +124,7 @@ impl Place {
             outcome: None,
             crackable: None,
             protocol: self.protocol,
+            third_party: self.third_party,
             hit,
         }
     }
@@ -366,6 +371,7 @@ impl FlowFindings {
                 outcome: c.outcome,
                 crackable: c.crackable,
                 protocol: at.protocol,
+                third_party: at.third_party,
                 hit: Hit {
                     rule: SEMANTIC,
                     kind,
@@ -423,6 +429,7 @@ mod tests {
             service,
             head: None,
             protocol: Some(Protocol::Http),
+            third_party: false,
         }
     }
 

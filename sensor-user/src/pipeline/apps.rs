@@ -29,7 +29,7 @@ impl<W: WatchSink> Pipeline<W> {
     }
 
     /// The keyed hash that counts a client (never its address).
-    fn client_id(&self, ip: IpAddr) -> Option<u64> {
+    pub(super) fn client_id(&self, ip: IpAddr) -> Option<u64> {
         self.matching.as_ref().map(|m| m.fingerprints.client_id(ip))
     }
 

@@ -133,6 +133,9 @@ impl Loaded {
         if c.blocking.any() {
             k.flags |= config_flags::BLOCK;
         }
+        if c.follow_apps {
+            k.flags |= config_flags::FOLLOW;
+        }
         k
     }
 

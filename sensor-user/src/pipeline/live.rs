@@ -116,7 +116,7 @@ pub fn run(a: &Attach<'_>, loaded: &Loaded) -> anyhow::Result<()> {
         rules,
         state_dir: a.state_dir,
         watch: a.watch,
-        sink: sensor.take_watch()?,
+        sink: sensor.take_watch()?.with_flows(sensor.take_flows()?),
         metrics: Arc::clone(&metrics),
         ifaces,
         matching: Matching::Sharded(threads),

@@ -8,6 +8,7 @@ pub mod assemble;
 mod blocking;
 pub mod control;
 pub mod daemon;
+mod follow;
 pub mod live;
 pub mod reload;
 pub mod replay;
@@ -118,6 +119,8 @@ pub struct Pipeline<W: WatchSink> {
     /// The app inventory and the advisories its versions are matched with.
     inventory: crate::sinks::inventory::Inventory,
     advisories: crate::sinks::advisories::Advisories,
+    /// Followed apps and where their findings went (`follow_apps`).
+    following: follow::Following,
 }
 
 impl<W: WatchSink> Pipeline<W> {
@@ -165,6 +168,7 @@ impl<W: WatchSink> Pipeline<W> {
             learned_file: None,
             inventory: crate::sinks::inventory::Inventory::default(),
             advisories: crate::sinks::advisories::Advisories::default(),
+            following: follow::Following::default(),
         };
         p.publish_watched();
         p
@@ -229,6 +233,7 @@ impl<W: WatchSink> Pipeline<W> {
         kinds.dedup();
         self.metrics.init_service_series(&services, &kinds);
         self.metrics.blocking.init_services(&services);
+        self.metrics.follow.init_services(&services);
         services.len()
     }
 
@@ -303,17 +308,15 @@ impl<W: WatchSink> Pipeline<W> {
                 // its server was watched: typically a connection racing the DNS
                 // answer that teaches the address, and its first request is often
                 // the login. In cleartext, to a server watched now, it is matched
-                // as the flow's first sample (the kernel samples the rest).
-                if rec.hdr.flags & flags::FIRST_PAYLOAD != 0
-                    && rec.payload().first() != Some(&0x16)
-                    && let Some(service) = self.targeting.service_of(rec.dst().0)
+                // as the flow's first sample (the kernel samples the rest). To
+                // another host, it may be an app's that `follow_apps` follows.
+                if rec.hdr.flags & flags::FIRST_PAYLOAD != 0 && rec.payload().first() != Some(&0x16)
                 {
-                    let mut sample = rec;
-                    sample.kind = RecordKind::Sample;
-                    sample.hdr.kind = RecordKind::Sample as u8;
-                    sample.hdr.service = service;
-                    sample.hdr.flags |= flags::FROM_CLIENT;
-                    self.sample(sample, now);
+                    if let Some(service) = self.targeting.service_of(rec.dst().0) {
+                        self.sample(follow::as_sample(rec, service, 0), now);
+                    } else if let Some(service) = self.follow_probe(&rec) {
+                        self.sample(follow::as_sample(rec, service, flags::FOLLOWED), now);
+                    }
                 }
             }
             RecordKind::Sample | RecordKind::Meta => {
@@ -327,10 +330,13 @@ impl<W: WatchSink> Pipeline<W> {
 
     /// A record of a watched flow: posture, then matching.
     fn sample(&mut self, rec: Record, now: Instant) {
-        let mut out = std::mem::take(&mut self.out);
-        self.posture.on_record(&rec, now, &mut out);
-        self.emit(&mut out);
-        self.out = out;
+        // A followed flow is the app's, not the service's: matched only.
+        if rec.hdr.flags & flags::FOLLOWED == 0 {
+            let mut out = std::mem::take(&mut self.out);
+            self.posture.on_record(&rec, now, &mut out);
+            self.emit(&mut out);
+            self.out = out;
+        }
         let Some(m) = self.matching.as_mut() else {
             return;
         };
@@ -420,6 +426,7 @@ impl<W: WatchSink> Pipeline<W> {
         self.block_tick(now);
         self.export_evictions();
         self.export_apps();
+        self.export_follow();
         self.follow_outputs(now);
         self.save_learned(now, false);
     }

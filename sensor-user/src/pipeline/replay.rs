@@ -141,6 +141,10 @@ pub fn replay(r: &Replay<'_>) -> anyhow::Result<()> {
                     }
                     records += 1;
                     pipeline.handle(Ok(rec), now);
+                    // Flows the pipeline follows from now on (`follow_apps`).
+                    for (key, st) in pipeline.targeting.sink_mut().1.drain(..) {
+                        sampler.follow(key, st);
+                    }
                 }
             },
             |offset| {

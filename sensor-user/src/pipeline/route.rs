@@ -124,6 +124,7 @@ impl<W: WatchSink> Pipeline<W> {
             } else {
                 "to_client"
             });
+            super::follow::destination(&self.metrics, &mut self.following, (&f, &service), &mut ev);
             if let Some(b) = self.blocker.as_deref() {
                 if block::lock(b).refused(&f.key) {
                     ev.blocked = Some(true);

@@ -118,8 +118,13 @@ pub struct Blocked {
     pub latency_ns: Option<u64>,
 }
 
-/// Decides a finding's blocks (`service`: its name).
+/// Decides a finding's blocks (`service`: its name). A followed flow's finding
+/// blocks nothing: its address is not the service's, and unwatched addresses
+/// are never dropped.
 pub fn decide(b: &Mutex<Blocker>, f: &Finding, service: &str, now: Instant) -> Blocked {
+    if f.third_party {
+        return Blocked::default();
+    }
     let decisions = lock(b).on_finding(f, service, now);
     let latency_ns = decisions
         .iter()
@@ -557,6 +562,7 @@ mod tests {
             ifindex,
             key,
             direction,
+            third_party: false,
             from_client: true,
             service: 1,
             head: None,

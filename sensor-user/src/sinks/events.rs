@@ -45,6 +45,13 @@ pub struct Event {
     pub proto: &'static str,
     pub interface: String,
     pub service: String,
+    /// Where a leak went (`leak`, `replay`): `service` (the service's own
+    /// hosts) or `third_party` (a followed app's flow to another host).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub destination: Option<&'static str>,
+    /// The third party's host name (Host header), when `third_party`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub destination_host: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub flow: Option<FlowInfo>,
     /// Leak kind (`leak`, `replay`).
@@ -183,6 +190,8 @@ impl Event {
             blocked: None,
             block: None,
             advisory: None,
+            destination: None,
+            destination_host: None,
         }
     }
 

@@ -1,8 +1,9 @@
-//! Where results go: Prometheus metrics, events, record logs, blocks, and
-//! the app inventory with its advisories.
+//! Where results go: Prometheus metrics, events, record logs, blocks, the
+//! app inventory with its advisories, and followed apps' destinations.
 
 pub mod advisories;
 pub mod block;
+pub mod destinations;
 pub mod events;
 pub mod inventory;
 pub mod jsonl;

@@ -156,6 +156,31 @@ impl Catalog {
             .map(String::as_str)
     }
 
+    /// The service, and its app, that an app identifier names (`follow_apps`):
+    /// a User-Agent product token or an `X-App-Id`-style value equal (without
+    /// case) to one of a service's `apps` or to its id, or a reverse-DNS id
+    /// (`com.qobuz.music`) with the service id as one of its labels.
+    pub fn app_named(&self, id: &str) -> Option<(&str, &str)> {
+        let id = id.trim();
+        if id.is_empty() {
+            return None;
+        }
+        let exact = self.services.iter().find_map(|s| {
+            let a = s.apps.iter().find(|a| a.eq_ignore_ascii_case(id))?;
+            Some((s.id.as_str(), a.as_str()))
+        });
+        exact.or_else(|| {
+            self.services.iter().find_map(|s| {
+                let named = s.id.eq_ignore_ascii_case(id)
+                    || (id.contains('.') && id.split('.').any(|l| l.eq_ignore_ascii_case(&s.id)));
+                named.then(|| {
+                    let app = s.apps.first().map_or(s.id.as_str(), String::as_str);
+                    (s.id.as_str(), app)
+                })
+            })
+        })
+    }
+
     pub fn services(&self) -> &[ServiceDef] {
         &self.services
     }

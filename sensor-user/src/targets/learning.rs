@@ -3,7 +3,6 @@
 //! probed flows, expired after their TTL.
 
 use std::{
-    collections::HashMap,
     net::IpAddr,
     time::{Duration, Instant},
 };
@@ -24,56 +23,12 @@ use super::{
     settings::TargetSettings,
 };
 use crate::{
-    capture::{record::Record, watch::WatchMaps},
+    capture::record::Record,
     proto::{http, tls},
     shared::table::{Evictions, FlowTable},
 };
 
-/// Where watched prefixes go: the kernel's tries, or a list in tests.
-pub trait WatchSink {
-    fn watch(&mut self, net: IpNet, service: u32) -> Result<(), String>;
-    fn unwatch(&mut self, net: IpNet) -> Result<(), String>;
-}
-
-impl WatchSink for WatchMaps {
-    fn watch(&mut self, net: IpNet, service: u32) -> Result<(), String> {
-        self.insert(net, service).map_err(|e| e.to_string())
-    }
-
-    fn unwatch(&mut self, net: IpNet) -> Result<(), String> {
-        self.remove(net).map_err(|e| e.to_string())
-    }
-}
-
-/// Watched prefixes kept in memory: for the offline replay (no kernel) and tests.
-#[derive(Debug, Default)]
-pub struct MemoryWatch(pub HashMap<IpNet, u32>);
-
-impl WatchSink for MemoryWatch {
-    fn watch(&mut self, net: IpNet, service: u32) -> Result<(), String> {
-        self.0.insert(net, service);
-        Ok(())
-    }
-
-    fn unwatch(&mut self, net: IpNet) -> Result<(), String> {
-        self.0.remove(&net);
-        Ok(())
-    }
-}
-
-impl crate::capture::sampler::Watched for MemoryWatch {
-    /// Longest matching prefix, as the kernel's LPM tries answer.
-    fn service_of(&self, addr: IpAddr) -> Option<u32> {
-        if let Some(s) = self.0.get(&IpNet::from(addr)) {
-            return Some(*s);
-        }
-        self.0
-            .iter()
-            .filter(|(n, _)| n.contains(&addr))
-            .max_by_key(|(n, _)| n.prefix_len())
-            .map(|(_, s)| *s)
-    }
-}
+pub use super::sink::{MemoryWatch, WatchSink};
 
 /// What one DNS record led to (the `result` label of `leakwatch_dns_answers_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,6 +139,10 @@ impl<W: WatchSink> Targeting<W> {
 
     pub fn sink(&self) -> &W {
         &self.sink
+    }
+
+    pub fn sink_mut(&mut self) -> &mut W {
+        &mut self.sink
     }
 
     /// The split-hello and shared-address tables' evictions (by name).

@@ -4,18 +4,22 @@
 //! |------------|----------------------------------------------------------------|
 //! | `catalog`  | services → domains, static prefixes, public identifiers         |
 //! | `dns`      | DNS response parsing, CNAME chains                              |
+//! | `follow`   | which cleartext requests are a catalog app's (`follow_apps`)    |
 //! | `learned`  | learned addresses with TTL expiry and a cap                     |
 //! | `learning` | DNS/SNI/Host → learned addresses → the kernel's tries          |
+//! | `sink`     | where watched prefixes and followed flows go: kernel or memory  |
 //! | `store`    | learned addresses kept across a restart (state directory)      |
 //! | `policy`   | blocking modes: global, per service, per domain; policy bits    |
 //! | (here)     | service ids, `--watch` prefixes                                 |
 
 pub mod catalog;
 pub mod dns;
+pub mod follow;
 pub mod learned;
 pub mod learning;
 pub mod policy;
 pub mod settings;
+pub mod sink;
 pub mod store;
 
 use std::{fmt, str::FromStr};

@@ -24,7 +24,14 @@ pub struct RequestHead {
     /// Host header, lowercased, without port.
     pub host: Option<String>,
     pub user_agent: Option<String>,
+    /// An app-identifying header's value (`X-App-Id`, `X-Application-Id`,
+    /// or `X-Requested-With`, which Android WebViews fill with the app's
+    /// package name), the first present.
+    pub app_id: Option<String>,
 }
+
+/// Headers whose value may name the app that sent the request.
+const APP_ID_HEADERS: [&[u8]; 3] = [b"x-app-id", b"x-application-id", b"x-requested-with"];
 
 /// Whether `buf` starts like an HTTP/1.x request ("METHOD SP").
 pub fn looks_like_request(buf: &[u8]) -> bool {
@@ -89,12 +96,17 @@ impl RequestHead {
             path: text(path).into_owned(),
             host: None,
             user_agent: None,
+            app_id: None,
         };
         for (name, value) in header_fields(head) {
             if name.eq_ignore_ascii_case(b"host") {
                 h.host = Some(strip_port(&text(value)).to_ascii_lowercase());
             } else if name.eq_ignore_ascii_case(b"user-agent") {
                 h.user_agent = Some(text(value).into_owned());
+            } else if h.app_id.is_none()
+                && APP_ID_HEADERS.iter().any(|a| name.eq_ignore_ascii_case(a))
+            {
+                h.app_id = Some(text(value).trim().to_owned());
             }
         }
         h

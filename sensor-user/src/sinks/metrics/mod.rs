@@ -18,6 +18,7 @@ use crate::capture::stats::Stats;
 
 pub mod apps;
 pub mod block;
+pub mod follow;
 mod labels;
 mod serve;
 mod xdp;
@@ -52,6 +53,7 @@ pub struct Metrics {
     rules_info: Family<VersionLabels, Gauge>,
     pub blocking: block::BlockMetrics,
     pub apps: apps::AppMetrics,
+    pub follow: follow::FollowMetrics,
     output_errors: Family<OutputLabels, Counter>,
     config_info: Family<HashLabels, Gauge>,
     /// The memory budget: charged now, and its limit.
@@ -270,6 +272,7 @@ impl Metrics {
         }
         let blocking = block::BlockMetrics::register(&mut registry);
         let apps = apps::AppMetrics::register(&mut registry);
+        let follow = follow::FollowMetrics::register(&mut registry);
         let output_errors = Family::<OutputLabels, Counter>::default();
         registry.register(
             "leakwatch_output_errors",
@@ -311,6 +314,7 @@ impl Metrics {
         Self {
             blocking,
             apps,
+            follow,
             output_errors,
             config_info,
             memory_accounted,
