@@ -15,7 +15,7 @@ use std::{
 
 use leakwatch_tests::{
     http::{HttpServer, exchange},
-    lab::{self, Lab, SERVER_V4},
+    lab::{self, Lab, OTHER_V4, SERVER_V4},
     netns::unique,
     process::ChildGuard,
 };
@@ -60,8 +60,15 @@ fn prometheus_sees_the_leak_and_the_alert_fires() {
         return;
     }
     let lab = Lab::up().expect("lab");
-    let _http = HttpServer::start(&lab.server, &[format!("{SERVER_V4}:80").parse().unwrap()])
-        .expect("http");
+    // OTHER_V4: an analytics host nobody watches, which the app is followed to.
+    let _http = HttpServer::start(
+        &lab.server,
+        &[
+            format!("{SERVER_V4}:80").parse().unwrap(),
+            format!("{OTHER_V4}:80").parse().unwrap(),
+        ],
+    )
+    .expect("http");
     let dir = std::env::temp_dir().join(unique("prom"));
     std::fs::create_dir_all(&dir).unwrap();
     // An advisory naming the login's app version: the apps panels have data.
@@ -80,6 +87,7 @@ fn prometheus_sees_the_leak_and_the_alert_fires() {
                 "198.51.100.2/32=qobuz",
                 "--advisories",
                 advisories.to_str().unwrap(),
+                "--follow-apps",
             ],
         )
         .expect("sensor");
@@ -125,13 +133,24 @@ fn prometheus_sees_the_leak_and_the_alert_fires() {
         login.to_vec(),
     )
     .expect("request");
+    // The same app sends the e-mail to the analytics host: the third-party
+    // panels have data.
+    let track = b"GET /v1/track?email=jane.doe%40example.com HTTP/1.1\r\nHost: collector.stats-example.net\r\nUser-Agent: Qobuz/6.1.2 (iPhone; iOS 17.2)\r\n\r\n";
+    exchange(
+        &lab.client,
+        format!("{OTHER_V4}:80").parse().unwrap(),
+        track.to_vec(),
+    )
+    .expect("request");
 
     // Every metric the Grafana dashboard uses exists in the sensor's exposition
     // (the TLS-version series appear only with TLS traffic).
     // The apps gauges are brought up to date once a second.
     wait_for("the apps gauges", 10, || {
-        lab.gateway_http_get(METRICS, "/metrics")
-            .is_ok_and(|t| t.contains("leakwatch_vulnerable_app_clients{"))
+        lab.gateway_http_get(METRICS, "/metrics").is_ok_and(|t| {
+            t.contains("leakwatch_vulnerable_app_clients{")
+                && t.contains("leakwatch_third_party_findings{")
+        })
     });
     let exposition = lab.gateway_http_get(METRICS, "/metrics").expect("metrics");
     let names: std::collections::HashSet<&str> = exposition

@@ -3,7 +3,7 @@
 //!
 //! What reloads: services, domains, static prefixes, public ids, rules,
 //! evidence mode, blocking modes, and the sampling policy the kernel reads
-//! (head, tail, probe ports, DNS and probe switches). Open flows keep the rules
+//! (head, tail, probe ports, DNS, probe and follow_apps switches). Open flows keep the rules
 //! they started with; learned addresses, counters and blocks in force stay;
 //! service ids are never reused. What needs a restart is named in the log when
 //! it changed. A file that does not load changes nothing.

@@ -118,13 +118,8 @@ pub struct Blocked {
     pub latency_ns: Option<u64>,
 }
 
-/// Decides a finding's blocks (`service`: its name). A followed flow's finding
-/// blocks nothing: its address is not the service's, and unwatched addresses
-/// are never dropped.
+/// Decides a finding's blocks (`service`: its name).
 pub fn decide(b: &Mutex<Blocker>, f: &Finding, service: &str, now: Instant) -> Blocked {
-    if f.third_party {
-        return Blocked::default();
-    }
     let decisions = lock(b).on_finding(f, service, now);
     let latency_ns = decisions
         .iter()
@@ -221,7 +216,9 @@ impl Blocker {
     /// under `quarantine` the client's quarantine). `service`: its name.
     pub fn on_finding(&mut self, f: &Finding, service: &str, now: Instant) -> Vec<Decision> {
         let s = &self.settings;
-        if !s.kinds.contains(&f.hit.kind) || f.severity < s.min_severity {
+        // A followed app's flow to a third party blocks nothing: its address
+        // is not the service's, and unwatched addresses are never dropped.
+        if f.third_party || !s.kinds.contains(&f.hit.kind) || f.severity < s.min_severity {
             return Vec::new();
         }
         let host = f.head.as_ref().and_then(|h| h.host.as_deref());
@@ -569,6 +566,18 @@ mod tests {
             outcome: None,
             crackable: None,
             protocol: None,
+        }
+    }
+
+    #[test]
+    fn a_third_party_finding_blocks_nothing() {
+        for mode in ["reset", "quarantine", "block-cleartext"] {
+            let (mut b, _) = blocker(&format!("mode = \"{mode}\"\n"));
+            let mut f = finding(Kind::PasswordHash, Severity::Critical, 40000, LAN);
+            f.third_party = true;
+            assert!(b.on_finding(&f, "qobuz", Instant::now()).is_empty(), "{mode}");
+            f.third_party = false;
+            assert!(!b.on_finding(&f, "qobuz", Instant::now()).is_empty(), "{mode}");
         }
     }
 
