@@ -575,9 +575,15 @@ mod tests {
             let (mut b, _) = blocker(&format!("mode = \"{mode}\"\n"));
             let mut f = finding(Kind::PasswordHash, Severity::Critical, 40000, LAN);
             f.third_party = true;
-            assert!(b.on_finding(&f, "qobuz", Instant::now()).is_empty(), "{mode}");
+            assert!(
+                b.on_finding(&f, "qobuz", Instant::now()).is_empty(),
+                "{mode}"
+            );
             f.third_party = false;
-            assert!(!b.on_finding(&f, "qobuz", Instant::now()).is_empty(), "{mode}");
+            assert!(
+                !b.on_finding(&f, "qobuz", Instant::now()).is_empty(),
+                "{mode}"
+            );
         }
     }
 
