@@ -21,7 +21,7 @@ fn leak() -> Value {
     json!({
         "timestamp": "2026-11-23T13:37:24.454051Z", "event_type": "leak",
         "src_ip": "192.0.2.10", "src_port": 52688, "dest_ip": "198.51.100.2", "dest_port": 80,
-        "proto": "TCP", "interface": "lan0", "service": "qobuz",
+        "proto": "TCP", "interface": "lan0", "service": "qobuz", "destination": "service",
         "kind": "password_hash", "rule": "password_hash_param", "severity": "critical",
         "confidence": "pattern", "evidence": "password=5f…99 (32 chars)", "fingerprint": "83f76f15d1284f9b6422a43c20319cc9",
         "context": "query", "direction": "to_server",
@@ -51,7 +51,11 @@ fn documented_examples_pass() {
     vulnerable["flow_id"] = json!(1_234_567_890u64);
     vulnerable["app"] = json!({"name": "Qobuz", "version": "4.0.3", "platform": "iOS"});
     vulnerable["advisory"] = json!({"id": "example-2016-1", "reference": "https://example.org/a", "advice": "upgrade the app"});
-    common::assert_valid_events(&[leak(), replay, flow, canary, vulnerable]);
+    let mut third_party = leak();
+    third_party["destination"] = json!("third_party");
+    third_party["destination_host"] = json!("collector.stats-example.net");
+    third_party["dest_ip"] = json!("203.0.113.80");
+    common::assert_valid_events(&[leak(), replay, flow, canary, vulnerable, third_party]);
 }
 
 #[test]
@@ -69,6 +73,13 @@ fn contract_violations_fail() {
     bad_kind["kind"] = json!("password_hashes");
     let mut no_confidence = leak();
     no_confidence.as_object_mut().unwrap().remove("confidence");
+    let mut no_destination = leak();
+    no_destination
+        .as_object_mut()
+        .unwrap()
+        .remove("destination");
+    let mut bad_destination = leak();
+    bad_destination["destination"] = json!("analytics");
     let mut canary_value = leak();
     canary_value["canary"] = json!("a label with spaces and a value: hunter2");
     for (what, e) in [
@@ -78,6 +89,8 @@ fn contract_violations_fail() {
         ("fingerprint", bad_fp),
         ("kind", bad_kind),
         ("leak without confidence", no_confidence),
+        ("leak without destination", no_destination),
+        ("destination", bad_destination),
         ("canary that is not a label", canary_value),
     ] {
         assert!(!v.is_valid(&e), "{what} should be rejected");
