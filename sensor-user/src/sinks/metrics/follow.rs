@@ -59,10 +59,13 @@ impl FollowMetrics {
         }
     }
 
-    /// Zero series for every service and destination (alerts and dashboards
-    /// see them before the first finding).
+    /// Zero series for every service (and destination): alerts and
+    /// dashboards see them before the first finding.
     pub fn init_services(&self, services: &[String]) {
         for s in services {
+            let _ = self
+                .followed
+                .get_or_create(&FollowedLabels { service: s.clone() });
             for d in ["service", "third_party"] {
                 let _ = self.by_destination.get_or_create(&DestinationLabels {
                     service: s.clone(),
