@@ -258,7 +258,11 @@ fn reset_answers_the_next_client_packet_with_an_rst_then_drops() {
         let (ret, _) = h.run(&next);
         assert_eq!(ret, XDP_DROP, "{name}: later client packets are dropped");
         // A retransmission after a lost RST (TCP waits ≥ 200 ms) gets another.
-        std::thread::sleep(std::time::Duration::from_nanos(RST_INTERVAL_NS));
+        // The program reads the coarse clock, a tick (≤ 4 ms at HZ=250; longer
+        // on a CPU that idled tickless) behind: wait a little past the interval.
+        std::thread::sleep(std::time::Duration::from_nanos(
+            RST_INTERVAL_NS + 20_000_000,
+        ));
         let retry = b
             .clone()
             .seq(5000)
