@@ -20,6 +20,28 @@ const _: () = assert!(SNAPLEN.is_power_of_two());
 pub const SMALL_SNAPLEN: usize = 256;
 const _: () = assert!(SMALL_SNAPLEN.is_power_of_two() && SMALL_SNAPLEN < SNAPLEN);
 
+/// How often the ring reader looks for records no wake-up announced
+/// ([`wakes_reader`]): the most such a record waits.
+pub const RING_POLL_MS: i32 = 1;
+
+/// Bytes waiting in the ring past which every record wakes the reader.
+pub const WAKE_PENDING_BYTES: u64 = 64 * 1024;
+
+/// Whether submitting a record should wake a ring reader that has caught up.
+/// A wake-up per record costs the producer an irq_work and the reader a
+/// context switch each (docs/performance.md); bulk records (samples and
+/// metadata past a direction's first payload) wait for the reader's
+/// [`RING_POLL_MS`] poll instead, unless `pending()` (bytes not yet read)
+/// passed [`WAKE_PENDING_BYTES`]. What a decision waits for wakes at once: DNS
+/// answers and probes (what becomes watched or followed), a direction's first
+/// payload (where credentials are), a refusal.
+#[inline(always)]
+pub fn wakes_reader(kind: RecordKind, flags: u16, pending: impl FnOnce() -> u64) -> bool {
+    matches!(kind, RecordKind::Dns | RecordKind::Probe)
+        || flags & (flags::FIRST_PAYLOAD | flags::BLOCKED | flags::WOULD_BLOCK) != 0
+        || pending() >= WAKE_PENDING_BYTES
+}
+
 /// Why a record was handed to userspace.
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -222,5 +244,21 @@ mod tests {
             assert_eq!(RecordKind::from_u8(k as u8), Some(k));
         }
         assert_eq!(RecordKind::from_u8(0), None);
+    }
+
+    #[test]
+    fn only_bulk_records_skip_the_wake_up() {
+        let idle = || 0;
+        assert!(wakes_reader(RecordKind::Dns, 0, idle));
+        assert!(wakes_reader(RecordKind::Probe, 0, idle));
+        assert!(wakes_reader(RecordKind::Sample, flags::FIRST_PAYLOAD, idle));
+        assert!(wakes_reader(RecordKind::Sample, flags::BLOCKED, idle));
+        assert!(!wakes_reader(RecordKind::Sample, flags::FROM_CLIENT, idle));
+        assert!(!wakes_reader(
+            RecordKind::Meta,
+            flags::TLS | flags::TAIL,
+            idle
+        ));
+        assert!(wakes_reader(RecordKind::Meta, 0, || WAKE_PENDING_BYTES));
     }
 }

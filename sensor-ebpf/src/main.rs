@@ -36,7 +36,7 @@
 use core::ffi::c_void;
 
 use aya_ebpf::{
-    bindings::{BPF_NOEXIST, xdp_action},
+    bindings::{BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_NO_WAKEUP, xdp_action},
     helpers::generated::{
         bpf_ktime_get_coarse_ns, bpf_ktime_get_ns, bpf_xdp_adjust_tail, bpf_xdp_get_buff_len,
         bpf_xdp_load_bytes, bpf_xdp_store_bytes,
@@ -65,7 +65,9 @@ use sensor_common::{
         Decision, PROBE_AWAITING, client_dir, is_dns_answer, may_be_followed, probe_remaining,
         watched_packet,
     },
-    record::{RECORD_VERSION, RecordHeader, RecordKind, SMALL_SNAPLEN, SNAPLEN, flags},
+    record::{
+        RECORD_VERSION, RecordHeader, RecordKind, SMALL_SNAPLEN, SNAPLEN, flags, wakes_reader,
+    },
     watch::{BITMAP_WORDS, bit, bucket_v4, bucket_v6},
 };
 
@@ -828,7 +830,9 @@ impl Out<'_> {
             (*h).dir_bytes = f.counts.0;
             (*h).dir_pkts = f.counts.1;
         }
-        entry.submit(0);
+        // Bulk records wait for the reader's poll; the query only runs for them.
+        let wake = wakes_reader(f.kind, rflags, || EVENTS.query(BPF_RB_AVAIL_DATA as u64));
+        entry.submit(if wake { 0 } else { BPF_RB_NO_WAKEUP as u64 });
         true
     }
 }

@@ -222,7 +222,70 @@ fn main() {
         blocking_rows.push((b.name, ratios[PAIRED_ROUNDS / 2]));
     }
     let scaling = scale(&cases[1]);
-    print_and_write(&rows, &ref_rows, &blocking_rows, &size, scaling);
+    let reader = with_reader(&cases[1]);
+    print_and_write(&rows, &ref_rows, &blocking_rows, &size, [scaling, reader]);
+}
+
+/// A reader may cost the sampled path at most this much over draining
+/// between calls.
+const READER_TARGET: f64 = 1.2;
+
+/// The sampled path while the daemon's own ring reader (`RingReader`: poll,
+/// drain, decode) runs on another CPU, as live, against the same path with
+/// the ring drained between calls: what the ring's wake-ups of a reader that
+/// keeps up cost the producer. Any `ring_full` makes the run invalid.
+fn with_reader(sampled: &Case) -> serde_json::Value {
+    use sensor_user::capture::ring::RingReader;
+    use std::sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    };
+    let (mut sensor, mut ring) = prepare(sampled);
+    let stats = sensor.take_stats().expect("stats");
+    let prog = sensor.program().expect("program");
+    pin(0);
+    let frame = &sampled.frame;
+    let (mut drained, mut read) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        drained.push(measure(prog, frame, Some(&mut ring)));
+        let stop = Arc::new(AtomicBool::new(false));
+        let reader = {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                pin(1);
+                let mut reader = RingReader::new(ring);
+                reader.run(&stop, |_| true).expect("the ring reader");
+                reader.into_ring()
+            })
+        };
+        read.push(measure(prog, frame, None));
+        stop.store(true, Ordering::Relaxed);
+        ring = reader.join().expect("the reader");
+    }
+    drained.sort_by(f64::total_cmp);
+    read.sort_by(f64::total_cmp);
+    let (d, w) = (drained[ROUNDS / 2], read[ROUNDS / 2]);
+    let ring_full = stats
+        .get(1, sensor_common::counters::Counter::RingFull)
+        .expect("stats");
+    let ratio = w / d;
+    println!(
+        "\nsampled path with the ring reader running vs drained between calls: {w:.1} vs {d:.1} ns/packet, {ratio:.2}× (target ≤ {READER_TARGET}×){}",
+        if ring_full > 0 {
+            format!(" — INVALID: {ring_full} ring_full")
+        } else {
+            String::new()
+        }
+    );
+    serde_json::json!({
+        "name": "with_reader_vs_drained",
+        "drained_ns_per_packet": d,
+        "with_reader_ns_per_packet": w,
+        "ratio": ratio,
+        "target_ratio": READER_TARGET,
+        "ring_full": ring_full,
+        "valid": ring_full == 0,
+    })
 }
 
 /// Repeats per call and calls per CPU when every CPU runs at once.
@@ -379,7 +442,7 @@ fn print_and_write(
     ref_rows: &[(&str, f64, f64, f64)],
     blocking_rows: &[(&str, f64)],
     size: &serde_json::Value,
-    scaling: serde_json::Value,
+    extra: [serde_json::Value; 2],
 ) {
     println!(
         "\n{:<24} {:>14} {:>14} {:>10}",
@@ -437,7 +500,7 @@ fn print_and_write(
         }));
     }
     json.push(serde_json::json!({ "name": "program_size", "size": size }));
-    json.push(scaling);
+    json.extend(extra);
     let dir = std::env::var_os("CARGO_TARGET_DIR")
         .map_or_else(
             || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"),

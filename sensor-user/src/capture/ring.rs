@@ -1,7 +1,9 @@
-//! Reads the ring buffer on a thread of its own without busy polling: the
-//! ring's fd becomes readable when the kernel submitted records, and each record
-//! goes straight to the pipeline's queue (one thread hop from the kernel to the
-//! pipeline: what a block waits for).
+//! Reads the ring buffer on a thread of its own: the ring's fd becomes
+//! readable when the kernel submitted a record that wakes the reader
+//! (`sensor_common::record::wakes_reader`: first payloads, DNS, probes, a
+//! filling ring), and a poll of `RING_POLL_MS` picks up the bulk records that
+//! do not. Each record goes straight to the pipeline's queue (one thread hop
+//! from the kernel to the pipeline: what a block waits for).
 
 use std::{
     os::fd::AsRawFd as _,
@@ -18,8 +20,9 @@ use super::record::{Record, RecordError};
 /// What the reader hands downstream.
 pub type RecordResult = Result<Record, RecordError>;
 
-/// How long one wait for records lasts before the stop flag is looked at.
-const POLL_MS: i32 = 100;
+/// How long one wait for records lasts: bulk records announce themselves
+/// with no wake-up, so this bounds how long they wait.
+const POLL_MS: i32 = sensor_common::record::RING_POLL_MS;
 
 pub struct RingReader {
     ring: RingBuf<MapData>,
@@ -30,12 +33,17 @@ impl RingReader {
         Self { ring }
     }
 
+    /// The ring back (a benchmark reuses it).
+    pub fn into_ring(self) -> RingBuf<MapData> {
+        self.ring
+    }
+
     /// Drains the ring into `deliver` until `stop` is set or `deliver` says
     /// the pipeline is gone (returns false). A full queue holds the reader back
     /// (`deliver` blocks); the kernel then counts `ring_full` instead of
     /// anything being lost silently.
     pub fn run(
-        mut self,
+        &mut self,
         stop: &Arc<AtomicBool>,
         mut deliver: impl FnMut(RecordResult) -> bool,
     ) -> std::io::Result<()> {
