@@ -154,7 +154,11 @@ struct Rec<const N: usize> {
     data: [u8; N],
 }
 
+// Inlined into the entry the macro wraps it in: as a BPF-to-BPF call it cost
+// every packet a call and a return through the JIT's return thunk, about a
+// sixth of the unwatched path (docs/performance.md).
 #[xdp(frags)]
+#[inline(always)]
 pub fn leakwatch(ctx: XdpContext) -> u32 {
     // SAFETY: ctx.ctx is the kernel's xdp_md for this invocation.
     let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
