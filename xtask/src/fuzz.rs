@@ -24,7 +24,7 @@ use crate::shell::{root, rustup_nightly_cargo, step};
 /// Every target: (name, what it reads). Kept in step with fuzz/Cargo.toml.
 pub const TARGETS: [(&str, Seeds); 19] = [
     ("parse", Seeds::Frames),
-    ("record", Seeds::None),
+    ("record", Seeds::Records),
     ("reassembly", Seeds::None),
     ("http", Seeds::Payloads),
     ("ftp", Seeds::Payloads),
@@ -48,6 +48,8 @@ pub const TARGETS: [(&str, Seeds); 19] = [
 pub enum Seeds {
     None,
     Frames,
+    /// Ring records the XDP program would write for the frames.
+    Records,
     Payloads,
     Dns,
     Tls,
@@ -158,6 +160,38 @@ fn payload(f: &[u8]) -> Option<(bool, u16, u16, &[u8])> {
     }
 }
 
+/// A ring record of `frame` as the XDP program writes one (a sample from the
+/// client, its first bytes up to `SNAPLEN`), if the shared parser takes it.
+fn record(frame: &[u8]) -> Option<Vec<u8>> {
+    use sensor_common::{
+        flow::FlowKey,
+        parse::parse_with,
+        record::{RECORD_VERSION, RecordHeader, RecordKind, SNAPLEN, flags},
+        tunnel::VXLAN_PORT,
+    };
+    let p = parse_with(frame, VXLAN_PORT).ok()?;
+    let (key, dir) = FlowKey::from_packet(p.family, p.proto, &p.src, p.sport, &p.dst, p.dport);
+    let cap = frame.len().min(SNAPLEN);
+    let mut h = RecordHeader::zeroed();
+    h.version = RECORD_VERSION;
+    h.kind = RecordKind::Sample as u8;
+    h.flags = flags::FROM_CLIENT | flags::FIRST_PAYLOAD;
+    h.service = 1;
+    h.flow = key;
+    h.direction = dir;
+    h.tcp_flags = p.tcp_flags;
+    h.l3_off = p.l3_off;
+    h.l4_off = p.l4_off;
+    h.payload_off = p.payload_off;
+    h.tcp_seq = p.tcp_seq;
+    h.payload_len = p.payload_len;
+    h.pkt_len = frame.len() as u32;
+    h.cap_len = cap as u32;
+    let mut out = h.as_bytes().to_vec();
+    out.extend_from_slice(&frame[..cap]);
+    Some(out)
+}
+
 /// Writes up to 400 seeds for `kind` into `dir`.
 fn seed(kind: Seeds, dir: &Path) -> anyhow::Result<usize> {
     std::fs::create_dir_all(dir)?;
@@ -206,6 +240,11 @@ fn seed(kind: Seeds, dir: &Path) -> anyhow::Result<usize> {
                 for fr in frames(&data) {
                     match (kind, payload(fr)) {
                         (Seeds::Frames, _) => add(fr),
+                        (Seeds::Records, _) => {
+                            if let Some(r) = record(fr) {
+                                add(&r);
+                            }
+                        }
                         (Seeds::Payloads, Some((true, _, _, p))) if p.len() > 8 => add(p),
                         (Seeds::Dns, Some((false, 53, _, p))) => add(p),
                         (Seeds::Tls, Some((true, _, _, p))) if p.starts_with(&[0x16, 0x03]) => {
