@@ -1,7 +1,7 @@
 //! Ring-buffer records: a fixed [`RecordHeader`] followed by `cap_len` bytes of
 //! the frame, starting at its Ethernet header.
 
-use crate::flow::FlowKey;
+use crate::{flow::FlowKey, parse::Parsed};
 
 /// Record format version; bump on any layout or meaning change.
 pub const RECORD_VERSION: u8 = 1;
@@ -177,6 +177,51 @@ impl RecordHeader {
             dir_bytes: 0,
             dir_pkts: 0,
         }
+    }
+
+    /// The header the XDP program writes (sensor-ebpf's `emit_n`) for a frame
+    /// of `len` bytes parsed as `p`: VLAN and fragment flags from the parse,
+    /// frame bytes capped at [`SNAPLEN`] (none for `Meta`), `TRUNCATED` when
+    /// capped. Interface, time, service and the direction's counts are the
+    /// caller's to fill. For userspace records (replay's sampler, fuzz seeds).
+    pub fn of_packet(
+        kind: RecordKind,
+        mut rflags: u16,
+        p: &Parsed,
+        key: &FlowKey,
+        dir: u8,
+        len: usize,
+    ) -> Self {
+        if p.vlan {
+            rflags |= flags::VLAN;
+        }
+        if p.first_fragment {
+            rflags |= flags::IP_FRAGMENT;
+        }
+        let cap = if kind == RecordKind::Meta {
+            0
+        } else {
+            len.min(SNAPLEN)
+        };
+        if kind != RecordKind::Meta && cap < len {
+            rflags |= flags::TRUNCATED;
+        }
+        let mut h = Self::zeroed();
+        h.version = RECORD_VERSION;
+        h.kind = kind as u8;
+        h.flags = rflags;
+        h.flow = *key;
+        h.direction = dir;
+        h.tcp_flags = p.tcp_flags;
+        h.l3_off = p.l3_off;
+        h.l4_off = p.l4_off;
+        h.payload_off = p.payload_off;
+        h.tcp_seq = p.tcp_seq;
+        h.tcp_ack = p.tcp_ack;
+        h.pkt_len = len as u32;
+        h.cap_len = cap as u32;
+        h.payload_len = p.payload_len;
+        h
     }
 
     /// Reads a header from the start of `bytes` (no alignment needed).

@@ -262,15 +262,37 @@ fn with_reader(sampled: &Case) -> serde_json::Value {
         stop.store(true, Ordering::Relaxed);
         ring = reader.join().expect("the reader");
     }
-    drained.sort_by(f64::total_cmp);
-    read.sort_by(f64::total_cmp);
-    let (d, w) = (drained[ROUNDS / 2], read[ROUNDS / 2]);
     let ring_full = stats
         .get(1, sensor_common::counters::Counter::RingFull)
         .expect("stats");
-    let ratio = w / d;
+    ratio_row(
+        "with_reader_vs_drained",
+        "sampled path with the ring reader running vs drained between calls",
+        (("with_reader", read), ("drained", drained)),
+        (READER_TARGET, ""),
+        ring_full,
+    )
+}
+
+/// A set of runs (ns/packet each) and its name in xdp.json.
+type Runs<'a> = (&'a str, Vec<f64>);
+
+/// The medians of two sets of runs (`a`, `b`, each named) and `a ÷ b`,
+/// printed and as xdp.json's row `name`; `note` follows the target. Any
+/// `ring_full` during the runs makes the comparison invalid.
+fn ratio_row(
+    name: &str,
+    what: &str,
+    ((a_name, mut a), (b_name, mut b)): (Runs, Runs),
+    (target, note): (f64, &str),
+    ring_full: u64,
+) -> serde_json::Value {
+    a.sort_by(f64::total_cmp);
+    b.sort_by(f64::total_cmp);
+    let (a, b) = (a[a.len() / 2], b[b.len() / 2]);
+    let ratio = a / b;
     println!(
-        "\nsampled path with the ring reader running vs drained between calls: {w:.1} vs {d:.1} ns/packet, {ratio:.2}× (target ≤ {READER_TARGET}×){}",
+        "\n{what}: {a:.1} vs {b:.1} ns/packet, {ratio:.2}× (target ≤ {target}×{note}){}",
         if ring_full > 0 {
             format!(" — INVALID: {ring_full} ring_full")
         } else {
@@ -278,11 +300,11 @@ fn with_reader(sampled: &Case) -> serde_json::Value {
         }
     );
     serde_json::json!({
-        "name": "with_reader_vs_drained",
-        "drained_ns_per_packet": d,
-        "with_reader_ns_per_packet": w,
+        "name": name,
+        format!("{a_name}_ns_per_packet"): a,
+        format!("{b_name}_ns_per_packet"): b,
         "ratio": ratio,
-        "target_ratio": READER_TARGET,
+        "target_ratio": target,
         "ring_full": ring_full,
         "valid": ring_full == 0,
     })
@@ -368,31 +390,18 @@ fn scale(sampled: &Case) -> serde_json::Value {
         ones.push(run(1));
         alls.push(run(cpus));
     }
-    ones.sort_by(f64::total_cmp);
-    alls.sort_by(f64::total_cmp);
-    let (one, all) = (ones[ROUNDS / 2], alls[ROUNDS / 2]);
     let ring_full = stats
         .get(1, sensor_common::counters::Counter::RingFull)
         .expect("stats");
-    let ratio = all / one;
-    println!(
-        "\nall {cpus} CPUs at once vs one, sampled path: {all:.1} vs {one:.1} ns/packet, {ratio:.2}× (target ≤ {SCALE_TARGET}× before per-CPU rings are needed){}",
-        if ring_full > 0 {
-            format!(" — INVALID: {ring_full} ring_full")
-        } else {
-            String::new()
-        }
+    let mut row = ratio_row(
+        "all_cpus_vs_one",
+        &format!("all {cpus} CPUs at once vs one, sampled path"),
+        (("all_cpus", alls), ("one_cpu", ones)),
+        (SCALE_TARGET, " before per-CPU rings are needed"),
+        ring_full,
     );
-    serde_json::json!({
-        "name": "all_cpus_vs_one",
-        "cpus": cpus,
-        "one_cpu_ns_per_packet": one,
-        "all_cpus_ns_per_packet": all,
-        "ratio": ratio,
-        "target_ratio": SCALE_TARGET,
-        "ring_full": ring_full,
-        "valid": ring_full == 0,
-    })
+    row["cpus"] = cpus.into();
+    row
 }
 
 /// Rounds of monitor/blocking pairs; the median ratio is reported. (Each round

@@ -149,6 +149,26 @@ pub fn exchange(ns: &Netns, addr: SocketAddr, request: Vec<u8>) -> anyhow::Resul
     })?
 }
 
+/// Sends `requests` one after the other on one connection from `ns` to `addr`,
+/// reading (the start of) each answer before the next, as a keep-alive
+/// client does. An answer that does not come within 2 s is not waited for.
+pub fn requests_on_one_connection(
+    ns: &Netns,
+    addr: SocketAddr,
+    requests: Vec<Vec<u8>>,
+) -> anyhow::Result<()> {
+    let mut s = ns
+        .run(move || TcpStream::connect_timeout(&addr, Duration::from_secs(5)))?
+        .with_context(|| format!("connecting to {addr}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    for r in requests {
+        s.write_all(&r)?;
+        let mut buf = [0u8; 4096];
+        let _ = s.read(&mut buf);
+    }
+    Ok(())
+}
+
 /// GET `path` from `addr` (called from a thread already in the right namespace).
 pub fn get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;

@@ -11,8 +11,7 @@
 )]
 
 use std::{
-    io::{Read as _, Write as _},
-    net::{SocketAddr, TcpStream},
+    net::SocketAddr,
     path::{Path, PathBuf},
     process::Command,
     time::{Duration, Instant},
@@ -20,7 +19,7 @@ use std::{
 
 use leakwatch_tests::{
     convo::Conversation,
-    http::RecordingServer,
+    http::{RecordingServer, requests_on_one_connection},
     lab::{self, Lab, SERVER_V4},
     netns::unique,
     read,
@@ -244,16 +243,7 @@ fn live_apps_over_the_control_socket() {
             ],
         )
         .expect("sensor");
-    let send = |ns: &leakwatch_tests::netns::Netns, to: SocketAddr, req: Vec<u8>| {
-        let mut s = ns
-            .run(move || TcpStream::connect_timeout(&to, Duration::from_secs(5)))
-            .unwrap()
-            .unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-        s.write_all(&req).unwrap();
-        let mut buf = [0u8; 256];
-        let _ = s.read(&mut buf);
-    };
+    let send = |ns, to, req| requests_on_one_connection(ns, to, vec![req]).unwrap();
     send(&lab.client, web, login(OLD_UA).into_bytes());
     send(&lab.client2, web, browse(NEW_UA).into_bytes());
     // The same client, then, over TLS: it counts for the version it used.

@@ -10,8 +10,7 @@
 )]
 
 use std::{
-    io::{Read as _, Write as _},
-    net::{SocketAddr, TcpStream},
+    net::SocketAddr,
     path::{Path, PathBuf},
     process::Command,
     time::{Duration, Instant},
@@ -19,7 +18,7 @@ use std::{
 
 use leakwatch_tests::{
     convo::Conversation,
-    http::RecordingServer,
+    http::{RecordingServer, requests_on_one_connection},
     lab::{self, Lab, OTHER_V4, SERVER_V4},
     netns::unique,
     read,
@@ -222,17 +221,9 @@ fn live_follows_the_app_to_an_analytics_host_on_the_server_side() {
         .expect("sensor");
     // One keep-alive connection per client: the first request is the probe,
     // the second comes after its response, once the flow is followed.
-    let talk = |ns: &leakwatch_tests::netns::Netns, to: SocketAddr, reqs: Vec<String>| {
-        let mut s = ns
-            .run(move || TcpStream::connect_timeout(&to, Duration::from_secs(5)))
-            .unwrap()
+    let talk = |ns, to, reqs: Vec<String>| {
+        requests_on_one_connection(ns, to, reqs.into_iter().map(String::into_bytes).collect())
             .unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-        for r in reqs {
-            s.write_all(r.as_bytes()).unwrap();
-            let mut buf = [0u8; 512];
-            let _ = s.read(&mut buf);
-        }
     };
     talk(&lab.client, service, vec![login(APP_UA)]);
     talk(&lab.client, analytics, vec![hello(APP_UA), track(APP_UA)]);

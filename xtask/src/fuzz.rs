@@ -161,34 +161,21 @@ fn payload(f: &[u8]) -> Option<(bool, u16, u16, &[u8])> {
 }
 
 /// A ring record of `frame` as the XDP program writes one (a sample from the
-/// client, its first bytes up to `SNAPLEN`), if the shared parser takes it.
+/// client), if the shared parser takes it.
 fn record(frame: &[u8]) -> Option<Vec<u8>> {
     use sensor_common::{
         flow::FlowKey,
         parse::parse_with,
-        record::{RECORD_VERSION, RecordHeader, RecordKind, SNAPLEN, flags},
+        record::{RecordHeader, RecordKind, flags},
         tunnel::VXLAN_PORT,
     };
     let p = parse_with(frame, VXLAN_PORT).ok()?;
     let (key, dir) = FlowKey::from_packet(p.family, p.proto, &p.src, p.sport, &p.dst, p.dport);
-    let cap = frame.len().min(SNAPLEN);
-    let mut h = RecordHeader::zeroed();
-    h.version = RECORD_VERSION;
-    h.kind = RecordKind::Sample as u8;
-    h.flags = flags::FROM_CLIENT | flags::FIRST_PAYLOAD;
+    let rflags = flags::FROM_CLIENT | flags::FIRST_PAYLOAD;
+    let mut h = RecordHeader::of_packet(RecordKind::Sample, rflags, &p, &key, dir, frame.len());
     h.service = 1;
-    h.flow = key;
-    h.direction = dir;
-    h.tcp_flags = p.tcp_flags;
-    h.l3_off = p.l3_off;
-    h.l4_off = p.l4_off;
-    h.payload_off = p.payload_off;
-    h.tcp_seq = p.tcp_seq;
-    h.payload_len = p.payload_len;
-    h.pkt_len = frame.len() as u32;
-    h.cap_len = cap as u32;
     let mut out = h.as_bytes().to_vec();
-    out.extend_from_slice(&frame[..cap]);
+    out.extend_from_slice(&frame[..h.cap_len as usize]);
     Some(out)
 }
 

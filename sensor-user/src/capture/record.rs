@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use sensor_common::{
     flow::{FAMILY_V4, FlowKey},
     parse::Parsed,
-    record::{HEADER_LEN, RECORD_VERSION, RecordHeader, RecordKind, SNAPLEN, flags},
+    record::{HEADER_LEN, RECORD_VERSION, RecordHeader, RecordKind, SNAPLEN},
 };
 
 /// What a record says about the flow besides the frame (see [`Record::build`]).
@@ -73,57 +73,28 @@ impl Record {
         })
     }
 
-    /// The record the XDP program builds for `frame` (see sensor-ebpf's
-    /// `emit_n`): VLAN/fragment flags from the parse, frame bytes capped at
-    /// SNAPLEN (none for `Meta`), TRUNCATED when capped.
+    /// The record the XDP program builds for `frame`
+    /// ([`RecordHeader::of_packet`], with `o`'s interface, time, service and
+    /// counts).
     pub fn build(
         kind: RecordKind,
-        mut rflags: u16,
+        rflags: u16,
         p: &Parsed,
         key: &FlowKey,
         dir: u8,
         frame: &[u8],
         o: Origin,
     ) -> Self {
-        if p.vlan {
-            rflags |= flags::VLAN;
-        }
-        if p.first_fragment {
-            rflags |= flags::IP_FRAGMENT;
-        }
-        let len = frame.len();
-        let cap = if kind == RecordKind::Meta {
-            0
-        } else {
-            len.min(SNAPLEN)
-        };
-        if kind != RecordKind::Meta && cap < len {
-            rflags |= flags::TRUNCATED;
-        }
-        let mut h = RecordHeader::zeroed();
-        h.version = RECORD_VERSION;
-        h.kind = kind as u8;
-        h.flags = rflags;
+        let mut h = RecordHeader::of_packet(kind, rflags, p, key, dir, frame.len());
         h.ifindex = o.ifindex;
         h.ts_ns = o.ts_ns;
-        h.flow = *key;
         h.service = o.service;
-        h.direction = dir;
-        h.tcp_flags = p.tcp_flags;
-        h.l3_off = p.l3_off;
-        h.l4_off = p.l4_off;
-        h.payload_off = p.payload_off;
-        h.tcp_seq = p.tcp_seq;
-        h.tcp_ack = p.tcp_ack;
-        h.pkt_len = len as u32;
-        h.cap_len = cap as u32;
-        h.payload_len = p.payload_len;
         h.dir_bytes = o.counts.0;
         h.dir_pkts = o.counts.1;
         Self {
+            frame: frame[..h.cap_len as usize].to_vec(),
             hdr: h,
             kind,
-            frame: frame[..cap].to_vec(),
         }
     }
 

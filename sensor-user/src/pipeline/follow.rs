@@ -100,6 +100,7 @@ impl<W: WatchSink> Pipeline<W> {
         if let Err(e) = self.targeting.sink_mut().follow(&rec.hdr.flow, &st) {
             // The probe itself is still matched; the rest of the flow is not seen.
             log::warn!("following a flow of the {} app: {e}", app.app);
+            return Some(service);
         }
         log::debug!(
             "following a flow of the {} app to {}",
