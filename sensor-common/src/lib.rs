@@ -13,6 +13,7 @@
 //! | [`parse`]   | L2–L4 header parser over any byte source (kernel or pcap)       |
 //! | [`tunnel`]  | GRE, ERSPAN and VXLAN headers the parser looks through          |
 //! | [`policy`]  | the sampling decision for one packet of a flow                  |
+//! | [`quick`]   | the plain IPv4 TCP case, read before the full parser            |
 //! | [`maps`]    | map names, sizes and LPM key types                              |
 //! | [`watch`]   | the watched-address prefilter bitmap                            |
 #![no_std]
@@ -25,6 +26,7 @@ pub mod flow;
 pub mod maps;
 pub mod parse;
 pub mod policy;
+pub mod quick;
 pub mod record;
 pub mod tunnel;
 pub mod watch;

@@ -46,6 +46,11 @@ pub trait PacketBytes {
     /// Whether the frame holds at least `len` bytes (all fragments of a
     /// multi-buffer frame count).
     fn has_len(&self, len: usize) -> bool;
+    /// Whether the first `len` bytes are all in the linear part: no helper
+    /// call in the kernel (a slice is all linear).
+    fn has_linear(&self, len: usize) -> bool {
+        self.has_len(len)
+    }
     /// `N` header bytes at `off`, or `None` if they are not all readable. The kernel
     /// reads only the linear part here: headers live there.
     fn header<const N: usize>(&self, off: usize) -> Option<[u8; N]>;

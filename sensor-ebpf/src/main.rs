@@ -5,13 +5,14 @@
 //! userspace needs, and hands it up through one ring buffer:
 //!
 //! ```text
-//! frame ─ parse ─┬─ error ─────────────────────────────── counter, PASS
-//!                ├─ DNS answer (from :53) ───────────────── ring: Dns
-//!                ├─ WATCH_BITS hit ─ [BLOCKED] ─ FLOWS, else WATCH_V4/V6 ─ policy ─ ring: Sample/Meta
-//!                │                                                    └─ [refuse cleartext]
-//!                ├─ [FOLLOW] probe port ─ FLOWS (followed) ─ policy ─ ring: Sample/Meta
-//!                ├─ new TCP flow to a probe port ─ PROBE_PENDING ─ ring: Probe
-//!                └─ else ─────────────────────────────────── counter, PASS
+//! frame ─ plain IPv4 TCP, watch bits clear, no DNS/probe/follow port ── counter, PASS
+//!    └ parse ─┬─ error ─────────────────────────────── counter, PASS
+//!             ├─ DNS answer (from :53) ───────────────── ring: Dns
+//!             ├─ WATCH_BITS hit ─ [BLOCKED] ─ FLOWS, else WATCH_V4/V6 ─ policy ─ ring: Sample/Meta
+//!             │                                                    └─ [refuse cleartext]
+//!             ├─ [FOLLOW] probe port ─ FLOWS (followed) ─ policy ─ ring: Sample/Meta
+//!             ├─ new TCP flow to a probe port ─ PROBE_PENDING ─ ring: Probe
+//!             └─ else ─────────────────────────────────── counter, PASS
 //! ```
 //!
 //! Every path ends in exactly one outcome counter. Without `config_flags::BLOCK`
@@ -65,6 +66,7 @@ use sensor_common::{
         Decision, PROBE_AWAITING, client_dir, is_dns_answer, may_be_followed, probe_remaining,
         watched_packet,
     },
+    quick::{self, plain_ipv4_tcp, plainly_unwatched},
     record::{
         RECORD_VERSION, RecordHeader, RecordKind, SMALL_SNAPLEN, SNAPLEN, flags, wakes_reader,
     },
@@ -219,6 +221,11 @@ impl PacketBytes for Frame<'_> {
     }
 
     #[inline(always)]
+    fn has_linear(&self, len: usize) -> bool {
+        len <= self.linear
+    }
+
+    #[inline(always)]
     fn header<const N: usize>(&self, off: usize) -> Option<[u8; N]> {
         let start = self.ctx.data();
         let end = self.ctx.data_end();
@@ -248,6 +255,67 @@ impl PacketBytes for Frame<'_> {
     }
 }
 
+/// Whether the packet is plain IPv4 TCP between unwatched addresses and
+/// nothing else wants it (`sensor_common::quick`): done before the scratch
+/// slot, the full parse or a key.
+#[inline(always)]
+fn plain_unwatched(ctx: &XdpContext, cfg: &Config) -> bool {
+    let frame = PlainFrame::of(ctx);
+    if let Some(q) = plain_ipv4_tcp(&frame)
+        && !bit_set(&WATCH_BITS_V4, quick::bucket(&q.dst))
+        && !bit_set(&WATCH_BITS_V4, quick::bucket(&q.src))
+        && plainly_unwatched(cfg, &q)
+    {
+        return true;
+    }
+    false
+}
+
+/// The frame's linear part as the fast path reads it: its own packet
+/// pointers, read volatile so LLVM does not share them with the full parser.
+/// Shared, the bounds this path proved would differ between the ways it falls
+/// through, and the verifier would walk the whole program once for each
+/// (588,000 instructions verified became 890,000 of its 1,000,000).
+struct PlainFrame {
+    data: usize,
+    end: usize,
+}
+
+impl PlainFrame {
+    #[inline(always)]
+    fn of(ctx: &XdpContext) -> Self {
+        // SAFETY: reads of the kernel's xdp_md for this invocation.
+        unsafe {
+            Self {
+                data: core::ptr::read_volatile(&raw const (*ctx.ctx).data) as usize,
+                end: core::ptr::read_volatile(&raw const (*ctx.ctx).data_end) as usize,
+            }
+        }
+    }
+}
+
+impl PacketBytes for PlainFrame {
+    #[inline(always)]
+    fn has_len(&self, len: usize) -> bool {
+        self.has_linear(len)
+    }
+
+    #[inline(always)]
+    fn has_linear(&self, len: usize) -> bool {
+        len <= self.end - self.data
+    }
+
+    #[inline(always)]
+    fn header<const N: usize>(&self, off: usize) -> Option<[u8; N]> {
+        // As Frame::header: the comparison right before the access.
+        if self.data + off + N > self.end {
+            return None;
+        }
+        // SAFETY: [data + off, data + off + N) lies inside the linear packet data.
+        Some(unsafe { *((self.data + off) as *const [u8; N]) })
+    }
+}
+
 /// The packet's outcome, and whether its frame became an RST to send back.
 #[inline(always)]
 fn try_leakwatch(ctx: &XdpContext, ifindex: u32) -> (Counter, bool) {
@@ -257,6 +325,16 @@ fn try_leakwatch(ctx: &XdpContext, ifindex: u32) -> (Counter, bool) {
     if cfg.version != CONFIG_VERSION {
         return (Counter::Unconfigured, false);
     }
+    // Read before the fast path, not after: LLVM then lays the program out
+    // so the verifier walks 577,000 instructions instead of 738,000.
+    let frame = Frame {
+        ctx,
+        linear: ctx.data_end() - ctx.data(),
+    };
+    // The common case first (docs/performance.md).
+    if plain_unwatched(ctx, cfg) {
+        return (Counter::Unwatched, false);
+    }
     let Some(s) = SCRATCH.get_ptr_mut(0) else {
         return (Counter::Unconfigured, false);
     };
@@ -264,22 +342,19 @@ fn try_leakwatch(ctx: &XdpContext, ifindex: u32) -> (Counter, bool) {
     // touches it until this invocation returns.
     let s = unsafe { &mut *s };
     s.tx = false;
-    let c = classify(cfg, ctx, ifindex, s);
+    let c = classify(cfg, &frame, ifindex, s);
     (c, s.tx)
 }
 
 #[inline(always)]
-fn classify(cfg: &Config, ctx: &XdpContext, ifindex: u32, s: &mut Scratch) -> Counter {
-    let frame = Frame {
-        ctx,
-        linear: ctx.data_end() - ctx.data(),
-    };
-    if let Err(c) = parse_into(&frame, &mut s.parsed, cfg.vxlan_port) {
+fn classify(cfg: &Config, frame: &Frame, ifindex: u32, s: &mut Scratch) -> Counter {
+    let ctx = frame.ctx;
+    if let Err(c) = parse_into(frame, &mut s.parsed, cfg.vxlan_port) {
         return c;
     }
     let out = Out {
         ctx,
-        frame: &frame,
+        frame,
         ifindex,
     };
     let p = &s.parsed;

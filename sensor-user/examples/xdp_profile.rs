@@ -1,6 +1,9 @@
 //! Runs one path of the XDP program through BPF_PROG_TEST_RUN for a while, so
 //! `perf record -a` can profile it (docs/performance.md, "Where the time
-//! goes"). Needs root: `xdp_profile unwatched|past_budget [SECONDS]`.
+//! goes"). Needs root: `xdp_profile unwatched|past_budget|sampled [SECONDS]
+//! [JIT_FILE]`. With JIT_FILE it writes the program's x86 code there, for
+//! `objdump -D -b binary -mi386:x86-64` (Debian's bpftool cannot disassemble
+//! it: no libbfd), to read perf's offsets against.
 
 #![allow(
     clippy::unwrap_used,
@@ -21,6 +24,7 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let path = args.next().unwrap_or_else(|| "unwatched".into());
     let secs: u64 = args.next().map_or(10, |s| s.parse().expect("seconds"));
+    let jit_file = args.next();
     // The frames of the benchmark's cases of the same names.
     let (frame, warmup) = match path.as_str() {
         "unwatched" => (
@@ -35,13 +39,43 @@ fn main() {
                 .build(),
             64,
         ),
-        other => panic!("unknown path {other}: unwatched or past_budget"),
+        "sampled" => (
+            FrameBuilder::tcp("192.0.2.10", 40001, "198.51.100.2", 80)
+                .payload(vec![b'q'; 1446])
+                .build(),
+            0,
+        ),
+        other => panic!("unknown path {other}: unwatched, past_budget or sampled"),
+    };
+    let config = Config {
+        // The sampled path stays sampled however long it runs.
+        head_bytes: if path == "sampled" {
+            u32::MAX
+        } else {
+            Config::default().head_bytes
+        },
+        ..Config::default()
     };
     let mut sensor =
-        Sensor::load(XDP_OBJECT, &MapSizes::default(), &Config::default()).expect("load leakwatch");
+        Sensor::load(XDP_OBJECT, &MapSizes::default(), &config).expect("load leakwatch");
+    let mut ring = sensor.take_ring().expect("ring");
     let mut watch = sensor.take_watch().expect("watch maps");
     watch.insert("198.51.100.0/24".parse().unwrap(), 1).unwrap();
     let prog = sensor.program().expect("program");
+    let info = prog.info().expect("program info");
+    // The verifier's work, against its 1,000,000-instruction limit.
+    println!(
+        "program: {:?} instructions verified, {:?} translated, {:?} bytes of JIT code",
+        info.verified_instruction_count(),
+        info.size_translated().map(|b| b / 8),
+        info.size_jitted()
+    );
+    if let Some(path) = jit_file {
+        use std::os::fd::{AsFd as _, AsRawFd as _};
+        let fd = prog.fd().expect("program fd").as_fd().as_raw_fd();
+        std::fs::write(&path, jited_code(fd)).expect("write the JIT code");
+        println!("wrote the JIT code to {path}");
+    }
     let run = |repeat| {
         prog.test_run(TestRunOptions {
             data_in: Some(&frame),
@@ -51,18 +85,78 @@ fn main() {
         .expect("BPF_PROG_TEST_RUN")
         .duration
     };
+    // The sampled path's records are drained between calls, as the benchmark does.
+    let mut drain = || while ring.next().is_some() {};
     for _ in 0..warmup {
         run(1);
     }
+    // Calls the ring holds the records of, for the sampled path.
+    let repeat = if path == "sampled" { 5_000 } else { 100_000 };
     let end = Instant::now() + Duration::from_secs(secs);
     let mut ns = Vec::new();
     while Instant::now() < end {
-        ns.push(run(100_000).as_nanos());
+        ns.push(run(repeat).as_nanos());
+        drain();
     }
     ns.sort_unstable();
     println!(
-        "{path}: median {} ns/packet over {} calls of 100,000",
+        "{path}: median {} ns/packet over {} calls of {repeat}",
         ns[ns.len() / 2],
         ns.len()
     );
+}
+
+/// The program's JIT code (`BPF_OBJ_GET_INFO_BY_FD`'s `jited_prog_insns`).
+fn jited_code(prog_fd: i32) -> Vec<u8> {
+    /// The start of the kernel's `struct bpf_prog_info`: it fills what fits.
+    #[repr(C)]
+    #[derive(Default)]
+    struct InfoHead {
+        kind: u32,
+        id: u32,
+        tag: [u8; 8],
+        jited_prog_len: u32,
+        xlated_prog_len: u32,
+        jited_prog_insns: u64,
+        xlated_prog_insns: u64,
+    }
+    #[repr(C)]
+    struct InfoAttr {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    let get = |info: &mut InfoHead| {
+        let attr = InfoAttr {
+            bpf_fd: prog_fd as u32,
+            info_len: size_of::<InfoHead>() as u32,
+            info: std::ptr::from_mut(info) as u64,
+        };
+        // SAFETY: the attribute and the buffer it points at outlive the call.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_OBJ_GET_INFO_BY_FD,
+                &raw const attr,
+                size_of::<InfoAttr>(),
+            )
+        };
+        assert_eq!(
+            r,
+            0,
+            "BPF_OBJ_GET_INFO_BY_FD: {}",
+            std::io::Error::last_os_error()
+        );
+    };
+    let mut info = InfoHead::default();
+    get(&mut info);
+    let mut code = vec![0u8; info.jited_prog_len as usize];
+    let mut info = InfoHead {
+        jited_prog_len: code.len() as u32,
+        jited_prog_insns: code.as_mut_ptr() as u64,
+        ..InfoHead::default()
+    };
+    get(&mut info);
+    code
 }

@@ -188,6 +188,52 @@ fn ipv4_tcp_unwatched_sends_nothing() {
     h.assert_outcomes(&[(Counter::Unwatched, 2)]);
 }
 
+/// The fast path for plain IPv4 TCP (sensor_common::quick) between unwatched
+/// addresses: what it decides is `unwatched`, as before; every near miss
+/// still gets the full path's outcome.
+#[test]
+fn the_fast_path_keeps_the_full_paths_outcomes() {
+    if skip_without_root("the_fast_path_keeps_the_full_paths_outcomes") {
+        return;
+    }
+    let mut h = Harness::new(Config::default());
+    let plain = || FrameBuilder::tcp("192.0.2.10", 40000, "203.0.113.5", 5555).payload(http_get());
+    let good = plain().build();
+    h.run(&good);
+    h.run(&plain().ipv4_options(&[1, 1, 1, 1]).build());
+    h.run(&plain().ipv4_fragment(0, true).build());
+    h.run(&plain().ipv4_fragment(9, false).build());
+    h.run(&good[..good.len() - 5]);
+    let mut doff = good.clone();
+    doff[46] = 0x40;
+    h.run(&doff);
+    // TCP options said to run past the datagram's 40 bytes after its header.
+    let mut past = good[..14 + 20 + 40].to_vec();
+    past[16..18].copy_from_slice(&60u16.to_be_bytes());
+    past[46] = 0xf0;
+    h.run(&past);
+    // Ports that want the full path: a DNS answer over TCP, a probe port.
+    h.run(
+        &FrameBuilder::tcp("203.0.113.53", 53, "192.0.2.10", 40001)
+            .payload([0, 30, 0, 7, 0x81, 0x80])
+            .build(),
+    );
+    h.run(
+        &FrameBuilder::tcp("192.0.2.10", 40002, "203.0.113.5", 443)
+            .flags(TCP_SYN)
+            .build(),
+    );
+    assert_eq!(h.records().len(), 1, "the DNS answer");
+    h.assert_outcomes(&[
+        (Counter::Unwatched, 3),
+        (Counter::Ipv4Fragment, 1),
+        (Counter::BadIpv4, 1),
+        (Counter::BadL4, 2),
+        (Counter::DnsAnswer, 1),
+        (Counter::ProbeSyn, 1),
+    ]);
+}
+
 #[test]
 fn both_directions_of_a_watched_flow_are_seen() {
     if skip_without_root("both_directions_of_a_watched_flow_are_seen") {

@@ -1,23 +1,32 @@
-//! The shared L2–L4 parser (the XDP program's, on a slice), and the sampling
-//! policy's view of what it parsed.
+//! The shared L2–L4 parser (the XDP program's, on a slice), and the XDP
+//! program's fast path for plain IPv4 TCP, which must agree with it.
 
-use sensor_common::parse::parse;
+use sensor_common::{
+    flow::{FAMILY_V4, IPPROTO_TCP},
+    parse::parse,
+    quick::plain_ipv4_tcp,
+};
 
 /// Runs the target on one input as libFuzzer hands it over.
 pub fn run(data: &[u8]) {
     let frame = data;
-
-    if let Ok(p) = parse(frame) {
+    let parsed = parse(frame);
+    if let Ok(p) = parsed {
         // Offsets the kernel reads at must lie inside the frame.
         assert!(
-            p.payload_off as usize <= frame.len(),
+            p.payload_off as usize + p.payload_len as usize <= frame.len(),
             "payload past the frame"
         );
-        assert!(
-            p.payload_off as usize + p.payload_len as usize
-                <= frame
-                    .len()
-                    .max(p.payload_off as usize + p.payload_len as usize)
+    }
+    // The fast path answers only for frames the parser reads the same way:
+    // otherwise the kernel would count a packet the full path treats otherwise.
+    if let Some(q) = plain_ipv4_tcp(frame) {
+        let p = parsed.expect("the fast path took a frame the parser refuses");
+        assert_eq!(
+            (p.family, p.proto, p.tunnel, p.first_fragment),
+            (FAMILY_V4, IPPROTO_TCP, 0, false)
         );
+        assert_eq!((&p.src[..4], &p.dst[..4]), (&q.src[..], &q.dst[..]));
+        assert_eq!((p.sport, p.dport), (q.sport, q.dport));
     }
 }

@@ -1,0 +1,183 @@
+//! The common case, read first: an untagged Ethernet frame carrying an
+//! unfragmented IPv4 TCP segment without IP options. Most of a gateway's
+//! packets look like this and most are not watched; for them the XDP program
+//! reads the addresses and ports straight from the frame, tests the watch
+//! bitmaps and is done, before it touches its per-CPU scratch or writes a
+//! [`Parsed`](crate::parse::Parsed) (docs/performance.md).
+//!
+//! [`plain_ipv4_tcp`] answers `Some` only for frames [`parse`](crate::parse)
+//! accepts with the same addresses and ports, no tunnel and no fragment
+//! (checked by the tests below and the `parse` fuzz target); anything else,
+//! malformed frames included, goes the full parser's way and keeps its
+//! outcome.
+
+use crate::{
+    config::{Config, config_flags},
+    flow::IPPROTO_TCP,
+    parse::{ETH_HLEN, PacketBytes},
+    policy::DNS_PORT,
+};
+
+/// What the fast path needs of a plain IPv4 TCP packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Plain {
+    pub src: [u8; 4],
+    pub dst: [u8; 4],
+    pub sport: u16,
+    pub dport: u16,
+}
+
+/// Ethernet, an IPv4 header of 20 bytes and a TCP header's fixed part.
+const PLAIN_HLEN: usize = ETH_HLEN + 20 + 20;
+
+/// The addresses and ports of a plain IPv4 TCP frame (see the module), or
+/// `None` for anything the full parser must look at.
+#[inline(always)]
+pub fn plain_ipv4_tcp<P: PacketBytes + ?Sized>(p: &P) -> Option<Plain> {
+    let h: [u8; PLAIN_HLEN] = p.header(0)?;
+    let ip = ETH_HLEN;
+    let tcp = ip + 20;
+    // The fixed fields in one test (few branches: fewer paths for the
+    // verifier to walk into the full parser): IPv4 ethertype, version 4 and
+    // IHL 5, TCP, no fragment offset and no MF bit.
+    let fixed = (h[12] ^ 0x08)
+        | h[13]
+        | (h[ip] ^ 0x45)
+        | (h[ip + 9] ^ IPPROTO_TCP)
+        | (h[ip + 6] & 0x3f)
+        | h[ip + 7];
+    let total = u16::from_be_bytes([h[ip + 2], h[ip + 3]]) as usize;
+    let doff = ((h[tcp + 12] >> 4) as usize) * 4;
+    // The full parser's checks: TCP header within the datagram, the datagram
+    // within the frame (its linear part: a multi-buffer frame goes the full way).
+    if fixed != 0 || doff < 20 || 20 + doff > total || !p.has_linear(ip + total) {
+        return None;
+    }
+    Some(Plain {
+        src: [h[ip + 12], h[ip + 13], h[ip + 14], h[ip + 15]],
+        dst: [h[ip + 16], h[ip + 17], h[ip + 18], h[ip + 19]],
+        sport: u16::from_be_bytes([h[tcp], h[tcp + 1]]),
+        dport: u16::from_be_bytes([h[tcp + 2], h[tcp + 3]]),
+    })
+}
+
+/// Whether a plain packet neither of whose addresses is in the watch bitmaps
+/// is done (`unwatched`) without the full path: not a DNS answer, not one to
+/// probe and not one of a flow an app may be followed on. Exactly the packets
+/// the full path would count `unwatched` without a map lookup.
+#[inline(always)]
+pub fn plainly_unwatched(cfg: &Config, q: &Plain) -> bool {
+    if cfg.flags & config_flags::DNS != 0 && q.sport == DNS_PORT {
+        return false;
+    }
+    let probe = cfg.flags & config_flags::PROBE != 0;
+    let follow = cfg.flags & config_flags::FOLLOW != 0;
+    if (probe || follow) && cfg.is_probe_port(q.dport) {
+        return false;
+    }
+    !(follow && cfg.is_probe_port(q.sport))
+}
+
+/// The IPv4 watch-bitmap bucket of `a` (as [`crate::watch::bucket_v4`]).
+#[inline(always)]
+pub fn bucket(a: &[u8; 4]) -> u32 {
+    u16::from_be_bytes([a[0], a[1]]) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        flow::FAMILY_V4,
+        parse::{TCP_ACK, parse},
+        watch::bucket_v4,
+    };
+
+    /// A plain frame with `payload` bytes, and its length.
+    fn frame(payload: usize) -> ([u8; 1600], usize) {
+        let mut f = [0u8; 1600];
+        f[12] = 0x08;
+        let ip = ETH_HLEN;
+        f[ip] = 0x45;
+        f[ip + 2..ip + 4].copy_from_slice(&((40 + payload) as u16).to_be_bytes());
+        f[ip + 6] = 0x40; // DF
+        f[ip + 9] = IPPROTO_TCP;
+        f[ip + 12..ip + 16].copy_from_slice(&[203, 0, 113, 5]);
+        f[ip + 16..ip + 20].copy_from_slice(&[192, 0, 2, 10]);
+        let t = ip + 20;
+        f[t..t + 2].copy_from_slice(&443u16.to_be_bytes());
+        f[t + 2..t + 4].copy_from_slice(&40000u16.to_be_bytes());
+        f[t + 12] = 5 << 4;
+        f[t + 13] = TCP_ACK;
+        (f, PLAIN_HLEN + payload)
+    }
+
+    /// `Some` ⇒ the full parser agrees; the property the fuzz target checks
+    /// on hostile bytes.
+    fn agrees(f: &[u8]) -> bool {
+        let Some(q) = plain_ipv4_tcp(f) else {
+            return false;
+        };
+        let p = parse(f).expect("the full parser accepts a plain frame");
+        assert_eq!(
+            (p.family, p.proto, p.tunnel, p.first_fragment),
+            (FAMILY_V4, IPPROTO_TCP, 0, false)
+        );
+        assert_eq!((&p.src[..4], &p.dst[..4]), (&q.src[..], &q.dst[..]));
+        assert_eq!((p.sport, p.dport), (q.sport, q.dport));
+        assert_eq!(bucket(&q.dst), bucket_v4(&p.dst));
+        true
+    }
+
+    #[test]
+    fn plain_frames_agree_with_the_parser() {
+        let (f, n) = frame(0);
+        assert!(agrees(&f[..n]));
+        let (f, n) = frame(1400);
+        assert!(agrees(&f[..n]));
+        // Trailing Ethernet padding past the datagram is fine for both.
+        let (f, n) = frame(0);
+        assert!(agrees(&f[..n + 6]));
+    }
+
+    #[test]
+    fn anything_else_goes_the_full_way() {
+        type Edit = fn(&mut [u8; 1600], &mut usize);
+        let edits: [(&str, Edit); 10] = [
+            ("VLAN tag", |f, _| f[12] = 0x81),
+            ("IPv6", |f, _| f[12..14].copy_from_slice(&[0x86, 0xdd])),
+            ("IP options", |f, _| f[14] = 0x46),
+            ("UDP", |f, _| f[23] = 17),
+            ("more fragments", |f, _| f[20] |= 0x20),
+            ("fragment offset", |f, _| f[21] = 1),
+            ("short TCP header", |f, _| f[46] = 4 << 4),
+            ("TCP options past the datagram", |f, _| f[46] = 15 << 4),
+            ("datagram past the frame", |f, _| f[17] = 200),
+            ("short frame", |_, n| *n = PLAIN_HLEN - 1),
+        ];
+        for (what, edit) in edits {
+            let (mut f, mut n) = frame(10);
+            edit(&mut f, &mut n);
+            assert_eq!(plain_ipv4_tcp(&f[..n]), None, "{what}");
+        }
+    }
+
+    #[test]
+    fn only_packets_the_full_path_leaves_alone_are_done() {
+        let mut cfg = Config::default();
+        let q = |sport, dport| Plain {
+            src: [203, 0, 113, 5],
+            dst: [192, 0, 2, 10],
+            sport,
+            dport,
+        };
+        assert!(plainly_unwatched(&cfg, &q(443, 40000)));
+        assert!(!plainly_unwatched(&cfg, &q(53, 40000)), "DNS over TCP");
+        assert!(!plainly_unwatched(&cfg, &q(40000, 443)), "a probe port");
+        cfg.flags = config_flags::FOLLOW;
+        assert!(!plainly_unwatched(&cfg, &q(443, 40000)), "followed reply");
+        assert!(plainly_unwatched(&cfg, &q(53, 40000)), "DNS off");
+        cfg.flags = 0;
+        assert!(plainly_unwatched(&cfg, &q(40000, 443)));
+    }
+}
