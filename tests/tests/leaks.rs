@@ -213,8 +213,11 @@ fn a_leak_split_over_many_small_segments_is_found_once() {
         .iter()
         .filter(|r| r["kind"] == "sample" && r["dest_ip"] == SERVER_V4)
         .count();
+    // Several, not a fixed number: the client's stack may hand veth a GSO
+    // packet of several MSS-sized segments as one frame (autocorking merges
+    // more under load; 3 frames were seen on a busy machine).
     assert!(
-        segments >= 4,
+        segments >= 2,
         "the request should cross in several segments, saw {segments}"
     );
     let _ = std::fs::remove_file(dump);
