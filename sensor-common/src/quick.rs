@@ -63,8 +63,9 @@ pub fn plain_ipv4_tcp<P: PacketBytes + ?Sized>(p: &P) -> Option<Plain> {
 
 /// Whether a plain packet neither of whose addresses is in the watch bitmaps
 /// is done (`unwatched`) without the full path: not a DNS answer, not one to
-/// probe and not one of a flow an app may be followed on. Exactly the packets
-/// the full path would count `unwatched` without a map lookup.
+/// probe and not one of a flow an app may be followed on. Only packets the
+/// full path would count `unwatched` without a map lookup (a few of those
+/// still go the full way: from port 53 without payload, say).
 #[inline(always)]
 pub fn plainly_unwatched(cfg: &Config, q: &Plain) -> bool {
     if cfg.flags & config_flags::DNS != 0 && q.sport == DNS_PORT {
