@@ -79,19 +79,12 @@ pub fn plainly_unwatched(cfg: &Config, q: &Plain) -> bool {
     !(follow && cfg.is_probe_port(q.sport))
 }
 
-/// The IPv4 watch-bitmap bucket of `a` (as [`crate::watch::bucket_v4`]).
-#[inline(always)]
-pub fn bucket(a: &[u8; 4]) -> u32 {
-    u16::from_be_bytes([a[0], a[1]]) as u32
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::{
         flow::FAMILY_V4,
         parse::{TCP_ACK, parse},
-        watch::bucket_v4,
     };
 
     /// A plain frame with `payload` bytes, and its length.
@@ -126,7 +119,6 @@ mod tests {
         );
         assert_eq!((&p.src[..4], &p.dst[..4]), (&q.src[..], &q.dst[..]));
         assert_eq!((p.sport, p.dport), (q.sport, q.dport));
-        assert_eq!(bucket(&q.dst), bucket_v4(&p.dst));
         true
     }
 

@@ -14,6 +14,12 @@ pub const BUCKETS: u32 = BITMAP_WORDS * 64;
 /// Bucket of an IPv4 address (first 4 bytes of `a`).
 #[inline(always)]
 pub fn bucket_v4(a: &[u8; 16]) -> u32 {
+    bucket_ipv4(&[a[0], a[1], a[2], a[3]])
+}
+
+/// Bucket of an IPv4 address held in its own 4 bytes (the fast path's).
+#[inline(always)]
+pub fn bucket_ipv4(a: &[u8; 4]) -> u32 {
     u16::from_be_bytes([a[0], a[1]]) as u32
 }
 

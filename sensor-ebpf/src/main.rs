@@ -66,11 +66,11 @@ use sensor_common::{
         Decision, PROBE_AWAITING, client_dir, is_dns_answer, may_be_followed, probe_remaining,
         watched_packet,
     },
-    quick::{self, plain_ipv4_tcp, plainly_unwatched},
+    quick::{plain_ipv4_tcp, plainly_unwatched},
     record::{
         RECORD_VERSION, RecordHeader, RecordKind, SMALL_SNAPLEN, SNAPLEN, flags, wakes_reader,
     },
-    watch::{BITMAP_WORDS, bit, bucket_v4, bucket_v6},
+    watch::{BITMAP_WORDS, bit, bucket_ipv4, bucket_v4, bucket_v6},
 };
 
 #[map(name = "EVENTS")]
@@ -221,11 +221,6 @@ impl PacketBytes for Frame<'_> {
     }
 
     #[inline(always)]
-    fn has_linear(&self, len: usize) -> bool {
-        len <= self.linear
-    }
-
-    #[inline(always)]
     fn header<const N: usize>(&self, off: usize) -> Option<[u8; N]> {
         let start = self.ctx.data();
         let end = self.ctx.data_end();
@@ -262,8 +257,8 @@ impl PacketBytes for Frame<'_> {
 fn plain_unwatched(ctx: &XdpContext, cfg: &Config) -> bool {
     let frame = PlainFrame::of(ctx);
     if let Some(q) = plain_ipv4_tcp(&frame)
-        && !bit_set(&WATCH_BITS_V4, quick::bucket(&q.dst))
-        && !bit_set(&WATCH_BITS_V4, quick::bucket(&q.src))
+        && !bit_set(&WATCH_BITS_V4, bucket_ipv4(&q.dst))
+        && !bit_set(&WATCH_BITS_V4, bucket_ipv4(&q.src))
         && plainly_unwatched(cfg, &q)
     {
         return true;

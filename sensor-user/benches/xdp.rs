@@ -607,9 +607,9 @@ fn print_and_write(
     for (name, ref_ns, r, t) in ref_rows {
         json.push(serde_json::json!({
             "name": format!("{name} vs reference"),
-            "reference_ns_per_packet": ref_ns,
-            "ratio_to_reference": r,
-            "target_ratio_to_reference": t,
+            "copy_ref_ns_per_packet": ref_ns,
+            "ratio_to_copy_ref": r,
+            "target_ratio_to_copy_ref": t,
         }));
     }
     for (name, r) in blocking_rows {
