@@ -1,11 +1,12 @@
 //! The common case, read first: an untagged Ethernet frame carrying an
-//! unfragmented IPv4 TCP segment without IP options. Most of a gateway's
+//! unfragmented IPv4 TCP segment without IP options, or an IPv6 one without
+//! extension headers. Most of a gateway's
 //! packets look like this and most are not watched; for them the XDP program
 //! reads the addresses and ports straight from the frame, tests the watch
 //! bitmaps and is done, before it touches its per-CPU scratch or writes a
 //! [`Parsed`](crate::parse::Parsed) (docs/performance.md).
 //!
-//! [`plain_ipv4_tcp`] answers `Some` only for frames [`parse`](crate::parse)
+//! [`plain_tcp`] answers `Some` only for frames [`parse`](crate::parse)
 //! accepts with the same addresses and ports, no tunnel and no fragment
 //! (checked by the tests below and the `parse` fuzz target); anything else,
 //! malformed frames included, goes the full parser's way and keeps its
@@ -13,14 +14,18 @@
 
 use crate::{
     config::{Config, config_flags},
-    flow::IPPROTO_TCP,
-    parse::{ETH_HLEN, PacketBytes},
+    flow::{FAMILY_V4, FAMILY_V6, IPPROTO_TCP},
+    parse::{ETH_HLEN, ETH_P_IPV6, PacketBytes},
     policy::DNS_PORT,
 };
 
-/// What the fast path needs of a plain IPv4 TCP packet.
+/// What the fast path needs of a plain TCP packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Plain {
+    /// `FAMILY_V4` or `FAMILY_V6`.
+    pub family: u8,
+    /// The addresses' first four bytes: all of an IPv4 address; all the
+    /// watch bitmap reads of an IPv6 one (`watch::bucket_ipv6`).
     pub src: [u8; 4],
     pub dst: [u8; 4],
     pub sport: u16,
@@ -29,6 +34,19 @@ pub struct Plain {
 
 /// Ethernet, an IPv4 header of 20 bytes and a TCP header's fixed part.
 const PLAIN_HLEN: usize = ETH_HLEN + 20 + 20;
+
+/// Ethernet, the IPv6 header and a TCP header's fixed part.
+const PLAIN6_HLEN: usize = ETH_HLEN + 40 + 20;
+
+/// A plain IPv4 or IPv6 TCP frame's addresses and ports (see the module),
+/// or `None` for anything the full parser must look at.
+#[inline(always)]
+pub fn plain_tcp<P: PacketBytes + ?Sized>(p: &P) -> Option<Plain> {
+    match plain_ipv4_tcp(p) {
+        Some(q) => Some(q),
+        None => plain_ipv6_tcp(p),
+    }
+}
 
 /// The addresses and ports of a plain IPv4 TCP frame (see the module), or
 /// `None` for anything the full parser must look at.
@@ -54,8 +72,37 @@ pub fn plain_ipv4_tcp<P: PacketBytes + ?Sized>(p: &P) -> Option<Plain> {
         return None;
     }
     Some(Plain {
+        family: FAMILY_V4,
         src: [h[ip + 12], h[ip + 13], h[ip + 14], h[ip + 15]],
         dst: [h[ip + 16], h[ip + 17], h[ip + 18], h[ip + 19]],
+        sport: u16::from_be_bytes([h[tcp], h[tcp + 1]]),
+        dport: u16::from_be_bytes([h[tcp + 2], h[tcp + 3]]),
+    })
+}
+
+/// The addresses' first bytes and ports of a plain IPv6 TCP frame: TCP
+/// straight after the IPv6 header (no extension header, so no fragment), or
+/// `None`.
+#[inline(always)]
+pub fn plain_ipv6_tcp<P: PacketBytes + ?Sized>(p: &P) -> Option<Plain> {
+    let h: [u8; PLAIN6_HLEN] = p.header(0)?;
+    let ip = ETH_HLEN;
+    let tcp = ip + 40;
+    let [t0, t1] = ETH_P_IPV6.to_be_bytes();
+    // As for IPv4, in one test: IPv6 ethertype, version 6, next header TCP.
+    let fixed = (h[12] ^ t0) | (h[13] ^ t1) | ((h[ip] >> 4) ^ 6) | (h[ip + 6] ^ IPPROTO_TCP);
+    let plen = u16::from_be_bytes([h[ip + 4], h[ip + 5]]) as usize;
+    let doff = ((h[tcp + 12] >> 4) as usize) * 4;
+    // The full parser's checks: the payload length within the frame (its
+    // linear part), the TCP header within the payload length (0, a
+    // jumbogram's, included).
+    if fixed != 0 || doff < 20 || doff > plen || !p.has_linear(tcp + plen) {
+        return None;
+    }
+    Some(Plain {
+        family: FAMILY_V6,
+        src: [h[ip + 8], h[ip + 9], h[ip + 10], h[ip + 11]],
+        dst: [h[ip + 24], h[ip + 25], h[ip + 26], h[ip + 27]],
         sport: u16::from_be_bytes([h[tcp], h[tcp + 1]]),
         dport: u16::from_be_bytes([h[tcp + 2], h[tcp + 3]]),
     })
@@ -82,10 +129,7 @@ pub fn plainly_unwatched(cfg: &Config, q: &Plain) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        flow::FAMILY_V4,
-        parse::{TCP_ACK, parse},
-    };
+    use crate::parse::{TCP_ACK, parse};
 
     /// A plain frame with `payload` bytes, and its length.
     fn frame(payload: usize) -> ([u8; 1600], usize) {
@@ -106,16 +150,39 @@ mod tests {
         (f, PLAIN_HLEN + payload)
     }
 
+    /// A plain IPv6 frame with `payload` bytes, and its length.
+    fn frame6(payload: usize) -> ([u8; 1600], usize) {
+        let mut f = [0u8; 1600];
+        f[12..14].copy_from_slice(&ETH_P_IPV6.to_be_bytes());
+        let ip = ETH_HLEN;
+        f[ip] = 0x60;
+        f[ip + 4..ip + 6].copy_from_slice(&((20 + payload) as u16).to_be_bytes());
+        f[ip + 6] = IPPROTO_TCP;
+        f[ip + 7] = 64;
+        f[ip + 8..ip + 12].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
+        f[ip + 23] = 5;
+        f[ip + 24..ip + 28].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
+        f[ip + 26] = 0x00;
+        f[ip + 27] = 0xb9;
+        f[ip + 39] = 10;
+        let t = ip + 40;
+        f[t..t + 2].copy_from_slice(&443u16.to_be_bytes());
+        f[t + 2..t + 4].copy_from_slice(&40000u16.to_be_bytes());
+        f[t + 12] = 5 << 4;
+        f[t + 13] = TCP_ACK;
+        (f, PLAIN6_HLEN + payload)
+    }
+
     /// `Some` ⇒ the full parser agrees; the property the fuzz target checks
     /// on hostile bytes.
     fn agrees(f: &[u8]) -> bool {
-        let Some(q) = plain_ipv4_tcp(f) else {
+        let Some(q) = plain_tcp(f) else {
             return false;
         };
         let p = parse(f).expect("the full parser accepts a plain frame");
         assert_eq!(
             (p.family, p.proto, p.tunnel, p.first_fragment),
-            (FAMILY_V4, IPPROTO_TCP, 0, false)
+            (q.family, IPPROTO_TCP, 0, false)
         );
         assert_eq!((&p.src[..4], &p.dst[..4]), (&q.src[..], &q.dst[..]));
         assert_eq!((p.sport, p.dport), (q.sport, q.dport));
@@ -124,13 +191,21 @@ mod tests {
 
     #[test]
     fn plain_frames_agree_with_the_parser() {
-        let (f, n) = frame(0);
-        assert!(agrees(&f[..n]));
-        let (f, n) = frame(1400);
-        assert!(agrees(&f[..n]));
-        // Trailing Ethernet padding past the datagram is fine for both.
-        let (f, n) = frame(0);
-        assert!(agrees(&f[..n + 6]));
+        for family in [FAMILY_V4, FAMILY_V6] {
+            let frame = if family == FAMILY_V4 { frame } else { frame6 };
+            let (f, n) = frame(0);
+            assert!(agrees(&f[..n]));
+            assert_eq!(plain_tcp(&f[..n]).map(|q| q.family), Some(family));
+            let (f, n) = frame(1400);
+            assert!(agrees(&f[..n]));
+            // Trailing Ethernet padding past the datagram is fine for both.
+            let (f, n) = frame(0);
+            assert!(agrees(&f[..n + 6]));
+        }
+        // The IPv6 bucket's bytes: the addresses' first four.
+        let (f, n) = frame6(0);
+        let q = plain_tcp(&f[..n]).unwrap();
+        assert_eq!((q.src, q.dst), ([0x20, 1, 0xd, 0xb8], [0x20, 1, 0, 0xb9]));
     }
 
     #[test]
@@ -138,7 +213,9 @@ mod tests {
         type Edit = fn(&mut [u8; 1600], &mut usize);
         let edits: [(&str, Edit); 10] = [
             ("VLAN tag", |f, _| f[12] = 0x81),
-            ("IPv6", |f, _| f[12..14].copy_from_slice(&[0x86, 0xdd])),
+            ("IPv6 ethertype", |f, _| {
+                f[12..14].copy_from_slice(&[0x86, 0xdd]);
+            }),
             ("IP options", |f, _| f[14] = 0x46),
             ("UDP", |f, _| f[23] = 17),
             ("more fragments", |f, _| f[20] |= 0x20),
@@ -151,14 +228,36 @@ mod tests {
         for (what, edit) in edits {
             let (mut f, mut n) = frame(10);
             edit(&mut f, &mut n);
-            assert_eq!(plain_ipv4_tcp(&f[..n]), None, "{what}");
+            assert_eq!(plain_tcp(&f[..n]), None, "{what}");
         }
+        let edits6: [(&str, Edit); 9] = [
+            ("VLAN tag", |f, _| f[12] = 0x81),
+            ("IPv4 ethertype", |f, _| {
+                f[12..14].copy_from_slice(&[0x08, 0]);
+            }),
+            ("version 4", |f, _| f[14] = 0x40),
+            ("hop-by-hop options", |f, _| f[20] = 0),
+            ("fragment header", |f, _| f[20] = 44),
+            ("UDP", |f, _| f[20] = 17),
+            ("short TCP header", |f, _| f[66] = 4 << 4),
+            ("TCP header past the payload length", |f, _| f[19] = 19),
+            ("payload length past the frame", |f, _| f[18] = 6),
+        ];
+        for (what, edit) in edits6 {
+            let (mut f, mut n) = frame6(10);
+            edit(&mut f, &mut n);
+            assert_eq!(plain_tcp(&f[..n]), None, "IPv6: {what}");
+        }
+        let (f, n) = frame6(10);
+        assert_eq!(plain_tcp(&f[..PLAIN6_HLEN - 1]), None, "IPv6: short frame");
+        assert!(plain_tcp(&f[..n]).is_some());
     }
 
     #[test]
     fn only_packets_the_full_path_leaves_alone_are_done() {
         let mut cfg = Config::default();
         let q = |sport, dport| Plain {
+            family: FAMILY_V4,
             src: [203, 0, 113, 5],
             dst: [192, 0, 2, 10],
             sport,

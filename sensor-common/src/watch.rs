@@ -26,6 +26,12 @@ pub fn bucket_ipv4(a: &[u8; 4]) -> u32 {
 /// Bucket of an IPv6 address.
 #[inline(always)]
 pub fn bucket_v6(a: &[u8; 16]) -> u32 {
+    bucket_ipv6(&[a[0], a[1], a[2], a[3]])
+}
+
+/// Bucket of an IPv6 address from its first 4 bytes (the fast path's).
+#[inline(always)]
+pub fn bucket_ipv6(a: &[u8; 4]) -> u32 {
     (u16::from_be_bytes([a[0], a[1]]) ^ u16::from_be_bytes([a[2], a[3]])) as u32
 }
 

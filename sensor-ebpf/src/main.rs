@@ -5,7 +5,7 @@
 //! userspace needs, and hands it up through one ring buffer:
 //!
 //! ```text
-//! frame ─ plain IPv4 TCP, watch bits clear, no DNS/probe/follow port ── counter, PASS
+//! frame ─ plain IPv4/IPv6 TCP, watch bits clear, no DNS/probe/follow port ── counter, PASS
 //!    └ parse ─┬─ error ─────────────────────────────── counter, PASS
 //!             ├─ DNS answer (from :53) ───────────────── ring: Dns
 //!             ├─ WATCH_BITS hit ─ [BLOCKED] ─ FLOWS, else WATCH_V4/V6 ─ policy ─ ring: Sample/Meta
@@ -66,11 +66,11 @@ use sensor_common::{
         Decision, PROBE_AWAITING, client_dir, is_dns_answer, may_be_followed, probe_remaining,
         watched_packet,
     },
-    quick::{plain_ipv4_tcp, plainly_unwatched},
+    quick::{Plain, plain_tcp, plainly_unwatched},
     record::{
         RECORD_VERSION, RecordHeader, RecordKind, SMALL_SNAPLEN, SNAPLEN, flags, wakes_reader,
     },
-    watch::{BITMAP_WORDS, bit, bucket_ipv4, bucket_v4, bucket_v6},
+    watch::{BITMAP_WORDS, bit, bucket_ipv4, bucket_ipv6, bucket_v4, bucket_v6},
 };
 
 #[map(name = "EVENTS")]
@@ -250,20 +250,29 @@ impl PacketBytes for Frame<'_> {
     }
 }
 
-/// Whether the packet is plain IPv4 TCP between unwatched addresses and
-/// nothing else wants it (`sensor_common::quick`): done before the scratch
-/// slot, the full parse or a key.
+/// Whether the packet is plain IPv4 or IPv6 TCP between unwatched addresses
+/// and nothing else wants it (`sensor_common::quick`): done before the
+/// scratch slot, the full parse or a key.
 #[inline(always)]
 fn plain_unwatched(ctx: &XdpContext, cfg: &Config) -> bool {
     let frame = PlainFrame::of(ctx);
-    if let Some(q) = plain_ipv4_tcp(&frame)
-        && !bit_set(&WATCH_BITS_V4, bucket_ipv4(&q.dst))
-        && !bit_set(&WATCH_BITS_V4, bucket_ipv4(&q.src))
+    if let Some(q) = plain_tcp(&frame)
+        && !plain_watched(&q)
         && plainly_unwatched(cfg, &q)
     {
         return true;
     }
     false
+}
+
+/// [`maybe_watched`] for a plain packet.
+#[inline(always)]
+fn plain_watched(q: &Plain) -> bool {
+    if q.family == FAMILY_V4 {
+        bit_set(&WATCH_BITS_V4, bucket_ipv4(&q.dst)) || bit_set(&WATCH_BITS_V4, bucket_ipv4(&q.src))
+    } else {
+        bit_set(&WATCH_BITS_V6, bucket_ipv6(&q.dst)) || bit_set(&WATCH_BITS_V6, bucket_ipv6(&q.src))
+    }
 }
 
 /// The frame's linear part as the fast path reads it: its own packet

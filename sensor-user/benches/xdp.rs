@@ -166,6 +166,19 @@ fn main() {
             ref_target: Some(1.3),
             blocking: false,
         },
+        Case {
+            name: "unwatched_ipv6_tcp",
+            frames: vec![
+                FrameBuilder::tcp("3fff:0:9::5", 443, "3fff:0:2::10", 40000)
+                    .payload(vec![0x17; 1400])
+                    .build(),
+            ],
+            config: Config::default(),
+            warmup: 0,
+            target: Some(1.3),
+            ref_target: None,
+            blocking: false,
+        },
     ];
     // The same packets with blocking on.
     let blocking: Vec<Case> = cases[..3]

@@ -234,6 +234,64 @@ fn the_fast_path_keeps_the_full_paths_outcomes() {
     ]);
 }
 
+/// The same for plain IPv6 TCP. Its bucket folds the /32, so the harness's
+/// watched 2001:db8:1::/48 sets the bit of all of 2001:db8::/32: the unwatched
+/// frames use the other documentation prefix, 3fff::/20 (RFC 9637).
+#[test]
+fn the_ipv6_fast_path_keeps_the_full_paths_outcomes() {
+    if skip_without_root("the_ipv6_fast_path_keeps_the_full_paths_outcomes") {
+        return;
+    }
+    let mut h = Harness::new(Config::default());
+    let plain = || FrameBuilder::tcp("3fff:0:9::1", 40000, "3fff:0:5::5", 5555).payload(http_get());
+    let good = plain().build();
+    h.run(&good);
+    h.run(&plain().ipv6_ext(Ext6::HopByHop).build());
+    h.run(
+        &plain()
+            .ipv6_ext(Ext6::Fragment {
+                offset: 0,
+                more: true,
+            })
+            .build(),
+    );
+    h.run(&good[..good.len() - 5]);
+    let mut doff = good.clone();
+    doff[66] = 0x40;
+    h.run(&doff);
+    // A payload length one byte short of the TCP header.
+    let mut short = good.clone();
+    short[18..20].copy_from_slice(&19u16.to_be_bytes());
+    h.run(&short);
+    // Ports that want the full path: a DNS answer over TCP, a probe port.
+    h.run(
+        &FrameBuilder::tcp("3fff:0:53::53", 53, "3fff:0:9::1", 40001)
+            .payload([0, 30, 0, 7, 0x81, 0x80])
+            .build(),
+    );
+    h.run(
+        &FrameBuilder::tcp("3fff:0:9::1", 40002, "3fff:0:5::5", 443)
+            .flags(TCP_SYN)
+            .build(),
+    );
+    // A watched destination is not taken for unwatched.
+    h.run(
+        &FrameBuilder::tcp("3fff:0:9::1", 40003, "2001:db8:1::2", 80)
+            .payload(http_get())
+            .build(),
+    );
+    let kinds: Vec<_> = h.records().iter().map(|r| r.hdr.kind).collect();
+    assert_eq!(kinds, [RecordKind::Dns as u8, RecordKind::Sample as u8]);
+    h.assert_outcomes(&[
+        (Counter::Unwatched, 3),
+        (Counter::BadIpv6, 1),
+        (Counter::BadL4, 2),
+        (Counter::DnsAnswer, 1),
+        (Counter::ProbeSyn, 1),
+        (Counter::SampledHead, 1),
+    ]);
+}
+
 #[test]
 fn both_directions_of_a_watched_flow_are_seen() {
     if skip_without_root("both_directions_of_a_watched_flow_are_seen") {

@@ -1,11 +1,7 @@
 //! The shared L2–L4 parser (the XDP program's, on a slice), and the XDP
-//! program's fast path for plain IPv4 TCP, which must agree with it.
+//! program's fast path for plain IPv4 and IPv6 TCP, which must agree with it.
 
-use sensor_common::{
-    flow::{FAMILY_V4, IPPROTO_TCP},
-    parse::parse,
-    quick::plain_ipv4_tcp,
-};
+use sensor_common::{flow::IPPROTO_TCP, parse::parse, quick::plain_tcp};
 
 /// Runs the target on one input as libFuzzer hands it over.
 pub fn run(data: &[u8]) {
@@ -20,11 +16,11 @@ pub fn run(data: &[u8]) {
     }
     // The fast path answers only for frames the parser reads the same way:
     // otherwise the kernel would count a packet the full path treats otherwise.
-    if let Some(q) = plain_ipv4_tcp(frame) {
+    if let Some(q) = plain_tcp(frame) {
         let p = parsed.expect("the fast path took a frame the parser refuses");
         assert_eq!(
             (p.family, p.proto, p.tunnel, p.first_fragment),
-            (FAMILY_V4, IPPROTO_TCP, 0, false)
+            (q.family, IPPROTO_TCP, 0, false)
         );
         assert_eq!((&p.src[..4], &p.dst[..4]), (&q.src[..], &q.dst[..]));
         assert_eq!((p.sport, p.dport), (q.sport, q.dport));
