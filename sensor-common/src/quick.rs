@@ -1,29 +1,31 @@
 //! The common case, read first: an untagged Ethernet frame carrying an
-//! unfragmented IPv4 TCP segment without IP options, or an IPv6 one without
-//! extension headers. Most of a gateway's
-//! packets look like this and most are not watched; for them the XDP program
-//! reads the addresses and ports straight from the frame, tests the watch
-//! bitmaps and is done, before it touches its per-CPU scratch or writes a
+//! unfragmented IPv4 datagram without IP options, or an IPv6 packet without
+//! extension headers, with TCP or UDP inside. Most of a gateway's packets look
+//! like this and most are not watched; for them the XDP program reads the
+//! addresses and ports straight from the frame, tests the watch bitmaps and
+//! is done, before it touches its per-CPU scratch or writes a
 //! [`Parsed`](crate::parse::Parsed) (docs/performance.md).
 //!
-//! [`plain_tcp`] answers `Some` only for frames [`parse`](crate::parse)
-//! accepts with the same addresses and ports, no tunnel and no fragment
-//! (checked by the tests below and the `parse` fuzz target); anything else,
-//! malformed frames included, goes the full parser's way and keeps its
+//! [`plain`] answers `Some` only for frames [`parse_with`](crate::parse::parse_with)
+//! accepts with the same addresses, protocol and ports, no tunnel and no
+//! fragment (checked by the tests below and the `parse` fuzz target); anything
+//! else, malformed frames included, goes the full parser's way and keeps its
 //! outcome.
 
 use crate::{
     config::{Config, config_flags},
-    flow::{FAMILY_V4, FAMILY_V6, IPPROTO_TCP},
+    flow::{FAMILY_V4, FAMILY_V6, IPPROTO_TCP, IPPROTO_UDP},
     parse::{ETH_HLEN, ETH_P_IPV6, PacketBytes},
     policy::DNS_PORT,
 };
 
-/// What the fast path needs of a plain TCP packet.
+/// What the fast path needs of a plain packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Plain {
     /// `FAMILY_V4` or `FAMILY_V6`.
     pub family: u8,
+    /// `IPPROTO_TCP` or `IPPROTO_UDP`.
+    pub proto: u8,
     /// The addresses' first four bytes: all of an IPv4 address; all the
     /// watch bitmap reads of an IPv6 one (`watch::bucket_ipv6`).
     pub src: [u8; 4],
@@ -32,79 +34,95 @@ pub struct Plain {
     pub dport: u16,
 }
 
-/// Ethernet, an IPv4 header of 20 bytes and a TCP header's fixed part.
+/// Ethernet, an IPv4 header of 20 bytes and a TCP header's fixed part (a
+/// UDP frame shorter than that goes the full way).
 const PLAIN_HLEN: usize = ETH_HLEN + 20 + 20;
 
 /// Ethernet, the IPv6 header and a TCP header's fixed part.
 const PLAIN6_HLEN: usize = ETH_HLEN + 40 + 20;
 
-/// A plain IPv4 or IPv6 TCP frame's addresses and ports (see the module),
-/// or `None` for anything the full parser must look at.
+/// A plain frame's addresses, protocol and ports (see the module), or `None`
+/// for anything the full parser must look at, UDP to `vxlan_port` (0: none)
+/// included: the parser looks inside it.
 #[inline(always)]
-pub fn plain_tcp<P: PacketBytes + ?Sized>(p: &P) -> Option<Plain> {
-    match plain_ipv4_tcp(p) {
-        Some(q) => Some(q),
-        None => plain_ipv6_tcp(p),
+pub fn plain<P: PacketBytes + ?Sized>(p: &P, vxlan_port: u16) -> Option<Plain> {
+    let q = match plain_ipv4(p) {
+        Some(q) => q,
+        None => plain_ipv6(p)?,
+    };
+    if q.proto == IPPROTO_UDP && vxlan_port != 0 && q.dport == vxlan_port {
+        return None;
+    }
+    Some(q)
+}
+
+/// The transport header's length the full parser requires: TCP's data offset
+/// (`doff_byte`'s top nibble, at least 20 bytes), UDP's 8; 0 for anything else.
+#[inline(always)]
+fn l4_len(proto: u8, doff_byte: u8) -> usize {
+    let doff = ((doff_byte >> 4) as usize) * 4;
+    match proto {
+        IPPROTO_TCP if doff >= 20 => doff,
+        IPPROTO_UDP => 8,
+        _ => 0,
     }
 }
 
-/// The addresses and ports of a plain IPv4 TCP frame (see the module), or
-/// `None` for anything the full parser must look at.
+/// A plain IPv4 frame (see the module), or `None`.
 #[inline(always)]
-pub fn plain_ipv4_tcp<P: PacketBytes + ?Sized>(p: &P) -> Option<Plain> {
+pub fn plain_ipv4<P: PacketBytes + ?Sized>(p: &P) -> Option<Plain> {
     let h: [u8; PLAIN_HLEN] = p.header(0)?;
     let ip = ETH_HLEN;
-    let tcp = ip + 20;
+    let l4 = ip + 20;
     // The fixed fields in one test (few branches: fewer paths for the
     // verifier to walk into the full parser): IPv4 ethertype, version 4 and
-    // IHL 5, TCP, no fragment offset and no MF bit.
-    let fixed = (h[12] ^ 0x08)
-        | h[13]
-        | (h[ip] ^ 0x45)
-        | (h[ip + 9] ^ IPPROTO_TCP)
-        | (h[ip + 6] & 0x3f)
-        | h[ip + 7];
+    // IHL 5, no fragment offset and no MF bit.
+    let fixed = (h[12] ^ 0x08) | h[13] | (h[ip] ^ 0x45) | (h[ip + 6] & 0x3f) | h[ip + 7];
     let total = u16::from_be_bytes([h[ip + 2], h[ip + 3]]) as usize;
-    let doff = ((h[tcp + 12] >> 4) as usize) * 4;
-    // The full parser's checks: TCP header within the datagram, the datagram
-    // within the frame (its linear part: a multi-buffer frame goes the full way).
-    if fixed != 0 || doff < 20 || 20 + doff > total || !p.has_linear(ip + total) {
+    let proto = h[ip + 9];
+    let l4_len = l4_len(proto, h[l4 + 12]);
+    // The full parser's checks: the transport header within the datagram,
+    // the datagram within the frame (its linear part: a multi-buffer frame
+    // goes the full way).
+    if fixed != 0 || l4_len == 0 || 20 + l4_len > total || !p.has_linear(ip + total) {
         return None;
     }
     Some(Plain {
         family: FAMILY_V4,
+        proto,
         src: [h[ip + 12], h[ip + 13], h[ip + 14], h[ip + 15]],
         dst: [h[ip + 16], h[ip + 17], h[ip + 18], h[ip + 19]],
-        sport: u16::from_be_bytes([h[tcp], h[tcp + 1]]),
-        dport: u16::from_be_bytes([h[tcp + 2], h[tcp + 3]]),
+        sport: u16::from_be_bytes([h[l4], h[l4 + 1]]),
+        dport: u16::from_be_bytes([h[l4 + 2], h[l4 + 3]]),
     })
 }
 
-/// The addresses' first bytes and ports of a plain IPv6 TCP frame: TCP
-/// straight after the IPv6 header (no extension header, so no fragment), or
-/// `None`.
+/// A plain IPv6 frame: TCP or UDP straight after the IPv6 header (no
+/// extension header, so no fragment), or `None`.
 #[inline(always)]
-pub fn plain_ipv6_tcp<P: PacketBytes + ?Sized>(p: &P) -> Option<Plain> {
+pub fn plain_ipv6<P: PacketBytes + ?Sized>(p: &P) -> Option<Plain> {
     let h: [u8; PLAIN6_HLEN] = p.header(0)?;
     let ip = ETH_HLEN;
-    let tcp = ip + 40;
+    let l4 = ip + 40;
     let [t0, t1] = ETH_P_IPV6.to_be_bytes();
-    // As for IPv4, in one test: IPv6 ethertype, version 6, next header TCP.
-    let fixed = (h[12] ^ t0) | (h[13] ^ t1) | ((h[ip] >> 4) ^ 6) | (h[ip + 6] ^ IPPROTO_TCP);
+    // As for IPv4, in one test: IPv6 ethertype, version 6.
+    let fixed = (h[12] ^ t0) | (h[13] ^ t1) | ((h[ip] >> 4) ^ 6);
     let plen = u16::from_be_bytes([h[ip + 4], h[ip + 5]]) as usize;
-    let doff = ((h[tcp + 12] >> 4) as usize) * 4;
+    let proto = h[ip + 6];
+    let l4_len = l4_len(proto, h[l4 + 12]);
     // The full parser's checks: the payload length within the frame (its
-    // linear part), the TCP header within the payload length (0, a
+    // linear part), the transport header within the payload length (0, a
     // jumbogram's, included).
-    if fixed != 0 || doff < 20 || doff > plen || !p.has_linear(tcp + plen) {
+    if fixed != 0 || l4_len == 0 || l4_len > plen || !p.has_linear(l4 + plen) {
         return None;
     }
     Some(Plain {
         family: FAMILY_V6,
+        proto,
         src: [h[ip + 8], h[ip + 9], h[ip + 10], h[ip + 11]],
         dst: [h[ip + 24], h[ip + 25], h[ip + 26], h[ip + 27]],
-        sport: u16::from_be_bytes([h[tcp], h[tcp + 1]]),
-        dport: u16::from_be_bytes([h[tcp + 2], h[tcp + 3]]),
+        sport: u16::from_be_bytes([h[l4], h[l4 + 1]]),
+        dport: u16::from_be_bytes([h[l4 + 2], h[l4 + 3]]),
     })
 }
 
@@ -118,6 +136,11 @@ pub fn plainly_unwatched(cfg: &Config, q: &Plain) -> bool {
     if cfg.flags & config_flags::DNS != 0 && q.sport == DNS_PORT {
         return false;
     }
+    // Probes and followed apps are TCP only (`policy::may_be_followed`):
+    // QUIC to a probe port stays on the fast path.
+    if q.proto != IPPROTO_TCP {
+        return true;
+    }
     let probe = cfg.flags & config_flags::PROBE != 0;
     let follow = cfg.flags & config_flags::FOLLOW != 0;
     if (probe || follow) && cfg.is_probe_port(q.dport) {
@@ -129,7 +152,10 @@ pub fn plainly_unwatched(cfg: &Config, q: &Plain) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::parse::{TCP_ACK, parse};
+    use crate::{
+        parse::{TCP_ACK, parse},
+        tunnel::VXLAN_PORT,
+    };
 
     /// A plain frame with `payload` bytes, and its length.
     fn frame(payload: usize) -> ([u8; 1600], usize) {
@@ -176,61 +202,94 @@ mod tests {
     /// `Some` ⇒ the full parser agrees; the property the fuzz target checks
     /// on hostile bytes.
     fn agrees(f: &[u8]) -> bool {
-        let Some(q) = plain_tcp(f) else {
+        let Some(q) = plain(f, VXLAN_PORT) else {
             return false;
         };
         let p = parse(f).expect("the full parser accepts a plain frame");
         assert_eq!(
             (p.family, p.proto, p.tunnel, p.first_fragment),
-            (q.family, IPPROTO_TCP, 0, false)
+            (q.family, q.proto, 0, false)
         );
         assert_eq!((&p.src[..4], &p.dst[..4]), (&q.src[..], &q.dst[..]));
         assert_eq!((p.sport, p.dport), (q.sport, q.dport));
         true
     }
 
+    /// A frame of `frame`'s turned into UDP (its ports stay), its protocol
+    /// byte at `at`.
+    fn udp(
+        frame: fn(usize) -> ([u8; 1600], usize),
+        at: usize,
+        payload: usize,
+    ) -> ([u8; 1600], usize) {
+        let (mut f, n) = frame(payload);
+        f[at] = IPPROTO_UDP;
+        (f, n)
+    }
+
     #[test]
     fn plain_frames_agree_with_the_parser() {
-        for family in [FAMILY_V4, FAMILY_V6] {
-            let frame = if family == FAMILY_V4 { frame } else { frame6 };
-            let (f, n) = frame(0);
-            assert!(agrees(&f[..n]));
-            assert_eq!(plain_tcp(&f[..n]).map(|q| q.family), Some(family));
-            let (f, n) = frame(1400);
-            assert!(agrees(&f[..n]));
-            // Trailing Ethernet padding past the datagram is fine for both.
-            let (f, n) = frame(0);
-            assert!(agrees(&f[..n + 6]));
+        for (family, frame, proto_at) in [
+            (FAMILY_V4, frame as fn(usize) -> _, 23),
+            (FAMILY_V6, frame6, 20),
+        ] {
+            for proto in [IPPROTO_TCP, IPPROTO_UDP] {
+                let frame = |payload| {
+                    if proto == IPPROTO_TCP {
+                        frame(payload)
+                    } else {
+                        udp(frame, proto_at, payload)
+                    }
+                };
+                let (f, n) = frame(0);
+                assert!(agrees(&f[..n]));
+                let q = plain(&f[..n], VXLAN_PORT).unwrap();
+                assert_eq!((q.family, q.proto), (family, proto));
+                let (f, n) = frame(1400);
+                assert!(agrees(&f[..n]));
+                // Trailing Ethernet padding past the datagram is fine for both.
+                let (f, n) = frame(0);
+                assert!(agrees(&f[..n + 6]));
+            }
         }
         // The IPv6 bucket's bytes: the addresses' first four.
         let (f, n) = frame6(0);
-        let q = plain_tcp(&f[..n]).unwrap();
+        let q = plain(&f[..n], VXLAN_PORT).unwrap();
         assert_eq!((q.src, q.dst), ([0x20, 1, 0xd, 0xb8], [0x20, 1, 0, 0xb9]));
     }
 
     #[test]
     fn anything_else_goes_the_full_way() {
         type Edit = fn(&mut [u8; 1600], &mut usize);
-        let edits: [(&str, Edit); 10] = [
+        let edits: [(&str, Edit); 12] = [
             ("VLAN tag", |f, _| f[12] = 0x81),
             ("IPv6 ethertype", |f, _| {
                 f[12..14].copy_from_slice(&[0x86, 0xdd]);
             }),
             ("IP options", |f, _| f[14] = 0x46),
-            ("UDP", |f, _| f[23] = 17),
+            ("ICMP", |f, _| f[23] = 1),
             ("more fragments", |f, _| f[20] |= 0x20),
             ("fragment offset", |f, _| f[21] = 1),
             ("short TCP header", |f, _| f[46] = 4 << 4),
             ("TCP options past the datagram", |f, _| f[46] = 15 << 4),
             ("datagram past the frame", |f, _| f[17] = 200),
             ("short frame", |_, n| *n = PLAIN_HLEN - 1),
+            ("UDP to the VXLAN port", |f, _| {
+                f[23] = IPPROTO_UDP;
+                f[36..38].copy_from_slice(&VXLAN_PORT.to_be_bytes());
+            }),
+            ("UDP header past the datagram", |f, n| {
+                f[23] = IPPROTO_UDP;
+                f[16..18].copy_from_slice(&27u16.to_be_bytes());
+                *n = PLAIN_HLEN;
+            }),
         ];
         for (what, edit) in edits {
             let (mut f, mut n) = frame(10);
             edit(&mut f, &mut n);
-            assert_eq!(plain_tcp(&f[..n]), None, "{what}");
+            assert_eq!(plain(&f[..n], VXLAN_PORT), None, "{what}");
         }
-        let edits6: [(&str, Edit); 9] = [
+        let edits6: [(&str, Edit); 10] = [
             ("VLAN tag", |f, _| f[12] = 0x81),
             ("IPv4 ethertype", |f, _| {
                 f[12..14].copy_from_slice(&[0x08, 0]);
@@ -238,38 +297,60 @@ mod tests {
             ("version 4", |f, _| f[14] = 0x40),
             ("hop-by-hop options", |f, _| f[20] = 0),
             ("fragment header", |f, _| f[20] = 44),
-            ("UDP", |f, _| f[20] = 17),
+            ("ICMPv6", |f, _| f[20] = 58),
             ("short TCP header", |f, _| f[66] = 4 << 4),
             ("TCP header past the payload length", |f, _| f[19] = 19),
             ("payload length past the frame", |f, _| f[18] = 6),
+            ("UDP header past the payload length", |f, _| {
+                f[20] = IPPROTO_UDP;
+                f[18..20].copy_from_slice(&7u16.to_be_bytes());
+            }),
         ];
         for (what, edit) in edits6 {
             let (mut f, mut n) = frame6(10);
             edit(&mut f, &mut n);
-            assert_eq!(plain_tcp(&f[..n]), None, "IPv6: {what}");
+            assert_eq!(plain(&f[..n], VXLAN_PORT), None, "IPv6: {what}");
         }
         let (f, n) = frame6(10);
-        assert_eq!(plain_tcp(&f[..PLAIN6_HLEN - 1]), None, "IPv6: short frame");
-        assert!(plain_tcp(&f[..n]).is_some());
+        assert_eq!(
+            plain(&f[..PLAIN6_HLEN - 1], VXLAN_PORT),
+            None,
+            "IPv6: short frame"
+        );
+        assert!(plain(&f[..n], VXLAN_PORT).is_some());
+        // VXLAN looked into on another port, or not at all.
+        let (mut f, n) = udp(frame, 23, 10);
+        f[36..38].copy_from_slice(&VXLAN_PORT.to_be_bytes());
+        assert_eq!(plain(&f[..n], 8472), plain(&f[..n], 0));
+        assert!(plain(&f[..n], 0).is_some());
     }
 
     #[test]
     fn only_packets_the_full_path_leaves_alone_are_done() {
         let mut cfg = Config::default();
-        let q = |sport, dport| Plain {
+        let q = |proto, sport, dport| Plain {
             family: FAMILY_V4,
+            proto,
             src: [203, 0, 113, 5],
             dst: [192, 0, 2, 10],
             sport,
             dport,
         };
-        assert!(plainly_unwatched(&cfg, &q(443, 40000)));
-        assert!(!plainly_unwatched(&cfg, &q(53, 40000)), "DNS over TCP");
-        assert!(!plainly_unwatched(&cfg, &q(40000, 443)), "a probe port");
+        let tcp = |sport, dport| q(IPPROTO_TCP, sport, dport);
+        let udp = |sport, dport| q(IPPROTO_UDP, sport, dport);
+        assert!(plainly_unwatched(&cfg, &tcp(443, 40000)));
+        assert!(!plainly_unwatched(&cfg, &tcp(53, 40000)), "DNS over TCP");
+        assert!(!plainly_unwatched(&cfg, &udp(53, 40000)), "DNS");
+        assert!(!plainly_unwatched(&cfg, &tcp(40000, 443)), "a probe port");
+        assert!(plainly_unwatched(&cfg, &udp(40000, 443)), "QUIC: no probe");
         cfg.flags = config_flags::FOLLOW;
-        assert!(!plainly_unwatched(&cfg, &q(443, 40000)), "followed reply");
-        assert!(plainly_unwatched(&cfg, &q(53, 40000)), "DNS off");
+        assert!(!plainly_unwatched(&cfg, &tcp(443, 40000)), "followed reply");
+        assert!(
+            plainly_unwatched(&cfg, &udp(443, 40000)),
+            "QUIC: not followed"
+        );
+        assert!(plainly_unwatched(&cfg, &tcp(53, 40000)), "DNS off");
         cfg.flags = 0;
-        assert!(plainly_unwatched(&cfg, &q(40000, 443)));
+        assert!(plainly_unwatched(&cfg, &tcp(40000, 443)));
     }
 }

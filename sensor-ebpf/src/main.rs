@@ -5,7 +5,7 @@
 //! userspace needs, and hands it up through one ring buffer:
 //!
 //! ```text
-//! frame ─ plain IPv4/IPv6 TCP, watch bits clear, no DNS/probe/follow port ── counter, PASS
+//! frame ─ plain IPv4/IPv6 TCP/UDP, watch bits clear, no DNS/probe/follow/VXLAN port ── counter, PASS
 //!    └ parse ─┬─ error ─────────────────────────────── counter, PASS
 //!             ├─ DNS answer (from :53) ───────────────── ring: Dns
 //!             ├─ WATCH_BITS hit ─ [BLOCKED] ─ FLOWS, else WATCH_V4/V6 ─ policy ─ ring: Sample/Meta
@@ -66,7 +66,7 @@ use sensor_common::{
         Decision, PROBE_AWAITING, client_dir, is_dns_answer, may_be_followed, probe_remaining,
         watched_packet,
     },
-    quick::{Plain, plain_tcp, plainly_unwatched},
+    quick::{Plain, plain, plainly_unwatched},
     record::{
         RECORD_VERSION, RecordHeader, RecordKind, SMALL_SNAPLEN, SNAPLEN, flags, wakes_reader,
     },
@@ -250,13 +250,13 @@ impl PacketBytes for Frame<'_> {
     }
 }
 
-/// Whether the packet is plain IPv4 or IPv6 TCP between unwatched addresses
-/// and nothing else wants it (`sensor_common::quick`): done before the
+/// Whether the packet is plain IPv4 or IPv6 TCP or UDP between unwatched
+/// addresses and nothing else wants it (`sensor_common::quick`): done before the
 /// scratch slot, the full parse or a key.
 #[inline(always)]
 fn plain_unwatched(ctx: &XdpContext, cfg: &Config) -> bool {
     let frame = PlainFrame::of(ctx);
-    if let Some(q) = plain_tcp(&frame)
+    if let Some(q) = plain(&frame, cfg.vxlan_port)
         && !plain_watched(&q)
         && plainly_unwatched(cfg, &q)
     {

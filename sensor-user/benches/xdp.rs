@@ -167,6 +167,19 @@ fn main() {
             blocking: false,
         },
         Case {
+            name: "unwatched_ipv4_udp_quic",
+            frames: vec![
+                FrameBuilder::udp("203.0.113.5", 443, "192.0.2.10", 40000)
+                    .payload(vec![0x40; 1200])
+                    .build(),
+            ],
+            config: Config::default(),
+            warmup: 0,
+            target: Some(1.3),
+            ref_target: None,
+            blocking: false,
+        },
+        Case {
             name: "unwatched_ipv6_tcp",
             frames: vec![
                 FrameBuilder::tcp("3fff:0:9::5", 443, "3fff:0:2::10", 40000)

@@ -1,6 +1,6 @@
 //! Runs one path of the XDP program through BPF_PROG_TEST_RUN for a while, so
 //! `perf record -a` can profile it (docs/performance.md, "Where the time
-//! goes"). Needs root: `xdp_profile unwatched|unwatched6|past_budget|sampled [SECONDS]
+//! goes"). Needs root: `xdp_profile unwatched|unwatched6|quic|past_budget|sampled [SECONDS]
 //! [JIT_FILE]`. With JIT_FILE it writes the program's x86 code there, for
 //! `objdump -D -b binary -mi386:x86-64` (Debian's bpftool cannot disassemble
 //! it: no libbfd), to read perf's offsets against.
@@ -39,6 +39,12 @@ fn main() {
                 .build(),
             0,
         ),
+        "quic" => (
+            FrameBuilder::udp("203.0.113.5", 443, "192.0.2.10", 40000)
+                .payload(vec![0x40; 1200])
+                .build(),
+            0,
+        ),
         "past_budget" => (
             FrameBuilder::tcp("192.0.2.10", 40002, "198.51.100.2", 80)
                 .payload(vec![b'q'; 1446])
@@ -51,7 +57,9 @@ fn main() {
                 .build(),
             0,
         ),
-        other => panic!("unknown path {other}: unwatched, unwatched6, past_budget or sampled"),
+        other => {
+            panic!("unknown path {other}: unwatched, unwatched6, quic, past_budget or sampled")
+        }
     };
     let config = Config {
         // The sampled path stays sampled however long it runs.

@@ -280,8 +280,8 @@ fn the_ipv6_fast_path_keeps_the_full_paths_outcomes() {
             .payload(http_get())
             .build(),
     );
-    let kinds: Vec<_> = h.records().iter().map(|r| r.hdr.kind).collect();
-    assert_eq!(kinds, [RecordKind::Dns as u8, RecordKind::Sample as u8]);
+    let kinds: Vec<_> = h.records().iter().map(|r| r.kind).collect();
+    assert_eq!(kinds, [RecordKind::Dns, RecordKind::Sample]);
     h.assert_outcomes(&[
         (Counter::Unwatched, 3),
         (Counter::BadIpv6, 1),
@@ -289,6 +289,78 @@ fn the_ipv6_fast_path_keeps_the_full_paths_outcomes() {
         (Counter::DnsAnswer, 1),
         (Counter::ProbeSyn, 1),
         (Counter::SampledHead, 1),
+    ]);
+}
+
+/// The same for plain UDP (QUIC, say): only DNS from port 53 and VXLAN on
+/// its configured port want the full path (probes are TCP only).
+#[test]
+fn the_udp_fast_path_keeps_the_full_paths_outcomes() {
+    if skip_without_root("the_udp_fast_path_keeps_the_full_paths_outcomes") {
+        return;
+    }
+    let mut h = Harness::new(Config {
+        vxlan_port: 8472,
+        ..Config::default()
+    });
+    let quic = FrameBuilder::udp("192.0.2.10", 40000, "203.0.113.5", 443)
+        .payload([0x40; 1200])
+        .build();
+    h.run(&quic);
+    h.run(
+        &FrameBuilder::udp("3fff:0:9::1", 40000, "3fff:0:5::5", 443)
+            .payload([0x40; 1200])
+            .build(),
+    );
+    // A UDP header said to end past its datagram.
+    let mut past = quic[..14 + 20 + 8].to_vec();
+    past[16..18].copy_from_slice(&27u16.to_be_bytes());
+    past.resize(60, 0);
+    h.run(&past);
+    // From port 53: a query between servers (left alone), an answer.
+    let mut query = dns_answer(7, "api.qobuz.com", &[[198, 51, 100, 2]], 300);
+    query[2] &= 0x7f;
+    h.run(
+        &FrameBuilder::udp("203.0.113.53", 53, "203.0.113.54", 53)
+            .payload(query)
+            .build(),
+    );
+    h.run(
+        &FrameBuilder::udp("203.0.113.53", 53, "192.0.2.10", 33333)
+            .payload(dns_answer(7, "api.qobuz.com", &[[198, 51, 100, 2]], 300))
+            .build(),
+    );
+    // QUIC to a watched address.
+    h.run(
+        &FrameBuilder::udp("192.0.2.10", 40001, "198.51.100.2", 443)
+            .payload([0x40; 1200])
+            .build(),
+    );
+    // VXLAN on the configured port is looked into; on 4789 it is plain UDP.
+    let inner = FrameBuilder::tcp("192.0.2.10", 40002, "198.51.100.2", 80)
+        .payload(http_get())
+        .build();
+    let mut vxlan = vec![0x08, 0, 0, 0, 0, 0, 7, 0];
+    vxlan.extend_from_slice(&inner);
+    for port in [4789, 8472] {
+        h.run(
+            &FrameBuilder::udp("203.0.113.7", 50000, "203.0.113.8", port)
+                .payload(vxlan.clone())
+                .build(),
+        );
+    }
+    let recs = h.records();
+    let kinds: Vec<_> = recs.iter().map(|r| r.kind).collect();
+    assert_eq!(
+        kinds,
+        [RecordKind::Dns, RecordKind::Sample, RecordKind::Sample]
+    );
+    assert_eq!(recs[2].src(), ("192.0.2.10".parse().unwrap(), 40002));
+    h.assert_outcomes(&[
+        (Counter::Unwatched, 4),
+        (Counter::BadL4, 1),
+        (Counter::DnsAnswer, 1),
+        (Counter::SampledHead, 2),
     ]);
 }
 

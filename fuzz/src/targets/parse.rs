@@ -1,7 +1,8 @@
 //! The shared L2–L4 parser (the XDP program's, on a slice), and the XDP
-//! program's fast path for plain IPv4 and IPv6 TCP, which must agree with it.
+//! program's fast path for plain IPv4 and IPv6 TCP and UDP, which must agree
+//! with it.
 
-use sensor_common::{flow::IPPROTO_TCP, parse::parse, quick::plain_tcp};
+use sensor_common::{parse::parse, quick::plain, tunnel::VXLAN_PORT};
 
 /// Runs the target on one input as libFuzzer hands it over.
 pub fn run(data: &[u8]) {
@@ -16,11 +17,11 @@ pub fn run(data: &[u8]) {
     }
     // The fast path answers only for frames the parser reads the same way:
     // otherwise the kernel would count a packet the full path treats otherwise.
-    if let Some(q) = plain_tcp(frame) {
+    if let Some(q) = plain(frame, VXLAN_PORT) {
         let p = parsed.expect("the fast path took a frame the parser refuses");
         assert_eq!(
             (p.family, p.proto, p.tunnel, p.first_fragment),
-            (q.family, IPPROTO_TCP, 0, false)
+            (q.family, q.proto, 0, false)
         );
         assert_eq!((&p.src[..4], &p.dst[..4]), (&q.src[..], &q.dst[..]));
         assert_eq!((p.sport, p.dport), (q.sport, q.dport));
