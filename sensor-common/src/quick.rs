@@ -15,7 +15,7 @@
 use crate::{
     config::{Config, config_flags},
     flow::{FAMILY_V4, FAMILY_V6, IPPROTO_TCP, IPPROTO_UDP},
-    parse::{ETH_HLEN, ETH_P_IPV6, PacketBytes},
+    parse::{ETH_HLEN, ETH_P_IPV6, PacketBytes, Parsed},
     policy::DNS_PORT,
 };
 
@@ -32,6 +32,14 @@ pub struct Plain {
     pub dst: [u8; 4],
     pub sport: u16,
     pub dport: u16,
+    /// The IP datagram's length (header and payload).
+    pub l3_len: u32,
+    /// The transport header's length.
+    pub l4_len: u16,
+    /// TCP's flags, sequence and acknowledgment numbers (0 for UDP).
+    pub tcp_flags: u8,
+    pub tcp_seq: u32,
+    pub tcp_ack: u32,
 }
 
 /// Ethernet, an IPv4 header of 20 bytes and a TCP header's fixed part (a
@@ -87,6 +95,7 @@ pub fn plain_ipv4<P: PacketBytes + ?Sized>(p: &P) -> Option<Plain> {
     if fixed != 0 || l4_len == 0 || 20 + l4_len > total || !p.has_linear(ip + total) {
         return None;
     }
+    let (tcp_flags, tcp_seq, tcp_ack) = tcp_fields(proto, &h, l4);
     Some(Plain {
         family: FAMILY_V4,
         proto,
@@ -94,6 +103,11 @@ pub fn plain_ipv4<P: PacketBytes + ?Sized>(p: &P) -> Option<Plain> {
         dst: [h[ip + 16], h[ip + 17], h[ip + 18], h[ip + 19]],
         sport: u16::from_be_bytes([h[l4], h[l4 + 1]]),
         dport: u16::from_be_bytes([h[l4 + 2], h[l4 + 3]]),
+        l3_len: total as u32,
+        l4_len: l4_len as u16,
+        tcp_flags,
+        tcp_seq,
+        tcp_ack,
     })
 }
 
@@ -116,6 +130,7 @@ pub fn plain_ipv6<P: PacketBytes + ?Sized>(p: &P) -> Option<Plain> {
     if fixed != 0 || l4_len == 0 || l4_len > plen || !p.has_linear(l4 + plen) {
         return None;
     }
+    let (tcp_flags, tcp_seq, tcp_ack) = tcp_fields(proto, &h, l4);
     Some(Plain {
         family: FAMILY_V6,
         proto,
@@ -123,7 +138,69 @@ pub fn plain_ipv6<P: PacketBytes + ?Sized>(p: &P) -> Option<Plain> {
         dst: [h[ip + 24], h[ip + 25], h[ip + 26], h[ip + 27]],
         sport: u16::from_be_bytes([h[l4], h[l4 + 1]]),
         dport: u16::from_be_bytes([h[l4 + 2], h[l4 + 3]]),
+        l3_len: (40 + plen) as u32,
+        l4_len: l4_len as u16,
+        tcp_flags,
+        tcp_seq,
+        tcp_ack,
     })
+}
+
+/// TCP's flags, sequence and acknowledgment numbers from the header at
+/// `l4` of `h`; zeros for UDP (as the parser leaves them).
+#[inline(always)]
+fn tcp_fields<const N: usize>(proto: u8, h: &[u8; N], l4: usize) -> (u8, u32, u32) {
+    if proto != IPPROTO_TCP {
+        return (0, 0, 0);
+    }
+    (
+        h[l4 + 13],
+        u32::from_be_bytes([h[l4 + 4], h[l4 + 5], h[l4 + 6], h[l4 + 7]]),
+        u32::from_be_bytes([h[l4 + 8], h[l4 + 9], h[l4 + 10], h[l4 + 11]]),
+    )
+}
+
+/// [`parse_into`](crate::parse::parse_into) for a plain frame, from the
+/// bytes [`plain`] reads: `out` filled as the parser fills it, and true;
+/// false (and `out` untouched) for any other frame, which the parser must read.
+#[inline(always)]
+pub fn parse_plain_into<P: PacketBytes + ?Sized>(p: &P, vxlan_port: u16, out: &mut Parsed) -> bool {
+    let Some(q) = plain(p, vxlan_port) else {
+        return false;
+    };
+    let l3 = ETH_HLEN;
+    let l4 = if q.family == FAMILY_V4 {
+        out.src = [0; 16];
+        out.dst = [0; 16];
+        out.src[..4].copy_from_slice(&q.src);
+        out.dst[..4].copy_from_slice(&q.dst);
+        l3 + 20
+    } else {
+        // Within the bytes plain() read.
+        let (Some(src), Some(dst)) = (p.header(l3 + 8), p.header(l3 + 24)) else {
+            return false;
+        };
+        out.src = src;
+        out.dst = dst;
+        l3 + 40
+    };
+    let payload_off = l4 + q.l4_len as usize;
+    out.family = q.family;
+    out.proto = q.proto;
+    out.sport = q.sport;
+    out.dport = q.dport;
+    out.l3_off = l3 as u16;
+    out.l4_off = l4 as u16;
+    out.payload_off = payload_off as u16;
+    out.l3_len = q.l3_len;
+    out.payload_len = (l3 + q.l3_len as usize - payload_off) as u32;
+    out.tcp_flags = q.tcp_flags;
+    out.tcp_seq = q.tcp_seq;
+    out.tcp_ack = q.tcp_ack;
+    out.vlan = false;
+    out.first_fragment = false;
+    out.tunnel = 0;
+    true
 }
 
 /// Whether a plain packet neither of whose addresses is in the watch bitmaps
@@ -212,7 +289,34 @@ mod tests {
         );
         assert_eq!((&p.src[..4], &p.dst[..4]), (&q.src[..], &q.dst[..]));
         assert_eq!((p.sport, p.dport), (q.sport, q.dport));
+        // Every field written, as the parser writes it.
+        let mut filled = stale();
+        assert!(parse_plain_into(f, VXLAN_PORT, &mut filled));
+        assert_eq!(filled, p);
         true
+    }
+
+    /// A `Parsed` with every field set to what no plain frame gives.
+    fn stale() -> Parsed {
+        Parsed {
+            family: 9,
+            proto: 9,
+            src: [0xee; 16],
+            dst: [0xee; 16],
+            sport: 1,
+            dport: 1,
+            l3_off: 1,
+            l4_off: 1,
+            payload_off: 1,
+            l3_len: 1,
+            payload_len: 1,
+            tcp_flags: 1,
+            tcp_seq: 1,
+            tcp_ack: 1,
+            vlan: true,
+            first_fragment: true,
+            tunnel: 1,
+        }
     }
 
     /// A frame of `frame`'s turned into UDP (its ports stay), its protocol
@@ -288,6 +392,9 @@ mod tests {
             let (mut f, mut n) = frame(10);
             edit(&mut f, &mut n);
             assert_eq!(plain(&f[..n], VXLAN_PORT), None, "{what}");
+            let mut out = stale();
+            assert!(!parse_plain_into(&f[..n], VXLAN_PORT, &mut out));
+            assert_eq!(out, stale(), "{what}: left untouched");
         }
         let edits6: [(&str, Edit); 10] = [
             ("VLAN tag", |f, _| f[12] = 0x81),
@@ -335,6 +442,11 @@ mod tests {
             dst: [192, 0, 2, 10],
             sport,
             dport,
+            l3_len: 40,
+            l4_len: 20,
+            tcp_flags: 0,
+            tcp_seq: 0,
+            tcp_ack: 0,
         };
         let tcp = |sport, dport| q(IPPROTO_TCP, sport, dport);
         let udp = |sport, dport| q(IPPROTO_UDP, sport, dport);

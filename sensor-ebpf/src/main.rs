@@ -66,7 +66,7 @@ use sensor_common::{
         Decision, PROBE_AWAITING, client_dir, is_dns_answer, may_be_followed, probe_remaining,
         watched_packet,
     },
-    quick::{Plain, plain, plainly_unwatched},
+    quick::{Plain, parse_plain_into, plain, plainly_unwatched},
     record::{
         RECORD_VERSION, RecordHeader, RecordKind, SMALL_SNAPLEN, SNAPLEN, flags, wakes_reader,
     },
@@ -353,7 +353,11 @@ fn try_leakwatch(ctx: &XdpContext, ifindex: u32) -> (Counter, bool) {
 #[inline(always)]
 fn classify(cfg: &Config, frame: &Frame, ifindex: u32, s: &mut Scratch) -> Counter {
     let ctx = frame.ctx;
-    if let Err(c) = parse_into(frame, &mut s.parsed, cfg.vxlan_port) {
+    // A plain frame (watched, or wanted for DNS, a probe or a followed app)
+    // is filled from the bytes the fast path reads; the rest are parsed.
+    if !parse_plain_into(&PlainFrame::of(ctx), cfg.vxlan_port, &mut s.parsed)
+        && let Err(c) = parse_into(frame, &mut s.parsed, cfg.vxlan_port)
+    {
         return c;
     }
     let out = Out {

@@ -2,7 +2,11 @@
 //! program's fast path for plain IPv4 and IPv6 TCP and UDP, which must agree
 //! with it.
 
-use sensor_common::{parse::parse, quick::plain, tunnel::VXLAN_PORT};
+use sensor_common::{
+    parse::{Parsed, parse},
+    quick::{parse_plain_into, plain},
+    tunnel::VXLAN_PORT,
+};
 
 /// Runs the target on one input as libFuzzer hands it over.
 pub fn run(data: &[u8]) {
@@ -25,5 +29,27 @@ pub fn run(data: &[u8]) {
         );
         assert_eq!((&p.src[..4], &p.dst[..4]), (&q.src[..], &q.dst[..]));
         assert_eq!((p.sport, p.dport), (q.sport, q.dport));
+        // The watched path's fill from the same bytes: the parser's, field for field.
+        let mut filled = Parsed {
+            family: 9,
+            proto: 9,
+            src: [0xee; 16],
+            dst: [0xee; 16],
+            sport: 1,
+            dport: 1,
+            l3_off: 1,
+            l4_off: 1,
+            payload_off: 1,
+            l3_len: 1,
+            payload_len: 1,
+            tcp_flags: 1,
+            tcp_seq: 1,
+            tcp_ack: 1,
+            vlan: true,
+            first_fragment: true,
+            tunnel: 1,
+        };
+        assert!(parse_plain_into(frame, VXLAN_PORT, &mut filled));
+        assert_eq!(filled, p);
     }
 }
