@@ -67,7 +67,7 @@ pub fn plain<P: PacketBytes + ?Sized>(p: &P, vxlan_port: u16) -> Option<Plain> {
 /// The transport header's length the full parser requires: TCP's data offset
 /// (`doff_byte`'s top nibble, at least 20 bytes), UDP's 8; 0 for anything else.
 #[inline(always)]
-fn l4_len(proto: u8, doff_byte: u8) -> usize {
+fn l4_hlen(proto: u8, doff_byte: u8) -> usize {
     let doff = ((doff_byte >> 4) as usize) * 4;
     match proto {
         IPPROTO_TCP if doff >= 20 => doff,
@@ -88,7 +88,7 @@ pub fn plain_ipv4<P: PacketBytes + ?Sized>(p: &P) -> Option<Plain> {
     let fixed = (h[12] ^ 0x08) | h[13] | (h[ip] ^ 0x45) | (h[ip + 6] & 0x3f) | h[ip + 7];
     let total = u16::from_be_bytes([h[ip + 2], h[ip + 3]]) as usize;
     let proto = h[ip + 9];
-    let l4_len = l4_len(proto, h[l4 + 12]);
+    let l4_len = l4_hlen(proto, h[l4 + 12]);
     // The full parser's checks: the transport header within the datagram,
     // the datagram within the frame (its linear part: a multi-buffer frame
     // goes the full way).
@@ -123,7 +123,7 @@ pub fn plain_ipv6<P: PacketBytes + ?Sized>(p: &P) -> Option<Plain> {
     let fixed = (h[12] ^ t0) | (h[13] ^ t1) | ((h[ip] >> 4) ^ 6);
     let plen = u16::from_be_bytes([h[ip + 4], h[ip + 5]]) as usize;
     let proto = h[ip + 6];
-    let l4_len = l4_len(proto, h[l4 + 12]);
+    let l4_len = l4_hlen(proto, h[l4 + 12]);
     // The full parser's checks: the payload length within the frame (its
     // linear part), the transport header within the payload length (0, a
     // jumbogram's, included).

@@ -66,11 +66,11 @@ use sensor_common::{
         Decision, PROBE_AWAITING, client_dir, is_dns_answer, may_be_followed, probe_remaining,
         watched_packet,
     },
-    quick::{Plain, parse_plain_into, plain, plainly_unwatched},
+    quick::{parse_plain_into, plain, plainly_unwatched},
     record::{
         RECORD_VERSION, RecordHeader, RecordKind, SMALL_SNAPLEN, SNAPLEN, flags, wakes_reader,
     },
-    watch::{BITMAP_WORDS, bit, bucket_ipv4, bucket_ipv6, bucket_v4, bucket_v6},
+    watch::{BITMAP_WORDS, bit, bucket_ipv4, bucket_ipv6},
 };
 
 #[map(name = "EVENTS")]
@@ -257,22 +257,12 @@ impl PacketBytes for Frame<'_> {
 fn plain_unwatched(ctx: &XdpContext, cfg: &Config) -> bool {
     let frame = PlainFrame::of(ctx);
     if let Some(q) = plain(&frame, cfg.vxlan_port)
-        && !plain_watched(&q)
+        && !watch_bits(q.family, &q.src, &q.dst)
         && plainly_unwatched(cfg, &q)
     {
         return true;
     }
     false
-}
-
-/// [`maybe_watched`] for a plain packet.
-#[inline(always)]
-fn plain_watched(q: &Plain) -> bool {
-    if q.family == FAMILY_V4 {
-        bit_set(&WATCH_BITS_V4, bucket_ipv4(&q.dst)) || bit_set(&WATCH_BITS_V4, bucket_ipv4(&q.src))
-    } else {
-        bit_set(&WATCH_BITS_V6, bucket_ipv6(&q.dst)) || bit_set(&WATCH_BITS_V6, bucket_ipv6(&q.src))
-    }
 }
 
 /// The frame's linear part as the fast path reads it: its own packet
@@ -443,10 +433,22 @@ fn bit_set(map: &Array<u64>, bucket: u32) -> bool {
 /// Whether source or destination may be watched (see sensor_common::watch).
 #[inline(always)]
 fn maybe_watched(p: &Parsed) -> bool {
-    if p.family == FAMILY_V4 {
-        bit_set(&WATCH_BITS_V4, bucket_v4(&p.dst)) || bit_set(&WATCH_BITS_V4, bucket_v4(&p.src))
+    let (s, d) = (&p.src, &p.dst);
+    watch_bits(
+        p.family,
+        &[s[0], s[1], s[2], s[3]],
+        &[d[0], d[1], d[2], d[3]],
+    )
+}
+
+/// Whether either address's bucket bit is set, from the addresses' first four
+/// bytes: all the buckets of either family read.
+#[inline(always)]
+fn watch_bits(family: u8, src: &[u8; 4], dst: &[u8; 4]) -> bool {
+    if family == FAMILY_V4 {
+        bit_set(&WATCH_BITS_V4, bucket_ipv4(dst)) || bit_set(&WATCH_BITS_V4, bucket_ipv4(src))
     } else {
-        bit_set(&WATCH_BITS_V6, bucket_v6(&p.dst)) || bit_set(&WATCH_BITS_V6, bucket_v6(&p.src))
+        bit_set(&WATCH_BITS_V6, bucket_ipv6(dst)) || bit_set(&WATCH_BITS_V6, bucket_ipv6(src))
     }
 }
 
