@@ -113,20 +113,21 @@ fn main() {
             })
             .collect()
     };
+    // One packet nobody watches, against the null program.
+    let unwatched = |name, frame: FrameBuilder| Case {
+        name,
+        frames: vec![frame.build()],
+        config: Config::default(),
+        warmup: 0,
+        target: Some(1.3),
+        ref_target: None,
+        blocking: false,
+    };
     let cases = [
-        Case {
-            name: "unwatched_ipv4_tcp",
-            frames: vec![
-                FrameBuilder::tcp("203.0.113.5", 443, "192.0.2.10", 40000)
-                    .payload(vec![0x17; 1400])
-                    .build(),
-            ],
-            config: Config::default(),
-            warmup: 0,
-            target: Some(1.3),
-            ref_target: None,
-            blocking: false,
-        },
+        unwatched(
+            "unwatched_ipv4_tcp",
+            FrameBuilder::tcp("203.0.113.5", 443, "192.0.2.10", 40000).payload(vec![0x17; 1400]),
+        ),
         Case {
             name: "watched_1500B_sampled",
             frames: watched(40000),
@@ -166,32 +167,14 @@ fn main() {
             ref_target: Some(1.3),
             blocking: false,
         },
-        Case {
-            name: "unwatched_ipv4_udp_quic",
-            frames: vec![
-                FrameBuilder::udp("203.0.113.5", 443, "192.0.2.10", 40000)
-                    .payload(vec![0x40; 1200])
-                    .build(),
-            ],
-            config: Config::default(),
-            warmup: 0,
-            target: Some(1.3),
-            ref_target: None,
-            blocking: false,
-        },
-        Case {
-            name: "unwatched_ipv6_tcp",
-            frames: vec![
-                FrameBuilder::tcp("3fff:0:9::5", 443, "3fff:0:2::10", 40000)
-                    .payload(vec![0x17; 1400])
-                    .build(),
-            ],
-            config: Config::default(),
-            warmup: 0,
-            target: Some(1.3),
-            ref_target: None,
-            blocking: false,
-        },
+        unwatched(
+            "unwatched_ipv4_udp_quic",
+            FrameBuilder::udp("203.0.113.5", 443, "192.0.2.10", 40000).payload(vec![0x40; 1200]),
+        ),
+        unwatched(
+            "unwatched_ipv6_tcp",
+            FrameBuilder::tcp("3fff:0:9::5", 443, "3fff:0:2::10", 40000).payload(vec![0x17; 1400]),
+        ),
     ];
     // The same packets with blocking on.
     let blocking: Vec<Case> = cases[..3]
