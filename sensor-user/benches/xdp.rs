@@ -14,7 +14,6 @@ use std::{path::PathBuf, time::Duration};
 
 use aya::{
     Ebpf,
-    maps::{MapData, RingBuf},
     programs::{TestRun, TestRunOptions, Xdp, XdpMode},
 };
 use sensor_common::{
@@ -26,6 +25,7 @@ use sensor_user::{
     capture::{
         blocks::BlockSink as _,
         loader::{AttachMode, MapSizes, NULL_OBJECT, REF_OBJECT, Sensor, XDP_OBJECT},
+        ring::Ring,
     },
     fixtures::{FrameBuilder, dns_answer},
 };
@@ -64,7 +64,7 @@ struct Case {
 /// Blocking costs packets it does not block at most this much over monitor mode.
 const BLOCKING_TARGET: f64 = 1.1;
 
-fn measure(prog: &Xdp, frames: &[Vec<u8>], ring: Option<&mut RingBuf<MapData>>) -> f64 {
+fn measure(prog: &Xdp, frames: &[Vec<u8>], ring: Option<&mut Ring>) -> f64 {
     measure_calls(prog, frames, ring, (CALLS_PER_ROUND, None))
 }
 
@@ -72,7 +72,7 @@ fn measure(prog: &Xdp, frames: &[Vec<u8>], ring: Option<&mut RingBuf<MapData>>) 
 fn measure_calls(
     prog: &Xdp,
     frames: &[Vec<u8>],
-    mut ring: Option<&mut RingBuf<MapData>>,
+    mut ring: Option<&mut Ring>,
     (calls, pause): (u32, Option<Duration>),
 ) -> f64 {
     let mut rounds = Vec::with_capacity(ROUNDS);
@@ -87,7 +87,7 @@ fn measure_calls(
             // The kernel reports the mean time per repetition.
             total += prog.test_run(opts).expect("BPF_PROG_TEST_RUN").duration;
             if let Some(r) = ring.as_deref_mut() {
-                while r.next().is_some() {}
+                r.drain(|_| true);
             }
             if let Some(p) = pause {
                 std::thread::sleep(p);
@@ -192,7 +192,6 @@ fn main() {
             blocking: true,
         })
         .collect();
-
     let mut null_obj = Ebpf::load(NULL_OBJECT).expect("load the null program");
     let null: &mut Xdp = null_obj
         .program_mut("xdp_null")
@@ -206,8 +205,8 @@ fn main() {
     let null_ns = measure(null, &cases[0].frames, None);
 
     let mut ref_obj = Ebpf::load(REF_OBJECT).expect("load the reference program");
-    let mut ref_ring = RingBuf::try_from(ref_obj.take_map("EVENTS").expect("EVENTS"))
-        .expect("the reference's ring");
+    let mut ref_ring =
+        Ring::try_from(ref_obj.take_map("EVENTS").expect("EVENTS")).expect("the reference's ring");
     let reference: &mut Xdp = ref_obj
         .program_mut("xdp_ref")
         .expect("xdp_ref")
@@ -441,7 +440,7 @@ fn scale(sampled: &Case) -> serde_json::Value {
             for _ in 0..SCALE_CALLS {
                 go.wait();
                 done.wait();
-                while ring.next().is_some() {}
+                ring.drain(|_| true);
             }
             let each: Vec<f64> = handles
                 .into_iter()
@@ -482,7 +481,7 @@ fn no_ring_full(stats: &sensor_user::capture::stats::Stats, case: &str) {
 }
 
 /// Loads the program for `case`, fills its maps, runs its warm-up.
-fn prepare(case: &Case) -> (Sensor, RingBuf<MapData>, Resident) {
+fn prepare(case: &Case) -> (Sensor, Ring, Resident) {
     let sizes = MapSizes {
         ring_bytes: 16 << 20,
         ..MapSizes::default()
@@ -514,7 +513,7 @@ fn prepare(case: &Case) -> (Sensor, RingBuf<MapData>, Resident) {
             .unwrap();
         }
     }
-    while ring.next().is_some() {}
+    ring.drain(|_| true);
     let home = Resident::new();
     sensor
         .attach(&home.iface, AttachMode::Generic)

@@ -9,10 +9,7 @@
     reason = "test code: a failed step is a failed test, with its backtrace"
 )]
 
-use aya::{
-    maps::{MapData, RingBuf},
-    programs::{TestRun, TestRunOptions},
-};
+use aya::programs::{TestRun, TestRunOptions};
 use sensor_common::{
     block::{BlockEntry, RST_INTERVAL_NS, policy, reason, watch_value},
     config::{Config, config_flags},
@@ -27,6 +24,7 @@ use sensor_user::{
         clock::mono_now_ns,
         loader::{MapSizes, Sensor, XDP_OBJECT},
         record::Record,
+        ring::Ring,
         stats::Stats,
         watch::WatchMaps,
     },
@@ -46,7 +44,7 @@ const SERVER6: &str = "2001:db8:1::2";
 
 struct Harness {
     sensor: Sensor,
-    ring: RingBuf<MapData>,
+    ring: Ring,
     stats: Stats,
     /// Owns the watch maps' descriptors for the harness's life.
     _watch: WatchMaps,
@@ -113,9 +111,10 @@ impl Harness {
 
     fn records(&mut self) -> Vec<Record> {
         let mut out = Vec::new();
-        while let Some(item) = self.ring.next() {
-            out.push(Record::decode(&item).expect("a well-formed record"));
-        }
+        self.ring.drain(|item| {
+            out.push(Record::decode(item).expect("a well-formed record"));
+            true
+        });
         out
     }
 

@@ -9,21 +9,19 @@
     reason = "test code: a failed step is a failed test, with its backtrace"
 )]
 
-use aya::{
-    maps::{MapData, RingBuf},
-    programs::{TestRun, TestRunOptions},
-};
+use aya::programs::{TestRun, TestRunOptions};
 use sensor_common::{
     config::Config,
     counters::Counter,
     flow::{FAMILY_V4, FAMILY_V6, FlowKey, IPPROTO_TCP, IPPROTO_UDP},
     parse::{TCP_ACK, TCP_FIN, TCP_SYN},
-    record::{RECORD_VERSION, RecordKind, SNAPLEN, flags},
+    record::{HEADER_LEN, RECORD_VERSION, RecordKind, SNAPLEN, flags},
 };
 use sensor_user::{
     capture::{
         loader::{MapSizes, Sensor, XDP_OBJECT},
         record::Record,
+        ring::Ring,
         stats::Stats,
         watch::WatchMaps,
     },
@@ -37,7 +35,7 @@ const QOBUZ: u32 = 1;
 
 struct Harness {
     sensor: Sensor,
-    ring: RingBuf<MapData>,
+    ring: Ring,
     stats: Stats,
     watch: WatchMaps,
 }
@@ -94,9 +92,10 @@ impl Harness {
 
     fn records(&mut self) -> Vec<Record> {
         let mut out = Vec::new();
-        while let Some(item) = self.ring.next() {
-            out.push(Record::decode(&item).expect("a well-formed record"));
-        }
+        self.ring.drain(|item| {
+            out.push(Record::decode(item).expect("a well-formed record"));
+            true
+        });
         out
     }
 
@@ -969,6 +968,87 @@ fn a_full_ring_is_counted_never_fatal() {
             .build(),
     );
     assert_eq!(h.records().len(), 1);
+}
+
+#[test]
+fn the_ring_is_read_in_order_across_its_wrap_and_after_an_early_stop() {
+    if skip_without_root("the_ring_is_read_in_order_across_its_wrap_and_after_an_early_stop") {
+        return;
+    }
+    // Four pages of ring (room for two full-size records and two small
+    // ones): records of both sizes wrap its end dozens of times, some
+    // straddling it (read through the second mapping of the data pages).
+    let mut h = Harness::with_ring(Config::default(), 16384);
+    let mut sport = 20000;
+    let mut frame = |len: usize| {
+        sport += 1;
+        FrameBuilder::tcp("192.0.2.10", sport, "198.51.100.2", 80)
+            .payload(vec![b'a' + (len % 26) as u8; len])
+            .build()
+    };
+    let rounds = 200;
+    for round in 0..rounds {
+        let frames = [(round * 37) % 1200 + 1, (round * 91) % 700 + 1].map(&mut frame);
+        for f in &frames {
+            h.run(f);
+        }
+        // Stopping after the first record leaves the second for the next drain.
+        let mut first = Vec::new();
+        let seen = h.ring.drain(|b| {
+            first.push(Record::decode(b).expect("a well-formed record"));
+            false
+        });
+        assert_eq!(seen, 1, "round {round}");
+        let rest = h.records();
+        assert_eq!(rest.len(), 1, "round {round}");
+        for (r, f) in first.iter().chain(&rest).zip(&frames) {
+            assert_eq!(r.frame, *f, "round {round}");
+        }
+    }
+    assert_eq!(h.count(Counter::RingFull), 0);
+    assert_eq!(h.count(Counter::SampledHead), 2 * rounds as u64);
+}
+
+#[test]
+fn the_reader_frees_ring_space_while_it_is_still_reading() {
+    if skip_without_root("the_reader_frees_ring_space_while_it_is_still_reading") {
+        return;
+    }
+    // Seven full-size records nearly fill four pages of ring. The reader
+    // publishes its position every quarter of the ring, so while it takes
+    // the fifth record, four are free again: room for three more records
+    // that arrive then (without the publishing, room for none).
+    let mut h = Harness::with_ring(Config::default(), 16384);
+    let full = |sport| {
+        FrameBuilder::tcp("192.0.2.10", sport, "198.51.100.2", 80)
+            .payload(vec![b'x'; 1400])
+            .build()
+    };
+    let record_bytes = 8 + HEADER_LEN + SNAPLEN;
+    assert!(7 * record_bytes <= 16384 && 10 * record_bytes > 16384);
+    for sport in 30000..30007 {
+        h.run(&full(sport));
+    }
+    let sensor = &h.sensor;
+    let mut taken = 0;
+    let seen = h.ring.drain(|_| {
+        taken += 1;
+        if taken == 5 {
+            for sport in 30007..30010 {
+                let frame = full(sport);
+                let opts = TestRunOptions {
+                    data_in: Some(&frame),
+                    ..TestRunOptions::default()
+                };
+                sensor.program().unwrap().test_run(opts).unwrap();
+            }
+        }
+        true
+    });
+    // The same drain read the three as well.
+    assert_eq!(seen, 10);
+    assert_eq!(h.count(Counter::RingFull), 0);
+    assert_eq!(h.count(Counter::SampledHead), 10);
 }
 
 #[test]

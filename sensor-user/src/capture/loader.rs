@@ -5,7 +5,7 @@ use std::{ffi::CString, fmt, io};
 
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
-    maps::{Array, MapData, MapError, PerCpuArray, RingBuf},
+    maps::{Array, MapData, MapError, PerCpuArray},
     programs::{ProgramError, Xdp, XdpMode, xdp::XdpLinkId},
 };
 use sensor_common::{config::Config, maps};
@@ -267,7 +267,7 @@ impl Sensor {
     }
 
     /// The ring buffer, for [`super::ring::RingReader`]. Once.
-    pub fn take_ring(&mut self) -> Result<RingBuf<MapData>, LoadError> {
+    pub fn take_ring(&mut self) -> Result<super::ring::Ring, LoadError> {
         take(&mut self.ebpf, maps::EVENTS)
     }
 

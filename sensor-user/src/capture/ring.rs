@@ -4,16 +4,29 @@
 //! filling ring), and a poll of `RING_POLL_MS` picks up the bulk records that
 //! do not. Each record goes straight to the pipeline's queue (one thread hop
 //! from the kernel to the pipeline: what a block waits for).
+//!
+//! [`Ring`] is the consumer side of the kernel's BPF ring buffer, mapped here
+//! rather than through aya's `RingBuf`, which publishes its read position
+//! after every record. The kernel reads that position on every reserve (and
+//! for every wake-up decision and `BPF_RB_AVAIL_DATA` query), so a store per
+//! record moves its cache line between the reader's CPU and the producer's
+//! once per record. [`Ring`] publishes once per batch instead
+//! ([`Ring::publish_every`], at most `PUBLISH_BYTES`) and at the end of each
+//! drain.
 
 use std::{
-    os::fd::AsRawFd as _,
+    os::fd::{AsFd as _, AsRawFd as _, RawFd},
+    ptr::NonNull,
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{self, AtomicBool, AtomicU32, AtomicUsize, Ordering},
     },
 };
 
-use aya::maps::{MapData, RingBuf};
+use aya::{
+    maps::{Map, MapData, MapError},
+    sys::SyscallError,
+};
 
 use super::record::{Record, RecordError};
 
@@ -24,17 +37,218 @@ pub type RecordResult = Result<Record, RecordError>;
 /// with no wake-up, so this bounds how long they wait.
 const POLL_MS: i32 = sensor_common::record::RING_POLL_MS;
 
+/// The record header's flags and size (uapi `linux/bpf.h`): a record still
+/// being written, a record its producer discarded, and the 8-byte header
+/// (length word, page offset) before every record.
+const BUSY_BIT: u32 = 1 << 31;
+const DISCARD_BIT: u32 = 1 << 30;
+const HEADER_BYTES: usize = 8;
+
+/// The most the read position runs ahead of the published one. Space read
+/// but not yet published is not free for the producer yet, so the bound is
+/// also at most a quarter of the ring.
+const PUBLISH_BYTES: usize = 64 * 1024;
+
+/// One shared mapping of the ring map's fd, unmapped on drop.
+struct Mapping {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain shared memory owned by this value; the kernel
+// writes it concurrently, which every read here accounts for (atomics for the
+// positions and headers, records read only once committed).
+unsafe impl Send for Mapping {}
+
+impl Mapping {
+    fn new(fd: RawFd, len: usize, prot: libc::c_int, offset: usize) -> Result<Self, MapError> {
+        // SAFETY: a fresh shared mapping of an open fd; the kernel checks
+        // that the range and protection are allowed for a ring buffer map.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                prot,
+                libc::MAP_SHARED,
+                fd,
+                offset as libc::off_t,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(MapError::SyscallError(SyscallError {
+                call: "mmap",
+                io_error: std::io::Error::last_os_error(),
+            }));
+        }
+        NonNull::new(ptr.cast())
+            .map(|ptr| Self { ptr, len })
+            .ok_or(MapError::SyscallError(SyscallError {
+                call: "mmap",
+                io_error: std::io::Error::other("mapped at address 0"),
+            }))
+    }
+
+    /// The word at `offset` (8-aligned, inside the mapping).
+    fn word<T>(&self, offset: usize) -> &T {
+        debug_assert!(offset + size_of::<T>() <= self.len && offset.is_multiple_of(8));
+        // SAFETY: in bounds and aligned (the callers' offsets are page starts
+        // and 8-aligned record starts); atomics only, so shared access is sound.
+        unsafe { &*self.ptr.as_ptr().add(offset).cast::<T>() }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: the whole mapping, valid for `len` bytes while `self` lives.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly what `new` mapped; nothing borrows it now.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+/// The ring buffer's consumer: drains committed records in order.
+pub struct Ring {
+    /// Holds the fd the mappings belong to open.
+    map: MapData,
+    /// The consumer page (read-write): the published read position.
+    consumer: Mapping,
+    /// The producer page (read-only: producer position) followed by the data
+    /// pages, mapped twice in a row so a record that wraps reads as one slice.
+    producer: Mapping,
+    page: usize,
+    mask: usize,
+    /// How far this consumer has read, published or not.
+    pos: usize,
+    /// What the kernel was last told.
+    published: usize,
+    publish_every: usize,
+}
+
+impl TryFrom<Map> for Ring {
+    type Error = MapError;
+
+    fn try_from(map: Map) -> Result<Self, MapError> {
+        match map {
+            Map::RingBuf(data) => Self::new(data),
+            // Another type: aya's own conversion refuses it, naming the type.
+            other => Err(aya::maps::RingBuf::try_from(other)
+                .err()
+                .unwrap_or(MapError::InvalidMapType { map_type: u32::MAX })),
+        }
+    }
+}
+
+impl Ring {
+    pub fn new(map: MapData) -> Result<Self, MapError> {
+        let size = map.info()?.max_entries() as usize;
+        // SAFETY: sysconf has no preconditions.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+        let fd = map.fd().as_fd().as_raw_fd();
+        let consumer = Mapping::new(fd, page, libc::PROT_READ | libc::PROT_WRITE, 0)?;
+        let producer = Mapping::new(fd, page + 2 * size, libc::PROT_READ, page)?;
+        let pos = consumer.word::<AtomicUsize>(0).load(Ordering::Acquire);
+        Ok(Self {
+            map,
+            consumer,
+            producer,
+            page,
+            mask: size - 1,
+            pos,
+            published: pos,
+            publish_every: PUBLISH_BYTES.min(size / 4),
+        })
+    }
+
+    /// The ring's size in bytes.
+    pub fn size(&self) -> usize {
+        self.mask + 1
+    }
+
+    /// Hands every committed record to `take`, in order, and returns how
+    /// many it saw; stops early when `take` returns false (that record
+    /// counts as read). Discarded records are skipped. Before returning, the
+    /// read position is published and the ring checked once more after a
+    /// full fence: either this sees a record committed meanwhile, or its
+    /// producer saw the published position and woke the reader.
+    pub fn drain(&mut self, mut take: impl FnMut(&[u8]) -> bool) -> usize {
+        let mut seen = 0;
+        loop {
+            let before = self.pos;
+            let stopped = self.read_committed(&mut take, &mut seen);
+            self.publish();
+            if stopped || self.pos == before {
+                return seen;
+            }
+            atomic::fence(Ordering::SeqCst);
+        }
+    }
+
+    /// Reads up to the producer position or the first record still being
+    /// written. True if `take` asked to stop.
+    fn read_committed(&mut self, take: &mut impl FnMut(&[u8]) -> bool, seen: &mut usize) -> bool {
+        // Release-stored by the kernel after the record's header.
+        let end = self.producer.word::<AtomicUsize>(0).load(Ordering::Acquire);
+        // Positions only grow; equality, not order, is wrap-safe.
+        while self.pos != end {
+            let at = self.page + (self.pos & self.mask);
+            // The kernel clears BUSY with a full barrier once the record is
+            // written: acquire pairs with it.
+            let header = self.producer.word::<AtomicU32>(at).load(Ordering::Acquire);
+            if header & BUSY_BIT != 0 {
+                return false;
+            }
+            let len = (header & !(BUSY_BIT | DISCARD_BIT)) as usize;
+            self.pos = self
+                .pos
+                .wrapping_add((HEADER_BYTES + len).next_multiple_of(8));
+            if header & DISCARD_BIT == 0 {
+                *seen += 1;
+                // The data pages are mapped twice, so a record never runs
+                // past the mapping; an empty slice would be a kernel bug,
+                // and is then counted downstream as a short record.
+                let start = at + HEADER_BYTES;
+                let record = self.producer.bytes().get(start..start + len).unwrap_or(&[]);
+                if !take(record) {
+                    return true;
+                }
+            }
+            if self.pos.wrapping_sub(self.published) >= self.publish_every {
+                self.publish();
+            }
+        }
+        false
+    }
+
+    /// Tells the kernel the space up to the read position is free.
+    fn publish(&mut self) {
+        if self.published != self.pos {
+            // Release: the records' reads happen before the kernel reuses their space.
+            self.consumer
+                .word::<AtomicUsize>(0)
+                .store(self.pos, Ordering::Release);
+            self.published = self.pos;
+        }
+    }
+
+    fn raw_fd(&self) -> RawFd {
+        self.map.fd().as_fd().as_raw_fd()
+    }
+}
+
 pub struct RingReader {
-    ring: RingBuf<MapData>,
+    ring: Ring,
 }
 
 impl RingReader {
-    pub fn new(ring: RingBuf<MapData>) -> Self {
+    pub fn new(ring: Ring) -> Self {
         Self { ring }
     }
 
     /// The ring back (a benchmark reuses it).
-    pub fn into_ring(self) -> RingBuf<MapData> {
+    pub fn into_ring(self) -> Ring {
         self.ring
     }
 
@@ -48,15 +262,17 @@ impl RingReader {
         mut deliver: impl FnMut(RecordResult) -> bool,
     ) -> std::io::Result<()> {
         super::sched::enter("ring");
-        let fd = self.ring.as_raw_fd();
+        let fd = self.ring.raw_fd();
         while !stop.load(Ordering::Relaxed) {
-            while let Some(item) = self.ring.next() {
-                // Decode (copy) first: an item borrows the ring.
-                let rec = Record::decode(&item);
-                drop(item);
-                if !deliver(rec) {
-                    return Ok(());
-                }
+            let mut gone = false;
+            // Decode (copy) each record: its bytes are the kernel's again
+            // once the read position is published.
+            self.ring.drain(|bytes| {
+                gone = !deliver(Record::decode(bytes));
+                !gone
+            });
+            if gone {
+                return Ok(());
             }
             let mut pfd = libc::pollfd {
                 fd,

@@ -10,12 +10,11 @@ use std::{
 };
 
 use anyhow::Context as _;
-use aya::maps::{MapData, RingBuf};
 use tokio::sync::watch;
 
 use super::Pipeline;
 use crate::{
-    capture::ring::{RecordResult, RingReader},
+    capture::ring::{RecordResult, Ring, RingReader},
     sinks::metrics::{self, Metrics},
     targets::learning::WatchSink,
 };
@@ -52,7 +51,7 @@ impl<W: WatchSink + Send + 'static> Pipeline<W> {
     /// has drained.
     pub fn serve(
         mut self,
-        ring: RingBuf<MapData>,
+        ring: Ring,
         reports: Option<crate::flows::workers::Reports<crate::sinks::block::Blocked>>,
         listener: std::net::TcpListener,
         control: Option<ControlSocket>,
