@@ -13,7 +13,7 @@
 use std::{path::PathBuf, time::Duration};
 
 use aya::{
-    Ebpf,
+    Ebpf, EbpfLoader,
     programs::{TestRun, TestRunOptions, Xdp, XdpMode},
 };
 use sensor_common::{
@@ -37,6 +37,9 @@ use sensor_user::{
 const REPEAT: u32 = 5_000;
 const CALLS_PER_ROUND: u32 = 200;
 const ROUNDS: usize = 5;
+/// Both programs' ring: room for a call's records (5,000 of 2,160 bytes at
+/// most), so no call measures the ring-full path.
+const RING_BYTES: u32 = 16 << 20;
 /// Flows a watched case cycles through, one per call: a single flow's u32
 /// head counter would fill within a few rounds of 1,500-byte packets and
 /// turn the sampled case into the past-budget one.
@@ -65,17 +68,32 @@ struct Case {
 const BLOCKING_TARGET: f64 = 1.1;
 
 fn measure(prog: &Xdp, frames: &[Vec<u8>], ring: Option<&mut Ring>) -> f64 {
-    measure_calls(prog, frames, ring, (CALLS_PER_ROUND, None))
+    measure_calls(prog, frames, ring, (CALLS_PER_ROUND, None)).0
 }
 
-/// [`measure`] with `calls` calls a round and `pause` after each.
+/// [`measure`] for the reference program, which counts nothing: every
+/// repetition must have handed up its record (a full ring would make the
+/// reference look cheaper than it is).
+fn measure_ref(prog: &Xdp, frames: &[Vec<u8>], ring: &mut Ring, case: &str) -> f64 {
+    let (ns, records) = measure_calls(prog, frames, Some(ring), (CALLS_PER_ROUND, None));
+    let want = ROUNDS as u64 * u64::from(CALLS_PER_ROUND) * u64::from(REPEAT);
+    assert_eq!(
+        records, want,
+        "{case}: the reference handed up {records} of {want} records (its ring was full): the run is invalid"
+    );
+    ns
+}
+
+/// [`measure`] with `calls` calls a round and `pause` after each; also the
+/// records drained from `ring`.
 fn measure_calls(
     prog: &Xdp,
     frames: &[Vec<u8>],
     mut ring: Option<&mut Ring>,
     (calls, pause): (u32, Option<Duration>),
-) -> f64 {
+) -> (f64, u64) {
     let mut rounds = Vec::with_capacity(ROUNDS);
+    let mut records = 0;
     for _ in 0..ROUNDS {
         let mut total = Duration::ZERO;
         for call in 0..calls {
@@ -87,7 +105,7 @@ fn measure_calls(
             // The kernel reports the mean time per repetition.
             total += prog.test_run(opts).expect("BPF_PROG_TEST_RUN").duration;
             if let Some(r) = ring.as_deref_mut() {
-                r.drain(|_| true);
+                records += r.drain(|_| true) as u64;
             }
             if let Some(p) = pause {
                 std::thread::sleep(p);
@@ -96,7 +114,7 @@ fn measure_calls(
         rounds.push(total.as_nanos() as f64 / f64::from(calls));
     }
     rounds.sort_by(f64::total_cmp);
-    rounds[ROUNDS / 2]
+    (rounds[ROUNDS / 2], records)
 }
 
 fn main() {
@@ -204,7 +222,10 @@ fn main() {
         .expect("attach the null program to its interface");
     let null_ns = measure(null, &cases[0].frames, None);
 
-    let mut ref_obj = Ebpf::load(REF_OBJECT).expect("load the reference program");
+    let mut ref_obj = EbpfLoader::new()
+        .map_max_entries("EVENTS", RING_BYTES)
+        .load(REF_OBJECT)
+        .expect("load the reference program");
     let mut ref_ring =
         Ring::try_from(ref_obj.take_map("EVENTS").expect("EVENTS")).expect("the reference's ring");
     let reference: &mut Xdp = ref_obj
@@ -245,7 +266,7 @@ fn main() {
         no_ring_full(&stats, case.name);
         rows.push((case.name.to_owned(), ns, ns / null_ns, case.target));
         if let Some(t) = case.ref_target {
-            let ref_ns = measure(reference, &case.frames, Some(&mut ref_ring));
+            let ref_ns = measure_ref(reference, &case.frames, &mut ref_ring, case.name);
             ref_rows.push((case.name, ref_ns, ns / ref_ns, t));
         }
     }
@@ -316,12 +337,7 @@ fn with_reader(sampled: &Case) -> serde_json::Value {
                 reader.into_ring()
             })
         };
-        read.push(measure_calls(
-            prog,
-            frames,
-            None,
-            (CALLS_PER_ROUND, Some(READER_PAUSE)),
-        ));
+        read.push(measure_calls(prog, frames, None, (CALLS_PER_ROUND, Some(READER_PAUSE))).0);
         stop.store(true, Ordering::Relaxed);
         ring = reader.join().expect("the reader");
     }
@@ -483,7 +499,7 @@ fn no_ring_full(stats: &sensor_user::capture::stats::Stats, case: &str) {
 /// Loads the program for `case`, fills its maps, runs its warm-up.
 fn prepare(case: &Case) -> (Sensor, Ring, Resident) {
     let sizes = MapSizes {
-        ring_bytes: 16 << 20,
+        ring_bytes: RING_BYTES,
         ..MapSizes::default()
     };
     let mut sensor = Sensor::load(XDP_OBJECT, &sizes, &case.config).expect("load leakwatch");

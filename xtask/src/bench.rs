@@ -35,8 +35,8 @@ pub fn run(only: Option<Which>) -> anyhow::Result<()> {
     }
     if want(Which::Live) {
         step(
-            "building leakwatch for the live benchmark",
-            cargo().args(["build", "-p", "sensor-user"]),
+            "building leakwatch (release) for the live benchmark",
+            cargo().args(["build", "--release", "-p", "sensor-user"]),
         )?;
         println!(
             "==> live: gateway forwarding with and without the sensor → target/bench/live.json"
