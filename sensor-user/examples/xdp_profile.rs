@@ -1,6 +1,6 @@
 //! Runs one path of the XDP program through BPF_PROG_TEST_RUN for a while, so
 //! `perf record -a` can profile it (docs/performance.md, "Where the time
-//! goes"). Needs root: `xdp_profile unwatched|unwatched6|quic|past_budget|sampled [SECONDS]
+//! goes"). Needs root: `xdp_profile unwatched|unwatched6|quic|past_budget|sampled|dns [SECONDS]
 //! [JIT_FILE]`. With JIT_FILE it writes the program's x86 code there, for
 //! `objdump -D -b binary -mi386:x86-64` (Debian's bpftool cannot disassemble
 //! it: no libbfd), to read perf's offsets against.
@@ -17,7 +17,7 @@ use aya::programs::{TestRun, TestRunOptions};
 use sensor_common::config::Config;
 use sensor_user::{
     capture::loader::{MapSizes, Sensor, XDP_OBJECT},
-    fixtures::FrameBuilder,
+    fixtures::{FrameBuilder, dns_answer},
 };
 
 fn main() {
@@ -57,8 +57,19 @@ fn main() {
                 .build(),
             0,
         ),
+        "dns" => (
+            FrameBuilder::udp("203.0.113.53", 53, "192.0.2.10", 33333)
+                .payload(dns_answer(
+                    7,
+                    "api.qobuz.com",
+                    &[[198, 51, 100, 2], [198, 51, 100, 3]],
+                    300,
+                ))
+                .build(),
+            0,
+        ),
         other => {
-            panic!("unknown path {other}: unwatched, unwatched6, quic, past_budget or sampled")
+            panic!("unknown path {other}: unwatched, unwatched6, quic, past_budget, sampled or dns")
         }
     };
     let config = Config {
@@ -70,9 +81,14 @@ fn main() {
         },
         ..Config::default()
     };
-    let mut sensor =
-        Sensor::load(XDP_OBJECT, &MapSizes::default(), &config).expect("load leakwatch");
+    // As the benchmark's: a call's records fit, so no call runs the ring-full path.
+    let sizes = MapSizes {
+        ring_bytes: 16 << 20,
+        ..MapSizes::default()
+    };
+    let mut sensor = Sensor::load(XDP_OBJECT, &sizes, &config).expect("load leakwatch");
     let mut ring = sensor.take_ring().expect("ring");
+    let stats = sensor.take_stats().expect("stats");
     let mut watch = sensor.take_watch().expect("watch maps");
     watch.insert("198.51.100.0/24".parse().unwrap(), 1).unwrap();
     let prog = sensor.program().expect("program");
@@ -106,8 +122,12 @@ fn main() {
     for _ in 0..warmup {
         run(1);
     }
-    // Calls the ring holds the records of, for the sampled path.
-    let repeat = if path == "sampled" { 5_000 } else { 100_000 };
+    // Calls the ring holds the records of, for the paths that hand packets up.
+    let repeat = if matches!(path.as_str(), "sampled" | "dns") {
+        5_000
+    } else {
+        100_000
+    };
     let end = Instant::now() + Duration::from_secs(secs);
     let mut ns = Vec::new();
     while Instant::now() < end {
@@ -115,6 +135,14 @@ fn main() {
         drain();
     }
     ns.sort_unstable();
+    // Test runs count on loopback's slot, as in the benchmark.
+    let full = stats
+        .get(1, sensor_common::counters::Counter::RingFull)
+        .expect("stats");
+    assert_eq!(
+        full, 0,
+        "{full} ring_full: this measured the ring-full path"
+    );
     println!(
         "{path}: median {} ns/packet over {} calls of {repeat}",
         ns[ns.len() / 2],
