@@ -45,7 +45,12 @@ pub fn family(a: &IpAddr) -> &'static str {
     if a.is_ipv4() { "ipv4" } else { "ipv6" }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Names an entry remembers, so a reload can work its policy bits out
+/// again under the new blocking modes; an entry learned from more has its
+/// bits fail open at the next reload.
+pub const MAX_NAMES: usize = 4;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Entry {
     service: u32,
     /// Cleartext policy bits (`sensor_common::block::policy`): those every name
@@ -53,11 +58,26 @@ struct Entry {
     policy: u8,
     source: Source,
     expires: Instant,
+    /// The names it was learned from (at most `MAX_NAMES`; empty when
+    /// restored from a snapshot), and whether there were more.
+    names: Vec<Box<str>>,
+    more_names: bool,
 }
 
 impl Entry {
     fn value(&self) -> u32 {
         watch_value(self.service, self.policy)
+    }
+
+    fn add_name(&mut self, name: &str) {
+        if self.names.iter().any(|n| **n == *name) {
+            return;
+        }
+        if self.names.len() < MAX_NAMES {
+            self.names.push(name.into());
+        } else {
+            self.more_names = true;
+        }
     }
 }
 
@@ -83,9 +103,12 @@ pub struct Learned {
     evicted_budget: [u64; 2],
 }
 
-/// What one learned address holds: its map entry and its expiry index entry.
-const ENTRY_BYTES: u64 =
-    (std::mem::size_of::<(IpAddr, Entry)>() + std::mem::size_of::<(Instant, IpAddr)>() + 48) as u64;
+/// What one learned address holds: its map entry, its expiry index entry and
+/// its names (counted at `MAX_NAMES` of up to 64 bytes).
+const ENTRY_BYTES: u64 = (std::mem::size_of::<(IpAddr, Entry)>()
+    + std::mem::size_of::<(Instant, IpAddr)>()
+    + 48
+    + MAX_NAMES * 64) as u64;
 
 impl Learned {
     /// `cap`: most addresses per family.
@@ -115,14 +138,15 @@ impl Learned {
         usize::from(a.is_ipv6())
     }
 
-    /// Learns (or refreshes) `addr` for `service` until `now + ttl`, from a name
-    /// with `policy` bits. A refresh never shortens an entry's life, and keeps
-    /// only the policy bits both names carry.
+    /// Learns (or refreshes) `addr` for `service` until `now + ttl`, from
+    /// `name` (none: restored from a snapshot) and its `policy` bits. A refresh
+    /// never shortens an entry's life, and keeps only the policy bits both
+    /// names carry; an entry no name taught yet takes the name's bits.
     pub fn learn(
         &mut self,
         addr: IpAddr,
         service: u32,
-        policy: u8,
+        (name, policy): (Option<&str>, u8),
         source: Source,
         ttl: Duration,
         now: Instant,
@@ -139,7 +163,16 @@ impl Learned {
             }
             e.service = service;
             e.source = source;
-            e.policy &= policy;
+            if let Some(name) = name {
+                if e.names.is_empty() && !e.more_names {
+                    e.policy = policy;
+                } else {
+                    e.policy &= policy;
+                }
+                e.add_name(name);
+            } else {
+                e.policy &= policy;
+            }
             if e.value() != was {
                 changes.push(Change::Watch(addr, e.value()));
             }
@@ -159,10 +192,12 @@ impl Learned {
             policy,
             source,
             expires,
+            names: name.into_iter().map(Box::from).collect(),
+            more_names: false,
         };
+        changes.push(Change::Watch(addr, e.value()));
         self.entries.insert(addr, e);
         self.by_expiry[f].insert((expires, addr));
-        changes.push(Change::Watch(addr, e.value()));
         if let Some(b) = self.budget.clone() {
             b.charge(ENTRY_BYTES);
             // The budget spent: this family gives back, closest to expiry
@@ -188,6 +223,25 @@ impl Learned {
         let was = e.value();
         e.policy &= policy;
         (e.value() != was).then(|| Change::Watch(*addr, e.value()))
+    }
+
+    /// Sets every entry's policy bits to `bits(service, address, names)`
+    /// (names `None`: it was learned from more than `MAX_NAMES`) and returns
+    /// the entries that changed: how a reload's blocking modes reach the
+    /// addresses learned before it.
+    pub fn recompute(
+        &mut self,
+        mut bits: impl FnMut(u32, &IpAddr, Option<&[Box<str>]>) -> u8,
+    ) -> Vec<Change> {
+        let mut out = Vec::new();
+        for (a, e) in &mut self.entries {
+            let was = e.value();
+            e.policy = bits(e.service, a, (!e.more_names).then_some(&e.names[..]));
+            if e.value() != was {
+                out.push(Change::Watch(*a, e.value()));
+            }
+        }
+        out
     }
 
     /// Removes every entry expired at `now`.
@@ -263,12 +317,12 @@ mod tests {
         let mut l = Learned::new(10);
         let a = ip("198.51.100.2");
         assert_eq!(
-            l.learn(a, 1, 0, Source::Dns, Duration::from_mins(1), t0),
+            l.learn(a, 1, (None, 0), Source::Dns, Duration::from_mins(1), t0),
             [Change::Watch(a, 1)]
         );
         // Refresh with a shorter TTL keeps the longer life; same service: no change.
         assert_eq!(
-            l.learn(a, 1, 0, Source::Dns, Duration::from_secs(5), t0),
+            l.learn(a, 1, (None, 0), Source::Dns, Duration::from_secs(5), t0),
             []
         );
         assert_eq!(l.expire(t0 + Duration::from_secs(59)), []);
@@ -281,9 +335,9 @@ mod tests {
         let t0 = Instant::now();
         let mut l = Learned::new(10);
         let a = ip("2001:db8::2");
-        l.learn(a, 1, 0, Source::Dns, Duration::from_mins(1), t0);
+        l.learn(a, 1, (None, 0), Source::Dns, Duration::from_mins(1), t0);
         assert_eq!(
-            l.learn(a, 2, 0, Source::Sni, Duration::from_mins(1), t0),
+            l.learn(a, 2, (None, 0), Source::Sni, Duration::from_mins(1), t0),
             [Change::Watch(a, 2)]
         );
         assert_eq!(l.counts().get(&("ipv6", Source::Sni)), Some(&1));
@@ -295,10 +349,10 @@ mod tests {
         let mut l = Learned::new(2);
         let (a, b, c) = (ip("192.0.2.1"), ip("192.0.2.2"), ip("192.0.2.3"));
         let v6 = ip("2001:db8::1");
-        l.learn(a, 1, 0, Source::Dns, Duration::from_secs(100), t0);
-        l.learn(b, 1, 0, Source::Dns, Duration::from_secs(10), t0);
-        l.learn(v6, 1, 0, Source::Dns, Duration::from_secs(1), t0);
-        let ch = l.learn(c, 1, 0, Source::Dns, Duration::from_secs(50), t0);
+        l.learn(a, 1, (None, 0), Source::Dns, Duration::from_secs(100), t0);
+        l.learn(b, 1, (None, 0), Source::Dns, Duration::from_secs(10), t0);
+        l.learn(v6, 1, (None, 0), Source::Dns, Duration::from_secs(1), t0);
+        let ch = l.learn(c, 1, (None, 0), Source::Dns, Duration::from_secs(50), t0);
         assert_eq!(ch, [Change::Unwatch(b), Change::Watch(c, 1)]);
         assert_eq!(l.evicted(), [1, 0]);
         assert_eq!(l.service_of(&v6), Some(1), "the other family is untouched");
@@ -312,15 +366,70 @@ mod tests {
         let a = ip("198.51.100.7");
         let ttl = Duration::from_mins(1);
         let strict = watch_value(1, 1);
+        let www = Some("www.qobuz.com");
         assert_eq!(
-            l.learn(a, 1, 1, Source::Dns, ttl, t0),
+            l.learn(a, 1, (www, 1), Source::Dns, ttl, t0),
             [Change::Watch(a, strict)]
         );
-        assert_eq!(l.learn(a, 1, 1, Source::Dns, ttl, t0), []);
+        assert_eq!(l.learn(a, 1, (www, 1), Source::Dns, ttl, t0), []);
         // The same address answered for a name without the policy.
         assert_eq!(l.restrict(&a, 0), Some(Change::Watch(a, 1)));
-        assert_eq!(l.learn(a, 1, 1, Source::Dns, ttl, t0), []);
+        assert_eq!(l.learn(a, 1, (www, 1), Source::Dns, ttl, t0), []);
         assert_eq!(l.restrict(&ip("198.51.100.8"), 0), None);
+    }
+
+    /// A restored entry starts without policy bits (fail open) and no name:
+    /// the first name that teaches it again gives it that name's bits.
+    #[test]
+    fn a_restored_entry_takes_the_bits_of_the_first_name_that_teaches_it() {
+        let t0 = Instant::now();
+        let mut l = Learned::new(10);
+        let a = ip("198.51.100.7");
+        let ttl = Duration::from_mins(1);
+        assert_eq!(
+            l.learn(a, 1, (None, 0), Source::Dns, ttl, t0),
+            [Change::Watch(a, 1)]
+        );
+        assert_eq!(
+            l.learn(a, 1, (Some("www.qobuz.com"), 1), Source::Dns, ttl, t0),
+            [Change::Watch(a, watch_value(1, 1))]
+        );
+        // A second name without the policy: only what both carry.
+        assert_eq!(
+            l.learn(a, 1, (Some("api.qobuz.com"), 0), Source::Dns, ttl, t0),
+            [Change::Watch(a, 1)]
+        );
+    }
+
+    /// A reload works every entry's bits out again from its names; an entry
+    /// learned from more names than it remembers is handed `None`.
+    #[test]
+    fn recompute_sets_each_entrys_bits_from_its_names() {
+        let t0 = Instant::now();
+        let mut l = Learned::new(10);
+        let ttl = Duration::from_mins(1);
+        let (a, b, c) = (ip("192.0.2.1"), ip("192.0.2.2"), ip("192.0.2.3"));
+        l.learn(a, 1, (Some("x.example"), 1), Source::Dns, ttl, t0);
+        l.learn(b, 1, (Some("y.example"), 0), Source::Dns, ttl, t0);
+        for i in 0..=MAX_NAMES {
+            let name = format!("n{i}.example");
+            l.learn(c, 1, (Some(&name), 1), Source::Dns, ttl, t0);
+        }
+        let bits = |_: u32, _: &IpAddr, names: Option<&[Box<str>]>| match names {
+            Some(n) if n.iter().any(|n| &**n == "y.example") => 1,
+            _ => 0,
+        };
+        let mut changes = l.recompute(bits);
+        changes.sort_by_key(|c| format!("{c:?}"));
+        assert_eq!(
+            changes,
+            [
+                Change::Watch(a, 1),
+                Change::Watch(b, watch_value(1, 1)),
+                Change::Watch(c, 1)
+            ]
+        );
+        assert_eq!(l.recompute(bits), []);
     }
 
     /// Learned addresses draw from the memory budget: past it the family
@@ -335,7 +444,7 @@ mod tests {
         for i in 0..5u8 {
             let a = IpAddr::from([198, 51, 100, 10 + i]);
             let ttl = Duration::from_secs(60 + u64::from(i));
-            let changes = l.learn(a, 1, 0, Source::Dns, ttl, t0);
+            let changes = l.learn(a, 1, (None, 0), Source::Dns, ttl, t0);
             assert!(changes.contains(&Change::Watch(a, 1)), "{changes:?}");
             assert!(!budget.over());
         }

@@ -123,10 +123,27 @@ impl<W: WatchSink> Targeting<W> {
         }
     }
 
-    /// Sets the blocking modes; before any address is watched (statics carry
-    /// their service's policy from the start).
+    /// Sets the blocking modes. Statics added later carry their service's
+    /// policy from the start ([`Self::reload`] adds them again); learned
+    /// addresses get their bits worked out again from the names they were
+    /// learned from (none, or more than `learned::MAX_NAMES`: no bits, fail
+    /// open), or none while the address is shared with a name outside the
+    /// catalog.
     pub fn set_blocking(&mut self, blocking: BlockSettings) {
         self.blocking = blocking;
+        let (blocking, shared, ids) = (&self.blocking, &self.shared, &self.ids);
+        let changes = self.learned.recompute(|service, addr, names| {
+            let (Some(names), Some(service)) = (names, ids.name(service)) else {
+                return 0;
+            };
+            if names.is_empty() || shared.contains_key(addr) {
+                return 0;
+            }
+            names
+                .iter()
+                .fold(u8::MAX, |bits, n| bits & blocking.name_bits(service, n))
+        });
+        self.apply(changes);
     }
 
     pub fn catalog(&self) -> &Catalog {
@@ -187,7 +204,7 @@ impl<W: WatchSink> Targeting<W> {
             self.ids.id(&s.id);
         }
         self.catalog = catalog;
-        self.blocking = blocking;
+        self.set_blocking(blocking);
         let mut want: Vec<(IpNet, String)> = self
             .catalog
             .services()
@@ -256,7 +273,9 @@ impl<W: WatchSink> Targeting<W> {
             bits = 0;
         }
         let id = self.ids.id(service);
-        let changes = self.learned.learn(addr, id, bits, source, ttl, now);
+        let changes = self
+            .learned
+            .learn(addr, id, (Some(name), bits), source, ttl, now);
         self.apply(changes);
         true
     }
@@ -441,7 +460,7 @@ impl<W: WatchSink> Targeting<W> {
             }
             let id = self.ids.id(service);
             let ttl = Duration::from_secs(*left);
-            let changes = self.learned.learn(*addr, id, 0, *source, ttl, now);
+            let changes = self.learned.learn(*addr, id, (None, 0), *source, ttl, now);
             self.apply(changes);
             n += 1;
         }
@@ -561,6 +580,38 @@ mod tests {
         assert_eq!(bits(&t, "198.51.100.10/32"), Some(0));
         let qobuz = t.ids().id_of("qobuz").unwrap();
         assert_eq!(t.service_of(ip("198.51.100.10")), Some(qobuz));
+    }
+
+    /// A reload that changes a name's blocking mode reaches the addresses
+    /// learned from it before the reload, both ways; a shared address stays
+    /// without policy.
+    #[test]
+    fn a_reloaded_blocking_mode_reaches_addresses_learned_before_it() {
+        use sensor_common::block::{policy, split_watch_value};
+        let modes = |m: &str| -> BlockSettings {
+            toml::from_str(&format!("[domains]\n\"www.qobuz.com\" = \"{m}\"\n")).unwrap()
+        };
+        let mut t = targeting(TargetSettings::default());
+        t.set_blocking(modes("block-cleartext"));
+        let now = Instant::now();
+        t.on_dns(&answer("www.qobuz.com", "198.51.100.2"), now);
+        t.on_dns(&answer("cdn.example.net", "198.51.100.9"), now);
+        t.on_dns(&answer("www.qobuz.com", "198.51.100.9"), now);
+        let bits = |t: &Targeting<MemoryWatch>, n: &str| {
+            t.sink()
+                .0
+                .get(&n.parse::<IpNet>().unwrap())
+                .map(|v| split_watch_value(*v).1)
+        };
+        assert_eq!(bits(&t, "198.51.100.2/32"), Some(policy::BLOCK_CLEARTEXT));
+        t.reload(Catalog::builtin(), modes("monitor"), &[]).unwrap();
+        assert_eq!(bits(&t, "198.51.100.2/32"), Some(0), "monitor: no bits");
+        t.reload(Catalog::builtin(), modes("dry-run"), &[]).unwrap();
+        assert_eq!(
+            bits(&t, "198.51.100.2/32"),
+            Some(policy::BLOCK_CLEARTEXT | policy::DRY_RUN)
+        );
+        assert_eq!(bits(&t, "198.51.100.9/32"), Some(0), "shared: no policy");
     }
 
     #[test]
