@@ -210,6 +210,7 @@ fn main() {
             blocking: true,
         })
         .collect();
+
     let mut null_obj = Ebpf::load(NULL_OBJECT).expect("load the null program");
     let null: &mut Xdp = null_obj
         .program_mut("xdp_null")

@@ -22,6 +22,8 @@ use leakwatch_tests::{
     process::ChildGuard,
 };
 
+use sensor_common::counters::Counter;
+
 use crate::shell::root;
 
 const SECONDS: u64 = 4;
@@ -148,17 +150,17 @@ fn round(lab: &Lab) -> anyhow::Result<f64> {
 }
 
 /// The reasons of `leakwatch_xdp_packets_total` a watched flow's packets count under.
-const WATCHED_REASONS: [&str; 10] = [
-    "watched_no_payload",
-    "sampled_head",
-    "sampled_tail",
-    "tls_meta",
-    "control",
-    "over_budget",
-    "ring_full",
-    "flow_insert_failed",
-    "syn_deferred",
-    "source_budget",
+const WATCHED: [Counter; 10] = [
+    Counter::WatchedNoPayload,
+    Counter::SampledHead,
+    Counter::SampledTail,
+    Counter::TlsMeta,
+    Counter::Control,
+    Counter::OverBudget,
+    Counter::RingFull,
+    Counter::FlowInsertFailed,
+    Counter::SynDeferred,
+    Counter::SourceBudget,
 ];
 
 /// The mix as the running sensor counted it: packets, and the shares that were
@@ -166,21 +168,24 @@ const WATCHED_REASONS: [&str; 10] = [
 fn mix_seen(lab: &Lab, metrics: &str) -> anyhow::Result<serde_json::Value> {
     use leakwatch_tests::read::metric;
     let text = lab.gateway_http_get(metrics, "/metrics")?;
-    let count = |reason: &str| {
+    let count = |reason: Counter| {
         metric(
             &text,
-            &format!("leakwatch_xdp_packets_total{{reason=\"{reason}\"}}"),
+            &format!(
+                "leakwatch_xdp_packets_total{{reason=\"{}\"}}",
+                reason.name()
+            ),
         )
         .unwrap_or(0)
     };
     let total = metric(&text, "leakwatch_xdp_packets_total").context("no packet counters")?;
-    let watched: u64 = WATCHED_REASONS.iter().map(|r| count(r)).sum();
+    let watched: u64 = WATCHED.into_iter().map(count).sum();
     let share = |n: u64| n as f64 / total.max(1) as f64;
     Ok(serde_json::json!({
         "packets": total,
         "watched": share(watched),
-        "unwatched": share(count("unwatched")),
-        "dns": share(count("dns_answer")),
+        "unwatched": share(count(Counter::Unwatched)),
+        "dns": share(count(Counter::DnsAnswer)),
     }))
 }
 

@@ -10,8 +10,8 @@
 //! after every record. The kernel reads that position on every reserve (and
 //! for every wake-up decision and `BPF_RB_AVAIL_DATA` query), so a store per
 //! record moves its cache line between the reader's CPU and the producer's
-//! once per record. [`Ring`] publishes once per batch instead
-//! ([`Ring::publish_every`], at most `PUBLISH_BYTES`) and at the end of each
+//! once per record. [`Ring`] publishes once per batch instead (every
+//! `PUBLISH_BYTES`, or a quarter of a smaller ring) and at the end of each
 //! drain.
 
 use std::{
@@ -160,11 +160,6 @@ impl Ring {
             published: pos,
             publish_every: PUBLISH_BYTES.min(size / 4),
         })
-    }
-
-    /// The ring's size in bytes.
-    pub fn size(&self) -> usize {
-        self.mask + 1
     }
 
     /// Hands every committed record to `take`, in order, and returns how
