@@ -207,6 +207,23 @@ fn wire_frames(lab: &Lab) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// CPU time (user and system) process `pid` has used, in seconds: what the
+/// daemon takes from the two cores the forwarding also runs on.
+fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("reading /proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces), from field 3.
+    let rest = stat.rsplit_once(')').context("a /proc stat line")?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| -> anyhow::Result<f64> {
+        Ok(f.get(i).context("a /proc stat field")?.parse::<f64>()?)
+    };
+    // utime and stime are fields 14 and 15: 11 and 12 after the name.
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Ok((ticks(11)? + ticks(12)?) / hz)
+}
+
 /// The null XDP program `cargo build --release -p sensor-user` just built (the newest).
 fn null_object() -> anyhow::Result<std::path::PathBuf> {
     let mut found: Vec<(std::time::SystemTime, std::path::PathBuf)> = Vec::new();
@@ -274,8 +291,12 @@ pub fn run() -> anyhow::Result<()> {
                 metrics,
                 &["--watch", "198.51.100.2/32=qobuz", "--xdp-mode", mode],
             )?;
+            let (cpu0, t0) = (cpu_seconds(sensor.pid())?, Instant::now());
             keep(format!("sensor/{mode}"), round(&lab)?, &mut line);
-            mix.insert(mode.into(), mix_seen(&lab, metrics)?);
+            let share = (cpu_seconds(sensor.pid())? - cpu0) / t0.elapsed().as_secs_f64();
+            let mut seen = mix_seen(&lab, metrics)?;
+            seen["daemon_cpu_share"] = serde_json::json!(share);
+            mix.insert(mode.into(), seen);
             sensor.signal(libc::SIGTERM);
             let _ = sensor.wait_timeout(Duration::from_secs(10));
         }
@@ -315,7 +336,7 @@ pub fn run() -> anyhow::Result<()> {
     }
     println!("(÷ no XDP is veth's own cost of running any XDP program: reported, not a target)");
     for (mode, m) in &mix {
-        println!("mix the sensor counted ({mode}, last round): {m}");
+        println!("the sensor's last round ({mode}): mix counted and daemon CPU {m}");
     }
     let json = serde_json::json!({
         "traffic": "iperf3: TCP to a watched address, TCP and 200-byte UDP to an unwatched one, as fast as the gateway forwards; DNS queries at a fixed rate, answered from :53 through the gateway; concurrently; TSO/GSO/GRO off (wire-sized frames)",
