@@ -104,7 +104,8 @@ pub struct Learned {
 }
 
 /// What one learned address holds: its map entry, its expiry index entry and
-/// its names (counted at `MAX_NAMES` of up to 64 bytes).
+/// its names (counted as `MAX_NAMES` names of 64 bytes, whatever it holds:
+/// few names are longer, most entries hold one).
 const ENTRY_BYTES: u64 = (std::mem::size_of::<(IpAddr, Entry)>()
     + std::mem::size_of::<(Instant, IpAddr)>()
     + 48
