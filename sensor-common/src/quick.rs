@@ -226,13 +226,60 @@ pub fn plainly_unwatched(cfg: &Config, q: &Plain) -> bool {
     !(follow && cfg.is_probe_port(q.sport))
 }
 
+/// Checks, panicking on a difference, that [`plain`] takes `frame` only
+/// where the full parser reads it the same way, and that
+/// [`parse_plain_into`] then fills every field of a `Parsed` (starting from
+/// [`stale_parsed`]) as the parser does; returns whether `plain` took it.
+/// For the unit tests below and the `parse` fuzz target.
+#[cfg(any(test, feature = "user"))]
+pub fn check_agreement(frame: &[u8], vxlan_port: u16) -> bool {
+    let Some(q) = plain(frame, vxlan_port) else {
+        return false;
+    };
+    let Ok(p) = crate::parse::parse_with(frame, vxlan_port) else {
+        panic!("the fast path took a frame the parser refuses");
+    };
+    assert_eq!(
+        (p.family, p.proto, p.tunnel, p.first_fragment),
+        (q.family, q.proto, 0, false)
+    );
+    assert_eq!((&p.src[..4], &p.dst[..4]), (&q.src[..], &q.dst[..]));
+    assert_eq!((p.sport, p.dport), (q.sport, q.dport));
+    let mut filled = stale_parsed();
+    assert!(parse_plain_into(frame, vxlan_port, &mut filled));
+    assert_eq!(filled, p, "the plain fill differs from the parser's");
+    true
+}
+
+/// A `Parsed` with every field set to what no plain frame gives: a fill
+/// that leaves one out shows.
+#[cfg(any(test, feature = "user"))]
+pub fn stale_parsed() -> Parsed {
+    Parsed {
+        family: 9,
+        proto: 9,
+        src: [0xee; 16],
+        dst: [0xee; 16],
+        sport: 1,
+        dport: 1,
+        l3_off: 1,
+        l4_off: 1,
+        payload_off: 1,
+        l3_len: 1,
+        payload_len: 1,
+        tcp_flags: 1,
+        tcp_seq: 1,
+        tcp_ack: 1,
+        vlan: true,
+        first_fragment: true,
+        tunnel: 1,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        parse::{TCP_ACK, parse},
-        tunnel::VXLAN_PORT,
-    };
+    use crate::{parse::TCP_ACK, tunnel::VXLAN_PORT};
 
     /// A plain frame with `payload` bytes, and its length.
     fn frame(payload: usize) -> ([u8; 1600], usize) {
@@ -276,47 +323,8 @@ mod tests {
         (f, PLAIN6_HLEN + payload)
     }
 
-    /// `Some` ⇒ the full parser agrees; the property the fuzz target checks
-    /// on hostile bytes.
     fn agrees(f: &[u8]) -> bool {
-        let Some(q) = plain(f, VXLAN_PORT) else {
-            return false;
-        };
-        let p = parse(f).expect("the full parser accepts a plain frame");
-        assert_eq!(
-            (p.family, p.proto, p.tunnel, p.first_fragment),
-            (q.family, q.proto, 0, false)
-        );
-        assert_eq!((&p.src[..4], &p.dst[..4]), (&q.src[..], &q.dst[..]));
-        assert_eq!((p.sport, p.dport), (q.sport, q.dport));
-        // Every field written, as the parser writes it.
-        let mut filled = stale();
-        assert!(parse_plain_into(f, VXLAN_PORT, &mut filled));
-        assert_eq!(filled, p);
-        true
-    }
-
-    /// A `Parsed` with every field set to what no plain frame gives.
-    fn stale() -> Parsed {
-        Parsed {
-            family: 9,
-            proto: 9,
-            src: [0xee; 16],
-            dst: [0xee; 16],
-            sport: 1,
-            dport: 1,
-            l3_off: 1,
-            l4_off: 1,
-            payload_off: 1,
-            l3_len: 1,
-            payload_len: 1,
-            tcp_flags: 1,
-            tcp_seq: 1,
-            tcp_ack: 1,
-            vlan: true,
-            first_fragment: true,
-            tunnel: 1,
-        }
+        check_agreement(f, VXLAN_PORT)
     }
 
     /// A frame of `frame`'s turned into UDP (its ports stay), its protocol
@@ -392,9 +400,9 @@ mod tests {
             let (mut f, mut n) = frame(10);
             edit(&mut f, &mut n);
             assert_eq!(plain(&f[..n], VXLAN_PORT), None, "{what}");
-            let mut out = stale();
+            let mut out = stale_parsed();
             assert!(!parse_plain_into(&f[..n], VXLAN_PORT, &mut out));
-            assert_eq!(out, stale(), "{what}: left untouched");
+            assert_eq!(out, stale_parsed(), "{what}: left untouched");
         }
         let edits6: [(&str, Edit); 10] = [
             ("VLAN tag", |f, _| f[12] = 0x81),
