@@ -157,14 +157,30 @@ pub fn requests_on_one_connection(
     addr: SocketAddr,
     requests: Vec<Vec<u8>>,
 ) -> anyhow::Result<()> {
+    requests_on_one_connection_then(ns, addr, requests, |_| ())
+}
+
+/// [`requests_on_one_connection`], calling `between(i)` after the answer to
+/// request `i` and before the next one: a test waits there for the sensor
+/// to act on what it saw, rather than racing the server's answer.
+pub fn requests_on_one_connection_then(
+    ns: &Netns,
+    addr: SocketAddr,
+    requests: Vec<Vec<u8>>,
+    mut between: impl FnMut(usize),
+) -> anyhow::Result<()> {
     let mut s = ns
         .run(move || TcpStream::connect_timeout(&addr, Duration::from_secs(5)))?
         .with_context(|| format!("connecting to {addr}"))?;
     s.set_read_timeout(Some(Duration::from_secs(2)))?;
-    for r in requests {
+    let last = requests.len().saturating_sub(1);
+    for (i, r) in requests.into_iter().enumerate() {
         s.write_all(&r)?;
         let mut buf = [0u8; 4096];
         let _ = s.read(&mut buf);
+        if i < last {
+            between(i);
+        }
     }
     Ok(())
 }

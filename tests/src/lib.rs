@@ -27,3 +27,4 @@ pub mod read;
 pub mod scenarios;
 pub mod tls;
 pub mod vlan;
+pub mod wait;

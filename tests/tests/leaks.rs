@@ -9,16 +9,14 @@
     reason = "test code: a failed step is a failed test, with its backtrace"
 )]
 
-use std::{
-    net::SocketAddr,
-    time::{Duration, Instant},
-};
+use std::{net::SocketAddr, time::Duration};
 
 use leakwatch_tests::{
     http::{HttpServer, exchange},
     lab::{self, Lab, OTHER_V4, SERVER_V4},
     netns::unique,
     read,
+    wait::wait_for,
 };
 use serde_json::Value;
 
@@ -54,14 +52,6 @@ fn findings(lab: &Lab, kind: &str) -> u64 {
         .sum()
 }
 
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[test]
 fn qobuz_style_leaks_are_found_and_redacted() {
     if leakwatch_tests::lab::skip_without_root("qobuz_style_leaks_are_found_and_redacted") {
@@ -93,7 +83,7 @@ fn qobuz_style_leaks_are_found_and_redacted() {
             .expect("request");
         assert!(resp.starts_with(b"HTTP/1.1 200"));
     }
-    wait_for("the leaks", || {
+    wait_for("the leaks", Duration::from_secs(10), || {
         findings(&lab, "password_hash") == 1
             && findings(&lab, "email") == 1
             && findings(&lab, "auth_token") >= 1
@@ -141,18 +131,26 @@ fn qobuz_style_leaks_are_found_and_redacted() {
     let rotated = events.with_extension("jsonl.1");
     std::fs::rename(&events, &rotated).unwrap();
     sensor.signal(libc::SIGHUP);
-    wait_for("the events file to be reopened", || events.exists());
+    wait_for(
+        "the events file to be reopened",
+        Duration::from_secs(10),
+        || events.exists(),
+    );
     exchange(
         &lab.client,
         format!("{SERVER_V4}:80").parse().unwrap(),
         login(),
     )
     .expect("request");
-    wait_for("a leak event in the new file", || {
-        read::json_lines(&events)
-            .iter()
-            .any(|e| e["event_type"] == "leak")
-    });
+    wait_for(
+        "a leak event in the new file",
+        Duration::from_secs(10),
+        || {
+            read::json_lines(&events)
+                .iter()
+                .any(|e| e["event_type"] == "leak")
+        },
+    );
     assert_eq!(
         read::json_lines(&rotated).len(),
         ev.len(),
@@ -206,7 +204,9 @@ fn a_leak_split_over_many_small_segments_is_found_once() {
     )
     .expect("request");
     assert!(resp.starts_with(b"HTTP/1.1 200"));
-    wait_for("the leak", || findings(&lab, "password_hash") == 1);
+    wait_for("the leak", Duration::from_secs(10), || {
+        findings(&lab, "password_hash") == 1
+    });
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(findings(&lab, "password_hash"), 1);
     let segments = read::json_lines(&dump)

@@ -18,6 +18,7 @@ use leakwatch_tests::{
     lab::{self, Lab, OTHER_V4, SERVER_V4},
     netns::unique,
     process::ChildGuard,
+    wait::wait_for,
 };
 use serde_json::Value;
 
@@ -44,14 +45,6 @@ fn api(lab: &Lab, path: &str) -> Value {
 fn query(lab: &Lab, q: &str) -> Option<f64> {
     let v = api(lab, &format!("/api/v1/query?query={}", encode(q)));
     v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
-}
-
-fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
 }
 
 #[test]
@@ -118,11 +111,13 @@ fn prometheus_sees_the_leak_and_the_alert_fires() {
         .spawn()
         .expect("start prometheus (apt-get install prometheus)");
     let _prom = ChildGuard::new(child, "prometheus");
-    wait_for("Prometheus to scrape the sensor", 30, || {
-        query(&lab, "up{job=\"leakwatch\"}") == Some(1.0)
-    });
+    wait_for(
+        "Prometheus to scrape the sensor",
+        Duration::from_secs(30),
+        || query(&lab, "up{job=\"leakwatch\"}") == Some(1.0),
+    );
     // A baseline sample before the leak, so increase() sees it.
-    wait_for("the findings series", 10, || {
+    wait_for("the findings series", Duration::from_secs(10), || {
         query(&lab, "sum(leakwatch_xdp_packets_total)").is_some()
     });
 
@@ -146,7 +141,7 @@ fn prometheus_sees_the_leak_and_the_alert_fires() {
     // Every metric the Grafana dashboard uses exists in the sensor's exposition
     // (the TLS-version series appear only with TLS traffic).
     // The apps gauges are brought up to date once a second.
-    wait_for("the apps gauges", 10, || {
+    wait_for("the apps gauges", Duration::from_secs(10), || {
         lab.gateway_http_get(METRICS, "/metrics").is_ok_and(|t| {
             t.contains("leakwatch_vulnerable_app_clients{")
                 && t.contains("leakwatch_third_party_findings{")
@@ -168,20 +163,26 @@ fn prometheus_sees_the_leak_and_the_alert_fires() {
     }
 
     let findings = "sum(leakwatch_findings_total{service=\"qobuz\",kind=\"password_hash\"})";
-    wait_for("Prometheus to see the finding", 20, || {
-        query(&lab, findings).is_some_and(|v| v >= 1.0)
-    });
-    wait_for("LeakwatchLeakFound to fire", 30, || {
-        let alerts = api(&lab, "/api/v1/alerts");
-        alerts["data"]["alerts"].as_array().is_some_and(|a| {
-            a.iter().any(|al| {
-                al["labels"]["alertname"] == "LeakwatchLeakFound"
-                    && al["labels"]["service"] == "qobuz"
-                    && al["labels"]["kind"] == "password_hash"
-                    && al["state"] == "firing"
+    wait_for(
+        "Prometheus to see the finding",
+        Duration::from_secs(20),
+        || query(&lab, findings).is_some_and(|v| v >= 1.0),
+    );
+    wait_for(
+        "LeakwatchLeakFound to fire",
+        Duration::from_secs(30),
+        || {
+            let alerts = api(&lab, "/api/v1/alerts");
+            alerts["data"]["alerts"].as_array().is_some_and(|a| {
+                a.iter().any(|al| {
+                    al["labels"]["alertname"] == "LeakwatchLeakFound"
+                        && al["labels"]["service"] == "qobuz"
+                        && al["labels"]["kind"] == "password_hash"
+                        && al["state"] == "firing"
+                })
             })
-        })
-    });
+        },
+    );
     // Every panel shows data after the lab ran: each query, as Grafana sends
     // it, returns at least one series (TLS versions need TLS traffic).
     // (A rate needs two scrapes of a series: give new series a few seconds.)

@@ -11,7 +11,7 @@
 use std::{
     io::{Read as _, Write as _},
     net::{SocketAddr, TcpStream},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use leakwatch_tests::{
@@ -19,6 +19,7 @@ use leakwatch_tests::{
     lab::{self, Lab, OTHER_V4, SERVER_V4},
     netns::unique,
     read,
+    wait::wait_for,
 };
 use serde_json::Value;
 
@@ -50,14 +51,6 @@ fn ask(s: &mut TcpStream, req: &str) {
 fn metric(lab: &Lab, series: &str) -> u64 {
     let text = lab.gateway_http_get(METRICS, "/metrics").unwrap();
     read::metric(&text, series).unwrap_or_else(|| panic!("{series} not exposed"))
-}
-
-fn wait(what: &str, f: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn token_leaks(events: &std::path::Path, host: &str) -> usize {
@@ -125,7 +118,7 @@ fn sighup_reloads_services_and_keeps_open_flows() {
     )
     .unwrap();
     sensor.signal(libc::SIGHUP);
-    wait("the new static prefix", || {
+    wait_for("the new static prefix", Duration::from_secs(15), || {
         metric(&lab, statics) == before + 1
     });
     assert_eq!(
@@ -146,7 +139,7 @@ fn sighup_reloads_services_and_keeps_open_flows() {
     ask(&mut open, &leak("QkX3u9rVb0dY7nWq2LpZsT5hGmJc8aEf"));
     let mut fresh = connect(&lab, other);
     ask(&mut fresh, &leak("Zr2Tn5Kv8Hm3Jd6Fs1Gb4Yc0PLx7Qw9a"));
-    wait("both findings", || {
+    wait_for("both findings", Duration::from_secs(15), || {
         token_leaks(&events, SERVER_V4) == 1 && token_leaks(&events, OTHER_V4) == 1
     });
     let ev = read::json_lines(&events);
@@ -160,9 +153,11 @@ fn sighup_reloads_services_and_keeps_open_flows() {
     )
     .unwrap();
     sensor.signal(libc::SIGHUP);
-    wait("the failed reload to be counted", || {
-        metric(&lab, "leakwatch_config_reload_total{result=\"error\"}") == 1
-    });
+    wait_for(
+        "the failed reload to be counted",
+        Duration::from_secs(15),
+        || metric(&lab, "leakwatch_config_reload_total{result=\"error\"}") == 1,
+    );
     assert_eq!(
         metric(&lab, statics),
         before + 1,
@@ -170,9 +165,11 @@ fn sighup_reloads_services_and_keeps_open_flows() {
     );
     let mut again = connect(&lab, other);
     ask(&mut again, &leak("Hm3Jd6Fs1Gb4Yc0PLx7Qw9aZr2Tn5Kv8"));
-    wait("the still-watched service's finding", || {
-        token_leaks(&events, OTHER_V4) == 2
-    });
+    wait_for(
+        "the still-watched service's finding",
+        Duration::from_secs(15),
+        || token_leaks(&events, OTHER_V4) == 2,
+    );
     drop(sensor);
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -194,9 +191,11 @@ fn a_restart_keeps_learned_addresses() {
     // A new flow names a Qobuz host: its address is learned from the probe.
     let mut s = connect(&lab, other);
     ask(&mut s, "GET / HTTP/1.1\r\nHost: www.qobuz.com\r\n\r\n");
-    wait("the address learned from Host", || {
-        metric(&lab, learned) == 1
-    });
+    wait_for(
+        "the address learned from Host",
+        Duration::from_secs(15),
+        || metric(&lab, learned) == 1,
+    );
     sensor.signal(libc::SIGTERM);
     assert!(
         sensor

@@ -10,10 +10,7 @@
     reason = "test code: a failed step is a failed test, with its backtrace"
 )]
 
-use std::{
-    path::PathBuf,
-    time::{Duration, Instant},
-};
+use std::{path::PathBuf, time::Duration};
 
 use leakwatch_tests::{
     lab::{self, CLIENT_V4, CLIENT2_V4, LAN_IF, LAN2_IF, Lab},
@@ -21,6 +18,7 @@ use leakwatch_tests::{
     read,
     scenarios::{self, Scenario},
     tls,
+    wait::wait_for,
 };
 use serde_json::Value;
 
@@ -81,14 +79,6 @@ impl Drop for World {
     }
 }
 
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(150));
-    }
-}
-
 #[test]
 fn every_streaming_scenario_is_found_and_nothing_else() {
     if leakwatch_tests::lab::skip_without_root("every_streaming_scenario_is_found_and_nothing_else")
@@ -103,7 +93,9 @@ fn every_streaming_scenario_is_found_and_nothing_else() {
     // The same secrets to a host that is no streaming service: nothing.
     w.send(&w.lab.client, &scenarios::unwatched(), false);
     let want = scenarios::expected_of(&all);
-    wait_until("every finding", || read::findings(&w.metrics()) == want);
+    wait_for("every finding", Duration::from_secs(15), || {
+        read::findings(&w.metrics()) == want
+    });
     std::thread::sleep(Duration::from_millis(500));
     let text = w.metrics();
     assert_eq!(read::findings(&text), want, "exactly these, nothing more");
@@ -169,7 +161,7 @@ fn ipv6_and_the_vlan_tagged_lan() {
     let reg = &scenarios::scenarios()[3];
     w.send(&w.lab.client2, reg, false);
     w.send(&w.lab.client2, &login, true);
-    wait_until("the leaks", || {
+    wait_for("the leaks", Duration::from_secs(15), || {
         let ev = read::json_lines(&w.events);
         ev.iter().filter(|e| e["event_type"] == "leak").count() >= 2 + 7 + 2
     });
@@ -228,7 +220,7 @@ fn the_same_requests_over_tls_leak_nothing() {
         let body = tls::curl(&w.lab.client, &s.curl_args("https")).expect("curl https");
         assert!(!body.is_empty(), "{}: an answer over TLS", s.what);
     }
-    wait_until("the TLS flows", || {
+    wait_for("the TLS flows", Duration::from_secs(15), || {
         let t = w.metrics();
         ["qobuz", "deezer", "spotify", "soundcloud"]
             .iter()
@@ -283,11 +275,11 @@ fn tls_to_an_address_learned_only_from_its_sni() {
     ];
     args.extend(s.curl_args("https"));
     tls::curl(&w.lab.client, &args).expect("curl");
-    wait_until("the SNI", || {
+    wait_for("the SNI", Duration::from_secs(15), || {
         read::metric(&w.metrics(), "leakwatch_probes_total{result=\"sni\"}").unwrap_or(0) >= 1
     });
     tls::curl(&w.lab.client, &args).expect("curl");
-    wait_until("the TLS flow", || {
+    wait_for("the TLS flow", Duration::from_secs(15), || {
         read::metric(
             &w.metrics(),
             "leakwatch_flows_total{service=\"deezer\",transport=\"tls\"}",
@@ -307,7 +299,7 @@ fn a_token_sent_from_a_second_client_is_one_replay() {
     let call = scenarios::qobuz_token_param(token);
     w.send(&w.lab.client, &call, false);
     w.send(&w.lab.client, &call, false);
-    wait_until("two findings", || {
+    wait_for("two findings", Duration::from_secs(15), || {
         read::findings(&w.metrics()).get(&("qobuz".into(), "auth_token".into())) == Some(&2)
     });
     assert!(
@@ -316,7 +308,7 @@ fn a_token_sent_from_a_second_client_is_one_replay() {
     );
     // The second client (another LAN, another address) sends the first one's token.
     w.send(&w.lab.client2, &call, false);
-    wait_until("the replay", || {
+    wait_for("the replay", Duration::from_secs(15), || {
         w.events().iter().any(|e| e["event_type"] == "replay")
     });
     w.send(&w.lab.client2, &call, false);
@@ -349,12 +341,12 @@ fn a_one_second_replay_window_from_the_config_reports_no_replay() {
     let token = "W1nd0wT0kenZx9Qw3Er7Ty1Ui5Op8As2";
     let call = scenarios::qobuz_token_param(token);
     w.send(&w.lab.client, &call, false);
-    wait_until("the first finding", || {
+    wait_for("the first finding", Duration::from_secs(15), || {
         read::findings(&w.metrics()).get(&("qobuz".into(), "auth_token".into())) == Some(&1)
     });
     std::thread::sleep(Duration::from_millis(2500));
     w.send(&w.lab.client2, &call, false);
-    wait_until("the second finding", || {
+    wait_for("the second finding", Duration::from_secs(15), || {
         read::findings(&w.metrics()).get(&("qobuz".into(), "auth_token".into())) == Some(&2)
     });
     std::thread::sleep(Duration::from_millis(700));

@@ -10,11 +10,7 @@
     reason = "test code: a failed step is a failed test, with its backtrace"
 )]
 
-use std::{
-    net::SocketAddr,
-    path::Path,
-    time::{Duration, Instant},
-};
+use std::{net::SocketAddr, path::Path, time::Duration};
 
 use leakwatch_tests::{
     dns::{self, Zone},
@@ -22,6 +18,7 @@ use leakwatch_tests::{
     lab::{self, DNS_V4, Lab, OTHER_V4, SERVER_V4},
     netns::unique,
     read,
+    wait::wait_for,
 };
 use serde_json::Value;
 
@@ -41,14 +38,6 @@ fn metric(lab: &Lab, series: &str) -> u64 {
         series,
     )
     .unwrap_or(0)
-}
-
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn has_from_client(r: &Value) -> bool {
