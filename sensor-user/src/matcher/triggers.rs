@@ -384,6 +384,9 @@ mod tests {
             "Cookie: a=1; arl=x",
             "a%40b.com",
             r"a\u0040b",
+            "PASS ftp@example.com",
+            r#"{"email":"titi@titi.fr"}"#,
+            "jane.doe+tag@mail.example.co.uk",
             "X-User-Auth-Token: x",
             "eyJhbGciOiJIUzI1NiJ9",
             "card=4111+1111+1111+1111",
@@ -399,8 +402,33 @@ mod tests {
             "User-Agent: Qobuz/6.1.2 (iPhone; iOS 17.2)",
             "Accept-Language: fr-FR,fr;q=0.9",
             "x-request-id: 12",
+            "@media screen { a { color: red } }",
+            "user@localhost",
+            "\x01@\x02",
         ] {
             assert!(!t.fires(&s, no.as_bytes()), "{no}");
         }
+    }
+
+    #[test]
+    fn binary_segments_seldom_decode() {
+        // A binary stream (compressed audio, encrypted data) has an `@` in
+        // almost every 1,400-byte segment; a lone `@` must not make the
+        // fallback dissector decode them all.
+        let (t, s) = builtin();
+        let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut fired = 0;
+        for _ in 0..400 {
+            let seg: Vec<u8> = (0..1400)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x.to_le_bytes()[0]
+                })
+                .collect();
+            fired += usize::from(t.fires(&s, &seg));
+        }
+        assert!(fired <= 4, "{fired} of 400 random segments decoded");
     }
 }
