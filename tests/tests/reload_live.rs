@@ -206,6 +206,8 @@ fn a_restart_keeps_learned_addresses() {
     let file = lab.state_dir.join("learned.json");
     let text = std::fs::read_to_string(&file).unwrap();
     assert!(text.contains(OTHER_V4) && text.contains("qobuz"), "{text}");
+    // With the name it was learned from: its policy bits come back with it.
+    assert!(text.contains(r#""names":["www.qobuz.com"]"#), "{text}");
     // The next start watches it at once.
     let _again = lab
         .start_sensor(&lab::leakwatch_bin(), METRICS, &[])

@@ -45,9 +45,9 @@ pub fn family(a: &IpAddr) -> &'static str {
     if a.is_ipv4() { "ipv4" } else { "ipv6" }
 }
 
-/// Names an entry remembers, so a reload can work its policy bits out
-/// again under the new blocking modes; an entry learned from more has its
-/// bits fail open at the next reload.
+/// Names an entry remembers, so a reload (or a restart) can work its policy
+/// bits out again under the blocking modes then in force; an entry learned
+/// from more has its bits fail open.
 pub const MAX_NAMES: usize = 4;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,7 +59,7 @@ struct Entry {
     source: Source,
     expires: Instant,
     /// The names it was learned from (at most `MAX_NAMES`; empty when
-    /// restored from a snapshot), and whether there were more.
+    /// restored from a snapshot without names), and whether there were more.
     names: Vec<Box<str>>,
     more_names: bool,
 }
@@ -140,7 +140,7 @@ impl Learned {
     }
 
     /// Learns (or refreshes) `addr` for `service` until `now + ttl`, from
-    /// `name` (none: restored from a snapshot) and its `policy` bits. A refresh
+    /// `name` (none: restored from a snapshot without names) and its `policy` bits. A refresh
     /// never shortens an entry's life, and keeps only the policy bits both
     /// names carry; an entry no name taught yet takes the name's bits.
     pub fn learn(
@@ -296,11 +296,15 @@ impl Learned {
         self.entries.get(a).map(|e| e.service)
     }
 
-    /// Every entry: address, service id, source, and when it expires.
-    pub fn entries(&self) -> impl Iterator<Item = (IpAddr, u32, Source, Instant)> + '_ {
-        self.entries
-            .iter()
-            .map(|(a, e)| (*a, e.service, e.source, e.expires))
+    /// Every entry: address, service id, source, when it expires, and the
+    /// names it was learned from (`None`: more than it remembers).
+    pub fn entries(
+        &self,
+    ) -> impl Iterator<Item = (IpAddr, u32, Source, Instant, Option<&[Box<str>]>)> + '_ {
+        self.entries.iter().map(|(a, e)| {
+            let names = (!e.more_names).then_some(&e.names[..]);
+            (*a, e.service, e.source, e.expires, names)
+        })
     }
 }
 
@@ -379,7 +383,7 @@ mod tests {
         assert_eq!(l.restrict(&ip("198.51.100.8"), 0), None);
     }
 
-    /// A restored entry starts without policy bits (fail open) and no name:
+    /// A restored entry without names starts without policy bits (fail open) and no name:
     /// the first name that teaches it again gives it that name's bits.
     #[test]
     fn a_restored_entry_takes_the_bits_of_the_first_name_that_teaches_it() {

@@ -21,6 +21,7 @@ use super::{
     learned::{Change, Learned, Source, family},
     policy::BlockSettings,
     settings::TargetSettings,
+    store::Saved,
 };
 use crate::{
     capture::record::Record,
@@ -433,35 +434,63 @@ impl<W: WatchSink> Targeting<W> {
         out
     }
 
-    /// The learned addresses, to keep across a restart: (address, service
-    /// name, source, seconds left).
-    pub fn learned_snapshot(&self, now: Instant) -> Vec<(IpAddr, String, Source, u64)> {
+    /// The learned addresses, to keep across a restart.
+    pub fn learned_snapshot(&self, now: Instant) -> Vec<Saved> {
         self.learned
             .entries()
-            .filter_map(|(a, id, src, expires)| {
+            .filter_map(|(addr, id, source, expires, names)| {
                 let left = expires.checked_duration_since(now)?.as_secs();
-                Some((a, self.ids.name(id)?.to_owned(), src, left))
+                Some(Saved {
+                    addr,
+                    service: self.ids.name(id)?.to_owned(),
+                    source,
+                    left,
+                    names: names.map(|n| n.iter().map(ToString::to_string).collect()),
+                    shared: self.shared.contains_key(&addr),
+                })
             })
-            .filter(|e| e.3 > 0)
+            .filter(|e| e.left > 0)
             .collect()
     }
 
     /// Learns the addresses of a snapshot again, each for the time it had
-    /// left; services the catalog no longer has, and addresses a static prefix
-    /// covers, are skipped. Cleartext policy bits start empty (fail open): a
-    /// fresh DNS answer gives them back. Returns how many were restored.
-    pub fn restore(&mut self, entries: &[(IpAddr, String, Source, u64)], now: Instant) -> usize {
+    /// left and from the names it was learned from, so they carry the
+    /// cleartext policy bits those names have now; services the catalog no
+    /// longer has, and addresses a static prefix covers, are skipped. Without
+    /// its names (a file from before they were kept, or more than an entry
+    /// remembers) an address starts without bits (fail open) until a fresh
+    /// answer; a shared one stays without. Returns how many were restored.
+    pub fn restore(&mut self, entries: &[Saved], now: Instant) -> usize {
         let mut n = 0;
-        for (addr, service, source, left) in entries {
-            if !self.catalog.services().iter().any(|s| &s.id == service)
-                || self.statics.iter().any(|(net, _)| net.contains(addr))
+        for e in entries {
+            if !self.catalog.services().iter().any(|s| s.id == e.service)
+                || self.statics.iter().any(|(net, _)| net.contains(&e.addr))
             {
                 continue;
             }
-            let id = self.ids.id(service);
-            let ttl = Duration::from_secs(*left);
-            let changes = self.learned.learn(*addr, id, (None, 0), *source, ttl, now);
-            self.apply(changes);
+            if e.shared {
+                self.shared.insert(e.addr, (), now);
+            }
+            let id = self.ids.id(&e.service);
+            let ttl = Duration::from_secs(e.left);
+            let names = e.names.as_deref().unwrap_or_default();
+            if names.is_empty() {
+                let changes = self
+                    .learned
+                    .learn(e.addr, id, (None, 0), e.source, ttl, now);
+                self.apply(changes);
+            }
+            for name in names {
+                let bits = if e.shared {
+                    0
+                } else {
+                    self.blocking.name_bits(&e.service, name)
+                };
+                let changes =
+                    self.learned
+                        .learn(e.addr, id, (Some(name), bits), e.source, ttl, now);
+                self.apply(changes);
+            }
             n += 1;
         }
         n
@@ -612,6 +641,74 @@ mod tests {
             Some(policy::BLOCK_CLEARTEXT | policy::DRY_RUN)
         );
         assert_eq!(bits(&t, "198.51.100.9/32"), Some(0), "shared: no policy");
+    }
+
+    /// A restart brings learned addresses back with their names: their
+    /// policy bits are those names' under the modes of the new start; a
+    /// shared address stays without; one saved without names (an older
+    /// file) has none until a fresh answer.
+    #[test]
+    fn a_restart_restores_learned_addresses_with_their_policy() {
+        use sensor_common::block::{policy, split_watch_value};
+        let modes = |m: &str| -> BlockSettings {
+            toml::from_str(&format!("[domains]\n\"www.qobuz.com\" = \"{m}\"\n")).unwrap()
+        };
+        let bits = |t: &Targeting<MemoryWatch>, n: &str| {
+            t.sink()
+                .0
+                .get(&n.parse::<IpNet>().unwrap())
+                .map(|v| split_watch_value(*v).1)
+        };
+        let now = Instant::now();
+        let mut before = targeting(TargetSettings::default());
+        before.set_blocking(modes("block-cleartext"));
+        before.on_dns(&answer("www.qobuz.com", "198.51.100.2"), now);
+        before.on_dns(&answer("cdn.example.net", "198.51.100.9"), now);
+        before.on_dns(&answer("www.qobuz.com", "198.51.100.9"), now);
+        let mut saved = before.learned_snapshot(now);
+        saved.sort_by_key(|e| e.addr);
+        assert_eq!(saved.len(), 2);
+        assert_eq!(
+            saved[0].names.as_deref(),
+            Some(&["www.qobuz.com".to_owned()][..])
+        );
+        assert!(!saved[0].shared && saved[1].shared);
+
+        let mut after = targeting(TargetSettings::default());
+        after.set_blocking(modes("dry-run"));
+        assert_eq!(after.restore(&saved, now), 2);
+        assert_eq!(
+            bits(&after, "198.51.100.2/32"),
+            Some(policy::BLOCK_CLEARTEXT | policy::DRY_RUN),
+            "the name's mode at the new start"
+        );
+        assert_eq!(
+            bits(&after, "198.51.100.9/32"),
+            Some(0),
+            "shared: no policy"
+        );
+        // Still shared: a fresh answer for the service's name gives none.
+        after.on_dns(&answer("www.qobuz.com", "198.51.100.9"), now);
+        assert_eq!(bits(&after, "198.51.100.9/32"), Some(0));
+
+        // Without names: watched, no bits (fail open) until answered again.
+        let mut older = targeting(TargetSettings::default());
+        older.set_blocking(modes("block-cleartext"));
+        let nameless: Vec<_> = saved
+            .iter()
+            .map(|e| Saved {
+                names: None,
+                shared: false,
+                ..e.clone()
+            })
+            .collect();
+        older.restore(&nameless, now);
+        assert_eq!(bits(&older, "198.51.100.2/32"), Some(0));
+        older.on_dns(&answer("www.qobuz.com", "198.51.100.2"), now);
+        assert_eq!(
+            bits(&older, "198.51.100.2/32"),
+            Some(policy::BLOCK_CLEARTEXT)
+        );
     }
 
     #[test]

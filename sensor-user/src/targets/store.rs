@@ -1,6 +1,7 @@
 //! Learned addresses across a restart: written to the state directory (every
 //! minute and at exit, write-then-rename, 0600) and read back at start, each
-//! entry with the wall-clock time it expires, re-checked when loaded.
+//! entry with the wall-clock time it expires, re-checked when loaded, and the
+//! names it was learned from, so its cleartext policy bits come back with it.
 
 use std::{
     io::{self, Write as _},
@@ -31,27 +32,46 @@ struct StoredAddr {
     source: String,
     /// UNIX seconds.
     expires: u64,
+    /// Absent in files written before names were kept, and for an address
+    /// learned from more names than an entry remembers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    names: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    shared: bool,
+}
+
+/// One learned address as kept across a restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Saved {
+    pub addr: IpAddr,
+    pub service: String,
+    pub source: Source,
+    /// Seconds left.
+    pub left: u64,
+    /// The names it was learned from; `None`: not known (more than an entry
+    /// remembers, or a file from before names were kept).
+    pub names: Option<Vec<String>>,
+    /// Also answered for names outside the catalog (a CDN's): no policy bits.
+    pub shared: bool,
 }
 
 fn unix(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-/// Writes `entries` (address, service, source, seconds left at `now`).
-pub fn save(
-    path: &Path,
-    entries: &[(IpAddr, String, Source, u64)],
-    now: SystemTime,
-) -> io::Result<()> {
+/// Writes `entries` (their seconds left counted from `now`).
+pub fn save(path: &Path, entries: &[Saved], now: SystemTime) -> io::Result<()> {
     let stored = Stored {
         version: VERSION,
         addresses: entries
             .iter()
-            .map(|(addr, service, source, left)| StoredAddr {
-                addr: *addr,
-                service: service.clone(),
-                source: source.name().to_owned(),
-                expires: unix(now) + left,
+            .map(|e| StoredAddr {
+                addr: e.addr,
+                service: e.service.clone(),
+                source: e.source.name().to_owned(),
+                expires: unix(now) + e.left,
+                names: e.names.clone(),
+                shared: e.shared,
             })
             .collect(),
     };
@@ -69,7 +89,7 @@ pub fn save(
 }
 
 /// The entries still live at `now`, each with its seconds left.
-pub fn load(path: &Path, now: SystemTime) -> io::Result<Vec<(IpAddr, String, Source, u64)>> {
+pub fn load(path: &Path, now: SystemTime) -> io::Result<Vec<Saved>> {
     let stored: Stored = serde_json::from_slice(&std::fs::read(path)?).map_err(|e| {
         io::Error::new(
             io::ErrorKind::InvalidData,
@@ -92,7 +112,14 @@ pub fn load(path: &Path, now: SystemTime) -> io::Result<Vec<(IpAddr, String, Sou
         .into_iter()
         .filter_map(|a| {
             let left = a.expires.checked_sub(now).filter(|l| *l > 0)?;
-            Some((a.addr, a.service, Source::from_name(&a.source)?, left))
+            Some(Saved {
+                addr: a.addr,
+                service: a.service,
+                source: Source::from_name(&a.source)?,
+                left,
+                names: a.names,
+                shared: a.shared,
+            })
         })
         .collect())
 }
@@ -112,11 +139,47 @@ mod tests {
         let t0 = UNIX_EPOCH + Duration::from_hours(500_000);
         let a: IpAddr = "198.51.100.2".parse().unwrap();
         let b: IpAddr = "2001:db8:5::2".parse().unwrap();
+        let c: IpAddr = "198.51.100.3".parse().unwrap();
+        let d: IpAddr = "198.51.100.4".parse().unwrap();
+        let saved = |addr, service: &str, source, left, names: Option<&[&str]>, shared| Saved {
+            addr,
+            service: service.into(),
+            source,
+            left,
+            names: names.map(|n| n.iter().map(|&n| n.to_owned()).collect()),
+            shared,
+        };
+        let qobuz = saved(
+            a,
+            "qobuz",
+            Source::Dns,
+            300,
+            Some(&["www.qobuz.com"]),
+            false,
+        );
+        let cdn = saved(
+            c,
+            "qobuz",
+            Source::Dns,
+            300,
+            Some(&["streaming.qobuz.com"]),
+            true,
+        );
+        let many = saved(d, "qobuz", Source::Dns, 300, None, false);
         save(
             &path,
             &[
-                (a, "qobuz".into(), Source::Dns, 300),
-                (b, "deezer".into(), Source::Sni, 30),
+                qobuz.clone(),
+                saved(
+                    b,
+                    "deezer",
+                    Source::Sni,
+                    30,
+                    Some(&["www.deezer.com"]),
+                    false,
+                ),
+                cdn.clone(),
+                many.clone(),
             ],
             t0,
         )
@@ -127,7 +190,19 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         // 60 s later (a restart): b has expired, a has 240 s left.
         let back = load(&path, t0 + Duration::from_mins(1)).unwrap();
-        assert_eq!(back, [(a, "qobuz".to_owned(), Source::Dns, 240)]);
+        let later = |s: &Saved| Saved {
+            left: 240,
+            ..s.clone()
+        };
+        assert_eq!(back, [later(&qobuz), later(&cdn), later(&many)]);
+        // A file from before names were kept: no names, not shared.
+        let old = format!(
+            r#"{{"version":1,"addresses":[{{"addr":"{a}","service":"qobuz","source":"dns","expires":{}}}]}}"#,
+            unix(t0) + 300
+        );
+        std::fs::write(&path, old).unwrap();
+        let back = load(&path, t0).unwrap();
+        assert_eq!(back, [saved(a, "qobuz", Source::Dns, 300, None, false)]);
         std::fs::write(&path, b"{not json").unwrap();
         let e = load(&path, t0).unwrap_err().to_string();
         assert!(e.contains(FILE), "{e}");
