@@ -1,14 +1,14 @@
-//! Crafted captures: TCP conversations written as pcap files (Ethernet, IPv4,
-//! correct sequence and acknowledgment numbers, a handshake first), for tests
+//! Crafted captures: TCP conversations written as pcap files (Ethernet, IPv4
+//! or IPv6, correct sequence and acknowledgment numbers, a handshake first), for tests
 //! that replay a protocol exchange no public capture holds. Addresses are the
 //! documentation ranges.
 
-use std::path::Path;
+use std::{net::IpAddr, path::Path};
 
 /// One TCP connection, client → server and back, built message by message.
 pub struct Conversation {
-    client: ([u8; 4], u16),
-    server: ([u8; 4], u16),
+    client: (IpAddr, u16),
+    server: (IpAddr, u16),
     seq: [u32; 2],
     frames: Vec<Vec<u8>>,
 }
@@ -18,13 +18,14 @@ const ACK: u8 = 0x10;
 const PSH: u8 = 0x08;
 const FIN: u8 = 0x01;
 
-fn addr(s: &str) -> [u8; 4] {
-    let v: Vec<u8> = s.split('.').map(|p| p.parse().unwrap_or(0)).collect();
-    [v[0], v[1], v[2], v[3]]
+fn addr(s: &str) -> IpAddr {
+    s.parse()
+        .unwrap_or_else(|e| panic!("conversation address {s:?}: {e}"))
 }
 
 impl Conversation {
-    /// A connection from `client:cport` to `server:sport`, after its handshake.
+    /// A connection from `client:cport` to `server:sport` (both IPv4 or both
+    /// IPv6), after its handshake.
     pub fn new(client: &str, cport: u16, server: &str, sport: u16) -> Self {
         let mut c = Self {
             client: (addr(client), cport),
@@ -46,12 +47,29 @@ impl Conversation {
         } else {
             (self.server, self.client)
         };
-        let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
-        let total = (40 + payload.len()) as u16;
-        f.extend_from_slice(&[0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 6, 0, 0]);
-        f[16..18].copy_from_slice(&total.to_be_bytes());
-        f.extend_from_slice(&src.0);
-        f.extend_from_slice(&dst.0);
+        let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1];
+        match (src.0, dst.0) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                let total = (20 + 20 + payload.len()) as u16;
+                f.extend_from_slice(&[0x08, 0x00, 0x45, 0]);
+                f.extend_from_slice(&total.to_be_bytes());
+                f.extend_from_slice(&[0, 0, 0x40, 0, 64, 6, 0, 0]);
+                f.extend_from_slice(&s.octets());
+                f.extend_from_slice(&d.octets());
+            }
+            (IpAddr::V6(s), IpAddr::V6(d)) => {
+                let plen = (20 + payload.len()) as u16;
+                f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
+                f.extend_from_slice(&plen.to_be_bytes());
+                f.extend_from_slice(&[6, 64]);
+                f.extend_from_slice(&s.octets());
+                f.extend_from_slice(&d.octets());
+            }
+            _ => panic!(
+                "a conversation between {} and {}: mixed families",
+                src.0, dst.0
+            ),
+        }
         f.extend_from_slice(&src.1.to_be_bytes());
         f.extend_from_slice(&dst.1.to_be_bytes());
         f.extend_from_slice(&self.seq[from].to_be_bytes());

@@ -1,7 +1,7 @@
 //! Following apps to third-party hosts (`follow_apps`), end to end: a Qobuz
 //! app that sends the user's e-mail and name in cleartext to an analytics
-//! host nobody watches. In replay, on a capture built here, and live in the
-//! lab with the analytics host on the server side.
+//! host nobody watches. In replay, on captures built here (IPv4 and IPv6),
+//! and live in the lab with the analytics host on the server side.
 
 #![allow(
     clippy::unwrap_used,
@@ -81,13 +81,13 @@ fn leaks(events: &[Value]) -> Vec<(String, String, Option<String>, String)> {
     v
 }
 
-fn replay(pcap: &Path, d: &Path, follow: bool) -> (Vec<Value>, String) {
+fn replay(pcap: &Path, d: &Path, watch: &str, follow: bool) -> (Vec<Value>, String) {
     let events = d.join(format!("events-{follow}.jsonl"));
     let metrics = d.join(format!("metrics-{follow}.txt"));
     let mut cmd = Command::new(lab::leakwatch_bin());
     cmd.arg("replay")
         .arg(pcap)
-        .args(["--watch", "198.51.100.2/32=qobuz", "--events"])
+        .args(["--watch", watch, "--events"])
         .arg(&events)
         .arg("--metrics-out")
         .arg(&metrics)
@@ -136,20 +136,50 @@ fn service_leaks(client: &str) -> Vec<(String, String, Option<String>, String)> 
         .collect()
 }
 
+/// Addresses of one family for the replay test: the app's client, the
+/// browser's, the service (watched) and the analytics host (not watched).
+struct Hosts {
+    app: &'static str,
+    browser: &'static str,
+    service: &'static str,
+    analytics: &'static str,
+}
+
 #[test]
 fn replay_follows_the_app_to_its_analytics_host_and_nothing_else() {
+    for h in [
+        Hosts {
+            app: "192.0.2.10",
+            browser: "192.0.2.11",
+            service: "198.51.100.2",
+            analytics: "203.0.113.80",
+        },
+        Hosts {
+            app: "2001:db8:1::10",
+            browser: "2001:db8:1::11",
+            service: "2001:db8:2::2",
+            analytics: "2001:db8:3::80",
+        },
+    ] {
+        replay_follows(&h);
+    }
+}
+
+fn replay_follows(h: &Hosts) {
     let d = dir();
-    // .10: the app logs in to Qobuz, then talks to the analytics host.
-    // .11: a browser sends the very same requests there: not an app's.
+    let watch = if h.service.contains(':') {
+        format!("{}/128=qobuz", h.service)
+    } else {
+        format!("{}/32=qobuz", h.service)
+    };
+    // The app logs in to Qobuz, then talks to the analytics host; a browser
+    // sends the very same requests there: not an app's.
     let mut convos = Vec::new();
-    let mut c = Conversation::new("192.0.2.10", 41000, "198.51.100.2", 80);
+    let mut c = Conversation::new(h.app, 41000, h.service, 80);
     c.client(login(APP_UA).as_bytes()).server(OK).close();
     convos.push(c);
-    for (client, port, ua) in [
-        ("192.0.2.10", 41001, APP_UA),
-        ("192.0.2.11", 41002, BROWSER_UA),
-    ] {
-        let mut c = Conversation::new(client, port, "203.0.113.80", 80);
+    for (client, port, ua) in [(h.app, 41001, APP_UA), (h.browser, 41002, BROWSER_UA)] {
+        let mut c = Conversation::new(client, port, h.analytics, 80);
         c.client(hello(ua).as_bytes())
             .server(OK)
             .client(track(ua).as_bytes())
@@ -160,9 +190,9 @@ fn replay_follows_the_app_to_its_analytics_host_and_nothing_else() {
     let pcap = d.join("follow.pcap");
     Conversation::write(&pcap, &convos.iter().collect::<Vec<_>>()).unwrap();
 
-    let (ev, metrics) = replay(&pcap, &d, true);
-    let mut want = service_leaks("192.0.2.10");
-    want.extend(third_party("192.0.2.10"));
+    let (ev, metrics) = replay(&pcap, &d, &watch, true);
+    let mut want = service_leaks(h.app);
+    want.extend(third_party(h.app));
     want.sort();
     assert_eq!(leaks(&ev), want, "{ev:#?}");
     let tp = ev
@@ -170,11 +200,11 @@ fn replay_follows_the_app_to_its_analytics_host_and_nothing_else() {
         .find(|e| e["destination"] == "third_party")
         .unwrap();
     assert_eq!(tp["service"], "qobuz");
-    assert_eq!(tp["dest_ip"], "203.0.113.80");
+    assert_eq!(tp["dest_ip"], h.analytics);
     // A followed flow is not the service's: no cleartext_flow event for it.
     assert!(
         !ev.iter()
-            .any(|e| e["event_type"] == "cleartext_flow" && e["dest_ip"] == "203.0.113.80"),
+            .any(|e| e["event_type"] == "cleartext_flow" && e["dest_ip"] == h.analytics),
         "{ev:#?}"
     );
     for line in [
@@ -187,8 +217,8 @@ fn replay_follows_the_app_to_its_analytics_host_and_nothing_else() {
     }
 
     // follow_apps off: the service's leaks only.
-    let (ev, metrics) = replay(&pcap, &d, false);
-    assert_eq!(leaks(&ev), service_leaks("192.0.2.10"), "{ev:#?}");
+    let (ev, metrics) = replay(&pcap, &d, &watch, false);
+    assert_eq!(leaks(&ev), service_leaks(h.app), "{ev:#?}");
     assert!(metrics.contains(
         r#"leakwatch_findings_by_destination_total{service="qobuz",destination="third_party"} 0"#
     ));
