@@ -1,7 +1,7 @@
 //! Following apps to third-party hosts (`follow_apps`), end to end: a Qobuz
 //! app that sends the user's e-mail and name in cleartext to an analytics
-//! host nobody watches. In replay, on captures built here (IPv4 and IPv6),
-//! and live in the lab with the analytics host on the server side.
+//! host nobody watches. In replay, on captures built here, and live in the
+//! lab with the analytics host on the server side; IPv4 and IPv6 each.
 
 #![allow(
     clippy::unwrap_used,
@@ -19,7 +19,7 @@ use std::{
 use leakwatch_tests::{
     convo::Conversation,
     http::{RecordingServer, requests_on_one_connection, requests_on_one_connection_then},
-    lab::{self, Lab, OTHER_V4, SERVER_V4},
+    lab::{self, Lab, OTHER_V4, OTHER_V6, SERVER_V4, SERVER_V6},
     netns::unique,
     read,
     scenarios::MD5,
@@ -231,9 +231,26 @@ fn live_follows_the_app_to_an_analytics_host_on_the_server_side() {
         return;
     }
     let lab = Lab::up().expect("lab");
-    let service: SocketAddr = format!("{SERVER_V4}:80").parse().unwrap();
-    let analytics: SocketAddr = format!("{OTHER_V4}:80").parse().unwrap();
-    let _server = RecordingServer::start(&lab.server, &[service, analytics]).expect("server");
+    let sa = |host: &str| -> SocketAddr {
+        if host.contains(':') {
+            format!("[{host}]:80")
+        } else {
+            format!("{host}:80")
+        }
+        .parse()
+        .unwrap()
+    };
+    // (the app's client, the service, the analytics host), per family; the
+    // browser is the second client.
+    let families = [
+        (lab::CLIENT_V4, SERVER_V4, OTHER_V4),
+        (lab::CLIENT_V6, SERVER_V6, OTHER_V6),
+    ];
+    let listen: Vec<SocketAddr> = families
+        .iter()
+        .flat_map(|(_, service, analytics)| [sa(service), sa(analytics)])
+        .collect();
+    let _server = RecordingServer::start(&lab.server, &listen).expect("server");
     let d = dir();
     let events = d.join("events.jsonl");
     let metrics_addr = "127.0.0.1:9477";
@@ -243,7 +260,9 @@ fn live_follows_the_app_to_an_analytics_host_on_the_server_side() {
             metrics_addr,
             &[
                 "--watch",
-                "198.51.100.2/32=qobuz",
+                &format!("{SERVER_V4}/32=qobuz"),
+                "--watch",
+                &format!("{SERVER_V6}/128=qobuz"),
                 "--follow-apps",
                 "--events",
                 events.to_str().unwrap(),
@@ -273,22 +292,26 @@ fn live_follows_the_app_to_an_analytics_host_on_the_server_side() {
         .unwrap();
     };
     let unrelated = r#"leakwatch_probes_total{result="unrelated"}"#;
-    requests_on_one_connection(&lab.client, service, vec![login(APP_UA).into_bytes()]).unwrap();
-    talk(
-        &lab.client,
-        analytics,
-        vec![hello(APP_UA), track(APP_UA)],
-        &|| metric(r#"leakwatch_followed_flows_total{service="qobuz"}"#) == 1,
-    );
-    assert_eq!(metric(unrelated), 1);
-    talk(
-        &lab.client2,
-        analytics,
-        vec![hello(BROWSER_UA), track(BROWSER_UA)],
-        &|| metric(unrelated) == 2,
-    );
-    let mut want = service_leaks(lab::CLIENT_V4);
-    want.extend(third_party(lab::CLIENT_V4));
+    let mut want = Vec::new();
+    for (n, (client, service, analytics)) in (1..).zip(families) {
+        let (service, analytics) = (sa(service), sa(analytics));
+        requests_on_one_connection(&lab.client, service, vec![login(APP_UA).into_bytes()]).unwrap();
+        talk(
+            &lab.client,
+            analytics,
+            vec![hello(APP_UA), track(APP_UA)],
+            &|| metric(r#"leakwatch_followed_flows_total{service="qobuz"}"#) == n,
+        );
+        assert_eq!(metric(unrelated), 2 * n - 1);
+        talk(
+            &lab.client2,
+            analytics,
+            vec![hello(BROWSER_UA), track(BROWSER_UA)],
+            &|| metric(unrelated) == 2 * n,
+        );
+        want.extend(service_leaks(client));
+        want.extend(third_party(client));
+    }
     want.sort();
     let deadline = Instant::now() + Duration::from_secs(15);
     while leaks(&read::json_lines(&events)).len() < want.len() && Instant::now() < deadline {
@@ -301,8 +324,8 @@ fn live_follows_the_app_to_an_analytics_host_on_the_server_side() {
     assert_eq!(leaks(&ev), want, "{ev:#?}");
     let exposition = lab.gateway_http_get(metrics_addr, "/metrics").unwrap();
     for line in [
-        r#"leakwatch_followed_flows_total{service="qobuz"} 1"#,
-        r#"leakwatch_third_party_findings{service="qobuz",host="collector.stats-example.net"} 3"#,
+        r#"leakwatch_followed_flows_total{service="qobuz"} 2"#,
+        r#"leakwatch_third_party_findings{service="qobuz",host="collector.stats-example.net"} 6"#,
     ] {
         assert!(exposition.contains(line), "{line} not in\n{exposition}");
     }
