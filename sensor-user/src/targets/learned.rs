@@ -140,9 +140,10 @@ impl Learned {
     }
 
     /// Learns (or refreshes) `addr` for `service` until `now + ttl`, from
-    /// `name` (none: restored from a snapshot without names) and its `policy` bits. A refresh
-    /// never shortens an entry's life, and keeps only the policy bits both
-    /// names carry; an entry no name taught yet takes the name's bits.
+    /// `name` (none: restored from a snapshot without names) and its `policy`
+    /// bits. A refresh never shortens an entry's life, and keeps only the
+    /// policy bits both names carry; an entry no name taught yet takes the
+    /// name's bits.
     pub fn learn(
         &mut self,
         addr: IpAddr,
@@ -383,8 +384,8 @@ mod tests {
         assert_eq!(l.restrict(&ip("198.51.100.8"), 0), None);
     }
 
-    /// A restored entry without names starts without policy bits (fail open) and no name:
-    /// the first name that teaches it again gives it that name's bits.
+    /// An entry restored without names starts without policy bits (fail
+    /// open): the first name that teaches it again gives it that name's bits.
     #[test]
     fn a_restored_entry_takes_the_bits_of_the_first_name_that_teaches_it() {
         let t0 = Instant::now();
