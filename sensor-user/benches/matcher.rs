@@ -232,7 +232,6 @@ fn binary_pass(
     segments: &[Vec<u8>],
     today: Date,
 ) -> (f64, usize, f64) {
-    let mut findings = 0;
     let t = Instant::now();
     let mut lines = sensor_user::proto::lines::Lines::default();
     let mut batch = FieldBatch::default();
@@ -242,8 +241,11 @@ fn binary_pass(
     }
     lines.flush_dir(0, &mut gate);
     let stats = gate.stats;
-    let mut scan = set.open();
-    findings += scan.scan(set, scratch, &batch, today).expect("scan").len();
+    let findings = set
+        .open()
+        .scan(set, scratch, &batch, today)
+        .expect("scan")
+        .len();
     let decoded = stats.decoded as f64 / stats.sections.max(1) as f64;
     (t.elapsed().as_secs_f64(), findings, decoded)
 }
