@@ -109,7 +109,7 @@ fn dns_answers_teach_the_sensor_service_addresses_until_their_ttl() {
     // The client resolves the Qobuz name: CNAME to the CDN, then its address.
     let addrs = dns::resolve_v4(&lab.client, "api.qobuz.com").expect("resolve");
     assert_eq!(addrs, [SERVER_V4]);
-    wait_for("the address to be learned", Duration::from_secs(3), || {
+    wait_for("the address to be learned", Duration::from_secs(15), || {
         metric(
             &lab,
             "leakwatch_watched_addresses{family=\"ipv4\",source=\"dns\"}",
@@ -125,7 +125,7 @@ fn dns_answers_teach_the_sensor_service_addresses_until_their_ttl() {
     )
     .expect("http");
     assert!(resp.starts_with(b"HTTP/1.1 200"));
-    wait_for("the flow to be counted", Duration::from_secs(5), || {
+    wait_for("the flow to be counted", Duration::from_secs(15), || {
         metric(
             &lab,
             "leakwatch_flows_total{service=\"qobuz\",transport=\"cleartext\"}",
@@ -172,7 +172,7 @@ fn dns_answers_teach_the_sensor_service_addresses_until_their_ttl() {
         get("www.example.org"),
     )
     .expect("http");
-    wait_for("the unrelated answer", Duration::from_secs(3), || {
+    wait_for("the unrelated answer", Duration::from_secs(15), || {
         metric(&lab, "leakwatch_dns_answers_total{result=\"unrelated\"}") >= 1
     });
     assert!(
@@ -205,7 +205,7 @@ fn dns_answers_teach_the_sensor_service_addresses_until_their_ttl() {
         get("api.qobuz.com"),
     )
     .expect("http");
-    wait_for("the new flow's records", Duration::from_secs(3), || {
+    wait_for("the new flow's records", Duration::from_secs(15), || {
         lines(&dump).len() > before
     });
     let after = lines(&dump);
@@ -223,7 +223,7 @@ fn dns_answers_teach_the_sensor_service_addresses_until_their_ttl() {
     // the flow is watched from then on.
     wait_for(
         "the Host header to re-learn it",
-        Duration::from_secs(3),
+        Duration::from_secs(15),
         || {
             metric(
                 &lab,
