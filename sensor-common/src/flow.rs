@@ -168,7 +168,9 @@ pub struct FlowState {
     pub budget: [u32; 2],
     /// 48: first packet time (ns, CLOCK_MONOTONIC).
     pub first_ns: u64,
-    /// 56: last packet time.
+    /// 56: when the flow last handed a record up (the record's time); its
+    /// first packet's until then. Not every packet's: a packet that is only
+    /// counted reads no clock (docs/performance.md).
     pub last_ns: u64,
     /// 64: service id of the watched endpoint.
     pub service: u32,

@@ -159,18 +159,18 @@ fn slot<T>(a: &mut [T; 2], d: u8) -> &mut T {
 
 /// Updates a watched flow's state with one packet travelling in `dir` and decides
 /// what userspace gets. `peek5` reads the first five payload bytes; it is called at
-/// most once, for the first payload packet of a direction.
+/// most once, for the first payload packet of a direction. No clock: a packet
+/// that is only counted reads none (`FlowState::last_ns` is the caller's, set
+/// when it hands a record up).
 #[inline(always)]
 pub fn watched_packet(
     cfg: &Config,
     st: &mut FlowState,
     dir: u8,
     p: &Parsed,
-    now_ns: u64,
     peek5: impl FnOnce() -> Option<[u8; 5]>,
 ) -> Decision {
     let dir = dir & 1;
-    st.last_ns = now_ns;
     *slot(&mut st.bytes, dir) += p.l3_len as u64;
     *slot(&mut st.pkts, dir) += 1;
 
@@ -317,7 +317,7 @@ mod tests {
         let http = || Some(*b"GET /");
         let mut got = [None; 8];
         for g in &mut got {
-            *g = kind(watched_packet(&c, &mut st, 0, &pkt(1000, TCP_ACK), 0, http));
+            *g = kind(watched_packet(&c, &mut st, 0, &pkt(1000, TCP_ACK), http));
         }
         // 3 × 1000 bytes fill the head; then packets 4 and 8 of the direction.
         let head = Some((RecordKind::Sample, Counter::SampledHead));
@@ -334,7 +334,7 @@ mod tests {
         let c = cfg(3000, 4);
         let mut st = FlowState::new(1, 0, 0);
         let appdata = || Some([0x17, 0x03, 0x03, 0x00, 0x40]);
-        let d = watched_packet(&c, &mut st, 0, &pkt(69, TCP_ACK), 0, appdata);
+        let d = watched_packet(&c, &mut st, 0, &pkt(69, TCP_ACK), appdata);
         assert!(
             matches!(d, Decision::Record { flags: f, .. } if f & flags::TLS != 0),
             "{d:?}"
@@ -342,14 +342,7 @@ mod tests {
         assert_ne!(st.flags & flow_flags::TLS, 0);
         // Nothing past the first record: no hello to sample.
         assert_eq!(
-            kind(watched_packet(
-                &c,
-                &mut st,
-                0,
-                &pkt(500, TCP_ACK),
-                0,
-                appdata
-            )),
+            kind(watched_packet(&c, &mut st, 0, &pkt(500, TCP_ACK), appdata)),
             None
         );
         assert_eq!(tls_record(*b"GET /"), None);
@@ -362,12 +355,12 @@ mod tests {
         let c = cfg(100, 0);
         let mut st = FlowState::new(1, 0, 0);
         let http = || Some(*b"HTTP/");
-        assert!(kind(watched_packet(&c, &mut st, 0, &pkt(150, TCP_ACK), 0, http)).is_some());
+        assert!(kind(watched_packet(&c, &mut st, 0, &pkt(150, TCP_ACK), http)).is_some());
         assert_eq!(
-            watched_packet(&c, &mut st, 0, &pkt(10, TCP_ACK), 0, http),
+            watched_packet(&c, &mut st, 0, &pkt(10, TCP_ACK), http),
             Decision::Skip(Counter::OverBudget)
         );
-        assert!(kind(watched_packet(&c, &mut st, 1, &pkt(10, TCP_ACK), 0, http)).is_some());
+        assert!(kind(watched_packet(&c, &mut st, 1, &pkt(10, TCP_ACK), http)).is_some());
     }
 
     #[test]
@@ -376,7 +369,7 @@ mod tests {
         let mut st = FlowState::new(1, 0, 0);
         // ClientHello record of 600 bytes + 5 header, split over two segments.
         let ch = || Some([0x16, 0x03, 0x01, 0x02, 0x58]);
-        let d = watched_packet(&c, &mut st, 0, &pkt(400, TCP_ACK | 0x08), 0, ch);
+        let d = watched_packet(&c, &mut st, 0, &pkt(400, TCP_ACK | 0x08), ch);
         assert!(
             matches!(d, Decision::Record { kind: RecordKind::Sample, flags, .. }
             if flags & (flags::TLS | flags::FIRST_PAYLOAD | flags::FROM_CLIENT) == flags::TLS | flags::FIRST_PAYLOAD | flags::FROM_CLIENT)
@@ -384,39 +377,32 @@ mod tests {
         assert_eq!(st.budget[0], 605);
         let never = || -> Option<[u8; 5]> { panic!("peeked after the first payload") };
         assert_eq!(
-            kind(watched_packet(&c, &mut st, 0, &pkt(205, TCP_ACK), 0, never)),
+            kind(watched_packet(&c, &mut st, 0, &pkt(205, TCP_ACK), never)),
             Some((RecordKind::Sample, Counter::SampledHead))
         );
         // Application data: 1 in 2 as metadata only.
         assert_eq!(
-            watched_packet(&c, &mut st, 0, &pkt(500, TCP_ACK), 0, never),
+            watched_packet(&c, &mut st, 0, &pkt(500, TCP_ACK), never),
             Decision::Skip(Counter::OverBudget)
         );
         assert_eq!(
-            kind(watched_packet(&c, &mut st, 0, &pkt(500, TCP_ACK), 0, never)),
+            kind(watched_packet(&c, &mut st, 0, &pkt(500, TCP_ACK), never)),
             Some((RecordKind::Meta, Counter::TlsMeta))
         );
         // The server's first record (ServerHello) is sampled too.
         let sh = || Some([0x16, 0x03, 0x03, 0x00, 0x7a]);
         assert_eq!(
-            kind(watched_packet(&c, &mut st, 1, &pkt(1400, TCP_ACK), 0, sh)),
+            kind(watched_packet(&c, &mut st, 1, &pkt(1400, TCP_ACK), sh)),
             Some((RecordKind::Sample, Counter::SampledHead))
         );
         assert_eq!(st.budget[1], 127);
         // Its second packet is the direction's 1-in-2 pick: metadata only.
         assert_eq!(
-            kind(watched_packet(
-                &c,
-                &mut st,
-                1,
-                &pkt(1400, TCP_ACK),
-                0,
-                never
-            )),
+            kind(watched_packet(&c, &mut st, 1, &pkt(1400, TCP_ACK), never)),
             Some((RecordKind::Meta, Counter::TlsMeta))
         );
         assert_eq!(
-            watched_packet(&c, &mut st, 1, &pkt(1400, TCP_ACK), 0, never),
+            watched_packet(&c, &mut st, 1, &pkt(1400, TCP_ACK), never),
             Decision::Skip(Counter::OverBudget)
         );
     }
@@ -425,7 +411,7 @@ mod tests {
     fn tls_from_the_server_side_does_not_mark_the_flow() {
         let c = cfg(100, 0);
         let mut st = FlowState::new(1, 1, 0);
-        watched_packet(&c, &mut st, 0, &pkt(10, TCP_ACK), 0, || {
+        watched_packet(&c, &mut st, 0, &pkt(10, TCP_ACK), || {
             Some([0x16, 3, 1, 0, 5])
         });
         assert_eq!(st.flags & flow_flags::TLS, 0);
@@ -436,22 +422,21 @@ mod tests {
         let c = cfg(0, 0);
         let mut st = FlowState::new(1, 0, 0);
         assert_eq!(
-            kind(watched_packet(&c, &mut st, 0, &pkt(0, TCP_SYN), 0, || None)),
+            kind(watched_packet(&c, &mut st, 0, &pkt(0, TCP_SYN), || None)),
             Some((RecordKind::Meta, Counter::Control))
         );
         assert_eq!(
-            watched_packet(&c, &mut st, 0, &pkt(0, TCP_ACK), 0, || None),
+            watched_packet(&c, &mut st, 0, &pkt(0, TCP_ACK), || None),
             Decision::Skip(Counter::WatchedNoPayload)
         );
         // head 0: only the first payload packet goes up, a FIN past it as metadata.
-        assert!(kind(watched_packet(&c, &mut st, 0, &pkt(5, TCP_ACK), 0, || None)).is_some());
+        assert!(kind(watched_packet(&c, &mut st, 0, &pkt(5, TCP_ACK), || None)).is_some());
         assert_eq!(
             kind(watched_packet(
                 &c,
                 &mut st,
                 0,
                 &pkt(5, TCP_FIN | TCP_ACK),
-                0,
                 || None
             )),
             Some((RecordKind::Meta, Counter::Control))
@@ -510,7 +495,7 @@ mod tests {
         // second first payload; the server's first payload is its own.
         let mut st = followed_flow(c.head_bytes, 7, 0, 5, 600);
         let http = || Some(*b"GET /");
-        let d = watched_packet(&c, &mut st, 0, &pkt(300, TCP_ACK), 6, http);
+        let d = watched_packet(&c, &mut st, 0, &pkt(300, TCP_ACK), http);
         let Decision::Record { flags: f, .. } = d else {
             panic!("{d:?}")
         };
@@ -519,12 +504,12 @@ mod tests {
             flags::FROM_CLIENT | flags::FOLLOWED,
             "not a first payload"
         );
-        let d = watched_packet(&c, &mut st, 0, &pkt(300, TCP_ACK), 7, http);
+        let d = watched_packet(&c, &mut st, 0, &pkt(300, TCP_ACK), http);
         assert!(matches!(d, Decision::Record { .. }), "900 < 1000");
-        let d = watched_packet(&c, &mut st, 0, &pkt(300, TCP_ACK), 8, http);
+        let d = watched_packet(&c, &mut st, 0, &pkt(300, TCP_ACK), http);
         assert_eq!(d, Decision::Skip(Counter::OverBudget));
         let resp = || Some(*b"HTTP/");
-        let d = watched_packet(&c, &mut st, 1, &pkt(300, TCP_ACK), 9, resp);
+        let d = watched_packet(&c, &mut st, 1, &pkt(300, TCP_ACK), resp);
         let Decision::Record { flags: f, .. } = d else {
             panic!("{d:?}")
         };

@@ -684,7 +684,8 @@ fn sampling_stops_after_the_head_then_one_in_k() {
         ..Config::default()
     };
     let mut h = Harness::new(config);
-    for i in 0..8u32 {
+    let flows = h.sensor.take_flows().unwrap();
+    for i in 0..10u32 {
         let body = vec![b'a' + i as u8; 1000];
         h.run(
             &FrameBuilder::tcp("192.0.2.10", 40000, "198.51.100.2", 80)
@@ -694,11 +695,20 @@ fn sampling_stops_after_the_head_then_one_in_k() {
         );
     }
     let recs = h.records();
+    // Packets only counted read no clock: the flow's time is its last
+    // record's (the 8th packet's), not the 10th's.
+    let last = recs.last().unwrap();
+    let st = flows.get(&last.hdr.flow, 0).unwrap();
+    assert_eq!(
+        (st.last_ns, st.pkts[usize::from(last.hdr.direction)]),
+        (last.hdr.ts_ns, 10)
+    );
     let seqs: Vec<(u32, bool)> = recs
         .iter()
         .map(|r| (r.hdr.tcp_seq, r.hdr.flags & flags::TAIL != 0))
         .collect();
-    // 3 × 1000 bytes fill the head; packets 4 and 8 of the direction are the tail.
+    // 3 × 1000 bytes fill the head; packets 4 and 8 of the direction are the
+    // tail, 9 and 10 only counted.
     assert_eq!(
         seqs,
         [
@@ -716,7 +726,7 @@ fn sampling_stops_after_the_head_then_one_in_k() {
     h.assert_outcomes(&[
         (Counter::SampledHead, 3),
         (Counter::SampledTail, 2),
-        (Counter::OverBudget, 3),
+        (Counter::OverBudget, 5),
     ]);
 }
 

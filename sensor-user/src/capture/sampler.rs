@@ -192,7 +192,7 @@ impl Sampler {
         let Some(st) = self.flows.touch(&key, ts) else {
             return (Counter::Unwatched, None);
         };
-        match watched_packet(&self.cfg, st, dir, &p, ts, || {
+        match watched_packet(&self.cfg, st, dir, &p, || {
             frame.peek(p.payload_off as usize)
         }) {
             Decision::Skip(c) => (c, None),
@@ -217,6 +217,7 @@ impl Sampler {
                 }
                 let d = usize::from(dir & 1);
                 let counts = (st.bytes[d], st.pkts[d]);
+                st.last_ns = ts;
                 (counter, Some(out.record(kind, flags, st.service, counts)))
             }
         }
