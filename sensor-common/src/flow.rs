@@ -168,9 +168,10 @@ pub struct FlowState {
     pub budget: [u32; 2],
     /// 48: first packet time (ns, CLOCK_MONOTONIC).
     pub first_ns: u64,
-    /// 56: when the flow last handed a record up (the record's time); its
-    /// first packet's until then. Not every packet's: a packet that is only
-    /// counted reads no clock (docs/performance.md).
+    /// 56: when a packet of the flow was last sampled (its record's time,
+    /// whether or not the ring had room); the first packet's until then. Not
+    /// every packet's: a packet that is only counted reads no clock
+    /// (docs/performance.md).
     pub last_ns: u64,
     /// 64: service id of the watched endpoint.
     pub service: u32,

@@ -161,7 +161,7 @@ fn slot<T>(a: &mut [T; 2], d: u8) -> &mut T {
 /// what userspace gets. `peek5` reads the first five payload bytes; it is called at
 /// most once, for the first payload packet of a direction. No clock: a packet
 /// that is only counted reads none (`FlowState::last_ns` is the caller's, set
-/// when it hands a record up).
+/// with the record's time when a packet is sampled).
 #[inline(always)]
 pub fn watched_packet(
     cfg: &Config,
