@@ -7,6 +7,7 @@
 //! | [`admit`]   | which packets may start tracking a flow (flood defence)        |
 //! | [`record`]  | ring-buffer record header, record kinds and flags, `SNAPLEN`   |
 //! | [`flow`]    | direction-normalised flow key, per-flow kernel state            |
+//! | [`hot`]     | the per-CPU cache of flows the fast path counts past their head |
 //! | [`block`]   | blocking maps, policy bits, the RST the program sends          |
 //! | [`config`]  | the sampling policy userspace writes into the `CONFIG` map      |
 //! | [`counters`]| names of the per-CPU counters, one per exit path                |
@@ -23,6 +24,7 @@ pub mod block;
 pub mod config;
 pub mod counters;
 pub mod flow;
+pub mod hot;
 pub mod maps;
 pub mod parse;
 pub mod policy;

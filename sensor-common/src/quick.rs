@@ -111,6 +111,33 @@ pub fn plain_ipv4<P: PacketBytes + ?Sized>(p: &P) -> Option<Plain> {
     })
 }
 
+/// The fields of a frame [`plain_ipv4`] took, read again without its
+/// checks (they held for these bytes already): for the XDP program, which
+/// reads a watched packet's header a second time rather than keep it in
+/// registers across the bitmap lookups (docs/performance.md). `None` only
+/// when the frame is shorter than the header (it cannot be, after
+/// `plain_ipv4`; the verifier wants the test).
+#[inline(always)]
+pub fn reread_ipv4<P: PacketBytes + ?Sized>(p: &P) -> Option<Plain> {
+    let h: [u8; PLAIN_HLEN] = p.header(0)?;
+    let ip = ETH_HLEN;
+    let l4 = ip + 20;
+    let proto = h[ip + 9];
+    Some(Plain {
+        family: FAMILY_V4,
+        proto,
+        src: [h[ip + 12], h[ip + 13], h[ip + 14], h[ip + 15]],
+        dst: [h[ip + 16], h[ip + 17], h[ip + 18], h[ip + 19]],
+        sport: u16::from_be_bytes([h[l4], h[l4 + 1]]),
+        dport: u16::from_be_bytes([h[l4 + 2], h[l4 + 3]]),
+        l3_len: u32::from(u16::from_be_bytes([h[ip + 2], h[ip + 3]])),
+        l4_len: l4_hlen(proto, h[l4 + 12]) as u16,
+        tcp_flags: if proto == IPPROTO_TCP { h[l4 + 13] } else { 0 },
+        tcp_seq: 0,
+        tcp_ack: 0,
+    })
+}
+
 /// A plain IPv6 frame: TCP or UDP straight after the IPv6 header (no
 /// extension header, so no fragment), or `None`.
 #[inline(always)]
@@ -245,6 +272,18 @@ pub fn check_agreement(frame: &[u8], vxlan_port: u16) -> bool {
     );
     assert_eq!((&p.src[..4], &p.dst[..4]), (&q.src[..], &q.dst[..]));
     assert_eq!((p.sport, p.dport), (q.sport, q.dport));
+    if q.family == FAMILY_V4 {
+        let unsequenced = Plain {
+            tcp_seq: 0,
+            tcp_ack: 0,
+            ..q
+        };
+        assert_eq!(
+            reread_ipv4(frame),
+            Some(unsequenced),
+            "the second read differs from the first"
+        );
+    }
     let mut filled = stale_parsed();
     assert!(parse_plain_into(frame, vxlan_port, &mut filled));
     assert_eq!(filled, p, "the plain fill differs from the parser's");

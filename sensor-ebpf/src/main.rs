@@ -57,6 +57,7 @@ use sensor_common::{
     config::{CONFIG_VERSION, Config, config_flags},
     counters::{Counter, STATS_ENTRIES, stats_index},
     flow::{FAMILY_V4, FlowKey, FlowState, flow_flags},
+    hot::{HOT_SLOTS, HotFlow, cacheable, slot_of},
     maps::{
         DEFAULT_FLOW_ENTRIES, DEFAULT_PROBE_ENTRIES, DEFAULT_RING_BYTES, DEFAULT_WATCH_ENTRIES,
         NO_SERVICE,
@@ -66,7 +67,7 @@ use sensor_common::{
         Decision, PROBE_AWAITING, client_dir, is_dns_answer, may_be_followed, probe_remaining,
         watched_packet,
     },
-    quick::{parse_plain_into, plain, plainly_unwatched},
+    quick::{parse_plain_into, plain, plainly_unwatched, reread_ipv4},
     record::{
         RECORD_VERSION, RecordHeader, RecordKind, SMALL_SNAPLEN, SNAPLEN, flags, wakes_reader,
     },
@@ -91,6 +92,10 @@ static WATCH_BITS_V6: Array<u64> = Array::with_max_entries(BITMAP_WORDS, 0);
 #[map(name = "FLOWS")]
 static FLOWS: LruHashMap<FlowKey, FlowState> =
     LruHashMap::with_max_entries(DEFAULT_FLOW_ENTRIES, 0);
+
+/// The flows this CPU is busy with, past their head (`sensor_common::hot`).
+#[map(name = "HOT")]
+static HOT: PerCpuArray<HotFlow> = PerCpuArray::with_max_entries(HOT_SLOTS, 0);
 
 #[map(name = "PROBE_PENDING")]
 static PROBE_PENDING: LruHashMap<FlowKey, u64> =
@@ -250,19 +255,38 @@ impl PacketBytes for Frame<'_> {
     }
 }
 
-/// Whether the packet is plain IPv4 or IPv6 TCP or UDP between unwatched
-/// addresses and nothing else wants it (`sensor_common::quick`): done before the
-/// scratch slot, the full parse or a key.
+/// The outcome of a plain IPv4 or IPv6 TCP or UDP packet decided before the
+/// scratch slot, the full parse or a key: between unwatched addresses with
+/// nothing else wanting it (`sensor_common::quick`), or counted for a watched
+/// flow this CPU holds past its head (`sensor_common::hot`). `None`: the full
+/// path decides.
 #[inline(always)]
-fn plain_unwatched(ctx: &XdpContext, cfg: &Config) -> bool {
+fn fast_path(ctx: &XdpContext, cfg: &Config) -> Option<Counter> {
     let frame = PlainFrame::of(ctx);
-    if let Some(q) = plain(&frame, cfg.vxlan_port)
-        && !watch_bits(q.family, &q.src, &q.dst)
-        && plainly_unwatched(cfg, &q)
-    {
-        return true;
+    let q = plain(&frame, cfg.vxlan_port)?;
+    if !watch_bits(q.family, &q.src, &q.dst) {
+        return if plainly_unwatched(cfg, &q) {
+            Some(Counter::Unwatched)
+        } else {
+            None
+        };
     }
-    false
+    if q.family != FAMILY_V4 {
+        return None;
+    }
+    hot_packet(ctx, cfg)
+}
+
+/// A watched plain IPv4 packet absorbed by this CPU's slot for its direction.
+/// Its header is read again: kept from the bitmap test, the fields it needs
+/// stay live across the bitmap lookups and LLVM spills them on every path.
+#[inline(always)]
+fn hot_packet(ctx: &XdpContext, cfg: &Config) -> Option<Counter> {
+    let q = reread_ipv4(&PlainFrame::of(ctx))?;
+    let h = HOT.get_ptr_mut(slot_of(&q.src, &q.dst))?;
+    // SAFETY: this CPU's slot; XDP does not nest on a CPU.
+    let h = unsafe { &mut *h };
+    h.absorb(cfg, &q, |bucket| bit_set(&BLOCK_BITS, bucket))
 }
 
 /// The frame's linear part as the fast path reads it: its own packet
@@ -326,8 +350,8 @@ fn try_leakwatch(ctx: &XdpContext, ifindex: u32) -> (Counter, bool) {
         linear: ctx.data_end() - ctx.data(),
     };
     // The common case first (docs/performance.md).
-    if plain_unwatched(ctx, cfg) {
-        return (Counter::Unwatched, false);
+    if let Some(c) = fast_path(ctx, cfg) {
+        return (c, false);
     }
     let Some(s) = SCRATCH.get_ptr_mut(0) else {
         return (Counter::Unconfigured, false);
@@ -531,7 +555,21 @@ fn flow_packet(
         return Counter::BlockedDrop;
     }
     let frame = out.frame;
-    match watched_packet(cfg, st, dir, p, || frame.peek(p.payload_off as usize)) {
+    let hot = hot_slot(p);
+    if let Some(h) = hot {
+        // SAFETY: this CPU's slot; XDP does not nest on a CPU.
+        let h = unsafe { &mut *h };
+        if h.holds(p.proto, &v4(&p.src), &v4(&p.dst), p.sport, p.dport) {
+            // What the slot absorbed, before this packet is counted and decided.
+            add_counts(st, dir, h.take());
+        }
+    }
+    let decision = watched_packet(cfg, st, dir, p, || frame.peek(p.payload_off as usize));
+    if let (Some(h), Some(payload)) = (hot, cacheable(p, st, &decision)) {
+        // SAFETY: as above.
+        hand_over(cfg, unsafe { &mut *h }, s, dir, st, payload);
+    }
+    match decision {
         Decision::Skip(c) => c,
         Decision::Record {
             kind,
@@ -578,6 +616,54 @@ fn flow_packet(
             }
         }
     }
+}
+
+/// This CPU's `HOT` slot for a plain IPv4 packet's direction.
+#[inline(always)]
+fn hot_slot(p: &Parsed) -> Option<*mut HotFlow> {
+    if p.family != FAMILY_V4 {
+        return None;
+    }
+    HOT.get_ptr_mut(slot_of(&v4(&p.src), &v4(&p.dst)))
+}
+
+/// Adds a slot's absorbed (bytes, packets) to direction `dir` of a flow.
+#[inline(always)]
+fn add_counts(st: &mut FlowState, dir: u8, (bytes, pkts): (u64, u64)) {
+    // Constant indices: no bounds-check branch that could reach a panic.
+    if dir == 0 {
+        st.bytes[0] += bytes;
+        st.pkts[0] += pkts;
+    } else {
+        st.bytes[1] += bytes;
+        st.pkts[1] += pkts;
+    }
+}
+
+#[inline(always)]
+fn v4(a: &[u8; 16]) -> [u8; 4] {
+    [a[0], a[1], a[2], a[3]]
+}
+
+/// Gives the slot the direction `dir` of the flow in `s.key` (just decided,
+/// `st` updated), unless it holds another flow seen lately; that flow's
+/// absorbed counts go back to its `FLOWS` entry first (lost if it was evicted).
+#[inline(always)]
+fn hand_over(cfg: &Config, h: &mut HotFlow, s: &Scratch, dir: u8, st: &FlowState, payload: bool) {
+    if !h.may_take_over() {
+        return;
+    }
+    if h.proto != 0 {
+        let old_dir = h.dir;
+        let counts = h.take();
+        if counts.1 != 0
+            && let Some(old) = FLOWS.get_ptr_mut(&h.key)
+        {
+            // SAFETY: a live LRU entry; see FlowState for why plain stores are fine.
+            add_counts(unsafe { &mut *old }, old_dir, counts);
+        }
+    }
+    h.fill(cfg, &s.parsed, &s.key, dir, st, payload, flow_bucket(&s.key));
 }
 
 /// Whether the new flow's client address (the endpoint `cdir` sends from) may

@@ -280,16 +280,8 @@ fn block_db(exprs: impl Iterator<Item = String>, flags: CompileFlags) -> BlockDa
 /// Keeps the run on one core: "per core" is the unit, and a migration halfway
 /// through a round (this VM has two) halves what it measures.
 fn pin_to_current_cpu() {
-    // SAFETY: plain libc calls on a zeroed cpu_set_t owned by this frame.
-    unsafe {
-        let cpu = libc::sched_getcpu();
-        if cpu < 0 {
-            return;
-        }
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu as usize, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &raw const set);
-    }
+    // A run that cannot pin still measures, only noisier.
+    let _ = sensor_user::capture::sched::pin_here();
 }
 
 fn main() {

@@ -60,6 +60,8 @@ impl Harness {
             eprintln!("skipping: BPF_PROG_TEST_RUN needs root");
             return None;
         }
+        // One CPU, as one receive queue: the HOT slots are per CPU.
+        sensor_user::capture::sched::pin_here().expect("pin the test thread");
         let config = Config {
             flags: Config::default().flags | config_flags::BLOCK,
             ..Config::default()
@@ -290,6 +292,29 @@ fn reset_answers_the_next_client_packet_with_an_rst_then_drops() {
     assert_eq!(h.count(Counter::BlockedRst), 2 * n);
     assert_eq!(h.count(Counter::BlockedDrop), 2 * n);
     assert_eq!(h.count(Counter::RstFailed), 0);
+}
+
+/// A busy flow past its head is counted by the CPU's HOT slot without the
+/// full path (`sensor_common::hot`); a block userspace sets then still
+/// answers its very next client packet, and the slot never takes a later one.
+#[test]
+fn a_busy_flow_counted_by_the_fast_path_is_still_blocked() {
+    let Some(mut h) = Harness::new(0) else { return };
+    let b = FrameBuilder::tcp(CLIENT, 40100, SERVER, 80);
+    // 20 KiB: past the default 16 KiB head, then counted only.
+    for i in 0..40u32 {
+        let f = b.clone().seq(1 + i * 512).payload(vec![b'a'; 512]).build();
+        assert_eq!(h.run(&f).0, XDP_PASS);
+    }
+    let heads = h.records().len();
+    assert_eq!(h.count(Counter::OverBudget), 8, "{heads} records");
+    let next = b.clone().seq(1 + 40 * 512).ack(0xfeed_f00d).payload(b"more").build();
+    h.block(&next);
+    let (ret, rst) = h.run(&next);
+    assert_eq!(ret, XDP_TX, "the next client packet becomes an RST");
+    assert_rst_answers(&rst, &next, 14, true, 0xfeed_f00d);
+    assert_eq!(h.run(&next).0, XDP_DROP);
+    assert_eq!(h.count(Counter::OverBudget), 8, "none counted after the block");
 }
 
 #[test]

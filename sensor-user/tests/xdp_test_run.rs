@@ -14,7 +14,7 @@ use sensor_common::{
     config::Config,
     counters::Counter,
     flow::{FAMILY_V4, FAMILY_V6, FlowKey, IPPROTO_TCP, IPPROTO_UDP},
-    parse::{TCP_ACK, TCP_FIN, TCP_SYN},
+    parse::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     record::{HEADER_LEN, RECORD_VERSION, RecordKind, SNAPLEN, flags},
 };
 use sensor_user::{
@@ -50,6 +50,9 @@ impl Harness {
             sensor_user::capture::privilege::can_load_xdp(),
             "these tests load XDP programs: run them as root (cargo xtask test does)"
         );
+        // A flow's packets reach the program on one CPU, as from one receive
+        // queue: its HOT slots are per CPU (sensor_common::hot).
+        sensor_user::capture::sched::pin_here().expect("pin the test thread");
         let sizes = MapSizes {
             ring_bytes,
             ..MapSizes::default()
@@ -696,13 +699,26 @@ fn sampling_stops_after_the_head_then_one_in_k() {
     }
     let recs = h.records();
     // Packets only counted read no clock: the flow's time is its last
-    // record's (the 8th packet's), not the 10th's.
+    // record's (the 8th packet's), not the 10th's. The 9th and 10th were
+    // counted by this CPU's HOT slot (sensor_common::hot), not yet in FLOWS.
     let last = recs.last().unwrap();
+    let d = usize::from(last.hdr.direction);
     let st = flows.get(&last.hdr.flow, 0).unwrap();
-    assert_eq!(
-        (st.last_ns, st.pkts[usize::from(last.hdr.direction)]),
-        (last.hdr.ts_ns, 10)
+    assert_eq!((st.last_ns, st.pkts[d]), (last.hdr.ts_ns, 8));
+    // The next packet that needs a decision, a FIN, takes them in first.
+    h.run(
+        &FrameBuilder::tcp("192.0.2.10", 40000, "198.51.100.2", 80)
+            .seq(10_001)
+            .flags(TCP_FIN | TCP_ACK)
+            .build(),
     );
+    let fin = h.records();
+    assert_eq!(
+        (fin.len(), fin[0].kind, fin[0].hdr.dir_pkts),
+        (1, RecordKind::Meta, 11)
+    );
+    assert_eq!(fin[0].hdr.dir_bytes, 10 * 1040 + 40);
+    assert_eq!(flows.get(&last.hdr.flow, 0).unwrap().pkts[d], 11);
     let seqs: Vec<(u32, bool)> = recs
         .iter()
         .map(|r| (r.hdr.tcp_seq, r.hdr.flags & flags::TAIL != 0))
@@ -727,6 +743,7 @@ fn sampling_stops_after_the_head_then_one_in_k() {
         (Counter::SampledHead, 3),
         (Counter::SampledTail, 2),
         (Counter::OverBudget, 5),
+        (Counter::Control, 1),
     ]);
 }
 
@@ -1488,7 +1505,6 @@ fn every_shape() -> Vec<Vec<u8>> {
 
 #[test]
 fn the_userspace_sampler_matches_the_kernel_byte_for_byte() {
-    use sensor_user::{capture::sampler::Sampler, targets::learning::MemoryWatch};
     if skip_without_root("the_userspace_sampler_matches_the_kernel_byte_for_byte") {
         return;
     }
@@ -1497,12 +1513,113 @@ fn the_userspace_sampler_matches_the_kernel_byte_for_byte() {
         tail_every: 4,
         ..Config::default()
     };
+    assert_sampler_matches(config, &every_shape());
+}
+
+/// Busy flows past their head, as the kernel's per-CPU HOT slots count them
+/// without the full path (`sensor_common::hot`), against the userspace
+/// sampler, which has no such slots: every record and counter alike. Three
+/// TCP flows and a UDP one share a client and a server, so their packets
+/// contend for the same two slots; runs of varying length, pure ACKs and
+/// data both ways, flows ending with FIN and RST, query-shaped then
+/// answer-shaped datagrams from the server's port 53.
+#[test]
+fn busy_flows_are_sampled_alike_with_and_without_hot_slots() {
+    if skip_without_root("busy_flows_are_sampled_alike_with_and_without_hot_slots") {
+        return;
+    }
+    let (client, server) = ("192.0.2.10", "198.51.100.2");
+    let mut frames = Vec::new();
+    let mut seq = [1u32; 4];
+    // A small deterministic generator: the same frames every run.
+    let mut state = 0x2545_f491_u32;
+    let mut next = move |n: u32| {
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        state % n
+    };
+    for round in 0..120u32 {
+        let flow = next(5) as usize;
+        let run = 1 + next(12);
+        for _ in 0..run {
+            let frame = match flow {
+                0..=2 => {
+                    let sport = 41000 + flow as u16;
+                    let f = if next(2) == 0 {
+                        let len = 200 + next(1200) as usize;
+                        let b = FrameBuilder::tcp(client, sport, server, 80)
+                            .seq(seq[flow])
+                            .payload(vec![b'a' + flow as u8; len]);
+                        seq[flow] += len as u32;
+                        b
+                    } else if next(3) == 0 {
+                        FrameBuilder::tcp(server, 80, client, sport)
+                            .payload(vec![b'z'; 1 + next(1400) as usize])
+                    } else {
+                        FrameBuilder::tcp(server, 80, client, sport).ack(seq[flow])
+                    };
+                    f.flags(TCP_ACK).build()
+                }
+                3 => FrameBuilder::udp(client, 5000, server, 443)
+                    .payload(vec![0x40; 100 + next(1100) as usize])
+                    .build(),
+                _ => {
+                    // From the server's :53: query-shaped (QR clear), then answers.
+                    let mut m = dns_answer(7, "api.qobuz.com", &[[198, 51, 100, 2]], 300);
+                    if round < 60 {
+                        m[2] &= 0x7f;
+                    }
+                    FrameBuilder::udp(server, 53, client, 33333).payload(m).build()
+                }
+            };
+            frames.push(frame);
+        }
+        if round == 70 {
+            frames.push(
+                FrameBuilder::tcp(client, 41001, server, 80)
+                    .seq(seq[1])
+                    .flags(TCP_FIN | TCP_ACK)
+                    .build(),
+            );
+        }
+        if round == 90 {
+            frames.push(
+                FrameBuilder::tcp(server, 80, client, 41002)
+                    .flags(TCP_RST)
+                    .build(),
+            );
+        }
+    }
+    frames.push(
+        FrameBuilder::tcp(client, 41000, server, 80)
+            .seq(seq[0])
+            .flags(TCP_FIN | TCP_ACK)
+            .build(),
+    );
+    let config = Config {
+        head_bytes: 3000,
+        tail_every: 8,
+        ..Config::default()
+    };
+    let (kernel_records, _) = assert_sampler_matches(config, &frames);
+    // Enough happened: heads, tails, metadata, DNS.
+    assert!(kernel_records > 40, "{kernel_records} records");
+}
+
+/// Runs `frames` through the kernel program and the userspace sampler with
+/// `config`; asserts every frame gets the same record (header and bytes, the
+/// time aside) or none from both, and that every counter ends alike. Returns
+/// the records and the frames.
+fn assert_sampler_matches(config: Config, frames: &[Vec<u8>]) -> (usize, usize) {
+    use sensor_user::{capture::sampler::Sampler, targets::learning::MemoryWatch};
     let mut h = Harness::new(config);
     let mut watch = MemoryWatch::default();
     watch.0.insert("198.51.100.0/24".parse().unwrap(), QOBUZ);
     watch.0.insert("2001:db8:1::/48".parse().unwrap(), QOBUZ);
     let mut sampler = Sampler::new(config, 1024, 1024);
-    for (i, frame) in every_shape().iter().enumerate() {
+    let mut records = 0;
+    for (i, frame) in frames.iter().enumerate() {
         h.run(frame);
         let mut kernel = h.records();
         let user = sampler.process(frame, 0, LO, &watch);
@@ -1523,6 +1640,7 @@ fn the_userspace_sampler_matches_the_kernel_byte_for_byte() {
                 u.hdr
             );
             assert_eq!(k.frame, u.frame, "frame {i}: frame bytes");
+            records += 1;
         }
     }
     for &c in Counter::ALL {
@@ -1533,6 +1651,7 @@ fn the_userspace_sampler_matches_the_kernel_byte_for_byte() {
             c.name()
         );
     }
+    (records, frames.len())
 }
 
 #[test]

@@ -1,0 +1,488 @@
+//! The watched flows a CPU is busy with: a per-CPU cache (`HOT`, two slots)
+//! that lets the fast path count a packet of a flow already past its head
+//! without the full parse, the 40-byte key or the `FLOWS` lookup
+//! (docs/performance.md, docs/ARCHITECTURE.md).
+//!
+//! A slot holds one direction of one plain IPv4 flow. The full path hands it
+//! over after a packet it only counted (`over_budget`, `watched_no_payload`)
+//! or sampled as a tail; from then on the fast path *absorbs* that
+//! direction's packets — counted under the same outcome, their packets and
+//! bytes kept in the slot — until one needs a decision: a SYN, FIN or RST,
+//! payload in a direction still in its head, the next tail sample, a set
+//! block bit, a changed `tail_every`. That packet takes the full path, which
+//! first adds the slot's counts to the flow's `FlowState` and empties the
+//! slot, so every record carries the counts it always did and the tail falls
+//! on the same packet. Between two full-path packets the flow's counts in
+//! `FLOWS` lag by what the slot holds (at most [`HOT_REFRESH`] packets);
+//! nothing reads them there but the records.
+
+use crate::{
+    config::{Config, config_flags},
+    counters::Counter,
+    flow::{FAMILY_V4, FlowKey, FlowState, IPPROTO_TCP, flow_flags},
+    parse::{Parsed, TCP_FIN, TCP_RST, TCP_SYN},
+    policy::{DNS_PORT, Decision},
+    quick::Plain,
+    record::flags,
+};
+
+/// Slots per CPU: a flow's two directions take different ones.
+pub const HOT_SLOTS: u32 = 2;
+
+/// Packets a slot absorbs at most before one takes the full path again, which
+/// also looks the flow up in `FLOWS` and so keeps it recent in its LRU.
+pub const HOT_REFRESH: u32 = 256;
+
+/// Packets of other flows a slot sees since its own last one before the full
+/// path may give it to another flow: two flows taking turns on a CPU then
+/// leave the first in place instead of each evicting the other (each
+/// eviction costs a `FLOWS` lookup to write the old counts back).
+pub const HOT_MISSES: u8 = 8;
+
+/// One slot of `HOT`. 80 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HotFlow {
+    /// 0: the flow's key, where the counts go.
+    pub key: FlowKey,
+    /// 40: the packets' source and destination address (IPv4, as stored
+    /// in memory: native-endian words of network-order bytes).
+    pub src: u32,
+    pub dst: u32,
+    /// 48: their source and destination port.
+    pub sport: u16,
+    pub dport: u16,
+    /// 52: packets it may still absorb (0: the next takes the full path).
+    pub left: u32,
+    /// 56: L3 bytes of the packets absorbed since the flow's last full-path packet.
+    pub bytes: u64,
+    /// 64: how many.
+    pub pkts: u32,
+    /// 68: the `tail_every` `left` was worked out for.
+    pub every: u32,
+    /// 72: the flow's `BLOCK_BITS` bucket (`block::flow_bucket`).
+    pub block_bucket: u32,
+    /// 76: IP protocol; 0: the slot is empty.
+    pub proto: u8,
+    /// 77: the packets' direction in `key`.
+    pub dir: u8,
+    /// 78: 1 if packets with payload are absorbed (the direction is past its
+    /// head); 0: only packets without.
+    pub payload: u8,
+    /// 79: packets of other flows seen in this slot since its own last one.
+    pub misses: u8,
+}
+
+/// A native-endian word of four network-order bytes.
+#[inline(always)]
+fn word(a: &[u8; 4]) -> u32 {
+    u32::from_ne_bytes(*a)
+}
+
+/// The slot (of [`HOT_SLOTS`]) a packet from `src` to `dst` uses: the other
+/// direction of its flow uses the other one (same address: the same one).
+#[inline(always)]
+pub fn slot_of(src: &[u8; 4], dst: &[u8; 4]) -> u32 {
+    u32::from(word(src) > word(dst))
+}
+
+impl HotFlow {
+    pub const fn empty() -> Self {
+        Self {
+            key: FlowKey::zeroed(),
+            src: 0,
+            dst: 0,
+            sport: 0,
+            dport: 0,
+            left: 0,
+            bytes: 0,
+            pkts: 0,
+            every: 0,
+            block_bucket: 0,
+            proto: 0,
+            dir: 0,
+            payload: 0,
+            misses: 0,
+        }
+    }
+
+    /// Whether the slot holds packets `src:sport -> dst:dport` of `proto`.
+    #[inline(always)]
+    pub fn holds(&self, proto: u8, src: &[u8; 4], dst: &[u8; 4], sport: u16, dport: u16) -> bool {
+        self.proto == proto
+            && self.src == word(src)
+            && self.dst == word(dst)
+            && self.sport == sport
+            && self.dport == dport
+    }
+
+    /// The fast path: the outcome of a plain IPv4 packet this slot absorbs
+    /// (counted here), or `None` for one the full path must see. `blocked`
+    /// tells whether a `BLOCK_BITS` bucket's bit is set; it is asked only
+    /// with blocking on, for TCP (the full path's own test).
+    #[inline(always)]
+    pub fn absorb(
+        &mut self,
+        cfg: &Config,
+        q: &Plain,
+        blocked: impl FnOnce(u32) -> bool,
+    ) -> Option<Counter> {
+        if !self.holds(q.proto, &q.src, &q.dst, q.sport, q.dport) {
+            if self.proto != 0 {
+                self.misses = self.misses.saturating_add(1);
+            }
+            return None;
+        }
+        // Plain IPv4: a 20-byte IP header, the transport's within the datagram.
+        let payload_len = q.l3_len - 20 - u32::from(q.l4_len);
+        if self.left == 0
+            || self.every != cfg.tail_every
+            || q.tcp_flags & (TCP_SYN | TCP_FIN | TCP_RST) != 0
+            || (payload_len != 0 && self.payload == 0)
+        {
+            return None;
+        }
+        if cfg.flags & config_flags::BLOCK != 0
+            && self.proto == IPPROTO_TCP
+            && blocked(self.block_bucket)
+        {
+            return None;
+        }
+        self.left -= 1;
+        self.pkts += 1;
+        self.bytes += u64::from(q.l3_len);
+        self.misses = 0;
+        Some(if payload_len == 0 {
+            Counter::WatchedNoPayload
+        } else {
+            Counter::OverBudget
+        })
+    }
+
+    /// The counts absorbed (bytes, packets), leaving the slot empty.
+    #[inline(always)]
+    pub fn take(&mut self) -> (u64, u64) {
+        let counts = (self.bytes, u64::from(self.pkts));
+        self.bytes = 0;
+        self.pkts = 0;
+        self.proto = 0;
+        counts
+    }
+
+    /// Hands this slot the direction `dir` of the flow `key`, whose packet
+    /// `p` the full path just decided (`st` updated with it): absorbing
+    /// packets with payload if `payload`. `left` runs out on the packet before
+    /// the direction's next tail sample.
+    #[inline(always)]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "all of it is what the full path just decided; a struct would be built to be taken apart"
+    )]
+    pub fn fill(
+        &mut self,
+        cfg: &Config,
+        p: &Parsed,
+        key: &FlowKey,
+        dir: u8,
+        st: &FlowState,
+        payload: bool,
+        block_bucket: u32,
+    ) {
+        let pkts = if dir == 0 { st.pkts[0] } else { st.pkts[1] };
+        let every = cfg.tail_every;
+        let left = if every == 0 {
+            HOT_REFRESH
+        } else {
+            let to_tail = u64::from(every) - 1 - pkts % u64::from(every);
+            if to_tail < u64::from(HOT_REFRESH) {
+                to_tail as u32
+            } else {
+                HOT_REFRESH
+            }
+        };
+        self.key = *key;
+        self.src = word(&[p.src[0], p.src[1], p.src[2], p.src[3]]);
+        self.dst = word(&[p.dst[0], p.dst[1], p.dst[2], p.dst[3]]);
+        self.sport = p.sport;
+        self.dport = p.dport;
+        self.left = left;
+        self.bytes = 0;
+        self.pkts = 0;
+        self.every = every;
+        self.block_bucket = block_bucket;
+        self.proto = p.proto;
+        self.dir = dir;
+        self.payload = u8::from(payload);
+        self.misses = 0;
+    }
+
+    /// Whether the full path may give this slot to another flow: it is
+    /// empty, or its flow has not been seen for [`HOT_MISSES`] packets.
+    #[inline(always)]
+    pub fn may_take_over(&self) -> bool {
+        self.proto == 0 || self.misses >= HOT_MISSES
+    }
+}
+
+/// Whether the full path may hand the direction of `p`'s flow to a slot after
+/// deciding `p` as `d`, and if so whether packets with payload may be
+/// absorbed too (the direction is past its head). Only a plain IPv4 packet
+/// (the fast path sees no other) of a watched flow, neither followed nor
+/// refused, not from the DNS port (answers go up whatever their flow).
+#[inline(always)]
+pub fn cacheable(p: &Parsed, st: &FlowState, d: &Decision) -> Option<bool> {
+    if p.family != FAMILY_V4
+        || p.vlan
+        || p.tunnel != 0
+        || p.first_fragment
+        || p.sport == DNS_PORT
+        || st.flags & (flow_flags::FOLLOWED | flow_flags::REFUSED) != 0
+    {
+        return None;
+    }
+    match *d {
+        Decision::Skip(Counter::OverBudget) => Some(true),
+        Decision::Skip(Counter::WatchedNoPayload) => Some(false),
+        // A tail sample: the direction is past its head.
+        Decision::Record { flags: f, .. } if f & flags::TAIL != 0 => Some(true),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        flow::IPPROTO_UDP,
+        parse::TCP_ACK,
+        policy::watched_packet,
+        record::RecordKind,
+    };
+    use core::mem::{offset_of, size_of};
+
+    const SRC: [u8; 4] = [192, 0, 2, 10];
+    const DST: [u8; 4] = [198, 51, 100, 2];
+
+    fn plain(payload: u32, tcp_flags: u8) -> Plain {
+        Plain {
+            family: FAMILY_V4,
+            proto: IPPROTO_TCP,
+            src: SRC,
+            dst: DST,
+            sport: 40000,
+            dport: 80,
+            l3_len: 40 + payload,
+            l4_len: 20,
+            tcp_flags,
+            tcp_seq: 0,
+            tcp_ack: 0,
+        }
+    }
+
+    fn parsed(q: &Plain) -> Parsed {
+        let mut p = Parsed::zeroed();
+        p.family = q.family;
+        p.proto = q.proto;
+        p.src[..4].copy_from_slice(&q.src);
+        p.dst[..4].copy_from_slice(&q.dst);
+        p.sport = q.sport;
+        p.dport = q.dport;
+        p.l3_len = q.l3_len;
+        p.payload_len = q.l3_len - 20 - u32::from(q.l4_len);
+        p.tcp_flags = q.tcp_flags;
+        p
+    }
+
+    fn cfg(every: u32) -> Config {
+        Config {
+            head_bytes: 3000,
+            tail_every: every,
+            ..Config::default()
+        }
+    }
+
+    #[test]
+    fn layout() {
+        assert_eq!(size_of::<HotFlow>(), 80);
+        assert_eq!(offset_of!(HotFlow, src), 40);
+        assert_eq!(offset_of!(HotFlow, left), 52);
+        assert_eq!(offset_of!(HotFlow, bytes), 56);
+        assert_eq!(offset_of!(HotFlow, proto), 76);
+        assert_eq!(offset_of!(HotFlow, misses), 79);
+    }
+
+    #[test]
+    fn a_flows_two_directions_take_different_slots() {
+        assert_ne!(slot_of(&SRC, &DST), slot_of(&DST, &SRC));
+        assert!(slot_of(&SRC, &DST) < HOT_SLOTS && slot_of(&DST, &SRC) < HOT_SLOTS);
+        assert_eq!(slot_of(&SRC, &SRC), 0);
+    }
+
+    /// A flow run packet by packet through the full path alone, and through
+    /// the full path with a slot in front of it (taking over where it may,
+    /// as the kernel does): the same outcomes for every packet, and the same
+    /// counts whenever the full path decides one.
+    #[test]
+    fn the_slot_is_invisible_in_outcomes_and_counts() {
+        for every in [0, 1, 4, 64] {
+            let c = cfg(every);
+            let key = FlowKey::zeroed();
+            let mut alone = FlowState::new(1, 0, 0);
+            let mut both = FlowState::new(1, 0, 0);
+            let mut slot = HotFlow::empty();
+            let (mut absorbed, mut full) = (0, 0);
+            // A head of 3 × 1000 bytes, pure ACKs between, a FIN at the end.
+            let shape = |i| match i {
+                599 => plain(0, TCP_FIN | TCP_ACK),
+                i if i % 5 == 4 => plain(0, TCP_ACK),
+                _ => plain(1000, TCP_ACK),
+            };
+            for i in 0..600 {
+                let q = &shape(i);
+                let p = parsed(q);
+                let peek = || Some(*b"GET /");
+                let want = watched_packet(&c, &mut alone, 0, &p, peek);
+                if let Some(counter) = slot.absorb(&c, q, |_| false) {
+                    absorbed += 1;
+                    assert_eq!(want, Decision::Skip(counter), "packet {i}, every {every}");
+                    continue;
+                }
+                full += 1;
+                if slot.holds(p.proto, &SRC, &DST, p.sport, p.dport) {
+                    let (b, n) = slot.take();
+                    both.bytes[0] += b;
+                    both.pkts[0] += n;
+                }
+                let got = watched_packet(&c, &mut both, 0, &p, peek);
+                assert_eq!(got, want, "packet {i}, every {every}");
+                assert_eq!(both, alone, "packet {i}, every {every}");
+                if let Some(payload) = cacheable(&p, &both, &got)
+                    && slot.may_take_over()
+                {
+                    slot.fill(&c, &p, &key, 0, &both, payload, 0);
+                }
+            }
+            assert_eq!(both, alone);
+            assert_eq!(slot.proto, 0, "the FIN emptied the slot");
+            // Most of the flow never needed the full path: all but the head,
+            // the tails and the FIN (with every packet a tail, all of it did).
+            let (lo, hi) = match every {
+                0 => (590, 600),
+                1 => (0, 0),
+                4 => (400, 450),
+                _ => (575, 590),
+            };
+            assert!(
+                (lo..=hi).contains(&absorbed),
+                "every {every}: {absorbed} absorbed, {full} not"
+            );
+        }
+    }
+
+    #[test]
+    fn the_tail_packet_takes_the_full_path() {
+        let c = cfg(4);
+        let q = plain(1000, TCP_ACK);
+        let mut st = FlowState::new(1, 0, 0);
+        st.pkts[0] = 8; // a tail sample (8 % 4 == 0) was just taken
+        let mut slot = HotFlow::empty();
+        slot.fill(&c, &parsed(&q), &FlowKey::zeroed(), 0, &st, true, 0);
+        // 9, 10, 11 absorbed; 12 is the next tail.
+        let got: [_; 4] = core::array::from_fn(|_| slot.absorb(&c, &q, |_| false));
+        let skip = Some(Counter::OverBudget);
+        assert_eq!(got, [skip, skip, skip, None]);
+        assert_eq!(slot.take(), (3 * 1040, 3));
+    }
+
+    #[test]
+    fn what_the_slot_leaves_to_the_full_path() {
+        let c = cfg(64);
+        let q = plain(1000, TCP_ACK);
+        let st = FlowState::new(1, 0, 0);
+        let fresh = |payload| {
+            let mut s = HotFlow::empty();
+            s.fill(&c, &parsed(&q), &FlowKey::zeroed(), 0, &st, payload, 7);
+            s
+        };
+        // Control packets, payload in a direction still in its head.
+        for (q, payload) in [
+            (plain(0, TCP_SYN), true),
+            (plain(0, TCP_FIN | TCP_ACK), true),
+            (plain(0, TCP_RST), true),
+            (plain(10, TCP_ACK), false),
+        ] {
+            assert_eq!(fresh(payload).absorb(&c, &q, |_| false), None, "{q:?}");
+        }
+        // Another flow: counted as a miss.
+        let mut s = fresh(true);
+        let mut other = q;
+        other.sport = 40001;
+        assert_eq!(s.absorb(&c, &other, |_| false), None);
+        assert_eq!(s.misses, 1);
+        assert!(!s.may_take_over());
+        s.misses = HOT_MISSES;
+        assert!(s.may_take_over());
+        // A changed tail_every.
+        assert_eq!(fresh(true).absorb(&cfg(32), &q, |_| false), None);
+        // Blocking on: the flow's bucket is asked, and a set bit wins.
+        let mut blocking = c;
+        blocking.flags |= config_flags::BLOCK;
+        let mut asked = None;
+        let r = fresh(true).absorb(&blocking, &q, |b| {
+            asked = Some(b);
+            true
+        });
+        assert_eq!((r, asked), (None, Some(7)));
+        assert_eq!(
+            fresh(true).absorb(&blocking, &q, |_| false),
+            Some(Counter::OverBudget)
+        );
+        // Blocking off: the bucket is not asked.
+        assert_eq!(
+            fresh(true).absorb(&c, &q, |_| panic!("asked")),
+            Some(Counter::OverBudget)
+        );
+    }
+
+    #[test]
+    fn only_plain_ipv4_watched_flows_are_handed_over() {
+        let q = plain(1000, TCP_ACK);
+        let p = parsed(&q);
+        let st = FlowState::new(1, 0, 0);
+        let over = Decision::Skip(Counter::OverBudget);
+        assert_eq!(cacheable(&p, &st, &over), Some(true));
+        assert_eq!(
+            cacheable(&p, &st, &Decision::Skip(Counter::WatchedNoPayload)),
+            Some(false)
+        );
+        let tail = Decision::Record {
+            kind: RecordKind::Sample,
+            flags: flags::TAIL,
+            counter: Counter::SampledTail,
+        };
+        assert_eq!(cacheable(&p, &st, &tail), Some(true));
+        let head = Decision::Record {
+            kind: RecordKind::Sample,
+            flags: 0,
+            counter: Counter::SampledHead,
+        };
+        assert_eq!(cacheable(&p, &st, &head), None);
+        let mut v6 = p;
+        v6.family = crate::flow::FAMILY_V6;
+        let mut vlan = p;
+        vlan.vlan = true;
+        let mut tunnelled = p;
+        tunnelled.tunnel = 1;
+        let mut dns = p;
+        dns.proto = IPPROTO_UDP;
+        dns.sport = DNS_PORT;
+        for p in [v6, vlan, tunnelled, dns] {
+            assert_eq!(cacheable(&p, &st, &over), None, "{p:?}");
+        }
+        for f in [flow_flags::FOLLOWED, flow_flags::REFUSED] {
+            let mut st = st;
+            st.flags |= f;
+            assert_eq!(cacheable(&p, &st, &over), None);
+        }
+    }
+}
