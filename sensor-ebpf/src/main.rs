@@ -6,6 +6,7 @@
 //!
 //! ```text
 //! frame ─ plain IPv4/IPv6 TCP/UDP, watch bits clear, no DNS/probe/follow/VXLAN port ── counter, PASS
+//!    ├ plain IPv4, watch bit set, this CPU's HOT slot holds its flow past its head ── counter, PASS
 //!    └ parse ─┬─ error ─────────────────────────────── counter, PASS
 //!             ├─ DNS answer (from :53) ───────────────── ring: Dns
 //!             ├─ WATCH_BITS hit ─ [BLOCKED] ─ FLOWS, else WATCH_V4/V6 ─ policy ─ ring: Sample/Meta
@@ -235,7 +236,7 @@ impl PacketBytes for Frame<'_> {
             return None;
         }
         // SAFETY: [start + off, start + off + N) lies inside the linear packet data.
-        Some(unsafe { *((start + off) as *const [u8; N]) })
+        Some(unsafe { load(start + off) })
     }
 
     #[inline(always)]
@@ -330,8 +331,37 @@ impl PacketBytes for PlainFrame {
             return None;
         }
         // SAFETY: [data + off, data + off + N) lies inside the linear packet data.
-        Some(unsafe { *((self.data + off) as *const [u8; N]) })
+        Some(unsafe { load(self.data + off) })
     }
+}
+
+/// The `N` bytes at `at`, two per load: LLVM reads a `[u8; N]` a byte at a
+/// time at the BPF target's CPU, and the readers rebuild most fields from
+/// byte pairs (docs/performance.md).
+///
+/// # Safety
+/// `[at, at + N)` must be readable packet data the verifier knows is in
+/// bounds. The loads are `u16`: `at` is 2-byte aligned whenever the header's
+/// offset is even, which every header the readers ask for is (the kernel
+/// aligns a frame's start), and on this target a misaligned one would still
+/// be a plain load (x86's JIT; the verifier accepts it).
+#[inline(always)]
+unsafe fn load<const N: usize>(at: usize) -> [u8; N] {
+    let mut out = [0u8; N];
+    let words = at as *const u16;
+    let mut i = 0;
+    while i + 1 < N {
+        // SAFETY: inside [at, at + N), per the caller.
+        let [a, b] = unsafe { *words.add(i / 2) }.to_ne_bytes();
+        out[i] = a;
+        out[i + 1] = b;
+        i += 2;
+    }
+    if N % 2 == 1 {
+        // SAFETY: as above, the last byte.
+        out[N - 1] = unsafe { *((at + N - 1) as *const u8) };
+    }
+    out
 }
 
 /// The packet's outcome, and whether its frame became an RST to send back.

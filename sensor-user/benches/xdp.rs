@@ -122,6 +122,8 @@ fn main() {
         sensor_user::capture::privilege::can_load_xdp(),
         "the XDP benchmark loads programs into the kernel: run it as root (cargo xtask bench)"
     );
+    // Counted before the pin below, which narrows what the process may use.
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     // Every program measured on one CPU: the null program's and the sensor's
     // numbers share it, and the sensor's per-CPU flow slots stay warm.
     pin(sensor_user::capture::sched::current_cpu());
@@ -298,7 +300,7 @@ fn main() {
         rows.push((format!("{}+blocking", b.name), ns, ns / null_ns, None));
         blocking_rows.push((b.name, ratios[PAIRED_ROUNDS / 2]));
     }
-    let scaling = scale(&cases[1]);
+    let scaling = scale(&cases[1], cpus);
     let reader = with_reader(&cases[1]);
     print_and_write(&rows, &ref_rows, &blocking_rows, &size, [scaling, reader]);
 }
@@ -408,9 +410,8 @@ fn pin(cpu: usize) {
 /// every CPU running `BPF_PROG_TEST_RUN` at once (a distinct flow per CPU,
 /// all producing into the one ring) against one CPU alone, the ring drained
 /// between calls. Any `ring_full` makes the run invalid.
-fn scale(sampled: &Case) -> serde_json::Value {
+fn scale(sampled: &Case, cpus: usize) -> serde_json::Value {
     use std::sync::Barrier;
-    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     let frames: Vec<Vec<u8>> = (0..cpus)
         .map(|c| {
             FrameBuilder::tcp("192.0.2.10", 41000 + c as u16, "198.51.100.2", 80)
