@@ -252,12 +252,7 @@ pub fn cacheable(p: &Parsed, st: &FlowState, d: &Decision) -> Option<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        flow::IPPROTO_UDP,
-        parse::TCP_ACK,
-        policy::watched_packet,
-        record::RecordKind,
-    };
+    use crate::{flow::IPPROTO_UDP, parse::TCP_ACK, policy::watched_packet, record::RecordKind};
     use core::mem::{offset_of, size_of};
 
     const SRC: [u8; 4] = [192, 0, 2, 10];

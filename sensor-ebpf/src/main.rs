@@ -693,7 +693,15 @@ fn hand_over(cfg: &Config, h: &mut HotFlow, s: &Scratch, dir: u8, st: &FlowState
             add_counts(unsafe { &mut *old }, old_dir, counts);
         }
     }
-    h.fill(cfg, &s.parsed, &s.key, dir, st, payload, flow_bucket(&s.key));
+    h.fill(
+        cfg,
+        &s.parsed,
+        &s.key,
+        dir,
+        st,
+        payload,
+        flow_bucket(&s.key),
+    );
 }
 
 /// Whether the new flow's client address (the endpoint `cdir` sends from) may

@@ -308,13 +308,22 @@ fn a_busy_flow_counted_by_the_fast_path_is_still_blocked() {
     }
     let heads = h.records().len();
     assert_eq!(h.count(Counter::OverBudget), 8, "{heads} records");
-    let next = b.clone().seq(1 + 40 * 512).ack(0xfeed_f00d).payload(b"more").build();
+    let next = b
+        .clone()
+        .seq(1 + 40 * 512)
+        .ack(0xfeed_f00d)
+        .payload(b"more")
+        .build();
     h.block(&next);
     let (ret, rst) = h.run(&next);
     assert_eq!(ret, XDP_TX, "the next client packet becomes an RST");
     assert_rst_answers(&rst, &next, 14, true, 0xfeed_f00d);
     assert_eq!(h.run(&next).0, XDP_DROP);
-    assert_eq!(h.count(Counter::OverBudget), 8, "none counted after the block");
+    assert_eq!(
+        h.count(Counter::OverBudget),
+        8,
+        "none counted after the block"
+    );
 }
 
 #[test]

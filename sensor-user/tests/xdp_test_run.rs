@@ -1543,36 +1543,40 @@ fn busy_flows_are_sampled_alike_with_and_without_hot_slots() {
         let flow = next(5) as usize;
         let run = 1 + next(12);
         for _ in 0..run {
-            let frame = match flow {
-                0..=2 => {
-                    let sport = 41000 + flow as u16;
-                    let f = if next(2) == 0 {
-                        let len = 200 + next(1200) as usize;
-                        let b = FrameBuilder::tcp(client, sport, server, 80)
-                            .seq(seq[flow])
-                            .payload(vec![b'a' + flow as u8; len]);
-                        seq[flow] += len as u32;
-                        b
-                    } else if next(3) == 0 {
-                        FrameBuilder::tcp(server, 80, client, sport)
-                            .payload(vec![b'z'; 1 + next(1400) as usize])
-                    } else {
-                        FrameBuilder::tcp(server, 80, client, sport).ack(seq[flow])
-                    };
-                    f.flags(TCP_ACK).build()
-                }
-                3 => FrameBuilder::udp(client, 5000, server, 443)
-                    .payload(vec![0x40; 100 + next(1100) as usize])
-                    .build(),
-                _ => {
-                    // From the server's :53: query-shaped (QR clear), then answers.
-                    let mut m = dns_answer(7, "api.qobuz.com", &[[198, 51, 100, 2]], 300);
-                    if round < 60 {
-                        m[2] &= 0x7f;
+            let frame =
+                match flow {
+                    0..=2 => {
+                        let sport = 41000 + flow as u16;
+                        let f =
+                            if next(2) == 0 {
+                                let len = 200 + next(1200) as usize;
+                                let b = FrameBuilder::tcp(client, sport, server, 80)
+                                    .seq(seq[flow])
+                                    .payload(vec![b'a' + flow as u8; len]);
+                                seq[flow] += len as u32;
+                                b
+                            } else if next(3) == 0 {
+                                FrameBuilder::tcp(server, 80, client, sport)
+                                    .payload(vec![b'z'; 1 + next(1400) as usize])
+                            } else {
+                                FrameBuilder::tcp(server, 80, client, sport).ack(seq[flow])
+                            };
+                        f.flags(TCP_ACK).build()
                     }
-                    FrameBuilder::udp(server, 53, client, 33333).payload(m).build()
-                }
-            };
+                    3 => FrameBuilder::udp(client, 5000, server, 443)
+                        .payload(vec![0x40; 100 + next(1100) as usize])
+                        .build(),
+                    _ => {
+                        // From the server's :53: query-shaped (QR clear), then answers.
+                        let mut m = dns_answer(7, "api.qobuz.com", &[[198, 51, 100, 2]], 300);
+                        if round < 60 {
+                            m[2] &= 0x7f;
+                        }
+                        FrameBuilder::udp(server, 53, client, 33333)
+                            .payload(m)
+                            .build()
+                    }
+                };
             frames.push(frame);
         }
         if round == 70 {

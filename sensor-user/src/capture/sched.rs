@@ -78,10 +78,17 @@ fn fifo(priority: u8) -> std::io::Result<()> {
 /// its `HOT` slots are per CPU (`sensor_common::hot`) as a receive queue's
 /// flows are, and a measurement that migrates halfway measures two CPUs.
 pub fn pin(cpu: usize) -> std::io::Result<()> {
+    pin_to(&[cpu])
+}
+
+/// Keeps the calling thread on `cpus` (an empty list: EINVAL).
+pub fn pin_to(cpus: &[usize]) -> std::io::Result<()> {
     // SAFETY: a zeroed cpu_set_t is a valid empty set; the call only reads it.
     let r = unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
+        for &cpu in cpus {
+            libc::CPU_SET(cpu, &mut set);
+        }
         libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &raw const set)
     };
     if r == 0 {
