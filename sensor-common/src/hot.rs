@@ -1,10 +1,10 @@
-//! The watched flows a CPU is busy with: a per-CPU cache (`HOT`, two slots)
+//! The watched flows a CPU is busy with: a per-CPU cache (`HOT`, four slots)
 //! that lets the fast path count a packet of a flow already past its head
 //! without the full parse, the 40-byte key or the `FLOWS` lookup
 //! (docs/performance.md, docs/ARCHITECTURE.md).
 //!
-//! A slot holds one direction of one plain IPv4 flow. The full path hands it
-//! over after a packet it only counted (`over_budget`, `watched_no_payload`)
+//! A slot holds one direction of one plain IPv4 or IPv6 flow. The full path
+//! hands it over after a packet it only counted (`over_budget`, `watched_no_payload`)
 //! or sampled as a tail; from then on the fast path *absorbs* that
 //! direction's packets — counted under the same outcome, their packets and
 //! bytes kept in the slot — until one needs a decision: a SYN, FIN or RST,
@@ -26,8 +26,9 @@ use crate::{
     record::flags,
 };
 
-/// Slots per CPU: a flow's two directions take different ones.
-pub const HOT_SLOTS: u32 = 2;
+/// Slots per CPU: two for IPv4 flows, two for IPv6 ones; a flow's two
+/// directions take different ones.
+pub const HOT_SLOTS: u32 = 4;
 
 /// Packets a slot absorbs at most before one takes the full path again, which
 /// also looks the flow up in `FLOWS` and so keeps it recent in its LRU.
@@ -39,14 +40,15 @@ pub const HOT_REFRESH: u32 = 256;
 /// eviction costs a `FLOWS` lookup to write the old counts back).
 pub const HOT_MISSES: u8 = 8;
 
-/// One slot of `HOT`. 80 bytes.
+/// One slot of `HOT`. 104 bytes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HotFlow {
     /// 0: the flow's key, where the counts go.
     pub key: FlowKey,
-    /// 40: the packets' source and destination address (IPv4, as stored
-    /// in memory: native-endian words of network-order bytes).
+    /// 40: the packets' source and destination address (IPv4; an IPv6
+    /// address's first four bytes), as stored in memory: native-endian words
+    /// of network-order bytes.
     pub src: u32,
     pub dst: u32,
     /// 48: their source and destination port.
@@ -71,6 +73,27 @@ pub struct HotFlow {
     pub payload: u8,
     /// 79: packets of other flows seen in this slot since its own last one.
     pub misses: u8,
+    /// 80: an IPv6 source and destination address's last twelve bytes, as
+    /// `src` (zero in an IPv4 slot).
+    pub rest: Rest,
+}
+
+/// The last twelve bytes of an IPv6 packet's source and destination
+/// address, as words: what a slot compares besides `src` and `dst`.
+pub type Rest = [u32; 6];
+
+/// [`Rest`] of two IPv6 addresses.
+#[inline(always)]
+pub fn rest(src: &[u8; 16], dst: &[u8; 16]) -> Rest {
+    let w = |a: &[u8; 16], i: usize| word(&[a[i], a[i + 1], a[i + 2], a[i + 3]]);
+    [
+        w(src, 4),
+        w(src, 8),
+        w(src, 12),
+        w(dst, 4),
+        w(dst, 8),
+        w(dst, 12),
+    ]
 }
 
 /// A native-endian word of four network-order bytes.
@@ -79,11 +102,21 @@ fn word(a: &[u8; 4]) -> u32 {
     u32::from_ne_bytes(*a)
 }
 
-/// The slot (of [`HOT_SLOTS`]) a packet from `src` to `dst` uses: the other
+/// The IPv4 slot (0 or 1) a packet from `src` to `dst` uses: the other
 /// direction of its flow uses the other one (same address: the same one).
 #[inline(always)]
 pub fn slot_of(src: &[u8; 4], dst: &[u8; 4]) -> u32 {
     u32::from(word(src) > word(dst))
+}
+
+/// The IPv6 slot (2 or 3) a packet from `src` to `dst` uses, told apart by
+/// the addresses' last four bytes (their first are often one prefix).
+#[inline(always)]
+pub fn slot_of6(src: &[u8; 16], dst: &[u8; 16]) -> u32 {
+    2 + slot_of(
+        &[src[12], src[13], src[14], src[15]],
+        &[dst[12], dst[13], dst[14], dst[15]],
+    )
 }
 
 impl HotFlow {
@@ -103,6 +136,7 @@ impl HotFlow {
             dir: 0,
             payload: 0,
             misses: 0,
+            rest: [0; 6],
         }
     }
 
@@ -116,25 +150,44 @@ impl HotFlow {
             && self.dport == dport
     }
 
-    /// The fast path: the outcome of a plain IPv4 packet this slot absorbs
-    /// (counted here), or `None` for one the full path must see. `blocked`
-    /// tells whether a `BLOCK_BITS` bucket's bit is set; it is asked only
-    /// with blocking on, for TCP (the full path's own test).
+    /// Whether the slot holds the packet the full path parsed into `p`.
+    #[inline(always)]
+    pub fn holds_parsed(&self, p: &Parsed) -> bool {
+        let (s, d) = (&p.src, &p.dst);
+        self.holds(
+            p.proto,
+            &[s[0], s[1], s[2], s[3]],
+            &[d[0], d[1], d[2], d[3]],
+            p.sport,
+            p.dport,
+        ) && (p.family == FAMILY_V4 || self.rest == rest(s, d))
+    }
+
+    /// The fast path: the outcome of a plain packet this slot absorbs
+    /// (counted here), or `None` for one the full path must see. `rest`:
+    /// an IPv6 packet's [`Rest`] (`None` for IPv4: an IPv4 slot's is zero).
+    /// `blocked` tells whether a `BLOCK_BITS` bucket's bit is set; it is
+    /// asked only with blocking on, for TCP (the full path's own test).
     #[inline(always)]
     pub fn absorb(
         &mut self,
         cfg: &Config,
         q: &Plain,
+        rest: Option<&Rest>,
         blocked: impl FnOnce(u32) -> bool,
     ) -> Option<Counter> {
-        if !self.holds(q.proto, &q.src, &q.dst, q.sport, q.dport) {
+        if !self.holds(q.proto, &q.src, &q.dst, q.sport, q.dport)
+            || rest.is_some_and(|r| *r != self.rest)
+        {
             if self.proto != 0 {
                 self.misses = self.misses.saturating_add(1);
             }
             return None;
         }
-        // Plain IPv4: a 20-byte IP header, the transport's within the datagram.
-        let payload_len = q.l3_len - 20 - u32::from(q.l4_len);
+        // A plain packet: a 20- or 40-byte IP header, the transport's within
+        // the datagram.
+        let ip_hlen = if q.family == FAMILY_V4 { 20 } else { 40 };
+        let payload_len = q.l3_len - ip_hlen - u32::from(q.l4_len);
         if self.left == 0
             || self.every != cfg.tail_every
             || q.tcp_flags & (TCP_SYN | TCP_FIN | TCP_RST) != 0
@@ -214,6 +267,7 @@ impl HotFlow {
         self.dir = dir;
         self.payload = u8::from(payload);
         self.misses = 0;
+        self.rest = rest(&p.src, &p.dst);
     }
 
     /// Whether the full path may give this slot to another flow: it is
@@ -226,13 +280,13 @@ impl HotFlow {
 
 /// Whether the full path may hand the direction of `p`'s flow to a slot after
 /// deciding `p` as `d`, and if so whether packets with payload may be
-/// absorbed too (the direction is past its head). Only a plain IPv4 packet
-/// (the fast path sees no other) of a watched flow, neither followed nor
-/// refused, not from the DNS port (answers go up whatever their flow).
+/// absorbed too (the direction is past its head). Only a plain packet (no
+/// VLAN tag, tunnel or fragment: the fast path sees no other) of a watched
+/// flow, neither followed nor refused, not from the DNS port (answers go up
+/// whatever their flow).
 #[inline(always)]
 pub fn cacheable(p: &Parsed, st: &FlowState, d: &Decision) -> Option<bool> {
-    if p.family != FAMILY_V4
-        || p.vlan
+    if p.vlan
         || p.tunnel != 0
         || p.first_fragment
         || p.sport == DNS_PORT
@@ -298,7 +352,8 @@ mod tests {
 
     #[test]
     fn layout() {
-        assert_eq!(size_of::<HotFlow>(), 80);
+        assert_eq!(size_of::<HotFlow>(), 104);
+        assert_eq!(offset_of!(HotFlow, rest), 80);
         assert_eq!(offset_of!(HotFlow, src), 40);
         assert_eq!(offset_of!(HotFlow, left), 52);
         assert_eq!(offset_of!(HotFlow, bytes), 56);
@@ -313,13 +368,37 @@ mod tests {
         assert_eq!(slot_of(&SRC, &SRC), 0);
     }
 
+    const SRC6: [u8; 16] = [0x20, 1, 0xd, 0xb8, 0, 0xc, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10];
+    const DST6: [u8; 16] = [0x20, 1, 0xd, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+
+    /// A packet as the fast path reads it (its `Plain` and, for IPv6, its
+    /// `Rest`) and as the full path parses it.
+    fn packet(v6: bool, payload: u32, tcp_flags: u8) -> (Plain, Option<Rest>, Parsed) {
+        let mut q = plain(payload, tcp_flags);
+        if !v6 {
+            return (q, None, parsed(&q));
+        }
+        q.family = crate::flow::FAMILY_V6;
+        q.src = [SRC6[0], SRC6[1], SRC6[2], SRC6[3]];
+        q.dst = [DST6[0], DST6[1], DST6[2], DST6[3]];
+        q.l3_len += 20;
+        let mut p = parsed(&q);
+        p.src = SRC6;
+        p.dst = DST6;
+        p.payload_len = payload;
+        (q, Some(rest(&SRC6, &DST6)), p)
+    }
+
     /// A flow run packet by packet through the full path alone, and through
     /// the full path with a slot in front of it (taking over where it may,
     /// as the kernel does): the same outcomes for every packet, and the same
-    /// counts whenever the full path decides one.
+    /// counts whenever the full path decides one. IPv4 and IPv6.
     #[test]
     fn the_slot_is_invisible_in_outcomes_and_counts() {
-        for every in [0, 1, 4, 64] {
+        for (v6, every) in [false, true]
+            .into_iter()
+            .flat_map(|v6| [0, 1, 4, 64].map(|e| (v6, e)))
+        {
             let c = cfg(every);
             let key = FlowKey::zeroed();
             let mut alone = FlowState::new(1, 0, 0);
@@ -328,29 +407,32 @@ mod tests {
             let (mut absorbed, mut full) = (0, 0);
             // A head of 3 × 1000 bytes, pure ACKs between, a FIN at the end.
             let shape = |i| match i {
-                599 => plain(0, TCP_FIN | TCP_ACK),
-                i if i % 5 == 4 => plain(0, TCP_ACK),
-                _ => plain(1000, TCP_ACK),
+                599 => packet(v6, 0, TCP_FIN | TCP_ACK),
+                i if i % 5 == 4 => packet(v6, 0, TCP_ACK),
+                _ => packet(v6, 1000, TCP_ACK),
             };
             for i in 0..600 {
-                let q = &shape(i);
-                let p = parsed(q);
+                let (q, r, p) = shape(i);
                 let peek = || Some(*b"GET /");
                 let want = watched_packet(&c, &mut alone, 0, &p, peek);
-                if let Some(counter) = slot.absorb(&c, q, |_| false) {
+                if let Some(counter) = slot.absorb(&c, &q, r.as_ref(), |_| false) {
                     absorbed += 1;
-                    assert_eq!(want, Decision::Skip(counter), "packet {i}, every {every}");
+                    assert_eq!(
+                        want,
+                        Decision::Skip(counter),
+                        "packet {i}, every {every}, v6 {v6}"
+                    );
                     continue;
                 }
                 full += 1;
-                if slot.holds(p.proto, &SRC, &DST, p.sport, p.dport) {
+                if slot.holds_parsed(&p) {
                     let (b, n) = slot.take();
                     both.bytes[0] += b;
                     both.pkts[0] += n;
                 }
                 let got = watched_packet(&c, &mut both, 0, &p, peek);
-                assert_eq!(got, want, "packet {i}, every {every}");
-                assert_eq!(both, alone, "packet {i}, every {every}");
+                assert_eq!(got, want, "packet {i}, every {every}, v6 {v6}");
+                assert_eq!(both, alone, "packet {i}, every {every}, v6 {v6}");
                 if let Some(payload) = cacheable(&p, &both, &got)
                     && slot.may_take_over()
                 {
@@ -369,9 +451,43 @@ mod tests {
             };
             assert!(
                 (lo..=hi).contains(&absorbed),
-                "every {every}: {absorbed} absorbed, {full} not"
+                "every {every}, v6 {v6}: {absorbed} absorbed, {full} not"
             );
         }
+    }
+
+    #[test]
+    fn an_ipv6_slot_compares_whole_addresses() {
+        let c = cfg(64);
+        let (q, r, p) = packet(true, 1000, TCP_ACK);
+        let mut slot = HotFlow::empty();
+        slot.fill(
+            &c,
+            &p,
+            &FlowKey::zeroed(),
+            0,
+            &FlowState::new(1, 0, 0),
+            true,
+            0,
+        );
+        assert!(slot.holds_parsed(&p));
+        assert_eq!(
+            slot.absorb(&c, &q, r.as_ref(), |_| false),
+            Some(Counter::OverBudget)
+        );
+        // Same first four bytes and ports, another host in the prefix.
+        let mut other = SRC6;
+        other[15] = 0x11;
+        let mut p2 = p;
+        p2.src = other;
+        assert!(!slot.holds_parsed(&p2));
+        assert_eq!(
+            slot.absorb(&c, &q, Some(&rest(&other, &DST6)), |_| false),
+            None
+        );
+        assert_eq!(slot.misses, 1);
+        assert_ne!(slot_of6(&SRC6, &DST6), slot_of6(&DST6, &SRC6));
+        assert!((2..HOT_SLOTS).contains(&slot_of6(&SRC6, &DST6)));
     }
 
     #[test]
@@ -383,7 +499,7 @@ mod tests {
         let mut slot = HotFlow::empty();
         slot.fill(&c, &parsed(&q), &FlowKey::zeroed(), 0, &st, true, 0);
         // 9, 10, 11 absorbed; 12 is the next tail.
-        let got: [_; 4] = core::array::from_fn(|_| slot.absorb(&c, &q, |_| false));
+        let got: [_; 4] = core::array::from_fn(|_| slot.absorb(&c, &q, None, |_| false));
         let skip = Some(Counter::OverBudget);
         assert_eq!(got, [skip, skip, skip, None]);
         assert_eq!(slot.take(), (3 * 1040, 3));
@@ -406,41 +522,45 @@ mod tests {
             (plain(0, TCP_RST), true),
             (plain(10, TCP_ACK), false),
         ] {
-            assert_eq!(fresh(payload).absorb(&c, &q, |_| false), None, "{q:?}");
+            assert_eq!(
+                fresh(payload).absorb(&c, &q, None, |_| false),
+                None,
+                "{q:?}"
+            );
         }
         // Another flow: counted as a miss.
         let mut s = fresh(true);
         let mut other = q;
         other.sport = 40001;
-        assert_eq!(s.absorb(&c, &other, |_| false), None);
+        assert_eq!(s.absorb(&c, &other, None, |_| false), None);
         assert_eq!(s.misses, 1);
         assert!(!s.may_take_over());
         s.misses = HOT_MISSES;
         assert!(s.may_take_over());
         // A changed tail_every.
-        assert_eq!(fresh(true).absorb(&cfg(32), &q, |_| false), None);
+        assert_eq!(fresh(true).absorb(&cfg(32), &q, None, |_| false), None);
         // Blocking on: the flow's bucket is asked, and a set bit wins.
         let mut blocking = c;
         blocking.flags |= config_flags::BLOCK;
         let mut asked = None;
-        let r = fresh(true).absorb(&blocking, &q, |b| {
+        let r = fresh(true).absorb(&blocking, &q, None, |b| {
             asked = Some(b);
             true
         });
         assert_eq!((r, asked), (None, Some(7)));
         assert_eq!(
-            fresh(true).absorb(&blocking, &q, |_| false),
+            fresh(true).absorb(&blocking, &q, None, |_| false),
             Some(Counter::OverBudget)
         );
         // Blocking off: the bucket is not asked.
         assert_eq!(
-            fresh(true).absorb(&c, &q, |_| panic!("asked")),
+            fresh(true).absorb(&c, &q, None, |_| panic!("asked")),
             Some(Counter::OverBudget)
         );
     }
 
     #[test]
-    fn only_plain_ipv4_watched_flows_are_handed_over() {
+    fn only_plain_watched_flows_are_handed_over() {
         let q = plain(1000, TCP_ACK);
         let p = parsed(&q);
         let st = FlowState::new(1, 0, 0);
@@ -464,6 +584,7 @@ mod tests {
         assert_eq!(cacheable(&p, &st, &head), None);
         let mut v6 = p;
         v6.family = crate::flow::FAMILY_V6;
+        assert_eq!(cacheable(&v6, &st, &over), Some(true));
         let mut vlan = p;
         vlan.vlan = true;
         let mut tunnelled = p;
@@ -471,7 +592,7 @@ mod tests {
         let mut dns = p;
         dns.proto = IPPROTO_UDP;
         dns.sport = DNS_PORT;
-        for p in [v6, vlan, tunnelled, dns] {
+        for p in [vlan, tunnelled, dns] {
             assert_eq!(cacheable(&p, &st, &over), None, "{p:?}");
         }
         for f in [flow_flags::FOLLOWED, flow_flags::REFUSED] {

@@ -138,6 +138,33 @@ pub fn reread_ipv4<P: PacketBytes + ?Sized>(p: &P) -> Option<Plain> {
     })
 }
 
+/// [`reread_ipv4`] for a frame [`plain_ipv6`] took, with the whole source
+/// and destination address besides.
+#[inline(always)]
+pub fn reread_ipv6<P: PacketBytes + ?Sized>(p: &P) -> Option<(Plain, [u8; 16], [u8; 16])> {
+    let h: [u8; PLAIN6_HLEN] = p.header(0)?;
+    let ip = ETH_HLEN;
+    let l4 = ip + 40;
+    let proto = h[ip + 6];
+    let (mut src, mut dst) = ([0u8; 16], [0u8; 16]);
+    src.copy_from_slice(&h[ip + 8..ip + 24]);
+    dst.copy_from_slice(&h[ip + 24..ip + 40]);
+    let q = Plain {
+        family: FAMILY_V6,
+        proto,
+        src: [src[0], src[1], src[2], src[3]],
+        dst: [dst[0], dst[1], dst[2], dst[3]],
+        sport: u16::from_be_bytes([h[l4], h[l4 + 1]]),
+        dport: u16::from_be_bytes([h[l4 + 2], h[l4 + 3]]),
+        l3_len: 40 + u32::from(u16::from_be_bytes([h[ip + 4], h[ip + 5]])),
+        l4_len: l4_hlen(proto, h[l4 + 12]) as u16,
+        tcp_flags: if proto == IPPROTO_TCP { h[l4 + 13] } else { 0 },
+        tcp_seq: 0,
+        tcp_ack: 0,
+    };
+    Some((q, src, dst))
+}
+
 /// A plain IPv6 frame: TCP or UDP straight after the IPv6 header (no
 /// extension header, so no fragment), or `None`.
 #[inline(always)]
@@ -272,15 +299,21 @@ pub fn check_agreement(frame: &[u8], vxlan_port: u16) -> bool {
     );
     assert_eq!((&p.src[..4], &p.dst[..4]), (&q.src[..], &q.dst[..]));
     assert_eq!((p.sport, p.dport), (q.sport, q.dport));
+    let unsequenced = Plain {
+        tcp_seq: 0,
+        tcp_ack: 0,
+        ..q
+    };
     if q.family == FAMILY_V4 {
-        let unsequenced = Plain {
-            tcp_seq: 0,
-            tcp_ack: 0,
-            ..q
-        };
         assert_eq!(
             reread_ipv4(frame),
             Some(unsequenced),
+            "the second read differs from the first"
+        );
+    } else {
+        assert_eq!(
+            reread_ipv6(frame),
+            Some((unsequenced, p.src, p.dst)),
             "the second read differs from the first"
         );
     }

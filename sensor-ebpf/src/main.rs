@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! frame ─ plain IPv4/IPv6 TCP/UDP, watch bits clear, no DNS/probe/follow/VXLAN port ── counter, PASS
-//!    ├ plain IPv4, watch bit set, this CPU's HOT slot holds its flow past its head ── counter, PASS
+//!    ├ plain, watch bit set, this CPU's HOT slot holds its flow past its head ── counter, PASS
 //!    └ parse ─┬─ error ─────────────────────────────── counter, PASS
 //!             ├─ DNS answer (from :53) ───────────────── ring: Dns
 //!             ├─ WATCH_BITS hit ─ [BLOCKED] ─ FLOWS, else WATCH_V4/V6 ─ policy ─ ring: Sample/Meta
@@ -58,7 +58,7 @@ use sensor_common::{
     config::{CONFIG_VERSION, Config, config_flags},
     counters::{Counter, STATS_ENTRIES, stats_index},
     flow::{FAMILY_V4, FlowKey, FlowState, flow_flags},
-    hot::{HOT_SLOTS, HotFlow, cacheable, slot_of},
+    hot::{HOT_SLOTS, HotFlow, cacheable, rest, slot_of, slot_of6},
     maps::{
         DEFAULT_FLOW_ENTRIES, DEFAULT_PROBE_ENTRIES, DEFAULT_RING_BYTES, DEFAULT_WATCH_ENTRIES,
         NO_SERVICE,
@@ -68,7 +68,7 @@ use sensor_common::{
         Decision, PROBE_AWAITING, client_dir, is_dns_answer, may_be_followed, probe_remaining,
         watched_packet,
     },
-    quick::{parse_plain_into, plain, plainly_unwatched, reread_ipv4},
+    quick::{parse_plain_into, plain, plainly_unwatched, reread_ipv4, reread_ipv6},
     record::{
         RECORD_VERSION, RecordHeader, RecordKind, SMALL_SNAPLEN, SNAPLEN, flags, wakes_reader,
     },
@@ -272,22 +272,27 @@ fn fast_path(ctx: &XdpContext, cfg: &Config) -> Option<Counter> {
             None
         };
     }
-    if q.family != FAMILY_V4 {
-        return None;
-    }
-    hot_packet(ctx, cfg)
+    hot_packet(ctx, cfg, q.family)
 }
 
-/// A watched plain IPv4 packet absorbed by this CPU's slot for its direction.
+/// A watched plain packet absorbed by this CPU's slot for its direction.
 /// Its header is read again: kept from the bitmap test, the fields it needs
 /// stay live across the bitmap lookups and LLVM spills them on every path.
 #[inline(always)]
-fn hot_packet(ctx: &XdpContext, cfg: &Config) -> Option<Counter> {
-    let q = reread_ipv4(&PlainFrame::of(ctx))?;
-    let h = HOT.get_ptr_mut(slot_of(&q.src, &q.dst))?;
-    // SAFETY: this CPU's slot; XDP does not nest on a CPU.
-    let h = unsafe { &mut *h };
-    h.absorb(cfg, &q, |bucket| bit_set(&BLOCK_BITS, bucket))
+fn hot_packet(ctx: &XdpContext, cfg: &Config, family: u8) -> Option<Counter> {
+    let frame = PlainFrame::of(ctx);
+    let blocked = |bucket| bit_set(&BLOCK_BITS, bucket);
+    if family == FAMILY_V4 {
+        let q = reread_ipv4(&frame)?;
+        let h = HOT.get_ptr_mut(slot_of(&q.src, &q.dst))?;
+        // SAFETY: this CPU's slot; XDP does not nest on a CPU.
+        unsafe { &mut *h }.absorb(cfg, &q, None, blocked)
+    } else {
+        let (q, src, dst) = reread_ipv6(&frame)?;
+        let h = HOT.get_ptr_mut(slot_of6(&src, &dst))?;
+        // SAFETY: as above.
+        unsafe { &mut *h }.absorb(cfg, &q, Some(&rest(&src, &dst)), blocked)
+    }
 }
 
 /// The frame's linear part as the fast path reads it: its own packet
@@ -589,7 +594,7 @@ fn flow_packet(
     if let Some(h) = hot {
         // SAFETY: this CPU's slot; XDP does not nest on a CPU.
         let h = unsafe { &mut *h };
-        if h.holds(p.proto, &v4(&p.src), &v4(&p.dst), p.sport, p.dport) {
+        if h.holds_parsed(p) {
             // What the slot absorbed, before this packet is counted and decided.
             add_counts(st, dir, h.take());
         }
@@ -648,13 +653,15 @@ fn flow_packet(
     }
 }
 
-/// This CPU's `HOT` slot for a plain IPv4 packet's direction.
+/// This CPU's `HOT` slot for a packet's direction.
 #[inline(always)]
 fn hot_slot(p: &Parsed) -> Option<*mut HotFlow> {
-    if p.family != FAMILY_V4 {
-        return None;
-    }
-    HOT.get_ptr_mut(slot_of(&v4(&p.src), &v4(&p.dst)))
+    let slot = if p.family == FAMILY_V4 {
+        slot_of(&v4(&p.src), &v4(&p.dst))
+    } else {
+        slot_of6(&p.src, &p.dst)
+    };
+    HOT.get_ptr_mut(slot)
 }
 
 /// Adds a slot's absorbed (bytes, packets) to direction `dir` of a flow.

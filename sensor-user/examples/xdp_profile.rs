@@ -1,6 +1,6 @@
 //! Runs one path of the XDP program through BPF_PROG_TEST_RUN for a while, so
 //! `perf record -a` can profile it (docs/performance.md, "Where the time
-//! goes"). Needs root: `xdp_profile unwatched|unwatched6|quic|past_budget|sampled|dns [SECONDS]
+//! goes"). Needs root: `xdp_profile unwatched|unwatched6|quic|past_budget|past_budget6|sampled|dns [SECONDS]
 //! [JIT_FILE]`. With JIT_FILE it writes the program's x86 code there, for
 //! `objdump -D -b binary -mi386:x86-64` (Debian's bpftool cannot disassemble
 //! it: no libbfd), to read perf's offsets against.
@@ -51,6 +51,12 @@ fn main() {
                 .build(),
             64,
         ),
+        "past_budget6" => (
+            FrameBuilder::tcp("2001:db8:c::10", 40002, "2001:db8:1::2", 80)
+                .payload(vec![b'q'; 1426])
+                .build(),
+            64,
+        ),
         "sampled" => (
             FrameBuilder::tcp("192.0.2.10", 40001, "198.51.100.2", 80)
                 .payload(vec![b'q'; 1446])
@@ -69,7 +75,9 @@ fn main() {
             0,
         ),
         other => {
-            panic!("unknown path {other}: unwatched, unwatched6, quic, past_budget, sampled or dns")
+            panic!(
+                "unknown path {other}: unwatched, unwatched6, quic, past_budget, past_budget6, sampled or dns"
+            )
         }
     };
     let config = Config {
@@ -91,6 +99,10 @@ fn main() {
     let stats = sensor.take_stats().expect("stats");
     let mut watch = sensor.take_watch().expect("watch maps");
     watch.insert("198.51.100.0/24".parse().unwrap(), 1).unwrap();
+    if path == "past_budget6" {
+        // Not for the others: unwatched6's addresses share its bitmap bucket.
+        watch.insert("2001:db8:1::/48".parse().unwrap(), 1).unwrap();
+    }
     let prog = sensor.program().expect("program");
     let info = prog.info().expect("program info");
     // The verifier's work, against its 1,000,000-instruction limit.

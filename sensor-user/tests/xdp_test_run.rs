@@ -1520,9 +1520,9 @@ fn the_userspace_sampler_matches_the_kernel_byte_for_byte() {
 /// without the full path (`sensor_common::hot`), against the userspace
 /// sampler, which has no such slots: every record and counter alike. Three
 /// TCP flows and a UDP one share a client and a server, so their packets
-/// contend for the same two slots; runs of varying length, pure ACKs and
-/// data both ways, flows ending with FIN and RST, query-shaped then
-/// answer-shaped datagrams from the server's port 53.
+/// contend for the same two slots; an IPv6 TCP flow beside them; runs of
+/// varying length, pure ACKs and data both ways, flows ending with FIN and
+/// RST, query-shaped then answer-shaped datagrams from the server's port 53.
 #[test]
 fn busy_flows_are_sampled_alike_with_and_without_hot_slots() {
     if skip_without_root("busy_flows_are_sampled_alike_with_and_without_hot_slots") {
@@ -1530,6 +1530,7 @@ fn busy_flows_are_sampled_alike_with_and_without_hot_slots() {
     }
     let (client, server) = ("192.0.2.10", "198.51.100.2");
     let mut frames = Vec::new();
+    let (client6, server6) = ("2001:db8:c::10", "2001:db8:1::2");
     let mut seq = [1u32; 4];
     // A small deterministic generator: the same frames every run.
     let mut state = 0x2545_f491_u32;
@@ -1540,7 +1541,7 @@ fn busy_flows_are_sampled_alike_with_and_without_hot_slots() {
         state % n
     };
     for round in 0..120u32 {
-        let flow = next(5) as usize;
+        let flow = next(6) as usize;
         let run = 1 + next(12);
         for _ in 0..run {
             let frame =
@@ -1561,6 +1562,19 @@ fn busy_flows_are_sampled_alike_with_and_without_hot_slots() {
                             } else {
                                 FrameBuilder::tcp(server, 80, client, sport).ack(seq[flow])
                             };
+                        f.flags(TCP_ACK).build()
+                    }
+                    5 => {
+                        let f = if next(2) == 0 {
+                            let len = 200 + next(1200) as usize;
+                            let b = FrameBuilder::tcp(client6, 41010, server6, 80)
+                                .seq(seq[3])
+                                .payload(vec![b'6'; len]);
+                            seq[3] += len as u32;
+                            b
+                        } else {
+                            FrameBuilder::tcp(server6, 80, client6, 41010).ack(seq[3])
+                        };
                         f.flags(TCP_ACK).build()
                     }
                     3 => FrameBuilder::udp(client, 5000, server, 443)
@@ -1598,6 +1612,12 @@ fn busy_flows_are_sampled_alike_with_and_without_hot_slots() {
     frames.push(
         FrameBuilder::tcp(client, 41000, server, 80)
             .seq(seq[0])
+            .flags(TCP_FIN | TCP_ACK)
+            .build(),
+    );
+    frames.push(
+        FrameBuilder::tcp(client6, 41010, server6, 80)
+            .seq(seq[3])
             .flags(TCP_FIN | TCP_ACK)
             .build(),
     );
