@@ -301,8 +301,8 @@ fn main() {
         blocking_rows.push((b.name, ratios[PAIRED_ROUNDS / 2]));
     }
     // The main thread only drains the ring there: let it run where it may,
-    // as before the pin (pinned to one of the producing CPUs, two runs
-    // measured 1.30× and 2.76×; unpinned, the next 1.20×).
+    // not tied to one of the producers' CPUs (docs/performance.md: that
+    // round read 1.11–2.76× this session, pinned or not).
     let all: Vec<usize> = (0..cpus).collect();
     sensor_user::capture::sched::pin_to(&all).expect("unpin the benchmark thread");
     let scaling = scale(&cases[1], cpus);
