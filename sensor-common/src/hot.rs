@@ -17,6 +17,7 @@
 //! nothing reads them there but the records.
 
 use crate::{
+    block::flow_bucket,
     config::{Config, config_flags},
     counters::Counter,
     flow::{FAMILY_V4, FlowKey, FlowState, IPPROTO_TCP, flow_flags},
@@ -227,10 +228,6 @@ impl HotFlow {
     /// packets with payload if `payload`. `left` runs out on the packet before
     /// the direction's next tail sample.
     #[inline(always)]
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "all of it is what the full path just decided; a struct would be built to be taken apart"
-    )]
     pub fn fill(
         &mut self,
         cfg: &Config,
@@ -239,7 +236,6 @@ impl HotFlow {
         dir: u8,
         st: &FlowState,
         payload: bool,
-        block_bucket: u32,
     ) {
         let pkts = if dir == 0 { st.pkts[0] } else { st.pkts[1] };
         let every = cfg.tail_every;
@@ -262,7 +258,7 @@ impl HotFlow {
         self.bytes = 0;
         self.pkts = 0;
         self.every = every;
-        self.block_bucket = block_bucket;
+        self.block_bucket = flow_bucket(key);
         self.proto = p.proto;
         self.dir = dir;
         self.payload = u8::from(payload);
@@ -436,7 +432,7 @@ mod tests {
                 if let Some(payload) = cacheable(&p, &both, &got)
                     && slot.may_take_over()
                 {
-                    slot.fill(&c, &p, &key, 0, &both, payload, 0);
+                    slot.fill(&c, &p, &key, 0, &both, payload);
                 }
             }
             assert_eq!(both, alone);
@@ -468,7 +464,6 @@ mod tests {
             0,
             &FlowState::new(1, 0, 0),
             true,
-            0,
         );
         assert!(slot.holds_parsed(&p));
         assert_eq!(
@@ -497,7 +492,7 @@ mod tests {
         let mut st = FlowState::new(1, 0, 0);
         st.pkts[0] = 8; // a tail sample (8 % 4 == 0) was just taken
         let mut slot = HotFlow::empty();
-        slot.fill(&c, &parsed(&q), &FlowKey::zeroed(), 0, &st, true, 0);
+        slot.fill(&c, &parsed(&q), &FlowKey::zeroed(), 0, &st, true);
         // 9, 10, 11 absorbed; 12 is the next tail.
         let got: [_; 4] = core::array::from_fn(|_| slot.absorb(&c, &q, None, |_| false));
         let skip = Some(Counter::OverBudget);
@@ -510,9 +505,12 @@ mod tests {
         let c = cfg(64);
         let q = plain(1000, TCP_ACK);
         let st = FlowState::new(1, 0, 0);
+        let p = parsed(&q);
+        let (key, _) = FlowKey::from_packet(p.family, p.proto, &p.src, p.sport, &p.dst, p.dport);
+        assert_ne!(flow_bucket(&key), 0, "a bucket the test can tell apart");
         let fresh = |payload| {
             let mut s = HotFlow::empty();
-            s.fill(&c, &parsed(&q), &FlowKey::zeroed(), 0, &st, payload, 7);
+            s.fill(&c, &parsed(&q), &key, 0, &st, payload);
             s
         };
         // Control packets, payload in a direction still in its head.
@@ -547,7 +545,7 @@ mod tests {
             asked = Some(b);
             true
         });
-        assert_eq!((r, asked), (None, Some(7)));
+        assert_eq!((r, asked), (None, Some(flow_bucket(&key))));
         assert_eq!(
             fresh(true).absorb(&blocking, &q, None, |_| false),
             Some(Counter::OverBudget)

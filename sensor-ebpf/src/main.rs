@@ -489,12 +489,7 @@ fn bit_set(map: &Array<u64>, bucket: u32) -> bool {
 /// Whether source or destination may be watched (see sensor_common::watch).
 #[inline(always)]
 fn maybe_watched(p: &Parsed) -> bool {
-    let (s, d) = (&p.src, &p.dst);
-    watch_bits(
-        p.family,
-        &[s[0], s[1], s[2], s[3]],
-        &[d[0], d[1], d[2], d[3]],
-    )
+    watch_bits(p.family, &v4(&p.src), &v4(&p.dst))
 }
 
 /// Whether either address's bucket bit is set, from the addresses' first four
@@ -677,6 +672,7 @@ fn add_counts(st: &mut FlowState, dir: u8, (bytes, pkts): (u64, u64)) {
     }
 }
 
+/// An address's first four bytes: all of an IPv4 one.
 #[inline(always)]
 fn v4(a: &[u8; 16]) -> [u8; 4] {
     [a[0], a[1], a[2], a[3]]
@@ -700,15 +696,7 @@ fn hand_over(cfg: &Config, h: &mut HotFlow, s: &Scratch, dir: u8, st: &FlowState
             add_counts(unsafe { &mut *old }, old_dir, counts);
         }
     }
-    h.fill(
-        cfg,
-        &s.parsed,
-        &s.key,
-        dir,
-        st,
-        payload,
-        flow_bucket(&s.key),
-    );
+    h.fill(cfg, &s.parsed, &s.key, dir, st, payload);
 }
 
 /// Whether the new flow's client address (the endpoint `cdir` sends from) may

@@ -136,16 +136,29 @@ mod tests {
         assert_eq!(policy(), libc::SCHED_OTHER, "the test thread is untouched");
     }
 
+    /// The CPUs the calling thread may run on.
+    fn allowed() -> Vec<usize> {
+        // SAFETY: a zeroed cpu_set_t is valid; the call writes into it.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            assert_eq!(
+                libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &raw mut set),
+                0
+            );
+            (0..libc::CPU_SETSIZE as usize)
+                .filter(|&c| libc::CPU_ISSET(c, &set))
+                .collect()
+        }
+    }
+
     #[test]
-    fn a_pinned_thread_stays_on_its_cpu() {
+    fn a_pinned_thread_may_run_on_its_cpu_alone() {
         std::thread::spawn(|| {
+            let all = allowed();
             pin_here().unwrap();
-            // SAFETY: plain queries.
-            let first = unsafe { libc::sched_getcpu() };
-            for _ in 0..1000 {
-                std::thread::yield_now();
-                assert_eq!(unsafe { libc::sched_getcpu() }, first);
-            }
+            assert_eq!(allowed(), [current_cpu()]);
+            pin_to(&all).unwrap();
+            assert_eq!(allowed(), all, "pin_to widens it again");
         })
         .join()
         .unwrap();
