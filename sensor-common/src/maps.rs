@@ -1,8 +1,18 @@
 //! Names, sizes and key types of the XDP program's maps. Userspace finds maps by
 //! these names and may resize the ones marked resizable before loading.
 
-/// Ring buffer of records to userspace (byte size, power of two; resizable).
-pub const EVENTS: &str = "EVENTS";
+/// `ArrayOfMaps` of ring buffers, indexed by CPU id: records to userspace, one
+/// ring per CPU so producers never share a ring's lock. The loader creates the
+/// rings and fills every slot before the program can run; a slot it left empty
+/// counts `ring_full` (no room, as a full ring).
+pub const RINGS: &str = "RINGS";
+/// The size of `RINGS` in the object; the loader sets it to the possible CPUs.
+pub const MAX_RING_CPUS: u32 = 4096;
+/// The inner-map template's byte size (the kernel checks every ring against the
+/// template's type and flags, not its size): a power of two that is a whole
+/// number of pages for 4, 16 and 64 KiB pages.
+pub const RING_TEMPLATE_BYTES: u32 = 64 * 1024;
+/// All rings together (`--ring-bytes`), split evenly over the CPUs.
 pub const DEFAULT_RING_BYTES: u32 = 8 * 1024 * 1024;
 
 /// `LpmTrie<[u8; 4], u32>`: IPv4 prefix → service id (resizable).

@@ -39,12 +39,13 @@ use core::ffi::c_void;
 
 use aya_ebpf::{
     bindings::{BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_NO_WAKEUP, xdp_action},
+    btf_maps::{ArrayOfMaps, RingBuf},
     helpers::generated::{
-        bpf_ktime_get_coarse_ns, bpf_ktime_get_ns, bpf_xdp_adjust_tail, bpf_xdp_get_buff_len,
-        bpf_xdp_load_bytes, bpf_xdp_store_bytes,
+        bpf_get_smp_processor_id, bpf_ktime_get_coarse_ns, bpf_ktime_get_ns, bpf_ringbuf_query,
+        bpf_xdp_adjust_tail, bpf_xdp_get_buff_len, bpf_xdp_load_bytes, bpf_xdp_store_bytes,
     },
-    macros::{map, xdp},
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf, lpm_trie::Key},
+    macros::{btf_map, map, xdp},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},
     programs::XdpContext,
 };
 use sensor_common::{
@@ -60,8 +61,8 @@ use sensor_common::{
     flow::{FAMILY_V4, FlowKey, FlowState, flow_flags},
     hot::{HOT_SLOTS, HotFlow, cacheable, rest, slot_of, slot_of6},
     maps::{
-        DEFAULT_FLOW_ENTRIES, DEFAULT_PROBE_ENTRIES, DEFAULT_RING_BYTES, DEFAULT_WATCH_ENTRIES,
-        NO_SERVICE,
+        DEFAULT_FLOW_ENTRIES, DEFAULT_PROBE_ENTRIES, DEFAULT_WATCH_ENTRIES, MAX_RING_CPUS,
+        NO_SERVICE, RING_TEMPLATE_BYTES,
     },
     parse::{ETH_P_IPV4, ETH_P_IPV6, PacketBytes, Parsed, TCP_ACK, TCP_SYN, parse_into},
     policy::{
@@ -75,8 +76,14 @@ use sensor_common::{
     watch::{BITMAP_WORDS, bit, bucket_ipv4, bucket_ipv6},
 };
 
-#[map(name = "EVENTS")]
-static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BYTES, 0);
+/// One ring per CPU (`sensor_common::maps::RINGS`): a CPU's records never wait
+/// on another CPU's reserve. A BTF map: map-of-maps needs the inner map's
+/// definition, which only BTF carries.
+#[btf_map(name = "RINGS")]
+static RINGS: ArrayOfMaps<
+    RingBuf<u8, { RING_TEMPLATE_BYTES as usize }>,
+    { MAX_RING_CPUS as usize },
+> = ArrayOfMaps::new();
 
 #[map(name = "WATCH_V4")]
 static WATCH_V4: LpmTrie<[u8; 4], u32> = LpmTrie::with_max_entries(DEFAULT_WATCH_ENTRIES, 0);
@@ -974,7 +981,12 @@ impl Out<'_> {
 
     #[inline(always)]
     fn emit_n<const N: usize>(&self, f: &Fields, len: usize) -> bool {
-        let Some(mut entry) = EVENTS.reserve::<Rec<N>>(0) else {
+        // SAFETY: plain helper call; it cannot fail.
+        let cpu = unsafe { bpf_get_smp_processor_id() };
+        let Some(ring) = RINGS.get(cpu) else {
+            return false;
+        };
+        let Some(mut entry) = ring.reserve_untyped::<Rec<N>>(0) else {
             return false;
         };
         let rec = entry.as_mut_ptr();
@@ -1036,7 +1048,16 @@ impl Out<'_> {
             (*h).dir_pkts = f.counts.1;
         }
         // Bulk records wait for the reader's poll; the query only runs for them.
-        let wake = wakes_reader(f.kind, rflags, || EVENTS.query(BPF_RB_AVAIL_DATA as u64));
+        let wake = wakes_reader(f.kind, rflags, || {
+            // SAFETY: `ring` is the inner map the verifier saw looked up above
+            // (aya's BTF ring has no query method).
+            unsafe {
+                bpf_ringbuf_query(
+                    core::ptr::from_ref(ring).cast_mut().cast(),
+                    BPF_RB_AVAIL_DATA as u64,
+                )
+            }
+        });
         entry.submit(if wake { 0 } else { BPF_RB_NO_WAKEUP as u64 });
         true
     }

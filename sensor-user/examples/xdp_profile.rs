@@ -91,11 +91,11 @@ fn main() {
     };
     // As the benchmark's: a call's records fit, so no call runs the ring-full path.
     let sizes = MapSizes {
-        ring_bytes: 16 << 20,
+        ring_bytes: sensor_user::capture::loader::ring_bytes_for_each(16 << 20),
         ..MapSizes::default()
     };
     let mut sensor = Sensor::load(XDP_OBJECT, &sizes, &config).expect("load leakwatch");
-    let mut ring = sensor.take_ring().expect("ring");
+    let mut ring = sensor.take_rings().expect("ring");
     let stats = sensor.take_stats().expect("stats");
     let mut watch = sensor.take_watch().expect("watch maps");
     watch.insert("198.51.100.0/24".parse().unwrap(), 1).unwrap();

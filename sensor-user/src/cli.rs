@@ -300,7 +300,8 @@ pub struct RunArgs {
     pub control_socket: Option<PathBuf>,
     #[command(flatten)]
     pub pipeline: Pipeline,
-    /// Ring buffer size in bytes (a power of two, at least one page) [8 MiB].
+    /// Ring buffer bytes in all, shared evenly by the per-CPU rings (a power
+    /// of two, at least one page) [8 MiB].
     #[arg(long, value_name = "N")]
     pub ring_bytes: Option<u32>,
     /// Where /metrics and /healthz are served [127.0.0.1:9477].

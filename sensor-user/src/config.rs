@@ -11,7 +11,7 @@
 //! dns = true                   # hand DNS answers to userspace
 //! probe = true                 # probe new flows on probe_ports for SNI/Host
 //! follow_apps = false          # also match an app's cleartext flows to any host (docs/app-audit.md)
-//! ring_bytes = 8388608         # run only: ring buffer (power of two)
+//! ring_bytes = 8388608         # run only: all per-CPU rings together (power of two)
 //! flow_table_size = 65536      # watched flows tracked (kernel LRU and userspace tables)
 //! metrics_addr = "127.0.0.1:9477"
 //! events = "/var/log/leakwatch/events.json"

@@ -24,7 +24,7 @@ use sensor_user::{
         clock::mono_now_ns,
         loader::{MapSizes, Sensor, XDP_OBJECT},
         record::Record,
-        ring::Ring,
+        ring::Rings,
         stats::Stats,
         watch::WatchMaps,
     },
@@ -44,7 +44,7 @@ const SERVER6: &str = "2001:db8:1::2";
 
 struct Harness {
     sensor: Sensor,
-    ring: Ring,
+    ring: Rings,
     stats: Stats,
     /// Owns the watch maps' descriptors for the harness's life.
     _watch: WatchMaps,
@@ -71,7 +71,7 @@ impl Harness {
             ..MapSizes::default()
         };
         let mut sensor = Sensor::load(XDP_OBJECT, &sizes, &config).expect("load the XDP program");
-        let ring = sensor.take_ring().unwrap();
+        let ring = sensor.take_rings().unwrap();
         let stats = sensor.take_stats().unwrap();
         let mut watch = sensor.take_watch().unwrap();
         let value = watch_value(QOBUZ, policy);

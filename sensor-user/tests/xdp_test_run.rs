@@ -21,7 +21,7 @@ use sensor_user::{
     capture::{
         loader::{MapSizes, Sensor, XDP_OBJECT},
         record::Record,
-        ring::Ring,
+        ring::Rings,
         stats::Stats,
         watch::WatchMaps,
     },
@@ -35,7 +35,7 @@ const QOBUZ: u32 = 1;
 
 struct Harness {
     sensor: Sensor,
-    ring: Ring,
+    ring: Rings,
     stats: Stats,
     watch: WatchMaps,
 }
@@ -45,6 +45,7 @@ impl Harness {
         Self::with_ring(config, 1 << 20)
     }
 
+    /// `ring_bytes`: the ring of the CPU the test runs on.
     fn with_ring(config: Config, ring_bytes: u32) -> Self {
         assert!(
             sensor_user::capture::privilege::can_load_xdp(),
@@ -54,11 +55,11 @@ impl Harness {
         // queue: its HOT slots are per CPU (sensor_common::hot).
         sensor_user::capture::sched::pin_here().expect("pin the test thread");
         let sizes = MapSizes {
-            ring_bytes,
+            ring_bytes: sensor_user::capture::loader::ring_bytes_for_each(ring_bytes),
             ..MapSizes::default()
         };
         let mut sensor = Sensor::load(XDP_OBJECT, &sizes, &config).expect("load the XDP program");
-        let ring = sensor.take_ring().unwrap();
+        let ring = sensor.take_rings().unwrap();
         let stats = sensor.take_stats().unwrap();
         let mut watch = sensor.take_watch().unwrap();
         watch
@@ -1076,6 +1077,79 @@ fn the_reader_frees_ring_space_while_it_is_still_reading() {
     assert_eq!(seen, 10);
     assert_eq!(h.count(Counter::RingFull), 0);
     assert_eq!(h.count(Counter::SampledHead), 10);
+}
+
+#[test]
+fn each_cpu_has_its_ring_and_the_reader_puts_them_back_in_order() {
+    use sensor_user::capture::{ring::RingReader, sched};
+    use std::sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    };
+    if skip_without_root("each_cpu_has_its_ring_and_the_reader_puts_them_back_in_order") {
+        return;
+    }
+    let cpus: Vec<usize> = aya::util::online_cpus()
+        .unwrap()
+        .into_iter()
+        .map(|c| c as usize)
+        .collect();
+    if cpus.len() < 2 {
+        eprintln!("skipping: one CPU, one ring");
+        return;
+    }
+    let mut h = Harness::new(Config::default());
+    assert_eq!(h.ring.len(), cpus.len(), "a ring per online CPU");
+    let frame = |sport: u16| {
+        FrameBuilder::tcp("192.0.2.10", sport, "198.51.100.2", 80)
+            .payload(http_get())
+            .build()
+    };
+    let on = |h: &Harness, cpu: usize, sport: u16| {
+        sched::pin(cpu).unwrap();
+        h.run(&frame(sport));
+    };
+    // The second CPU first: drained ring by ring, the first CPU's record
+    // comes out first, so they are in two rings (one ring would keep the
+    // order they were made in).
+    let (first, second) = (cpus[0], cpus[1]);
+    on(&h, second, 10_001);
+    on(&h, first, 10_002);
+    let sports: Vec<u16> = h.records().iter().map(|r| r.hdr.flow.port_a).collect();
+    assert_eq!(sports, [10_002, 10_001]);
+
+    // Through the daemon's reader they come out as made, CPUs taking turns
+    // unevenly.
+    let order: Vec<(usize, u16)> = (0..40u16)
+        .map(|i| (if i % 3 == 0 { first } else { second }, 20_000 + i))
+        .collect();
+    for &(cpu, sport) in &order {
+        on(&h, cpu, sport);
+    }
+    sched::pin_to(&cpus).unwrap();
+    let rings = std::mem::replace(&mut h.ring, Rings::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut got = Vec::new();
+            let mut reader = RingReader::new(rings);
+            reader
+                .run(&stop, |r| {
+                    got.push(r.expect("a well-formed record"));
+                    true
+                })
+                .unwrap();
+            got
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    stop.store(true, Ordering::Relaxed);
+    let got = reader.join().unwrap();
+    let got: Vec<u16> = got.iter().map(|r| r.hdr.flow.port_a).collect();
+    let want: Vec<u16> = order.iter().map(|&(_, s)| s).collect();
+    assert_eq!(got, want);
+    assert_eq!(h.count(Counter::SampledHead), 42);
 }
 
 #[test]

@@ -5,12 +5,17 @@ use std::{ffi::CString, fmt, io};
 
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
-    maps::{Array, MapData, MapError, PerCpuArray},
+    maps::{Array, ArrayOfMaps, MapData, MapError, PerCpuArray},
     programs::{ProgramError, Xdp, XdpMode, xdp::XdpLinkId},
 };
 use sensor_common::{config::Config, maps};
 
-use super::{blocks::BlockMaps, stats::Stats, watch::WatchMaps};
+use super::{
+    blocks::BlockMaps,
+    ring::{Ring, Rings},
+    stats::Stats,
+    watch::WatchMaps,
+};
 
 /// The XDP program object, built by build.rs.
 pub static XDP_OBJECT: &[u8] =
@@ -77,12 +82,15 @@ pub enum LoadError {
     },
     #[error("the XDP object has no {0} (built from another sensor-ebpf?)")]
     Missing(&'static str),
+    #[error("reading {0}: {1}")]
+    Cpus(&'static str, #[source] io::Error),
 }
 
 /// Map sizes chosen at load time.
 #[derive(Clone, Debug)]
 pub struct MapSizes {
-    /// Ring buffer bytes (power of two, multiple of the page size).
+    /// All ring buffers together (power of two, multiple of the page size),
+    /// split over the CPUs by [`ring_share`].
     pub ring_bytes: u32,
     pub flow_entries: u32,
     pub watch_entries: u32,
@@ -113,6 +121,7 @@ pub struct Attachment {
 /// The loaded program and its maps. Dropping it detaches every link.
 pub struct Sensor {
     ebpf: Ebpf,
+    rings: Option<Rings>,
     config: Option<KernelConfig>,
     attached: Vec<Attachment>,
 }
@@ -148,8 +157,11 @@ impl Sensor {
         if !missing.is_empty() {
             return Err(LoadError::NotPrivileged(missing.join(", ")));
         }
+        let possible = aya::util::nr_cpus().map_err(|(path, e)| LoadError::Cpus(path, e))?;
+        let online = aya::util::online_cpus().map_err(|(path, e)| LoadError::Cpus(path, e))?;
+        let slots = u32::try_from(possible).unwrap_or(maps::MAX_RING_CPUS);
         let mut ebpf = EbpfLoader::new()
-            .map_max_entries(maps::EVENTS, sizes.ring_bytes)
+            .map_max_entries(maps::RINGS, slots.min(maps::MAX_RING_CPUS))
             .map_max_entries(maps::FLOWS, sizes.flow_entries)
             .map_max_entries(maps::WATCH_V4, sizes.watch_entries)
             .map_max_entries(maps::WATCH_V6, sizes.watch_entries)
@@ -161,9 +173,11 @@ impl Sensor {
             .try_into()
             .map_err(LoadError::Program)?;
         prog.load().map_err(LoadError::Program)?;
+        let rings = fill_rings(&mut ebpf, &online, sizes.ring_bytes)?;
         let config_map = take(&mut ebpf, maps::CONFIG)?;
         let mut sensor = Self {
             ebpf,
+            rings: Some(rings),
             config: Some(KernelConfig(config_map)),
             attached: Vec::new(),
         };
@@ -266,9 +280,9 @@ impl Sensor {
             .map_err(LoadError::Program)
     }
 
-    /// The ring buffer, for [`super::ring::RingReader`]. Once.
-    pub fn take_ring(&mut self) -> Result<super::ring::Ring, LoadError> {
-        take(&mut self.ebpf, maps::EVENTS)
+    /// The per-CPU ring buffers, for [`super::ring::RingReader`]. Once.
+    pub fn take_rings(&mut self) -> Result<Rings, LoadError> {
+        self.rings.take().ok_or(LoadError::Missing(maps::RINGS))
     }
 
     /// The per-CPU counters. Once.
@@ -317,6 +331,68 @@ impl Drop for Sensor {
     }
 }
 
+/// Each ring's share of `total` bytes over `cpus` rings: a power of two (the
+/// kernel's rule), rounded down, and at least one `page`.
+pub fn ring_share(total: u32, cpus: usize, page: u32) -> u32 {
+    let each = total / u32::try_from(cpus.max(1)).unwrap_or(u32::MAX);
+    match each.checked_ilog2() {
+        Some(bits) => (1u32 << bits).max(page),
+        None => page,
+    }
+}
+
+/// The `ring_bytes` that gives every online CPU's ring `each` bytes (tests
+/// and benchmarks size the ring of the CPU they run on).
+pub fn ring_bytes_for_each(each: u32) -> u32 {
+    let cpus = aya::util::online_cpus().map_or(1, |c| c.len());
+    each.saturating_mul(u32::try_from(cpus.next_power_of_two()).unwrap_or(u32::MAX))
+}
+
+fn page_size() -> u32 {
+    // SAFETY: sysconf has no preconditions.
+    u32::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096)
+}
+
+/// Creates a ring per online CPU and points every slot of `RINGS` at one: its
+/// CPU's, or for a CPU that is possible but offline (it may come online
+/// later), an online CPU's ring, shared (a ring takes any number of producers).
+fn fill_rings(ebpf: &mut Ebpf, online: &[u32], total: u32) -> Result<Rings, LoadError> {
+    use aya_obj::generated::bpf_map_type::BPF_MAP_TYPE_RINGBUF;
+    let each = ring_share(total, online.len(), page_size());
+    let err = |source| LoadError::Map {
+        name: maps::RINGS,
+        source,
+    };
+    let mut created = Vec::with_capacity(online.len());
+    for cpu in online {
+        let def = aya_obj::Map::new_from_params(BPF_MAP_TYPE_RINGBUF as u32, 0, 0, each, 0);
+        created.push((
+            *cpu,
+            MapData::create(def, &format!("lw_ring{cpu}"), None).map_err(err)?,
+        ));
+    }
+    let mut outer: ArrayOfMaps<&mut MapData, MapData> = ebpf
+        .map_mut(maps::RINGS)
+        .ok_or(LoadError::Missing(maps::RINGS))?
+        .try_into()
+        .map_err(err)?;
+    for slot in 0..outer.len() {
+        let ring = created
+            .iter()
+            .find(|(cpu, _)| *cpu == slot)
+            .or_else(|| created.get(slot as usize % created.len().max(1)));
+        if let Some((_, map)) = ring {
+            outer.set(slot, map, 0).map_err(err)?;
+        }
+    }
+    let rings = created
+        .into_iter()
+        .map(|(cpu, map)| Ring::new(map).map(|r| (cpu, r)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(err)?;
+    Ok(Rings::new(rings))
+}
+
 fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, LoadError>
 where
     T: TryFrom<aya::maps::Map, Error = MapError>,
@@ -334,4 +410,23 @@ fn is_busy(e: &ProgramError) -> bool {
     };
     io.and_then(io::Error::raw_os_error)
         .is_some_and(|c| c == libc::EBUSY || c == libc::EEXIST)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ring_share;
+
+    #[test]
+    fn rings_share_the_total_in_powers_of_two_of_at_least_a_page() {
+        const MIB: u32 = 1 << 20;
+        assert_eq!(ring_share(8 * MIB, 1, 4096), 8 * MIB);
+        assert_eq!(ring_share(8 * MIB, 2, 4096), 4 * MIB);
+        // Rounded down: three CPUs get 2 MiB each, within the total.
+        assert_eq!(ring_share(8 * MIB, 3, 4096), 2 * MIB);
+        assert_eq!(ring_share(8 * MIB, 64, 65536), 128 * 1024);
+        // Never under a page, even when the total is.
+        assert_eq!(ring_share(4096, 2, 4096), 4096);
+        assert_eq!(ring_share(8 * MIB, 4096, 65536), 65536);
+        assert_eq!(ring_share(8 * MIB, 0, 4096), 8 * MIB);
+    }
 }

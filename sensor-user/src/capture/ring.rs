@@ -1,9 +1,11 @@
-//! Reads the ring buffer on a thread of its own: the ring's fd becomes
+//! Reads the per-CPU ring buffers on a thread of its own: a ring's fd becomes
 //! readable when the kernel submitted a record that wakes the reader
 //! (`sensor_common::record::wakes_reader`: first payloads, DNS, probes, a
 //! filling ring), and a poll of `RING_POLL_MS` picks up the bulk records that
-//! do not. Each record goes straight to the pipeline's queue (one thread hop
-//! from the kernel to the pipeline: what a block waits for).
+//! do not. Records of several rings are merged in timestamp order
+//! (`super::merge`, a hold of at most 250 µs); each then goes straight to the
+//! pipeline's queue (one thread hop from the kernel to the pipeline: what a
+//! block waits for).
 //!
 //! [`Ring`] is the consumer side of the kernel's BPF ring buffer, mapped here
 //! rather than through aya's `RingBuf`, which publishes its read position
@@ -21,6 +23,7 @@ use std::{
         Arc,
         atomic::{self, AtomicBool, AtomicU32, AtomicUsize, Ordering},
     },
+    time::Duration,
 };
 
 use aya::{
@@ -28,14 +31,18 @@ use aya::{
     sys::SyscallError,
 };
 
-use super::record::{Record, RecordError};
+use super::{
+    clock::mono_now_ns,
+    merge::Merge,
+    record::{Record, RecordError},
+};
 
 /// What the reader hands downstream.
 pub type RecordResult = Result<Record, RecordError>;
 
 /// How long one wait for records lasts: bulk records announce themselves
 /// with no wake-up, so this bounds how long they wait.
-const POLL_MS: i32 = sensor_common::record::RING_POLL_MS;
+const POLL: Duration = Duration::from_millis(sensor_common::record::RING_POLL_MS as u64);
 
 /// The record header's flags and size (uapi `linux/bpf.h`): a record still
 /// being written, a record its producer discarded, and the 8-byte header
@@ -233,54 +240,138 @@ impl Ring {
     }
 }
 
+/// The per-CPU rings (`sensor_common::maps::RINGS`), each with its CPU.
+pub struct Rings {
+    rings: Vec<(u32, Ring)>,
+}
+
+impl Rings {
+    pub fn new(rings: Vec<(u32, Ring)>) -> Self {
+        Self { rings }
+    }
+
+    pub fn len(&self) -> usize {
+        self.rings.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rings.is_empty()
+    }
+
+    /// The CPUs that have a ring of their own, in ring order.
+    pub fn cpus(&self) -> impl Iterator<Item = u32> + '_ {
+        self.rings.iter().map(|(cpu, _)| *cpu)
+    }
+
+    /// Each ring's size in bytes.
+    pub fn bytes_each(&self) -> usize {
+        self.rings.first().map_or(0, |(_, r)| r.mask + 1)
+    }
+
+    /// [`Ring::drain`] on every ring in turn, stopping at the first record
+    /// `take` refuses: in CPU order, not merged. For callers that know
+    /// which CPU produced what (tests and benchmarks pin their threads).
+    pub fn drain(&mut self, mut take: impl FnMut(&[u8]) -> bool) -> usize {
+        let mut seen = 0;
+        let mut stopped = false;
+        for (_, ring) in &mut self.rings {
+            seen += ring.drain(|b| {
+                stopped = !take(b);
+                !stopped
+            });
+            if stopped {
+                break;
+            }
+        }
+        seen
+    }
+}
+
 pub struct RingReader {
-    ring: Ring,
+    rings: Rings,
 }
 
 impl RingReader {
-    pub fn new(ring: Ring) -> Self {
-        Self { ring }
+    pub fn new(rings: Rings) -> Self {
+        Self { rings }
     }
 
-    /// The ring back (a benchmark reuses it).
-    pub fn into_ring(self) -> Ring {
-        self.ring
+    /// The rings back (a benchmark reuses them).
+    pub fn into_rings(self) -> Rings {
+        self.rings
     }
 
-    /// Drains the ring into `deliver` until `stop` is set or `deliver` says
-    /// the pipeline is gone (returns false). A full queue holds the reader back
+    /// Drains the rings into `deliver`, merged in timestamp order
+    /// ([`super::merge`]), until `stop` is set or `deliver` says the
+    /// pipeline is gone (returns false). A full queue holds the reader back
     /// (`deliver` blocks); the kernel then counts `ring_full` instead of
-    /// anything being lost silently.
+    /// anything being lost silently. Records still held when `stop` is set
+    /// are delivered.
     pub fn run(
         &mut self,
         stop: &Arc<AtomicBool>,
         mut deliver: impl FnMut(RecordResult) -> bool,
     ) -> std::io::Result<()> {
         super::sched::enter("ring");
-        let fd = self.ring.raw_fd();
+        let mut fds: Vec<libc::pollfd> = (self.rings.rings.iter())
+            .map(|(_, r)| libc::pollfd {
+                fd: r.raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        let mut merge = Merge::new(self.rings.len());
+        let single = self.rings.len() == 1;
         while !stop.load(Ordering::Relaxed) {
+            let now = mono_now_ns();
             let mut gone = false;
-            // Decode (copy) each record: its bytes are the kernel's again
-            // once the read position is published.
-            self.ring.drain(|bytes| {
-                gone = !deliver(Record::decode(bytes));
-                !gone
-            });
+            for (i, (_, ring)) in self.rings.rings.iter_mut().enumerate() {
+                // Decode (copy) each record: its bytes are the kernel's again
+                // once the read position is published.
+                ring.drain(|bytes| {
+                    let rec = Record::decode(bytes);
+                    if single {
+                        gone = !deliver(rec);
+                    } else {
+                        // A record that does not decode has no stamp: it
+                        // goes at once (it is counted and skipped downstream).
+                        let ts = rec.as_ref().map_or(0, |r| r.hdr.ts_ns);
+                        merge.push(i, ts, rec);
+                    }
+                    !gone
+                });
+            }
+            while !gone && let Some(rec) = merge.pop_ready(now) {
+                gone = !deliver(rec);
+            }
             if gone {
                 return Ok(());
             }
-            let mut pfd = libc::pollfd {
-                fd,
-                events: libc::POLLIN,
-                revents: 0,
+            let wait = merge.due_in(mono_now_ns()).map_or(POLL, |d| d.min(POLL));
+            let ts = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: libc::c_long::try_from(wait.as_nanos()).unwrap_or(0),
             };
-            // SAFETY: one valid pollfd for the ring's open fd.
-            let r = unsafe { libc::poll(&raw mut pfd, 1, POLL_MS) };
+            // SAFETY: `fds` holds one valid pollfd per ring's open fd; no
+            // signal mask is changed (null).
+            let r = unsafe {
+                libc::ppoll(
+                    fds.as_mut_ptr(),
+                    fds.len() as libc::nfds_t,
+                    &raw const ts,
+                    std::ptr::null(),
+                )
+            };
             if r < 0 {
                 let e = std::io::Error::last_os_error();
                 if e.kind() != std::io::ErrorKind::Interrupted {
                     return Err(e);
                 }
+            }
+        }
+        while let Some(rec) = merge.pop_any() {
+            if !deliver(rec) {
+                break;
             }
         }
         Ok(())

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 
 use super::Pipeline;
 use crate::{
-    capture::ring::{RecordResult, Ring, RingReader},
+    capture::ring::{RecordResult, RingReader, Rings},
     sinks::metrics::{self, Metrics},
     targets::learning::WatchSink,
 };
@@ -51,7 +51,7 @@ impl<W: WatchSink + Send + 'static> Pipeline<W> {
     /// has drained.
     pub fn serve(
         mut self,
-        ring: Ring,
+        ring: Rings,
         reports: Option<crate::flows::workers::Reports<crate::sinks::block::Blocked>>,
         listener: std::net::TcpListener,
         control: Option<ControlSocket>,

@@ -105,7 +105,13 @@ pub fn run(a: &Attach<'_>, loaded: &Loaded) -> anyhow::Result<()> {
     let mut metrics = Metrics::new();
     metrics.register_xdp_stats(sensor.take_stats()?, &ifaces);
     let metrics = Arc::new(metrics);
-    let ring = sensor.take_ring()?;
+    let ring = sensor.take_rings()?;
+    log::info!(
+        "ring buffers: {} of {} bytes, one per online CPU (--ring-bytes {} in all)",
+        ring.len(),
+        ring.bytes_each(),
+        c.ring_bytes
+    );
     let kernel_config = sensor.take_config()?;
     let threads = c
         .matcher_threads
