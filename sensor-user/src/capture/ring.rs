@@ -258,11 +258,6 @@ impl Rings {
         self.rings.is_empty()
     }
 
-    /// The CPUs that have a ring of their own, in ring order.
-    pub fn cpus(&self) -> impl Iterator<Item = u32> + '_ {
-        self.rings.iter().map(|(cpu, _)| *cpu)
-    }
-
     /// Each ring's size in bytes.
     pub fn bytes_each(&self) -> usize {
         self.rings.first().map_or(0, |(_, r)| r.mask + 1)
@@ -313,7 +308,8 @@ impl RingReader {
         mut deliver: impl FnMut(RecordResult) -> bool,
     ) -> std::io::Result<()> {
         super::sched::enter("ring");
-        let mut fds: Vec<libc::pollfd> = (self.rings.rings.iter())
+        let mut fds: Vec<libc::pollfd> = (self.rings.rings)
+            .iter()
             .map(|(_, r)| libc::pollfd {
                 fd: r.raw_fd(),
                 events: libc::POLLIN,
@@ -340,6 +336,9 @@ impl RingReader {
                     }
                     !gone
                 });
+                if gone {
+                    return Ok(());
+                }
             }
             while !gone && let Some(rec) = merge.pop_ready(now) {
                 gone = !deliver(rec);
