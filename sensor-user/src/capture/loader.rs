@@ -348,6 +348,17 @@ pub fn ring_bytes_for_each(each: u32) -> u32 {
     each.saturating_mul(u32::try_from(cpus.next_power_of_two()).unwrap_or(u32::MAX))
 }
 
+/// Which of the rings (one per `online` CPU, in that order) CPU `slot`
+/// writes into: its own, or for a CPU that is offline now, one picked by
+/// its id, so a few that come online later spread over the rings.
+fn ring_of(slot: u32, online: &[u32]) -> Option<usize> {
+    let n = u32::try_from(online.len()).ok().filter(|n| *n > 0)?;
+    online
+        .iter()
+        .position(|cpu| *cpu == slot)
+        .or(Some((slot % n) as usize))
+}
+
 fn page_size() -> u32 {
     // SAFETY: sysconf has no preconditions.
     u32::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096)
@@ -377,11 +388,7 @@ fn fill_rings(ebpf: &mut Ebpf, online: &[u32], total: u32) -> Result<Rings, Load
         .try_into()
         .map_err(err)?;
     for slot in 0..outer.len() {
-        let ring = created
-            .iter()
-            .find(|(cpu, _)| *cpu == slot)
-            .or_else(|| created.get(slot as usize % created.len().max(1)));
-        if let Some((_, map)) = ring {
+        if let Some((_, map)) = ring_of(slot, online).and_then(|i| created.get(i)) {
             outer.set(slot, map, 0).map_err(err)?;
         }
     }
@@ -414,7 +421,23 @@ fn is_busy(e: &ProgramError) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::ring_share;
+    use super::{ring_of, ring_share};
+
+    #[test]
+    fn every_cpu_writes_into_its_own_ring_or_an_online_ones() {
+        // CPUs 0, 1 and 3 online, 2 and 4–7 possible but offline.
+        let online = [0, 1, 3];
+        let rings: Vec<_> = (0..8).map(|slot| ring_of(slot, &online)).collect();
+        assert_eq!(rings[0], Some(0));
+        assert_eq!(rings[1], Some(1));
+        assert_eq!(rings[3], Some(2));
+        // Offline ones share, spread by id.
+        assert_eq!(rings[2], Some(2));
+        assert_eq!(rings[4], Some(1));
+        assert_eq!(rings[5], Some(2));
+        assert_eq!(rings[6], Some(0));
+        assert_eq!(ring_of(0, &[]), None);
+    }
 
     #[test]
     fn rings_share_the_total_in_powers_of_two_of_at_least_a_page() {
