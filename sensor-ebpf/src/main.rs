@@ -458,6 +458,7 @@ fn classify(cfg: &Config, frame: &Frame, ifindex: u32, s: &mut Scratch) -> Count
             counts: (0, 0),
             // DNS answers only teach addresses and TTLs: the coarse clock does.
             ts: coarse_now(),
+            last: core::ptr::null_mut(),
         };
         return out.emit(f, Counter::DnsAnswer);
     }
@@ -651,8 +652,6 @@ fn flow_packet(
             } else {
                 (st.bytes[1], st.pkts[1])
             };
-            let ts = now();
-            st.last_ns = ts;
             let f = Fields {
                 s,
                 dir,
@@ -660,7 +659,8 @@ fn flow_packet(
                 rflags: flags,
                 service: st.service,
                 counts,
-                ts,
+                ts: STAMP_AFTER_RESERVE,
+                last: &raw mut st.last_ns,
             };
             let c = out.emit(f, counter);
             if counter == Counter::CleartextDrop {
@@ -970,7 +970,8 @@ fn probe(cfg: &Config, out: &Out, s: &mut Scratch) -> Counter {
         rflags,
         service: NO_SERVICE,
         counts: (0, 0),
-        ts: now(),
+        ts: STAMP_AFTER_RESERVE,
+        last: core::ptr::null_mut(),
     };
     out.emit(f, Counter::Probe)
 }
@@ -1009,6 +1010,19 @@ impl Out<'_> {
         let Some(mut entry) = ring.reserve_untyped::<Rec<N>>(0) else {
             return false;
         };
+        // Stamped once its slot is reserved, so a record whose stamp was read
+        // is already in the ring (busy or committed): a reader that finds a
+        // ring drained and nothing busy knows nothing older can still come
+        // (`capture::merge`).
+        let ts = if f.ts == STAMP_AFTER_RESERVE {
+            now()
+        } else {
+            f.ts
+        };
+        if !f.last.is_null() {
+            // SAFETY: the flow's live FlowState field (flow_packet).
+            unsafe { *f.last = ts };
+        }
         let rec = entry.as_mut_ptr();
         let p = &f.s.parsed;
         let mut rflags = f.rflags;
@@ -1051,7 +1065,7 @@ impl Out<'_> {
             (*h).kind = f.kind as u8;
             (*h).flags = rflags;
             (*h).ifindex = self.ifindex;
-            (*h).ts_ns = f.ts;
+            (*h).ts_ns = ts;
             (*h).flow = f.s.key;
             (*h).service = f.service;
             (*h).direction = f.dir;
@@ -1091,8 +1105,14 @@ struct Fields<'a> {
     rflags: u16,
     service: u32,
     counts: (u64, u64),
+    /// The record's stamp, or [`STAMP_AFTER_RESERVE`].
     ts: u64,
+    /// Where the stamp also goes (a flow's `last_ns`), or null.
+    last: *mut u64,
 }
+
+/// [`Fields::ts`]: read the precise clock once the record's slot is reserved.
+const STAMP_AFTER_RESERVE: u64 = 0;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -4,20 +4,22 @@
 //! time and stamps records with the monotonic clock), but a flow's two
 //! directions, or a DNS answer and the flow it announces, can land on two
 //! CPUs, and the pipeline needs them in the order they happened. So records
-//! wait here until no ring can still hand up an earlier one: a ring that
-//! handed up a record stamped `t` has nothing earlier left, and a ring that
-//! is quiet has nothing earlier than `now - HOLD_NS` (a record is committed
-//! within microseconds of its stamp: the program runs to its end once
-//! stamped). A record therefore waits at most `HOLD_NS`, and not at all
-//! while every ring is busy or there is one ring.
+//! wait here until no ring can still hand up an earlier one. A ring that
+//! handed up a record stamped `t` has nothing earlier left. The program
+//! stamps a record after reserving its slot, so a ring read to its end with
+//! no record still being written ([`Merge::caught_up`]) has nothing stamped
+//! before the read began, less `MARGIN_NS` for a producer's store still on
+//! its way to memory. A ring left behind a record being written waits for
+//! it, at most `HOLD_NS` after its stamp. So a record waits about `MARGIN_NS`
+//! plus one read of the rings, up to `HOLD_NS` while another CPU is in the
+//! middle of a record, and not at all with one ring.
 //!
-//! The hold is what a block waits for when the other CPUs are quiet: the
-//! lab's idle block-in-place p50 read 0.14–0.16 ms without a merge, 0.38–0.43
-//! ms with this hold and 1.40–1.50 ms with 1 ms (docs/performance.md). Two
-//! records a network round trip apart (a DNS answer and its flow, a request
-//! and its reply) are ordered by any hold longer than a record's commit; a
-//! CPU stalled longer than the hold between stamp and commit (a VM's vCPU
-//! descheduled) makes its record come out late, not lost.
+//! What a block waits for when the other CPUs are quiet: the lab's idle
+//! block-in-place p50 read 0.14–0.16 ms without a merge, 0.38–0.43 ms when
+//! every quiet ring was held for 250 µs and 1.40–1.50 ms for 1 ms
+//! (docs/performance.md). A CPU stalled longer than `HOLD_NS` between
+//! reserve and commit (a VM's vCPU descheduled) makes its record come out
+//! late, not lost.
 //!
 //! DNS answers carry the coarse clock (up to a tick early): one may come
 //! out after a later record; it never comes out after the flow it
@@ -25,9 +27,14 @@
 
 use std::{cmp::Reverse, collections::BinaryHeap, time::Duration};
 
-/// The most a record waits for the other rings: far above a record's
-/// stamp-to-commit time, a quarter of the 1 ms issue #17 allows.
+/// The most a record waits for a ring behind a record being written: far
+/// above a record's reserve-to-commit time, a quarter of the 1 ms issue #17
+/// allows.
 pub const HOLD_NS: u64 = 250_000;
+
+/// How long a producer's reserve may take to be seen by the reader after
+/// its stamp was read: store buffers drain in well under a microsecond.
+pub const MARGIN_NS: u64 = 20_000;
 
 /// Records held for ordering, `T` each with its ring and stamp.
 pub struct Merge<T> {
@@ -86,6 +93,14 @@ impl<T> Merge<T> {
         }));
     }
 
+    /// `ring` was read to its end, nothing being written, after `now` was
+    /// read: whatever it hands up next is stamped after `now - MARGIN_NS`.
+    pub fn caught_up(&mut self, ring: usize, now: u64) {
+        if let Some(l) = self.latest.get_mut(ring) {
+            *l = (*l).max(now.saturating_sub(MARGIN_NS));
+        }
+    }
+
     /// The earliest held record, if no ring can still hand up an earlier one
     /// at `now` (the monotonic clock, read before the rings were drained).
     pub fn pop_ready(&mut self, now: u64) -> Option<T> {
@@ -98,12 +113,14 @@ impl<T> Merge<T> {
         }
     }
 
-    /// How long until the earliest held record is out of its hold at the
-    /// latest (it may be ready sooner, when the other rings move on).
+    /// When to read the rings again for the earliest held record: once it
+    /// is `MARGIN_NS` old, a read of rings that caught up releases it (a
+    /// ring still behind a record being written releases it soon after, or
+    /// the hold does).
     pub fn due_in(&self, now: u64) -> Option<Duration> {
         let top = self.held.peek()?.0.ts;
         Some(Duration::from_nanos(
-            top.saturating_add(HOLD_NS).saturating_sub(now),
+            top.saturating_add(MARGIN_NS).saturating_sub(now),
         ))
     }
 
@@ -158,17 +175,33 @@ mod tests {
     }
 
     #[test]
-    fn a_quiet_ring_holds_records_for_at_most_the_hold() {
+    fn a_ring_behind_a_record_being_written_holds_records_for_at_most_the_hold() {
         let mut m = Merge::new(2);
         m.push(0, 100 * MS, "alone");
-        // Ring 1 has handed up nothing: it may still hold something older.
+        // Ring 1 has handed up nothing and was not read to its end: it may
+        // still hold something older.
         assert!(ready(&mut m, 100 * MS + 10).is_empty());
         assert_eq!(
             m.due_in(100 * MS + 10),
-            Some(Duration::from_nanos(HOLD_NS - 10))
+            Some(Duration::from_nanos(MARGIN_NS - 10))
         );
         assert!(ready(&mut m, 100 * MS + HOLD_NS - 1).is_empty());
         assert_eq!(ready(&mut m, 100 * MS + HOLD_NS), ["alone"]);
+    }
+
+    #[test]
+    fn a_ring_read_to_its_end_releases_what_is_older_than_the_margin() {
+        let mut m = Merge::new(2);
+        m.push(0, 100 * MS, "request");
+        m.push(0, 100 * MS + 50_000, "next");
+        // Ring 1 read to its end, nothing being written, after the clock
+        // read 100 ms + 60 µs: nothing it hands up later is older than
+        // 100 ms + 40 µs.
+        m.caught_up(1, 100 * MS + 60_000);
+        assert_eq!(ready(&mut m, 100 * MS + 60_000), ["request"]);
+        // The second is younger than that: the next read of the rings.
+        m.caught_up(1, 100 * MS + 80_000);
+        assert_eq!(ready(&mut m, 100 * MS + 80_000), ["next"]);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! (`sensor_common::record::wakes_reader`: first payloads, DNS, probes, a
 //! filling ring), and a poll of `RING_POLL_MS` picks up the bulk records that
 //! do not. Records of several rings are merged in timestamp order
-//! (`super::merge`, a hold of at most 250 µs); each then goes straight to the
+//! (`super::merge`: about 20 µs, up to 250 µs); each then goes straight to the
 //! pipeline's queue (one thread hop from the kernel to the pipeline: what a
 //! block waits for).
 //!
@@ -132,6 +132,9 @@ pub struct Ring {
     /// What the kernel was last told.
     published: usize,
     publish_every: usize,
+    /// The last read stopped short of the producer position it read (a
+    /// record still being written, or `take` said stop).
+    behind: bool,
 }
 
 impl TryFrom<Map> for Ring {
@@ -166,6 +169,7 @@ impl Ring {
             pos,
             published: pos,
             publish_every: PUBLISH_BYTES.min(size / 4),
+            behind: false,
         })
     }
 
@@ -200,6 +204,7 @@ impl Ring {
             // written: acquire pairs with it.
             let header = self.producer.word::<AtomicU32>(at).load(Ordering::Acquire);
             if header & BUSY_BIT != 0 {
+                self.behind = true;
                 return false;
             }
             let len = (header & !(BUSY_BIT | DISCARD_BIT)) as usize;
@@ -214,6 +219,7 @@ impl Ring {
                 let start = at + HEADER_BYTES;
                 let record = self.producer.bytes().get(start..start + len).unwrap_or(&[]);
                 if !take(record) {
+                    self.behind = self.pos != end;
                     return true;
                 }
             }
@@ -221,6 +227,7 @@ impl Ring {
                 self.publish();
             }
         }
+        self.behind = false;
         false
     }
 
@@ -233,6 +240,13 @@ impl Ring {
                 .store(self.pos, Ordering::Release);
             self.published = self.pos;
         }
+    }
+
+    /// Whether the last [`Ring::drain`] read up to the producer position
+    /// it last read, nothing still being written: every record reserved
+    /// before that read was handed over.
+    pub fn caught_up(&self) -> bool {
+        !self.behind
     }
 
     fn raw_fd(&self) -> RawFd {
@@ -336,6 +350,12 @@ impl RingReader {
                     }
                     !gone
                 });
+                // Records are stamped after their slot is reserved: a ring
+                // read to its end, nothing busy, has nothing stamped before
+                // `now` left to hand up.
+                if ring.caught_up() {
+                    merge.caught_up(i, now);
+                }
                 if gone {
                     return Ok(());
                 }
