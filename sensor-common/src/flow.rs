@@ -169,9 +169,9 @@ pub struct FlowState {
     /// 48: first packet time (ns, CLOCK_MONOTONIC).
     pub first_ns: u64,
     /// 56: when a packet of the flow was last sampled (its record's time,
-    /// whether or not the ring had room); the first packet's until then. Not
-    /// every packet's: a packet that is only counted reads no clock
-    /// (docs/performance.md).
+    /// read once the record's slot is reserved: not moved when the ring had
+    /// no room); the first packet's until then. Not every packet's: a packet
+    /// that is only counted reads no clock (docs/performance.md).
     pub last_ns: u64,
     /// 64: service id of the watched endpoint.
     pub service: u32,
