@@ -2,7 +2,7 @@
 //!
 //! Parses L2–L4 with the shared parser ([`sensor_common::parse`], through one
 //! level of GRE, ERSPAN or VXLAN), keeps only what
-//! userspace needs, and hands it up through one ring buffer:
+//! userspace needs, and hands it up through its CPU's ring buffer:
 //!
 //! ```text
 //! frame ─ plain IPv4/IPv6 TCP/UDP, watch bits clear, no DNS/probe/follow/VXLAN port ── counter, PASS

@@ -234,7 +234,7 @@ fn main() {
         .expect("load the reference program");
     let ref_ring =
         Ring::try_from(ref_obj.take_map("EVENTS").expect("EVENTS")).expect("the reference's ring");
-    let mut ref_ring = Rings::new(vec![(0, ref_ring)]);
+    let mut ref_ring = Rings::new(vec![ref_ring]);
     let reference: &mut Xdp = ref_obj
         .program_mut("xdp_ref")
         .expect("xdp_ref")

@@ -359,17 +359,13 @@ fn ring_of(slot: u32, online: &[u32]) -> Option<usize> {
         .or(Some((slot % n) as usize))
 }
 
-fn page_size() -> u32 {
-    // SAFETY: sysconf has no preconditions.
-    u32::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096)
-}
-
 /// Creates a ring per online CPU and points every slot of `RINGS` at one: its
 /// CPU's, or for a CPU that is possible but offline (it may come online
 /// later), an online CPU's ring, shared (a ring takes any number of producers).
 fn fill_rings(ebpf: &mut Ebpf, online: &[u32], total: u32) -> Result<Rings, LoadError> {
     use aya_obj::generated::bpf_map_type::BPF_MAP_TYPE_RINGBUF;
-    let each = ring_share(total, online.len(), page_size());
+    let page = u32::try_from(super::ring::page_size()).unwrap_or(u32::MAX);
+    let each = ring_share(total, online.len(), page);
     let err = |source| LoadError::Map {
         name: maps::RINGS,
         source,
@@ -377,10 +373,7 @@ fn fill_rings(ebpf: &mut Ebpf, online: &[u32], total: u32) -> Result<Rings, Load
     let mut created = Vec::with_capacity(online.len());
     for cpu in online {
         let def = aya_obj::Map::new_from_params(BPF_MAP_TYPE_RINGBUF as u32, 0, 0, each, 0);
-        created.push((
-            *cpu,
-            MapData::create(def, &format!("lw_ring{cpu}"), None).map_err(err)?,
-        ));
+        created.push(MapData::create(def, &format!("lw_ring{cpu}"), None).map_err(err)?);
     }
     let mut outer: ArrayOfMaps<&mut MapData, MapData> = ebpf
         .map_mut(maps::RINGS)
@@ -388,13 +381,13 @@ fn fill_rings(ebpf: &mut Ebpf, online: &[u32], total: u32) -> Result<Rings, Load
         .try_into()
         .map_err(err)?;
     for slot in 0..outer.len() {
-        if let Some((_, map)) = ring_of(slot, online).and_then(|i| created.get(i)) {
+        if let Some(map) = ring_of(slot, online).and_then(|i| created.get(i)) {
             outer.set(slot, map, 0).map_err(err)?;
         }
     }
     let rings = created
         .into_iter()
-        .map(|(cpu, map)| Ring::new(map).map(|r| (cpu, r)))
+        .map(Ring::new)
         .collect::<Result<Vec<_>, _>>()
         .map_err(err)?;
     Ok(Rings::new(rings))

@@ -44,6 +44,9 @@ pub type RecordResult = Result<Record, RecordError>;
 /// with no wake-up, so this bounds how long they wait.
 const POLL: Duration = Duration::from_millis(sensor_common::record::RING_POLL_MS as u64);
 
+/// The shortest wait between two reads of the rings while records are held.
+const MIN_WAIT: Duration = Duration::from_nanos(super::merge::MARGIN_NS);
+
 /// The record header's flags and size (uapi `linux/bpf.h`): a record still
 /// being written, a record its producer discarded, and the 8-byte header
 /// (length word, page offset) before every record.
@@ -154,8 +157,7 @@ impl TryFrom<Map> for Ring {
 impl Ring {
     pub fn new(map: MapData) -> Result<Self, MapError> {
         let size = map.info()?.max_entries() as usize;
-        // SAFETY: sysconf has no preconditions.
-        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+        let page = page_size();
         let fd = map.fd().as_fd().as_raw_fd();
         let consumer = Mapping::new(fd, page, libc::PROT_READ | libc::PROT_WRITE, 0)?;
         let producer = Mapping::new(fd, page + 2 * size, libc::PROT_READ, page)?;
@@ -254,13 +256,19 @@ impl Ring {
     }
 }
 
-/// The per-CPU rings (`sensor_common::maps::RINGS`), each with its CPU.
+/// The kernel's page size: a ring's unit.
+pub(super) fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096)
+}
+
+/// The per-CPU rings (`sensor_common::maps::RINGS`), one per online CPU.
 pub struct Rings {
-    rings: Vec<(u32, Ring)>,
+    rings: Vec<Ring>,
 }
 
 impl Rings {
-    pub fn new(rings: Vec<(u32, Ring)>) -> Self {
+    pub fn new(rings: Vec<Ring>) -> Self {
         Self { rings }
     }
 
@@ -274,7 +282,7 @@ impl Rings {
 
     /// Each ring's size in bytes.
     pub fn bytes_each(&self) -> usize {
-        self.rings.first().map_or(0, |(_, r)| r.mask + 1)
+        self.rings.first().map_or(0, |r| r.mask + 1)
     }
 
     /// [`Ring::drain`] on every ring in turn, stopping at the first record
@@ -283,7 +291,7 @@ impl Rings {
     pub fn drain(&mut self, mut take: impl FnMut(&[u8]) -> bool) -> usize {
         let mut seen = 0;
         let mut stopped = false;
-        for (_, ring) in &mut self.rings {
+        for ring in &mut self.rings {
             seen += ring.drain(|b| {
                 stopped = !take(b);
                 !stopped
@@ -324,7 +332,7 @@ impl RingReader {
         super::sched::enter("ring");
         let mut fds: Vec<libc::pollfd> = (self.rings.rings)
             .iter()
-            .map(|(_, r)| libc::pollfd {
+            .map(|r| libc::pollfd {
                 fd: r.raw_fd(),
                 events: libc::POLLIN,
                 revents: 0,
@@ -335,7 +343,7 @@ impl RingReader {
         while !stop.load(Ordering::Relaxed) {
             let now = mono_now_ns();
             let mut gone = false;
-            for (i, (_, ring)) in self.rings.rings.iter_mut().enumerate() {
+            for (i, ring) in self.rings.rings.iter_mut().enumerate() {
                 // Decode (copy) each record: its bytes are the kernel's again
                 // once the read position is published.
                 ring.drain(|bytes| {
@@ -366,7 +374,11 @@ impl RingReader {
             if gone {
                 return Ok(());
             }
-            let wait = merge.due_in(mono_now_ns()).map_or(POLL, |d| d.min(POLL));
+            // At least the margin: a ring behind a record being written
+            // would otherwise make this a busy loop until it is committed.
+            let wait = merge
+                .due_in(mono_now_ns())
+                .map_or(POLL, |d| d.clamp(MIN_WAIT, POLL));
             let ts = libc::timespec {
                 tv_sec: 0,
                 tv_nsec: libc::c_long::try_from(wait.as_nanos()).unwrap_or(0),
