@@ -118,7 +118,8 @@ pub struct RecordHeader {
     pub flags: u16,
     /// 4: ingress interface index.
     pub ifindex: u32,
-    /// 8: `bpf_ktime_get_ns()` (CLOCK_MONOTONIC, ns) when the packet was seen.
+    /// 8: `bpf_ktime_get_ns()` (CLOCK_MONOTONIC, ns) when the packet was seen;
+    /// [`UNSTAMPED`] from the kernel for DNS answers, which the reader stamps.
     pub ts_ns: u64,
     /// 16: direction-normalised flow key (40 bytes).
     pub flow: FlowKey,
@@ -150,6 +151,13 @@ pub struct RecordHeader {
     /// 96: packets seen in this direction of the flow, this packet included.
     pub dir_pkts: u64,
 }
+
+/// [`RecordHeader::ts_ns`] of a record the program did not stamp: a DNS
+/// answer, which only teaches addresses and TTLs. Reading a clock is a helper
+/// call (the DNS path 118 → 103 ns without it, docs/performance.md); the ring
+/// reader stamps the record when it reads it and hands it on before anything
+/// it holds, as an answer precedes the flows it announces.
+pub const UNSTAMPED: u64 = 0;
 
 /// Size of [`RecordHeader`]; frame bytes start at this offset in a record.
 pub const HEADER_LEN: usize = core::mem::size_of::<RecordHeader>();

@@ -71,7 +71,8 @@ use sensor_common::{
     },
     quick::{parse_plain_into, plain, plainly_unwatched, reread_ipv4, reread_ipv6},
     record::{
-        RECORD_VERSION, RecordHeader, RecordKind, SMALL_SNAPLEN, SNAPLEN, flags, wakes_reader,
+        RECORD_VERSION, RecordHeader, RecordKind, SMALL_SNAPLEN, SNAPLEN, UNSTAMPED, flags,
+        wakes_reader,
     },
     watch::{BITMAP_WORDS, bit, bucket_ipv4, bucket_ipv6},
 };
@@ -456,8 +457,8 @@ fn classify(cfg: &Config, frame: &Frame, ifindex: u32, s: &mut Scratch) -> Count
             rflags: 0,
             service: NO_SERVICE,
             counts: (0, 0),
-            // DNS answers only teach addresses and TTLs: the coarse clock does.
-            ts: coarse_now(),
+            // Stamped by the reader (record::UNSTAMPED): no clock read here.
+            stamp: false,
             last: core::ptr::null_mut(),
         };
         return out.emit(f, Counter::DnsAnswer);
@@ -659,7 +660,7 @@ fn flow_packet(
                 rflags: flags,
                 service: st.service,
                 counts,
-                ts: STAMP_AFTER_RESERVE,
+                stamp: true,
                 last: &raw mut st.last_ns,
             };
             let c = out.emit(f, counter);
@@ -970,7 +971,7 @@ fn probe(cfg: &Config, out: &Out, s: &mut Scratch) -> Counter {
         rflags,
         service: NO_SERVICE,
         counts: (0, 0),
-        ts: STAMP_AFTER_RESERVE,
+        stamp: true,
         last: core::ptr::null_mut(),
     };
     out.emit(f, Counter::Probe)
@@ -1014,11 +1015,7 @@ impl Out<'_> {
         // is already in the ring (busy or committed): a reader that finds a
         // ring drained and nothing busy knows nothing older can still come
         // (`capture::merge`).
-        let ts = if f.ts == STAMP_AFTER_RESERVE {
-            now()
-        } else {
-            f.ts
-        };
+        let ts = if f.stamp { now() } else { UNSTAMPED };
         if !f.last.is_null() {
             // SAFETY: the flow's live FlowState field (flow_packet).
             unsafe { *f.last = ts };
@@ -1105,14 +1102,12 @@ struct Fields<'a> {
     rflags: u16,
     service: u32,
     counts: (u64, u64),
-    /// The record's stamp, or [`STAMP_AFTER_RESERVE`].
-    ts: u64,
+    /// Whether the record carries the precise clock, read once its slot is
+    /// reserved; else [`UNSTAMPED`].
+    stamp: bool,
     /// Where the stamp also goes (a flow's `last_ns`), or null.
     last: *mut u64,
 }
-
-/// [`Fields::ts`]: read the precise clock once the record's slot is reserved.
-const STAMP_AFTER_RESERVE: u64 = 0;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -21,9 +21,10 @@
 //! reserve and commit (a VM's vCPU descheduled) makes its record come out
 //! late, not lost.
 //!
-//! DNS answers carry the coarse clock (up to a tick early): one may come
-//! out after a later record; it never comes out after the flow it
-//! announces, which starts at least a round trip after it.
+//! DNS answers are not stamped by the program (`record::UNSTAMPED`): the
+//! reader stamps them with the read's time and pushes them with stamp 0, so
+//! an answer comes out before anything held — possibly before a record made
+//! a little earlier on another CPU, never after the flow it announces.
 
 use std::{cmp::Reverse, collections::BinaryHeap, time::Duration};
 
@@ -141,6 +142,8 @@ impl<T> Merge<T> {
 
 #[cfg(test)]
 mod tests {
+    use sensor_common::record::UNSTAMPED;
+
     use super::*;
 
     const MS: u64 = 1_000_000;
@@ -205,14 +208,17 @@ mod tests {
     }
 
     #[test]
-    fn a_late_coarse_stamp_still_comes_out() {
+    fn an_answer_stamped_by_the_reader_goes_before_what_is_held() {
         let mut m = Merge::new(2);
+        // Held: ring 1 has not caught up.
         m.push(0, 200 * MS, "sample");
-        m.push(1, 201 * MS, "sample");
-        assert_eq!(ready(&mut m, 202 * MS).len(), 2);
-        // A DNS answer stamped by the coarse clock, before what already left.
-        m.push(1, 199 * MS, "dns");
-        assert_eq!(ready(&mut m, 202 * MS), ["dns"]);
+        m.push(1, UNSTAMPED, "dns");
+        assert_eq!(ready(&mut m, 200 * MS), ["dns"]);
+        m.caught_up(1, 201 * MS);
+        assert_eq!(ready(&mut m, 201 * MS), ["sample"]);
+        // After what already left, it still comes out at once.
+        m.push(1, UNSTAMPED, "dns");
+        assert_eq!(ready(&mut m, 201 * MS), ["dns"]);
     }
 
     #[test]

@@ -30,12 +30,29 @@ use aya::{
     maps::{Map, MapData, MapError},
     sys::SyscallError,
 };
+use sensor_common::record::UNSTAMPED;
 
 use super::{
     clock::mono_now_ns,
     merge::Merge,
     record::{Record, RecordError},
 };
+
+/// Stamps a record the program left unstamped (a DNS answer) with `now`, the
+/// read's time, and returns the stamp the merge orders it by: its own, or
+/// [`UNSTAMPED`] (before anything held) for one stamped here, as an answer
+/// precedes the flows it announces. A record that does not decode has no
+/// stamp either: it goes at once (it is counted and skipped downstream).
+fn stamp(rec: &mut RecordResult, now: u64) -> u64 {
+    match rec {
+        Ok(r) if r.hdr.ts_ns == UNSTAMPED => {
+            r.hdr.ts_ns = now;
+            UNSTAMPED
+        }
+        Ok(r) => r.hdr.ts_ns,
+        Err(_) => UNSTAMPED,
+    }
+}
 
 /// What the reader hands downstream.
 pub type RecordResult = Result<Record, RecordError>;
@@ -347,14 +364,12 @@ impl RingReader {
                 // Decode (copy) each record: its bytes are the kernel's again
                 // once the read position is published.
                 ring.drain(|bytes| {
-                    let rec = Record::decode(bytes);
+                    let mut rec = Record::decode(bytes);
+                    let key = stamp(&mut rec, now);
                     if single {
                         gone = !deliver(rec);
                     } else {
-                        // A record that does not decode has no stamp: it
-                        // goes at once (it is counted and skipped downstream).
-                        let ts = rec.as_ref().map_or(0, |r| r.hdr.ts_ns);
-                        merge.push(i, ts, rec);
+                        merge.push(i, key, rec);
                     }
                     !gone
                 });
@@ -406,5 +421,37 @@ impl RingReader {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sensor_common::record::{RecordHeader, RecordKind};
+
+    use super::*;
+
+    fn rec(kind: RecordKind, ts_ns: u64) -> Record {
+        Record {
+            hdr: RecordHeader {
+                ts_ns,
+                ..RecordHeader::zeroed()
+            },
+            kind,
+            frame: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn an_unstamped_record_takes_the_reads_time_and_goes_first() {
+        let mut dns = Ok(rec(RecordKind::Dns, UNSTAMPED));
+        assert_eq!(stamp(&mut dns, 5_000), UNSTAMPED);
+        assert_eq!(dns.unwrap().hdr.ts_ns, 5_000);
+
+        let mut sample = Ok(rec(RecordKind::Sample, 4_000));
+        assert_eq!(stamp(&mut sample, 5_000), 4_000);
+        assert_eq!(sample.unwrap().hdr.ts_ns, 4_000);
+
+        let mut bad: RecordResult = Err(RecordError::TooShort(3));
+        assert_eq!(stamp(&mut bad, 5_000), UNSTAMPED);
     }
 }
