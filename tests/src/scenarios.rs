@@ -31,7 +31,17 @@ pub const JWT: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJ1c2VyOjQy
 pub const BASIC: &str = "amFuZTpodW50ZXIyIXg=";
 pub const IDFA: &str = "6D92078A-8246-4BA4-AE5B-76104861E7DC";
 
-const UA: &str = "Qobuz/6.1.2 (iPhone; iOS 17.2)";
+/// The app each service's requests come from, as its User-Agent names it:
+/// one app per service, so the lab's app inventory shows each (and a service
+/// with no app of its own here gets Qobuz's).
+fn user_agent(service: &str) -> &'static str {
+    match service {
+        "deezer" => "Deezer/7.0.20.5 (Android; 13; Mobile; fr)",
+        "spotify" => "Spotify/8.9.18.512 Android/33 (SM-G991B)",
+        "soundcloud" => "SoundCloud/2024.01.08 (iPhone; iOS 17.2; Scale/3.00)",
+        _ => "Qobuz/6.1.2 (iPhone; iOS 17.2)",
+    }
+}
 
 /// One request an app sends.
 #[derive(Debug, Clone)]
@@ -53,8 +63,11 @@ impl Scenario {
     /// The request as HTTP/1.1 bytes (Connection: close).
     pub fn http1(&self) -> Vec<u8> {
         let mut s = format!(
-            "{} {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: {UA}\r\n",
-            self.method, self.target, self.host
+            "{} {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: {}\r\n",
+            self.method,
+            self.target,
+            self.host,
+            self.user_agent()
         );
         for (k, v) in &self.headers {
             s.push_str(&format!("{k}: {v}\r\n"));
@@ -82,7 +95,7 @@ impl Scenario {
             "-X".into(),
             self.method.into(),
             "-A".into(),
-            UA.into(),
+            self.user_agent().into(),
         ];
         for (k, v) in &self.headers {
             a.push("-H".into());
@@ -96,6 +109,11 @@ impl Scenario {
         }
         a.push(format!("{scheme}://{}{}", self.host, self.target));
         a
+    }
+
+    /// The User-Agent the request carries: its service's app's.
+    pub fn user_agent(&self) -> &'static str {
+        user_agent(self.service)
     }
 
     /// The first line, for people watching.

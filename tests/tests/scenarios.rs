@@ -124,6 +124,17 @@ fn every_streaming_scenario_is_found_and_nothing_else() {
         !ev.iter().any(|e| e["event_type"] == "replay"),
         "one client reusing its own token is no replay"
     );
+    // Each service's app, as its requests' User-Agent names it.
+    for e in &leaks {
+        let app = match e["service"].as_str().unwrap() {
+            "qobuz" => "Qobuz",
+            "deezer" => "Deezer",
+            "spotify" => "Spotify",
+            "soundcloud" => "SoundCloud",
+            other => panic!("a finding for {other}"),
+        };
+        assert_eq!(e["app"]["name"], app, "{e}");
+    }
     // The registration's fields, from its JSON body.
     let reg: Vec<&str> = leaks
         .iter()
