@@ -1136,8 +1136,8 @@ fn each_cpu_has_its_ring_and_the_reader_puts_them_back_in_order() {
             let mut got = Vec::new();
             let mut reader = RingReader::new(rings);
             reader
-                .run(&stop, |r| {
-                    got.push(r.expect("a well-formed record"));
+                .run(&stop, |rs| {
+                    got.extend(rs.drain(..).map(|r| r.expect("a well-formed record")));
                     true
                 })
                 .unwrap();

@@ -54,6 +54,9 @@ fn stamp(rec: &mut RecordResult, now: u64) -> u64 {
     }
 }
 
+/// Records [`RingReader::run`] hands over at once at most.
+pub const BATCH: usize = 64;
+
 /// What the reader hands downstream.
 pub type RecordResult = Result<Record, RecordError>;
 
@@ -337,14 +340,17 @@ impl RingReader {
 
     /// Drains the rings into `deliver`, merged in timestamp order
     /// ([`super::merge`]), until `stop` is set or `deliver` says the
-    /// pipeline is gone (returns false). A full queue holds the reader back
-    /// (`deliver` blocks); the kernel then counts `ring_full` instead of
-    /// anything being lost silently. Records still held when `stop` is set
-    /// are delivered.
+    /// pipeline is gone (returns false). `deliver` takes a batch (it may
+    /// leave the vector empty or not: it is cleared after): what one read of
+    /// the rings released, up to [`BATCH`] records — one hand-over, one
+    /// wake-up of the pipeline, where a record each cost a futex wake and two
+    /// context switches. A full queue holds the reader back (`deliver`
+    /// blocks); the kernel then counts `ring_full` instead of anything being
+    /// lost silently. Records still held when `stop` is set are delivered.
     pub fn run(
         &mut self,
         stop: &Arc<AtomicBool>,
-        mut deliver: impl FnMut(RecordResult) -> bool,
+        mut deliver: impl FnMut(&mut Vec<RecordResult>) -> bool,
     ) -> std::io::Result<()> {
         super::sched::enter("ring");
         let mut fds: Vec<libc::pollfd> = (self.rings.rings)
@@ -357,6 +363,17 @@ impl RingReader {
             .collect();
         let mut merge = Merge::new(self.rings.len());
         let single = self.rings.len() == 1;
+        let mut batch = Vec::with_capacity(BATCH);
+        // Hands the batch over once it is full, or with `any` once it holds
+        // anything; false once the pipeline is gone.
+        let mut hand = |batch: &mut Vec<RecordResult>, any: bool| {
+            if batch.len() < if any { 1 } else { BATCH } {
+                return true;
+            }
+            let ok = deliver(batch);
+            batch.clear();
+            ok
+        };
         while !stop.load(Ordering::Relaxed) {
             let now = mono_now_ns();
             let mut gone = false;
@@ -367,7 +384,8 @@ impl RingReader {
                     let mut rec = Record::decode(bytes);
                     let key = stamp(&mut rec, now);
                     if single {
-                        gone = !deliver(rec);
+                        batch.push(rec);
+                        gone = !hand(&mut batch, false);
                     } else {
                         merge.push(i, key, rec);
                     }
@@ -384,9 +402,10 @@ impl RingReader {
                 }
             }
             while !gone && let Some(rec) = merge.pop_ready(now) {
-                gone = !deliver(rec);
+                batch.push(rec);
+                gone = !hand(&mut batch, false);
             }
-            if gone {
+            if gone || !hand(&mut batch, true) {
                 return Ok(());
             }
             // At least the margin: a ring behind a record being written
@@ -416,10 +435,12 @@ impl RingReader {
             }
         }
         while let Some(rec) = merge.pop_any() {
-            if !deliver(rec) {
-                break;
+            batch.push(rec);
+            if !hand(&mut batch, false) {
+                return Ok(());
             }
         }
+        hand(&mut batch, true);
         Ok(())
     }
 }

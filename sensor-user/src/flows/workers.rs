@@ -8,7 +8,10 @@
 //!
 //! Jobs go to a worker over a bounded channel: a slow worker holds the pipeline
 //! back, the ring fills, and the kernel counts `ring_full` — nothing is dropped
-//! silently. Reports come back over an unbounded channel, so a worker never waits
+//! silently. Records travel in batches ([`Workers::flush`] after each batch the
+//! pipeline takes from the ring, or at [`BATCH`]): a send to a sleeping worker
+//! is a futex wake and two context switches, which per record were most of the
+//! daemon's CPU in the live benchmark (docs/performance.md). Reports come back over an unbounded channel, so a worker never waits
 //! on the pipeline (no cycle, no deadlock).
 
 use std::{
@@ -43,7 +46,7 @@ impl OnFinding for () {
 }
 
 enum Job {
-    Record(Box<Record>),
+    Records(Vec<Record>),
     Tick(Instant),
     /// New rules for new flows (a reload).
     Rules(Arc<RuleSet>, Arc<Services>),
@@ -63,11 +66,18 @@ pub type Reports<D = ()> = Receiver<Report<D>>;
 
 pub struct Workers {
     jobs: Vec<Sender<Job>>,
+    /// Per worker, records not yet sent.
+    pending: Vec<Vec<Record>>,
     handles: Vec<JoinHandle<()>>,
 }
 
-/// Queued jobs per worker before the pipeline waits.
-const QUEUE: usize = 4096;
+/// Records per send at most: a burst reaches a worker while the pipeline
+/// still reads the rest.
+pub const BATCH: usize = 64;
+
+/// Queued jobs per worker before the pipeline waits: with full batches, the
+/// 8,192 records a worker could queue one at a time before.
+const QUEUE: usize = 128;
 
 impl Workers {
     /// Starts `n` workers (at least one); `cap` flows per worker, `buffer`
@@ -112,7 +122,11 @@ impl Workers {
                     for job in rx {
                         let now = Instant::now();
                         match job {
-                            Job::Record(r) => table.on_record(&r, now, &mut found),
+                            Job::Records(rs) => {
+                                for r in &rs {
+                                    table.on_record(r, now, &mut found);
+                                }
+                            }
                             Job::Tick(t) => {
                                 table.sweep(t, &mut found);
                                 let _ = report.send(Report::Stats(i, table.stats.clone()));
@@ -148,7 +162,15 @@ impl Workers {
             jobs.push(tx);
             handles.push(h);
         }
-        Ok((Self { jobs, handles }, report_rx))
+        let pending = jobs.iter().map(|_| Vec::new()).collect();
+        Ok((
+            Self {
+                jobs,
+                pending,
+                handles,
+            },
+            report_rx,
+        ))
     }
 
     pub fn len(&self) -> usize {
@@ -159,35 +181,69 @@ impl Workers {
         self.jobs.is_empty()
     }
 
-    /// Hands a record to the worker that owns its flow; false when that worker
-    /// is gone (it panicked: a bug), so the caller can count and say so.
-    pub fn dispatch(&self, rec: Record) -> bool {
+    /// Queues a record for the worker that owns its flow, sent with the
+    /// next [`Self::flush`] or once [`BATCH`] wait. Returns the records lost
+    /// because that worker is gone (it panicked: a bug), so the caller can
+    /// count and say so.
+    pub fn dispatch(&mut self, rec: Record) -> usize {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         rec.hdr.flow.hash(&mut h);
         let i = (h.finish() % self.jobs.len() as u64) as usize;
-        self.jobs[i].send(Job::Record(Box::new(rec))).is_ok()
+        let Some(p) = self.pending.get_mut(i) else {
+            return 1;
+        };
+        p.push(rec);
+        if p.len() < BATCH {
+            return 0;
+        }
+        self.send(i)
     }
 
-    /// New rules for new flows on every worker (a reload).
-    pub fn set_rules(&self, rules: &Arc<RuleSet>, services: &Arc<Services>) {
+    /// Sends every worker its queued records; returns those lost to a
+    /// worker that is gone.
+    pub fn flush(&mut self) -> usize {
+        (0..self.jobs.len()).map(|i| self.send(i)).sum()
+    }
+
+    fn send(&mut self, i: usize) -> usize {
+        let batch = std::mem::take(&mut self.pending[i]);
+        let n = batch.len();
+        if n == 0 || self.jobs[i].send(Job::Records(batch)).is_ok() {
+            0
+        } else {
+            n
+        }
+    }
+
+    /// New rules for new flows on every worker (a reload), after the records
+    /// queued before it. Returns the records lost to a worker that is gone.
+    pub fn set_rules(&mut self, rules: &Arc<RuleSet>, services: &Arc<Services>) -> usize {
+        let lost = self.flush();
         for j in &self.jobs {
             let _ = j.send(Job::Rules(Arc::clone(rules), Arc::clone(services)));
         }
+        lost
     }
 
-    /// Idle sweeps and counter reports.
-    pub fn tick(&self, now: Instant) {
+    /// Idle sweeps and counter reports, after the records queued before it.
+    /// Returns the records lost to a worker that is gone.
+    pub fn tick(&mut self, now: Instant) -> usize {
+        let lost = self.flush();
         for j in &self.jobs {
             let _ = j.send(Job::Tick(now));
         }
+        lost
     }
 
-    /// Stops the workers after they drained their queues.
-    pub fn shutdown(self) {
+    /// Stops the workers after they drained their queues (the records
+    /// queued here first). Returns the records lost to a worker that is gone.
+    pub fn shutdown(mut self) -> usize {
+        let lost = self.flush();
         drop(self.jobs);
         for h in self.handles {
             let _ = h.join();
         }
+        lost
     }
 }
 
@@ -203,7 +259,7 @@ mod tests {
     #[test]
     fn flows_spread_over_workers_and_every_leak_comes_back() {
         let set = Arc::new(RuleSet::compile(rules::builtin()).unwrap());
-        let (w, reports) = Workers::start(
+        let (mut w, reports) = Workers::start(
             3,
             &set,
             &Arc::default(),
@@ -245,5 +301,59 @@ mod tests {
         }
         assert_eq!(found, 30, "one per flow");
         assert!(busy.len() >= 2, "flows spread over workers: {busy:?}");
+    }
+
+    #[test]
+    fn records_wait_for_a_flush_or_a_full_batch() {
+        let set = Arc::new(RuleSet::compile(rules::builtin()).unwrap());
+        let (mut w, reports) = Workers::start(
+            1,
+            &set,
+            &Arc::default(),
+            Duration::from_mins(1),
+            1000,
+            1 << 16,
+            crate::proto::coding::Limits::default(),
+            None::<&Arc<()>>,
+            None,
+        )
+        .unwrap();
+        let leak = |port: u16| {
+            let mut r = record(
+                RecordKind::Sample,
+                flags::FROM_CLIENT | flags::FIRST_PAYLOAD,
+                &FrameBuilder::tcp("192.0.2.10", port, "198.51.100.2", 80)
+                    .payload("GET /x?password=5f4dcc3b5aa765d61d8327deb882cf99 HTTP/1.1\r\n\r\n")
+                    .build(),
+            );
+            r.hdr.service = 1;
+            r
+        };
+        let found = |want: usize| {
+            let mut n = 0;
+            while n < want {
+                match reports.recv_timeout(Duration::from_secs(10)) {
+                    Ok(Report::Found(v)) => n += v.len(),
+                    Ok(Report::Stats(..)) => {}
+                    Err(e) => panic!("{n} of {want} findings: {e}"),
+                }
+            }
+            n
+        };
+        for port in 0..BATCH as u16 - 1 {
+            assert_eq!(w.dispatch(leak(40000 + port)), 0);
+        }
+        assert!(
+            reports.recv_timeout(Duration::from_millis(300)).is_err(),
+            "nothing is sent before a flush or a full batch"
+        );
+        assert_eq!(w.flush(), 0);
+        assert_eq!(found(BATCH - 1), BATCH - 1);
+        // A full batch goes without a flush.
+        for port in 0..BATCH as u16 {
+            assert_eq!(w.dispatch(leak(41000 + port)), 0);
+        }
+        assert_eq!(found(BATCH), BATCH);
+        assert_eq!(w.shutdown(), 0);
     }
 }

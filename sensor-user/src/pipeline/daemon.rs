@@ -21,7 +21,8 @@ use crate::{
 
 /// What the pipeline thread receives.
 enum Msg {
-    Record(RecordResult),
+    /// What one read of the rings released (`RingReader::run`).
+    Records(Vec<RecordResult>),
     Tick,
     /// SIGHUP: reopen the output files (log rotation).
     Reopen,
@@ -40,9 +41,10 @@ pub struct ControlSocket {
     pub path: std::path::PathBuf,
 }
 
-/// Queued records and ticks before the ring reader waits (and the kernel
-/// counts `ring_full`).
-const QUEUE: usize = 8192;
+/// Queued batches of records (up to `ring::BATCH` each) and ticks before the
+/// ring reader waits (and the kernel counts `ring_full`): a lagging pipeline
+/// finds full batches, the 8,192 records it could queue one at a time before.
+const QUEUE: usize = 128;
 
 impl<W: WatchSink + Send + 'static> Pipeline<W> {
     /// Runs until SIGTERM or SIGINT: reads `ring`, serves `metrics` on
@@ -75,7 +77,7 @@ impl<W: WatchSink + Send + 'static> Pipeline<W> {
                 loop {
                     crossbeam_channel::select! {
                         recv(msg_rx) -> m => match m {
-                            Ok(Msg::Record(r)) => self.handle(r, Instant::now()),
+                            Ok(Msg::Records(rs)) => self.handle_batch(rs, Instant::now()),
                             Ok(Msg::Tick) => {
                                 self.tick(Instant::now());
                                 // systemd's watchdog: the pipeline still turns.
@@ -111,7 +113,9 @@ impl<W: WatchSink + Send + 'static> Pipeline<W> {
             thread::Builder::new()
                 .name("ring".into())
                 .spawn(move || {
-                    RingReader::new(ring).run(&stop, |r| ring_tx.send(Msg::Record(r)).is_ok())
+                    RingReader::new(ring).run(&stop, |rs| {
+                        ring_tx.send(Msg::Records(std::mem::take(rs))).is_ok()
+                    })
                 })
                 .context("starting the ring reader")?
         };

@@ -64,6 +64,28 @@ pub struct MatchStage {
 }
 
 impl MatchStage {
+    /// Counts records a dead matcher thread could not take; says so once.
+    pub(super) fn lose(&mut self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        if self.lost == 0 {
+            log::error!(
+                "a matcher thread has died: records of its flows are no longer matched (counted in leakwatch_matcher_scan_errors_total)"
+            );
+        }
+        self.lost += n as u64;
+    }
+
+    /// Sends the matcher workers the records queued for them: after each
+    /// batch from the ring, so a batch wakes each worker once.
+    pub fn flush(&mut self) {
+        if let Engine::Sharded(w) = &mut self.engine {
+            let lost = w.flush();
+            self.lose(lost);
+        }
+    }
+
     pub fn new(
         engine: Engine,
         rules: Arc<RuleSet>,
@@ -252,6 +274,19 @@ impl<W: WatchSink> Pipeline<W> {
             .to_owned()
     }
 
+    /// Records the ring reader released together; the matcher workers get
+    /// theirs in one send each.
+    pub fn handle_batch(&mut self, recs: Vec<RecordResult>, now: Instant) {
+        for rec in recs {
+            self.handle(rec, now);
+        }
+        if let Some(m) = self.matching.as_mut() {
+            m.flush();
+        }
+    }
+
+    /// One record; matcher workers get theirs with [`Self::handle_batch`]'s
+    /// flush, the next tick, or in a full batch.
     pub fn handle(&mut self, rec: RecordResult, now: Instant) {
         let rec = match rec {
             Ok(r) => r,
@@ -347,15 +382,8 @@ impl<W: WatchSink> Pipeline<W> {
                 self.findings(found.into_iter().map(|f| (f, None)).collect(), now);
             }
             Engine::Sharded(w) => {
-                if !w.dispatch(rec) {
-                    // Counted with the scan errors; said once.
-                    m.lost += 1;
-                    if m.lost == 1 {
-                        log::error!(
-                            "a matcher thread has died: records of its flows are no longer matched (counted in leakwatch_matcher_scan_errors_total)"
-                        );
-                    }
-                }
+                let lost = w.dispatch(rec);
+                m.lose(lost);
             }
             Engine::Stopped => {}
         }
@@ -395,7 +423,8 @@ impl<W: WatchSink> Pipeline<W> {
             return;
         };
         if let Engine::Sharded(w) = std::mem::replace(&mut m.engine, Engine::Stopped) {
-            w.shutdown();
+            let lost = w.shutdown();
+            m.lose(lost);
         }
     }
 
@@ -412,7 +441,10 @@ impl<W: WatchSink> Pipeline<W> {
                     t.sweep(now, &mut found);
                     self.findings(found.into_iter().map(|f| (f, None)).collect(), now);
                 }
-                Engine::Sharded(w) => w.tick(now),
+                Engine::Sharded(w) => {
+                    let lost = w.tick(now);
+                    m.lose(lost);
+                }
                 Engine::Stopped => {}
             }
         }

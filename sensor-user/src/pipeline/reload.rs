@@ -226,7 +226,10 @@ impl<W: WatchSink> Pipeline<W> {
                 Engine::Inline(t) => t
                     .set_rules(Arc::clone(&rules), Arc::clone(&services))
                     .context("scratch for the new rules")?,
-                Engine::Sharded(w) => w.set_rules(&rules, &services),
+                Engine::Sharded(w) => {
+                    let lost = w.set_rules(&rules, &services);
+                    m.lose(lost);
+                }
                 Engine::Stopped => {}
             }
         }

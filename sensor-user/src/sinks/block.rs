@@ -770,7 +770,7 @@ mod tests {
             true,
             Box::new(NoBlocks),
         )));
-        let (w, reports) = Workers::start(
+        let (mut w, reports) = Workers::start(
             1,
             &set,
             &Arc::default(),
@@ -791,7 +791,7 @@ mod tests {
         );
         r.hdr.service = 1;
         r.hdr.ts_ns = crate::capture::clock::mono_now_ns();
-        w.dispatch(r);
+        assert_eq!((w.dispatch(r), w.flush()), (0, 0));
         let rep = reports.recv_timeout(Duration::from_secs(10)).unwrap();
         // The block is in the table by the time its finding arrives.
         assert_eq!(lock(&blocker).list().len(), 1);
