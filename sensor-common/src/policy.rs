@@ -157,11 +157,29 @@ fn slot<T>(a: &mut [T; 2], d: u8) -> &mut T {
     if d == 0 { &mut a[0] } else { &mut a[1] }
 }
 
+/// A known flow's addresses and ports opening a new connection (a bare SYN
+/// from `client_dir`): an ephemeral port come round again while the old
+/// connection's state is still in the table. What the flow learned belongs to
+/// the old connection — its first payloads, head budgets, TLS, a refusal —
+/// and kept, the new connection's login would count as past its head and go
+/// unsampled. It starts over as a flow seen from its SYN, keeping its
+/// service, policy and whether an app's flow is followed.
+#[inline(always)]
+pub fn restart(st: &mut FlowState, client_dir: u8) {
+    let mut fresh = FlowState::new(st.service, client_dir, st.first_ns);
+    fresh.last_ns = st.last_ns;
+    fresh.policy = st.policy;
+    fresh.flags = flow_flags::OPENED | (st.flags & flow_flags::FOLLOWED);
+    *st = fresh;
+}
+
 /// Updates a watched flow's state with one packet travelling in `dir` and decides
 /// what userspace gets. `peek5` reads the first five payload bytes; it is called at
 /// most once, for the first payload packet of a direction. No clock: a packet
 /// that is only counted reads none (`FlowState::last_ns` is the caller's, set
 /// with the record's time when a packet is sampled).
+///
+/// A bare SYN on a known flow starts it over ([`restart`]).
 #[inline(always)]
 pub fn watched_packet(
     cfg: &Config,
@@ -171,6 +189,9 @@ pub fn watched_packet(
     peek5: impl FnOnce() -> Option<[u8; 5]>,
 ) -> Decision {
     let dir = dir & 1;
+    if crate::admit::is_bare_syn(p) {
+        restart(st, dir);
+    }
     *slot(&mut st.bytes, dir) += p.l3_len as u64;
     *slot(&mut st.pkts, dir) += 1;
 
@@ -325,6 +346,49 @@ mod tests {
         assert_eq!(got, [head, head, head, tail, None, None, None, tail]);
         assert_eq!((st.bytes[0], st.pkts[0], st.sampled[0]), (8320, 8, 3000));
         assert_eq!(st.flags & flow_flags::TLS, 0);
+    }
+
+    #[test]
+    fn a_bare_syn_starts_a_known_flow_over() {
+        let c = cfg(1000, 0);
+        let mut st = FlowState::new(7, 0, 5);
+        st.policy = 3;
+        st.flags = flow_flags::FOLLOWED;
+        let http = || Some(*b"GET /");
+        let first = |d: Decision| matches!(d, Decision::Record { flags: f, .. } if f & flags::FIRST_PAYLOAD != 0);
+        assert!(first(watched_packet(
+            &c,
+            &mut st,
+            0,
+            &pkt(1000, TCP_ACK),
+            http
+        )));
+        assert_eq!(
+            kind(watched_packet(&c, &mut st, 0, &pkt(500, TCP_ACK), http)),
+            None
+        );
+        st.flags |= flow_flags::REFUSED | flow_flags::TLS;
+        // A retransmitted or late SYN-ACK changes nothing.
+        let _ = watched_packet(&c, &mut st, 1, &pkt(0, TCP_SYN | TCP_ACK), http);
+        assert_ne!(st.flags & flow_flags::REFUSED, 0);
+        // The client's ports come round again: a new connection, seen from its SYN.
+        let syn = watched_packet(&c, &mut st, 1, &pkt(0, TCP_SYN), http);
+        assert_eq!(kind(syn), Some((RecordKind::Meta, Counter::Control)));
+        assert_eq!(
+            (st.service, st.policy, st.client_dir, st.first_ns),
+            (7, 3, 1, 5)
+        );
+        assert_eq!(st.flags, flow_flags::OPENED | flow_flags::FOLLOWED);
+        assert_eq!((st.bytes, st.pkts, st.sampled), ([0, 40], [0, 1], [0, 0]));
+        // Its login is a first payload again, within a fresh head.
+        assert!(first(watched_packet(
+            &c,
+            &mut st,
+            1,
+            &pkt(800, TCP_ACK),
+            http
+        )));
+        assert_eq!(st.sampled, [0, 800]);
     }
 
     #[test]

@@ -610,7 +610,9 @@ fn flow_packet(
     let st = unsafe { &mut *st };
     let p = &s.parsed;
     let blocking = blocking(cfg, p) && st.flags & flow_flags::FOLLOWED == 0;
-    if blocking && st.flags & flow_flags::REFUSED != 0 && dir == st.client_dir {
+    // A bare SYN opens a new connection on these ports: it starts the flow
+    // over (policy::restart), refusal included.
+    if blocking && st.flags & flow_flags::REFUSED != 0 && dir == st.client_dir && !is_bare_syn(p) {
         return Counter::BlockedDrop;
     }
     let frame = out.frame;
@@ -762,6 +764,15 @@ fn blocked_flow(out: &Out, s: &mut Scratch, dir: u8, ts: u64) -> Option<Counter>
     let e = unsafe { &mut *e };
     // Expired entries are ignored before userspace removes them.
     if e.deadline_ns <= ts || dir != e.client_dir || !is_lan(out.ifindex) {
+        return None;
+    }
+    // A bare SYN: the blocked connection is over and the client opens a new
+    // one on the same ports (an ephemeral port come round again). Dropped, it
+    // would time out for as long as the block lasts, as no RST answers a SYN
+    // without an ACK to take its sequence number from. It passes and the
+    // block ends here; userspace lifts it on the SYN's record.
+    if is_bare_syn(&s.parsed) {
+        e.deadline_ns = 0;
         return None;
     }
     if ts.wrapping_sub(e.last_rst_ns) < RST_INTERVAL_NS {

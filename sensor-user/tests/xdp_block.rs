@@ -15,7 +15,7 @@ use sensor_common::{
     config::{Config, config_flags},
     counters::Counter,
     flow::FlowKey,
-    parse::TCP_SYN,
+    parse::{TCP_FIN, TCP_SYN},
     record::flags,
 };
 use sensor_user::{
@@ -326,6 +326,60 @@ fn a_busy_flow_counted_by_the_fast_path_is_still_blocked() {
     );
 }
 
+/// A client opening a new connection on a blocked flow's ports (an ephemeral
+/// port come round again): no RST can answer a SYN without an ACK, so a
+/// dropped SYN would time out for as long as the block lasts. It passes, the
+/// block ends, and the new connection is a new flow: its login is a first
+/// payload again, sampled and decided afresh.
+#[test]
+fn a_new_connection_on_a_blocked_flows_ports_passes_and_starts_over() {
+    let Some(mut h) = Harness::new(0) else { return };
+    let b = FrameBuilder::tcp(CLIENT, 40200, SERVER, 80);
+    let leaking = b.clone().ack(0x1111_2222).payload(leak()).build();
+    assert_eq!(h.run(&leaking).0, XDP_PASS);
+    h.block(&leaking);
+    let next = b
+        .clone()
+        .seq(5000)
+        .ack(0x1111_2223)
+        .payload(b"more")
+        .build();
+    assert_eq!(h.run(&next).0, XDP_TX, "the old connection is reset");
+    let _ = h.records();
+    let syn = b.clone().seq(90_000).flags(TCP_SYN).build();
+    assert_eq!(h.run(&syn).0, XDP_PASS, "the new connection's SYN passes");
+    let ack = b.clone().seq(90_001).ack(0x0a0b_0c0d).build();
+    assert_eq!(h.run(&ack).0, XDP_PASS, "its handshake completes");
+    let login = b
+        .clone()
+        .seq(90_001)
+        .ack(0x0a0b_0c0d)
+        .payload(leak())
+        .build();
+    assert_eq!(h.run(&login).0, XDP_PASS);
+    let recs = h.records();
+    let first = recs
+        .iter()
+        .find(|r| r.hdr.tcp_seq == 90_001 && r.hdr.flags & flags::FIRST_PAYLOAD != 0);
+    assert!(
+        first.is_some(),
+        "the new login is a first payload: {recs:?}"
+    );
+    assert_eq!(h.count(Counter::BlockedRst), 1);
+    assert_eq!(h.count(Counter::BlockedDrop), 0);
+
+    // A refused first payload likewise: the next connection's is refused
+    // again (the policy still holds), not dropped unseen.
+    let Some(h) = Harness::new(policy::BLOCK_CLEARTEXT) else {
+        return;
+    };
+    let b = FrameBuilder::tcp(CLIENT, 42100, SERVER, 80);
+    assert_eq!(open_and_send(&h, &b, leak()).0, XDP_TX);
+    assert_eq!(open_and_send(&h, &b, leak()).0, XDP_TX, "refused afresh");
+    assert_eq!(h.count(Counter::CleartextDrop), 2);
+    assert_eq!(h.count(Counter::BlockedDrop), 0);
+}
+
 #[test]
 fn blocks_apply_only_live_on_a_lan_interface_with_blocking_on() {
     let Some(mut h) = Harness::new(0) else { return };
@@ -478,11 +532,12 @@ fn no_rst_can_be_written_into_pppoe_the_packet_is_dropped() {
     assert_eq!(h.run(&frame).0, XDP_DROP);
     assert_eq!(h.count(Counter::RstFailed), 1);
     assert_eq!(h.count(Counter::BlockedDrop), 1);
-    // Packets without ACK get no RST either.
-    let syn = FrameBuilder::tcp(CLIENT, 45001, SERVER, 80)
-        .flags(TCP_SYN)
+    // Packets without ACK get no RST either (a bare SYN passes: a new
+    // connection on the ports, a_new_connection_on_a_blocked_flows_ports...).
+    let no_ack = FrameBuilder::tcp(CLIENT, 45001, SERVER, 80)
+        .flags(TCP_FIN)
         .build();
-    h.block(&syn);
-    assert_eq!(h.run(&syn).0, XDP_DROP);
+    h.block(&no_ack);
+    assert_eq!(h.run(&no_ack).0, XDP_DROP);
     assert_eq!(h.count(Counter::RstFailed), 2);
 }

@@ -63,6 +63,63 @@ fn connect(ns: &Netns, to: SocketAddr) -> TcpStream {
     s
 }
 
+/// A TCP connection from `ns` on the local address `from` (an IPv4 client
+/// reusing a port, as an ephemeral port comes round again), 5 s at most.
+fn connect_from(ns: &Netns, from: SocketAddr, to: SocketAddr) -> std::io::Result<TcpStream> {
+    use std::os::fd::FromRawFd as _;
+    let (SocketAddr::V4(from), SocketAddr::V4(to)) = (from, to) else {
+        panic!("IPv4 only");
+    };
+    let sockaddr = |a: std::net::SocketAddrV4| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: a.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(*a.ip()).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    ns.run(move || {
+        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        let (local, remote) = (sockaddr(from), sockaddr(to));
+        let one: libc::c_int = 1;
+        let timeout = libc::timeval {
+            tv_sec: 5,
+            tv_usec: 0,
+        };
+        // SAFETY: plain socket calls on a new fd, with valid pointers and
+        // lengths; the fd is owned by the TcpStream (or closed) afterwards.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let s = TcpStream::from_raw_fd(fd);
+            let ok = libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_REUSEADDR,
+                (&raw const one).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            ) == 0
+                && libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_SNDTIMEO,
+                    (&raw const timeout).cast(),
+                    std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+                ) == 0
+                && libc::bind(fd, (&raw const local).cast(), len) == 0
+                && libc::connect(fd, (&raw const remote).cast(), len) == 0;
+            if ok {
+                Ok(s)
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        }
+    })
+    .unwrap()
+}
+
 /// Sends `req` and reads the lab server's response (`200 OK`, body "ok").
 fn ask(s: &mut TcpStream, req: &[u8]) -> std::io::Result<Vec<u8>> {
     s.write_all(req)?;
@@ -197,9 +254,11 @@ fn reset_cuts_the_leaking_connection() {
         (&lab.client, srv6, lab::CLIENT_V6, lab::LAN_IF),
         (&lab.client2, srv, CLIENT2_V4, lab::LAN2_IF),
     ];
+    let mut last = None;
     for (i, (ns, to, client, iface)) in cases.into_iter().enumerate() {
         let mut c = connect(ns, to);
         let local = c.local_addr().unwrap();
+        last = Some(local);
         let sent = Instant::now();
         ask(&mut c, &login()).expect("the login itself passes");
         let ev = wait_events(&events, |e| of_type(e, "block").len() > i);
@@ -302,6 +361,19 @@ fn reset_cuts_the_leaking_connection() {
     );
     let id = list[0]["id"].as_u64().unwrap().to_string();
     assert!(blocks(&lab, &["lift", &id]).contains("lifted"));
+    assert_eq!(blocks(&lab, &["list", "--json"]).lines().count(), 2);
+
+    // The VLAN client's port comes round again while its flow is blocked (an
+    // ephemeral port reused, here on purpose): the new connection's SYN
+    // passes — no RST can answer a SYN, so a dropped one would time out for
+    // the block's hour — and it is a new flow: its login is found and
+    // blocked afresh, in place of the old connection's block.
+    let mut again = connect_from(&lab.client2, last.unwrap(), srv)
+        .expect("a new connection on a blocked flow's ports connects");
+    ask(&mut again, &login()).expect("its login passes");
+    let ev = wait_events(&events, |e| of_type(e, "block").len() > 3);
+    assert_eq!(of_type(&ev, "block").len(), 4, "blocked afresh");
+    assert_reset(&mut again, &next(), "the new connection");
     assert_eq!(blocks(&lab, &["list", "--json"]).lines().count(), 2);
 
     let _ = std::fs::remove_file(events);

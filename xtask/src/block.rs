@@ -218,10 +218,29 @@ fn phase(
     let histogram = || -> anyhow::Result<Vec<(f64, f64)>> {
         Ok(buckets(&lab.gateway_http_get(metrics, "/metrics")?))
     };
+    // A sample that fails says where, with what the XDP program did with
+    // packets so far (a SYN that never got through has been seen to stop a
+    // run now and then: the counters tell whether the sensor dropped it).
+    let sample = |n: usize, what: &str| {
+        sample(&lab.client, web).with_context(|| {
+            let counters = lab.gateway_http_get(metrics, "/metrics").map_or_else(
+                |e| format!("(no metrics: {e})"),
+                |m| {
+                    m.lines()
+                        .filter(|l| l.starts_with("leakwatch_xdp_packets_total{"))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                },
+            );
+            format!(
+                "login {n} of the {what} samples to {web}; the sensor's XDP counters:\n{counters}"
+            )
+        })
+    };
     // Idle first: the baseline of the same run.
     let mut idle = Vec::new();
-    for _ in 0..IDLE_SAMPLES {
-        if let Some(v) = sample(&lab.client, web)? {
+    for n in 1..=IDLE_SAMPLES {
+        if let Some(v) = sample(n, "idle")? {
             idle.push(v);
         }
     }
@@ -242,8 +261,8 @@ fn phase(
     std::thread::sleep(Duration::from_secs(1));
     let mut ms = Vec::with_capacity(SAMPLES);
     let mut missed = 0usize;
-    for _ in 0..SAMPLES {
-        match sample(&lab.client, web)? {
+    for n in 1..=SAMPLES {
+        match sample(n, "loaded")? {
             Some(v) => ms.push(v),
             None => missed += 1,
         }

@@ -98,6 +98,14 @@ impl Record {
         }
     }
 
+    /// Whether a decision waits for this record (a direction's first
+    /// payload, DNS, a probe, a refusal): what the program wakes the reader
+    /// for, and what the reader and the pipeline pass on without waiting for
+    /// a batch to fill.
+    pub fn urgent(&self) -> bool {
+        sensor_common::record::wakes_reader(self.kind, self.hdr.flags, || 0)
+    }
+
     /// The captured part of the L4 payload.
     pub fn payload(&self) -> &[u8] {
         let start = (self.hdr.payload_off as usize).min(self.frame.len());

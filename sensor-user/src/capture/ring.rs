@@ -344,7 +344,8 @@ impl RingReader {
     /// leave the vector empty or not: it is cleared after): what one read of
     /// the rings released, up to [`BATCH`] records — one hand-over, one
     /// wake-up of the pipeline, where a record each cost a futex wake and two
-    /// context switches. A full queue holds the reader back (`deliver`
+    /// context switches. A batch ends early at a record a decision waits for
+    /// ([`Record::urgent`]): it waits for no other record's decoding. A full queue holds the reader back (`deliver`
     /// blocks); the kernel then counts `ring_full` instead of anything being
     /// lost silently. Records still held when `stop` is set are delivered.
     pub fn run(
@@ -364,10 +365,14 @@ impl RingReader {
         let mut merge = Merge::new(self.rings.len());
         let single = self.rings.len() == 1;
         let mut batch = Vec::with_capacity(BATCH);
-        // Hands the batch over once it is full, or with `any` once it holds
-        // anything; false once the pipeline is gone.
+        // Hands the batch over once it is full or ends in an urgent record,
+        // or with `any` once it holds anything; false once the pipeline is
+        // gone.
         let mut hand = |batch: &mut Vec<RecordResult>, any: bool| {
-            if batch.len() < if any { 1 } else { BATCH } {
+            let urgent = batch
+                .last()
+                .is_some_and(|r| r.as_ref().is_ok_and(Record::urgent));
+            if batch.is_empty() || !(any || urgent || batch.len() >= BATCH) {
                 return true;
             }
             let ok = deliver(batch);

@@ -182,10 +182,13 @@ impl Workers {
     }
 
     /// Queues a record for the worker that owns its flow, sent with the
-    /// next [`Self::flush`] or once [`BATCH`] wait. Returns the records lost
-    /// because that worker is gone (it panicked: a bug), so the caller can
-    /// count and say so.
+    /// next [`Self::flush`], once [`BATCH`] wait, or at once with those
+    /// before it if it is [`Record::urgent`] (a leaking first request is
+    /// blocked from the worker: it waits for no other record). Returns the
+    /// records lost because that worker is gone (it panicked: a bug), so the
+    /// caller can count and say so.
     pub fn dispatch(&mut self, rec: Record) -> usize {
+        let urgent = rec.urgent();
         let mut h = std::collections::hash_map::DefaultHasher::new();
         rec.hdr.flow.hash(&mut h);
         let i = (h.finish() % self.jobs.len() as u64) as usize;
@@ -193,7 +196,7 @@ impl Workers {
             return 1;
         };
         p.push(rec);
-        if p.len() < BATCH {
+        if p.len() < BATCH && !urgent {
             return 0;
         }
         self.send(i)
@@ -304,7 +307,7 @@ mod tests {
     }
 
     #[test]
-    fn records_wait_for_a_flush_or_a_full_batch() {
+    fn records_wait_for_a_flush_a_full_batch_or_an_urgent_one() {
         let set = Arc::new(RuleSet::compile(rules::builtin()).unwrap());
         let (mut w, reports) = Workers::start(
             1,
@@ -318,11 +321,13 @@ mod tests {
             None,
         )
         .unwrap();
-        let leak = |port: u16| {
+        // Mid-stream segments (no first payload: nothing waits on them).
+        let leak = |port: u16, first: bool| {
             let mut r = record(
                 RecordKind::Sample,
-                flags::FROM_CLIENT | flags::FIRST_PAYLOAD,
+                flags::FROM_CLIENT | if first { flags::FIRST_PAYLOAD } else { 0 },
                 &FrameBuilder::tcp("192.0.2.10", port, "198.51.100.2", 80)
+                    .seq(1000)
                     .payload("GET /x?password=5f4dcc3b5aa765d61d8327deb882cf99 HTTP/1.1\r\n\r\n")
                     .build(),
             );
@@ -340,20 +345,28 @@ mod tests {
             }
             n
         };
+        let quiet = |what: &str| {
+            assert!(
+                reports.recv_timeout(Duration::from_millis(300)).is_err(),
+                "{what}"
+            );
+        };
         for port in 0..BATCH as u16 - 1 {
-            assert_eq!(w.dispatch(leak(40000 + port)), 0);
+            assert_eq!(w.dispatch(leak(40000 + port, false)), 0);
         }
-        assert!(
-            reports.recv_timeout(Duration::from_millis(300)).is_err(),
-            "nothing is sent before a flush or a full batch"
-        );
+        quiet("nothing is sent before a flush, a full batch or an urgent record");
         assert_eq!(w.flush(), 0);
         assert_eq!(found(BATCH - 1), BATCH - 1);
         // A full batch goes without a flush.
         for port in 0..BATCH as u16 {
-            assert_eq!(w.dispatch(leak(41000 + port)), 0);
+            assert_eq!(w.dispatch(leak(41000 + port, false)), 0);
         }
         assert_eq!(found(BATCH), BATCH);
+        // So does a first payload, with what waited before it.
+        assert_eq!(w.dispatch(leak(42000, false)), 0);
+        quiet("one mid-stream record waits");
+        assert_eq!(w.dispatch(leak(42001, true)), 0);
+        assert_eq!(found(2), 2);
         assert_eq!(w.shutdown(), 0);
     }
 }

@@ -4,6 +4,11 @@
 
 use std::time::Instant;
 
+use sensor_common::{
+    parse::{TCP_ACK, TCP_SYN},
+    record::{RecordKind, flags},
+};
+
 use super::{
     Pipeline,
     control::{Listed, Reply, Request},
@@ -53,6 +58,20 @@ impl<W: WatchSink> Pipeline<W> {
         base.flow_id = Some(flow_id(&rec.hdr.flow));
         let ev = decision_event(&d, &base, &self.clock, &self.metrics);
         self.write_event(&ev);
+    }
+
+    /// A client's bare SYN on a known flow (`policy::restart`): a new
+    /// connection on the old one's ports; its block, if any, ends.
+    pub(super) fn block_restart(&mut self, rec: &Record) {
+        let h = &rec.hdr;
+        let bare_syn = h.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
+        if rec.kind == RecordKind::Meta
+            && bare_syn
+            && h.flags & flags::FROM_CLIENT != 0
+            && let Some(b) = self.blocker.as_deref()
+        {
+            block::lock(b).restarted(&h.flow);
+        }
     }
 
     /// Expires blocks and brings the block metrics up to date.

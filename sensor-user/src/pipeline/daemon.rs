@@ -4,9 +4,12 @@
 //! pipeline stays single-threaded.
 
 use std::{
-    sync::{Arc, atomic::AtomicBool},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
     thread,
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use anyhow::Context as _;
@@ -41,10 +44,39 @@ pub struct ControlSocket {
     pub path: std::path::PathBuf,
 }
 
-/// Queued batches of records (up to `ring::BATCH` each) and ticks before the
-/// ring reader waits (and the kernel counts `ring_full`): a lagging pipeline
-/// finds full batches, the 8,192 records it could queue one at a time before.
-const QUEUE: usize = 128;
+/// Queued messages (batches of records, ticks) before a sender waits.
+/// A queue this long measured a lower idle block latency than one of 128
+/// batches (block bench, realtime idle p50 0.14–0.19 ms against 0.38–0.66,
+/// alternating runs; docs/performance.md): records are bounded by
+/// [`IN_FLIGHT`] instead.
+const QUEUE: usize = 8192;
+
+/// Records handed to the pipeline and not yet handled before the ring reader
+/// waits (and the kernel counts `ring_full`): the ring, not this queue, is
+/// where a burst waits.
+const IN_FLIGHT: usize = 8192;
+
+/// Handed-over records the pipeline has not handled yet.
+struct InFlight(AtomicUsize);
+
+impl InFlight {
+    /// Waits while [`IN_FLIGHT`] records are queued, then counts `n` more;
+    /// not once `stop` is set or the pipeline thread (the other holder of
+    /// `this`) is gone, when the send that follows says so.
+    fn admit(this: &Arc<Self>, n: usize, stop: &AtomicBool) {
+        while this.0.load(Ordering::Acquire) >= IN_FLIGHT
+            && !stop.load(Ordering::Relaxed)
+            && Arc::strong_count(this) > 1
+        {
+            thread::sleep(Duration::from_micros(100));
+        }
+        this.0.fetch_add(n, Ordering::AcqRel);
+    }
+
+    fn done(&self, n: usize) {
+        self.0.fetch_sub(n, Ordering::AcqRel);
+    }
+}
 
 impl<W: WatchSink + Send + 'static> Pipeline<W> {
     /// Runs until SIGTERM or SIGINT: reads `ring`, serves `metrics` on
@@ -68,6 +100,8 @@ impl<W: WatchSink + Send + 'static> Pipeline<W> {
             .context("starting the tokio runtime")?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let (msg_tx, msg_rx) = crossbeam_channel::bounded::<Msg>(QUEUE);
+        let in_flight = Arc::new(InFlight(AtomicUsize::new(0)));
+        let handled = Arc::clone(&in_flight);
         let reports = reports.unwrap_or_else(crossbeam_channel::never);
 
         let pipeline = thread::Builder::new()
@@ -77,7 +111,11 @@ impl<W: WatchSink + Send + 'static> Pipeline<W> {
                 loop {
                     crossbeam_channel::select! {
                         recv(msg_rx) -> m => match m {
-                            Ok(Msg::Records(rs)) => self.handle_batch(rs, Instant::now()),
+                            Ok(Msg::Records(rs)) => {
+                                let n = rs.len();
+                                self.handle_batch(rs, Instant::now());
+                                handled.done(n);
+                            }
                             Ok(Msg::Tick) => {
                                 self.tick(Instant::now());
                                 // systemd's watchdog: the pipeline still turns.
@@ -113,7 +151,9 @@ impl<W: WatchSink + Send + 'static> Pipeline<W> {
             thread::Builder::new()
                 .name("ring".into())
                 .spawn(move || {
+                    let stop_admit = Arc::clone(&stop);
                     RingReader::new(ring).run(&stop, |rs| {
+                        InFlight::admit(&in_flight, rs.len(), &stop_admit);
                         ring_tx.send(Msg::Records(std::mem::take(rs))).is_ok()
                     })
                 })
@@ -216,4 +256,41 @@ async fn wait_for_signal() -> anyhow::Result<()> {
         _ = int.recv() => {},
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reader_waits_while_the_pipeline_holds_its_records() {
+        let stop = AtomicBool::new(false);
+        let reader = Arc::new(InFlight(AtomicUsize::new(0)));
+        let pipeline = Arc::clone(&reader);
+        InFlight::admit(&reader, IN_FLIGHT, &stop);
+        let done = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(200));
+            pipeline.done(IN_FLIGHT);
+            pipeline
+        });
+        let t = Instant::now();
+        InFlight::admit(&reader, 1, &stop);
+        assert!(
+            t.elapsed() >= Duration::from_millis(150),
+            "{:?}",
+            t.elapsed()
+        );
+        let pipeline = done.join().unwrap();
+        assert_eq!(reader.0.load(Ordering::Relaxed), 1);
+
+        // Full, and then no pipeline: the send after says so.
+        pipeline.0.store(IN_FLIGHT, Ordering::Relaxed);
+        drop(pipeline);
+        InFlight::admit(&reader, 1, &stop);
+        // Full, and stopping.
+        let full = Arc::new(InFlight(AtomicUsize::new(IN_FLIGHT)));
+        let _pipeline = Arc::clone(&full);
+        stop.store(true, Ordering::Relaxed);
+        InFlight::admit(&full, 1, &stop);
+    }
 }

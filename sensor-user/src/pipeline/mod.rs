@@ -358,6 +358,7 @@ impl<W: WatchSink> Pipeline<W> {
                 if rec.hdr.flags & (flags::BLOCKED | flags::WOULD_BLOCK) != 0 {
                     self.block_record(&rec, now);
                 }
+                self.block_restart(&rec);
                 self.sample(rec, now);
             }
         }

@@ -415,6 +415,19 @@ impl Blocker {
         (flows, quarantines)
     }
 
+    /// A new connection on a blocked or refused flow's ports (a bare SYN
+    /// from its client, which the kernel let through, ending its own entry):
+    /// the old connection's block and refusal end, so the new one's leaks
+    /// are decided afresh. Whether a block ended.
+    pub fn restarted(&mut self, key: &FlowKey) -> bool {
+        self.refused.remove(key);
+        let Some(a) = self.flows.remove(key) else {
+            return false;
+        };
+        self.end_flow(key, &a);
+        true
+    }
+
     pub fn evictions(&self) -> [(&'static str, Evictions); 3] {
         [
             (self.flows.name(), self.flows.evictions()),
@@ -616,6 +629,23 @@ mod tests {
         assert_eq!(b.expire(now + Duration::from_secs(3601)), 1);
         assert!(sink.0.lock().unwrap().blocked.is_empty());
         assert_eq!(b.active(), (0, 0));
+    }
+
+    #[test]
+    fn a_new_connection_on_a_blocked_flows_ports_is_decided_afresh() {
+        let (mut b, sink) = blocker("mode = \"reset\"\n");
+        let now = Instant::now();
+        let f = finding(Kind::PasswordHash, Severity::Critical, 40000, LAN);
+        assert_eq!(b.on_finding(&f, "qobuz", now).len(), 1);
+        assert!(!b.restarted(&finding(Kind::PasswordHash, Severity::Critical, 40001, LAN).key));
+        assert_eq!(b.active(), (1, 0));
+        // The client's SYN on the same ports: the old block ends, here and in
+        // the kernel, and the new connection's leak is blocked again.
+        assert!(b.restarted(&f.key));
+        assert_eq!(b.active(), (0, 0));
+        assert!(sink.0.lock().unwrap().blocked.is_empty());
+        assert_eq!(b.on_finding(&f, "qobuz", now).len(), 1);
+        assert_eq!(sink.0.lock().unwrap().blocked.len(), 1);
     }
 
     #[test]
