@@ -94,21 +94,18 @@ fn connect_from(ns: &Netns, from: SocketAddr, to: SocketAddr) -> std::io::Result
                 return Err(std::io::Error::last_os_error());
             }
             let s = TcpStream::from_raw_fd(fd);
-            let ok = libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
+            let set = |opt, value: *const libc::c_void, size: usize| {
+                libc::setsockopt(fd, libc::SOL_SOCKET, opt, value, size as libc::socklen_t) == 0
+            };
+            let ok = set(
                 libc::SO_REUSEADDR,
                 (&raw const one).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            ) == 0
-                && libc::setsockopt(
-                    fd,
-                    libc::SOL_SOCKET,
-                    libc::SO_SNDTIMEO,
-                    (&raw const timeout).cast(),
-                    std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-                ) == 0
-                && libc::bind(fd, (&raw const local).cast(), len) == 0
+                std::mem::size_of::<libc::c_int>(),
+            ) && set(
+                libc::SO_SNDTIMEO,
+                (&raw const timeout).cast(),
+                std::mem::size_of::<libc::timeval>(),
+            ) && libc::bind(fd, (&raw const local).cast(), len) == 0
                 && libc::connect(fd, (&raw const remote).cast(), len) == 0;
             if ok {
                 Ok(s)

@@ -259,21 +259,26 @@ mod tests {
     };
     use sensor_common::record::{RecordKind, flags};
 
-    #[test]
-    fn flows_spread_over_workers_and_every_leak_comes_back() {
+    /// `n` workers of `cap` flows each, the built-in rules, no hook.
+    fn start(n: usize, cap: usize) -> (Workers, Reports) {
         let set = Arc::new(RuleSet::compile(rules::builtin()).unwrap());
-        let (mut w, reports) = Workers::start(
-            3,
+        Workers::start(
+            n,
             &set,
             &Arc::default(),
             Duration::from_mins(1),
-            100,
+            cap,
             1 << 16,
             crate::proto::coding::Limits::default(),
             None::<&Arc<()>>,
             None,
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    #[test]
+    fn flows_spread_over_workers_and_every_leak_comes_back() {
+        let (mut w, reports) = start(3, 100);
         assert_eq!(w.len(), 3);
         for port in 40000..40030u16 {
             let req = format!(
@@ -308,19 +313,7 @@ mod tests {
 
     #[test]
     fn records_wait_for_a_flush_a_full_batch_or_an_urgent_one() {
-        let set = Arc::new(RuleSet::compile(rules::builtin()).unwrap());
-        let (mut w, reports) = Workers::start(
-            1,
-            &set,
-            &Arc::default(),
-            Duration::from_mins(1),
-            1000,
-            1 << 16,
-            crate::proto::coding::Limits::default(),
-            None::<&Arc<()>>,
-            None,
-        )
-        .unwrap();
+        let (mut w, reports) = start(1, 1000);
         // Mid-stream segments (no first payload: nothing waits on them).
         let leak = |port: u16, first: bool| {
             let mut r = record(
