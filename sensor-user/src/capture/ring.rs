@@ -345,9 +345,10 @@ impl RingReader {
     /// the rings released, up to [`BATCH`] records — one hand-over, one
     /// wake-up of the pipeline, where a record each cost a futex wake and two
     /// context switches. A batch ends early at a record a decision waits for
-    /// ([`Record::urgent`]): it waits for no other record's decoding. A full queue holds the reader back (`deliver`
-    /// blocks); the kernel then counts `ring_full` instead of anything being
-    /// lost silently. Records still held when `stop` is set are delivered.
+    /// ([`Record::urgent`]): it waits for no other record's decoding. A full
+    /// queue holds the reader back (`deliver` blocks); the kernel then counts
+    /// `ring_full` instead of anything being lost silently. Records still
+    /// held when `stop` is set are delivered.
     pub fn run(
         &mut self,
         stop: &Arc<AtomicBool>,

@@ -9,10 +9,11 @@
 //! Jobs go to a worker over a bounded channel: a slow worker holds the pipeline
 //! back, the ring fills, and the kernel counts `ring_full` — nothing is dropped
 //! silently. Records travel in batches ([`Workers::flush`] after each batch the
-//! pipeline takes from the ring, or at [`BATCH`]): a send to a sleeping worker
-//! is a futex wake and two context switches, which per record were most of the
-//! daemon's CPU in the live benchmark (docs/performance.md). Reports come back over an unbounded channel, so a worker never waits
-//! on the pipeline (no cycle, no deadlock).
+//! pipeline takes from the ring, at [`BATCH`], or at an urgent record): a send
+//! to a sleeping worker is a futex wake and two context switches, which per
+//! record were most of the daemon's CPU in the live benchmark
+//! (docs/performance.md). Reports come back over an unbounded channel, so a
+//! worker never waits on the pipeline (no cycle, no deadlock).
 
 use std::{
     hash::{Hash as _, Hasher as _},
@@ -183,8 +184,8 @@ impl Workers {
 
     /// Queues a record for the worker that owns its flow, sent with the
     /// next [`Self::flush`], once [`BATCH`] wait, or at once with those
-    /// before it if it is [`Record::urgent`] (a leaking first request is
-    /// blocked from the worker: it waits for no other record). Returns the
+    /// before it if it is [`Record::urgent`] (the worker blocks a leaking
+    /// first request: it waits for no other record). Returns the
     /// records lost because that worker is gone (it panicked: a bug), so the
     /// caller can count and say so.
     pub fn dispatch(&mut self, rec: Record) -> usize {
