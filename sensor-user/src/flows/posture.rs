@@ -6,8 +6,8 @@
 use std::time::{Duration, Instant};
 
 use sensor_common::{
-    flow::{FlowKey, IPPROTO_UDP},
-    parse::{TCP_FIN, TCP_RST},
+    flow::{FlowKey, IPPROTO_TCP, IPPROTO_UDP},
+    parse::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     record::{RecordKind, flags},
 };
 
@@ -154,6 +154,10 @@ impl Posture {
             return;
         }
         let h = &rec.hdr;
+        // A bare SYN: a new connection on the flow's ports (`policy::restart`).
+        if h.flow.proto == IPPROTO_TCP && h.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
+            self.finish(h.flow, out);
+        }
         if !self.flows.contains_key(&h.flow) {
             let new = Flow {
                 service: h.service,
@@ -427,6 +431,42 @@ mod tests {
             &mut out,
         );
         assert!(out.is_empty(), "{out:?}");
+    }
+
+    /// A new connection on the ports of a flow that never ended here (reset
+    /// by a block's RST, which the sensor sends itself) is a flow of its own.
+    #[test]
+    fn a_bare_syn_on_an_open_flow_counts_a_new_flow() {
+        let mut p = Posture::new(Duration::from_mins(1), 100);
+        let mut out = Vec::new();
+        let now = Instant::now();
+        let get = b"GET / HTTP/1.1\r\nHost: www.qobuz.com\r\n\r\n";
+        for _ in 0..2 {
+            p.on_record(
+                &rec(RecordKind::Meta, C, 60, up().flags(TCP_SYN)),
+                now,
+                &mut out,
+            );
+            p.on_record(
+                &rec(RecordKind::Sample, C | FP, 200, up().payload(get)),
+                now,
+                &mut out,
+            );
+        }
+        let flows = out
+            .iter()
+            .filter(|o| {
+                matches!(
+                    o,
+                    Output::Flow {
+                        transport: Transport::Cleartext,
+                        ..
+                    }
+                )
+            })
+            .count();
+        assert_eq!(flows, 2, "{out:?}");
+        assert_eq!(p.len(), 1);
     }
 
     #[test]

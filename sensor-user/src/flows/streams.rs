@@ -205,6 +205,13 @@ impl StreamTable {
         {
             return;
         }
+        // A bare SYN: a new connection on the flow's ports (the old one may
+        // never have ended here: a block's RST comes from the sensor). It
+        // starts a new flow, as in the kernel (`policy::restart`): kept, the
+        // old one's findings would hide the new one's.
+        if h.flow.proto == IPPROTO_TCP && h.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
+            self.close(h.flow, out);
+        }
         if !self.flows.contains_key(&h.flow) {
             if rec.kind == RecordKind::Meta && h.tcp_flags & TCP_SYN == 0 {
                 return; // nothing to match in a flow whose data we never saw
@@ -628,6 +635,25 @@ mod tests {
         t.on_record(&segment(40000, 1000, &req[..20], TCP_ACK), now, &mut out);
         assert_eq!(out.len(), 1, "{out:?}");
         assert_eq!(out[0].hit.kind.name(), "password_hash");
+    }
+
+    /// A client reusing a flow's ports before the flow ended here (its
+    /// connection reset by a block, which the sensor answers itself): the
+    /// bare SYN opens a new connection, whose login is found again.
+    #[test]
+    fn a_bare_syn_on_an_open_flow_starts_a_new_one() {
+        let mut t = table();
+        let now = Instant::now();
+        let mut out = Vec::new();
+        let req = b"GET /x?password=5f4dcc3b5aa765d61d8327deb882cf99 HTTP/1.1\r\n\r\n";
+        t.on_record(&segment(40500, 999, b"", TCP_SYN), now, &mut out);
+        t.on_record(&segment(40500, 1000, &req[..30], TCP_ACK), now, &mut out);
+        t.on_record(&segment(40500, 1030, &req[30..], TCP_ACK), now, &mut out);
+        assert_eq!(out.len(), 1, "{out:?}");
+        t.on_record(&segment(40500, 50_000, b"", TCP_SYN), now, &mut out);
+        t.on_record(&segment(40500, 50_001, req, TCP_ACK), now, &mut out);
+        assert_eq!(out.len(), 2, "the new connection's login: {out:?}");
+        assert_eq!(t.len(), 1);
     }
 
     /// A reload: open flows keep the rules they started with, new flows take
