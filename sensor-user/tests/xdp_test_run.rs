@@ -1405,6 +1405,41 @@ fn followed_flow_case(client: &str, server: &str) {
     }
 }
 
+/// A busy flow past its head, counted by this CPU's HOT slot, whose client
+/// opens a new connection on the same ports: the SYN takes the full path,
+/// which empties the slot, and the new login is a first payload again
+/// (policy::restart), not a packet past the old connection's head.
+#[test]
+fn a_new_connection_on_a_busy_flows_ports_is_sampled_from_its_start() {
+    if skip_without_root("a_new_connection_on_a_busy_flows_ports_is_sampled_from_its_start") {
+        return;
+    }
+    let mut h = Harness::new(Config::default());
+    let b = FrameBuilder::tcp("192.0.2.10", 40600, "198.51.100.2", 80);
+    // 20 KiB: past the default 16 KiB head, the last ones counted by the slot.
+    for i in 0..40u32 {
+        h.run(&b.clone().seq(1 + i * 512).payload(vec![b'a'; 512]).build());
+    }
+    assert_eq!(h.count(Counter::OverBudget), 8);
+    let _ = h.records();
+    h.run(&b.clone().seq(500_000).flags(TCP_SYN).build());
+    h.run(&b.clone().seq(500_001).payload(http_get()).build());
+    let recs = h.records();
+    let kinds: Vec<(RecordKind, u16)> = recs.iter().map(|r| (r.kind, r.hdr.flags)).collect();
+    assert_eq!(
+        kinds,
+        [
+            (RecordKind::Meta, flags::FROM_CLIENT),
+            (
+                RecordKind::Sample,
+                flags::FROM_CLIENT | flags::FIRST_PAYLOAD
+            ),
+        ]
+    );
+    assert_eq!(recs[1].payload(), http_get());
+    assert_eq!(h.count(Counter::OverBudget), 8, "nothing more past a head");
+}
+
 /// The frames of every shape above, in one sequence.
 /// `inner` carried in GRE of protocol `proto` (with `fields` after the base
 /// header, per `flags`) from 10.200.0.3 to 10.200.0.224, as a mirror feed
@@ -1682,6 +1717,19 @@ fn busy_flows_are_sampled_alike_with_and_without_hot_slots() {
                     .flags(TCP_RST)
                     .build(),
             );
+        }
+        // The client's ports come round again: new connections on the flow
+        // that ended with a FIN and on one busy in its slot (policy::restart).
+        if round == 80 || round == 100 {
+            let flow = if round == 80 { 1 } else { 0 };
+            seq[flow] = 7_000_000 * round;
+            frames.push(
+                FrameBuilder::tcp(client, 41000 + flow as u16, server, 80)
+                    .seq(seq[flow])
+                    .flags(TCP_SYN)
+                    .build(),
+            );
+            seq[flow] += 1;
         }
     }
     frames.push(
