@@ -1721,7 +1721,7 @@ fn busy_flows_are_sampled_alike_with_and_without_hot_slots() {
         // The client's ports come round again: new connections on the flow
         // that ended with a FIN and on one busy in its slot (policy::restart).
         if round == 80 || round == 100 {
-            let flow = if round == 80 { 1 } else { 0 };
+            let flow = usize::from(round == 80);
             seq[flow] = 7_000_000 * round;
             frames.push(
                 FrameBuilder::tcp(client, 41000 + flow as u16, server, 80)
