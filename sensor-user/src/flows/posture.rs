@@ -154,8 +154,15 @@ impl Posture {
             return;
         }
         let h = &rec.hdr;
-        // A bare SYN: a new connection on the flow's ports (`policy::restart`).
-        if h.flow.proto == IPPROTO_TCP && h.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
+        // A bare SYN: a new connection on the flow's ports (`policy::restart`),
+        // once the old one spoke (a retransmitted SYN is no new flow).
+        if h.flow.proto == IPPROTO_TCP
+            && h.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
+            && self
+                .flows
+                .get(&h.flow)
+                .is_some_and(|f| f.transport.is_some())
+        {
             self.finish(h.flow, out);
         }
         if !self.flows.contains_key(&h.flow) {
@@ -442,11 +449,14 @@ mod tests {
         let now = Instant::now();
         let get = b"GET / HTTP/1.1\r\nHost: www.qobuz.com\r\n\r\n";
         for _ in 0..2 {
-            p.on_record(
-                &rec(RecordKind::Meta, C, 60, up().flags(TCP_SYN)),
-                now,
-                &mut out,
-            );
+            // The second SYN of each a retransmission: no flow of its own.
+            for _ in 0..2 {
+                p.on_record(
+                    &rec(RecordKind::Meta, C, 60, up().flags(TCP_SYN)),
+                    now,
+                    &mut out,
+                );
+            }
             p.on_record(
                 &rec(RecordKind::Sample, C | FP, 200, up().payload(get)),
                 now,
@@ -455,15 +465,7 @@ mod tests {
         }
         let flows = out
             .iter()
-            .filter(|o| {
-                matches!(
-                    o,
-                    Output::Flow {
-                        transport: Transport::Cleartext,
-                        ..
-                    }
-                )
-            })
+            .filter(|o| matches!(o, Output::Flow { .. }))
             .count();
         assert_eq!(flows, 2, "{out:?}");
         assert_eq!(p.len(), 1);
