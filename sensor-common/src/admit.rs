@@ -95,7 +95,14 @@ impl SourceBudget {
 /// A SYN without ACK: the client's first packet, which starts nothing yet.
 #[inline(always)]
 pub fn is_bare_syn(p: &Parsed) -> bool {
-    p.is_tcp() && p.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
+    bare_syn(p.proto, p.tcp_flags)
+}
+
+/// [`is_bare_syn`] from a packet's protocol and TCP flags (a record's, too:
+/// `RecordHeader::is_bare_syn`).
+#[inline(always)]
+pub fn bare_syn(proto: u8, tcp_flags: u8) -> bool {
+    proto == crate::flow::IPPROTO_TCP && tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
 }
 
 /// Whether a new flow starting with this packet was seen from its handshake:

@@ -163,6 +163,12 @@ pub const UNSTAMPED: u64 = 0;
 pub const HEADER_LEN: usize = core::mem::size_of::<RecordHeader>();
 
 impl RecordHeader {
+    /// A SYN without ACK: on a known flow, a new connection on its ports
+    /// (`policy::restart`).
+    pub fn is_bare_syn(&self) -> bool {
+        crate::admit::bare_syn(self.flow.proto, self.tcp_flags)
+    }
+
     pub const fn zeroed() -> Self {
         Self {
             version: 0,

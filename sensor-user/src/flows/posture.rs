@@ -6,8 +6,8 @@
 use std::time::{Duration, Instant};
 
 use sensor_common::{
-    flow::{FlowKey, IPPROTO_TCP, IPPROTO_UDP},
-    parse::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
+    flow::{FlowKey, IPPROTO_UDP},
+    parse::{TCP_FIN, TCP_RST},
     record::{RecordKind, flags},
 };
 
@@ -156,8 +156,7 @@ impl Posture {
         let h = &rec.hdr;
         // A bare SYN: a new connection on the flow's ports (`policy::restart`),
         // once the old one spoke (a retransmitted SYN is no new flow).
-        if h.flow.proto == IPPROTO_TCP
-            && h.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
+        if h.is_bare_syn()
             && self
                 .flows
                 .get(&h.flow)

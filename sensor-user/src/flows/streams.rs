@@ -209,7 +209,7 @@ impl StreamTable {
         // never have ended here: a block's RST comes from the sensor). It
         // starts a new flow, as in the kernel (`policy::restart`): kept, the
         // old one's findings would hide the new one's.
-        if h.flow.proto == IPPROTO_TCP && h.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
+        if h.is_bare_syn() {
             self.close(h.flow, out);
         }
         if !self.flows.contains_key(&h.flow) {

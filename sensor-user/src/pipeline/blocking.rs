@@ -4,10 +4,7 @@
 
 use std::time::Instant;
 
-use sensor_common::{
-    parse::{TCP_ACK, TCP_SYN},
-    record::{RecordKind, flags},
-};
+use sensor_common::record::{RecordKind, flags};
 
 use super::{
     Pipeline,
@@ -64,9 +61,8 @@ impl<W: WatchSink> Pipeline<W> {
     /// connection on the old one's ports; its block, if any, ends.
     pub(super) fn block_restart(&mut self, rec: &Record) {
         let h = &rec.hdr;
-        let bare_syn = h.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
         if rec.kind == RecordKind::Meta
-            && bare_syn
+            && h.is_bare_syn()
             && h.flags & flags::FROM_CLIENT != 0
             && let Some(b) = self.blocker.as_deref()
         {
