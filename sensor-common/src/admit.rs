@@ -95,11 +95,14 @@ impl SourceBudget {
 /// A SYN without ACK: the client's first packet, which starts nothing yet.
 #[inline(always)]
 pub fn is_bare_syn(p: &Parsed) -> bool {
-    bare_syn(p.proto, p.tcp_flags)
+    // Spelled out rather than through `bare_syn`: the program's code from
+    // that form had the verifier refuse it (`R1 !read_ok`, an undefined
+    // register LLVM spilled on another path).
+    p.is_tcp() && p.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
 }
 
-/// [`is_bare_syn`] from a packet's protocol and TCP flags (a record's, too:
-/// `RecordHeader::is_bare_syn`).
+/// [`is_bare_syn`] from a record's protocol and TCP flags
+/// (`RecordHeader::is_bare_syn`).
 #[inline(always)]
 pub fn bare_syn(proto: u8, tcp_flags: u8) -> bool {
     proto == crate::flow::IPPROTO_TCP && tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
@@ -173,5 +176,13 @@ mod tests {
         assert!(!is_bare_syn(&p) && !opened(&p, false) && opened(&p, true));
         p.proto = crate::flow::IPPROTO_UDP;
         assert!(!is_bare_syn(&p) && !opened(&p, true));
+        // The record form says the same for every protocol and flag byte.
+        for proto in [crate::flow::IPPROTO_TCP, crate::flow::IPPROTO_UDP] {
+            for tcp_flags in 0..=u8::MAX {
+                p.proto = proto;
+                p.tcp_flags = tcp_flags;
+                assert_eq!(bare_syn(proto, tcp_flags), is_bare_syn(&p));
+            }
+        }
     }
 }
