@@ -9,7 +9,10 @@
 //! direction's packets — counted under the same outcome, their packets and
 //! bytes kept in the slot — until one needs a decision: a SYN, FIN or RST,
 //! payload in a direction still in its head, the next tail sample, a set
-//! block bit, a changed `tail_every`. That packet takes the full path, which
+//! block bit, a changed `tail_every`, a bare SYN on a watched address seen
+//! since the slot was filled, on any CPU (the `HOT_EPOCH` global: a new
+//! connection on a reused tuple must not be counted as its old one, past its
+//! head, by another CPU's slot). That packet takes the full path, which
 //! first adds the slot's counts to the flow's `FlowState` and empties the
 //! slot, so every record carries the counts it always did and the tail falls
 //! on the same packet. Between two full-path packets the flow's counts in
@@ -41,7 +44,7 @@ pub const HOT_REFRESH: u32 = 256;
 /// eviction costs a `FLOWS` lookup to write the old counts back).
 pub const HOT_MISSES: u8 = 8;
 
-/// One slot of `HOT`. 104 bytes.
+/// One slot of `HOT`. 112 bytes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HotFlow {
@@ -77,6 +80,10 @@ pub struct HotFlow {
     /// 80: an IPv6 source and destination address's last twelve bytes, as
     /// `src` (zero in an IPv4 slot).
     pub rest: Rest,
+    /// 104: the restart epoch the slot was filled in (see [`absorb`](Self::absorb)).
+    pub epoch: u32,
+    /// 108: zero.
+    pub _pad: u32,
 }
 
 /// The last twelve bytes of an IPv6 packet's source and destination
@@ -138,6 +145,8 @@ impl HotFlow {
             payload: 0,
             misses: 0,
             rest: [0; 6],
+            epoch: 0,
+            _pad: 0,
         }
     }
 
@@ -169,12 +178,19 @@ impl HotFlow {
     /// an IPv6 packet's [`Rest`] (`None` for IPv4: an IPv4 slot's is zero).
     /// `blocked` tells whether a `BLOCK_BITS` bucket's bit is set; it is
     /// asked only with blocking on, for TCP (the full path's own test).
+    ///
+    /// `epoch` counts the bare SYNs the full path has seen on watched
+    /// addresses, on every CPU: a slot filled before the latest may hold the
+    /// old connection of a reused tuple (its direction past its head) and
+    /// would count the new connection's login unsampled, so it absorbs
+    /// nothing until the full path fills it again.
     #[inline(always)]
     pub fn absorb(
         &mut self,
         cfg: &Config,
         q: &Plain,
         rest: Option<&Rest>,
+        epoch: u32,
         blocked: impl FnOnce(u32) -> bool,
     ) -> Option<Counter> {
         if !self.holds(q.proto, &q.src, &q.dst, q.sport, q.dport)
@@ -190,6 +206,7 @@ impl HotFlow {
         let ip_hlen = if q.family == FAMILY_V4 { 20 } else { 40 };
         let payload_len = q.l3_len - ip_hlen - u32::from(q.l4_len);
         if self.left == 0
+            || self.epoch != epoch
             || self.every != cfg.tail_every
             || q.tcp_flags & (TCP_SYN | TCP_FIN | TCP_RST) != 0
             || (payload_len != 0 && self.payload == 0)
@@ -226,8 +243,13 @@ impl HotFlow {
     /// Hands this slot the direction `dir` of the flow `key`, whose packet
     /// `p` the full path just decided (`st` updated with it): absorbing
     /// packets with payload if `payload`. `left` runs out on the packet before
-    /// the direction's next tail sample.
+    /// the direction's next tail sample. `epoch`: as read before `st` was
+    /// (see [`absorb`](Self::absorb)).
     #[inline(always)]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the slot's every input, each a plain value"
+    )]
     pub fn fill(
         &mut self,
         cfg: &Config,
@@ -236,6 +258,7 @@ impl HotFlow {
         dir: u8,
         st: &FlowState,
         payload: bool,
+        epoch: u32,
     ) {
         let pkts = if dir == 0 { st.pkts[0] } else { st.pkts[1] };
         let every = cfg.tail_every;
@@ -264,6 +287,7 @@ impl HotFlow {
         self.payload = u8::from(payload);
         self.misses = 0;
         self.rest = rest(&p.src, &p.dst);
+        self.epoch = epoch;
     }
 
     /// Whether the full path may give this slot to another flow: it is
@@ -348,7 +372,8 @@ mod tests {
 
     #[test]
     fn layout() {
-        assert_eq!(size_of::<HotFlow>(), 104);
+        assert_eq!(size_of::<HotFlow>(), 112);
+        assert_eq!(offset_of!(HotFlow, epoch), 104);
         assert_eq!(offset_of!(HotFlow, rest), 80);
         assert_eq!(offset_of!(HotFlow, src), 40);
         assert_eq!(offset_of!(HotFlow, left), 52);
@@ -411,7 +436,7 @@ mod tests {
                 let (q, r, p) = shape(i);
                 let peek = || Some(*b"GET /");
                 let want = watched_packet(&c, &mut alone, 0, &p, peek);
-                if let Some(counter) = slot.absorb(&c, &q, r.as_ref(), |_| false) {
+                if let Some(counter) = slot.absorb(&c, &q, r.as_ref(), 0, |_| false) {
                     absorbed += 1;
                     assert_eq!(
                         want,
@@ -432,7 +457,7 @@ mod tests {
                 if let Some(payload) = cacheable(&p, &both, &got)
                     && slot.may_take_over()
                 {
-                    slot.fill(&c, &p, &key, 0, &both, payload);
+                    slot.fill(&c, &p, &key, 0, &both, payload, 0);
                 }
             }
             assert_eq!(both, alone);
@@ -464,10 +489,11 @@ mod tests {
             0,
             &FlowState::new(1, 0, 0),
             true,
+            0,
         );
         assert!(slot.holds_parsed(&p));
         assert_eq!(
-            slot.absorb(&c, &q, r.as_ref(), |_| false),
+            slot.absorb(&c, &q, r.as_ref(), 0, |_| false),
             Some(Counter::OverBudget)
         );
         // Same first four bytes and ports, another host in the prefix.
@@ -477,7 +503,7 @@ mod tests {
         p2.src = other;
         assert!(!slot.holds_parsed(&p2));
         assert_eq!(
-            slot.absorb(&c, &q, Some(&rest(&other, &DST6)), |_| false),
+            slot.absorb(&c, &q, Some(&rest(&other, &DST6)), 0, |_| false),
             None
         );
         assert_eq!(slot.misses, 1);
@@ -492,9 +518,9 @@ mod tests {
         let mut st = FlowState::new(1, 0, 0);
         st.pkts[0] = 8; // a tail sample (8 % 4 == 0) was just taken
         let mut slot = HotFlow::empty();
-        slot.fill(&c, &parsed(&q), &FlowKey::zeroed(), 0, &st, true);
+        slot.fill(&c, &parsed(&q), &FlowKey::zeroed(), 0, &st, true, 0);
         // 9, 10, 11 absorbed; 12 is the next tail.
-        let got: [_; 4] = core::array::from_fn(|_| slot.absorb(&c, &q, None, |_| false));
+        let got: [_; 4] = core::array::from_fn(|_| slot.absorb(&c, &q, None, 0, |_| false));
         let skip = Some(Counter::OverBudget);
         assert_eq!(got, [skip, skip, skip, None]);
         assert_eq!(slot.take(), (3 * 1040, 3));
@@ -510,7 +536,7 @@ mod tests {
         assert_ne!(flow_bucket(&key), 0, "a bucket the test can tell apart");
         let fresh = |payload| {
             let mut s = HotFlow::empty();
-            s.fill(&c, &parsed(&q), &key, 0, &st, payload);
+            s.fill(&c, &parsed(&q), &key, 0, &st, payload, 0);
             s
         };
         // Control packets, payload in a direction still in its head.
@@ -521,7 +547,7 @@ mod tests {
             (plain(10, TCP_ACK), false),
         ] {
             assert_eq!(
-                fresh(payload).absorb(&c, &q, None, |_| false),
+                fresh(payload).absorb(&c, &q, None, 0, |_| false),
                 None,
                 "{q:?}"
             );
@@ -530,29 +556,31 @@ mod tests {
         let mut s = fresh(true);
         let mut other = q;
         other.sport = 40001;
-        assert_eq!(s.absorb(&c, &other, None, |_| false), None);
+        assert_eq!(s.absorb(&c, &other, None, 0, |_| false), None);
         assert_eq!(s.misses, 1);
         assert!(!s.may_take_over());
         s.misses = HOT_MISSES;
         assert!(s.may_take_over());
         // A changed tail_every.
-        assert_eq!(fresh(true).absorb(&cfg(32), &q, None, |_| false), None);
+        assert_eq!(fresh(true).absorb(&cfg(32), &q, None, 0, |_| false), None);
+        // A bare SYN seen since the slot was filled, on any CPU.
+        assert_eq!(fresh(true).absorb(&c, &q, None, 1, |_| false), None);
         // Blocking on: the flow's bucket is asked, and a set bit wins.
         let mut blocking = c;
         blocking.flags |= config_flags::BLOCK;
         let mut asked = None;
-        let r = fresh(true).absorb(&blocking, &q, None, |b| {
+        let r = fresh(true).absorb(&blocking, &q, None, 0, |b| {
             asked = Some(b);
             true
         });
         assert_eq!((r, asked), (None, Some(flow_bucket(&key))));
         assert_eq!(
-            fresh(true).absorb(&blocking, &q, None, |_| false),
+            fresh(true).absorb(&blocking, &q, None, 0, |_| false),
             Some(Counter::OverBudget)
         );
         // Blocking off: the bucket is not asked.
         assert_eq!(
-            fresh(true).absorb(&c, &q, None, |_| panic!("asked")),
+            fresh(true).absorb(&c, &q, None, 0, |_| panic!("asked")),
             Some(Counter::OverBudget)
         );
     }

@@ -137,6 +137,29 @@ static ALLOW_V4: LpmTrie<[u8; 4], u8> = LpmTrie::with_max_entries(block::DEFAULT
 #[map(name = "ALLOW_V6")]
 static ALLOW_V6: LpmTrie<[u8; 16], u8> = LpmTrie::with_max_entries(block::DEFAULT_ALLOW_ENTRIES, 0);
 
+/// Bare SYNs the full path has seen on watched addresses, on every CPU: a
+/// `HOT` slot filled before the latest absorbs nothing (`HotFlow::absorb`).
+/// A global, so the fast path reads it without a map lookup; bumped with a
+/// plain store (two CPUs bumping at once still change it, which is all a
+/// slot asks).
+#[unsafe(no_mangle)]
+static mut HOT_EPOCH: u32 = 0;
+
+#[inline(always)]
+fn hot_epoch() -> u32 {
+    // SAFETY: a plain read of a global the verifier bounds-checks.
+    unsafe { core::ptr::read_volatile(&raw const HOT_EPOCH) }
+}
+
+/// A new connection on a tuple another CPU's slot may hold: every slot
+/// filled before this goes back to the full path. After the flow's state
+/// was started over, so a slot filled with this epoch read a fresh state.
+#[inline(always)]
+fn bump_hot_epoch() {
+    // SAFETY: as hot_epoch; a torn race between CPUs still changes the value.
+    unsafe { core::ptr::write_volatile(&raw mut HOT_EPOCH, hot_epoch().wrapping_add(1)) };
+}
+
 #[map(name = "CONFIG")]
 static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
 
@@ -313,12 +336,12 @@ fn hot_packet(ctx: &XdpContext, cfg: &Config, family: u8) -> Option<Counter> {
         let q = reread_ipv4(&frame)?;
         let h = HOT.get_ptr_mut(slot_of(&q.src, &q.dst))?;
         // SAFETY: this CPU's slot; XDP does not nest on a CPU.
-        unsafe { &mut *h }.absorb(cfg, &q, None, blocked)
+        unsafe { &mut *h }.absorb(cfg, &q, None, hot_epoch(), blocked)
     } else {
         let (q, src, dst) = reread_ipv6(&frame)?;
         let h = HOT.get_ptr_mut(slot_of6(&src, &dst))?;
         // SAFETY: as above.
-        unsafe { &mut *h }.absorb(cfg, &q, Some(&rest(&src, &dst)), blocked)
+        unsafe { &mut *h }.absorb(cfg, &q, Some(&rest(&src, &dst)), hot_epoch(), blocked)
     }
 }
 
@@ -558,8 +581,10 @@ fn watched_flow(cfg: &Config, out: &Out, s: &mut Scratch, dir: u8) -> Lookup {
             };
             // A bare SYN starts nothing yet: a SYN flood churns SYN_PENDING,
             // not FLOWS or the ring.
+            // Its tuple's old flow may have left FLOWS but not a slot.
             if is_bare_syn(p) {
                 let _ = SYN_PENDING.insert(&s.key, &ts, 0);
+                bump_hot_epoch();
                 return Lookup::Done(Counter::SynDeferred);
             }
             let (service, policy) = split_watch_value(value);
@@ -616,6 +641,8 @@ fn flow_packet(
         return Counter::BlockedDrop;
     }
     let frame = out.frame;
+    // Read before the state is (hot::HotFlow::fill).
+    let epoch = hot_epoch();
     let hot = hot_slot(p);
     if let Some(h) = hot {
         // SAFETY: this CPU's slot; XDP does not nest on a CPU.
@@ -626,9 +653,14 @@ fn flow_packet(
         }
     }
     let decision = watched_packet(cfg, st, dir, p, || frame.peek(p.payload_off as usize));
+    if is_bare_syn(p) {
+        // The flow started over (policy::restart): other CPUs' slots may
+        // still hold its old connection.
+        bump_hot_epoch();
+    }
     if let (Some(h), Some(payload)) = (hot, cacheable(p, st, &decision)) {
         // SAFETY: as above.
-        hand_over(cfg, unsafe { &mut *h }, s, dir, st, payload);
+        hand_over(cfg, unsafe { &mut *h }, s, (dir, epoch), st, payload);
     }
     match decision {
         Decision::Skip(c) => c,
@@ -712,7 +744,14 @@ fn v4(a: &[u8; 16]) -> [u8; 4] {
 /// `st` updated), unless it holds another flow seen lately; that flow's
 /// absorbed counts go back to its `FLOWS` entry first (lost if it was evicted).
 #[inline(always)]
-fn hand_over(cfg: &Config, h: &mut HotFlow, s: &Scratch, dir: u8, st: &FlowState, payload: bool) {
+fn hand_over(
+    cfg: &Config,
+    h: &mut HotFlow,
+    s: &Scratch,
+    (dir, epoch): (u8, u32),
+    st: &FlowState,
+    payload: bool,
+) {
     if !h.may_take_over() {
         return;
     }
@@ -726,7 +765,7 @@ fn hand_over(cfg: &Config, h: &mut HotFlow, s: &Scratch, dir: u8, st: &FlowState
             add_counts(unsafe { &mut *old }, old_dir, counts);
         }
     }
-    h.fill(cfg, &s.parsed, &s.key, dir, st, payload);
+    h.fill(cfg, &s.parsed, &s.key, dir, st, payload, epoch);
 }
 
 /// Whether the new flow's client address (the endpoint `cdir` sends from) may

@@ -1440,6 +1440,67 @@ fn a_new_connection_on_a_busy_flows_ports_is_sampled_from_its_start() {
     assert_eq!(h.count(Counter::OverBudget), 8, "nothing more past a head");
 }
 
+/// As above with the SYN on another CPU than the old connection's packets:
+/// the first CPU's slot, still holding that connection past its head, must
+/// not count the new connection's login (`hot::HotFlow::absorb`'s epoch) —
+/// whether the old flow is still in `FLOWS` (the SYN starts it over) or has
+/// left it (the SYN waits in `SYN_PENDING`, the login starts a flow).
+#[test]
+fn a_new_connection_is_sampled_whichever_cpu_held_its_old_flow() {
+    use sensor_user::capture::sched;
+    if skip_without_root("a_new_connection_is_sampled_whichever_cpu_held_its_old_flow") {
+        return;
+    }
+    let cpus: Vec<usize> = aya::util::online_cpus()
+        .unwrap()
+        .into_iter()
+        .map(|c| c as usize)
+        .collect();
+    if cpus.len() < 2 {
+        eprintln!("skipping: one CPU, one set of slots");
+        return;
+    }
+    let login = (
+        RecordKind::Sample,
+        flags::FROM_CLIENT | flags::FIRST_PAYLOAD,
+    );
+    let restart = (RecordKind::Meta, flags::FROM_CLIENT);
+    for (evicted, want) in [(false, vec![restart, login]), (true, vec![login])] {
+        let mut h = Harness::new(Config::default());
+        let mut flows = h.sensor.take_flows().unwrap();
+        let b = FrameBuilder::tcp("192.0.2.10", 40610, "198.51.100.2", 80);
+        sched::pin(cpus[0]).unwrap();
+        for i in 0..40u32 {
+            h.run(&b.clone().seq(1 + i * 512).payload(vec![b'a'; 512]).build());
+        }
+        assert_eq!(h.count(Counter::OverBudget), 8, "the slot holds the flow");
+        let _ = h.records();
+        if evicted {
+            let (key, _) = FlowKey::from_packet(
+                FAMILY_V4,
+                IPPROTO_TCP,
+                &v4([192, 0, 2, 10]),
+                40610,
+                &v4([198, 51, 100, 2]),
+                80,
+            );
+            flows.remove(&key).unwrap();
+        }
+        sched::pin(cpus[1]).unwrap();
+        h.run(&b.clone().seq(500_000).flags(TCP_SYN).build());
+        sched::pin(cpus[0]).unwrap();
+        h.run(&b.clone().seq(500_001).payload(http_get()).build());
+        sched::pin_to(&cpus).unwrap();
+        // Two CPUs' rings, drained one after the other: in the order made.
+        let mut recs = h.records();
+        recs.sort_by_key(|r| r.hdr.ts_ns);
+        let kinds: Vec<(RecordKind, u16)> = recs.iter().map(|r| (r.kind, r.hdr.flags)).collect();
+        assert_eq!(kinds, want, "evicted: {evicted}");
+        assert_eq!(recs.last().unwrap().payload(), http_get());
+        assert_eq!(h.count(Counter::OverBudget), 8, "nothing more past a head");
+    }
+}
+
 /// The frames of every shape above, in one sequence.
 /// `inner` carried in GRE of protocol `proto` (with `fields` after the base
 /// header, per `flags`) from 10.200.0.3 to 10.200.0.224, as a mirror feed
