@@ -4,7 +4,7 @@
 //! like this and most are not watched; for them the XDP program reads the
 //! addresses and ports straight from the frame, tests the watch bitmaps and
 //! is done, before it touches its per-CPU scratch or writes a
-//! [`Parsed`](crate::parse::Parsed) (docs/performance.md).
+//! [`Parsed`] (docs/performance.md).
 //!
 //! [`plain`] answers `Some` only for frames [`parse_with`](crate::parse::parse_with)
 //! accepts with the same addresses, protocol and ports, no tunnel and no

@@ -17,7 +17,7 @@
 //! | [`capture`] | XDP loader, attach, ring reader, kernel counters, tries      |
 //! | [`targets`] | service ids and watched prefixes                            |
 //! | [`sinks`]   | Prometheus metrics and endpoint, record log                 |
-//! | [`fixtures`]| frame builders for tests and benchmarks                     |
+//! | `fixtures`  | frame builders for tests and benchmarks (feature `fixtures`)|
 
 #![cfg_attr(
     test,
@@ -29,6 +29,8 @@
 )]
 
 pub mod capture;
+// The doc comments are clap's help text, whose `[default]` brackets are not links.
+#[allow(rustdoc::broken_intra_doc_links)]
 pub mod cli;
 pub mod config;
 #[cfg(any(test, feature = "fixtures"))]

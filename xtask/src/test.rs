@@ -25,6 +25,16 @@ pub fn run() -> anyhow::Result<()> {
         ]),
     )?;
     step(
+        "rustdoc: host crates, -D warnings (links in the docs resolve)",
+        cargo().env("RUSTDOCFLAGS", "-D warnings").args([
+            "doc",
+            "--workspace",
+            "--exclude",
+            "sensor-ebpf",
+            "--no-deps",
+        ]),
+    )?;
+    step(
         "clippy: sensor-ebpf for bpfel-unknown-none, -D warnings",
         rustup_nightly_cargo().args([
             "clippy",
