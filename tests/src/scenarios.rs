@@ -33,15 +33,21 @@ pub const IDFA: &str = "6D92078A-8246-4BA4-AE5B-76104861E7DC";
 
 /// The app each service's requests come from, as its User-Agent names it:
 /// one app per service, so the lab's app inventory shows each (and a service
-/// with no app of its own here gets Qobuz's).
-fn user_agent(service: &str) -> &'static str {
+/// with no app of its own here gets Qobuz's). No service: a browser, which
+/// `follow_apps` leaves alone.
+pub fn user_agent(service: &str) -> &'static str {
     match service {
+        "" => BROWSER_UA,
         "deezer" => "Deezer/7.0.20.5 (Android; 13; Mobile; fr)",
         "spotify" => "Spotify/8.9.18.512 Android/33 (SM-G991B)",
         "soundcloud" => "SoundCloud/2024.01.08 (iPhone; iOS 17.2; Scale/3.00)",
         _ => "Qobuz/6.1.2 (iPhone; iOS 17.2)",
     }
 }
+
+/// A browser on the client's phone: no app.
+pub const BROWSER_UA: &str =
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 Safari/604.1";
 
 /// One request an app sends.
 #[derive(Debug, Clone)]
@@ -237,11 +243,33 @@ pub fn scenarios() -> Vec<Scenario> {
 /// The login with the same secrets to a host that is no streaming service.
 pub fn unwatched() -> Scenario {
     let mut s = qobuz_login();
-    s.what = "The same secrets to an unrelated site (nothing leaves the kernel)";
+    s.what = "The same secrets from a browser to an unrelated site (its first request is looked at for an app, then left alone)";
     s.service = "";
     s.host = "www.example.org";
     s.expect = &[];
     s
+}
+
+/// A host no catalog service owns, where an app's analytics SDK reports,
+/// and the lab server's address for it (watched by no one).
+pub const ANALYTICS: (&str, &str) = ("collector.stats-example.net", "198.51.100.8");
+
+/// An analytics SDK's requests on one keep-alive connection to
+/// [`ANALYTICS`], sent with User-Agent `ua`: a config fetch that carries
+/// nothing, then a login event with the user's e-mail and name. Only
+/// `follow_apps` sees the second, and only when `ua` names an app: the
+/// sensor then follows the flow from its first request (docs/app-audit.md).
+/// Three findings: an e-mail, two names.
+pub fn analytics_requests(ua: &str) -> [String; 2] {
+    let (host, _) = ANALYTICS;
+    let body = "event=login&email=jane.doe%40example.com&first_name=Jane&last_name=Doe";
+    [
+        format!("GET /v1/config?sdk=3.2 HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {ua}\r\n\r\n"),
+        format!(
+            "POST /v1/track HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {ua}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    ]
 }
 
 /// Resolves the scenario's host from `ns` (AAAA when `v6`), as an app would,

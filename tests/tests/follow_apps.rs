@@ -22,7 +22,7 @@ use leakwatch_tests::{
     lab::{self, Lab, OTHER_V4, OTHER_V6, SERVER_V4, SERVER_V6},
     netns::unique,
     read,
-    scenarios::MD5,
+    scenarios::{self, BROWSER_UA, MD5, analytics_requests},
     wait::wait_for,
 };
 use serde_json::Value;
@@ -30,24 +30,7 @@ use serde_json::Value;
 mod common;
 
 const APP_UA: &str = "Qobuz/6.1.2 (iPhone; iOS 17.4; Scale/3.00)";
-const BROWSER_UA: &str =
-    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 Safari/604.1";
-const ANALYTICS: &str = "collector.stats-example.net";
-
-/// The app's first request to the analytics host carries nothing; the second,
-/// on the same connection, the user's e-mail and name: only a followed flow
-/// is sampled past its probe.
-fn hello(ua: &str) -> String {
-    format!("GET /v1/config?sdk=3.2 HTTP/1.1\r\nHost: {ANALYTICS}\r\nUser-Agent: {ua}\r\n\r\n")
-}
-
-fn track(ua: &str) -> String {
-    let body = "event=login&email=jane.doe%40example.com&first_name=Jane&last_name=Doe";
-    format!(
-        "POST /v1/track HTTP/1.1\r\nHost: {ANALYTICS}\r\nUser-Agent: {ua}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-}
+const ANALYTICS: &str = scenarios::ANALYTICS.0;
 
 fn login(ua: &str) -> String {
     format!(
@@ -180,9 +163,10 @@ fn replay_follows(h: &Hosts) {
     convos.push(c);
     for (client, port, ua) in [(h.app, 41001, APP_UA), (h.browser, 41002, BROWSER_UA)] {
         let mut c = Conversation::new(client, port, h.analytics, 80);
-        c.client(hello(ua).as_bytes())
+        let [hello, track] = analytics_requests(ua);
+        c.client(hello.as_bytes())
             .server(OK)
-            .client(track(ua).as_bytes())
+            .client(track.as_bytes())
             .server(OK)
             .close();
         convos.push(c);
@@ -299,14 +283,14 @@ fn live_follows_the_app_to_an_analytics_host_on_the_server_side() {
         talk(
             &lab.client,
             analytics,
-            vec![hello(APP_UA), track(APP_UA)],
+            analytics_requests(APP_UA).into(),
             &|| metric(r#"leakwatch_followed_flows_total{service="qobuz"}"#) == n,
         );
         assert_eq!(metric(unrelated), 2 * n - 1);
         talk(
             &lab.client2,
             analytics,
-            vec![hello(BROWSER_UA), track(BROWSER_UA)],
+            analytics_requests(BROWSER_UA).into(),
             &|| metric(unrelated) == 2 * n,
         );
         want.extend(service_leaks(client));

@@ -1,7 +1,8 @@
 //! `cargo xtask demo`: the lab (two clients ─ gateway running leakwatch ─ server)
 //! with live XDP on the gateway's veths, streaming-app traffic sent slowly enough
 //! to watch (leaks in cleartext, the same over TLS, a token replayed from the
-//! second client, an unrelated site), every record the kernel hands up and every
+//! second client, an app followed to an analytics host nobody watches, an
+//! unrelated site), every record the kernel hands up and every
 //! event printed as they arrive, and a final table. The sensor's /metrics is
 //! forwarded to 127.0.0.1:PORT in the root namespace.
 
@@ -17,9 +18,11 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use leakwatch_tests::{
+    http::{RecordingServer, requests_on_one_connection_then},
     lab::{LAN_IF, LAN2_IF, Lab, Services, WAN_IF},
     netns::{Netns, unique},
     process::ChildGuard,
+    read,
     scenarios::{self, Scenario},
     tls,
 };
@@ -168,7 +171,7 @@ fn print_events(path: &PathBuf, pos: &mut usize) {
         let s = |k: &str| e[k].as_str().unwrap_or("?").to_owned();
         match e["event_type"].as_str() {
             Some("leak") => println!(
-                "  ⚠ LEAK   {} {} ({}, {}, {}) in the {}: {}  [{} → {}]",
+                "  ⚠ LEAK   {} {} ({}, {}, {}) in the {}: {}  [{} → {}{}]",
                 s("service"),
                 s("kind"),
                 s("severity"),
@@ -177,7 +180,10 @@ fn print_events(path: &PathBuf, pos: &mut usize) {
                 s("context"),
                 s("evidence"),
                 s("src_ip"),
-                s("dest_ip")
+                s("dest_ip"),
+                e["destination_host"]
+                    .as_str()
+                    .map_or(String::new(), |h| format!(", third party {h}"))
             ),
             Some("replay") => println!(
                 "  ⚠ REPLAY {} {} first sent by {} {:.1} s earlier, now by {}",
@@ -247,7 +253,8 @@ impl Drop for Running {
 }
 
 /// Builds leakwatch, the lab, its services and the sensor (learning from DNS,
-/// nothing configured but the blocking mode `block`); forwards its /metrics to
+/// following the catalog's apps, nothing configured but the blocking mode
+/// `block`); forwards its /metrics to
 /// 127.0.0.1:`metrics_port`.
 pub fn start(metrics_port: u16, block: &str) -> anyhow::Result<Running> {
     if !is_root() {
@@ -276,6 +283,7 @@ pub fn start(metrics_port: u16, block: &str) -> anyhow::Result<Running> {
             events.to_str().context("temp path")?,
             "--block",
             block,
+            "--follow-apps",
         ],
     )?;
     forward(metrics_port, &lab.gateway, sensor_metrics.parse()?)?;
@@ -325,6 +333,55 @@ fn cleartext(r: &Running, w: &mut Watch, ns: &Netns, who: &str, s: &Scenario) {
     println!();
 }
 
+/// The Qobuz app's analytics SDK talks to a host no one watches, on one
+/// connection; its first request names the app, so the sensor follows the
+/// flow and the second request's e-mail and name are found.
+fn followed_app(r: &Running, w: &mut Watch, metrics_port: u16) -> anyhow::Result<()> {
+    let (host, ip) = scenarios::ANALYTICS;
+    println!(
+        "client → {host} ({ip}, watched by no one): the Qobuz app's analytics SDK, one connection:\n  a config fetch naming the app (the sensor follows the flow: --follow-apps), then the user's e-mail and name"
+    );
+    if let Err(e) = r
+        .lab
+        .server
+        .ip(&["addr", "add", &format!("{ip}/24"), "dev", "eth0"])
+        && !e.to_string().contains("exists")
+    {
+        return Err(e);
+    }
+    let addr: SocketAddr = format!("{ip}:80").parse()?;
+    let _server = RecordingServer::start(&r.lab.server, &[addr])?;
+    let followed = || {
+        read::metric(
+            &metrics_text(metrics_port).unwrap_or_default(),
+            r#"leakwatch_followed_flows_total{service="qobuz"}"#,
+        )
+        .unwrap_or(0)
+    };
+    let before = followed();
+    requests_on_one_connection_then(
+        &r.lab.client,
+        addr,
+        scenarios::analytics_requests(scenarios::user_agent("qobuz"))
+            .map(String::into_bytes)
+            .into(),
+        |_| {
+            // The sensor decides on the first request before the second is
+            // sent: what a flow carries meanwhile is not seen live, by design.
+            for _ in 0..50 {
+                if followed() > before || stopping() {
+                    break;
+                }
+                thread::sleep(Duration::from_millis(100));
+            }
+        },
+    )?;
+    pause(0.4);
+    w.show(r);
+    println!();
+    Ok(())
+}
+
 pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     catch_signals();
     let r = start(args.metrics_port, &args.block)?;
@@ -369,6 +426,11 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
             &replayed,
         );
         pause(args.pace);
+    }
+    if !stopping()
+        && let Err(e) = followed_app(&r, &mut w, args.metrics_port)
+    {
+        println!("  the analytics exchange failed: {e:#}\n");
     }
     if !stopping() {
         cleartext(&r, &mut w, &r.lab.client, "client", &scenarios::unwatched());
@@ -444,6 +506,8 @@ fn summary(all: &[Value], metrics_port: u16) {
         "leakwatch_watched_addresses{",
         "leakwatch_dns_answers_total{",
         "leakwatch_replays_total{",
+        "leakwatch_followed_flows_total{",
+        "leakwatch_third_party_findings{",
     ] {
         for line in text
             .lines()
