@@ -9,10 +9,11 @@
 //! direction's packets — counted under the same outcome, their packets and
 //! bytes kept in the slot — until one needs a decision: a SYN, FIN or RST,
 //! payload in a direction still in its head, the next tail sample, a set
-//! block bit, a changed `tail_every`, a bare SYN on a watched address seen
-//! since the slot was filled, on any CPU (the `HOT_EPOCH` global: a new
-//! connection on a reused tuple must not be counted as its old one, past its
-//! head, by another CPU's slot). That packet takes the full path, which
+//! block bit, a changed `tail_every`, a bare SYN of a flow in the slot's
+//! epoch bucket seen since the slot was filled, on any CPU (the
+//! `HOT_EPOCHS` global, [`epoch_slot`]: a new connection on a reused tuple
+//! must not be counted as its old one, past its head, by another CPU's
+//! slot). That packet takes the full path, which
 //! first adds the slot's counts to the flow's `FlowState` and empties the
 //! slot, so every record carries the counts it always did and the tail falls
 //! on the same packet. Between two full-path packets the flow's counts in
@@ -43,6 +44,19 @@ pub const HOT_REFRESH: u32 = 256;
 /// leave the first in place instead of each evicting the other (each
 /// eviction costs a `FLOWS` lookup to write the old counts back).
 pub const HOT_MISSES: u8 = 8;
+
+/// Restart epochs (`HOT_EPOCHS`): one counter of bare SYNs per group of
+/// flow buckets, so a SYN flood retires only the slots whose flows share a
+/// group with its tuples (about one in this many per SYN), not every slot
+/// on every CPU.
+pub const EPOCH_SLOTS: usize = 1024;
+
+/// The `HOT_EPOCHS` counter of a flow's `BLOCK_BITS` bucket
+/// (`block::flow_bucket`).
+#[inline(always)]
+pub fn epoch_slot(bucket: u32) -> usize {
+    bucket as usize & (EPOCH_SLOTS - 1)
+}
 
 /// One slot of `HOT`. 112 bytes.
 #[repr(C)]
@@ -80,7 +94,8 @@ pub struct HotFlow {
     /// 80: an IPv6 source and destination address's last twelve bytes, as
     /// `src` (zero in an IPv4 slot).
     pub rest: Rest,
-    /// 104: the restart epoch the slot was filled in (see [`absorb`](Self::absorb)).
+    /// 104: its bucket's restart epoch when the slot was filled (see
+    /// [`absorb`](Self::absorb)).
     pub epoch: u32,
     /// 108: zero.
     pub _pad: u32,
@@ -179,10 +194,11 @@ impl HotFlow {
     /// `blocked` tells whether a `BLOCK_BITS` bucket's bit is set; it is
     /// asked only with blocking on, for TCP (the full path's own test).
     ///
-    /// `epoch` counts the bare SYNs the full path has seen on watched
-    /// addresses, on every CPU: a slot filled before the latest may hold the
-    /// old connection of a reused tuple (its direction past its head) and
-    /// would count the new connection's login unsampled, so it absorbs
+    /// `epoch` reads the restart epoch of a `BLOCK_BITS` bucket: the bare
+    /// SYNs the full path has seen, on every CPU, for flows whose bucket
+    /// shares its [`epoch_slot`]. A slot filled before the latest may hold
+    /// the old connection of a reused tuple (its direction past its head)
+    /// and would count the new connection's login unsampled, so it absorbs
     /// nothing until the full path fills it again.
     #[inline(always)]
     pub fn absorb(
@@ -190,7 +206,7 @@ impl HotFlow {
         cfg: &Config,
         q: &Plain,
         rest: Option<&Rest>,
-        epoch: u32,
+        epoch: impl FnOnce(u32) -> u32,
         blocked: impl FnOnce(u32) -> bool,
     ) -> Option<Counter> {
         if !self.holds(q.proto, &q.src, &q.dst, q.sport, q.dport)
@@ -206,10 +222,10 @@ impl HotFlow {
         let ip_hlen = if q.family == FAMILY_V4 { 20 } else { 40 };
         let payload_len = q.l3_len - ip_hlen - u32::from(q.l4_len);
         if self.left == 0
-            || self.epoch != epoch
             || self.every != cfg.tail_every
             || q.tcp_flags & (TCP_SYN | TCP_FIN | TCP_RST) != 0
             || (payload_len != 0 && self.payload == 0)
+            || self.epoch != epoch(self.block_bucket)
         {
             return None;
         }
@@ -436,7 +452,7 @@ mod tests {
                 let (q, r, p) = shape(i);
                 let peek = || Some(*b"GET /");
                 let want = watched_packet(&c, &mut alone, 0, &p, peek);
-                if let Some(counter) = slot.absorb(&c, &q, r.as_ref(), 0, |_| false) {
+                if let Some(counter) = slot.absorb(&c, &q, r.as_ref(), |_| 0, |_| false) {
                     absorbed += 1;
                     assert_eq!(
                         want,
@@ -493,7 +509,7 @@ mod tests {
         );
         assert!(slot.holds_parsed(&p));
         assert_eq!(
-            slot.absorb(&c, &q, r.as_ref(), 0, |_| false),
+            slot.absorb(&c, &q, r.as_ref(), |_| 0, |_| false),
             Some(Counter::OverBudget)
         );
         // Same first four bytes and ports, another host in the prefix.
@@ -503,7 +519,7 @@ mod tests {
         p2.src = other;
         assert!(!slot.holds_parsed(&p2));
         assert_eq!(
-            slot.absorb(&c, &q, Some(&rest(&other, &DST6)), 0, |_| false),
+            slot.absorb(&c, &q, Some(&rest(&other, &DST6)), |_| 0, |_| false),
             None
         );
         assert_eq!(slot.misses, 1);
@@ -520,7 +536,7 @@ mod tests {
         let mut slot = HotFlow::empty();
         slot.fill(&c, &parsed(&q), &FlowKey::zeroed(), 0, &st, true, 0);
         // 9, 10, 11 absorbed; 12 is the next tail.
-        let got: [_; 4] = core::array::from_fn(|_| slot.absorb(&c, &q, None, 0, |_| false));
+        let got: [_; 4] = core::array::from_fn(|_| slot.absorb(&c, &q, None, |_| 0, |_| false));
         let skip = Some(Counter::OverBudget);
         assert_eq!(got, [skip, skip, skip, None]);
         assert_eq!(slot.take(), (3 * 1040, 3));
@@ -547,7 +563,7 @@ mod tests {
             (plain(10, TCP_ACK), false),
         ] {
             assert_eq!(
-                fresh(payload).absorb(&c, &q, None, 0, |_| false),
+                fresh(payload).absorb(&c, &q, None, |_| 0, |_| false),
                 None,
                 "{q:?}"
             );
@@ -556,31 +572,52 @@ mod tests {
         let mut s = fresh(true);
         let mut other = q;
         other.sport = 40001;
-        assert_eq!(s.absorb(&c, &other, None, 0, |_| false), None);
+        assert_eq!(s.absorb(&c, &other, None, |_| 0, |_| false), None);
         assert_eq!(s.misses, 1);
         assert!(!s.may_take_over());
         s.misses = HOT_MISSES;
         assert!(s.may_take_over());
         // A changed tail_every.
-        assert_eq!(fresh(true).absorb(&cfg(32), &q, None, 0, |_| false), None);
-        // A bare SYN seen since the slot was filled, on any CPU.
-        assert_eq!(fresh(true).absorb(&c, &q, None, 1, |_| false), None);
+        assert_eq!(
+            fresh(true).absorb(&cfg(32), &q, None, |_| 0, |_| false),
+            None
+        );
+        // A bare SYN in the slot's epoch bucket since it was filled, on any
+        // CPU; the bucket asked is the flow's.
+        let mut asked = None;
+        let r = fresh(true).absorb(
+            &c,
+            &q,
+            None,
+            |b| {
+                asked = Some(b);
+                1
+            },
+            |_| false,
+        );
+        assert_eq!((r, asked), (None, Some(flow_bucket(&key))));
         // Blocking on: the flow's bucket is asked, and a set bit wins.
         let mut blocking = c;
         blocking.flags |= config_flags::BLOCK;
         let mut asked = None;
-        let r = fresh(true).absorb(&blocking, &q, None, 0, |b| {
-            asked = Some(b);
-            true
-        });
+        let r = fresh(true).absorb(
+            &blocking,
+            &q,
+            None,
+            |_| 0,
+            |b| {
+                asked = Some(b);
+                true
+            },
+        );
         assert_eq!((r, asked), (None, Some(flow_bucket(&key))));
         assert_eq!(
-            fresh(true).absorb(&blocking, &q, None, 0, |_| false),
+            fresh(true).absorb(&blocking, &q, None, |_| 0, |_| false),
             Some(Counter::OverBudget)
         );
         // Blocking off: the bucket is not asked.
         assert_eq!(
-            fresh(true).absorb(&c, &q, None, 0, |_| panic!("asked")),
+            fresh(true).absorb(&c, &q, None, |_| 0, |_| panic!("asked")),
             Some(Counter::OverBudget)
         );
     }

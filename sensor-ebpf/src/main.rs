@@ -59,7 +59,7 @@ use sensor_common::{
     config::{CONFIG_VERSION, Config, config_flags},
     counters::{Counter, STATS_ENTRIES, stats_index},
     flow::{FAMILY_V4, FlowKey, FlowState, flow_flags},
-    hot::{HOT_SLOTS, HotFlow, cacheable, rest, slot_of, slot_of6},
+    hot::{EPOCH_SLOTS, HOT_SLOTS, HotFlow, cacheable, epoch_slot, rest, slot_of, slot_of6},
     maps::{
         DEFAULT_FLOW_ENTRIES, DEFAULT_PROBE_ENTRIES, DEFAULT_WATCH_ENTRIES, MAX_RING_CPUS,
         NO_SERVICE, RING_TEMPLATE_BYTES,
@@ -137,27 +137,41 @@ static ALLOW_V4: LpmTrie<[u8; 4], u8> = LpmTrie::with_max_entries(block::DEFAULT
 #[map(name = "ALLOW_V6")]
 static ALLOW_V6: LpmTrie<[u8; 16], u8> = LpmTrie::with_max_entries(block::DEFAULT_ALLOW_ENTRIES, 0);
 
-/// Bare SYNs the full path has seen on watched addresses, on every CPU: a
-/// `HOT` slot filled before the latest absorbs nothing (`HotFlow::absorb`).
-/// A global, so the fast path reads it without a map lookup; bumped with a
-/// plain store (two CPUs bumping at once still change it, which is all a
-/// slot asks).
+/// Bare SYNs the full path has seen on watched addresses, on every CPU, per
+/// group of flow buckets (`hot::epoch_slot`): a `HOT` slot filled before
+/// the latest of its group absorbs nothing (`HotFlow::absorb`). A global,
+/// so the fast path reads it without a map lookup; bumped with a plain store
+/// (two CPUs bumping at once still change it, which is all a slot asks).
 #[unsafe(no_mangle)]
-static mut HOT_EPOCH: u32 = 0;
+static mut HOT_EPOCHS: [u32; EPOCH_SLOTS] = [0; EPOCH_SLOTS];
 
+/// The restart epoch of a flow's `BLOCK_BITS` bucket.
 #[inline(always)]
-fn hot_epoch() -> u32 {
-    // SAFETY: a plain read of a global the verifier bounds-checks.
-    unsafe { core::ptr::read_volatile(&raw const HOT_EPOCH) }
+fn hot_epoch(bucket: u32) -> u32 {
+    // SAFETY: epoch_slot masks the index below EPOCH_SLOTS, so the read stays
+    // inside the global (the verifier checks the same bound).
+    unsafe {
+        core::ptr::read_volatile(
+            (&raw const HOT_EPOCHS)
+                .cast::<u32>()
+                .add(epoch_slot(bucket)),
+        )
+    }
 }
 
-/// A new connection on a tuple another CPU's slot may hold: every slot
-/// filled before this goes back to the full path. After the flow's state
-/// was started over, so a slot filled with this epoch read a fresh state.
+/// A new connection on a tuple another CPU's slot may hold: the slots of
+/// its bucket's group filled before this go back to the full path. After
+/// the flow's state was started over, so a slot filled with this epoch read
+/// a fresh state.
 #[inline(always)]
-fn bump_hot_epoch() {
+fn bump_hot_epoch(bucket: u32) {
     // SAFETY: as hot_epoch; a torn race between CPUs still changes the value.
-    unsafe { core::ptr::write_volatile(&raw mut HOT_EPOCH, hot_epoch().wrapping_add(1)) };
+    unsafe {
+        core::ptr::write_volatile(
+            (&raw mut HOT_EPOCHS).cast::<u32>().add(epoch_slot(bucket)),
+            hot_epoch(bucket).wrapping_add(1),
+        );
+    }
 }
 
 #[map(name = "CONFIG")]
@@ -336,12 +350,12 @@ fn hot_packet(ctx: &XdpContext, cfg: &Config, family: u8) -> Option<Counter> {
         let q = reread_ipv4(&frame)?;
         let h = HOT.get_ptr_mut(slot_of(&q.src, &q.dst))?;
         // SAFETY: this CPU's slot; XDP does not nest on a CPU.
-        unsafe { &mut *h }.absorb(cfg, &q, None, hot_epoch(), blocked)
+        unsafe { &mut *h }.absorb(cfg, &q, None, hot_epoch, blocked)
     } else {
         let (q, src, dst) = reread_ipv6(&frame)?;
         let h = HOT.get_ptr_mut(slot_of6(&src, &dst))?;
         // SAFETY: as above.
-        unsafe { &mut *h }.absorb(cfg, &q, Some(&rest(&src, &dst)), hot_epoch(), blocked)
+        unsafe { &mut *h }.absorb(cfg, &q, Some(&rest(&src, &dst)), hot_epoch, blocked)
     }
 }
 
@@ -584,7 +598,7 @@ fn watched_flow(cfg: &Config, out: &Out, s: &mut Scratch, dir: u8) -> Lookup {
             // Its tuple's old flow may have left FLOWS but not a slot.
             if is_bare_syn(p) {
                 let _ = SYN_PENDING.insert(&s.key, &ts, 0);
-                bump_hot_epoch();
+                bump_hot_epoch(flow_bucket(&s.key));
                 return Lookup::Done(Counter::SynDeferred);
             }
             let (service, policy) = split_watch_value(value);
@@ -642,7 +656,8 @@ fn flow_packet(
     }
     let frame = out.frame;
     // Read before the state is (hot::HotFlow::fill).
-    let epoch = hot_epoch();
+    let bucket = flow_bucket(&s.key);
+    let epoch = hot_epoch(bucket);
     let hot = hot_slot(p);
     if let Some(h) = hot {
         // SAFETY: this CPU's slot; XDP does not nest on a CPU.
@@ -656,7 +671,7 @@ fn flow_packet(
     if is_bare_syn(p) {
         // The flow started over (policy::restart): other CPUs' slots may
         // still hold its old connection.
-        bump_hot_epoch();
+        bump_hot_epoch(bucket);
     }
     if let (Some(h), Some(payload)) = (hot, cacheable(p, st, &decision)) {
         // SAFETY: as above.

@@ -1501,6 +1501,54 @@ fn a_new_connection_is_sampled_whichever_cpu_held_its_old_flow() {
     }
 }
 
+/// A bare SYN retires only the `HOT` slots whose flows share its epoch
+/// group (`hot::epoch_slot`): a SYN flood to a watched service does not
+/// send every busy flow back to the full path.
+#[test]
+fn a_syn_retires_only_the_slots_of_its_epoch_group() {
+    use sensor_common::{block::flow_bucket, hot::epoch_slot};
+    if skip_without_root("a_syn_retires_only_the_slots_of_its_epoch_group") {
+        return;
+    }
+    let (client, server) = ([192, 0, 2, 10], [198, 51, 100, 2]);
+    let key = |sport: u16| {
+        FlowKey::from_packet(FAMILY_V4, IPPROTO_TCP, &v4(client), sport, &v4(server), 80)
+    };
+    let group = |sport: u16| epoch_slot(flow_bucket(&key(sport).0));
+    let busy = 40630u16;
+    let ports = 40631..50000;
+    let other = ports.clone().find(|&p| group(p) != group(busy)).unwrap();
+    let same = ports.clone().find(|&p| group(p) == group(busy)).unwrap();
+    let mut h = Harness::new(Config::default());
+    let flows = h.sensor.take_flows().unwrap();
+    let b = FrameBuilder::tcp("192.0.2.10", busy, "198.51.100.2", 80);
+    let segment = |i: u32| b.clone().seq(1 + i * 512).payload(vec![b'a'; 512]).build();
+    // 32 segments fill the head; the 33rd is counted by the full path and
+    // hands the flow to the slot, which counts the next 7.
+    for i in 0..40 {
+        h.run(&segment(i));
+    }
+    let (k, d) = key(busy);
+    let in_flows = || flows.get(&k, 0).unwrap().pkts[usize::from(d)];
+    assert_eq!(in_flows(), 33);
+    let syn = |sport: u16| {
+        FrameBuilder::tcp("192.0.2.10", sport, "198.51.100.2", 80)
+            .flags(TCP_SYN)
+            .build()
+    };
+    h.run(&syn(other));
+    h.run(&segment(40));
+    assert_eq!(in_flows(), 33, "still counted by the slot");
+    h.run(&syn(same));
+    h.run(&segment(41));
+    assert_eq!(in_flows(), 42, "the full path took the slot's counts in");
+    h.assert_outcomes(&[
+        (Counter::SampledHead, 32),
+        (Counter::OverBudget, 10),
+        (Counter::SynDeferred, 2),
+    ]);
+}
+
 /// The frames of every shape above, in one sequence.
 /// `inner` carried in GRE of protocol `proto` (with `fields` after the base
 /// header, per `flags`) from 10.200.0.3 to 10.200.0.224, as a mirror feed
