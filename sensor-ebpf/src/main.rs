@@ -594,8 +594,8 @@ fn watched_flow(cfg: &Config, out: &Out, s: &mut Scratch, dir: u8) -> Lookup {
                 return Lookup::Unwatched;
             };
             // A bare SYN starts nothing yet: a SYN flood churns SYN_PENDING,
-            // not FLOWS or the ring.
-            // Its tuple's old flow may have left FLOWS but not a slot.
+            // not FLOWS or the ring. Its tuple's old flow may have left
+            // FLOWS but not another CPU's slot.
             if is_bare_syn(p) {
                 let _ = SYN_PENDING.insert(&s.key, &ts, 0);
                 bump_hot_epoch(flow_bucket(&s.key));
