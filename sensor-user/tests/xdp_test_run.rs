@@ -122,6 +122,21 @@ fn v4(a: [u8; 4]) -> [u8; 16] {
     o
 }
 
+/// The online CPUs, for a test that needs two; `None` (the test skipped,
+/// `why` said) on a single CPU.
+fn online_cpus_if_several(why: &str) -> Option<Vec<usize>> {
+    let cpus: Vec<usize> = aya::util::online_cpus()
+        .unwrap()
+        .into_iter()
+        .map(|c| c as usize)
+        .collect();
+    if cpus.len() < 2 {
+        eprintln!("skipping: {why}");
+        return None;
+    }
+    Some(cpus)
+}
+
 fn http_get() -> &'static [u8] {
     b"GET /api.json/0.2/user/login?email=a%40example.com HTTP/1.1\r\nHost: www.qobuz.com\r\n\r\n"
 }
@@ -1090,15 +1105,9 @@ fn each_cpu_has_its_ring_and_the_reader_puts_them_back_in_order() {
     if skip_without_root("each_cpu_has_its_ring_and_the_reader_puts_them_back_in_order") {
         return;
     }
-    let cpus: Vec<usize> = aya::util::online_cpus()
-        .unwrap()
-        .into_iter()
-        .map(|c| c as usize)
-        .collect();
-    if cpus.len() < 2 {
-        eprintln!("skipping: one CPU, one ring");
+    let Some(cpus) = online_cpus_if_several("one CPU, one ring") else {
         return;
-    }
+    };
     let mut h = Harness::new(Config::default());
     assert_eq!(h.ring.len(), cpus.len(), "a ring per online CPU");
     let frame = |sport: u16| {
@@ -1451,15 +1460,9 @@ fn a_new_connection_is_sampled_whichever_cpu_held_its_old_flow() {
     if skip_without_root("a_new_connection_is_sampled_whichever_cpu_held_its_old_flow") {
         return;
     }
-    let cpus: Vec<usize> = aya::util::online_cpus()
-        .unwrap()
-        .into_iter()
-        .map(|c| c as usize)
-        .collect();
-    if cpus.len() < 2 {
-        eprintln!("skipping: one CPU, one set of slots");
+    let Some(cpus) = online_cpus_if_several("one CPU, one set of slots") else {
         return;
-    }
+    };
     let login = (
         RecordKind::Sample,
         flags::FROM_CLIENT | flags::FIRST_PAYLOAD,
