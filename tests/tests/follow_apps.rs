@@ -310,6 +310,9 @@ fn live_follows_the_app_to_an_analytics_host_on_the_server_side() {
     for line in [
         r#"leakwatch_followed_flows_total{service="qobuz"} 2"#,
         r#"leakwatch_third_party_findings{service="qobuz",host="collector.stats-example.net"} 6"#,
+        // The follow window, once per followed flow: under a second here.
+        "leakwatch_follow_latency_seconds_count 2",
+        r#"leakwatch_follow_latency_seconds_bucket{le="1.0"} 2"#,
     ] {
         assert!(exposition.contains(line), "{line} not in\n{exposition}");
     }

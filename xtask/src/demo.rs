@@ -500,7 +500,7 @@ fn summary(all: &[Value], metrics_port: u16) {
             line.trim_start_matches("leakwatch_xdp_packets_total")
         );
     }
-    println!("\nFlows, learned addresses, DNS answers and replays:");
+    println!("\nFlows, learned addresses, DNS answers, replays and followed apps:");
     for prefix in [
         "leakwatch_flows_total{",
         "leakwatch_watched_addresses{",
@@ -508,6 +508,8 @@ fn summary(all: &[Value], metrics_port: u16) {
         "leakwatch_replays_total{",
         "leakwatch_followed_flows_total{",
         "leakwatch_third_party_findings{",
+        "leakwatch_follow_latency_seconds_sum",
+        "leakwatch_follow_latency_seconds_count",
     ] {
         for line in text
             .lines()

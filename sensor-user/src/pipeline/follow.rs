@@ -102,6 +102,10 @@ impl<W: WatchSink> Pipeline<W> {
             log::warn!("following a flow of the {} app: {e}", app.app);
             return Some(service);
         }
+        if self.targeting.sink().live() {
+            let ns = crate::capture::clock::mono_now_ns().saturating_sub(ts);
+            self.metrics.follow.latency.observe(ns as f64 / 1e9);
+        }
         log::debug!(
             "following a flow of the {} app to {}",
             app.app,

@@ -16,6 +16,11 @@ pub trait WatchSink {
     /// existing entry is kept): live, the kernel's `FLOWS`; in replay, the
     /// sampler's table.
     fn follow(&mut self, key: &FlowKey, st: &FlowState) -> Result<(), String>;
+    /// Whether `follow` reaches a running kernel, on the records' clock (so
+    /// the time a follow took is worth measuring).
+    fn live(&self) -> bool {
+        false
+    }
 }
 
 impl WatchSink for WatchMaps {
@@ -29,6 +34,10 @@ impl WatchSink for WatchMaps {
 
     fn follow(&mut self, key: &FlowKey, st: &FlowState) -> Result<(), String> {
         self.insert_flow(key, st).map_err(|e| e.to_string())
+    }
+
+    fn live(&self) -> bool {
+        true
     }
 }
 

@@ -1,10 +1,11 @@
 //! Followed apps (`follow_apps`): findings by destination, the flows
-//! followed, and the third-party hosts findings went to. Host labels are
+//! followed, how long following took, and the third-party hosts findings
+//! went to. Host labels are
 //! bounded (`sinks::destinations`): plain names, the 20 busiest, else `other`.
 
 use prometheus_client::{
     encoding::EncodeLabelSet,
-    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
 
@@ -30,6 +31,8 @@ pub struct FollowMetrics {
     pub by_destination: Family<DestinationLabels, Counter>,
     pub followed: Family<FollowedLabels, Counter>,
     pub hosts: Family<HostLabels, Gauge>,
+    /// The follow window: probe seen → flow in `FLOWS`.
+    pub latency: Histogram,
 }
 
 impl FollowMetrics {
@@ -52,10 +55,20 @@ impl FollowMetrics {
             "Findings in the last 24 h per third-party host of followed apps (the 20 busiest; else other)",
             hosts.clone(),
         );
+        let latency = Histogram::new([
+            0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1.0,
+        ]);
+        registry.register_with_unit(
+            "leakwatch_follow_latency",
+            "Time from the kernel seeing a probe whose request named an app to its flow being followed in the kernel map (its packets in between are not sampled)",
+            prometheus_client::registry::Unit::Seconds,
+            latency.clone(),
+        );
         Self {
             by_destination,
             followed,
             hosts,
+            latency,
         }
     }
 
