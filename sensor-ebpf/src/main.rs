@@ -165,6 +165,10 @@ fn hot_epoch(bucket: u32) -> u32 {
 /// a fresh state.
 #[inline(always)]
 fn bump_hot_epoch(bucket: u32) {
+    // The flow's new state is written before the bump: a compiler barrier,
+    // no instruction. x86 keeps stores (and loads) in order; on a weakly
+    // ordered CPU a slot may, rarely, still be filled from the old state.
+    core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::Release);
     // SAFETY: as hot_epoch; a torn race between CPUs still changes the value.
     unsafe {
         core::ptr::write_volatile(
@@ -655,9 +659,11 @@ fn flow_packet(
         return Counter::BlockedDrop;
     }
     let frame = out.frame;
-    // Read before the state is (hot::HotFlow::fill).
+    // Read before the state is (hot::HotFlow::fill): the fence keeps LLVM
+    // from reading the state first (a compiler barrier; no instruction).
     let bucket = flow_bucket(&s.key);
     let epoch = hot_epoch(bucket);
+    core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::Acquire);
     let hot = hot_slot(p);
     if let Some(h) = hot {
         // SAFETY: this CPU's slot; XDP does not nest on a CPU.
