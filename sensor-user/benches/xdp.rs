@@ -27,7 +27,7 @@ use sensor_user::{
         loader::{AttachMode, MapSizes, NULL_OBJECT, REF_OBJECT, Sensor, XDP_OBJECT},
         ring::{Ring, Rings},
     },
-    fixtures::{FrameBuilder, dns_answer},
+    fixtures::{FrameBuilder, xdp_paths},
 };
 
 /// Repeats per BPF_PROG_TEST_RUN call; the ring is drained between calls so
@@ -173,11 +173,7 @@ fn main() {
     pin(sensor_user::capture::sched::current_cpu());
     let watched = |first_sport: u16| -> Vec<Vec<u8>> {
         (first_sport..first_sport + FLOWS_PER_CASE)
-            .map(|sport| {
-                FrameBuilder::tcp("192.0.2.10", sport, "198.51.100.2", 80)
-                    .payload(vec![b'q'; 1500 - 54])
-                    .build()
-            })
+            .map(|sport| xdp_paths::watched(sport).build())
             .collect()
     };
     // One packet nobody watches, against the null program.
@@ -191,10 +187,7 @@ fn main() {
         blocking: false,
     };
     let cases = [
-        unwatched(
-            "unwatched_ipv4_tcp",
-            FrameBuilder::tcp("203.0.113.5", 443, "192.0.2.10", 40000).payload(vec![0x17; 1400]),
-        ),
+        unwatched("unwatched_ipv4_tcp", xdp_paths::unwatched_tcp()),
         Case {
             name: "watched_1500B_sampled",
             frames: watched(40000),
@@ -218,30 +211,15 @@ fn main() {
         },
         Case {
             name: "dns_answer",
-            frames: vec![
-                FrameBuilder::udp("203.0.113.53", 53, "192.0.2.10", 33333)
-                    .payload(dns_answer(
-                        7,
-                        "api.qobuz.com",
-                        &[[198, 51, 100, 2], [198, 51, 100, 3]],
-                        300,
-                    ))
-                    .build(),
-            ],
+            frames: vec![xdp_paths::dns().build()],
             config: Config::default(),
             warmup: 0,
             target: None,
             ref_target: Some(1.3),
             blocking: false,
         },
-        unwatched(
-            "unwatched_ipv4_udp_quic",
-            FrameBuilder::udp("203.0.113.5", 443, "192.0.2.10", 40000).payload(vec![0x40; 1200]),
-        ),
-        unwatched(
-            "unwatched_ipv6_tcp",
-            FrameBuilder::tcp("3fff:0:9::5", 443, "3fff:0:2::10", 40000).payload(vec![0x17; 1400]),
-        ),
+        unwatched("unwatched_ipv4_udp_quic", xdp_paths::unwatched_quic()),
+        unwatched("unwatched_ipv6_tcp", xdp_paths::unwatched_tcp6()),
     ];
     // The same packets with blocking on.
     let blocking: Vec<Case> = cases[..3]

@@ -17,7 +17,7 @@ use aya::programs::{TestRun, TestRunOptions};
 use sensor_common::config::Config;
 use sensor_user::{
     capture::loader::{MapSizes, Sensor, XDP_OBJECT},
-    fixtures::{FrameBuilder, dns_answer},
+    fixtures::{FrameBuilder, xdp_paths},
 };
 
 fn main() {
@@ -27,53 +27,18 @@ fn main() {
     let jit_file = args.next();
     // The frames of the benchmark's cases of the same names.
     let (frame, warmup) = match path.as_str() {
-        "unwatched" => (
-            FrameBuilder::tcp("203.0.113.5", 443, "192.0.2.10", 40000)
-                .payload(vec![0x17; 1400])
-                .build(),
-            0,
-        ),
-        "unwatched6" => (
-            FrameBuilder::tcp("2001:db8:9::5", 443, "2001:db8:2::10", 40000)
-                .payload(vec![0x17; 1400])
-                .build(),
-            0,
-        ),
-        "quic" => (
-            FrameBuilder::udp("203.0.113.5", 443, "192.0.2.10", 40000)
-                .payload(vec![0x40; 1200])
-                .build(),
-            0,
-        ),
-        "past_budget" => (
-            FrameBuilder::tcp("192.0.2.10", 40002, "198.51.100.2", 80)
-                .payload(vec![b'q'; 1446])
-                .build(),
-            64,
-        ),
+        "unwatched" => (xdp_paths::unwatched_tcp().build(), 0),
+        "unwatched6" => (xdp_paths::unwatched_tcp6().build(), 0),
+        "quic" => (xdp_paths::unwatched_quic().build(), 0),
+        "past_budget" => (xdp_paths::watched(40002).build(), 64),
         "past_budget6" => (
             FrameBuilder::tcp("2001:db8:c::10", 40002, "2001:db8:1::2", 80)
                 .payload(vec![b'q'; 1426])
                 .build(),
             64,
         ),
-        "sampled" => (
-            FrameBuilder::tcp("192.0.2.10", 40001, "198.51.100.2", 80)
-                .payload(vec![b'q'; 1446])
-                .build(),
-            0,
-        ),
-        "dns" => (
-            FrameBuilder::udp("203.0.113.53", 53, "192.0.2.10", 33333)
-                .payload(dns_answer(
-                    7,
-                    "api.qobuz.com",
-                    &[[198, 51, 100, 2], [198, 51, 100, 3]],
-                    300,
-                ))
-                .build(),
-            0,
-        ),
+        "sampled" => (xdp_paths::watched(40001).build(), 0),
+        "dns" => (xdp_paths::dns().build(), 0),
         other => {
             panic!(
                 "unknown path {other}: unwatched, unwatched6, quic, past_budget, past_budget6, sampled or dns"
@@ -100,7 +65,7 @@ fn main() {
     let mut watch = sensor.take_watch().expect("watch maps");
     watch.insert("198.51.100.0/24".parse().unwrap(), 1).unwrap();
     if path == "past_budget6" {
-        // Not for the others: unwatched6's addresses share its bitmap bucket.
+        // Only here: the watched bucket stays clear of the others' addresses.
         watch.insert("2001:db8:1::/48".parse().unwrap(), 1).unwrap();
     }
     let prog = sensor.program().expect("program");

@@ -279,6 +279,43 @@ fn ipv4_checksum(h: &[u8]) -> u16 {
     !(sum as u16)
 }
 
+/// The packets of the XDP benchmark's paths (`benches/xdp.rs`), which
+/// `examples/xdp_profile.rs` profiles one at a time: the same bytes in both.
+pub mod xdp_paths {
+    use super::{FrameBuilder, dns_answer};
+
+    /// TLS-like bytes between addresses nobody watches (IPv4).
+    pub fn unwatched_tcp() -> FrameBuilder {
+        FrameBuilder::tcp("203.0.113.5", 443, "192.0.2.10", 40000).payload(vec![0x17; 1400])
+    }
+
+    /// The same over IPv6 (3fff::/20, documentation, outside the bitmap
+    /// bucket of the watched 2001:db8:1::/48).
+    pub fn unwatched_tcp6() -> FrameBuilder {
+        FrameBuilder::tcp("3fff:0:9::5", 443, "3fff:0:2::10", 40000).payload(vec![0x17; 1400])
+    }
+
+    /// A QUIC-like UDP datagram to :443 nobody watches.
+    pub fn unwatched_quic() -> FrameBuilder {
+        FrameBuilder::udp("203.0.113.5", 443, "192.0.2.10", 40000).payload(vec![0x40; 1200])
+    }
+
+    /// A 1,500-byte client segment from `sport` to the watched 198.51.100.2:80.
+    pub fn watched(sport: u16) -> FrameBuilder {
+        FrameBuilder::tcp("192.0.2.10", sport, "198.51.100.2", 80).payload(vec![b'q'; 1500 - 54])
+    }
+
+    /// A DNS answer naming two addresses of a watched service.
+    pub fn dns() -> FrameBuilder {
+        FrameBuilder::udp("203.0.113.53", 53, "192.0.2.10", 33333).payload(dns_answer(
+            7,
+            "api.qobuz.com",
+            &[[198, 51, 100, 2], [198, 51, 100, 3]],
+            300,
+        ))
+    }
+}
+
 /// A DNS response for `qname` with one A record per address (names compressed
 /// to the question).
 pub fn dns_answer(id: u16, qname: &str, addrs: &[[u8; 4]], ttl: u32) -> Vec<u8> {
