@@ -67,14 +67,13 @@ impl BlockMetrics {
             "Writes to the kernel's block maps that failed (the block was not put in force)",
             errors.clone(),
         );
-        let latency = prometheus_client::metrics::histogram::Histogram::new([
-            0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1.0,
-        ]);
-        registry.register_with_unit(
-            "leakwatch_block_latency",
-            "Time from the kernel seeing the packet that completed a trigger finding to its flow's block being in the kernel map",
-            prometheus_client::registry::Unit::Seconds,
-            latency.clone(),
+        let latency = super::seconds_histogram(
+            registry,
+            (
+                "leakwatch_block_latency",
+                "Time from the kernel seeing the packet that completed a trigger finding to its flow's block being in the kernel map",
+            ),
+            &super::WINDOW_BUCKETS,
         );
         for scope in ["flow", "quarantine"] {
             let _ = active.get_or_create(&ScopeLabels {

@@ -55,14 +55,13 @@ impl FollowMetrics {
             "Findings in the last 24 h per third-party host of followed apps (the 20 busiest; else other)",
             hosts.clone(),
         );
-        let latency = Histogram::new([
-            0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1.0,
-        ]);
-        registry.register_with_unit(
-            "leakwatch_follow_latency",
-            "Time from the kernel seeing a probe whose request named an app to its flow being followed in the kernel map (its packets in between are not sampled)",
-            prometheus_client::registry::Unit::Seconds,
-            latency.clone(),
+        let latency = super::seconds_histogram(
+            registry,
+            (
+                "leakwatch_follow_latency",
+                "Time from the kernel seeing a probe whose request named an app to its flow being followed in the kernel map (its packets in between are not sampled)",
+            ),
+            &super::WINDOW_BUCKETS,
         );
         Self {
             by_destination,

@@ -27,6 +27,27 @@ pub use labels::*;
 pub use serve::serve;
 use xdp::{Source, XdpCollector};
 
+/// Buckets (seconds) of the windows a decision leaves open: a block, a follow.
+pub const WINDOW_BUCKETS: [f64; 11] = [
+    0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1.0,
+];
+
+/// A histogram in seconds (`NAME_seconds`), registered.
+pub fn seconds_histogram(
+    registry: &mut Registry,
+    (name, help): (&str, &str),
+    buckets: &[f64],
+) -> prometheus_client::metrics::histogram::Histogram {
+    let h = prometheus_client::metrics::histogram::Histogram::new(buckets.iter().copied());
+    registry.register_with_unit(
+        name,
+        help,
+        prometheus_client::registry::Unit::Seconds,
+        h.clone(),
+    );
+    h
+}
+
 /// Everything the sensor exports.
 pub struct Metrics {
     registry: Registry,
@@ -233,14 +254,13 @@ impl Metrics {
             "Holes in reassembled TCP streams (lost or unsampled bytes)",
             reassembly_gaps.clone(),
         );
-        let detection_latency = prometheus_client::metrics::histogram::Histogram::new([
-            0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0,
-        ]);
-        registry.register_with_unit(
-            "leakwatch_detection_latency",
-            "Time from the packet completing a leak to the finding",
-            prometheus_client::registry::Unit::Seconds,
-            detection_latency.clone(),
+        let detection_latency = seconds_histogram(
+            &mut registry,
+            (
+                "leakwatch_detection_latency",
+                "Time from the packet completing a leak to the finding",
+            ),
+            &[0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0],
         );
         let rules_info = Family::<VersionLabels, Gauge>::default();
         registry.register(
