@@ -105,3 +105,58 @@ fn every_expression_is_valid_promql() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Every aggregation keeps `instance` (`sum by (instance, …)`), so two
+/// gateways are never added together: no bare `sum(…)`, no `by` list
+/// without it (dashboards/README.md).
+#[test]
+fn every_aggregation_keeps_the_instance() {
+    let mut bad = Vec::new();
+    for (id, title, expr) in dashboard::queries(&dashboard::load()) {
+        for problem in aggregations_without_instance(&expr) {
+            bad.push(format!("panel {id} ({title}): {problem} in {expr}"));
+        }
+    }
+    assert!(bad.is_empty(), "{bad:#?}");
+    // The check itself: it finds both ways of losing the instance.
+    assert_eq!(aggregations_without_instance("sum(rate(x[5m]))").len(), 1);
+    assert_eq!(
+        aggregations_without_instance("max by (service) (x) + clamp_max(y, 1)").len(),
+        1
+    );
+    assert!(
+        aggregations_without_instance("histogram_quantile(0.5, sum by (instance, le) (x))")
+            .is_empty()
+    );
+}
+
+/// The aggregations of `expr` that drop `instance`.
+fn aggregations_without_instance(expr: &str) -> Vec<String> {
+    let word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut out = Vec::new();
+    for op in ["sum", "avg", "min", "max", "count"] {
+        let mut from = 0;
+        while let Some(i) = expr[from..].find(op).map(|i| i + from) {
+            from = i + op.len();
+            let before_ok = expr[..i].chars().next_back().is_none_or(|c| !word(c));
+            let rest = &expr[from..];
+            if !before_ok || rest.starts_with(|c: char| word(c)) {
+                continue;
+            }
+            let rest = rest.trim_start();
+            if let Some(list) = rest.strip_prefix("by") {
+                let list = list.trim_start();
+                let groups = list
+                    .strip_prefix('(')
+                    .and_then(|l| l.split_once(')'))
+                    .map_or("", |(g, _)| g);
+                if !groups.split(',').any(|g| g.trim() == "instance") {
+                    out.push(format!("{op} by ({groups})"));
+                }
+            } else if rest.starts_with('(') {
+                out.push(format!("{op}(…) without by"));
+            }
+        }
+    }
+    out
+}
