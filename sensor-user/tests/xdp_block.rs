@@ -131,6 +131,14 @@ impl Harness {
         let entry = BlockEntry::new(mono_now_ns() + 60_000_000_000, QOBUZ, reason::FINDING, dir);
         self.blocks.block(&key, &entry).unwrap();
     }
+
+    /// The client's leaking request on `b`'s flow passes, then its flow is
+    /// blocked, as after a finding.
+    fn leak_then_block(&mut self, b: &FrameBuilder, what: &str) {
+        let leaking = b.clone().ack(0x1111_2222).payload(leak()).build();
+        assert_eq!(self.run(&leaking).0, XDP_PASS, "{what}: before the block");
+        self.block(&leaking);
+    }
 }
 
 fn leak() -> &'static [u8] {
@@ -244,9 +252,7 @@ fn reset_answers_the_next_client_packet_with_an_rst_then_drops() {
     ];
     let mut n = 0;
     for (name, b, l3, v4) in cases {
-        let leaking = b.clone().ack(0x1111_2222).payload(leak()).build();
-        assert_eq!(h.run(&leaking).0, XDP_PASS, "{name}: before the block");
-        h.block(&leaking);
+        h.leak_then_block(&b, name);
         let next = b
             .clone()
             .seq(5000)
@@ -335,9 +341,7 @@ fn a_busy_flow_counted_by_the_fast_path_is_still_blocked() {
 fn a_new_connection_on_a_blocked_flows_ports_passes_and_starts_over() {
     let Some(mut h) = Harness::new(0) else { return };
     let b = FrameBuilder::tcp(CLIENT, 40200, SERVER, 80);
-    let leaking = b.clone().ack(0x1111_2222).payload(leak()).build();
-    assert_eq!(h.run(&leaking).0, XDP_PASS);
-    h.block(&leaking);
+    h.leak_then_block(&b, "the old connection");
     let next = b
         .clone()
         .seq(5000)
