@@ -286,11 +286,25 @@ mod tests {
         // Full, and then no pipeline: the send after says so.
         pipeline.0.store(IN_FLIGHT, Ordering::Relaxed);
         drop(pipeline);
-        InFlight::admit(&reader, 1, &stop);
+        let stop = Arc::new(stop);
+        assert!(gives_up(reader, &stop), "waited for a gone pipeline");
         // Full, and stopping.
         let full = Arc::new(InFlight(AtomicUsize::new(IN_FLIGHT)));
         let _pipeline = Arc::clone(&full);
         stop.store(true, Ordering::Relaxed);
-        InFlight::admit(&full, 1, &stop);
+        assert!(gives_up(full, &stop), "waited after the stop");
+    }
+
+    /// Whether `admit` returns within 5 s: run on a thread, so a wait that
+    /// never ends fails the test instead of hanging it. `this` moves there
+    /// (a clone would count as the pipeline).
+    fn gives_up(this: Arc<InFlight>, stop: &Arc<AtomicBool>) -> bool {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stop = Arc::clone(stop);
+        thread::spawn(move || {
+            InFlight::admit(&this, 1, &stop);
+            let _ = tx.send(());
+        });
+        rx.recv_timeout(Duration::from_secs(5)).is_ok()
     }
 }
