@@ -10,12 +10,13 @@
 //! accepts with the same addresses, protocol and ports, no tunnel and no
 //! fragment (checked by the tests below and the `parse` fuzz target); anything
 //! else, malformed frames included, goes the full parser's way and keeps its
-//! outcome.
+//! outcome. [`plain_tagged`] reads the same past one VLAN tag, for the
+//! unwatched test alone.
 
 use crate::{
     config::{Config, config_flags},
     flow::{FAMILY_V4, FAMILY_V6, IPPROTO_TCP, IPPROTO_UDP},
-    parse::{ETH_HLEN, ETH_P_IPV6, PacketBytes, Parsed},
+    parse::{ETH_HLEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IPV6, PacketBytes, Parsed, VLAN_HLEN},
     policy::DNS_PORT,
 };
 
@@ -62,6 +63,44 @@ pub fn plain<P: PacketBytes + ?Sized>(p: &P, vxlan_port: u16) -> Option<Plain> {
         return None;
     }
     Some(q)
+}
+
+/// A frame read past its one VLAN tag: the same bytes from [`VLAN_HLEN`]
+/// on, so the tag's own ethertype (what it carries) sits where an untagged
+/// frame's does and [`plain`] reads the rest unchanged. Bytes 0–11 are
+/// then the MAC addresses' tail, which `plain` does not read.
+struct PastTag<'a, P: ?Sized>(&'a P);
+
+impl<P: PacketBytes + ?Sized> PacketBytes for PastTag<'_, P> {
+    #[inline(always)]
+    fn has_len(&self, len: usize) -> bool {
+        self.0.has_len(len + VLAN_HLEN)
+    }
+
+    #[inline(always)]
+    fn has_linear(&self, len: usize) -> bool {
+        self.0.has_linear(len + VLAN_HLEN)
+    }
+
+    #[inline(always)]
+    fn header<const N: usize>(&self, off: usize) -> Option<[u8; N]> {
+        self.0.header(off + VLAN_HLEN)
+    }
+}
+
+/// [`plain`] for a frame with one 802.1Q or 802.1ad tag (a trunk, or a
+/// mirror port's feed): for the unwatched test only, as the XDP program
+/// sends anything else of a tagged frame the full way (its `HOT` slots and
+/// the plain fill know untagged offsets only). `None` for an untagged
+/// frame, two tags and anything `plain` refuses.
+#[inline(always)]
+pub fn plain_tagged<P: PacketBytes + ?Sized>(p: &P, vxlan_port: u16) -> Option<Plain> {
+    let tpid: [u8; 2] = p.header(12)?;
+    let tpid = u16::from_be_bytes(tpid);
+    if tpid != ETH_P_8021Q && tpid != ETH_P_8021AD {
+        return None;
+    }
+    plain(&PastTag(p), vxlan_port)
 }
 
 /// The transport header's length the full parser requires: TCP's data offset
@@ -288,7 +327,7 @@ pub fn plainly_unwatched(cfg: &Config, q: &Plain) -> bool {
 #[cfg(any(test, feature = "user"))]
 pub fn check_agreement(frame: &[u8], vxlan_port: u16) -> bool {
     let Some(q) = plain(frame, vxlan_port) else {
-        return false;
+        return check_tagged_agreement(frame, vxlan_port);
     };
     let Ok(p) = crate::parse::parse_with(frame, vxlan_port) else {
         panic!("the fast path took a frame the parser refuses");
@@ -323,6 +362,26 @@ pub fn check_agreement(frame: &[u8], vxlan_port: u16) -> bool {
     true
 }
 
+/// [`check_agreement`] for [`plain_tagged`]: what it takes, the parser reads
+/// as a tagged frame with the same addresses, protocol and ports.
+#[cfg(any(test, feature = "user"))]
+fn check_tagged_agreement(frame: &[u8], vxlan_port: u16) -> bool {
+    let Some(q) = plain_tagged(frame, vxlan_port) else {
+        return false;
+    };
+    let Ok(p) = crate::parse::parse_with(frame, vxlan_port) else {
+        panic!("the fast path took a tagged frame the parser refuses");
+    };
+    assert_eq!(
+        (p.vlan, p.family, p.proto, p.tunnel, p.first_fragment),
+        (true, q.family, q.proto, 0, false)
+    );
+    assert_eq!((&p.src[..4], &p.dst[..4]), (&q.src[..], &q.dst[..]));
+    assert_eq!((p.sport, p.dport), (q.sport, q.dport));
+    assert_eq!(p.l3_off as usize, ETH_HLEN + VLAN_HLEN);
+    true
+}
+
 /// A `Parsed` with every field set to what no plain frame gives: a fill
 /// that leaves one out shows.
 #[cfg(any(test, feature = "user"))]
@@ -350,6 +409,9 @@ pub fn stale_parsed() -> Parsed {
 
 #[cfg(test)]
 mod tests {
+    extern crate std;
+    use std::vec::Vec;
+
     use super::*;
     use crate::{parse::TCP_ACK, tunnel::VXLAN_PORT};
 
@@ -510,6 +572,52 @@ mod tests {
         f[36..38].copy_from_slice(&VXLAN_PORT.to_be_bytes());
         assert_eq!(plain(&f[..n], 8472), plain(&f[..n], 0));
         assert!(plain(&f[..n], 0).is_some());
+    }
+
+    /// `f` with a VLAN tag of `tpid` (VID 100) inserted after the MAC addresses.
+    fn tagged(f: &[u8], tpid: u16) -> Vec<u8> {
+        let mut t = f[..12].to_vec();
+        t.extend_from_slice(&tpid.to_be_bytes());
+        t.extend_from_slice(&100u16.to_be_bytes());
+        t.extend_from_slice(&f[12..]);
+        t
+    }
+
+    #[test]
+    fn tagged_frames_agree_with_the_parser() {
+        for (frame, proto_at) in [(frame as fn(usize) -> _, 23), (frame6, 20)] {
+            for tpid in [ETH_P_8021Q, ETH_P_8021AD] {
+                for udp_too in [false, true] {
+                    let (f, n) = if udp_too {
+                        udp(frame, proto_at, 100)
+                    } else {
+                        frame(100)
+                    };
+                    let t = tagged(&f[..n], tpid);
+                    assert_eq!(plain(&t[..], VXLAN_PORT), None, "not plain");
+                    assert_eq!(plain_tagged(&t[..], VXLAN_PORT), plain(&f[..n], VXLAN_PORT));
+                    assert!(agrees(&t));
+                    assert!(!parse_plain_into(&t[..], VXLAN_PORT, &mut stale_parsed()));
+                    // Each way the untagged frame goes the full way, the
+                    // tagged one does too: short, the datagram past the frame.
+                    assert_eq!(plain_tagged(&t[..t.len() - 1], VXLAN_PORT), None);
+                }
+            }
+        }
+        // Two tags, an untagged frame, an unknown TPID: not taken.
+        let (f, n) = frame(10);
+        let two = tagged(&tagged(&f[..n], ETH_P_8021Q), ETH_P_8021AD);
+        assert_eq!(plain_tagged(&two[..], VXLAN_PORT), None);
+        assert!(!agrees(&two));
+        assert_eq!(plain_tagged(&f[..n], VXLAN_PORT), None);
+        assert_eq!(plain_tagged(&tagged(&f[..n], 0x9100)[..], VXLAN_PORT), None);
+        // A tagged frame's VXLAN goes the full way too.
+        let (mut f, n) = udp(frame, 23, 10);
+        f[36..38].copy_from_slice(&VXLAN_PORT.to_be_bytes());
+        assert_eq!(
+            plain_tagged(&tagged(&f[..n], ETH_P_8021Q)[..], VXLAN_PORT),
+            None
+        );
     }
 
     #[test]

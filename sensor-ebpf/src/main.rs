@@ -5,7 +5,7 @@
 //! userspace needs, and hands it up through its CPU's ring buffer:
 //!
 //! ```text
-//! frame ─ plain IPv4/IPv6 TCP/UDP, watch bits clear, no DNS/probe/follow/VXLAN port ── counter, PASS
+//! frame ─ plain IPv4/IPv6 TCP/UDP (or one VLAN tag), watch bits clear, no DNS/probe/follow/VXLAN port ── counter, PASS
 //!    ├ plain, watch bit set, this CPU's HOT slot holds its flow past its head ── counter, PASS
 //!    └ parse ─┬─ error ─────────────────────────────── counter, PASS
 //!             ├─ DNS answer (from :53) ───────────────── ring: Dns
@@ -69,7 +69,7 @@ use sensor_common::{
         Decision, PROBE_AWAITING, client_dir, is_dns_answer, may_be_followed, probe_remaining,
         watched_packet,
     },
-    quick::{parse_plain_into, plain, plainly_unwatched, reread_ipv4, reread_ipv6},
+    quick::{parse_plain_into, plain, plain_tagged, plainly_unwatched, reread_ipv4, reread_ipv6},
     record::{
         RECORD_VERSION, RecordHeader, RecordKind, SMALL_SNAPLEN, SNAPLEN, UNSTAMPED, flags,
         wakes_reader,
@@ -332,7 +332,13 @@ impl PacketBytes for Frame<'_> {
 #[inline(always)]
 fn fast_path(ctx: &XdpContext, cfg: &Config) -> Option<Counter> {
     let frame = PlainFrame::of(ctx);
-    let q = plain(&frame, cfg.vxlan_port)?;
+    let Some(q) = plain(&frame, cfg.vxlan_port) else {
+        // One VLAN tag (a trunk, a mirror port's feed): the unwatched test
+        // alone, after the untagged frames' tests (they pay nothing for it).
+        let q = plain_tagged(&frame, cfg.vxlan_port)?;
+        let done = !watch_bits(q.family, &q.src, &q.dst) && plainly_unwatched(cfg, &q);
+        return done.then_some(Counter::Unwatched);
+    };
     if !watch_bits(q.family, &q.src, &q.dst) {
         return if plainly_unwatched(cfg, &q) {
             Some(Counter::Unwatched)

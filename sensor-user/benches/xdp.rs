@@ -220,6 +220,7 @@ fn main() {
         },
         unwatched("unwatched_ipv4_udp_quic", xdp_paths::unwatched_quic()),
         unwatched("unwatched_ipv6_tcp", xdp_paths::unwatched_tcp6()),
+        unwatched("unwatched_ipv4_tcp_vlan", xdp_paths::unwatched_tcp_vlan()),
     ];
     // The same packets with blocking on.
     let blocking: Vec<Case> = cases[..3]

@@ -295,6 +295,12 @@ pub mod xdp_paths {
         FrameBuilder::tcp("3fff:0:9::5", 443, "3fff:0:2::10", 40000).payload(vec![0x17; 1400])
     }
 
+    /// `unwatched_tcp` with an 802.1Q tag (VLAN 100), as a trunk or a mirror
+    /// port delivers it.
+    pub fn unwatched_tcp_vlan() -> FrameBuilder {
+        unwatched_tcp().vlan(0x8100, 100)
+    }
+
     /// A QUIC-like UDP datagram to :443 nobody watches.
     pub fn unwatched_quic() -> FrameBuilder {
         FrameBuilder::udp("203.0.113.5", 443, "192.0.2.10", 40000).payload(vec![0x40; 1200])

@@ -468,6 +468,91 @@ fn vlan_and_qinq() {
     h.assert_outcomes(&[(Counter::SampledHead, 2), (Counter::VlanTooDeep, 1)]);
 }
 
+/// Frames with one VLAN tag (a trunk, a mirror port's feed) between unwatched
+/// addresses take the fast path's unwatched test (`quick::plain_tagged`);
+/// everything else of theirs, and two tags, still gets the full path's
+/// outcome.
+#[test]
+fn the_tagged_fast_path_keeps_the_full_paths_outcomes() {
+    if skip_without_root("the_tagged_fast_path_keeps_the_full_paths_outcomes") {
+        return;
+    }
+    let mut h = Harness::new(Config {
+        vxlan_port: 8472,
+        ..Config::default()
+    });
+    let tcp = || {
+        FrameBuilder::tcp("192.0.2.10", 40000, "203.0.113.5", 5555)
+            .vlan(0x8100, 10)
+            .payload(http_get())
+    };
+    let good = tcp().build();
+    h.run(&good);
+    h.run(
+        &FrameBuilder::udp("3fff:0:9::1", 40000, "3fff:0:5::5", 443)
+            .vlan(0x88a8, 100)
+            .payload([0x40; 1200])
+            .build(),
+    );
+    h.run(
+        &FrameBuilder::tcp("192.0.2.10", 40000, "203.0.113.5", 5555)
+            .vlan(0x88a8, 100)
+            .vlan(0x8100, 10)
+            .payload(http_get())
+            .build(),
+    );
+    // Near misses: the full path decides, as before.
+    h.run(&tcp().ipv4_options(&[1, 1, 1, 1]).build());
+    h.run(&tcp().ipv4_fragment(9, false).build());
+    h.run(&good[..good.len() - 5]);
+    h.run(
+        &FrameBuilder::udp("203.0.113.53", 53, "192.0.2.10", 33333)
+            .vlan(0x8100, 10)
+            .payload(dns_answer(7, "api.qobuz.com", &[[198, 51, 100, 2]], 300))
+            .build(),
+    );
+    h.run(
+        &FrameBuilder::tcp("192.0.2.10", 40002, "203.0.113.5", 443)
+            .vlan(0x8100, 10)
+            .flags(TCP_SYN)
+            .build(),
+    );
+    // A watched destination, and VXLAN on its port carrying one.
+    h.run(
+        &FrameBuilder::tcp("192.0.2.10", 40003, "198.51.100.2", 80)
+            .vlan(0x8100, 10)
+            .payload(http_get())
+            .build(),
+    );
+    let inner = FrameBuilder::tcp("192.0.2.10", 40004, "198.51.100.2", 80)
+        .payload(http_get())
+        .build();
+    let mut vxlan = vec![0x08, 0, 0, 0, 0, 0, 7, 0];
+    vxlan.extend_from_slice(&inner);
+    h.run(
+        &FrameBuilder::udp("203.0.113.7", 50000, "203.0.113.8", 8472)
+            .vlan(0x8100, 10)
+            .payload(vxlan)
+            .build(),
+    );
+    let recs = h.records();
+    let kinds: Vec<_> = recs.iter().map(|r| r.kind).collect();
+    assert_eq!(
+        kinds,
+        [RecordKind::Dns, RecordKind::Sample, RecordKind::Sample]
+    );
+    assert_eq!(recs[1].hdr.l3_off, 18);
+    assert_eq!(recs[2].src(), ("192.0.2.10".parse().unwrap(), 40004));
+    h.assert_outcomes(&[
+        (Counter::Unwatched, 4),
+        (Counter::Ipv4Fragment, 1),
+        (Counter::BadIpv4, 1),
+        (Counter::DnsAnswer, 1),
+        (Counter::ProbeSyn, 1),
+        (Counter::SampledHead, 2),
+    ]);
+}
+
 #[test]
 fn pppoe_over_qinq_and_mpls() {
     if skip_without_root("pppoe_over_qinq_and_mpls") {
