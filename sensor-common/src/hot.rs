@@ -3,7 +3,8 @@
 //! without the full parse, the 40-byte key or the `FLOWS` lookup
 //! (docs/performance.md, docs/ARCHITECTURE.md).
 //!
-//! A slot holds one direction of one plain IPv4 or IPv6 flow. The full path
+//! A slot holds one direction of one plain IPv4 or IPv6 flow (untagged or
+//! with one VLAN tag). The full path
 //! hands it over after a packet it only counted (`over_budget`, `watched_no_payload`)
 //! or sampled as a tail; from then on the fast path *absorbs* that
 //! direction's packets — counted under the same outcome, their packets and
@@ -25,7 +26,7 @@ use crate::{
     config::{Config, config_flags},
     counters::Counter,
     flow::{FAMILY_V4, FlowKey, FlowState, IPPROTO_TCP, flow_flags},
-    parse::{Parsed, TCP_FIN, TCP_RST, TCP_SYN},
+    parse::{ETH_HLEN, Parsed, TCP_FIN, TCP_RST, TCP_SYN, VLAN_HLEN},
     policy::{DNS_PORT, Decision},
     quick::Plain,
     record::flags,
@@ -316,13 +317,13 @@ impl HotFlow {
 
 /// Whether the full path may hand the direction of `p`'s flow to a slot after
 /// deciding `p` as `d`, and if so whether packets with payload may be
-/// absorbed too (the direction is past its head). Only a plain packet (no
-/// VLAN tag, tunnel or fragment: the fast path sees no other) of a watched
-/// flow, neither followed nor refused, not from the DNS port (answers go up
-/// whatever their flow).
+/// absorbed too (the direction is past its head). Only a plain packet (at
+/// most one VLAN tag, no tunnel or fragment: the fast path sees no other) of
+/// a watched flow, neither followed nor refused, not from the DNS port
+/// (answers go up whatever their flow).
 #[inline(always)]
 pub fn cacheable(p: &Parsed, st: &FlowState, d: &Decision) -> Option<bool> {
-    if p.vlan
+    if (p.vlan && usize::from(p.l3_off) != ETH_HLEN + VLAN_HLEN)
         || p.tunnel != 0
         || p.first_fragment
         || p.sport == DNS_PORT
@@ -372,6 +373,7 @@ mod tests {
         p.dst[..4].copy_from_slice(&q.dst);
         p.sport = q.sport;
         p.dport = q.dport;
+        p.l3_off = ETH_HLEN as u16;
         p.l3_len = q.l3_len;
         p.payload_len = q.l3_len - 20 - u32::from(q.l4_len);
         p.tcp_flags = q.tcp_flags;
@@ -648,14 +650,19 @@ mod tests {
         let mut v6 = p;
         v6.family = crate::flow::FAMILY_V6;
         assert_eq!(cacheable(&v6, &st, &over), Some(true));
+        // One VLAN tag: the fast path reads past it (`quick::plain_tagged`).
         let mut vlan = p;
         vlan.vlan = true;
+        vlan.l3_off += VLAN_HLEN as u16;
+        assert_eq!(cacheable(&vlan, &st, &over), Some(true));
+        let mut two_tags = vlan;
+        two_tags.l3_off += VLAN_HLEN as u16;
         let mut tunnelled = p;
         tunnelled.tunnel = 1;
         let mut dns = p;
         dns.proto = IPPROTO_UDP;
         dns.sport = DNS_PORT;
-        for p in [vlan, tunnelled, dns] {
+        for p in [two_tags, tunnelled, dns] {
             assert_eq!(cacheable(&p, &st, &over), None, "{p:?}");
         }
         for f in [flow_flags::FOLLOWED, flow_flags::REFUSED] {

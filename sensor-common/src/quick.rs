@@ -67,9 +67,9 @@ pub fn plain<P: PacketBytes + ?Sized>(p: &P, vxlan_port: u16) -> Option<Plain> {
 
 /// A frame read past its one VLAN tag: the same bytes from [`VLAN_HLEN`]
 /// on, so the tag's own ethertype (what it carries) sits where an untagged
-/// frame's does and [`plain`] reads the rest unchanged. Bytes 0–11 are
-/// then the MAC addresses' tail, which `plain` does not read.
-struct PastTag<'a, P: ?Sized>(&'a P);
+/// frame's does and [`plain`] and the rereads read the rest unchanged.
+/// Bytes 0–11 are then the MAC addresses' tail, which they do not read.
+pub struct PastTag<'a, P: ?Sized>(pub &'a P);
 
 impl<P: PacketBytes + ?Sized> PacketBytes for PastTag<'_, P> {
     #[inline(always)]
@@ -89,10 +89,11 @@ impl<P: PacketBytes + ?Sized> PacketBytes for PastTag<'_, P> {
 }
 
 /// [`plain`] for a frame with one 802.1Q or 802.1ad tag (a trunk, or a
-/// mirror port's feed): for the unwatched test only, as the XDP program
-/// sends anything else of a tagged frame the full way (its `HOT` slots and
-/// the plain fill know untagged offsets only). `None` for an untagged
-/// frame, two tags and anything `plain` refuses.
+/// mirror port's feed): for the unwatched test and the `HOT` slots
+/// (`hot::cacheable` takes one tag), read through [`PastTag`]; the plain
+/// fill knows untagged offsets only, so anything else of a tagged frame goes
+/// the full way. `None` for an untagged frame, two tags and anything
+/// `plain` refuses.
 #[inline(always)]
 pub fn plain_tagged<P: PacketBytes + ?Sized>(p: &P, vxlan_port: u16) -> Option<Plain> {
     let tpid: [u8; 2] = p.header(12)?;

@@ -64,7 +64,7 @@ use sensor_common::{
         DEFAULT_FLOW_ENTRIES, DEFAULT_PROBE_ENTRIES, DEFAULT_WATCH_ENTRIES, MAX_RING_CPUS,
         NO_SERVICE, RING_TEMPLATE_BYTES,
     },
-    parse::{ETH_P_IPV4, ETH_P_IPV6, PacketBytes, Parsed, TCP_ACK, TCP_SYN, parse_into},
+    parse::{ETH_P_IPV4, ETH_P_IPV6, PacketBytes, Parsed, TCP_ACK, TCP_SYN, VLAN_HLEN, parse_into},
     policy::{
         Decision, PROBE_AWAITING, client_dir, is_dns_answer, may_be_followed, probe_remaining,
         watched_packet,
@@ -332,12 +332,11 @@ impl PacketBytes for Frame<'_> {
 #[inline(always)]
 fn fast_path(ctx: &XdpContext, cfg: &Config) -> Option<Counter> {
     let frame = PlainFrame::of(ctx);
-    let Some(q) = plain(&frame, cfg.vxlan_port) else {
-        // One VLAN tag (a trunk, a mirror port's feed): the unwatched test
-        // alone, after the untagged frames' tests (they pay nothing for it).
-        let q = plain_tagged(&frame, cfg.vxlan_port)?;
-        let done = !watch_bits(q.family, &q.src, &q.dst) && plainly_unwatched(cfg, &q);
-        return done.then_some(Counter::Unwatched);
+    // One VLAN tag (a trunk, a mirror port's feed) is tried after the
+    // untagged frames' tests fail: they pay nothing for it.
+    let (q, tag) = match plain(&frame, cfg.vxlan_port) {
+        Some(q) => (q, 0),
+        None => (plain_tagged(&frame, cfg.vxlan_port)?, VLAN_HLEN),
     };
     if !watch_bits(q.family, &q.src, &q.dst) {
         return if plainly_unwatched(cfg, &q) {
@@ -346,15 +345,21 @@ fn fast_path(ctx: &XdpContext, cfg: &Config) -> Option<Counter> {
             None
         };
     }
-    hot_packet(ctx, cfg, q.family)
+    hot_packet(ctx, cfg, q.family, tag)
 }
 
-/// A watched plain packet absorbed by this CPU's slot for its direction.
+/// A watched plain packet absorbed by this CPU's slot for its direction
+/// (`tag`: the VLAN tag's bytes before its header, 0 or `VLAN_HLEN`).
 /// Its header is read again: kept from the bitmap test, the fields it needs
 /// stay live across the bitmap lookups and LLVM spills them on every path.
 #[inline(always)]
-fn hot_packet(ctx: &XdpContext, cfg: &Config, family: u8) -> Option<Counter> {
+fn hot_packet(ctx: &XdpContext, cfg: &Config, family: u8, tag: usize) -> Option<Counter> {
     let frame = PlainFrame::of(ctx);
+    // Past the VLAN tag, if any: the header where an untagged frame's is.
+    let frame = PlainFrame {
+        data: frame.data + tag,
+        end: frame.end,
+    };
     let blocked = |bucket| bit_set(&BLOCK_BITS, bucket);
     if family == FAMILY_V4 {
         let q = reread_ipv4(&frame)?;

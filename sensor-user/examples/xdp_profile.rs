@@ -1,6 +1,6 @@
 //! Runs one path of the XDP program through BPF_PROG_TEST_RUN for a while, so
 //! `perf record -a` can profile it (docs/performance.md, "Where the time
-//! goes"). Needs root: `xdp_profile unwatched|unwatched6|vlan|quic|past_budget|past_budget6|sampled|dns [SECONDS]
+//! goes"). Needs root: `xdp_profile unwatched|unwatched6|vlan|quic|past_budget|past_budget_vlan|past_budget6|sampled|dns [SECONDS]
 //! [JIT_FILE]`. With JIT_FILE it writes the program's x86 code there, for
 //! `objdump -D -b binary -mi386:x86-64` (Debian's bpftool cannot disassemble
 //! it: no libbfd), to read perf's offsets against.
@@ -32,6 +32,7 @@ fn main() {
         "quic" => (xdp_paths::unwatched_quic().build(), 0),
         "vlan" => (xdp_paths::unwatched_tcp_vlan().build(), 0),
         "past_budget" => (xdp_paths::watched(40002).build(), 64),
+        "past_budget_vlan" => (xdp_paths::watched(40002).vlan(0x8100, 10).build(), 64),
         "past_budget6" => (
             FrameBuilder::tcp("2001:db8:c::10", 40002, "2001:db8:1::2", 80)
                 .payload(vec![b'q'; 1426])
@@ -42,7 +43,7 @@ fn main() {
         "dns" => (xdp_paths::dns().build(), 0),
         other => {
             panic!(
-                "unknown path {other}: unwatched, unwatched6, vlan, quic, past_budget, past_budget6, sampled or dns"
+                "unknown path {other}: unwatched, unwatched6, vlan, quic, past_budget, past_budget_vlan, past_budget6, sampled or dns"
             )
         }
     };

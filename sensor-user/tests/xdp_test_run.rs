@@ -778,11 +778,22 @@ fn split_client_hello_is_sampled_to_its_end() {
     h.assert_outcomes(&[(Counter::SampledHead, 2), (Counter::OverBudget, 1)]);
 }
 
+/// Untagged, and with one VLAN tag (the `HOT` slots read past it too).
 #[test]
 fn sampling_stops_after_the_head_then_one_in_k() {
     if skip_without_root("sampling_stops_after_the_head_then_one_in_k") {
         return;
     }
+    for tag in [None, Some(10)] {
+        head_then_one_in_k(tag);
+    }
+}
+
+fn head_then_one_in_k(tag: Option<u16>) {
+    let frame = |b: FrameBuilder| match tag {
+        Some(vid) => b.vlan(0x8100, vid).build(),
+        None => b.build(),
+    };
     let config = Config {
         head_bytes: 3000,
         tail_every: 4,
@@ -792,12 +803,11 @@ fn sampling_stops_after_the_head_then_one_in_k() {
     let flows = h.sensor.take_flows().unwrap();
     for i in 0..10u32 {
         let body = vec![b'a' + i as u8; 1000];
-        h.run(
-            &FrameBuilder::tcp("192.0.2.10", 40000, "198.51.100.2", 80)
+        h.run(&frame(
+            FrameBuilder::tcp("192.0.2.10", 40000, "198.51.100.2", 80)
                 .seq(1 + i * 1000)
-                .payload(body)
-                .build(),
-        );
+                .payload(body),
+        ));
     }
     let recs = h.records();
     // Packets only counted read no clock: the flow's time is its last
@@ -806,14 +816,13 @@ fn sampling_stops_after_the_head_then_one_in_k() {
     let last = recs.last().unwrap();
     let d = usize::from(last.hdr.direction);
     let st = flows.get(&last.hdr.flow, 0).unwrap();
-    assert_eq!((st.last_ns, st.pkts[d]), (last.hdr.ts_ns, 8));
+    assert_eq!((st.last_ns, st.pkts[d]), (last.hdr.ts_ns, 8), "tag {tag:?}");
     // The next packet that needs a decision, a FIN, takes them in first.
-    h.run(
-        &FrameBuilder::tcp("192.0.2.10", 40000, "198.51.100.2", 80)
+    h.run(&frame(
+        FrameBuilder::tcp("192.0.2.10", 40000, "198.51.100.2", 80)
             .seq(10_001)
-            .flags(TCP_FIN | TCP_ACK)
-            .build(),
-    );
+            .flags(TCP_FIN | TCP_ACK),
+    ));
     let fin = h.records();
     assert_eq!(
         (fin.len(), fin[0].kind, fin[0].hdr.dir_pkts),
@@ -1826,8 +1835,8 @@ fn the_userspace_sampler_matches_the_kernel_byte_for_byte() {
 /// Busy flows past their head, as the kernel's per-CPU HOT slots count them
 /// without the full path (`sensor_common::hot`), against the userspace
 /// sampler, which has no such slots: every record and counter alike. Three
-/// TCP flows and a UDP one share a client and a server, so their packets
-/// contend for the same two slots; an IPv6 TCP flow beside them; runs of
+/// TCP flows (one VLAN-tagged) and a UDP one share a client and a server, so
+/// their packets contend for the same two slots; an IPv6 TCP flow beside them; runs of
 /// varying length, pure ACKs and data both ways, flows ending with FIN and
 /// RST, query-shaped then answer-shaped datagrams from the server's port 53.
 #[test]
@@ -1869,7 +1878,9 @@ fn busy_flows_are_sampled_alike_with_and_without_hot_slots() {
                             } else {
                                 FrameBuilder::tcp(server, 80, client, sport).ack(seq[flow])
                             };
-                        f.flags(TCP_ACK).build()
+                        // One flow arrives with a VLAN tag (its FIN does not).
+                        let f = f.flags(TCP_ACK);
+                        if flow == 1 { f.vlan(0x8100, 10) } else { f }.build()
                     }
                     5 => {
                         let f = if next(2) == 0 {
