@@ -171,11 +171,12 @@ fn main() {
     // Every program measured on one CPU: the null program's and the sensor's
     // numbers share it, and the sensor's per-CPU flow slots stay warm.
     pin(sensor_user::capture::sched::current_cpu());
-    let watched = |first_sport: u16| -> Vec<Vec<u8>> {
+    let flows = |path: fn(u16) -> FrameBuilder, first_sport: u16| -> Vec<Vec<u8>> {
         (first_sport..first_sport + FLOWS_PER_CASE)
-            .map(|sport| xdp_paths::watched(sport).build())
+            .map(|sport| path(sport).build())
             .collect()
     };
+    let watched = |first_sport| flows(xdp_paths::watched, first_sport);
     // One packet nobody watches, against the null program.
     let unwatched = |name, frame: FrameBuilder| Case {
         name,
@@ -221,6 +222,15 @@ fn main() {
         unwatched("unwatched_ipv4_udp_quic", xdp_paths::unwatched_quic()),
         unwatched("unwatched_ipv6_tcp", xdp_paths::unwatched_tcp6()),
         unwatched("unwatched_ipv4_tcp_vlan", xdp_paths::unwatched_tcp_vlan()),
+        Case {
+            name: "watched_past_budget_vlan",
+            frames: flows(xdp_paths::watched_vlan, 42000),
+            config: Config::default(),
+            warmup: 64,
+            target: Some(2.0),
+            ref_target: None,
+            blocking: false,
+        },
     ];
     // The same packets with blocking on.
     let blocking: Vec<Case> = cases[..3]

@@ -32,7 +32,7 @@ fn main() {
         "quic" => (xdp_paths::unwatched_quic().build(), 0),
         "vlan" => (xdp_paths::unwatched_tcp_vlan().build(), 0),
         "past_budget" => (xdp_paths::watched(40002).build(), 64),
-        "past_budget_vlan" => (xdp_paths::watched(40002).vlan(0x8100, 10).build(), 64),
+        "past_budget_vlan" => (xdp_paths::watched_vlan(40002).build(), 64),
         "past_budget6" => (
             FrameBuilder::tcp("2001:db8:c::10", 40002, "2001:db8:1::2", 80)
                 .payload(vec![b'q'; 1426])

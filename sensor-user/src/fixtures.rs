@@ -311,6 +311,11 @@ pub mod xdp_paths {
         FrameBuilder::tcp("192.0.2.10", sport, "198.51.100.2", 80).payload(vec![b'q'; 1500 - 54])
     }
 
+    /// `watched` with an 802.1Q tag (VLAN 10).
+    pub fn watched_vlan(sport: u16) -> FrameBuilder {
+        watched(sport).vlan(0x8100, 10)
+    }
+
     /// A DNS answer naming two addresses of a watched service.
     pub fn dns() -> FrameBuilder {
         FrameBuilder::udp("203.0.113.53", 53, "192.0.2.10", 33333).payload(dns_answer(

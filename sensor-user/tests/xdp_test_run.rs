@@ -1836,7 +1836,7 @@ fn the_userspace_sampler_matches_the_kernel_byte_for_byte() {
 /// without the full path (`sensor_common::hot`), against the userspace
 /// sampler, which has no such slots: every record and counter alike. Three
 /// TCP flows (one VLAN-tagged) and a UDP one share a client and a server, so
-/// their packets contend for the same two slots; an IPv6 TCP flow beside them; runs of
+/// their packets contend for the same two slots; a tagged IPv6 TCP flow beside them; runs of
 /// varying length, pure ACKs and data both ways, flows ending with FIN and
 /// RST, query-shaped then answer-shaped datagrams from the server's port 53.
 #[test]
@@ -1893,7 +1893,7 @@ fn busy_flows_are_sampled_alike_with_and_without_hot_slots() {
                         } else {
                             FrameBuilder::tcp(server6, 80, client6, 41010).ack(seq[3])
                         };
-                        f.flags(TCP_ACK).build()
+                        f.flags(TCP_ACK).vlan(0x88a8, 20).build()
                     }
                     3 => FrameBuilder::udp(client, 5000, server, 443)
                         .payload(vec![0x40; 100 + next(1100) as usize])
