@@ -189,6 +189,20 @@ impl HotFlow {
         ) && (p.family == FAMILY_V4 || self.rest == rest(s, d))
     }
 
+    /// Whether the slot holds the other direction of the packet the full
+    /// path parsed into `p`.
+    #[inline(always)]
+    pub fn holds_reverse(&self, p: &Parsed) -> bool {
+        let (s, d) = (&p.src, &p.dst);
+        self.holds(
+            p.proto,
+            &[d[0], d[1], d[2], d[3]],
+            &[s[0], s[1], s[2], s[3]],
+            p.dport,
+            p.sport,
+        ) && (p.family == FAMILY_V4 || self.rest == rest(d, s))
+    }
+
     /// The fast path: the outcome of a plain packet this slot absorbs
     /// (counted here), or `None` for one the full path must see. `rest`:
     /// an IPv6 packet's [`Rest`] (`None` for IPv4: an IPv4 slot's is zero).
@@ -492,6 +506,20 @@ mod tests {
                 (lo..=hi).contains(&absorbed),
                 "every {every}, v6 {v6}: {absorbed} absorbed, {full} not"
             );
+        }
+    }
+
+    #[test]
+    fn a_slot_knows_its_flows_other_direction() {
+        for v6 in [false, true] {
+            let (_, _, p) = packet(v6, 1000, TCP_ACK);
+            let mut slot = HotFlow::empty();
+            let st = FlowState::new(1, 0, 0);
+            slot.fill(&cfg(64), &p, &FlowKey::zeroed(), 0, &st, true, 0);
+            assert!(slot.holds_parsed(&p) && !slot.holds_reverse(&p), "v6 {v6}");
+            let mut r = p;
+            (r.src, r.dst, r.sport, r.dport) = (p.dst, p.src, p.dport, p.sport);
+            assert!(slot.holds_reverse(&r) && !slot.holds_parsed(&r), "v6 {v6}");
         }
     }
 

@@ -689,6 +689,15 @@ fn flow_packet(
         // The flow started over (policy::restart): other CPUs' slots may
         // still hold its old connection.
         bump_hot_epoch(bucket);
+        // This CPU's slot for its other direction holds the old
+        // connection's packets: counted there, they would join the new one.
+        if let Some(r) = hot_slot_reverse(p) {
+            // SAFETY: as above.
+            let r = unsafe { &mut *r };
+            if r.holds_reverse(p) {
+                r.take();
+            }
+        }
     }
     if let (Some(h), Some(payload)) = (hot, cacheable(p, st, &decision)) {
         // SAFETY: as above.
@@ -749,6 +758,17 @@ fn hot_slot(p: &Parsed) -> Option<*mut HotFlow> {
         slot_of(&v4(&p.src), &v4(&p.dst))
     } else {
         slot_of6(&p.src, &p.dst)
+    };
+    HOT.get_ptr_mut(slot)
+}
+
+/// This CPU's slot for the other direction of the packet in `p`.
+#[inline(always)]
+fn hot_slot_reverse(p: &Parsed) -> Option<*mut HotFlow> {
+    let slot = if p.family == FAMILY_V4 {
+        slot_of(&v4(&p.dst), &v4(&p.src))
+    } else {
+        slot_of6(&p.dst, &p.src)
     };
     HOT.get_ptr_mut(slot)
 }

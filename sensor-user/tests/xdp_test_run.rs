@@ -1543,6 +1543,46 @@ fn a_new_connection_on_a_busy_flows_ports_is_sampled_from_its_start() {
     assert_eq!(h.count(Counter::OverBudget), 8, "nothing more past a head");
 }
 
+/// The server's direction of a busy flow, counted by the other slot: when the
+/// client opens a new connection on the same ports, the new connection's
+/// server packets are counted from its start, not on top of the old one's
+/// that slot held (`hot_slot_reverse`; found by the `hot` fuzz target).
+#[test]
+fn a_new_connection_counts_nothing_of_the_old_ones_replies() {
+    if skip_without_root("a_new_connection_counts_nothing_of_the_old_ones_replies") {
+        return;
+    }
+    let mut h = Harness::new(Config::default());
+    let c = FrameBuilder::tcp("192.0.2.10", 40620, "198.51.100.2", 80);
+    let s = FrameBuilder::tcp("198.51.100.2", 80, "192.0.2.10", 40620);
+    for i in 0..40u32 {
+        h.run(&c.clone().seq(1 + i * 512).payload(vec![b'a'; 512]).build());
+        h.run(&s.clone().ack(1 + (i + 1) * 512).flags(TCP_ACK).build());
+    }
+    assert!(h.count(Counter::WatchedNoPayload) > 30);
+    let _ = h.records();
+    h.run(&c.clone().seq(500_000).flags(TCP_SYN).build());
+    h.run(
+        &s.clone()
+            .seq(9_000)
+            .ack(500_001)
+            .flags(TCP_SYN | TCP_ACK)
+            .build(),
+    );
+    h.run(&c.clone().seq(500_001).payload(http_get()).build());
+    h.run(
+        &s.clone()
+            .seq(9_001)
+            .flags(TCP_ACK)
+            .payload(b"HTTP/1.1 200 OK\r\n\r\n")
+            .build(),
+    );
+    let recs = h.records();
+    let reply = recs.last().unwrap();
+    assert_eq!(reply.hdr.flags & flags::FROM_CLIENT, 0);
+    assert_eq!(reply.hdr.dir_pkts, 2, "the SYN-ACK and the reply");
+}
+
 /// As above with the SYN on another CPU than the old connection's packets:
 /// the first CPU's slot, still holding that connection past its head, must
 /// not count the new connection's login (`hot::HotFlow::absorb`'s epoch) —

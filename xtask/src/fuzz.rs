@@ -22,10 +22,11 @@ use anyhow::{Context as _, bail};
 use crate::shell::{root, rustup_nightly_cargo, step};
 
 /// Every target: (name, what it reads). Kept in step with fuzz/Cargo.toml.
-pub const TARGETS: [(&str, Seeds); 19] = [
+pub const TARGETS: [(&str, Seeds); 20] = [
     ("parse", Seeds::Frames),
     ("record", Seeds::Records),
     ("reassembly", Seeds::None),
+    ("hot", Seeds::None),
     ("http", Seeds::Payloads),
     ("ftp", Seeds::Payloads),
     ("pop3", Seeds::Payloads),

@@ -8,6 +8,7 @@ pub mod dns;
 pub mod fields;
 pub mod flow;
 pub mod ftp;
+pub mod hot;
 pub mod http;
 pub mod imap;
 pub mod lines;
@@ -31,6 +32,7 @@ pub fn run(name: &str, data: &[u8]) -> bool {
         "fields" => fields::run(data),
         "flow" => flow::run(data),
         "ftp" => ftp::run(data),
+        "hot" => hot::run(data),
         "http" => http::run(data),
         "imap" => imap::run(data),
         "lines" => lines::run(data),
@@ -49,7 +51,7 @@ pub fn run(name: &str, data: &[u8]) -> bool {
 }
 
 /// Every target's name.
-pub const NAMES: [&str; 19] = [
+pub const NAMES: [&str; 20] = [
     "canary",
     "coding",
     "config",
@@ -57,6 +59,7 @@ pub const NAMES: [&str; 19] = [
     "fields",
     "flow",
     "ftp",
+    "hot",
     "http",
     "imap",
     "lines",

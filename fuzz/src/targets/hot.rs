@@ -1,0 +1,265 @@
+//! The XDP program's `HOT` slots (`sensor_common::hot`) against the full path
+//! alone: two watched flows between one client and one server (IPv4 or IPv6,
+//! TCP or UDP, tagged or not), packets either way with any flags and payload,
+//! the tail rate changed and blocked buckets set between them, run through
+//! the full path alone and through one CPU's four slots in front of it,
+//! handed over and taken back as the program does (`fast_path`,
+//! `flow_packet`, `hand_over` in sensor-ebpf). Invariants: a packet a slot
+//! absorbs is one the full path would only have counted, under the same
+//! outcome; every other packet gets the same decision; after every packet
+//! each flow's state plus what the slots hold of it is its state without
+//! them.
+
+use arbitrary::Arbitrary;
+use sensor_common::{
+    admit::is_bare_syn,
+    block::flow_bucket,
+    config::{Config, config_flags},
+    counters::Counter,
+    flow::{FAMILY_V4, FlowKey, FlowState},
+    hot::{EPOCH_SLOTS, HOT_SLOTS, HotFlow, cacheable, epoch_slot, rest, slot_of, slot_of6},
+    parse::{Parsed, TCP_ACK, parse},
+    policy::{Decision, watched_packet},
+    quick::{plain, plain_tagged, reread_ipv4, reread_ipv6},
+    tunnel::VXLAN_PORT,
+};
+use sensor_user::fixtures::FrameBuilder;
+
+#[derive(Arbitrary, Debug)]
+enum Op {
+    /// A packet of flow `second` (else the first), from the server if `reply`.
+    Packet {
+        second: bool,
+        reply: bool,
+        payload: u16,
+        tcp_flags: u8,
+        /// The payload's bytes: a TLS record's first byte (0x16) makes the
+        /// flow TLS when it is the client's first payload.
+        fill: u8,
+    },
+    TailEvery(u8),
+    /// Blocking on or off, and every bucket's block bit set or clear.
+    Block {
+        on: bool,
+        bits: bool,
+    },
+}
+
+#[derive(Arbitrary, Debug)]
+struct Input {
+    v6: bool,
+    /// The second flow is UDP.
+    udp: bool,
+    tagged: bool,
+    head: u16,
+    ops: Vec<Op>,
+}
+
+/// One CPU's slots, the restart epochs and the block bits, as the program
+/// holds them.
+struct Kernel {
+    slots: [HotFlow; HOT_SLOTS as usize],
+    epochs: Vec<u32>,
+    blocked: bool,
+}
+
+impl Kernel {
+    /// The fast path for a watched frame: its slot's outcome, or `None`.
+    fn absorb(&mut self, cfg: &Config, frame: &[u8]) -> Option<Counter> {
+        let (q, tag) = match plain(frame, cfg.vxlan_port) {
+            Some(q) => (q, 0),
+            None => (plain_tagged(frame, cfg.vxlan_port)?, 4),
+        };
+        // The program reads the header again, past the tag.
+        let f = &frame[tag..];
+        let (epochs, blocked) = (&self.epochs, self.blocked);
+        let epoch = |b| epochs[epoch_slot(b)];
+        if q.family == FAMILY_V4 {
+            let q = reread_ipv4(f)?;
+            self.slots[slot_of(&q.src, &q.dst) as usize].absorb(cfg, &q, None, epoch, |_| blocked)
+        } else {
+            let (q, s, d) = reread_ipv6(f)?;
+            let r = rest(&s, &d);
+            self.slots[slot_of6(&s, &d) as usize].absorb(cfg, &q, Some(&r), epoch, |_| blocked)
+        }
+    }
+
+    /// The slot of a packet `src -> dst` (`hot_slot` in the program).
+    fn slot_between(&mut self, family: u8, src: &[u8; 16], dst: &[u8; 16]) -> &mut HotFlow {
+        let v4 = |a: &[u8; 16]| [a[0], a[1], a[2], a[3]];
+        let i = if family == FAMILY_V4 {
+            slot_of(&v4(src), &v4(dst))
+        } else {
+            slot_of6(src, dst)
+        };
+        &mut self.slots[i as usize]
+    }
+
+    fn slot(&mut self, p: &Parsed) -> &mut HotFlow {
+        self.slot_between(p.family, &p.src, &p.dst)
+    }
+
+    /// The slot of `p`'s other direction (`hot_slot_reverse`).
+    fn slot_reverse(&mut self, p: &Parsed) -> &mut HotFlow {
+        self.slot_between(p.family, &p.dst, &p.src)
+    }
+}
+
+fn add(st: &mut FlowState, dir: u8, (bytes, pkts): (u64, u64)) {
+    st.bytes[usize::from(dir & 1)] += bytes;
+    st.pkts[usize::from(dir & 1)] += pkts;
+}
+
+/// Runs the target on one input as libFuzzer hands it over.
+pub fn run(data: &[u8]) {
+    let Ok(input) = Input::arbitrary_take_rest(arbitrary::Unstructured::new(data)) else {
+        return;
+    };
+    let (client, server) = if input.v6 {
+        ("2001:db8:c::10", "2001:db8:1::2")
+    } else {
+        ("192.0.2.10", "198.51.100.2")
+    };
+    let mut cfg = Config {
+        head_bytes: u32::from(input.head % 8192),
+        flags: config_flags::DNS | config_flags::PROBE,
+        vxlan_port: VXLAN_PORT,
+        ..Config::default()
+    };
+    let ports = [41000u16, 41001];
+    let udp = [false, input.udp];
+    // Each flow's key, client direction and state: alone, and with the slots.
+    let mut keys = [FlowKey::zeroed(); 2];
+    let mut alone = [FlowState::new(1, 0, 0); 2];
+    for i in 0..2 {
+        let frame = build(
+            (client, ports[i], server, 80),
+            udp[i],
+            (0, TCP_ACK),
+            Vec::new(),
+            input.tagged,
+        );
+        let p = parse(&frame[..]).expect("a built frame parses");
+        let (k, dir) = FlowKey::from_packet(p.family, p.proto, &p.src, p.sport, &p.dst, p.dport);
+        keys[i] = k;
+        alone[i] = FlowState::new(1, dir, 0);
+    }
+    let mut both = alone;
+    let mut k = Kernel {
+        slots: [HotFlow::empty(); HOT_SLOTS as usize],
+        epochs: vec![0; EPOCH_SLOTS],
+        blocked: false,
+    };
+    let mut seq = [[1u32; 2]; 2];
+    for (n, op) in input.ops.iter().take(2000).enumerate() {
+        let (second, reply, payload, tcp_flags, fill) = match *op {
+            Op::Packet {
+                second,
+                reply,
+                payload,
+                tcp_flags,
+                fill,
+            } => (second, reply, payload, tcp_flags, fill),
+            Op::TailEvery(e) => {
+                cfg.tail_every = u32::from(e % 9);
+                continue;
+            }
+            Op::Block { on, bits } => {
+                cfg.flags = if on {
+                    cfg.flags | config_flags::BLOCK
+                } else {
+                    cfg.flags & !config_flags::BLOCK
+                };
+                k.blocked = bits;
+                continue;
+            }
+        };
+        let x = usize::from(second);
+        let len = usize::from(payload % 1400);
+        let (src, sport, dst, dport) = if reply {
+            (server, 80, client, ports[x])
+        } else {
+            (client, ports[x], server, 80)
+        };
+        let s = &mut seq[x][usize::from(reply)];
+        let frame = build(
+            (src, sport, dst, dport),
+            udp[x],
+            (*s, tcp_flags),
+            vec![fill; len],
+            input.tagged,
+        );
+        *s = s.wrapping_add(len as u32);
+        let p = parse(&frame[..]).expect("a built frame parses");
+        let (key, dir) = FlowKey::from_packet(p.family, p.proto, &p.src, p.sport, &p.dst, p.dport);
+        assert_eq!(key, keys[x]);
+        let peek = || {
+            let at = p.payload_off as usize;
+            frame
+                .get(at..at + 5)
+                .map(|b| <[u8; 5]>::try_from(b).expect("5 bytes"))
+        };
+        let want = watched_packet(&cfg, &mut alone[x], dir, &p, peek);
+        if let Some(c) = k.absorb(&cfg, &frame) {
+            assert_eq!(want, Decision::Skip(c), "op {n}: absorbed");
+        } else {
+            // The full path: the slot's counts first, then the decision.
+            let bucket = flow_bucket(&key);
+            let epoch = k.epochs[epoch_slot(bucket)];
+            let h = k.slot(&p);
+            if h.holds_parsed(&p) {
+                add(&mut both[x], dir, h.take());
+            }
+            let got = watched_packet(&cfg, &mut both[x], dir, &p, peek);
+            assert_eq!(got, want, "op {n}: decided");
+            if is_bare_syn(&p) {
+                k.epochs[epoch_slot(bucket)] += 1;
+                let r = k.slot_reverse(&p);
+                if r.holds_reverse(&p) {
+                    r.take();
+                }
+            }
+            if let Some(payload) = cacheable(&p, &both[x], &got) {
+                let h = k.slot(&p);
+                if h.may_take_over() {
+                    if h.proto != 0 {
+                        let (old_key, old_dir) = (h.key, h.dir);
+                        let counts = h.take();
+                        if let Some(y) = keys.iter().position(|k| *k == old_key) {
+                            add(&mut both[y], old_dir, counts);
+                        }
+                    }
+                    h.fill(&cfg, &p, &key, dir, &both[x], payload, epoch);
+                }
+            }
+        }
+        // Each flow's state plus what the slots hold of it.
+        for y in 0..2 {
+            let mut st = both[y];
+            for h in k.slots.iter().filter(|h| h.proto != 0 && h.key == keys[y]) {
+                add(&mut st, h.dir, (h.bytes, u64::from(h.pkts)));
+            }
+            assert_eq!(st, alone[y], "op {n}: flow {y}");
+        }
+    }
+}
+
+/// A frame of the flow `src:sport -> dst:dport`, its TCP sequence number
+/// and flags (unused for UDP), with `payload`.
+fn build(
+    (src, sport, dst, dport): (&str, u16, &str, u16),
+    udp: bool,
+    (seq, tcp_flags): (u32, u8),
+    payload: Vec<u8>,
+    tagged: bool,
+) -> Vec<u8> {
+    let b = if udp {
+        FrameBuilder::udp(src, sport, dst, dport)
+    } else {
+        FrameBuilder::tcp(src, sport, dst, dport)
+            .seq(seq)
+            .flags(tcp_flags)
+    };
+    let b = b.payload(payload);
+    if tagged { b.vlan(0x8100, 10) } else { b }.build()
+}
