@@ -179,28 +179,32 @@ impl HotFlow {
     /// Whether the slot holds the packet the full path parsed into `p`.
     #[inline(always)]
     pub fn holds_parsed(&self, p: &Parsed) -> bool {
-        let (s, d) = (&p.src, &p.dst);
-        self.holds(
-            p.proto,
-            &[s[0], s[1], s[2], s[3]],
-            &[d[0], d[1], d[2], d[3]],
-            p.sport,
-            p.dport,
-        ) && (p.family == FAMILY_V4 || self.rest == rest(s, d))
+        self.holds_between(p, (&p.src, p.sport), (&p.dst, p.dport))
     }
 
     /// Whether the slot holds the other direction of the packet the full
     /// path parsed into `p`.
     #[inline(always)]
     pub fn holds_reverse(&self, p: &Parsed) -> bool {
-        let (s, d) = (&p.src, &p.dst);
+        self.holds_between(p, (&p.dst, p.dport), (&p.src, p.sport))
+    }
+
+    /// Whether the slot holds packets of `p`'s protocol from `src` to `dst`
+    /// (address and port each).
+    #[inline(always)]
+    fn holds_between(
+        &self,
+        p: &Parsed,
+        (s, sport): (&[u8; 16], u16),
+        (d, dport): (&[u8; 16], u16),
+    ) -> bool {
         self.holds(
             p.proto,
-            &[d[0], d[1], d[2], d[3]],
             &[s[0], s[1], s[2], s[3]],
-            p.dport,
-            p.sport,
-        ) && (p.family == FAMILY_V4 || self.rest == rest(d, s))
+            &[d[0], d[1], d[2], d[3]],
+            sport,
+            dport,
+        ) && (p.family == FAMILY_V4 || self.rest == rest(s, d))
     }
 
     /// The fast path: the outcome of a plain packet this slot absorbs

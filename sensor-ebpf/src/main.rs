@@ -754,21 +754,22 @@ fn flow_packet(
 /// This CPU's `HOT` slot for a packet's direction.
 #[inline(always)]
 fn hot_slot(p: &Parsed) -> Option<*mut HotFlow> {
-    let slot = if p.family == FAMILY_V4 {
-        slot_of(&v4(&p.src), &v4(&p.dst))
-    } else {
-        slot_of6(&p.src, &p.dst)
-    };
-    HOT.get_ptr_mut(slot)
+    hot_slot_between(p.family, &p.src, &p.dst)
 }
 
 /// This CPU's slot for the other direction of the packet in `p`.
 #[inline(always)]
 fn hot_slot_reverse(p: &Parsed) -> Option<*mut HotFlow> {
-    let slot = if p.family == FAMILY_V4 {
-        slot_of(&v4(&p.dst), &v4(&p.src))
+    hot_slot_between(p.family, &p.dst, &p.src)
+}
+
+/// This CPU's slot for packets from `src` to `dst`.
+#[inline(always)]
+fn hot_slot_between(family: u8, src: &[u8; 16], dst: &[u8; 16]) -> Option<*mut HotFlow> {
+    let slot = if family == FAMILY_V4 {
+        slot_of(&v4(src), &v4(dst))
     } else {
-        slot_of6(&p.dst, &p.src)
+        slot_of6(src, dst)
     };
     HOT.get_ptr_mut(slot)
 }

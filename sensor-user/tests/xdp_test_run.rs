@@ -137,6 +137,27 @@ fn online_cpus_if_several(why: &str) -> Option<Vec<usize>> {
     Some(cpus)
 }
 
+/// A DNS answer from :53 to the client, naming a Qobuz address.
+fn qobuz_answer() -> FrameBuilder {
+    FrameBuilder::udp("203.0.113.53", 53, "192.0.2.10", 33333).payload(dns_answer(
+        7,
+        "api.qobuz.com",
+        &[[198, 51, 100, 2]],
+        300,
+    ))
+}
+
+/// A VXLAN datagram to `port` carrying a client's request from `sport` to
+/// the watched 198.51.100.2:80.
+fn vxlan_request(port: u16, sport: u16) -> FrameBuilder {
+    let inner = FrameBuilder::tcp("192.0.2.10", sport, "198.51.100.2", 80)
+        .payload(http_get())
+        .build();
+    let mut vxlan = vec![0x08, 0, 0, 0, 0, 0, 7, 0];
+    vxlan.extend_from_slice(&inner);
+    FrameBuilder::udp("203.0.113.7", 50000, "203.0.113.8", port).payload(vxlan)
+}
+
 fn http_get() -> &'static [u8] {
     b"GET /api.json/0.2/user/login?email=a%40example.com HTTP/1.1\r\nHost: www.qobuz.com\r\n\r\n"
 }
@@ -343,11 +364,7 @@ fn the_udp_fast_path_keeps_the_full_paths_outcomes() {
             .payload(query)
             .build(),
     );
-    h.run(
-        &FrameBuilder::udp("203.0.113.53", 53, "192.0.2.10", 33333)
-            .payload(dns_answer(7, "api.qobuz.com", &[[198, 51, 100, 2]], 300))
-            .build(),
-    );
+    h.run(&qobuz_answer().build());
     // QUIC to a watched address.
     h.run(
         &FrameBuilder::udp("192.0.2.10", 40001, "198.51.100.2", 443)
@@ -355,17 +372,8 @@ fn the_udp_fast_path_keeps_the_full_paths_outcomes() {
             .build(),
     );
     // VXLAN on the configured port is looked into; on 4789 it is plain UDP.
-    let inner = FrameBuilder::tcp("192.0.2.10", 40002, "198.51.100.2", 80)
-        .payload(http_get())
-        .build();
-    let mut vxlan = vec![0x08, 0, 0, 0, 0, 0, 7, 0];
-    vxlan.extend_from_slice(&inner);
     for port in [4789, 8472] {
-        h.run(
-            &FrameBuilder::udp("203.0.113.7", 50000, "203.0.113.8", port)
-                .payload(vxlan.clone())
-                .build(),
-        );
+        h.run(&vxlan_request(port, 40002).build());
     }
     let recs = h.records();
     let kinds: Vec<_> = recs.iter().map(|r| r.kind).collect();
@@ -505,12 +513,7 @@ fn the_tagged_fast_path_keeps_the_full_paths_outcomes() {
     h.run(&tcp().ipv4_options(&[1, 1, 1, 1]).build());
     h.run(&tcp().ipv4_fragment(9, false).build());
     h.run(&good[..good.len() - 5]);
-    h.run(
-        &FrameBuilder::udp("203.0.113.53", 53, "192.0.2.10", 33333)
-            .vlan(0x8100, 10)
-            .payload(dns_answer(7, "api.qobuz.com", &[[198, 51, 100, 2]], 300))
-            .build(),
-    );
+    h.run(&qobuz_answer().vlan(0x8100, 10).build());
     h.run(
         &FrameBuilder::tcp("192.0.2.10", 40002, "203.0.113.5", 443)
             .vlan(0x8100, 10)
@@ -524,17 +527,7 @@ fn the_tagged_fast_path_keeps_the_full_paths_outcomes() {
             .payload(http_get())
             .build(),
     );
-    let inner = FrameBuilder::tcp("192.0.2.10", 40004, "198.51.100.2", 80)
-        .payload(http_get())
-        .build();
-    let mut vxlan = vec![0x08, 0, 0, 0, 0, 0, 7, 0];
-    vxlan.extend_from_slice(&inner);
-    h.run(
-        &FrameBuilder::udp("203.0.113.7", 50000, "203.0.113.8", 8472)
-            .vlan(0x8100, 10)
-            .payload(vxlan)
-            .build(),
-    );
+    h.run(&vxlan_request(8472, 40004).vlan(0x8100, 10).build());
     let recs = h.records();
     let kinds: Vec<_> = recs.iter().map(|r| r.kind).collect();
     assert_eq!(
@@ -1821,9 +1814,7 @@ fn every_shape() -> Vec<Vec<u8>> {
             .ipv6_ext(Ext6::Routing)
             .payload(http_get())
             .build(),
-        FrameBuilder::udp("203.0.113.53", 53, "192.0.2.10", 33333)
-            .payload(dns_answer(7, "api.qobuz.com", &[[198, 51, 100, 2]], 300))
-            .build(),
+        qobuz_answer().build(),
         FrameBuilder::tcp("192.0.2.10", 40006, "198.51.100.2", 443)
             .payload(tls_client_hello("api.qobuz.com", 0))
             .build(),
