@@ -1539,7 +1539,8 @@ fn a_new_connection_on_a_busy_flows_ports_is_sampled_from_its_start() {
 /// The server's direction of a busy flow, counted by the other slot: when the
 /// client opens a new connection on the same ports, the new connection's
 /// server packets are counted from its start, not on top of the old one's
-/// that slot held (`hot_slot_reverse`; found by the `hot` fuzz target).
+/// that slot held (`forget_old_connection`; found by the `hot` fuzz target),
+/// also when the old flow had left `FLOWS`.
 #[test]
 fn a_new_connection_counts_nothing_of_the_old_ones_replies() {
     if skip_without_root("a_new_connection_counts_nothing_of_the_old_ones_replies") {
@@ -1574,6 +1575,53 @@ fn a_new_connection_counts_nothing_of_the_old_ones_replies() {
     let reply = recs.last().unwrap();
     assert_eq!(reply.hdr.flags & flags::FROM_CLIENT, 0);
     assert_eq!(reply.hdr.dir_pkts, 2, "the SYN-ACK and the reply");
+
+    // The old flow evicted from FLOWS before the SYN (which then waits in
+    // SYN_PENDING): both directions' counts are the new connection's alone,
+    // as on a sensor that never saw the old one.
+    let new_connection = |h: &mut Harness| {
+        h.run(&c.clone().seq(500_000).flags(TCP_SYN).build());
+        h.run(
+            &s.clone()
+                .seq(9_000)
+                .ack(500_001)
+                .flags(TCP_SYN | TCP_ACK)
+                .build(),
+        );
+        h.run(&c.clone().seq(500_001).payload(http_get()).build());
+        h.run(
+            &s.clone()
+                .seq(9_001)
+                .flags(TCP_ACK)
+                .payload(b"HTTP/1.1 200 OK\r\n\r\n")
+                .build(),
+        );
+        let counts: Vec<(u16, u64, u64)> = h
+            .records()
+            .iter()
+            .map(|r| (r.hdr.flags, r.hdr.dir_pkts, r.hdr.dir_bytes))
+            .collect();
+        counts
+    };
+    let mut fresh = Harness::new(Config::default());
+    let want = new_connection(&mut fresh);
+    let mut h = Harness::new(Config::default());
+    let mut flows = h.sensor.take_flows().unwrap();
+    for i in 0..40u32 {
+        h.run(&c.clone().seq(1 + i * 512).payload(vec![b'a'; 512]).build());
+        h.run(&s.clone().ack(1 + (i + 1) * 512).flags(TCP_ACK).build());
+    }
+    let _ = h.records();
+    let (key, _) = FlowKey::from_packet(
+        FAMILY_V4,
+        IPPROTO_TCP,
+        &v4([192, 0, 2, 10]),
+        40620,
+        &v4([198, 51, 100, 2]),
+        80,
+    );
+    flows.remove(&key).unwrap();
+    assert_eq!(new_connection(&mut h), want);
 }
 
 /// As above with the SYN on another CPU than the old connection's packets:
