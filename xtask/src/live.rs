@@ -133,6 +133,7 @@ fn measured(lab: &Lab, running: &mut Vec<ChildGuard>) -> anyhow::Result<f64> {
         return Ok(pps);
     }
     println!("==> live: an iperf3 client hung; restarting the servers and running the round again");
+    // The old servers go first: the new ones bind their ports.
     running.clear();
     *running = servers(lab)?;
     std::thread::sleep(Duration::from_millis(500));
