@@ -183,7 +183,19 @@ pub struct FlowState {
     pub policy: u8,
     /// 71: zero.
     pub _pad: u8,
+    /// 72: which connection on this tuple the state counts: the kernel sets
+    /// it to the flow's restart epoch (`hot::epoch_slot`) when the flow starts
+    /// and when a bare SYN starts it over, so counts a `HOT` slot absorbed
+    /// for an older connection, on any CPU, are told apart and dropped
+    /// (docs/data-plane.md). Userspace leaves it 0.
+    pub conn: u32,
+    /// 76: zero.
+    pub _pad2: u32,
 }
+
+/// [`FlowState::conn`] of a flow the kernel created but has not numbered yet
+/// (its first packet's full path does).
+pub const UNNUMBERED: u32 = u32::MAX;
 
 impl FlowState {
     pub const fn new(service: u32, client_dir: u8, now_ns: u64) -> Self {
@@ -199,6 +211,8 @@ impl FlowState {
             flags: 0,
             policy: 0,
             _pad: 0,
+            conn: 0,
+            _pad2: 0,
         }
     }
 }
@@ -219,7 +233,8 @@ mod tests {
         assert_eq!(size_of::<FlowKey>(), 40);
         assert_eq!(offset_of!(FlowKey, port_a), 32);
         assert_eq!(offset_of!(FlowKey, proto), 36);
-        assert_eq!(size_of::<FlowState>(), 72);
+        assert_eq!(size_of::<FlowState>(), 80);
+        assert_eq!(offset_of!(FlowState, conn), 72);
         assert_eq!(offset_of!(FlowState, first_ns), 48);
         assert_eq!(offset_of!(FlowState, service), 64);
         assert_eq!(offset_of!(FlowState, flags), 69);

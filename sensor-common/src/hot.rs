@@ -17,7 +17,8 @@
 //! slot). That packet takes the full path, which
 //! first adds the slot's counts to the flow's `FlowState` and empties the
 //! slot, so every record carries the counts it always did and the tail falls
-//! on the same packet. Between two full-path packets the flow's counts in
+//! on the same packet. Counts a slot absorbed for an older connection on the
+//! tuple (`FlowState::conn` changed since it was filled) are dropped instead. Between two full-path packets the flow's counts in
 //! `FLOWS` lag by what the slot holds (at most [`HOT_REFRESH`] packets);
 //! nothing reads them there but the records.
 
@@ -98,8 +99,9 @@ pub struct HotFlow {
     /// 104: its bucket's restart epoch when the slot was filled (see
     /// [`absorb`](Self::absorb)).
     pub epoch: u32,
-    /// 108: zero.
-    pub _pad: u32,
+    /// 108: the flow's connection when the slot was filled
+    /// ([`FlowState::conn`]): what it absorbed goes to that connection only.
+    pub conn: u32,
 }
 
 /// The last twelve bytes of an IPv6 packet's source and destination
@@ -162,7 +164,7 @@ impl HotFlow {
             misses: 0,
             rest: [0; 6],
             epoch: 0,
-            _pad: 0,
+            conn: 0,
         }
     }
 
@@ -179,31 +181,13 @@ impl HotFlow {
     /// Whether the slot holds the packet the full path parsed into `p`.
     #[inline(always)]
     pub fn holds_parsed(&self, p: &Parsed) -> bool {
-        self.holds_between(p, (&p.src, p.sport), (&p.dst, p.dport))
-    }
-
-    /// Whether the slot holds the other direction of the packet the full
-    /// path parsed into `p`.
-    #[inline(always)]
-    pub fn holds_reverse(&self, p: &Parsed) -> bool {
-        self.holds_between(p, (&p.dst, p.dport), (&p.src, p.sport))
-    }
-
-    /// Whether the slot holds packets of `p`'s protocol from `src` to `dst`
-    /// (address and port each).
-    #[inline(always)]
-    fn holds_between(
-        &self,
-        p: &Parsed,
-        (s, sport): (&[u8; 16], u16),
-        (d, dport): (&[u8; 16], u16),
-    ) -> bool {
+        let (s, d) = (&p.src, &p.dst);
         self.holds(
             p.proto,
             &[s[0], s[1], s[2], s[3]],
             &[d[0], d[1], d[2], d[3]],
-            sport,
-            dport,
+            p.sport,
+            p.dport,
         ) && (p.family == FAMILY_V4 || self.rest == rest(s, d))
     }
 
@@ -275,6 +259,16 @@ impl HotFlow {
         counts
     }
 
+    /// As [`take`](Self::take), for the flow's connection `conn`
+    /// ([`FlowState::conn`]): nothing if the slot was filled for an older
+    /// connection on the tuple (a bare SYN started the flow over since, on
+    /// any CPU, or the flow left `FLOWS` and a new one took its key).
+    #[inline(always)]
+    pub fn take_for(&mut self, conn: u32) -> (u64, u64) {
+        let counts = self.take();
+        if self.conn == conn { counts } else { (0, 0) }
+    }
+
     /// Hands this slot the direction `dir` of the flow `key`, whose packet
     /// `p` the full path just decided (`st` updated with it): absorbing
     /// packets with payload if `payload`. `left` runs out on the packet before
@@ -323,6 +317,7 @@ impl HotFlow {
         self.misses = 0;
         self.rest = rest(&p.src, &p.dst);
         self.epoch = epoch;
+        self.conn = st.conn;
     }
 
     /// Whether the full path may give this slot to another flow: it is
@@ -410,6 +405,7 @@ mod tests {
     fn layout() {
         assert_eq!(size_of::<HotFlow>(), 112);
         assert_eq!(offset_of!(HotFlow, epoch), 104);
+        assert_eq!(offset_of!(HotFlow, conn), 108);
         assert_eq!(offset_of!(HotFlow, rest), 80);
         assert_eq!(offset_of!(HotFlow, src), 40);
         assert_eq!(offset_of!(HotFlow, left), 52);
@@ -513,18 +509,27 @@ mod tests {
         }
     }
 
+    /// Counts absorbed for one connection on a tuple go to that connection
+    /// only: a flow started over since the slot was filled gets none.
     #[test]
-    fn a_slot_knows_its_flows_other_direction() {
-        for v6 in [false, true] {
-            let (_, _, p) = packet(v6, 1000, TCP_ACK);
-            let mut slot = HotFlow::empty();
-            let st = FlowState::new(1, 0, 0);
-            slot.fill(&cfg(64), &p, &FlowKey::zeroed(), 0, &st, true, 0);
-            assert!(slot.holds_parsed(&p) && !slot.holds_reverse(&p), "v6 {v6}");
-            let mut r = p;
-            (r.src, r.dst, r.sport, r.dport) = (p.dst, p.src, p.dport, p.sport);
-            assert!(slot.holds_reverse(&r) && !slot.holds_parsed(&r), "v6 {v6}");
-        }
+    fn a_slot_gives_its_counts_to_the_connection_it_was_filled_for() {
+        let c = cfg(64);
+        let q = plain(1000, TCP_ACK);
+        let mut st = FlowState::new(1, 0, 0);
+        st.conn = 7;
+        let mut slot = HotFlow::empty();
+        let fill = |slot: &mut HotFlow, st: &FlowState| {
+            slot.fill(&c, &parsed(&q), &FlowKey::zeroed(), 0, st, true, 0);
+            for _ in 0..3 {
+                assert!(slot.absorb(&c, &q, None, |_| 0, |_| false).is_some());
+            }
+        };
+        fill(&mut slot, &st);
+        assert_eq!(slot.take_for(7), (3 * 1040, 3));
+        assert_eq!(slot.proto, 0);
+        fill(&mut slot, &st);
+        assert_eq!(slot.take_for(8), (0, 0), "a newer connection");
+        assert_eq!(slot.proto, 0, "emptied all the same");
     }
 
     #[test]

@@ -170,6 +170,8 @@ pub fn restart(st: &mut FlowState, client_dir: u8) {
     fresh.last_ns = st.last_ns;
     fresh.policy = st.policy;
     fresh.flags = flow_flags::OPENED | (st.flags & flow_flags::FOLLOWED);
+    // The kernel numbers the new connection once it has bumped the epoch.
+    fresh.conn = st.conn;
     *st = fresh;
 }
 

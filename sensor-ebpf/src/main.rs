@@ -58,7 +58,7 @@ use sensor_common::{
     },
     config::{CONFIG_VERSION, Config, config_flags},
     counters::{Counter, STATS_ENTRIES, stats_index},
-    flow::{FAMILY_V4, FlowKey, FlowState, flow_flags},
+    flow::{FAMILY_V4, FlowKey, FlowState, UNNUMBERED, flow_flags},
     hot::{EPOCH_SLOTS, HOT_SLOTS, HotFlow, cacheable, epoch_slot, rest, slot_of, slot_of6},
     maps::{
         DEFAULT_FLOW_ENTRIES, DEFAULT_PROBE_ENTRIES, DEFAULT_WATCH_ENTRIES, MAX_RING_CPUS,
@@ -162,20 +162,23 @@ fn hot_epoch(bucket: u32) -> u32 {
 /// A new connection on a tuple another CPU's slot may hold: the slots of
 /// its bucket's group filled before this go back to the full path. After
 /// the flow's state was started over, so a slot filled with this epoch read
-/// a fresh state.
+/// a fresh state. Returns the new epoch: the new connection's number
+/// (`FlowState::conn`), above any its tuple's older connections had.
 #[inline(always)]
-fn bump_hot_epoch(bucket: u32) {
+fn bump_hot_epoch(bucket: u32) -> u32 {
     // The flow's new state is written before the bump: a compiler barrier,
     // no instruction. x86 keeps stores (and loads) in order; on a weakly
     // ordered CPU a slot may, rarely, still be filled from the old state.
     core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::Release);
+    let next = hot_epoch(bucket).wrapping_add(1);
     // SAFETY: as hot_epoch; a torn race between CPUs still changes the value.
     unsafe {
         core::ptr::write_volatile(
             (&raw mut HOT_EPOCHS).cast::<u32>().add(epoch_slot(bucket)),
-            hot_epoch(bucket).wrapping_add(1),
+            next,
         );
     }
+    next
 }
 
 #[map(name = "CONFIG")]
@@ -614,11 +617,11 @@ fn watched_flow(cfg: &Config, out: &Out, s: &mut Scratch, dir: u8) -> Lookup {
             };
             // A bare SYN starts nothing yet: a SYN flood churns SYN_PENDING,
             // not FLOWS or the ring. Its tuple's old flow may have left
-            // FLOWS but not another CPU's slot.
+            // FLOWS but not a slot, on any CPU: the new flow's `conn` (the
+            // epoch after this bump) tells the old counts apart.
             if is_bare_syn(p) {
                 let _ = SYN_PENDING.insert(&s.key, &ts, 0);
                 bump_hot_epoch(flow_bucket(&s.key));
-                forget_old_connection(p);
                 return Lookup::Done(Counter::SynDeferred);
             }
             let (service, policy) = split_watch_value(value);
@@ -634,6 +637,9 @@ fn watched_flow(cfg: &Config, out: &Out, s: &mut Scratch, dir: u8) -> Lookup {
             }
             s.new_flow = FlowState::new(service, cdir, ts);
             s.new_flow.policy = policy;
+            // Numbered by its first packet's flow_packet (set here, LLVM
+            // left a helper's argument register unset: `R1 !read_ok`).
+            s.new_flow.conn = UNNUMBERED;
             if opened(p, syn_seen) {
                 s.new_flow.flags = flow_flags::OPENED;
             }
@@ -680,23 +686,27 @@ fn flow_packet(
     let bucket = flow_bucket(&s.key);
     let epoch = hot_epoch(bucket);
     core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::Acquire);
+    if st.conn == UNNUMBERED {
+        // A new flow: its group's epoch, which the bare SYN that opened it
+        // (if one was seen) has bumped, above its tuple's older connections.
+        st.conn = epoch;
+    }
     let hot = hot_slot(p);
     if let Some(h) = hot {
         // SAFETY: this CPU's slot; XDP does not nest on a CPU.
         let h = unsafe { &mut *h };
         if h.holds_parsed(p) {
-            // What the slot absorbed, before this packet is counted and decided.
-            add_counts(st, dir, h.take());
+            // What the slot absorbed, before this packet is counted and
+            // decided (none if it was the tuple's older connection's).
+            add_counts(st, dir, h.take_for(st.conn));
         }
     }
     let decision = watched_packet(cfg, st, dir, p, || frame.peek(p.payload_off as usize));
     if is_bare_syn(p) {
-        // The flow started over (policy::restart): other CPUs' slots may
-        // still hold its old connection.
-        bump_hot_epoch(bucket);
-        // This direction's slot was emptied into the state, which the
-        // restart cleared; the other's still holds the old connection's.
-        forget_old_connection(p);
+        // The flow started over (policy::restart): slots on any CPU, this
+        // one's other direction included, may still hold its old connection,
+        // whose counts the new number keeps out.
+        st.conn = bump_hot_epoch(bucket);
     }
     if let (Some(h), Some(payload)) = (hot, cacheable(p, st, &decision)) {
         // SAFETY: as above.
@@ -753,46 +763,10 @@ fn flow_packet(
 /// This CPU's `HOT` slot for a packet's direction.
 #[inline(always)]
 fn hot_slot(p: &Parsed) -> Option<*mut HotFlow> {
-    hot_slot_between(p.family, &p.src, &p.dst)
-}
-
-/// This CPU's slot for the other direction of the packet in `p`.
-#[inline(always)]
-fn hot_slot_reverse(p: &Parsed) -> Option<*mut HotFlow> {
-    hot_slot_between(p.family, &p.dst, &p.src)
-}
-
-/// A bare SYN opened a new connection on `p`'s tuple: what this CPU's slots
-/// hold of the old one, either direction, is dropped (counted there, it
-/// would join the new connection's counts when the full path next takes it).
-/// A call of its own: inlined into the `SYN_PENDING` branch, LLVM spilled a
-/// clobbered register there and the verifier refused the program; inlined
-/// after it, the verifier walked 782,000 instructions instead of 690,000.
-#[inline(never)]
-fn forget_old_connection(p: &Parsed) {
-    if let Some(h) = hot_slot(p) {
-        // SAFETY: this CPU's slot; XDP does not nest on a CPU.
-        let h = unsafe { &mut *h };
-        if h.holds_parsed(p) {
-            h.take();
-        }
-    }
-    if let Some(r) = hot_slot_reverse(p) {
-        // SAFETY: as above.
-        let r = unsafe { &mut *r };
-        if r.holds_reverse(p) {
-            r.take();
-        }
-    }
-}
-
-/// This CPU's slot for packets from `src` to `dst`.
-#[inline(always)]
-fn hot_slot_between(family: u8, src: &[u8; 16], dst: &[u8; 16]) -> Option<*mut HotFlow> {
-    let slot = if family == FAMILY_V4 {
-        slot_of(&v4(src), &v4(dst))
+    let slot = if p.family == FAMILY_V4 {
+        slot_of(&v4(&p.src), &v4(&p.dst))
     } else {
-        slot_of6(src, dst)
+        slot_of6(&p.src, &p.dst)
     };
     HOT.get_ptr_mut(slot)
 }
@@ -818,7 +792,8 @@ fn v4(a: &[u8; 16]) -> [u8; 4] {
 
 /// Gives the slot the direction `dir` of the flow in `s.key` (just decided,
 /// `st` updated), unless it holds another flow seen lately; that flow's
-/// absorbed counts go back to its `FLOWS` entry first (lost if it was evicted).
+/// absorbed counts go back to its `FLOWS` entry first (dropped if it was
+/// evicted or started over since).
 #[inline(always)]
 fn hand_over(
     cfg: &Config,
@@ -832,13 +807,16 @@ fn hand_over(
         return;
     }
     if h.proto != 0 {
-        let old_dir = h.dir;
+        let (old_dir, old_conn) = (h.dir, h.conn);
         let counts = h.take();
         if counts.1 != 0
             && let Some(old) = FLOWS.get_ptr_mut(&h.key)
         {
             // SAFETY: a live LRU entry; see FlowState for why plain stores are fine.
-            add_counts(unsafe { &mut *old }, old_dir, counts);
+            let old = unsafe { &mut *old };
+            if old.conn == old_conn {
+                add_counts(old, old_dir, counts);
+            }
         }
     }
     h.fill(cfg, &s.parsed, &s.key, dir, st, payload, epoch);

@@ -1659,7 +1659,68 @@ fn a_new_connection_is_sampled_whichever_cpu_held_its_old_flow() {
         assert_eq!(kinds, want, "evicted: {evicted}");
         assert_eq!(recs.last().unwrap().payload(), http_get());
         assert_eq!(h.count(Counter::OverBudget), 8, "nothing more past a head");
+        // The first CPU's slot held 7 of the old connection's packets: none
+        // of them is the new one's (`FlowState::conn`). Counted: the SYN
+        // that started the flow over, the login.
+        assert_eq!(
+            recs.last().unwrap().hdr.dir_pkts,
+            if evicted { 1 } else { 2 },
+            "evicted: {evicted}"
+        );
     }
+}
+
+/// A slot that holds the old connection of a flow started over on another
+/// CPU, taken over by another flow: the counts it gives back are dropped,
+/// not added to the new connection's.
+#[test]
+fn a_slot_gives_an_old_connections_counts_to_nobody() {
+    use sensor_user::capture::sched;
+    if skip_without_root("a_slot_gives_an_old_connections_counts_to_nobody") {
+        return;
+    }
+    let Some(cpus) = online_cpus_if_several("one CPU, one set of slots") else {
+        return;
+    };
+    let mut h = Harness::new(Config::default());
+    let flows = h.sensor.take_flows().unwrap();
+    let x = FrameBuilder::tcp("192.0.2.10", 40640, "198.51.100.2", 80);
+    let y = FrameBuilder::tcp("192.0.2.10", 40641, "198.51.100.2", 80);
+    let segment = |b: &FrameBuilder, i: u32| b.clone().seq(1 + i * 512).payload(vec![b'a'; 512]);
+    sched::pin(cpus[0]).unwrap();
+    // 33 of x's segments in FLOWS, the next 7 in this CPU's slot.
+    for i in 0..40 {
+        h.run(&segment(&x, i).build());
+    }
+    let (k, d) = FlowKey::from_packet(
+        FAMILY_V4,
+        IPPROTO_TCP,
+        &v4([192, 0, 2, 10]),
+        40640,
+        &v4([198, 51, 100, 2]),
+        80,
+    );
+    let in_flows = || flows.get(&k, 0).unwrap().pkts[usize::from(d)];
+    assert_eq!(in_flows(), 33);
+    sched::pin(cpus[1]).unwrap();
+    h.run(&x.clone().seq(500_000).flags(TCP_SYN).build());
+    assert_eq!(in_flows(), 1, "started over");
+    // y past its head on the first CPU: its slot is x's, missed since.
+    sched::pin(cpus[0]).unwrap();
+    for i in 0..40 {
+        h.run(&segment(&y, i).build());
+    }
+    sched::pin_to(&cpus).unwrap();
+    assert_eq!(
+        in_flows(),
+        1,
+        "x's old packets are not its new connection's"
+    );
+    h.assert_outcomes(&[
+        (Counter::SampledHead, 64),
+        (Counter::OverBudget, 16),
+        (Counter::Control, 1),
+    ]);
 }
 
 /// A bare SYN retires only the `HOT` slots whose flows share its epoch

@@ -2,13 +2,15 @@
 //! alone: two watched flows between one client and one server (IPv4 or IPv6,
 //! TCP or UDP, tagged or not), packets either way with any flags and payload,
 //! the tail rate changed and blocked buckets set between them, run through
-//! the full path alone and through one CPU's four slots in front of it,
-//! handed over and taken back as the program does (`fast_path`,
-//! `flow_packet`, `hand_over` in sensor-ebpf). Invariants: a packet a slot
-//! absorbs is one the full path would only have counted, under the same
-//! outcome; every other packet gets the same decision; after every packet
-//! each flow's state plus what the slots hold of it is its state without
-//! them.
+//! the full path alone and through two CPUs' four slots each in front of it
+//! (each direction of each flow on either CPU, as RSS steers it: a
+//! direction that moves between CPUs may see its tail samples fall a few
+//! packets off, on purpose, docs/data-plane.md), handed over and taken back as the program
+//! does (`fast_path`, `flow_packet`, `hand_over` in sensor-ebpf). Invariants:
+//! a packet a slot absorbs is one the full path would only have counted,
+//! under the same outcome; every other packet gets the same decision; after
+//! every packet each flow's state plus what the slots hold of its current
+//! connection (`FlowState::conn`) is its state without them.
 
 use arbitrary::Arbitrary;
 use sensor_common::{
@@ -51,14 +53,17 @@ struct Input {
     /// The second flow is UDP.
     udp: bool,
     tagged: bool,
+    /// Bit `2 * flow + reply`: that direction runs on the second CPU.
+    cpus: u8,
     head: u16,
     ops: Vec<Op>,
 }
 
-/// One CPU's slots, the restart epochs and the block bits, as the program
-/// holds them.
+/// Two CPUs' slots, the restart epochs and the block bits, as the program
+/// holds them, and the CPU the packet at hand runs on.
 struct Kernel {
-    slots: [HotFlow; HOT_SLOTS as usize],
+    slots: [[HotFlow; HOT_SLOTS as usize]; 2],
+    cpu: usize,
     epochs: Vec<u32>,
     blocked: bool,
 }
@@ -74,34 +79,26 @@ impl Kernel {
         let f = &frame[tag..];
         let (epochs, blocked) = (&self.epochs, self.blocked);
         let epoch = |b| epochs[epoch_slot(b)];
+        let slots = &mut self.slots[self.cpu];
         if q.family == FAMILY_V4 {
             let q = reread_ipv4(f)?;
-            self.slots[slot_of(&q.src, &q.dst) as usize].absorb(cfg, &q, None, epoch, |_| blocked)
+            slots[slot_of(&q.src, &q.dst) as usize].absorb(cfg, &q, None, epoch, |_| blocked)
         } else {
             let (q, s, d) = reread_ipv6(f)?;
             let r = rest(&s, &d);
-            self.slots[slot_of6(&s, &d) as usize].absorb(cfg, &q, Some(&r), epoch, |_| blocked)
+            slots[slot_of6(&s, &d) as usize].absorb(cfg, &q, Some(&r), epoch, |_| blocked)
         }
     }
 
-    /// The slot of a packet `src -> dst` (`hot_slot` in the program).
-    fn slot_between(&mut self, family: u8, src: &[u8; 16], dst: &[u8; 16]) -> &mut HotFlow {
-        let v4 = |a: &[u8; 16]| [a[0], a[1], a[2], a[3]];
-        let i = if family == FAMILY_V4 {
-            slot_of(&v4(src), &v4(dst))
-        } else {
-            slot_of6(src, dst)
-        };
-        &mut self.slots[i as usize]
-    }
-
+    /// This CPU's slot of the packet in `p` (`hot_slot` in the program).
     fn slot(&mut self, p: &Parsed) -> &mut HotFlow {
-        self.slot_between(p.family, &p.src, &p.dst)
-    }
-
-    /// The slot of `p`'s other direction (`hot_slot_reverse`).
-    fn slot_reverse(&mut self, p: &Parsed) -> &mut HotFlow {
-        self.slot_between(p.family, &p.dst, &p.src)
+        let v4 = |a: &[u8; 16]| [a[0], a[1], a[2], a[3]];
+        let i = if p.family == FAMILY_V4 {
+            slot_of(&v4(&p.src), &v4(&p.dst))
+        } else {
+            slot_of6(&p.src, &p.dst)
+        };
+        &mut self.slots[self.cpu][i as usize]
     }
 }
 
@@ -146,7 +143,8 @@ pub fn run(data: &[u8]) {
     }
     let mut both = alone;
     let mut k = Kernel {
-        slots: [HotFlow::empty(); HOT_SLOTS as usize],
+        slots: [[HotFlow::empty(); HOT_SLOTS as usize]; 2],
+        cpu: 0,
         epochs: vec![0; EPOCH_SLOTS],
         blocked: false,
     };
@@ -159,7 +157,11 @@ pub fn run(data: &[u8]) {
                 payload,
                 tcp_flags,
                 fill,
-            } => (second, reply, payload, tcp_flags, fill),
+            } => {
+                let bit = 2 * u8::from(second) + u8::from(reply);
+                k.cpu = usize::from(input.cpus >> bit & 1);
+                (second, reply, payload, tcp_flags, fill)
+            }
             Op::TailEvery(e) => {
                 cfg.tail_every = u32::from(e % 9);
                 continue;
@@ -208,24 +210,25 @@ pub fn run(data: &[u8]) {
             let epoch = k.epochs[epoch_slot(bucket)];
             let h = k.slot(&p);
             if h.holds_parsed(&p) {
-                add(&mut both[x], dir, h.take());
+                let counts = h.take_for(both[x].conn);
+                add(&mut both[x], dir, counts);
             }
             let got = watched_packet(&cfg, &mut both[x], dir, &p, peek);
             assert_eq!(got, want, "op {n}: decided");
             if is_bare_syn(&p) {
-                k.epochs[epoch_slot(bucket)] += 1;
-                let r = k.slot_reverse(&p);
-                if r.holds_reverse(&p) {
-                    r.take();
-                }
+                let e = &mut k.epochs[epoch_slot(bucket)];
+                *e += 1;
+                both[x].conn = *e;
             }
             if let Some(payload) = cacheable(&p, &both[x], &got) {
                 let h = k.slot(&p);
                 if h.may_take_over() {
                     if h.proto != 0 {
-                        let (old_key, old_dir) = (h.key, h.dir);
+                        let (old_key, old_dir, old_conn) = (h.key, h.dir, h.conn);
                         let counts = h.take();
-                        if let Some(y) = keys.iter().position(|k| *k == old_key) {
+                        if let Some(y) = keys.iter().position(|k| *k == old_key)
+                            && both[y].conn == old_conn
+                        {
                             add(&mut both[y], old_dir, counts);
                         }
                     }
@@ -233,12 +236,16 @@ pub fn run(data: &[u8]) {
                 }
             }
         }
-        // Each flow's state plus what the slots hold of it.
+        // Each flow's state plus what the slots, on either CPU, hold of its
+        // current connection.
         for y in 0..2 {
             let mut st = both[y];
-            for h in k.slots.iter().filter(|h| h.proto != 0 && h.key == keys[y]) {
-                add(&mut st, h.dir, (h.bytes, u64::from(h.pkts)));
+            for h in k.slots.iter().flatten() {
+                if h.proto != 0 && h.key == keys[y] && h.conn == st.conn {
+                    add(&mut st, h.dir, (h.bytes, u64::from(h.pkts)));
+                }
             }
+            st.conn = alone[y].conn;
             assert_eq!(st, alone[y], "op {n}: flow {y}");
         }
     }
