@@ -215,6 +215,19 @@ impl FlowState {
             _pad2: 0,
         }
     }
+
+    /// Adds (bytes, packets) a `HOT` slot absorbed to direction `dir`.
+    #[inline(always)]
+    pub fn add_counts(&mut self, dir: u8, (bytes, pkts): (u64, u64)) {
+        // Constant indices: no bounds-check branch that could reach a panic.
+        if dir == 0 {
+            self.bytes[0] += bytes;
+            self.pkts[0] += pkts;
+        } else {
+            self.bytes[1] += bytes;
+            self.pkts[1] += pkts;
+        }
+    }
 }
 
 #[cfg(test)]

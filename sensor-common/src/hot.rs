@@ -23,10 +23,11 @@
 //! nothing reads them there but the records.
 
 use crate::{
+    admit::is_bare_syn,
     block::flow_bucket,
     config::{Config, config_flags},
     counters::Counter,
-    flow::{FAMILY_V4, FlowKey, FlowState, IPPROTO_TCP, flow_flags},
+    flow::{FAMILY_V4, FlowKey, FlowState, IPPROTO_TCP, UNNUMBERED, flow_flags},
     parse::{ETH_HLEN, Parsed, TCP_FIN, TCP_RST, TCP_SYN, VLAN_HLEN},
     policy::{DNS_PORT, Decision},
     quick::Plain,
@@ -353,6 +354,67 @@ pub fn cacheable(p: &Parsed, st: &FlowState, d: &Decision) -> Option<bool> {
     }
 }
 
+/// What the full path does with this CPU's slot for a watched packet's
+/// direction (`slot`) around deciding the packet (`decide`), shared by the
+/// program's `flow_packet` and the `hot` fuzz target:
+/// - a flow the kernel created [`UNNUMBERED`] takes `epoch` as its
+///   connection number;
+/// - what the slot absorbed of this direction for this connection is folded
+///   into `st` first ([`HotFlow::take_for`]);
+/// - after a bare SYN (which `decide` started the flow over for), `bump`
+///   bumps the epoch group's counter and returns it: the new connection's
+///   number;
+/// - the direction goes to the slot if [`cacheable`] and the slot may be
+///   taken over; what it held of another flow goes to `give_back(key, dir,
+///   conn, counts)` first.
+///
+/// `epoch`: the group's counter as read before `st` was.
+#[inline(always)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the packet, its flow, the slot and the program's own steps"
+)]
+pub fn around_decision(
+    cfg: &Config,
+    slot: Option<&mut HotFlow>,
+    (p, key): (&Parsed, &FlowKey),
+    (st, dir): (&mut FlowState, u8),
+    epoch: u32,
+    decide: impl FnOnce(&mut FlowState) -> Decision,
+    bump: impl FnOnce() -> u32,
+    give_back: impl FnOnce(&FlowKey, u8, u32, (u64, u64)),
+) -> Decision {
+    if st.conn == UNNUMBERED {
+        // Created by this packet: the bare SYN that opened it, if one was
+        // seen, has bumped the group, above its tuple's older connections.
+        st.conn = epoch;
+    }
+    let mut slot = slot;
+    if let Some(h) = slot.as_deref_mut()
+        && h.holds_parsed(p)
+    {
+        st.add_counts(dir, h.take_for(st.conn));
+    }
+    let decision = decide(st);
+    if is_bare_syn(p) {
+        // Started over: slots on any CPU, this one's other direction
+        // included, may still hold the old connection.
+        st.conn = bump();
+    }
+    if let (Some(h), Some(payload)) = (slot, cacheable(p, st, &decision))
+        && h.may_take_over()
+    {
+        if h.proto != 0 {
+            let counts = h.take();
+            if counts.1 != 0 {
+                give_back(&h.key, h.dir, h.conn, counts);
+            }
+        }
+        h.fill(cfg, p, key, dir, st, payload, epoch);
+    }
+    decision
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -478,19 +540,18 @@ mod tests {
                     continue;
                 }
                 full += 1;
-                if slot.holds_parsed(&p) {
-                    let (b, n) = slot.take();
-                    both.bytes[0] += b;
-                    both.pkts[0] += n;
-                }
-                let got = watched_packet(&c, &mut both, 0, &p, peek);
+                let got = around_decision(
+                    &c,
+                    Some(&mut slot),
+                    (&p, &key),
+                    (&mut both, 0),
+                    0,
+                    |st| watched_packet(&c, st, 0, &p, peek),
+                    || 0,
+                    |_, _, _, _| panic!("the slot holds no other flow"),
+                );
                 assert_eq!(got, want, "packet {i}, every {every}, v6 {v6}");
                 assert_eq!(both, alone, "packet {i}, every {every}, v6 {v6}");
-                if let Some(payload) = cacheable(&p, &both, &got)
-                    && slot.may_take_over()
-                {
-                    slot.fill(&c, &p, &key, 0, &both, payload, 0);
-                }
             }
             assert_eq!(both, alone);
             assert_eq!(slot.proto, 0, "the FIN emptied the slot");

@@ -59,7 +59,7 @@ use sensor_common::{
     config::{CONFIG_VERSION, Config, config_flags},
     counters::{Counter, STATS_ENTRIES, stats_index},
     flow::{FAMILY_V4, FlowKey, FlowState, UNNUMBERED, flow_flags},
-    hot::{EPOCH_SLOTS, HOT_SLOTS, HotFlow, cacheable, epoch_slot, rest, slot_of, slot_of6},
+    hot::{EPOCH_SLOTS, HOT_SLOTS, HotFlow, around_decision, epoch_slot, rest, slot_of, slot_of6},
     maps::{
         DEFAULT_FLOW_ENTRIES, DEFAULT_PROBE_ENTRIES, DEFAULT_WATCH_ENTRIES, MAX_RING_CPUS,
         NO_SERVICE, RING_TEMPLATE_BYTES,
@@ -686,32 +686,17 @@ fn flow_packet(
     let bucket = flow_bucket(&s.key);
     let epoch = hot_epoch(bucket);
     core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::Acquire);
-    if st.conn == UNNUMBERED {
-        // A new flow: its group's epoch, which the bare SYN that opened it
-        // (if one was seen) has bumped, above its tuple's older connections.
-        st.conn = epoch;
-    }
-    let hot = hot_slot(p);
-    if let Some(h) = hot {
+    let decision = around_decision(
+        cfg,
         // SAFETY: this CPU's slot; XDP does not nest on a CPU.
-        let h = unsafe { &mut *h };
-        if h.holds_parsed(p) {
-            // What the slot absorbed, before this packet is counted and
-            // decided (none if it was the tuple's older connection's).
-            add_counts(st, dir, h.take_for(st.conn));
-        }
-    }
-    let decision = watched_packet(cfg, st, dir, p, || frame.peek(p.payload_off as usize));
-    if is_bare_syn(p) {
-        // The flow started over (policy::restart): slots on any CPU, this
-        // one's other direction included, may still hold its old connection,
-        // whose counts the new number keeps out.
-        st.conn = bump_hot_epoch(bucket);
-    }
-    if let (Some(h), Some(payload)) = (hot, cacheable(p, st, &decision)) {
-        // SAFETY: as above.
-        hand_over(cfg, unsafe { &mut *h }, s, (dir, epoch), st, payload);
-    }
+        hot_slot(p).map(|h| unsafe { &mut *h }),
+        (p, &s.key),
+        (st, dir),
+        epoch,
+        |st| watched_packet(cfg, st, dir, p, || frame.peek(p.payload_off as usize)),
+        || bump_hot_epoch(bucket),
+        give_back,
+    );
     match decision {
         Decision::Skip(c) => c,
         Decision::Record {
@@ -771,55 +756,25 @@ fn hot_slot(p: &Parsed) -> Option<*mut HotFlow> {
     HOT.get_ptr_mut(slot)
 }
 
-/// Adds a slot's absorbed (bytes, packets) to direction `dir` of a flow.
-#[inline(always)]
-fn add_counts(st: &mut FlowState, dir: u8, (bytes, pkts): (u64, u64)) {
-    // Constant indices: no bounds-check branch that could reach a panic.
-    if dir == 0 {
-        st.bytes[0] += bytes;
-        st.pkts[0] += pkts;
-    } else {
-        st.bytes[1] += bytes;
-        st.pkts[1] += pkts;
-    }
-}
-
 /// An address's first four bytes: all of an IPv4 one.
 #[inline(always)]
 fn v4(a: &[u8; 16]) -> [u8; 4] {
     [a[0], a[1], a[2], a[3]]
 }
 
-/// Gives the slot the direction `dir` of the flow in `s.key` (just decided,
-/// `st` updated), unless it holds another flow seen lately; that flow's
-/// absorbed counts go back to its `FLOWS` entry first (dropped if it was
+/// Counts a slot absorbed for another flow's direction `dir`, given back
+/// when the slot is taken over: to its `FLOWS` entry, if that is still the
+/// connection `conn` they were absorbed for (dropped if the flow was
 /// evicted or started over since).
 #[inline(always)]
-fn hand_over(
-    cfg: &Config,
-    h: &mut HotFlow,
-    s: &Scratch,
-    (dir, epoch): (u8, u32),
-    st: &FlowState,
-    payload: bool,
-) {
-    if !h.may_take_over() {
-        return;
-    }
-    if h.proto != 0 {
-        let (old_dir, old_conn) = (h.dir, h.conn);
-        let counts = h.take();
-        if counts.1 != 0
-            && let Some(old) = FLOWS.get_ptr_mut(&h.key)
-        {
-            // SAFETY: a live LRU entry; see FlowState for why plain stores are fine.
-            let old = unsafe { &mut *old };
-            if old.conn == old_conn {
-                add_counts(old, old_dir, counts);
-            }
+fn give_back(key: &FlowKey, dir: u8, conn: u32, counts: (u64, u64)) {
+    if let Some(old) = FLOWS.get_ptr_mut(key) {
+        // SAFETY: a live LRU entry; see FlowState for why plain stores are fine.
+        let old = unsafe { &mut *old };
+        if old.conn == conn {
+            old.add_counts(dir, counts);
         }
     }
-    h.fill(cfg, &s.parsed, &s.key, dir, st, payload, epoch);
 }
 
 /// Whether the new flow's client address (the endpoint `cdir` sends from) may

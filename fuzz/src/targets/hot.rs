@@ -5,8 +5,9 @@
 //! the full path alone and through two CPUs' four slots each in front of it
 //! (each direction of each flow on either CPU, as RSS steers it: a
 //! direction that moves between CPUs may see its tail samples fall a few
-//! packets off, on purpose, docs/data-plane.md), handed over and taken back as the program
-//! does (`fast_path`, `flow_packet`, `hand_over` in sensor-ebpf). Invariants:
+//! packets off, on purpose, docs/data-plane.md), handed over and taken back
+//! by the program's own steps (`hot::around_decision`, which its
+//! `flow_packet` runs; `fast_path` as `HotFlow::absorb`). Invariants:
 //! a packet a slot absorbs is one the full path would only have counted,
 //! under the same outcome; every other packet gets the same decision; after
 //! every packet each flow's state plus what the slots hold of its current
@@ -14,12 +15,13 @@
 
 use arbitrary::Arbitrary;
 use sensor_common::{
-    admit::is_bare_syn,
     block::flow_bucket,
     config::{Config, config_flags},
     counters::Counter,
     flow::{FAMILY_V4, FlowKey, FlowState},
-    hot::{EPOCH_SLOTS, HOT_SLOTS, HotFlow, cacheable, epoch_slot, rest, slot_of, slot_of6},
+    hot::{
+        EPOCH_SLOTS, HOT_SLOTS, HotFlow, around_decision, epoch_slot, rest, slot_of, slot_of6,
+    },
     parse::{Parsed, TCP_ACK, parse},
     policy::{Decision, watched_packet},
     quick::{plain, plain_tagged, reread_ipv4, reread_ipv6},
@@ -90,21 +92,17 @@ impl Kernel {
         }
     }
 
-    /// This CPU's slot of the packet in `p` (`hot_slot` in the program).
-    fn slot(&mut self, p: &Parsed) -> &mut HotFlow {
-        let v4 = |a: &[u8; 16]| [a[0], a[1], a[2], a[3]];
-        let i = if p.family == FAMILY_V4 {
-            slot_of(&v4(&p.src), &v4(&p.dst))
-        } else {
-            slot_of6(&p.src, &p.dst)
-        };
-        &mut self.slots[self.cpu][i as usize]
-    }
 }
 
-fn add(st: &mut FlowState, dir: u8, (bytes, pkts): (u64, u64)) {
-    st.bytes[usize::from(dir & 1)] += bytes;
-    st.pkts[usize::from(dir & 1)] += pkts;
+/// The slot of the packet in `p` on its CPU (`hot_slot` in the program).
+fn slot_index(p: &Parsed) -> usize {
+    let v4 = |a: &[u8; 16]| [a[0], a[1], a[2], a[3]];
+    let i = if p.family == FAMILY_V4 {
+        slot_of(&v4(&p.src), &v4(&p.dst))
+    } else {
+        slot_of6(&p.src, &p.dst)
+    };
+    i as usize
 }
 
 /// Runs the target on one input as libFuzzer hands it over.
@@ -205,35 +203,34 @@ pub fn run(data: &[u8]) {
         if let Some(c) = k.absorb(&cfg, &frame) {
             assert_eq!(want, Decision::Skip(c), "op {n}: absorbed");
         } else {
-            // The full path: the slot's counts first, then the decision.
-            let bucket = flow_bucket(&key);
-            let epoch = k.epochs[epoch_slot(bucket)];
-            let h = k.slot(&p);
-            if h.holds_parsed(&p) {
-                let counts = h.take_for(both[x].conn);
-                add(&mut both[x], dir, counts);
-            }
-            let got = watched_packet(&cfg, &mut both[x], dir, &p, peek);
+            // The full path, as the program's `flow_packet` runs it.
+            let group = epoch_slot(flow_bucket(&key));
+            let epochs = &mut k.epochs;
+            let epoch = epochs[group];
+            let slot = &mut k.slots[k.cpu][slot_index(&p)];
+            let mut given = None;
+            let got = around_decision(
+                &cfg,
+                Some(slot),
+                (&p, &key),
+                (&mut both[x], dir),
+                epoch,
+                |st| watched_packet(&cfg, st, dir, &p, peek),
+                || {
+                    epochs[group] += 1;
+                    epochs[group]
+                },
+                |k, d, conn, counts| given = Some((*k, d, conn, counts)),
+            );
             assert_eq!(got, want, "op {n}: decided");
-            if is_bare_syn(&p) {
-                let e = &mut k.epochs[epoch_slot(bucket)];
-                *e += 1;
-                both[x].conn = *e;
-            }
-            if let Some(payload) = cacheable(&p, &both[x], &got) {
-                let h = k.slot(&p);
-                if h.may_take_over() {
-                    if h.proto != 0 {
-                        let (old_key, old_dir, old_conn) = (h.key, h.dir, h.conn);
-                        let counts = h.take();
-                        if let Some(y) = keys.iter().position(|k| *k == old_key)
-                            && both[y].conn == old_conn
-                        {
-                            add(&mut both[y], old_dir, counts);
-                        }
-                    }
-                    h.fill(&cfg, &p, &key, dir, &both[x], payload, epoch);
-                }
+            // What the slot gave back, to its flow's `FLOWS` entry if that is
+            // still the connection (`give_back` in the program; applied
+            // here after the call, as the flow may be this one).
+            if let Some((old_key, old_dir, old_conn, counts)) = given
+                && let Some(y) = keys.iter().position(|k| *k == old_key)
+                && both[y].conn == old_conn
+            {
+                both[y].add_counts(old_dir, counts);
             }
         }
         // Each flow's state plus what the slots, on either CPU, hold of its
@@ -242,7 +239,7 @@ pub fn run(data: &[u8]) {
             let mut st = both[y];
             for h in k.slots.iter().flatten() {
                 if h.proto != 0 && h.key == keys[y] && h.conn == st.conn {
-                    add(&mut st, h.dir, (h.bytes, u64::from(h.pkts)));
+                    st.add_counts(h.dir, (h.bytes, u64::from(h.pkts)));
                 }
             }
             st.conn = alone[y].conn;
