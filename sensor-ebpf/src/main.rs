@@ -637,8 +637,9 @@ fn watched_flow(cfg: &Config, out: &Out, s: &mut Scratch, dir: u8) -> Lookup {
             }
             s.new_flow = FlowState::new(service, cdir, ts);
             s.new_flow.policy = policy;
-            // Numbered by its first packet's flow_packet (set here, LLVM
-            // left a helper's argument register unset: `R1 !read_ok`).
+            // Numbered by its first packet's full path (`around_decision`):
+            // the epoch read here, LLVM left a helper's argument register
+            // unset on the way to the service lookups (`R1 !read_ok`).
             s.new_flow.conn = UNNUMBERED;
             if opened(p, syn_seen) {
                 s.new_flow.flags = flow_flags::OPENED;
