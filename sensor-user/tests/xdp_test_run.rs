@@ -122,6 +122,19 @@ fn v4(a: [u8; 4]) -> [u8; 16] {
     o
 }
 
+/// The key and direction of TCP from 192.0.2.10:`sport` to 198.51.100.2:80,
+/// the tests' usual client and watched server.
+fn web_key(sport: u16) -> (FlowKey, u8) {
+    FlowKey::from_packet(
+        FAMILY_V4,
+        IPPROTO_TCP,
+        &v4([192, 0, 2, 10]),
+        sport,
+        &v4([198, 51, 100, 2]),
+        80,
+    )
+}
+
 /// The online CPUs, for a test that needs two; `None` (the test skipped,
 /// `why` said) on a single CPU.
 fn online_cpus_if_several(why: &str) -> Option<Vec<usize>> {
@@ -176,14 +189,7 @@ fn ipv4_tcp_watched_record_byte_for_byte() {
     let recs = h.records();
     assert_eq!(recs.len(), 1);
     let r = &recs[0];
-    let (key, dir) = FlowKey::from_packet(
-        FAMILY_V4,
-        IPPROTO_TCP,
-        &v4([192, 0, 2, 10]),
-        40000,
-        &v4([198, 51, 100, 2]),
-        80,
-    );
+    let (key, dir) = web_key(40000);
     let hd = &r.hdr;
     assert_eq!(hd.version, RECORD_VERSION);
     assert_eq!(r.kind, RecordKind::Sample);
@@ -1595,14 +1601,7 @@ fn a_new_connection_counts_nothing_of_the_old_ones_replies() {
     let mut h = Harness::new(Config::default());
     let mut flows = h.sensor.take_flows().unwrap();
     old_connection(&mut h);
-    let (key, _) = FlowKey::from_packet(
-        FAMILY_V4,
-        IPPROTO_TCP,
-        &v4([192, 0, 2, 10]),
-        40620,
-        &v4([198, 51, 100, 2]),
-        80,
-    );
+    let (key, _) = web_key(40620);
     flows.remove(&key).unwrap();
     assert_eq!(new_connection(&mut h), want);
 }
@@ -1637,14 +1636,7 @@ fn a_new_connection_is_sampled_whichever_cpu_held_its_old_flow() {
         assert_eq!(h.count(Counter::OverBudget), 8, "the slot holds the flow");
         let _ = h.records();
         if evicted {
-            let (key, _) = FlowKey::from_packet(
-                FAMILY_V4,
-                IPPROTO_TCP,
-                &v4([192, 0, 2, 10]),
-                40610,
-                &v4([198, 51, 100, 2]),
-                80,
-            );
+            let (key, _) = web_key(40610);
             flows.remove(&key).unwrap();
         }
         sched::pin(cpus[1]).unwrap();
@@ -1692,14 +1684,7 @@ fn a_slot_gives_an_old_connections_counts_to_nobody() {
     for i in 0..40 {
         h.run(&segment(&x, i).build());
     }
-    let (k, d) = FlowKey::from_packet(
-        FAMILY_V4,
-        IPPROTO_TCP,
-        &v4([192, 0, 2, 10]),
-        40640,
-        &v4([198, 51, 100, 2]),
-        80,
-    );
+    let (k, d) = web_key(40640);
     let in_flows = || flows.get(&k, 0).unwrap().pkts[usize::from(d)];
     assert_eq!(in_flows(), 33);
     sched::pin(cpus[1]).unwrap();
@@ -1732,11 +1717,7 @@ fn a_syn_retires_only_the_slots_of_its_epoch_group() {
     if skip_without_root("a_syn_retires_only_the_slots_of_its_epoch_group") {
         return;
     }
-    let (client, server) = ([192, 0, 2, 10], [198, 51, 100, 2]);
-    let key = |sport: u16| {
-        FlowKey::from_packet(FAMILY_V4, IPPROTO_TCP, &v4(client), sport, &v4(server), 80)
-    };
-    let group = |sport: u16| epoch_slot(flow_bucket(&key(sport).0));
+    let group = |sport: u16| epoch_slot(flow_bucket(&web_key(sport).0));
     let busy = 40630u16;
     let ports = 40631..50000;
     let other = ports.clone().find(|&p| group(p) != group(busy)).unwrap();
@@ -1750,7 +1731,7 @@ fn a_syn_retires_only_the_slots_of_its_epoch_group() {
     for i in 0..40 {
         h.run(&segment(i));
     }
-    let (k, d) = key(busy);
+    let (k, d) = web_key(busy);
     let in_flows = || flows.get(&k, 0).unwrap().pkts[usize::from(d)];
     assert_eq!(in_flows(), 33);
     let syn = |sport: u16| {
