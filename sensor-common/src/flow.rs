@@ -184,10 +184,12 @@ pub struct FlowState {
     /// 71: zero.
     pub _pad: u8,
     /// 72: which connection on this tuple the state counts: the kernel sets
-    /// it to the flow's restart epoch (`hot::epoch_slot`) when the flow starts
-    /// and when a bare SYN starts it over, so counts a `HOT` slot absorbed
-    /// for an older connection, on any CPU, are told apart and dropped
-    /// (docs/data-plane.md). Userspace leaves it 0.
+    /// it to its epoch group's `HOT_EPOCHS` counter (`hot::epoch_slot`) when
+    /// the flow starts ([`UNNUMBERED`] until its first packet's full path)
+    /// and after a bare SYN starts it over (the counter bumped), so counts a
+    /// `HOT` slot absorbed for an older connection, on any CPU, are told
+    /// apart and dropped (`hot::around_decision`, docs/data-plane.md).
+    /// Userspace leaves it 0.
     pub conn: u32,
     /// 76: zero.
     pub _pad2: u32,

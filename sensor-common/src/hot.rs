@@ -18,9 +18,10 @@
 //! first adds the slot's counts to the flow's `FlowState` and empties the
 //! slot, so every record carries the counts it always did and the tail falls
 //! on the same packet. Counts a slot absorbed for an older connection on the
-//! tuple (`FlowState::conn` changed since it was filled) are dropped instead. Between two full-path packets the flow's counts in
-//! `FLOWS` lag by what the slot holds (at most [`HOT_REFRESH`] packets);
-//! nothing reads them there but the records.
+//! tuple (`FlowState::conn` changed since it was filled) are dropped
+//! instead. Between two full-path packets the flow's counts in `FLOWS` lag
+//! by what the slot holds (at most [`HOT_REFRESH`] packets); nothing reads
+//! them there but the records.
 
 use crate::{
     admit::is_bare_syn,
