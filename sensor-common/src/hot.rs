@@ -377,7 +377,7 @@ pub fn cacheable(p: &Parsed, st: &FlowState, d: &Decision) -> Option<bool> {
 )]
 pub fn around_decision(
     cfg: &Config,
-    slot: Option<&mut HotFlow>,
+    mut slot: Option<&mut HotFlow>,
     (p, key): (&Parsed, &FlowKey),
     (st, dir): (&mut FlowState, u8),
     epoch: u32,
@@ -390,7 +390,6 @@ pub fn around_decision(
         // seen, has bumped the group, above its tuple's older connections.
         st.conn = epoch;
     }
-    let mut slot = slot;
     if let Some(h) = slot.as_deref_mut()
         && h.holds_parsed(p)
     {

@@ -1545,7 +1545,7 @@ fn a_new_connection_on_a_busy_flows_ports_is_sampled_from_its_start() {
 /// The server's direction of a busy flow, counted by the other slot: when the
 /// client opens a new connection on the same ports, the new connection's
 /// server packets are counted from its start, not on top of the old one's
-/// that slot held (`forget_old_connection`; found by the `hot` fuzz target),
+/// that slot held (`FlowState::conn`; found by the `hot` fuzz target),
 /// also when the old flow had left `FLOWS`.
 #[test]
 fn a_new_connection_counts_nothing_of_the_old_ones_replies() {

@@ -91,7 +91,6 @@ impl Kernel {
             slots[slot_of6(&s, &d) as usize].absorb(cfg, &q, Some(&r), epoch, |_| blocked)
         }
     }
-
 }
 
 /// The slot of the packet in `p` on its CPU (`hot_slot` in the program).
