@@ -22,6 +22,10 @@
 //! (see `sensor_common::block`); nothing else is ever dropped.
 #![no_std]
 #![no_main]
+// The atomic add without fetch (`bump_hot_epoch`): the BPF target's `Atomic*`
+// types offer loads and stores only.
+#![feature(core_intrinsics)]
+#![expect(internal_features, reason = "core_intrinsics, for atomic_xadd")]
 #![expect(
     clippy::needless_borrows_for_generic_args,
     reason = "map keys live in per-CPU scratch memory; by value they would be copied onto the 512-byte stack"
@@ -36,6 +40,8 @@
 )]
 
 use core::ffi::c_void;
+use core::intrinsics::{AtomicOrdering, atomic_xadd};
+use core::sync::atomic::Ordering;
 
 use aya_ebpf::{
     bindings::{BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_NO_WAKEUP, xdp_action},
@@ -140,21 +146,24 @@ static ALLOW_V6: LpmTrie<[u8; 16], u8> = LpmTrie::with_max_entries(block::DEFAUL
 /// Bare SYNs the full path has seen on watched addresses, on every CPU, per
 /// group of flow buckets (`hot::epoch_slot`): a `HOT` slot filled before
 /// the latest of its group absorbs nothing (`HotFlow::absorb`). A global,
-/// so the fast path reads it without a map lookup; bumped with a plain store
-/// (two CPUs bumping at once still change it, which is all a slot asks).
+/// so the fast path reads it without a map lookup; bumped atomically, so the
+/// connection numbers it hands out only grow. 64-bit: the `generic` BPF CPU
+/// has no 32-bit atomics; epochs and numbers are its low 32 bits.
 #[unsafe(no_mangle)]
-static mut HOT_EPOCHS: [u32; EPOCH_SLOTS] = [0; EPOCH_SLOTS];
+static mut HOT_EPOCHS: [u64; EPOCH_SLOTS] = [0; EPOCH_SLOTS];
 
 /// The restart epoch of a flow's `BLOCK_BITS` bucket.
 #[inline(always)]
 fn hot_epoch(bucket: u32) -> u32 {
     // SAFETY: epoch_slot masks the index below EPOCH_SLOTS, so the read stays
-    // inside the global (the verifier checks the same bound).
+    // inside the global (the verifier checks the same bound). The counter's
+    // low half, at its address on a little-endian target: one 32-bit load.
     unsafe {
         core::ptr::read_volatile(
             (&raw const HOT_EPOCHS)
-                .cast::<u32>()
-                .add(epoch_slot(bucket)),
+                .cast::<u64>()
+                .add(epoch_slot(bucket))
+                .cast::<u32>(),
         )
     }
 }
@@ -162,23 +171,25 @@ fn hot_epoch(bucket: u32) -> u32 {
 /// A new connection on a tuple another CPU's slot may hold: the slots of
 /// its bucket's group filled before this go back to the full path. After
 /// the flow's state was started over, so a slot filled with this epoch read
-/// a fresh state. Returns the new epoch: the new connection's number
-/// (`FlowState::conn`), above any its tuple's older connections had.
+/// a fresh state. Returns the epoch after the bump: the new connection's
+/// number (`FlowState::conn`), above any its tuple's older connections had.
 #[inline(always)]
 fn bump_hot_epoch(bucket: u32) -> u32 {
     // The flow's new state is written before the bump: a compiler barrier,
     // no instruction. x86 keeps stores (and loads) in order; on a weakly
     // ordered CPU a slot may, rarely, still be filled from the old state.
-    core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::Release);
-    let next = hot_epoch(bucket).wrapping_add(1);
-    // SAFETY: as hot_epoch; a torn race between CPUs still changes the value.
-    unsafe {
-        core::ptr::write_volatile(
-            (&raw mut HOT_EPOCHS).cast::<u32>().add(epoch_slot(bucket)),
-            next,
-        );
-    }
-    next
+    core::sync::atomic::compiler_fence(Ordering::Release);
+    // SAFETY: epoch_slot masks the index below EPOCH_SLOTS, so the pointer
+    // stays inside the global, whose elements are u64-aligned.
+    let at = unsafe { (&raw mut HOT_EPOCHS).cast::<u64>().add(epoch_slot(bucket)) };
+    // Atomic, so two CPUs bumping one group at once both count (a read and
+    // a store could lose one, or even step the counter back). Its result
+    // unused: the add without fetch (BPF_XADD) is the only atomic the
+    // `generic` CPU rustc asks bpf-linker for has, so the new value is read
+    // after it: at least this bump's, above every number handed out before.
+    // SAFETY: as above; every access to the global is volatile or atomic.
+    let _ = unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(at, 1) };
+    hot_epoch(bucket)
 }
 
 #[map(name = "CONFIG")]

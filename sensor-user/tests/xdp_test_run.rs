@@ -1752,6 +1752,55 @@ fn a_syn_retires_only_the_slots_of_its_epoch_group() {
     ]);
 }
 
+/// Bare SYNs of one epoch group on two CPUs at once: every one bumps the
+/// group's counter (an atomic add), so connection numbers only grow. With a
+/// load and a store, bumps racing on the two CPUs were lost, and the flow
+/// started after them took a number an older connection may have had.
+#[test]
+fn syns_on_two_cpus_at_once_each_bump_their_epoch_group() {
+    use sensor_user::capture::sched;
+    const CALLS: u32 = 40;
+    const REPEAT: u32 = 5_000;
+    if skip_without_root("syns_on_two_cpus_at_once_each_bump_their_epoch_group") {
+        return;
+    }
+    let Some(cpus) = online_cpus_if_several("one CPU, no race") else {
+        return;
+    };
+    let mut h = Harness::new(Config::default());
+    let flows = h.sensor.take_flows().unwrap();
+    let b = FrameBuilder::tcp("192.0.2.10", 40650, "198.51.100.2", 80);
+    let syn = b.clone().flags(TCP_SYN).build();
+    let prog = h.sensor.program().unwrap();
+    std::thread::scope(|s| {
+        for &cpu in &cpus[..2] {
+            let syn = &syn;
+            s.spawn(move || {
+                sched::pin(cpu).unwrap();
+                for _ in 0..CALLS {
+                    let opts = TestRunOptions {
+                        data_in: Some(syn),
+                        repeat: REPEAT,
+                        ..TestRunOptions::default()
+                    };
+                    let r = prog.test_run(opts).expect("BPF_PROG_TEST_RUN");
+                    assert_eq!(r.return_value, XDP_PASS);
+                }
+            });
+        }
+    });
+    let syns = 2 * u64::from(CALLS * REPEAT);
+    assert_eq!(h.count(Counter::SynDeferred), syns);
+    // The login starts the flow: numbered with its group's counter.
+    h.run(&b.clone().seq(1).payload(http_get()).build());
+    let (key, _) = web_key(40650);
+    assert_eq!(
+        u64::from(flows.get(&key, 0).unwrap().conn),
+        syns,
+        "every bump counted"
+    );
+}
+
 /// The frames of every shape above, in one sequence.
 /// `inner` carried in GRE of protocol `proto` (with `fields` after the base
 /// header, per `flags`) from 10.200.0.3 to 10.200.0.224, as a mirror feed
