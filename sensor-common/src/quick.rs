@@ -10,8 +10,9 @@
 //! accepts with the same addresses, protocol and ports, no tunnel and no
 //! fragment (checked by the tests below and the `parse` fuzz target); anything
 //! else, malformed frames included, goes the full parser's way and keeps its
-//! outcome. [`plain_tagged`] reads the same past one VLAN tag, for the
-//! unwatched test alone.
+//! outcome. [`plain_tagged`] reads the same past one VLAN tag (for the
+//! unwatched test and the `HOT` slots), [`plain_two_tags`] past two (for the
+//! unwatched test alone).
 
 use crate::{
     config::{Config, config_flags},
@@ -102,6 +103,22 @@ pub fn plain_tagged<P: PacketBytes + ?Sized>(p: &P, vxlan_port: u16) -> Option<P
         return None;
     }
     plain(&PastTag(p), vxlan_port)
+}
+
+/// [`plain`] for a frame with two VLAN tags (QinQ: a provider's trunk or a
+/// mirror of one, where every frame has them), for the unwatched test
+/// alone: anything else of such a frame goes the full way. `None` for fewer
+/// tags, more (the parser counts those `vlan_too_deep`) and anything `plain`
+/// refuses.
+#[inline(always)]
+pub fn plain_two_tags<P: PacketBytes + ?Sized>(p: &P, vxlan_port: u16) -> Option<Plain> {
+    // The outer tag's TPID and TCI, then the inner tag's TPID.
+    let h: [u8; 6] = p.header(12)?;
+    let is_tag = |tpid| tpid == ETH_P_8021Q || tpid == ETH_P_8021AD;
+    if !is_tag(u16::from_be_bytes([h[0], h[1]])) || !is_tag(u16::from_be_bytes([h[4], h[5]])) {
+        return None;
+    }
+    plain(&PastTag(&PastTag(p)), vxlan_port)
 }
 
 /// The transport header's length the full parser requires: TCP's data offset
@@ -328,7 +345,8 @@ pub fn plainly_unwatched(cfg: &Config, q: &Plain) -> bool {
 #[cfg(any(test, feature = "user"))]
 pub fn check_agreement(frame: &[u8], vxlan_port: u16) -> bool {
     let Some(q) = plain(frame, vxlan_port) else {
-        return check_tagged_agreement(frame, vxlan_port);
+        return check_tagged_agreement(frame, vxlan_port, 1)
+            || check_tagged_agreement(frame, vxlan_port, 2);
     };
     let Ok(p) = crate::parse::parse_with(frame, vxlan_port) else {
         panic!("the fast path took a frame the parser refuses");
@@ -363,11 +381,17 @@ pub fn check_agreement(frame: &[u8], vxlan_port: u16) -> bool {
     true
 }
 
-/// [`check_agreement`] for [`plain_tagged`]: what it takes, the parser reads
-/// as a tagged frame with the same addresses, protocol and ports.
+/// [`check_agreement`] for [`plain_tagged`] (`tags` 1) or [`plain_two_tags`]
+/// (2): what it takes, the parser reads as a tagged frame with the same
+/// addresses, protocol and ports.
 #[cfg(any(test, feature = "user"))]
-fn check_tagged_agreement(frame: &[u8], vxlan_port: u16) -> bool {
-    let Some(q) = plain_tagged(frame, vxlan_port) else {
+fn check_tagged_agreement(frame: &[u8], vxlan_port: u16, tags: usize) -> bool {
+    let read = if tags == 1 {
+        plain_tagged
+    } else {
+        plain_two_tags
+    };
+    let Some(q) = read(frame, vxlan_port) else {
         return false;
     };
     let Ok(p) = crate::parse::parse_with(frame, vxlan_port) else {
@@ -379,7 +403,7 @@ fn check_tagged_agreement(frame: &[u8], vxlan_port: u16) -> bool {
     );
     assert_eq!((&p.src[..4], &p.dst[..4]), (&q.src[..], &q.dst[..]));
     assert_eq!((p.sport, p.dport), (q.sport, q.dport));
-    assert_eq!(p.l3_off as usize, ETH_HLEN + VLAN_HLEN);
+    assert_eq!(p.l3_off as usize, ETH_HLEN + tags * VLAN_HLEN);
     true
 }
 
@@ -586,37 +610,63 @@ mod tests {
 
     #[test]
     fn tagged_frames_agree_with_the_parser() {
+        type Read = fn(&[u8], u16) -> Option<Plain>;
+        // One tag, and two (QinQ: 802.1ad outside, or 802.1Q twice).
+        let stacks: [&[u16]; 4] = [
+            &[ETH_P_8021Q],
+            &[ETH_P_8021AD],
+            &[ETH_P_8021AD, ETH_P_8021Q],
+            &[ETH_P_8021Q, ETH_P_8021Q],
+        ];
         for (frame, proto_at) in [(frame as fn(usize) -> _, 23), (frame6, 20)] {
-            for tpid in [ETH_P_8021Q, ETH_P_8021AD] {
+            for stack in stacks {
                 for udp_too in [false, true] {
                     let (f, n) = if udp_too {
                         udp(frame, proto_at, 100)
                     } else {
                         frame(100)
                     };
-                    let t = tagged(&f[..n], tpid);
+                    // The outer tag first: each inserted in front of the last.
+                    let t = stack
+                        .iter()
+                        .rev()
+                        .fold(f[..n].to_vec(), |t, &tpid| tagged(&t, tpid));
+                    let (read, other): (Read, Read) = if stack.len() == 1 {
+                        (plain_tagged, plain_two_tags)
+                    } else {
+                        (plain_two_tags, plain_tagged)
+                    };
                     assert_eq!(plain(&t[..], VXLAN_PORT), None, "not plain");
-                    assert_eq!(plain_tagged(&t[..], VXLAN_PORT), plain(&f[..n], VXLAN_PORT));
+                    assert_eq!(read(&t[..], VXLAN_PORT), plain(&f[..n], VXLAN_PORT));
+                    assert_eq!(other(&t[..], VXLAN_PORT), None, "{stack:x?}");
                     assert!(agrees(&t));
                     assert!(!parse_plain_into(&t[..], VXLAN_PORT, &mut stale_parsed()));
                     // Each way the untagged frame goes the full way, the
                     // tagged one does too: short, the datagram past the frame.
-                    assert_eq!(plain_tagged(&t[..t.len() - 1], VXLAN_PORT), None);
+                    assert_eq!(read(&t[..t.len() - 1], VXLAN_PORT), None);
                 }
             }
         }
-        // Two tags, an untagged frame, an unknown TPID: not taken.
+        // Three tags, an untagged frame, an unknown TPID: not taken.
         let (f, n) = frame(10);
         let two = tagged(&tagged(&f[..n], ETH_P_8021Q), ETH_P_8021AD);
-        assert_eq!(plain_tagged(&two[..], VXLAN_PORT), None);
-        assert!(!agrees(&two));
+        let three = tagged(&two, ETH_P_8021AD);
+        assert!(agrees(&two));
+        assert_eq!(plain_two_tags(&three[..], VXLAN_PORT), None);
+        assert_eq!(plain_tagged(&three[..], VXLAN_PORT), None);
+        assert!(!agrees(&three));
         assert_eq!(plain_tagged(&f[..n], VXLAN_PORT), None);
+        assert_eq!(plain_two_tags(&f[..n], VXLAN_PORT), None);
         assert_eq!(plain_tagged(&tagged(&f[..n], 0x9100)[..], VXLAN_PORT), None);
+        let odd_inner = tagged(&tagged(&f[..n], 0x9100), ETH_P_8021AD);
+        assert_eq!(plain_two_tags(&odd_inner[..], VXLAN_PORT), None);
         // A tagged frame's VXLAN goes the full way too.
         let (mut f, n) = udp(frame, 23, 10);
         f[36..38].copy_from_slice(&VXLAN_PORT.to_be_bytes());
+        let one = tagged(&f[..n], ETH_P_8021Q);
+        assert_eq!(plain_tagged(&one[..], VXLAN_PORT), None);
         assert_eq!(
-            plain_tagged(&tagged(&f[..n], ETH_P_8021Q)[..], VXLAN_PORT),
+            plain_two_tags(&tagged(&one, ETH_P_8021AD)[..], VXLAN_PORT),
             None
         );
     }

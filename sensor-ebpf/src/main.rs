@@ -75,7 +75,10 @@ use sensor_common::{
         Decision, PROBE_AWAITING, client_dir, is_dns_answer, may_be_followed, probe_remaining,
         watched_packet,
     },
-    quick::{parse_plain_into, plain, plain_tagged, plainly_unwatched, reread_ipv4, reread_ipv6},
+    quick::{
+        parse_plain_into, plain, plain_tagged, plain_two_tags, plainly_unwatched, reread_ipv4,
+        reread_ipv6,
+    },
     record::{
         RECORD_VERSION, RecordHeader, RecordKind, SMALL_SNAPLEN, SNAPLEN, UNSTAMPED, flags,
         wakes_reader,
@@ -350,7 +353,12 @@ fn fast_path(ctx: &XdpContext, cfg: &Config) -> Option<Counter> {
         // One VLAN tag (a trunk, a mirror port's feed), tried after the
         // untagged frames' tests fail: they pay nothing for it. A call site
         // of its own, so the untagged one reads at constant offsets.
-        let q = plain_tagged(&frame, cfg.vxlan_port)?;
+        let Some(q) = plain_tagged(&frame, cfg.vxlan_port) else {
+            // Two (QinQ), after that: the unwatched test only.
+            let q = plain_two_tags(&frame, cfg.vxlan_port)?;
+            let done = !watch_bits(q.family, &q.src, &q.dst) && plainly_unwatched(cfg, &q);
+            return done.then_some(Counter::Unwatched);
+        };
         if !watch_bits(q.family, &q.src, &q.dst) {
             return plainly_unwatched(cfg, &q).then_some(Counter::Unwatched);
         }

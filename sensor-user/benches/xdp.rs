@@ -222,6 +222,7 @@ fn main() {
         unwatched("unwatched_ipv4_udp_quic", xdp_paths::unwatched_quic()),
         unwatched("unwatched_ipv6_tcp", xdp_paths::unwatched_tcp6()),
         unwatched("unwatched_ipv4_tcp_vlan", xdp_paths::unwatched_tcp_vlan()),
+        unwatched("unwatched_ipv4_tcp_qinq", xdp_paths::unwatched_tcp_qinq()),
         Case {
             name: "watched_past_budget_vlan",
             frames: flows(xdp_paths::watched_vlan, 42000),

@@ -301,6 +301,12 @@ pub mod xdp_paths {
         unwatched_tcp().vlan(0x8100, 100)
     }
 
+    /// `unwatched_tcp` with two tags (QinQ: 802.1ad S-VLAN 200 outside,
+    /// 802.1Q C-VLAN 100 inside), as a provider's trunk delivers it.
+    pub fn unwatched_tcp_qinq() -> FrameBuilder {
+        unwatched_tcp().vlan(0x88a8, 200).vlan(0x8100, 100)
+    }
+
     /// A QUIC-like UDP datagram to :443 nobody watches.
     pub fn unwatched_quic() -> FrameBuilder {
         FrameBuilder::udp("203.0.113.5", 443, "192.0.2.10", 40000).payload(vec![0x40; 1200])

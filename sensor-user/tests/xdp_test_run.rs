@@ -482,10 +482,10 @@ fn vlan_and_qinq() {
     h.assert_outcomes(&[(Counter::SampledHead, 2), (Counter::VlanTooDeep, 1)]);
 }
 
-/// Frames with one VLAN tag (a trunk, a mirror port's feed) between unwatched
-/// addresses take the fast path's unwatched test (`quick::plain_tagged`);
-/// everything else of theirs, and two tags, still gets the full path's
-/// outcome.
+/// Frames with one VLAN tag (a trunk, a mirror port's feed) or two (QinQ)
+/// between unwatched addresses take the fast path's unwatched test
+/// (`quick::plain_tagged`, `quick::plain_two_tags`); everything else of
+/// theirs, and three tags, still gets the full path's outcome.
 #[test]
 fn the_tagged_fast_path_keeps_the_full_paths_outcomes() {
     if skip_without_root("the_tagged_fast_path_keeps_the_full_paths_outcomes") {
@@ -534,21 +534,49 @@ fn the_tagged_fast_path_keeps_the_full_paths_outcomes() {
             .build(),
     );
     h.run(&vxlan_request(8472, 40004).vlan(0x8100, 10).build());
+    // The same with two tags, and three.
+    let qinq = |b: FrameBuilder| b.vlan(0x88a8, 100).vlan(0x8100, 10);
+    let tcp2 =
+        || qinq(FrameBuilder::tcp("192.0.2.10", 40000, "203.0.113.5", 5555)).payload(http_get());
+    h.run(&tcp2().ipv4_options(&[1, 1, 1, 1]).build());
+    h.run(&qinq(qobuz_answer()).build());
+    h.run(
+        &qinq(FrameBuilder::tcp("192.0.2.10", 40005, "203.0.113.5", 443))
+            .flags(TCP_SYN)
+            .build(),
+    );
+    h.run(
+        &qinq(FrameBuilder::tcp("192.0.2.10", 40006, "198.51.100.2", 80))
+            .payload(http_get())
+            .build(),
+    );
+    h.run(&qinq(vxlan_request(8472, 40007)).build());
+    h.run(&tcp2().vlan(0x8100, 11).build());
     let recs = h.records();
     let kinds: Vec<_> = recs.iter().map(|r| r.kind).collect();
     assert_eq!(
         kinds,
-        [RecordKind::Dns, RecordKind::Sample, RecordKind::Sample]
+        [
+            RecordKind::Dns,
+            RecordKind::Sample,
+            RecordKind::Sample,
+            RecordKind::Dns,
+            RecordKind::Sample,
+            RecordKind::Sample
+        ]
     );
     assert_eq!(recs[1].hdr.l3_off, 18);
     assert_eq!(recs[2].src(), ("192.0.2.10".parse().unwrap(), 40004));
+    assert_eq!(recs[4].hdr.l3_off, 22);
+    assert_eq!(recs[5].src(), ("192.0.2.10".parse().unwrap(), 40007));
     h.assert_outcomes(&[
-        (Counter::Unwatched, 4),
+        (Counter::Unwatched, 5),
         (Counter::Ipv4Fragment, 1),
         (Counter::BadIpv4, 1),
-        (Counter::DnsAnswer, 1),
-        (Counter::ProbeSyn, 1),
-        (Counter::SampledHead, 2),
+        (Counter::DnsAnswer, 2),
+        (Counter::ProbeSyn, 2),
+        (Counter::SampledHead, 4),
+        (Counter::VlanTooDeep, 1),
     ]);
 }
 
