@@ -4,7 +4,7 @@
 //! (docs/performance.md, docs/ARCHITECTURE.md).
 //!
 //! A slot holds one direction of one plain IPv4 or IPv6 flow (untagged or
-//! with one VLAN tag). The full path
+//! with one or two VLAN tags). The full path
 //! hands it over after a packet it only counted (`over_budget`, `watched_no_payload`)
 //! or sampled as a tail; from then on the fast path *absorbs* that
 //! direction's packets — counted under the same outcome, their packets and
@@ -333,12 +333,13 @@ impl HotFlow {
 /// Whether the full path may hand the direction of `p`'s flow to a slot after
 /// deciding `p` as `d`, and if so whether packets with payload may be
 /// absorbed too (the direction is past its head). Only a plain packet (at
-/// most one VLAN tag, no tunnel or fragment: the fast path sees no other) of
+/// most two VLAN tags, no tunnel or fragment: the fast path sees no other) of
 /// a watched flow, neither followed nor refused, not from the DNS port
 /// (answers go up whatever their flow).
 #[inline(always)]
 pub fn cacheable(p: &Parsed, st: &FlowState, d: &Decision) -> Option<bool> {
-    if (p.vlan && usize::from(p.l3_off) != ETH_HLEN + VLAN_HLEN)
+    let l3 = usize::from(p.l3_off);
+    if (p.vlan && l3 != ETH_HLEN + VLAN_HLEN && l3 != ETH_HLEN + 2 * VLAN_HLEN)
         || p.tunnel != 0
         || p.first_fragment
         || p.sport == DNS_PORT
@@ -753,14 +754,20 @@ mod tests {
         vlan.vlan = true;
         vlan.l3_off += VLAN_HLEN as u16;
         assert_eq!(cacheable(&vlan, &st, &over), Some(true));
+        // Two (`quick::plain_two_tags`), not three, nor PPPoE behind a tag.
         let mut two_tags = vlan;
         two_tags.l3_off += VLAN_HLEN as u16;
+        assert_eq!(cacheable(&two_tags, &st, &over), Some(true));
+        let mut three_tags = two_tags;
+        three_tags.l3_off += VLAN_HLEN as u16;
+        let mut pppoe = vlan;
+        pppoe.l3_off += 8;
         let mut tunnelled = p;
         tunnelled.tunnel = 1;
         let mut dns = p;
         dns.proto = IPPROTO_UDP;
         dns.sport = DNS_PORT;
-        for p in [two_tags, tunnelled, dns] {
+        for p in [three_tags, pppoe, tunnelled, dns] {
             assert_eq!(cacheable(&p, &st, &over), None, "{p:?}");
         }
         for f in [flow_flags::FOLLOWED, flow_flags::REFUSED] {

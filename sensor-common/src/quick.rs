@@ -10,9 +10,8 @@
 //! accepts with the same addresses, protocol and ports, no tunnel and no
 //! fragment (checked by the tests below and the `parse` fuzz target); anything
 //! else, malformed frames included, goes the full parser's way and keeps its
-//! outcome. [`plain_tagged`] reads the same past one VLAN tag (for the
-//! unwatched test and the `HOT` slots), [`plain_two_tags`] past two (for the
-//! unwatched test alone).
+//! outcome. [`plain_tagged`] reads the same past one VLAN tag,
+//! [`plain_two_tags`] past two, for the unwatched test and the `HOT` slots.
 
 use crate::{
     config::{Config, config_flags},
@@ -91,7 +90,7 @@ impl<P: PacketBytes + ?Sized> PacketBytes for PastTag<'_, P> {
 
 /// [`plain`] for a frame with one 802.1Q or 802.1ad tag (a trunk, or a
 /// mirror port's feed): for the unwatched test and the `HOT` slots
-/// (`hot::cacheable` takes one tag), read through [`PastTag`]; the plain
+/// (`hot::cacheable` takes one or two tags), read through [`PastTag`]; the plain
 /// fill knows untagged offsets only, so anything else of a tagged frame goes
 /// the full way. `None` for an untagged frame, two tags and anything
 /// `plain` refuses.
@@ -106,10 +105,9 @@ pub fn plain_tagged<P: PacketBytes + ?Sized>(p: &P, vxlan_port: u16) -> Option<P
 }
 
 /// [`plain`] for a frame with two VLAN tags (QinQ: a provider's trunk or a
-/// mirror of one, where every frame has them), for the unwatched test
-/// alone: anything else of such a frame goes the full way. `None` for fewer
-/// tags, more (the parser counts those `vlan_too_deep`) and anything `plain`
-/// refuses.
+/// mirror of one, where every frame has them), as [`plain_tagged`] for one.
+/// `None` for fewer tags, more (the parser counts those `vlan_too_deep`)
+/// and anything `plain` refuses.
 #[inline(always)]
 pub fn plain_two_tags<P: PacketBytes + ?Sized>(p: &P, vxlan_port: u16) -> Option<Plain> {
     // The outer tag's TPID and TCI, then the inner tag's TPID.

@@ -5,7 +5,7 @@
 //! userspace needs, and hands it up through its CPU's ring buffer:
 //!
 //! ```text
-//! frame ─ plain IPv4/IPv6 TCP/UDP (or one VLAN tag), watch bits clear, no DNS/probe/follow/VXLAN port ── counter, PASS
+//! frame ─ plain IPv4/IPv6 TCP/UDP (or one or two VLAN tags), watch bits clear, no DNS/probe/follow/VXLAN port ── counter, PASS
 //!    ├ plain, watch bit set, this CPU's HOT slot holds its flow past its head ── counter, PASS
 //!    └ parse ─┬─ error ─────────────────────────────── counter, PASS
 //!             ├─ DNS answer (from :53) ───────────────── ring: Dns
@@ -354,10 +354,12 @@ fn fast_path(ctx: &XdpContext, cfg: &Config) -> Option<Counter> {
         // untagged frames' tests fail: they pay nothing for it. A call site
         // of its own, so the untagged one reads at constant offsets.
         let Some(q) = plain_tagged(&frame, cfg.vxlan_port) else {
-            // Two (QinQ), after that: the unwatched test only.
+            // Two (QinQ), after that.
             let q = plain_two_tags(&frame, cfg.vxlan_port)?;
-            let done = !watch_bits(q.family, &q.src, &q.dst) && plainly_unwatched(cfg, &q);
-            return done.then_some(Counter::Unwatched);
+            if !watch_bits(q.family, &q.src, &q.dst) {
+                return plainly_unwatched(cfg, &q).then_some(Counter::Unwatched);
+            }
+            return hot_packet(ctx, cfg, q.family, 2 * VLAN_HLEN);
         };
         if !watch_bits(q.family, &q.src, &q.dst) {
             return plainly_unwatched(cfg, &q).then_some(Counter::Unwatched);
@@ -375,7 +377,7 @@ fn fast_path(ctx: &XdpContext, cfg: &Config) -> Option<Counter> {
 }
 
 /// A watched plain packet absorbed by this CPU's slot for its direction
-/// (`tag`: the VLAN tag's bytes before its header, 0 or `VLAN_HLEN`).
+/// (`tag`: the VLAN tags' bytes before its header: 0, `VLAN_HLEN` or twice that).
 /// Its header is read again: kept from the bitmap test, the fields it needs
 /// stay live across the bitmap lookups and LLVM spills them on every path.
 #[inline(always)]

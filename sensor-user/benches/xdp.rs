@@ -232,6 +232,15 @@ fn main() {
             ref_target: None,
             blocking: false,
         },
+        Case {
+            name: "watched_past_budget_qinq",
+            frames: flows(xdp_paths::watched_qinq, 43000),
+            config: Config::default(),
+            warmup: 64,
+            target: Some(2.0),
+            ref_target: None,
+            blocking: false,
+        },
     ];
     // The same packets with blocking on.
     let blocking: Vec<Case> = cases[..3]

@@ -322,6 +322,11 @@ pub mod xdp_paths {
         watched(sport).vlan(0x8100, 10)
     }
 
+    /// `watched` with two tags (QinQ: S-VLAN 200, C-VLAN 10).
+    pub fn watched_qinq(sport: u16) -> FrameBuilder {
+        watched(sport).vlan(0x88a8, 200).vlan(0x8100, 10)
+    }
+
     /// A DNS answer naming two addresses of a watched service.
     pub fn dns() -> FrameBuilder {
         FrameBuilder::udp("203.0.113.53", 53, "192.0.2.10", 33333).payload(dns_answer(

@@ -805,21 +805,24 @@ fn split_client_hello_is_sampled_to_its_end() {
     h.assert_outcomes(&[(Counter::SampledHead, 2), (Counter::OverBudget, 1)]);
 }
 
-/// Untagged, and with one VLAN tag (the `HOT` slots read past it too).
+/// Untagged, with one VLAN tag and with two (the `HOT` slots read past
+/// them too).
 #[test]
 fn sampling_stops_after_the_head_then_one_in_k() {
     if skip_without_root("sampling_stops_after_the_head_then_one_in_k") {
         return;
     }
-    for tag in [None, Some(10)] {
-        head_then_one_in_k(tag);
+    for tags in [&[][..], &[(0x8100, 10)], &[(0x88a8, 200), (0x8100, 10)]] {
+        head_then_one_in_k(tags);
     }
 }
 
-fn head_then_one_in_k(tag: Option<u16>) {
-    let frame = |b: FrameBuilder| match tag {
-        Some(vid) => b.vlan(0x8100, vid).build(),
-        None => b.build(),
+/// `tags`: (TPID, VID), the outer first.
+fn head_then_one_in_k(tags: &[(u16, u16)]) {
+    let frame = |b: FrameBuilder| {
+        tags.iter()
+            .fold(b, |b, &(tpid, vid)| b.vlan(tpid, vid))
+            .build()
     };
     let config = Config {
         head_bytes: 3000,
@@ -843,7 +846,11 @@ fn head_then_one_in_k(tag: Option<u16>) {
     let last = recs.last().unwrap();
     let d = usize::from(last.hdr.direction);
     let st = flows.get(&last.hdr.flow, 0).unwrap();
-    assert_eq!((st.last_ns, st.pkts[d]), (last.hdr.ts_ns, 8), "tag {tag:?}");
+    assert_eq!(
+        (st.last_ns, st.pkts[d]),
+        (last.hdr.ts_ns, 8),
+        "tags {tags:x?}"
+    );
     // The next packet that needs a decision, a FIN, takes them in first.
     h.run(&frame(
         FrameBuilder::tcp("192.0.2.10", 40000, "198.51.100.2", 80)
