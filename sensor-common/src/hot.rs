@@ -29,7 +29,7 @@ use crate::{
     config::{Config, config_flags},
     counters::Counter,
     flow::{FAMILY_V4, FlowKey, FlowState, IPPROTO_TCP, UNNUMBERED, flow_flags},
-    parse::{ETH_HLEN, Parsed, TCP_FIN, TCP_RST, TCP_SYN, VLAN_HLEN},
+    parse::{ETH_HLEN, PPPOE_HLEN, Parsed, TCP_FIN, TCP_RST, TCP_SYN, VLAN_HLEN},
     policy::{DNS_PORT, Decision},
     quick::Plain,
     record::flags,
@@ -333,13 +333,15 @@ impl HotFlow {
 /// Whether the full path may hand the direction of `p`'s flow to a slot after
 /// deciding `p` as `d`, and if so whether packets with payload may be
 /// absorbed too (the direction is past its head). Only a plain packet (at
-/// most two VLAN tags, no tunnel or fragment: the fast path sees no other) of
+/// most two VLAN tags, or PPPoE behind at most one; no tunnel or fragment:
+/// the fast path sees no other) of
 /// a watched flow, neither followed nor refused, not from the DNS port
 /// (answers go up whatever their flow).
 #[inline(always)]
 pub fn cacheable(p: &Parsed, st: &FlowState, d: &Decision) -> Option<bool> {
-    let l3 = usize::from(p.l3_off);
-    if (p.vlan && l3 != ETH_HLEN + VLAN_HLEN && l3 != ETH_HLEN + 2 * VLAN_HLEN)
+    // The most the fast path reads past: a tag and PPPoE, or two tags
+    // (MPLS frames within it get a slot nothing reads, and lose it).
+    if usize::from(p.l3_off) > ETH_HLEN + VLAN_HLEN + PPPOE_HLEN
         || p.tunnel != 0
         || p.first_fragment
         || p.sport == DNS_PORT
@@ -754,20 +756,22 @@ mod tests {
         vlan.vlan = true;
         vlan.l3_off += VLAN_HLEN as u16;
         assert_eq!(cacheable(&vlan, &st, &over), Some(true));
-        // Two (`quick::plain_two_tags`), not three, nor PPPoE behind a tag.
+        // Two (`quick::plain_two_tags`); PPPoE behind one
+        // (`quick::plain_pppoe`), not behind two.
         let mut two_tags = vlan;
         two_tags.l3_off += VLAN_HLEN as u16;
         assert_eq!(cacheable(&two_tags, &st, &over), Some(true));
-        let mut three_tags = two_tags;
-        three_tags.l3_off += VLAN_HLEN as u16;
         let mut pppoe = vlan;
-        pppoe.l3_off += 8;
+        pppoe.l3_off += PPPOE_HLEN as u16;
+        assert_eq!(cacheable(&pppoe, &st, &over), Some(true));
+        let mut pppoe_two_tags = two_tags;
+        pppoe_two_tags.l3_off += PPPOE_HLEN as u16;
         let mut tunnelled = p;
         tunnelled.tunnel = 1;
         let mut dns = p;
         dns.proto = IPPROTO_UDP;
         dns.sport = DNS_PORT;
-        for p in [three_tags, pppoe, tunnelled, dns] {
+        for p in [pppoe_two_tags, tunnelled, dns] {
             assert_eq!(cacheable(&p, &st, &over), None, "{p:?}");
         }
         for f in [flow_flags::FOLLOWED, flow_flags::REFUSED] {

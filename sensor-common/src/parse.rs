@@ -19,8 +19,9 @@ pub const VLAN_HLEN: usize = 4;
 /// PPPoE session stage: 6-byte PPPoE header + 2-byte PPP protocol.
 pub const ETH_P_PPPOE_SESSION: u16 = 0x8864;
 pub const PPPOE_HLEN: usize = 8;
-const PPP_IPV4: u16 = 0x0021;
-const PPP_IPV6: u16 = 0x0057;
+/// PPP protocol numbers of IPv4 and IPv6.
+pub const PPP_IPV4: u16 = 0x0021;
+pub const PPP_IPV6: u16 = 0x0057;
 pub const ETH_P_MPLS_UC: u16 = 0x8847;
 pub const ETH_P_MPLS_MC: u16 = 0x8848;
 /// MPLS labels followed before giving up.

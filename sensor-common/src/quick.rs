@@ -11,12 +11,17 @@
 //! fragment (checked by the tests below and the `parse` fuzz target); anything
 //! else, malformed frames included, goes the full parser's way and keeps its
 //! outcome. [`plain_tagged`] reads the same past one VLAN tag,
-//! [`plain_two_tags`] past two, for the unwatched test and the `HOT` slots.
+//! [`plain_two_tags`] past two, [`plain_pppoe`] inside a PPPoE session (a DSL
+//! or fibre access link) behind at most one tag, for the unwatched test and
+//! the `HOT` slots.
 
 use crate::{
     config::{Config, config_flags},
     flow::{FAMILY_V4, FAMILY_V6, IPPROTO_TCP, IPPROTO_UDP},
-    parse::{ETH_HLEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IPV6, PacketBytes, Parsed, VLAN_HLEN},
+    parse::{
+        ETH_HLEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IPV4, ETH_P_IPV6, ETH_P_PPPOE_SESSION, PPP_IPV4,
+        PPP_IPV6, PPPOE_HLEN, PacketBytes, Parsed, VLAN_HLEN,
+    },
     policy::DNS_PORT,
 };
 
@@ -88,6 +93,42 @@ impl<P: PacketBytes + ?Sized> PacketBytes for PastTag<'_, P> {
     }
 }
 
+/// A PPPoE session frame read as the Ethernet frame it carries: the bytes
+/// from [`PPPOE_HLEN`] on, so the PPP protocol sits where an untagged
+/// frame's ethertype does, and is given as the ethertype it stands for
+/// (IPv4, IPv6; 0 for any other protocol, which [`plain`] then refuses, as
+/// the parser does). [`plain`] and the rereads read the rest unchanged.
+pub struct PastPppoe<'a, P: ?Sized>(pub &'a P);
+
+impl<P: PacketBytes + ?Sized> PacketBytes for PastPppoe<'_, P> {
+    #[inline(always)]
+    fn has_len(&self, len: usize) -> bool {
+        self.0.has_len(len + PPPOE_HLEN)
+    }
+
+    #[inline(always)]
+    fn has_linear(&self, len: usize) -> bool {
+        self.0.has_linear(len + PPPOE_HLEN)
+    }
+
+    #[inline(always)]
+    fn header<const N: usize>(&self, off: usize) -> Option<[u8; N]> {
+        let mut h: [u8; N] = self.0.header(off + PPPOE_HLEN)?;
+        // The readers' offsets are constants: this folds away but where a
+        // read covers the protocol.
+        if off <= 12 && off + N >= 14 {
+            let at = 12 - off;
+            let ethertype = match u16::from_be_bytes([h[at], h[at + 1]]) {
+                PPP_IPV4 => ETH_P_IPV4,
+                PPP_IPV6 => ETH_P_IPV6,
+                _ => 0,
+            };
+            [h[at], h[at + 1]] = ethertype.to_be_bytes();
+        }
+        Some(h)
+    }
+}
+
 /// [`plain`] for a frame with one 802.1Q or 802.1ad tag (a trunk, or a
 /// mirror port's feed): for the unwatched test and the `HOT` slots
 /// (`hot::cacheable` takes one or two tags), read through [`PastTag`]; the plain
@@ -117,6 +158,29 @@ pub fn plain_two_tags<P: PacketBytes + ?Sized>(p: &P, vxlan_port: u16) -> Option
         return None;
     }
     plain(&PastTag(&PastTag(p)), vxlan_port)
+}
+
+/// [`plain`] for a PPPoE session frame (a DSL or fibre access link, where
+/// every frame of the uplink is one), untagged or behind one VLAN tag (as
+/// some providers deliver it), as [`plain_tagged`] for a tag. Returns the
+/// bytes before the Ethernet header it reads as plain (8 or 12). `None` for
+/// any other frame, a PPP protocol other than IPv4 or IPv6, and anything
+/// `plain` refuses.
+#[inline(always)]
+pub fn plain_pppoe<P: PacketBytes + ?Sized>(p: &P, vxlan_port: u16) -> Option<(Plain, usize)> {
+    // The ethertype, or a tag's TPID, TCI and the ethertype behind it.
+    let h: [u8; 6] = p.header(12)?;
+    if u16::from_be_bytes([h[0], h[1]]) == ETH_P_PPPOE_SESSION {
+        return Some((plain(&PastPppoe(p), vxlan_port)?, PPPOE_HLEN));
+    }
+    let tpid = u16::from_be_bytes([h[0], h[1]]);
+    if (tpid == ETH_P_8021Q || tpid == ETH_P_8021AD)
+        && u16::from_be_bytes([h[4], h[5]]) == ETH_P_PPPOE_SESSION
+    {
+        let q = plain(&PastPppoe(&PastTag(p)), vxlan_port)?;
+        return Some((q, VLAN_HLEN + PPPOE_HLEN));
+    }
+    None
 }
 
 /// The transport header's length the full parser requires: TCP's data offset
@@ -343,8 +407,7 @@ pub fn plainly_unwatched(cfg: &Config, q: &Plain) -> bool {
 #[cfg(any(test, feature = "user"))]
 pub fn check_agreement(frame: &[u8], vxlan_port: u16) -> bool {
     let Some(q) = plain(frame, vxlan_port) else {
-        return check_tagged_agreement(frame, vxlan_port, 1)
-            || check_tagged_agreement(frame, vxlan_port, 2);
+        return check_encapsulated_agreement(frame, vxlan_port);
     };
     let Ok(p) = crate::parse::parse_with(frame, vxlan_port) else {
         panic!("the fast path took a frame the parser refuses");
@@ -379,29 +442,33 @@ pub fn check_agreement(frame: &[u8], vxlan_port: u16) -> bool {
     true
 }
 
-/// [`check_agreement`] for [`plain_tagged`] (`tags` 1) or [`plain_two_tags`]
-/// (2): what it takes, the parser reads as a tagged frame with the same
-/// addresses, protocol and ports.
+/// [`check_agreement`] for the readers past tags and PPPoE ([`plain_tagged`],
+/// [`plain_two_tags`], [`plain_pppoe`]): at most one takes a frame, and what
+/// it takes the parser reads with the same addresses, protocol and ports,
+/// its IP header where the reader's shift puts it.
 #[cfg(any(test, feature = "user"))]
-fn check_tagged_agreement(frame: &[u8], vxlan_port: u16, tags: usize) -> bool {
-    let read = if tags == 1 {
-        plain_tagged
-    } else {
-        plain_two_tags
-    };
-    let Some(q) = read(frame, vxlan_port) else {
+fn check_encapsulated_agreement(frame: &[u8], vxlan_port: u16) -> bool {
+    let mut taken = [
+        plain_tagged(frame, vxlan_port).map(|q| (q, VLAN_HLEN, true)),
+        plain_two_tags(frame, vxlan_port).map(|q| (q, 2 * VLAN_HLEN, true)),
+        plain_pppoe(frame, vxlan_port).map(|(q, shift)| (q, shift, shift != PPPOE_HLEN)),
+    ]
+    .into_iter()
+    .flatten();
+    let Some((q, shift, vlan)) = taken.next() else {
         return false;
     };
+    assert!(taken.next().is_none(), "two readers took one frame");
     let Ok(p) = crate::parse::parse_with(frame, vxlan_port) else {
-        panic!("the fast path took a tagged frame the parser refuses");
+        panic!("the fast path took an encapsulated frame the parser refuses");
     };
     assert_eq!(
         (p.vlan, p.family, p.proto, p.tunnel, p.first_fragment),
-        (true, q.family, q.proto, 0, false)
+        (vlan, q.family, q.proto, 0, false)
     );
     assert_eq!((&p.src[..4], &p.dst[..4]), (&q.src[..], &q.dst[..]));
     assert_eq!((p.sport, p.dport), (q.sport, q.dport));
-    assert_eq!(p.l3_off as usize, ETH_HLEN + tags * VLAN_HLEN);
+    assert_eq!(p.l3_off as usize, ETH_HLEN + shift);
     true
 }
 
@@ -667,6 +734,82 @@ mod tests {
             plain_two_tags(&tagged(&one, ETH_P_8021AD)[..], VXLAN_PORT),
             None
         );
+    }
+
+    /// `f` carried in a PPPoE session (PPP protocol `proto`), as an access
+    /// link delivers it: the ethertype becomes PPPoE's, its header and the
+    /// protocol follow.
+    fn pppoe(f: &[u8], proto: u16) -> Vec<u8> {
+        let mut t = f[..12].to_vec();
+        t.extend_from_slice(&ETH_P_PPPOE_SESSION.to_be_bytes());
+        t.extend_from_slice(&[0x11, 0x00, 0x12, 0x34]);
+        t.extend_from_slice(&((f.len() - ETH_HLEN + 2) as u16).to_be_bytes());
+        t.extend_from_slice(&proto.to_be_bytes());
+        t.extend_from_slice(&f[ETH_HLEN..]);
+        t
+    }
+
+    #[test]
+    fn pppoe_frames_agree_with_the_parser() {
+        for (frame, proto_at, ppp) in [
+            (frame as fn(usize) -> _, 23, PPP_IPV4),
+            (frame6, 20, PPP_IPV6),
+        ] {
+            for tag in [None, Some(ETH_P_8021Q), Some(ETH_P_8021AD)] {
+                for udp_too in [false, true] {
+                    let (f, n) = if udp_too {
+                        udp(frame, proto_at, 100)
+                    } else {
+                        frame(100)
+                    };
+                    let mut t = pppoe(&f[..n], ppp);
+                    let mut shift = PPPOE_HLEN;
+                    if let Some(tpid) = tag {
+                        t = tagged(&t, tpid);
+                        shift += VLAN_HLEN;
+                    }
+                    let want = plain(&f[..n], VXLAN_PORT).map(|q| (q, shift));
+                    assert!(want.is_some());
+                    assert_eq!(plain_pppoe(&t[..], VXLAN_PORT), want, "{tag:x?}");
+                    assert_eq!(plain(&t[..], VXLAN_PORT), None);
+                    assert_eq!(plain_tagged(&t[..], VXLAN_PORT), None);
+                    assert_eq!(plain_two_tags(&t[..], VXLAN_PORT), None);
+                    assert!(agrees(&t));
+                    assert!(!parse_plain_into(&t[..], VXLAN_PORT, &mut stale_parsed()));
+                    assert_eq!(plain_pppoe(&t[..t.len() - 1], VXLAN_PORT), None);
+                    // The other family's PPP protocol: the parser reads the
+                    // header as that family's and refuses it, as plain does.
+                    let other = if ppp == PPP_IPV4 { PPP_IPV6 } else { PPP_IPV4 };
+                    let mut wrong = pppoe(&f[..n], other);
+                    if let Some(tpid) = tag {
+                        wrong = tagged(&wrong, tpid);
+                    }
+                    assert_eq!(plain_pppoe(&wrong[..], VXLAN_PORT), None);
+                    assert!(!agrees(&wrong));
+                }
+            }
+        }
+        let (f, n) = frame(10);
+        // LCP, not IP; PPPoE discovery; behind two tags: the full way.
+        for t in [
+            pppoe(&f[..n], 0xc021),
+            {
+                let mut d = pppoe(&f[..n], PPP_IPV4);
+                d[12..14].copy_from_slice(&0x8863u16.to_be_bytes());
+                d
+            },
+            tagged(
+                &tagged(&pppoe(&f[..n], PPP_IPV4), ETH_P_8021Q),
+                ETH_P_8021AD,
+            ),
+        ] {
+            assert_eq!(plain_pppoe(&t[..], VXLAN_PORT), None);
+            assert!(!agrees(&t));
+        }
+        // VXLAN inside goes the full way too.
+        let (mut f, n) = udp(frame, 23, 10);
+        f[36..38].copy_from_slice(&VXLAN_PORT.to_be_bytes());
+        assert_eq!(plain_pppoe(&pppoe(&f[..n], PPP_IPV4)[..], VXLAN_PORT), None);
     }
 
     #[test]

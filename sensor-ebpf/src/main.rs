@@ -76,8 +76,8 @@ use sensor_common::{
         watched_packet,
     },
     quick::{
-        parse_plain_into, plain, plain_tagged, plain_two_tags, plainly_unwatched, reread_ipv4,
-        reread_ipv6,
+        parse_plain_into, plain, plain_pppoe, plain_tagged, plain_two_tags, plainly_unwatched,
+        reread_ipv4, reread_ipv6,
     },
     record::{
         RECORD_VERSION, RecordHeader, RecordKind, SMALL_SNAPLEN, SNAPLEN, UNSTAMPED, flags,
@@ -354,12 +354,17 @@ fn fast_path(ctx: &XdpContext, cfg: &Config) -> Option<Counter> {
         // untagged frames' tests fail: they pay nothing for it. A call site
         // of its own, so the untagged one reads at constant offsets.
         let Some(q) = plain_tagged(&frame, cfg.vxlan_port) else {
-            // Two (QinQ), after that.
-            let q = plain_two_tags(&frame, cfg.vxlan_port)?;
+            // Two tags (QinQ), or PPPoE (an access link) untagged or
+            // behind one, after that: one call site, whose header lies 8
+            // or 12 bytes on.
+            let (q, shift) = match plain_two_tags(&frame, cfg.vxlan_port) {
+                Some(q) => (q, 2 * VLAN_HLEN),
+                None => plain_pppoe(&frame, cfg.vxlan_port)?,
+            };
             if !watch_bits(q.family, &q.src, &q.dst) {
                 return plainly_unwatched(cfg, &q).then_some(Counter::Unwatched);
             }
-            return hot_packet(ctx, cfg, q.family, 2 * VLAN_HLEN);
+            return hot_packet(ctx, cfg, q.family, shift);
         };
         if !watch_bits(q.family, &q.src, &q.dst) {
             return plainly_unwatched(cfg, &q).then_some(Counter::Unwatched);
@@ -377,7 +382,7 @@ fn fast_path(ctx: &XdpContext, cfg: &Config) -> Option<Counter> {
 }
 
 /// A watched plain packet absorbed by this CPU's slot for its direction
-/// (`tag`: the VLAN tags' bytes before its header: 0, `VLAN_HLEN` or twice that).
+/// (`tag`: the bytes of VLAN tags and PPPoE before its header: 0 to 12).
 /// Its header is read again: kept from the bitmap test, the fields it needs
 /// stay live across the bitmap lookups and LLVM spills them on every path.
 #[inline(always)]

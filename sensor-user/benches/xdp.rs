@@ -223,6 +223,7 @@ fn main() {
         unwatched("unwatched_ipv6_tcp", xdp_paths::unwatched_tcp6()),
         unwatched("unwatched_ipv4_tcp_vlan", xdp_paths::unwatched_tcp_vlan()),
         unwatched("unwatched_ipv4_tcp_qinq", xdp_paths::unwatched_tcp_qinq()),
+        unwatched("unwatched_ipv4_tcp_pppoe", xdp_paths::unwatched_tcp_pppoe()),
         Case {
             name: "watched_past_budget_vlan",
             frames: flows(xdp_paths::watched_vlan, 42000),
@@ -235,6 +236,15 @@ fn main() {
         Case {
             name: "watched_past_budget_qinq",
             frames: flows(xdp_paths::watched_qinq, 43000),
+            config: Config::default(),
+            warmup: 64,
+            target: Some(2.0),
+            ref_target: None,
+            blocking: false,
+        },
+        Case {
+            name: "watched_past_budget_pppoe",
+            frames: flows(xdp_paths::watched_pppoe, 44000),
             config: Config::default(),
             warmup: 64,
             target: Some(2.0),

@@ -1,6 +1,6 @@
 //! Runs one path of the XDP program through BPF_PROG_TEST_RUN for a while, so
 //! `perf record -a` can profile it (docs/performance.md, "Where the time
-//! goes"). Needs root: `xdp_profile unwatched|unwatched6|vlan|qinq|quic|past_budget|past_budget_vlan|past_budget_qinq|past_budget6|sampled|dns [SECONDS]
+//! goes"). Needs root: `xdp_profile unwatched|unwatched6|vlan|qinq|pppoe|quic|past_budget|past_budget_vlan|past_budget_qinq|past_budget_pppoe|past_budget6|sampled|dns [SECONDS]
 //! [JIT_FILE]`. With JIT_FILE it writes the program's x86 code there, for
 //! `objdump -D -b binary -mi386:x86-64` (Debian's bpftool cannot disassemble
 //! it: no libbfd), to read perf's offsets against.
@@ -32,9 +32,11 @@ fn main() {
         "quic" => (xdp_paths::unwatched_quic().build(), 0),
         "vlan" => (xdp_paths::unwatched_tcp_vlan().build(), 0),
         "qinq" => (xdp_paths::unwatched_tcp_qinq().build(), 0),
+        "pppoe" => (xdp_paths::unwatched_tcp_pppoe().build(), 0),
         "past_budget" => (xdp_paths::watched(40002).build(), 64),
         "past_budget_vlan" => (xdp_paths::watched_vlan(40002).build(), 64),
         "past_budget_qinq" => (xdp_paths::watched_qinq(40002).build(), 64),
+        "past_budget_pppoe" => (xdp_paths::watched_pppoe(40002).build(), 64),
         "past_budget6" => (
             FrameBuilder::tcp("2001:db8:c::10", 40002, "2001:db8:1::2", 80)
                 .payload(vec![b'q'; 1426])

@@ -307,6 +307,12 @@ pub mod xdp_paths {
         unwatched_tcp().vlan(0x88a8, 200).vlan(0x8100, 100)
     }
 
+    /// `unwatched_tcp` in a PPPoE session, as a DSL or fibre uplink
+    /// delivers it.
+    pub fn unwatched_tcp_pppoe() -> FrameBuilder {
+        unwatched_tcp().pppoe()
+    }
+
     /// A QUIC-like UDP datagram to :443 nobody watches.
     pub fn unwatched_quic() -> FrameBuilder {
         FrameBuilder::udp("203.0.113.5", 443, "192.0.2.10", 40000).payload(vec![0x40; 1200])
@@ -325,6 +331,11 @@ pub mod xdp_paths {
     /// `watched` with two tags (QinQ: S-VLAN 200, C-VLAN 10).
     pub fn watched_qinq(sport: u16) -> FrameBuilder {
         watched(sport).vlan(0x88a8, 200).vlan(0x8100, 10)
+    }
+
+    /// `watched` in a PPPoE session.
+    pub fn watched_pppoe(sport: u16) -> FrameBuilder {
+        watched(sport).pppoe()
     }
 
     /// A DNS answer naming two addresses of a watched service.

@@ -482,10 +482,11 @@ fn vlan_and_qinq() {
     h.assert_outcomes(&[(Counter::SampledHead, 2), (Counter::VlanTooDeep, 1)]);
 }
 
-/// Frames with one VLAN tag (a trunk, a mirror port's feed) or two (QinQ)
-/// between unwatched addresses take the fast path's unwatched test
-/// (`quick::plain_tagged`, `quick::plain_two_tags`); everything else of
-/// theirs, and three tags, still gets the full path's outcome.
+/// Frames with one VLAN tag (a trunk, a mirror port's feed), two (QinQ) or
+/// PPPoE (an access link) between unwatched addresses take the fast path's
+/// unwatched test (`quick::plain_tagged`, `quick::plain_two_tags`,
+/// `quick::plain_pppoe`); everything else of theirs, and three tags, still
+/// gets the full path's outcome.
 #[test]
 fn the_tagged_fast_path_keeps_the_full_paths_outcomes() {
     if skip_without_root("the_tagged_fast_path_keeps_the_full_paths_outcomes") {
@@ -552,6 +553,20 @@ fn the_tagged_fast_path_keeps_the_full_paths_outcomes() {
     );
     h.run(&qinq(vxlan_request(8472, 40007)).build());
     h.run(&tcp2().vlan(0x8100, 11).build());
+    // PPPoE, untagged and behind a tag: unwatched, a watched login.
+    h.run(
+        &FrameBuilder::tcp("192.0.2.10", 40000, "203.0.113.5", 5555)
+            .pppoe()
+            .payload(http_get())
+            .build(),
+    );
+    h.run(&tcp().pppoe().build());
+    h.run(
+        &FrameBuilder::tcp("192.0.2.10", 40008, "198.51.100.2", 80)
+            .pppoe()
+            .payload(http_get())
+            .build(),
+    );
     let recs = h.records();
     let kinds: Vec<_> = recs.iter().map(|r| r.kind).collect();
     assert_eq!(
@@ -562,6 +577,7 @@ fn the_tagged_fast_path_keeps_the_full_paths_outcomes() {
             RecordKind::Sample,
             RecordKind::Dns,
             RecordKind::Sample,
+            RecordKind::Sample,
             RecordKind::Sample
         ]
     );
@@ -569,13 +585,15 @@ fn the_tagged_fast_path_keeps_the_full_paths_outcomes() {
     assert_eq!(recs[2].src(), ("192.0.2.10".parse().unwrap(), 40004));
     assert_eq!(recs[4].hdr.l3_off, 22);
     assert_eq!(recs[5].src(), ("192.0.2.10".parse().unwrap(), 40007));
+    assert_eq!(recs[6].hdr.l3_off, 22);
+    assert_eq!(recs[6].src(), ("192.0.2.10".parse().unwrap(), 40008));
     h.assert_outcomes(&[
-        (Counter::Unwatched, 5),
+        (Counter::Unwatched, 7),
         (Counter::Ipv4Fragment, 1),
         (Counter::BadIpv4, 1),
         (Counter::DnsAnswer, 2),
         (Counter::ProbeSyn, 2),
-        (Counter::SampledHead, 4),
+        (Counter::SampledHead, 5),
         (Counter::VlanTooDeep, 1),
     ]);
 }
@@ -805,24 +823,30 @@ fn split_client_hello_is_sampled_to_its_end() {
     h.assert_outcomes(&[(Counter::SampledHead, 2), (Counter::OverBudget, 1)]);
 }
 
-/// Untagged, with one VLAN tag and with two (the `HOT` slots read past
-/// them too).
+/// Untagged, with one VLAN tag and with two, in PPPoE untagged and behind a
+/// tag (the `HOT` slots read past them too).
 #[test]
 fn sampling_stops_after_the_head_then_one_in_k() {
     if skip_without_root("sampling_stops_after_the_head_then_one_in_k") {
         return;
     }
-    for tags in [&[][..], &[(0x8100, 10)], &[(0x88a8, 200), (0x8100, 10)]] {
-        head_then_one_in_k(tags);
+    let one = &[(0x8100, 10)][..];
+    for (tags, pppoe) in [
+        (&[][..], false),
+        (one, false),
+        (&[(0x88a8, 200), (0x8100, 10)], false),
+        (&[], true),
+        (one, true),
+    ] {
+        head_then_one_in_k(tags, pppoe);
     }
 }
 
-/// `tags`: (TPID, VID), the outer first.
-fn head_then_one_in_k(tags: &[(u16, u16)]) {
+/// `tags`: (TPID, VID), the outer first; `pppoe`: in a PPPoE session.
+fn head_then_one_in_k(tags: &[(u16, u16)], pppoe: bool) {
     let frame = |b: FrameBuilder| {
-        tags.iter()
-            .fold(b, |b, &(tpid, vid)| b.vlan(tpid, vid))
-            .build()
+        let b = tags.iter().fold(b, |b, &(tpid, vid)| b.vlan(tpid, vid));
+        if pppoe { b.pppoe() } else { b }.build()
     };
     let config = Config {
         head_bytes: 3000,
@@ -849,7 +873,7 @@ fn head_then_one_in_k(tags: &[(u16, u16)]) {
     assert_eq!(
         (st.last_ns, st.pkts[d]),
         (last.hdr.ts_ns, 8),
-        "tags {tags:x?}"
+        "tags {tags:x?}, PPPoE {pppoe}"
     );
     // The next packet that needs a decision, a FIN, takes them in first.
     h.run(&frame(
