@@ -3,8 +3,8 @@
 //! without the full parse, the 40-byte key or the `FLOWS` lookup
 //! (docs/performance.md, docs/ARCHITECTURE.md).
 //!
-//! A slot holds one direction of one plain IPv4 or IPv6 flow (untagged or
-//! with one or two VLAN tags). The full path
+//! A slot holds one direction of one plain IPv4 or IPv6 flow (untagged, with
+//! one or two VLAN tags, or in PPPoE behind at most one). The full path
 //! hands it over after a packet it only counted (`over_budget`, `watched_no_payload`)
 //! or sampled as a tail; from then on the fast path *absorbs* that
 //! direction's packets — counted under the same outcome, their packets and

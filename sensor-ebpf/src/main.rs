@@ -5,7 +5,7 @@
 //! userspace needs, and hands it up through its CPU's ring buffer:
 //!
 //! ```text
-//! frame ─ plain IPv4/IPv6 TCP/UDP (or one or two VLAN tags), watch bits clear, no DNS/probe/follow/VXLAN port ── counter, PASS
+//! frame ─ plain IPv4/IPv6 TCP/UDP (or 1–2 VLAN tags, PPPoE behind ≤ 1), watch bits clear, no DNS/probe/follow/VXLAN port ── counter, PASS
 //!    ├ plain, watch bit set, this CPU's HOT slot holds its flow past its head ── counter, PASS
 //!    └ parse ─┬─ error ─────────────────────────────── counter, PASS
 //!             ├─ DNS answer (from :53) ───────────────── ring: Dns
