@@ -1,6 +1,8 @@
 //! The XDP program's `HOT` slots (`sensor_common::hot`) against the full path
 //! alone: two watched flows between one client and one server (IPv4 or IPv6,
-//! TCP or UDP, tagged or not), packets either way with any flags and payload,
+//! TCP or UDP; untagged, behind one or two VLAN tags or in PPPoE behind at
+//! most one: each way the fast path reads), packets either way with any
+//! flags and payload,
 //! the tail rate changed and blocked buckets set between them, run through
 //! the full path alone and through two CPUs' four slots each in front of it
 //! (each direction of each flow on either CPU, as RSS steers it: a
@@ -24,7 +26,7 @@ use sensor_common::{
     },
     parse::{Parsed, TCP_ACK, parse},
     policy::{Decision, watched_packet},
-    quick::{plain, plain_tagged, reread_ipv4, reread_ipv6},
+    quick::{plain, plain_pppoe, plain_tagged, plain_two_tags, reread_ipv4, reread_ipv6},
     tunnel::VXLAN_PORT,
 };
 use sensor_user::fixtures::FrameBuilder;
@@ -54,7 +56,8 @@ struct Input {
     v6: bool,
     /// The second flow is UDP.
     udp: bool,
-    tagged: bool,
+    /// How the frames are carried: `encap % 5` is [`build`]'s `encap`.
+    encap: u8,
     /// Bit `2 * flow + reply`: that direction runs on the second CPU.
     cpus: u8,
     head: u16,
@@ -73,11 +76,18 @@ struct Kernel {
 impl Kernel {
     /// The fast path for a watched frame: its slot's outcome, or `None`.
     fn absorb(&mut self, cfg: &Config, frame: &[u8]) -> Option<Counter> {
+        // The program's order (`fast_path`).
         let (q, tag) = match plain(frame, cfg.vxlan_port) {
             Some(q) => (q, 0),
-            None => (plain_tagged(frame, cfg.vxlan_port)?, 4),
+            None => match plain_tagged(frame, cfg.vxlan_port) {
+                Some(q) => (q, 4),
+                None => match plain_two_tags(frame, cfg.vxlan_port) {
+                    Some(q) => (q, 8),
+                    None => plain_pppoe(frame, cfg.vxlan_port)?,
+                },
+            },
         };
-        // The program reads the header again, past the tag.
+        // The program reads the header again, past the tags and PPPoE.
         let f = &frame[tag..];
         let (epochs, blocked) = (&self.epochs, self.blocked);
         let epoch = |b| epochs[epoch_slot(b)];
@@ -131,7 +141,7 @@ pub fn run(data: &[u8]) {
             udp[i],
             (0, TCP_ACK),
             Vec::new(),
-            input.tagged,
+            input.encap,
         );
         let p = parse(&frame[..]).expect("a built frame parses");
         let (k, dir) = FlowKey::from_packet(p.family, p.proto, &p.src, p.sport, &p.dst, p.dport);
@@ -186,7 +196,7 @@ pub fn run(data: &[u8]) {
             udp[x],
             (*s, tcp_flags),
             vec![fill; len],
-            input.tagged,
+            input.encap,
         );
         *s = s.wrapping_add(len as u32);
         let p = parse(&frame[..]).expect("a built frame parses");
@@ -248,13 +258,14 @@ pub fn run(data: &[u8]) {
 }
 
 /// A frame of the flow `src:sport -> dst:dport`, its TCP sequence number
-/// and flags (unused for UDP), with `payload`.
+/// and flags (unused for UDP), with `payload`, carried as `encap % 5` says:
+/// untagged, behind one tag, behind two, in PPPoE, in PPPoE behind a tag.
 fn build(
     (src, sport, dst, dport): (&str, u16, &str, u16),
     udp: bool,
     (seq, tcp_flags): (u32, u8),
     payload: Vec<u8>,
-    tagged: bool,
+    encap: u8,
 ) -> Vec<u8> {
     let b = if udp {
         FrameBuilder::udp(src, sport, dst, dport)
@@ -264,5 +275,13 @@ fn build(
             .flags(tcp_flags)
     };
     let b = b.payload(payload);
-    if tagged { b.vlan(0x8100, 10) } else { b }.build()
+    // Untagged, one tag, two, PPPoE, PPPoE behind a tag.
+    match encap % 5 {
+        0 => b,
+        1 => b.vlan(0x8100, 10),
+        2 => b.vlan(0x88a8, 200).vlan(0x8100, 10),
+        3 => b.pppoe(),
+        _ => b.vlan(0x8100, 10).pppoe(),
+    }
+    .build()
 }
