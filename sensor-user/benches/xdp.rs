@@ -187,6 +187,16 @@ fn main() {
         ref_target: None,
         blocking: false,
     };
+    // Watched flows, each run past its head budget before measuring.
+    let past_budget = |name, frames| Case {
+        name,
+        frames,
+        config: Config::default(),
+        warmup: 64,
+        target: Some(2.0),
+        ref_target: None,
+        blocking: false,
+    };
     let cases = [
         unwatched("unwatched_ipv4_tcp", xdp_paths::unwatched_tcp()),
         Case {
@@ -201,15 +211,7 @@ fn main() {
             ref_target: Some(1.3),
             blocking: false,
         },
-        Case {
-            name: "watched_past_budget",
-            frames: watched(41000),
-            config: Config::default(),
-            warmup: 64,
-            target: Some(2.0),
-            ref_target: None,
-            blocking: false,
-        },
+        past_budget("watched_past_budget", watched(41000)),
         Case {
             name: "dns_answer",
             frames: vec![xdp_paths::dns().build()],
@@ -224,33 +226,18 @@ fn main() {
         unwatched("unwatched_ipv4_tcp_vlan", xdp_paths::unwatched_tcp_vlan()),
         unwatched("unwatched_ipv4_tcp_qinq", xdp_paths::unwatched_tcp_qinq()),
         unwatched("unwatched_ipv4_tcp_pppoe", xdp_paths::unwatched_tcp_pppoe()),
-        Case {
-            name: "watched_past_budget_vlan",
-            frames: flows(xdp_paths::watched_vlan, 42000),
-            config: Config::default(),
-            warmup: 64,
-            target: Some(2.0),
-            ref_target: None,
-            blocking: false,
-        },
-        Case {
-            name: "watched_past_budget_qinq",
-            frames: flows(xdp_paths::watched_qinq, 43000),
-            config: Config::default(),
-            warmup: 64,
-            target: Some(2.0),
-            ref_target: None,
-            blocking: false,
-        },
-        Case {
-            name: "watched_past_budget_pppoe",
-            frames: flows(xdp_paths::watched_pppoe, 44000),
-            config: Config::default(),
-            warmup: 64,
-            target: Some(2.0),
-            ref_target: None,
-            blocking: false,
-        },
+        past_budget(
+            "watched_past_budget_vlan",
+            flows(xdp_paths::watched_vlan, 42000),
+        ),
+        past_budget(
+            "watched_past_budget_qinq",
+            flows(xdp_paths::watched_qinq, 43000),
+        ),
+        past_budget(
+            "watched_past_budget_pppoe",
+            flows(xdp_paths::watched_pppoe, 44000),
+        ),
     ];
     // The same packets with blocking on.
     let blocking: Vec<Case> = cases[..3]
