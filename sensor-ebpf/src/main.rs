@@ -76,7 +76,7 @@ use sensor_common::{
         watched_packet,
     },
     quick::{
-        parse_plain_into, plain, plain_pppoe, plain_tagged, plain_two_tags, plainly_unwatched,
+        parse_plain_into, plain, plain_tagged, plain_two_tags_or_pppoe, plainly_unwatched,
         reread_ipv4, reread_ipv6,
     },
     record::{
@@ -357,10 +357,7 @@ fn fast_path(ctx: &XdpContext, cfg: &Config) -> Option<Counter> {
             // Two tags (QinQ), or PPPoE (an access link) untagged or
             // behind one, after that: one call site, whose header lies 8
             // or 12 bytes on.
-            let (q, shift) = match plain_two_tags(&frame, cfg.vxlan_port) {
-                Some(q) => (q, 2 * VLAN_HLEN),
-                None => plain_pppoe(&frame, cfg.vxlan_port)?,
-            };
+            let (q, shift) = plain_two_tags_or_pppoe(&frame, cfg.vxlan_port)?;
             if !watch_bits(q.family, &q.src, &q.dst) {
                 return plainly_unwatched(cfg, &q).then_some(Counter::Unwatched);
             }
@@ -712,7 +709,7 @@ fn flow_packet(
     // from reading the state first (a compiler barrier; no instruction).
     let bucket = flow_bucket(&s.key);
     let epoch = hot_epoch(bucket);
-    core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::Acquire);
+    core::sync::atomic::compiler_fence(Ordering::Acquire);
     let decision = around_decision(
         cfg,
         // SAFETY: this CPU's slot; XDP does not nest on a CPU.

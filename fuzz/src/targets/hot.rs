@@ -26,7 +26,7 @@ use sensor_common::{
     },
     parse::{Parsed, TCP_ACK, parse},
     policy::{Decision, watched_packet},
-    quick::{plain, plain_pppoe, plain_tagged, plain_two_tags, reread_ipv4, reread_ipv6},
+    quick::{plain, plain_tagged, plain_two_tags_or_pppoe, reread_ipv4, reread_ipv6},
     tunnel::VXLAN_PORT,
 };
 use sensor_user::fixtures::FrameBuilder;
@@ -81,10 +81,7 @@ impl Kernel {
             Some(q) => (q, 0),
             None => match plain_tagged(frame, cfg.vxlan_port) {
                 Some(q) => (q, 4),
-                None => match plain_two_tags(frame, cfg.vxlan_port) {
-                    Some(q) => (q, 8),
-                    None => plain_pppoe(frame, cfg.vxlan_port)?,
-                },
+                None => plain_two_tags_or_pppoe(frame, cfg.vxlan_port)?,
             },
         };
         // The program reads the header again, past the tags and PPPoE.
